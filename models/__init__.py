@@ -1,0 +1,19 @@
+"""DAT (Vision Transformer with Deformable Attention) in pure PyTorch.
+
+    from models import create_model, load_checkpoint
+    model = create_model("dat_tiny")
+    load_checkpoint(model, "dat_tiny_in1k_224.pth")
+    logits = model.eval()(images)
+"""
+
+from .checkpoint import CheckpointError, load_checkpoint, read_state_dict, save_safetensors
+from .config import DATConfig
+from .dat import DAT, ModelInfo
+from .registry import ModelSpec, create_model, get_spec, imagenet_labels, list_models, register_model
+from .transforms import Preprocessing
+
+__all__ = [
+    "DAT", "DATConfig", "CheckpointError", "ModelInfo", "ModelSpec", "Preprocessing",
+    "create_model", "get_spec", "imagenet_labels", "list_models", "load_checkpoint",
+    "read_state_dict", "register_model", "save_safetensors",
+]

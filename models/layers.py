@@ -1,0 +1,162 @@
+"""Building blocks shared by the DAT stages: norms, MLPs, drop-path and window attention.
+
+Inside a stage, activations are kept channels-last, (B, H, W, C): every Linear and LayerNorm
+then works without permutes. Module and parameter names mirror the official release so its
+checkpoints load strictly.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+# The official shifted-window mask uses -100 rather than -inf; kept for exact parity.
+_MASKED = -100.0
+
+
+class LayerNormProxy(nn.Module):
+    """LayerNorm over channels. ``channels_last=False`` accepts (B, C, H, W)."""
+
+    def __init__(self, dim: int, channels_last: bool = True):
+        super().__init__()
+        self.norm = nn.LayerNorm(dim)
+        self.channels_last = channels_last
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.channels_last:
+            return self.norm(x)
+        return self.norm(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+
+class DropPath(nn.Module):
+    """Stochastic depth per sample (training only)."""
+
+    def __init__(self, p: float):
+        super().__init__()
+        self.p = p
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0.0:
+            return x
+        keep = 1.0 - self.p
+        mask = x.new_empty((x.shape[0],) + (1,) * (x.dim() - 1)).bernoulli_(keep)
+        return x * mask / keep
+
+
+class TransformerMLP(nn.Module):
+    def __init__(self, dim: int, expansion: int, drop: float):
+        super().__init__()
+        self.chunk = nn.Sequential()
+        self.chunk.add_module("linear1", nn.Linear(dim, dim * expansion))
+        self.chunk.add_module("act", nn.GELU())
+        self.chunk.add_module("drop1", nn.Dropout(drop))
+        self.chunk.add_module("linear2", nn.Linear(dim * expansion, dim))
+        self.chunk.add_module("drop2", nn.Dropout(drop))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.chunk(x)
+
+
+class TransformerMLPWithConv(nn.Module):
+    """The ``use_dwc_mlps`` variant: 1x1 conv, depthwise 3x3, GELU, 1x1 conv."""
+
+    def __init__(self, dim: int, expansion: int, drop: float):
+        super().__init__()
+        hidden = dim * expansion
+        self.linear1 = nn.Conv2d(dim, hidden, 1)
+        self.drop1 = nn.Dropout(drop)
+        self.act = nn.GELU()
+        self.linear2 = nn.Conv2d(hidden, dim, 1)
+        self.drop2 = nn.Dropout(drop)
+        self.dwc = nn.Conv2d(hidden, hidden, 3, 1, 1, groups=hidden)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.permute(0, 3, 1, 2)
+        x = self.drop1(self.act(self.dwc(self.linear1(x))))
+        return self.drop2(self.linear2(x)).permute(0, 2, 3, 1)
+
+
+def relative_position_index(window: int) -> torch.Tensor:
+    """Swin's (w*w, w*w) index into the (2w-1)^2 bias table."""
+    coords = torch.stack(torch.meshgrid(torch.arange(window), torch.arange(window), indexing="ij"))
+    coords = coords.flatten(1)
+    relative = (coords[:, :, None] - coords[:, None, :]).permute(1, 2, 0)
+    relative = relative + (window - 1)
+    return relative[:, :, 0] * (2 * window - 1) + relative[:, :, 1]
+
+
+def shifted_window_mask(fmap: int, window: int, shift: int) -> torch.Tensor:
+    """(num_windows, w*w, w*w) additive mask keeping attention inside each shifted region."""
+    regions = torch.zeros(fmap, fmap)
+    bounds = (slice(0, -window), slice(-window, -shift), slice(-shift, None))
+    for label, (h, w) in enumerate((h, w) for h in bounds for w in bounds):
+        regions[h, w] = label
+    windows = regions.view(fmap // window, window, fmap // window, window)
+    windows = windows.permute(0, 2, 1, 3).reshape(-1, window * window)
+    diff = windows[:, None, :] - windows[:, :, None]
+    return torch.zeros_like(diff).masked_fill(diff != 0, _MASKED)
+
+
+class LocalAttention(nn.Module):
+    """``L`` block: multi-head self-attention inside non-overlapping windows."""
+
+    def __init__(self, dim: int, heads: int, window: int, attn_drop: float, proj_drop: float):
+        super().__init__()
+        self.heads = heads
+        self.window = window
+        self.scale = (dim // heads) ** -0.5
+        self.attn_drop = attn_drop
+        self.proj_qkv = nn.Linear(dim, 3 * dim)
+        self.proj_out = nn.Linear(dim, dim)
+        self.proj_drop = nn.Dropout(proj_drop)
+        self.relative_position_bias_table = nn.Parameter(
+            torch.zeros((2 * window - 1) ** 2, heads))
+        nn.init.trunc_normal_(self.relative_position_bias_table, std=0.01)
+        self.register_buffer("relative_position_index", relative_position_index(window))
+
+    def attention_bias(self) -> torch.Tensor:
+        """(heads, w*w, w*w) relative position bias."""
+        n = self.window * self.window
+        bias = self.relative_position_bias_table[self.relative_position_index.view(-1)]
+        return bias.view(n, n, self.heads).permute(2, 0, 1)
+
+    def window_attention(self, x: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        """x (B, H, W, C); bias (1 or windows, heads, w*w, w*w)."""
+        B, H, W, C = x.shape
+        w, heads = self.window, self.heads
+        rows, cols = H // w, W // w
+        windows = x.reshape(B, rows, w, cols, w, C).transpose(2, 3).reshape(B, rows * cols, w * w, C)
+        qkv = self.proj_qkv(windows).view(B, rows * cols, w * w, 3, heads, C // heads)
+        # -> 3 x (B, windows * heads, w*w, head_dim)
+        q, k, v = qkv.permute(3, 0, 1, 4, 2, 5).reshape(3, B, rows * cols * heads, w * w, C // heads)
+        bias = bias.expand(rows * cols, -1, -1, -1).reshape(rows * cols * heads, w * w, w * w)
+        out = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=bias.to(q.dtype), scale=self.scale,
+            dropout_p=self.attn_drop if self.training else 0.0)
+        out = out.view(B, rows * cols, heads, w * w, C // heads).transpose(2, 3)
+        out = self.proj_drop(self.proj_out(out.reshape(B, rows * cols, w * w, C)))
+        return out.view(B, rows, cols, w, w, C).transpose(2, 3).reshape(B, H, W, C)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, None, None]:
+        return self.window_attention(x, self.attention_bias().unsqueeze(0)), None, None
+
+
+class ShiftWindowAttention(LocalAttention):
+    """``S`` block: window attention on a feature map rolled by ceil(w / 2)."""
+
+    def __init__(self, dim: int, heads: int, window: int, attn_drop: float, proj_drop: float,
+                 fmap: int):
+        super().__init__(dim, heads, window, attn_drop, proj_drop)
+        self.shift = math.ceil(window / 2)
+        if not 0 < self.shift < window:
+            raise ValueError(f"window size {window} is too small to shift")
+        self.register_buffer("attn_mask", shifted_window_mask(fmap, window, self.shift))
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, None, None]:
+        bias = self.attention_bias().unsqueeze(0) + self.attn_mask.unsqueeze(1)
+        shifted = torch.roll(x, shifts=(-self.shift, -self.shift), dims=(1, 2))
+        out = self.window_attention(shifted, bias)
+        return torch.roll(out, shifts=(self.shift, self.shift), dims=(1, 2)), None, None

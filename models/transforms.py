@@ -1,0 +1,74 @@
+"""Evaluation preprocessing, defined once: the service, export validation and tests import it.
+
+The official evaluation (``data/build.py`` of the DAT release) resizes a PIL image to an
+(S, S) square with S = int(256 / 224 * size), bicubic, centre-crops ``size``, then
+normalises with the ImageNet mean and std.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+from PIL import Image
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+_INTERPOLATIONS = {
+    "bicubic": Image.Resampling.BICUBIC,
+    "bilinear": Image.Resampling.BILINEAR,
+    "nearest": Image.Resampling.NEAREST,
+}
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How an RGB image becomes a model input of shape (3, input_size, input_size)."""
+
+    input_size: int = 224
+    crop_pct: float = 224 / 256  # resize to int(input_size / crop_pct), then centre-crop
+    interpolation: str = "bicubic"
+    mean: tuple[float, float, float] = field(default=IMAGENET_MEAN)
+    std: tuple[float, float, float] = field(default=IMAGENET_STD)
+
+    def __post_init__(self) -> None:
+        if self.interpolation not in _INTERPOLATIONS:
+            raise ValueError(f"interpolation must be one of {sorted(_INTERPOLATIONS)}")
+        if not 0.0 < self.crop_pct <= 1.0:
+            raise ValueError("crop_pct must be in (0, 1]")
+
+    @property
+    def resize_size(self) -> int:
+        # The official code computes int((256 / 224) * size); crop_pct = 224/256 reproduces it.
+        return int(round(self.input_size / self.crop_pct, 6))
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "resize_size": self.resize_size}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Preprocessing:
+        keys = {"input_size", "crop_pct", "interpolation", "mean", "std"}
+        return cls(**{k: tuple(v) if k in ("mean", "std") else v for k, v in data.items() if k in keys})
+
+    def resize_and_crop(self, image: Image.Image) -> Image.Image:
+        """Square resize to ``resize_size`` then centre crop to ``input_size`` (RGB in, RGB out)."""
+        size = self.resize_size
+        image = image.resize((size, size), _INTERPOLATIONS[self.interpolation])
+        # torchvision's CenterCrop rounds the offsets the same way.
+        top = int(round((size - self.input_size) / 2.0))
+        left = top
+        return image.crop((left, top, left + self.input_size, top + self.input_size))
+
+    def normalize(self, image: Image.Image) -> np.ndarray:
+        """RGB uint8 image -> float32 (3, H, W), scaled to [0, 1] and normalised."""
+        array = np.asarray(image, dtype=np.float32) / 255.0
+        array = (array - np.asarray(self.mean, np.float32)) / np.asarray(self.std, np.float32)
+        return np.ascontiguousarray(array.transpose(2, 0, 1))
+
+    def __call__(self, image: Image.Image) -> torch.Tensor:
+        """An RGB PIL image -> normalised float32 tensor (3, input_size, input_size)."""
+        if image.mode != "RGB":
+            raise ValueError(f"expected an RGB image, got mode {image.mode!r}")
+        return torch.from_numpy(self.normalize(self.resize_and_crop(image)))
