@@ -13,8 +13,14 @@ import torch.nn.functional as F
 
 from .config import DATConfig
 from .deformable import DeformableAttention
-from .layers import (DropPath, LayerNormProxy, LocalAttention, ShiftWindowAttention,
-                     TransformerMLP, TransformerMLPWithConv)
+from .layers import (
+    DropPath,
+    LayerNormProxy,
+    LocalAttention,
+    ShiftWindowAttention,
+    TransformerMLP,
+    TransformerMLPWithConv,
+)
 from .transforms import Preprocessing
 
 # Per stage, per block: None for L/S blocks, a (B, groups, Hk, Wk, 2) tensor for D blocks.

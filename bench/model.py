@@ -1,0 +1,135 @@
+"""``python -m bench model``: images/s and latency of DAT per precision and batch size.
+
+Measures our PyTorch model (eager fp32, bf16, fp16) and, with ``--official``, the official
+implementation under the same conditions (fp32 and autocast), in one process so that the
+ratios are comparable. Each variant's top-1 is compared with our fp32 on the same inputs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import platform
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from models import create_model
+
+from .timing import Measurement, measure
+
+_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def machine_description(device: str) -> dict:
+    info = {"cpu": _cpu_name(), "cores": torch.get_num_threads(), "torch": torch.__version__,
+            "python": platform.python_version()}
+    if device.startswith("cuda"):
+        props = torch.cuda.get_device_properties(device)
+        info.update(gpu=props.name, cuda=torch.version.cuda,
+                    gpu_memory_gib=round(props.total_memory / 2**30, 1))
+    return info
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def _variants(model_name: str, precisions: list[str], device: str, official_dir: str | None
+              ) -> dict[str, tuple[torch.nn.Module, Callable[[torch.Tensor], torch.Tensor]]]:
+    """name -> (module, forward on an fp32 batch)."""
+    base = create_model(model_name, pretrained=False).to(device)
+    variants: dict[str, tuple[torch.nn.Module, Callable]] = {}
+    for precision in precisions:
+        dtype = _DTYPES[precision]
+        if dtype == torch.float32:
+            model = base
+        else:
+            model = create_model(model_name, pretrained=False).to(device, dtype)
+            model.load_state_dict(base.state_dict())
+        variants[f"ours-{precision}"] = (model, lambda x, m=model, d=dtype: m(x.to(d)).float())
+    if official_dir:
+        from .official import OfficialLogits, load_official_dat
+        official = OfficialLogits(load_official_dat(official_dir)(**base.config.to_dict()))
+        official.official.load_state_dict(base.state_dict())
+        official = official.to(device).eval()
+        variants["official-fp32"] = (official, official)
+        autocast_dtype = torch.float16 if device.startswith("cuda") else torch.bfloat16
+        tag = "fp16" if autocast_dtype == torch.float16 else "bf16"
+
+        def autocast_forward(x, m=official, d=autocast_dtype):
+            with torch.autocast(device.split(":")[0], dtype=d):
+                return m(x).float()
+        variants[f"official-autocast-{tag}"] = (official, autocast_forward)
+    return variants
+
+
+def run(model_name: str = "dat_tiny", batch_sizes: tuple[int, ...] = (1, 8),
+        precisions: tuple[str, ...] = ("fp32", "bf16"), device: str = "cpu",
+        official_dir: str | None = None, warmup: int = 2, repeats: int = 5,
+        min_seconds: float = 0.0, progress: Callable[[str], None] = print) -> dict:
+    torch.manual_seed(0)
+    variants = _variants(model_name, list(precisions), device, official_dir)
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    size = next(iter(variants.values()))[0]
+    size = getattr(size, "config", None).img_size if hasattr(size, "config") else 224
+    check = torch.randn(max(batch_sizes), 3, size, size, device=device)
+    results: list[Measurement] = []
+    agreement: dict[str, dict] = {}
+    with torch.inference_mode():
+        reference = variants[next(iter(variants))][1](check)
+        for name, (_, forward) in variants.items():
+            logits = forward(check)
+            agreement[name] = {
+                "top1_agreement_with_ours_fp32": float((logits.argmax(1) == reference.argmax(1)).float().mean()),
+                "max_abs_diff_vs_ours_fp32": float((logits - reference).abs().max()),
+            }
+            for batch in batch_sizes:
+                x = check[:batch]
+                progress(f"  {name:24s} batch {batch:4d} ...")
+                m = measure(name, batch, lambda f=forward, x=x: f(x), warmup=warmup,
+                            repeats=repeats, synchronize=sync, min_seconds=min_seconds)
+                results.append(m)
+                progress(f"  {name:24s} batch {batch:4d}: {m.images_per_second:8.1f} img/s "
+                         f"(min {m.ips_min:.1f}, max {m.ips_max:.1f}), p50 {m.latency_ms_p50:.1f} ms")
+    return {"model": model_name, "device": device, "machine": machine_description(device),
+            "results": [r.to_dict() for r in results], "agreement": agreement}
+
+
+def markdown_table(report: dict) -> str:
+    lines = ["| variant | batch | img/s (median) | min-max | p50 latency ms | top-1 vs ours fp32 |",
+             "|---|---:|---:|---:|---:|---:|"]
+    for r in report["results"]:
+        agree = report["agreement"][r["variant"]]["top1_agreement_with_ours_fp32"]
+        lines.append(f"| {r['variant']} | {r['batch_size']} | {r['images_per_second']:.1f} | "
+                     f"{r['ips_min']:.1f}-{r['ips_max']:.1f} | {r['latency_ms_p50']:.1f} | "
+                     f"{agree:.0%} |")
+    return "\n".join(lines)
+
+
+def write_report(report: dict, out: str | Path) -> Path:
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "model.json").write_text(json.dumps(report, indent=2))
+    (out / "model.md").write_text(markdown_table(report) + "\n")
+    return out
+
+
+@contextlib.contextmanager
+def threads(n: int | None):
+    if n is None:
+        yield
+        return
+    previous = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)

@@ -1,0 +1,42 @@
+"""Timing helpers shared by the benchmarks: warm-up, repeats, median and spread."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+
+@dataclass
+class Measurement:
+    variant: str
+    batch_size: int
+    images_per_second: float  # median over repeats
+    ips_min: float
+    ips_max: float
+    latency_ms_p50: float
+    repeats: int
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def measure(variant: str, batch_size: int, run: Callable[[], object], *, warmup: int, repeats: int,
+            synchronize: Callable[[], None] = lambda: None, min_seconds: float = 0.0) -> Measurement:
+    """Times ``run`` (one batch) ``repeats`` times after ``warmup`` untimed calls.
+
+    With ``min_seconds``, keeps repeating until that much time was measured (short runs on
+    a fast device are otherwise dominated by noise)."""
+    for _ in range(warmup):
+        run()
+    synchronize()
+    durations: list[float] = []
+    while len(durations) < repeats or sum(durations) < min_seconds:
+        start = time.perf_counter()
+        run()
+        synchronize()
+        durations.append(time.perf_counter() - start)
+    rates = [batch_size / d for d in durations]
+    return Measurement(variant, batch_size, statistics.median(rates), min(rates), max(rates),
+                       statistics.median(durations) * 1000, len(durations))
