@@ -1,0 +1,28 @@
+# The two commands of the README:  make serve  |  make test
+# Each sets up .venv on first use (and again whenever pyproject.toml changes).
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: serve test lint bench-model venv clean
+
+$(STAMP): pyproject.toml scripts/setup-venv.sh
+	VENV=$(VENV) scripts/setup-venv.sh
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+serve: $(STAMP)  ## serve the embedded default model on http://127.0.0.1:8000
+	$(PY) -m service $(ARGS)
+
+test: $(STAMP)  ## run the test suite (GPU tests skip without CUDA)
+	$(PY) -m pytest $(ARGS)
+
+lint: $(STAMP)
+	$(PY) -m ruff check .
+
+bench-model: $(STAMP)
+	$(PY) -m bench model $(ARGS)
+
+clean:
+	rm -rf $(VENV) .pytest_cache
