@@ -31,7 +31,24 @@ def main(argv: list[str] | None = None) -> int:
     model.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     model.add_argument("--out", default=None, help="folder for model.json and model.md")
 
+    parity = sub.add_parser("parity", help="logits on a device/precision vs CPU fp32")
+    parity.add_argument("--model", default="dat_tiny")
+    parity.add_argument("--device", default="cuda")
+    parity.add_argument("--precisions", type=_words, default=("fp32", "fp16", "bf16"))
+    parity.add_argument("--batch-sizes", type=_ints, default=(1, 8, 64))
+    parity.add_argument("--out", default=None, help="JSON file for the results")
+
     args = parser.parse_args(argv)
+    if args.command == "parity":
+        import json
+
+        from . import parity as bench_parity
+        print(f"checking {args.model} on {args.device} against CPU fp32 ...", flush=True)
+        report = bench_parity.run(args.model, args.device, args.precisions, args.batch_sizes,
+                                  progress=lambda s: print(s, flush=True))
+        if args.out:
+            with open(args.out, "w") as f:
+                json.dump(report, f, indent=2)
     if args.command == "model":
         from . import model as bench_model
         with bench_model.threads(args.threads):

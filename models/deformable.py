@@ -74,7 +74,8 @@ class DeformableAttention(nn.Module):
 
     def _apply(self, fn, recurse=True):
         # Positions are computed in float32 even in a half-precision model: in fp16 a
-        # normalised coordinate near 1 is off by up to 5e-4, a visible shift of the samples.
+        # normalised coordinate near 1 is off by up to 5e-4, and the bias table spans only
+        # 2H - 1 cells, so the error would show in the attention logits.
         super()._apply(fn, recurse)
         self.reference = self.reference.float()
         self.query_grid = self.query_grid.float()
@@ -105,8 +106,10 @@ class DeformableAttention(nn.Module):
         pos = self.sampling_positions(q)
         hk, wk = pos.shape[1], pos.shape[2]
 
-        features = x.permute(0, 3, 1, 2).reshape(B * g, self.group_channels, H, W)
-        sampled = sample_keys_values(features, pos.flip(-1).to(x.dtype))  # grid is (x, y)
+        # Both samplings run in float32: a half-precision grid misplaces samples by a visible
+        # fraction of a pixel, and CPU bf16 grid sampling can return NaN.
+        features = x.permute(0, 3, 1, 2).reshape(B * g, self.group_channels, H, W).float()
+        sampled = sample_keys_values(features, pos.flip(-1)).to(x.dtype)  # grid is (x, y)
         sampled = sampled.reshape(B, C, hk * wk).transpose(1, 2)  # (B, Ns, C)
         k = _pointwise(self.proj_k, sampled).view(B, -1, heads, hd).transpose(1, 2)
         v = _pointwise(self.proj_v, sampled).view(B, -1, heads, hd).transpose(1, 2)
