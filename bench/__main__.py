@@ -29,6 +29,11 @@ def main(argv: list[str] | None = None) -> int:
     model.add_argument("--warmup", type=int, default=2)
     model.add_argument("--repeats", type=int, default=5)
     model.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    model.add_argument("--compile", dest="compile_mode", nargs="?", const="default", default=None,
+                       help="also measure torch.compile'd variants (optionally a mode, e.g. "
+                            "max-autotune-no-cudagraphs)")
+    model.add_argument("--min-seconds", type=float, default=0.0,
+                       help="keep repeating each measurement until this much time was timed")
     model.add_argument("--out", default=None, help="folder for model.json and model.md")
 
     parity = sub.add_parser("parity", help="logits on a device/precision vs CPU fp32")
@@ -38,7 +43,29 @@ def main(argv: list[str] | None = None) -> int:
     parity.add_argument("--batch-sizes", type=_ints, default=(1, 8, 64))
     parity.add_argument("--out", default=None, help="JSON file for the results")
 
+    server = sub.add_parser("server", help="throughput and latency of the HTTP server under load")
+    server.add_argument("--url", help="a running server (loopback only); default: start one")
+    server.add_argument("--server-args", default="",
+                        help="arguments for the 'python -m service' this command starts, e.g. "
+                             "\"--model dat_tiny --max-batch-size 32\"")
+    server.add_argument("--concurrency", type=_ints, default=(1, 4, 16, 32),
+                        help="closed-loop client counts (default 1,4,16,32)")
+    server.add_argument("--rates", type=_words, default=(),
+                        help="open-loop request rates per second; 'half' = half the best "
+                             "closed-loop rate")
+    server.add_argument("--duration", type=float, default=10.0, help="seconds per level")
+    server.add_argument("--image", help="image file to send (default: a generated 500x375 JPEG)")
+    server.add_argument("--images-per-request", type=int, default=1)
+    server.add_argument("--processes", type=int, default=2, help="client processes")
+    server.add_argument("--baseline-ips", type=float,
+                        help="raw backend img/s at the server's max batch (efficiency = server / this)")
+    server.add_argument("--title", default="", help="title of the plot")
+    server.add_argument("--out", default=None, help="folder for server.json, server.md and the plot")
+
     args = parser.parse_args(argv)
+    if args.command == "server":
+        from . import server_cli
+        return server_cli.main(args)
     if args.command == "parity":
         import json
 
@@ -55,7 +82,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"benchmarking {args.model} on {args.device} ...", flush=True)
             report = bench_model.run(args.model, args.batch_sizes, args.precisions, args.device,
                                      args.official, args.warmup, args.repeats,
-                                     progress=lambda s: print(s, flush=True))
+                                     min_seconds=args.min_seconds,
+                                     progress=lambda s: print(s, flush=True),
+                                     compile_mode=args.compile_mode)
         print()
         print(bench_model.markdown_table(report))
         if args.out:

@@ -42,8 +42,8 @@ def _cpu_name() -> str:
     return platform.processor() or "unknown"
 
 
-def _variants(model_name: str, precisions: list[str], device: str, official_dir: str | None
-              ) -> dict[str, tuple[torch.nn.Module, Callable[[torch.Tensor], torch.Tensor]]]:
+def _variants(model_name: str, precisions: list[str], device: str, official_dir: str | None,
+              compile_mode: str | None = None) -> dict[str, tuple[torch.nn.Module, Callable[[torch.Tensor], torch.Tensor]]]:
     """name -> (module, forward on an fp32 batch)."""
     base = create_model(model_name, pretrained=False).to(device)
     variants: dict[str, tuple[torch.nn.Module, Callable]] = {}
@@ -55,6 +55,10 @@ def _variants(model_name: str, precisions: list[str], device: str, official_dir:
             model = create_model(model_name, pretrained=False).to(device, dtype)
             model.load_state_dict(base.state_dict())
         variants[f"ours-{precision}"] = (model, lambda x, m=model, d=dtype: m(x.to(d)).float())
+        if compile_mode:
+            compiled = torch.compile(model, mode=None if compile_mode == "default" else compile_mode)
+            variants[f"ours-{precision}-compiled"] = (
+                model, lambda x, m=compiled, d=dtype: m(x.to(d)).float())
     if official_dir:
         from .official import OfficialLogits, load_official_dat
         official = OfficialLogits(load_official_dat(official_dir)(**base.config.to_dict()))
@@ -74,9 +78,10 @@ def _variants(model_name: str, precisions: list[str], device: str, official_dir:
 def run(model_name: str = "dat_tiny", batch_sizes: tuple[int, ...] = (1, 8),
         precisions: tuple[str, ...] = ("fp32", "bf16"), device: str = "cpu",
         official_dir: str | None = None, warmup: int = 2, repeats: int = 5,
-        min_seconds: float = 0.0, progress: Callable[[str], None] = print) -> dict:
+        min_seconds: float = 0.0, progress: Callable[[str], None] = print,
+        compile_mode: str | None = None) -> dict:
     torch.manual_seed(0)
-    variants = _variants(model_name, list(precisions), device, official_dir)
+    variants = _variants(model_name, list(precisions), device, official_dir, compile_mode)
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
     size = next(iter(variants.values()))[0]
     size = getattr(size, "config", None).img_size if hasattr(size, "config") else 224
@@ -119,6 +124,11 @@ def write_report(report: dict, out: str | Path) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     (out / "model.json").write_text(json.dumps(report, indent=2))
     (out / "model.md").write_text(markdown_table(report) + "\n")
+    try:
+        from .plots import throughput_vs_batch
+        throughput_vs_batch(report, out / "model_throughput.png")
+    except ImportError:
+        print("matplotlib not installed: no plot")
     return out
 
 

@@ -1,0 +1,59 @@
+"""PNG plots of benchmark results (matplotlib, imported only when plotting)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def _pyplot():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def throughput_vs_batch(model_report: dict, path: str | Path) -> Path:
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    variants: dict[str, list[tuple[int, float]]] = {}
+    for r in model_report["results"]:
+        variants.setdefault(r["variant"], []).append((r["batch_size"], r["images_per_second"]))
+    for name, points in variants.items():
+        points.sort()
+        ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=name)
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("batch size")
+    ax.set_ylabel("images / s")
+    machine = model_report.get("machine", {})
+    where = machine.get("gpu") or machine.get("cpu", "")
+    ax.set_title(f"{model_report['model']} on {where}", fontsize=9)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return Path(path)
+
+
+def latency_vs_throughput(server_report: dict, path: str | Path) -> Path:
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for mode, marker in (("closed", "o"), ("open", "s")):
+        runs = sorted((r for r in server_report["runs"] if r["mode"] == mode and r["latency_ms"]),
+                      key=lambda r: r["images_per_second"])
+        if not runs:
+            continue
+        x = [r["images_per_second"] for r in runs]
+        for q, style in (("p50", "-"), ("p99", "--")):
+            ax.plot(x, [r["latency_ms"][q] for r in runs], style, marker=marker,
+                    label=f"{mode} loop {q}")
+    ax.set_xlabel("images / s served")
+    ax.set_ylabel("latency (ms)")
+    ax.set_yscale("log")
+    ax.set_title(server_report.get("title", "server"), fontsize=9)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return Path(path)

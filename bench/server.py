@@ -1,0 +1,243 @@
+"""``python -m bench server``: drives a running server (or one it starts) with real HTTP load.
+
+Closed loop: N clients each send the next request as soon as the last one answered.
+Open loop: requests arrive at a fixed mean rate (Poisson), whatever the answers do; latency
+is measured from each request's scheduled time, so a stalled server cannot hide its queue.
+
+Only loopback addresses are accepted as targets. Every run is bounded by ``--duration``.
+The batch sizes the server formed are read from its ``/metrics`` (``dat_batch_size``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import multiprocessing as mp
+import os
+import random
+import re
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from urllib.parse import urlparse
+
+import httpx
+
+
+def check_loopback(url: str) -> None:
+    host = urlparse(url).hostname or ""
+    try:
+        addresses = {info[4][0] for info in socket.getaddrinfo(host, None)}
+    except socket.gaierror as exc:
+        raise ValueError(f"cannot resolve {host!r}: {exc}") from None
+    if not addresses or not all(ipaddress.ip_address(a.split("%")[0]).is_loopback for a in addresses):
+        raise ValueError(f"refusing to load-test {url}: only loopback targets are allowed")
+
+
+@dataclass
+class RunResult:
+    mode: str  # "closed" or "open"
+    level: float  # concurrency (closed) or offered requests/s (open)
+    duration_s: float
+    requests_ok: int
+    images_ok: int
+    errors: dict[str, int]
+    images_per_second: float
+    requests_per_second: float
+    latency_ms: dict[str, float]
+    mean_batch_size: float | None = None
+    batch_size_buckets: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _percentiles(latencies: list[float]) -> dict[str, float]:
+    if not latencies:
+        return {}
+    ordered = sorted(latencies)
+
+    def pick(q: float) -> float:
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
+    return {"p50": pick(0.50), "p95": pick(0.95), "p99": pick(0.99), "max": ordered[-1] * 1000,
+            "mean": statistics.fmean(ordered) * 1000}
+
+
+# -- the client side, run in worker processes ---------------------------------------------
+
+def _request_kwargs(body: bytes, content_type: str, images_per_request: int) -> dict:
+    if images_per_request == 1:
+        return {"content": body, "headers": {"content-type": content_type}}
+    files = [("files", (f"image{i}", body, content_type)) for i in range(images_per_request)]
+    return {"files": files}
+
+
+async def _closed_loop(url, body, content_type, per_request, clients, duration):
+    records = []
+    deadline = time.perf_counter() + duration
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    async with httpx.AsyncClient(limits=limits, timeout=60) as client:
+        async def one_client():
+            kwargs = _request_kwargs(body, content_type, per_request)
+            while time.perf_counter() < deadline:
+                start = time.perf_counter()
+                try:
+                    status = (await client.post(url, **kwargs)).status_code
+                except httpx.HTTPError as exc:
+                    status = type(exc).__name__
+                records.append((start, time.perf_counter() - start, status))
+        await asyncio.gather(*(one_client() for _ in range(clients)))
+    return records
+
+
+async def _open_loop(url, body, content_type, per_request, rate, duration, seed):
+    records = []
+    rng = random.Random(seed)
+    limits = httpx.Limits(max_connections=1024, max_keepalive_connections=256)
+    async with httpx.AsyncClient(limits=limits, timeout=60) as client:
+        kwargs = _request_kwargs(body, content_type, per_request)
+
+        async def one(scheduled):
+            try:
+                status = (await client.post(url, **kwargs)).status_code
+            except httpx.HTTPError as exc:
+                status = type(exc).__name__
+            records.append((scheduled, time.perf_counter() - scheduled, status))
+
+        tasks = []
+        start = time.perf_counter()
+        t = start
+        while t < start + duration:
+            t += rng.expovariate(rate)
+            delay = t - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(one(t)))
+        await asyncio.gather(*tasks)
+    return records
+
+
+def _worker(args) -> list:
+    mode, url, body, content_type, per_request, level, duration, seed = args
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if mode == "closed":
+        return asyncio.run(_closed_loop(url, body, content_type, per_request, int(level), duration))
+    return asyncio.run(_open_loop(url, body, content_type, per_request, level, duration, seed))
+
+
+# -- orchestration ------------------------------------------------------------------------
+
+def read_batch_histogram(base_url: str) -> tuple[float, float, dict[str, float]]:
+    """(sum, count, cumulative buckets) of the server's dat_batch_size histogram."""
+    text = httpx.get(f"{base_url}/metrics", timeout=10).text
+    total = count = 0.0
+    buckets: dict[str, float] = {}
+    for line in text.splitlines():
+        if line.startswith("dat_batch_size_sum"):
+            total = float(line.split()[-1])
+        elif line.startswith("dat_batch_size_count"):
+            count = float(line.split()[-1])
+        elif line.startswith("dat_batch_size_bucket"):
+            le = re.search(r'le="([^"]+)"', line).group(1)
+            buckets[le] = float(line.split()[-1])
+    return total, count, buckets
+
+
+def run_level(base_url: str, mode: str, level: float, duration: float, body: bytes,
+              content_type: str, images_per_request: int, processes: int) -> RunResult:
+    url = f"{base_url}/classify"
+    processes = max(1, min(processes, int(level) if mode == "closed" else processes))
+    before = read_batch_histogram(base_url)
+    shares = []
+    for i in range(processes):
+        if mode == "closed":
+            share = int(level) // processes + (1 if i < int(level) % processes else 0)
+        else:
+            share = level / processes
+        shares.append((mode, url, body, content_type, images_per_request, share, duration, i))
+    started = time.perf_counter()
+    if processes == 1:
+        records = _worker(shares[0])
+    else:
+        with mp.get_context("spawn").Pool(processes) as pool:
+            records = [r for part in pool.map(_worker, shares) for r in part]
+    elapsed = time.perf_counter() - started
+    after = read_batch_histogram(base_url)
+
+    ok = [r for r in records if r[2] == 200]
+    errors = Counter(str(r[2]) for r in records if r[2] != 200)
+    batches = after[1] - before[1]
+    buckets = {le: after[2].get(le, 0) - before[2].get(le, 0) for le in after[2]}
+    return RunResult(
+        mode=mode, level=level, duration_s=elapsed, requests_ok=len(ok),
+        images_ok=len(ok) * images_per_request, errors=dict(errors),
+        images_per_second=len(ok) * images_per_request / elapsed,
+        requests_per_second=len(ok) / elapsed,
+        latency_ms=_percentiles([r[1] for r in ok]),
+        mean_batch_size=(after[0] - before[0]) / batches if batches else None,
+        batch_size_buckets=buckets)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ServerProcess:
+    """``python -m service`` on a free loopback port, until ``stop``."""
+
+    def __init__(self, args: list[str], log_path: Path | None = None, ready_timeout: float = 600):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = open(log_path, "w") if log_path else subprocess.DEVNULL
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "service", "--host", "127.0.0.1", "--port", str(self.port), *args],
+            stdout=self.log, stderr=subprocess.STDOUT, env=env)
+        deadline = time.monotonic() + ready_timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"server exited with {self.process.returncode} before it was ready")
+            try:
+                if httpx.get(f"{self.url}/health/ready", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+        self.stop()
+        raise RuntimeError("server not ready in time")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(60)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+        if self.log is not subprocess.DEVNULL:
+            self.log.close()
+
+
+def markdown_table(runs: list[dict], baseline_ips: float | None) -> str:
+    header = ("| mode | level | img/s | req/s | p50 ms | p95 ms | p99 ms | errors | mean batch |"
+              + (" efficiency |" if baseline_ips else ""))
+    lines = [header, "|" + "---|" * (header.count("|") - 1)]
+    for r in runs:
+        level = f"{int(r['level'])} clients" if r["mode"] == "closed" else f"{r['level']:g} req/s"
+        lat = r["latency_ms"]
+        errors = sum(r["errors"].values())
+        mean_batch = f"{r['mean_batch_size']:.1f}" if r["mean_batch_size"] else "-"
+        row = (f"| {r['mode']} | {level} | {r['images_per_second']:.1f} | "
+               f"{r['requests_per_second']:.1f} | {lat.get('p50', 0):.1f} | {lat.get('p95', 0):.1f} | "
+               f"{lat.get('p99', 0):.1f} | {errors} | {mean_batch} |")
+        if baseline_ips:
+            row += f" {r['images_per_second'] / baseline_ips:.0%} |"
+        lines.append(row)
+    return "\n".join(lines)
