@@ -1,0 +1,12 @@
+"""Export DAT to ONNX / TensorRT with our own sampling translations, verified, with a manifest.
+
+    python -m export --help
+
+Library use: :func:`export.pipeline.run_export` carries out one export; the service loads
+artifacts only through :class:`export.manifest.Manifest` (``Manifest.load(directory)``).
+Importing this package stays light: the exporter's heavy imports live in its submodules.
+"""
+
+from .manifest import BatchRange, Manifest, ManifestError, read_manifest, write_manifest
+
+__all__ = ["BatchRange", "Manifest", "ManifestError", "read_manifest", "write_manifest"]

@@ -1,0 +1,328 @@
+"""The manifest beside exported artifacts, and the only way to load them.
+
+``manifest.json`` describes everything a runtime needs to serve the artifacts correctly:
+model name and config, input/output tensors (names, dtypes, shapes with the dynamic batch
+axis), the batch range, preprocessing, labels, precision, opset, grid-sample mode, tool
+versions, parity figures and the sha256 of every file.
+
+For the service::
+
+    from export.manifest import Manifest, ManifestError
+
+    m = Manifest.load("exports/dat_digits")   # checks format, status and every file's sha256
+    m.onnx_path, m.engine_path                # Path, Path | None (TensorRT engine)
+    m.input_name, m.output_name               # "images", "logits"
+    m.input_dtype, m.image_size               # "float32", 224 (input is NCHW, float32)
+    m.batch.min, m.batch.opt, m.batch.max     # the dynamic batch range
+    m.preprocessing(pil_rgb_image)            # a models.Preprocessing, the single definition
+    m.labels, m.num_classes, m.precision, m.model_name, m.task
+
+``ManifestError`` (a ValueError) names what is wrong: missing directory or manifest, another
+format or version, a failed export, a missing file or a hash mismatch, inconsistent fields.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from models import Preprocessing
+
+MANIFEST_NAME = "manifest.json"
+FORMAT = "dat-serve/export"
+VERSION = 1
+
+
+class ManifestError(ValueError):
+    """The manifest or an artifact it lists is missing, foreign, failed or altered."""
+
+
+@dataclass(frozen=True)
+class BatchRange:
+    """The dynamic batch axis: the smallest, the most common (TensorRT tunes for it), largest."""
+
+    min: int = 1
+    opt: int = 8
+    max: int = 32
+
+    def __post_init__(self) -> None:
+        values = (self.min, self.opt, self.max)
+        if not all(isinstance(v, int) for v in values) or not 1 <= self.min <= self.opt <= self.max:
+            raise ValueError(f"batch range must satisfy 1 <= min <= opt <= max, got "
+                             f"min={self.min} opt={self.opt} max={self.max}")
+
+    @property
+    def dynamic(self) -> bool:
+        return self.max > self.min
+
+    def clip(self, size: int) -> int:
+        return min(max(size, self.min), self.max)
+
+    def to_dict(self) -> dict[str, int]:
+        return {"min": self.min, "opt": self.opt, "max": self.max}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> BatchRange:
+        return cls(int(data["min"]), int(data["opt"]), int(data["max"]))
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """A graph input or output: ``shape`` has ``"batch"`` for the dynamic axis."""
+
+    name: str
+    dtype: str
+    shape: tuple[int | str, ...]
+    layout: str = ""
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "dtype": self.dtype, "shape": list(self.shape),
+                "layout": self.layout}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> TensorSpec:
+        return cls(str(data["name"]), str(data["dtype"]), tuple(data["shape"]),
+                   str(data.get("layout", "")))
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """One file of the export. ``sha256``/``bytes`` are filled in by :func:`write_manifest`.
+
+    ``kind`` is ``onnx`` or ``tensorrt``; ``grid_sample`` the seam translation it carries;
+    ``source`` (engines) the ONNX file it was built from; ``extra`` runtime facts such as the
+    TensorRT version and GPU an engine was built for (engines only run there).
+    """
+
+    file: str
+    kind: str
+    grid_sample: str
+    sha256: str = ""
+    bytes: int = 0
+    source: str | None = None
+    extra: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Artifact:
+        return cls(file=str(data["file"]), kind=str(data["kind"]),
+                   grid_sample=str(data["grid_sample"]), sha256=str(data.get("sha256", "")),
+                   bytes=int(data.get("bytes", 0)), source=data.get("source"),
+                   extra=dict(data.get("extra") or {}))
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """A parsed manifest. ``artifacts`` maps a role (``onnx``, ``engine``, ``engine_onnx``) to
+    its file; ``verification`` maps a runtime to its parity figures (see export.validate)."""
+
+    status: str  # "ok" or "failed"
+    task: str
+    model_name: str
+    model_config: dict
+    preprocessing: Preprocessing
+    labels: tuple[str, ...]
+    precision: str
+    opset: int
+    grid_sample: str  # as requested: native / decomposed / auto
+    input: TensorSpec
+    output: TensorSpec
+    batch: BatchRange
+    artifacts: dict[str, Artifact]
+    verification: dict[str, Any] = field(default_factory=dict)
+    tools: dict[str, str] = field(default_factory=dict)
+    timings_s: dict[str, float] = field(default_factory=dict)
+    notes: tuple[str, ...] = ()
+    created: str = ""
+    directory: Path | None = None  # set by load()
+
+    # -- what a runtime needs ------------------------------------------------------------
+
+    @property
+    def input_name(self) -> str:
+        return self.input.name
+
+    @property
+    def output_name(self) -> str:
+        return self.output.name
+
+    @property
+    def input_dtype(self) -> str:
+        return self.input.dtype
+
+    @property
+    def image_size(self) -> int:
+        return int(self.input.shape[-1])
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.labels)
+
+    @property
+    def onnx_path(self) -> Path:
+        return self._path("onnx")
+
+    @property
+    def engine_path(self) -> Path | None:
+        return self._path("engine") if "engine" in self.artifacts else None
+
+    @property
+    def engine_info(self) -> dict:
+        """TensorRT version and GPU the engine was built with ({} without an engine)."""
+        engine = self.artifacts.get("engine")
+        return dict(engine.extra) if engine else {}
+
+    def _path(self, role: str) -> Path:
+        if role not in self.artifacts:
+            raise ManifestError(f"manifest lists no {role} artifact")
+        base = self.directory if self.directory is not None else Path(".")
+        return base / self.artifacts[role].file
+
+    # -- (de)serialisation ---------------------------------------------------------------
+
+    def to_dict(self) -> dict:
+        return {
+            "format": FORMAT, "version": VERSION, "status": self.status,
+            "created": self.created, "task": self.task,
+            "model": {"name": self.model_name, "config": self.model_config},
+            "inputs": [self.input.to_dict()], "outputs": [self.output.to_dict()],
+            "batch": self.batch.to_dict(),
+            "preprocessing": self.preprocessing.to_dict(),
+            "labels": list(self.labels),
+            "precision": self.precision, "opset": self.opset, "grid_sample": self.grid_sample,
+            "artifacts": {role: a.to_dict() for role, a in self.artifacts.items()},
+            "verification": self.verification, "tools": self.tools,
+            "timings_s": self.timings_s, "notes": list(self.notes),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict, directory: Path | None = None) -> Manifest:
+        if not isinstance(data, dict) or data.get("format") != FORMAT:
+            raise ManifestError(f"not a {FORMAT} manifest")
+        if data.get("version") != VERSION:
+            raise ManifestError(f"manifest version {data.get('version')!r} is not supported "
+                                f"(this code reads version {VERSION})")
+        try:
+            inputs, outputs = data["inputs"], data["outputs"]
+            if len(inputs) != 1 or len(outputs) != 1:
+                raise ManifestError("expected exactly one input and one output")
+            return cls(
+                status=str(data["status"]), task=str(data["task"]),
+                model_name=str(data["model"]["name"]), model_config=dict(data["model"]["config"]),
+                preprocessing=Preprocessing.from_dict(data["preprocessing"]),
+                labels=tuple(str(label) for label in data["labels"]),
+                precision=str(data["precision"]), opset=int(data["opset"]),
+                grid_sample=str(data["grid_sample"]),
+                input=TensorSpec.from_dict(inputs[0]), output=TensorSpec.from_dict(outputs[0]),
+                batch=BatchRange.from_dict(data["batch"]),
+                artifacts={role: Artifact.from_dict(a) for role, a in data["artifacts"].items()},
+                verification=dict(data.get("verification") or {}),
+                tools=dict(data.get("tools") or {}),
+                timings_s=dict(data.get("timings_s") or {}),
+                notes=tuple(data.get("notes") or ()), created=str(data.get("created", "")),
+                directory=directory)
+        except ManifestError:
+            raise
+        except (KeyError, TypeError, ValueError) as exc:
+            detail = f"missing field {exc}" if isinstance(exc, KeyError) else str(exc)
+            raise ManifestError(f"malformed manifest: {detail}") from None
+
+    @classmethod
+    def load(cls, directory: str | Path, *, verify_hashes: bool = True,
+             allow_failed: bool = False) -> Manifest:
+        """Reads ``directory/manifest.json`` and checks it; raises :class:`ManifestError`."""
+        return read_manifest(directory, verify_hashes=verify_hashes, allow_failed=allow_failed)
+
+
+def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _check_consistency(m: Manifest) -> None:
+    if "onnx" not in m.artifacts:
+        raise ManifestError("manifest lists no onnx artifact")
+    if m.output.shape and isinstance(m.output.shape[-1], int) and m.output.shape[-1] != len(m.labels):
+        raise ManifestError(f"{len(m.labels)} labels for {m.output.shape[-1]} outputs")
+    size = m.input.shape[-1] if m.input.shape else None
+    if isinstance(size, int) and size != m.preprocessing.input_size:
+        raise ManifestError(f"preprocessing makes {m.preprocessing.input_size}px inputs but the "
+                            f"graph takes {size}px")
+
+
+def read_manifest(directory: str | Path, *, verify_hashes: bool = True,
+                  allow_failed: bool = False) -> Manifest:
+    """Loads and checks a manifest: format, version, status, consistency, every file's hash."""
+    directory = Path(directory)
+    path = directory / MANIFEST_NAME
+    if not directory.is_dir():
+        raise ManifestError(f"export directory not found: {directory}")
+    if not path.is_file():
+        raise ManifestError(f"no {MANIFEST_NAME} in {directory} (not an export, or the export "
+                            "did not finish)")
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ManifestError(f"{path}: unreadable manifest ({exc})") from None
+    manifest = Manifest.from_dict(data, directory=directory)
+    if manifest.status != "ok" and not allow_failed:
+        failures = [f"{runtime}: {v.get('summary', 'failed')}"
+                    for runtime, v in manifest.verification.items()
+                    if isinstance(v, dict) and not v.get("passed", False)]
+        detail = "; ".join(failures) or "see the manifest"
+        raise ManifestError(f"{directory}: the export failed verification ({detail})")
+    _check_consistency(manifest)
+    for role, artifact in manifest.artifacts.items():
+        file = directory / artifact.file
+        if not file.is_file():
+            raise ManifestError(f"{role} file listed in the manifest is missing: {file}")
+        if verify_hashes:
+            if file.stat().st_size != artifact.bytes or sha256_file(file) != artifact.sha256:
+                raise ManifestError(f"{role} file {file} does not match the sha256 in the manifest "
+                                    "(modified or replaced after export)")
+    return manifest
+
+
+def write_manifest(directory: str | Path, manifest: Manifest) -> Path:
+    """Hashes every listed artifact and writes ``directory/manifest.json`` atomically."""
+    directory = Path(directory)
+    artifacts = {}
+    for role, artifact in manifest.artifacts.items():
+        file = directory / artifact.file
+        if not file.is_file():
+            raise ManifestError(f"cannot list {role}: {file} does not exist")
+        artifacts[role] = Artifact(**{**artifact.to_dict(), "sha256": sha256_file(file),
+                                      "bytes": file.stat().st_size})
+    data = Manifest(**{**manifest.__dict__, "artifacts": artifacts}).to_dict()
+    text = json.dumps(_plain(data), indent=2, allow_nan=False) + "\n"
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".manifest.", suffix=".json")
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.chmod(tmp, 0o644)
+    target = directory / MANIFEST_NAME
+    os.replace(tmp, target)
+    return target
+
+
+def _plain(value: Any) -> Any:
+    """JSON-safe copy: paths as strings, non-finite floats as "inf" / "nan" strings."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    return value

@@ -1,0 +1,203 @@
+"""Checks an exported graph (or engine) against the PyTorch model it came from.
+
+Every export is verified before it is handed over: ``onnx.checker`` first, then the runtime
+and PyTorch (float32, eager, the model's own sampling) on the same seeded inputs at several
+batch sizes. The first images are shared by every batch size, so a batch-dependent error
+shows up too.
+
+Pass criteria (stated in the manifest beside the figures):
+
+* float32 graphs: max |logit difference| <= 1e-4.
+* float16 graphs: max |logit difference| <= 1e-2 * max(1, max |reference logit|).
+* both: top-1 agreement, where a disagreement is excused only on a near-tie (the reference's
+  top-1/top-2 margin is within twice the tolerance, so the allowed error alone could flip it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .manifest import BatchRange
+
+FP32_TOLERANCE = 1e-4
+FP16_RELATIVE_TOLERANCE = 1e-2
+SEED = 0
+
+Runner = Callable[[np.ndarray], np.ndarray]
+
+
+def tolerance_for(precision: str, reference: np.ndarray) -> float:
+    if precision == "fp32":
+        return FP32_TOLERANCE
+    return FP16_RELATIVE_TOLERANCE * max(1.0, float(np.abs(reference).max()))
+
+
+def tolerance_rule(precision: str) -> str:
+    if precision == "fp32":
+        return f"max_abs_error <= {FP32_TOLERANCE:g}"
+    return f"max_abs_error <= {FP16_RELATIVE_TOLERANCE:g} * max(1, max|reference logit|)"
+
+
+def verification_batches(batch: BatchRange, extra: Iterable[int] = ()) -> list[int]:
+    """1, 2 and 7 (an odd size no profile is tuned for), the range's min/opt/max, clipped."""
+    sizes = {1, 2, 7, batch.min, batch.opt, batch.max, *extra}
+    return sorted({batch.clip(s) for s in sizes})
+
+
+@dataclass
+class BatchResult:
+    batch: int
+    max_abs_error: float
+    top1_agreement: float
+    tolerance: float
+    passed: bool
+
+
+@dataclass
+class Verification:
+    """What one runtime was checked for, and how it did."""
+
+    runtime: str
+    artifact: str
+    precision: str
+    tolerance_rule: str
+    checker: str = "not run"  # "ok" / "not run" / the checker's message
+    results: list[BatchResult] = field(default_factory=list)
+    error: str | None = None  # the runtime failed to load or run
+
+    @property
+    def passed(self) -> bool:
+        return self.error is None and self.checker in ("ok", "not run") and bool(self.results) \
+            and all(r.passed for r in self.results)
+
+    @property
+    def max_abs_error(self) -> float | None:
+        return max((r.max_abs_error for r in self.results), default=None)
+
+    @property
+    def top1_agreement(self) -> float | None:
+        return min((r.top1_agreement for r in self.results), default=None)
+
+    def summary(self) -> str:
+        if self.error:
+            return f"{self.runtime}: FAILED ({self.error})"
+        if self.checker not in ("ok", "not run"):
+            return f"{self.runtime}: FAILED (onnx.checker: {self.checker})"
+        verdict = "ok" if self.passed else "FAILED"
+        sizes = ",".join(str(r.batch) for r in self.results)
+        return (f"{self.runtime}: {verdict} - max abs error {self.max_abs_error:.3g} "
+                f"({self.tolerance_rule}), top-1 agreement {self.top1_agreement:.0%}, "
+                f"batches {sizes}")
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data.update(passed=self.passed, max_abs_error=self.max_abs_error,
+                    top1_agreement=self.top1_agreement)
+        return data
+
+
+def _near_tie(reference: np.ndarray, index: int, tolerance: float) -> bool:
+    top2 = np.sort(reference[index])[-2:]
+    return float(top2[1] - top2[0]) <= 2 * tolerance
+
+
+def compare(reference: np.ndarray, candidate: np.ndarray, precision: str) -> BatchResult:
+    """One batch: max abs error, top-1 agreement (near-ties excused) against the tolerance."""
+    if candidate.shape != reference.shape:
+        raise ValueError(f"output shape {candidate.shape} != reference {reference.shape}")
+    reference = reference.astype(np.float64)
+    candidate = candidate.astype(np.float64)
+    tolerance = tolerance_for(precision, reference)
+    error = float(np.abs(candidate - reference).max()) if reference.size else 0.0
+    if not np.isfinite(candidate).all():
+        error = float("inf")
+    agree = reference.argmax(1) == candidate.argmax(1)
+    excused = all(_near_tie(reference, i, tolerance) for i in np.flatnonzero(~agree))
+    return BatchResult(batch=int(reference.shape[0]), max_abs_error=error,
+                       top1_agreement=float(agree.mean()), tolerance=tolerance,
+                       passed=error <= tolerance and excused)
+
+
+def sample_inputs(image_size: int, count: int, seed: int = SEED) -> torch.Tensor:
+    """``count`` seeded normalised images (standard normal, the scale of a normalised photo)."""
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randn(count, 3, image_size, image_size, generator=generator)
+
+
+@torch.no_grad()
+def reference_logits(model: torch.nn.Module, images: torch.Tensor,
+                     device: str | torch.device = "cpu") -> np.ndarray:
+    """Float32 eager logits, the yardstick for every runtime."""
+    model = model.to(device).float().eval()
+    return model(images.to(device)).float().cpu().numpy()
+
+
+def verify_runner(run: Runner, model: torch.nn.Module, *, runtime: str, artifact: str | Path,
+                  precision: str, batch_sizes: Sequence[int], device: str = "cpu",
+                  checker: str = "not run") -> Verification:
+    """Runs ``run`` (float32 NCHW numpy -> logits) at each batch size and compares."""
+    report = Verification(runtime=runtime, artifact=Path(artifact).name, precision=precision,
+                          tolerance_rule=tolerance_rule(precision), checker=checker)
+    images = sample_inputs(model.config.img_size, max(batch_sizes))
+    for size in batch_sizes:
+        x = images[:size]
+        expected = reference_logits(model, x, device)
+        try:
+            actual = np.asarray(run(x.numpy()))
+            report.results.append(compare(expected, actual, precision))
+        except Exception as exc:  # a runtime error is a verification failure, reported
+            report.error = f"batch {size}: {type(exc).__name__}: {_first_line(exc)}"
+            break
+    return report
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else ""
+
+
+def check_onnx(path: str | Path) -> str:
+    """``onnx.checker`` with shape inference; 'ok' or the checker's first line."""
+    import onnx
+
+    try:
+        onnx.checker.check_model(str(path), full_check=True)
+    except Exception as exc:  # ValidationError, InferenceError
+        return _first_line(exc) or type(exc).__name__
+    return "ok"
+
+
+def onnxruntime_runner(path: str | Path, input_name: str) -> Runner:
+    """A CPU ONNX Runtime session as a :data:`Runner`."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+    def run(images: np.ndarray) -> np.ndarray:
+        return session.run(None, {input_name: images.astype(np.float32)})[0]
+
+    return run
+
+
+def verify_onnx(path: str | Path, model: torch.nn.Module, *, precision: str,
+                batch_sizes: Sequence[int], input_name: str) -> Verification:
+    """onnx.checker, then ONNX Runtime (CPU) against PyTorch at each batch size."""
+    checker = check_onnx(path)
+    if checker != "ok":
+        return Verification(runtime="onnxruntime", artifact=Path(path).name, precision=precision,
+                            tolerance_rule=tolerance_rule(precision), checker=checker)
+    try:
+        run = onnxruntime_runner(path, input_name)
+    except Exception as exc:
+        return Verification(runtime="onnxruntime", artifact=Path(path).name, precision=precision,
+                            tolerance_rule=tolerance_rule(precision), checker=checker,
+                            error=f"session: {type(exc).__name__}: {_first_line(exc)}")
+    return verify_runner(run, model, runtime="onnxruntime", artifact=path, precision=precision,
+                         batch_sizes=batch_sizes, checker=checker)

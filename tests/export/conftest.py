@@ -1,0 +1,103 @@
+"""Export test fixtures: the official DAT v1 'mini' model and its exports, made once per run.
+
+The official fixtures live beside the repository in ``../shared``; tests that need them skip
+with a clear reason where they are absent.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[2]
+SHARED = REPO.parent / "shared"
+MINI = SHARED / "fixtures" / "dat_v1_mini"
+# Batch range of the fixture exports: 1, 2 and 7 must run, 8 keeps verification quick.
+MINI_BATCH = (1, 2, 8)
+
+# A DAT with every block kind (L/S stages, then D stages with offset groups and position
+# bias) that exports in a few seconds.
+SMALL_CONFIG = {
+    "img_size": 32, "patch_size": 2, "num_classes": 5, "dim_stem": 16,
+    "dims": [16, 32, 64, 128], "depths": [2, 2, 2, 2],
+    "stage_spec": [["L", "S"], ["L", "S"], ["L", "D"], ["L", "D"]],
+    "heads": [1, 2, 4, 8], "window_sizes": [4, 4, 4, 2], "groups": [-1, -1, 2, 4],
+    "use_pes": [False, False, True, True], "strides": [-1, -1, 1, 1],
+    "offset_range_factor": [-1, -1, 2, 2],
+}
+
+
+def run_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    """``python -m export ARGS`` from the repository root."""
+    return subprocess.run([sys.executable, "-m", "export", *args], cwd=REPO, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+
+@pytest.fixture(scope="session")
+def mini() -> dict:
+    if not MINI.is_dir():
+        pytest.skip(f"official fixtures not found at {MINI} (they live beside the repository in "
+                    "../shared; a plain clone does not have them)")
+    return {"config": MINI / "config.json", "checkpoint": MINI / "checkpoint.pth",
+            "expected": torch.load(MINI / "expected.pt", weights_only=True)}
+
+
+@pytest.fixture(scope="session")
+def mini_model(mini):
+    from models import create_model, load_checkpoint
+
+    model = create_model(mini["config"])
+    load_checkpoint(model, mini["checkpoint"])
+    return model.eval()
+
+
+def _api_export(mini, tmp_path_factory, name: str, **options):
+    from export.manifest import BatchRange
+    from export.pipeline import ExportOptions, run_export
+
+    out = tmp_path_factory.mktemp(name)
+    run_export(ExportOptions(out=out, config=mini["config"], checkpoint=mini["checkpoint"],
+                             batch=BatchRange(*MINI_BATCH), engine=False, **options),
+               log=lambda line: None)
+    return out
+
+
+@pytest.fixture(scope="session")
+def mini_native(mini, tmp_path_factory) -> Path:
+    """The fixture model exported through the library API, native GridSample, fp32."""
+    return _api_export(mini, tmp_path_factory, "native", grid_sample="native")
+
+
+@pytest.fixture(scope="session")
+def mini_fp16(mini, tmp_path_factory) -> Path:
+    return _api_export(mini, tmp_path_factory, "fp16", grid_sample="native", precision="fp16")
+
+
+@pytest.fixture(scope="session")
+def mini_decomposed_cli(mini, tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
+    """The fixture model exported by a real ``python -m export`` run, decomposed sampling."""
+    out = tmp_path_factory.mktemp("decomposed")
+    done = run_cli("--config", str(mini["config"]), "--checkpoint", str(mini["checkpoint"]),
+                   "--out", str(out), "--grid-sample", "decomposed",
+                   "--min-batch", str(MINI_BATCH[0]), "--opt-batch", str(MINI_BATCH[1]),
+                   "--max-batch", str(MINI_BATCH[2]))
+    return out, done
+
+
+@pytest.fixture(scope="session")
+def export_cli():
+    """Runs ``python -m export ARGS`` in a subprocess from the repository root."""
+    return run_cli
+
+
+@pytest.fixture
+def small_config_file(tmp_path) -> Path:
+    path = tmp_path / "small.json"
+    path.write_text(json.dumps({"config": SMALL_CONFIG}))
+    return path

@@ -1,0 +1,148 @@
+"""TensorRT: profile shapes and the auto fallback rule with a fake builder; a real engine on a
+GPU with TensorRT (marked gpu, skipped elsewhere)."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+from export import tensorrt as trt_export
+from export.manifest import BatchRange, Manifest
+from export.validate import BatchResult, Verification
+
+
+def _verification(passed: bool) -> Verification:
+    error = 1e-6 if passed else 0.5
+    return Verification(runtime="tensorrt", artifact="model.plan", precision="fp32",
+                        tolerance_rule="max_abs_error <= 0.0001",
+                        results=[BatchResult(1, error, 1.0 if passed else 0.0, 1e-4, passed)])
+
+
+class FakeBuilder:
+    """Records builds; ``fail_build``/``fail_parity`` name the grid-sample modes that fail."""
+
+    def __init__(self, tmp_path: Path, fail_build=(), fail_parity=()):
+        self.tmp_path, self.fail_build, self.fail_parity = tmp_path, fail_build, fail_parity
+        self.built: list[str] = []
+
+    def onnx_for(self, mode: str) -> Path:
+        return self.tmp_path / f"{mode}.onnx"
+
+    def build(self, onnx_path: Path, engine_path: Path) -> Path:
+        mode = onnx_path.stem
+        self.built.append(mode)
+        if mode in self.fail_build:
+            raise trt_export.EngineBuildError(f"cannot build {mode}")
+        engine_path.write_text(mode)
+        return engine_path
+
+    def verify(self, engine_path: Path) -> Verification:
+        return _verification(engine_path.read_text() not in self.fail_parity)
+
+    def run(self, requested: str, first: str = "native") -> trt_export.EngineResult:
+        return trt_export.build_verified(
+            requested, first, onnx_for=self.onnx_for, engine_for=lambda m: self.tmp_path / "model.plan",
+            build=self.build, verify=self.verify, log=lambda line: None)
+
+
+def test_profile_shapes():
+    shapes = trt_export.profile_shapes(BatchRange(1, 8, 32), 224)
+    assert shapes == {"min": (1, 3, 224, 224), "opt": (8, 3, 224, 224), "max": (32, 3, 224, 224)}
+
+
+def test_modes_to_try():
+    assert trt_export.modes_to_try("auto", "native") == ["native", "decomposed"]
+    assert trt_export.modes_to_try("auto", "decomposed") == ["decomposed"]
+    assert trt_export.modes_to_try("native", "native") == ["native"]
+    assert trt_export.modes_to_try("decomposed", "decomposed") == ["decomposed"]
+
+
+def test_auto_keeps_a_native_engine_that_passes(tmp_path):
+    fake = FakeBuilder(tmp_path)
+    result = fake.run("auto")
+    assert fake.built == ["native"] and result.chosen.grid_sample == "native"
+
+
+def test_auto_rebuilds_from_decomposed_when_native_fails_parity(tmp_path):
+    fake = FakeBuilder(tmp_path, fail_parity=("native",))
+    result = fake.run("auto")
+    assert fake.built == ["native", "decomposed"]
+    assert result.passed and result.chosen.grid_sample == "decomposed"
+    assert not result.attempts[0].passed and result.attempts[0].engine is None
+    assert (tmp_path / "model.plan").read_text() == "decomposed"
+
+
+def test_auto_rebuilds_from_decomposed_when_native_does_not_build(tmp_path):
+    fake = FakeBuilder(tmp_path, fail_build=("native",))
+    result = fake.run("auto")
+    assert result.chosen.grid_sample == "decomposed"
+    assert "cannot build native" in result.attempts[0].error
+
+
+def test_explicit_mode_does_not_fall_back_and_leaves_no_wrong_engine(tmp_path):
+    fake = FakeBuilder(tmp_path, fail_parity=("native",))
+    result = fake.run("native")
+    assert fake.built == ["native"] and not result.passed
+    assert not (tmp_path / "model.plan").exists()
+
+
+def test_everything_failing_is_reported(tmp_path):
+    fake = FakeBuilder(tmp_path, fail_parity=("native", "decomposed"))
+    result = fake.run("auto")
+    assert not result.passed and len(result.attempts) == 2
+    assert all(a.to_dict()["passed"] is False for a in result.attempts)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("tensorrt") is not None, reason="TensorRT is installed")
+def test_unavailable_reason_without_tensorrt():
+    assert "tensorrt" in trt_export.unavailable_reason()
+
+
+def test_pipeline_engine_fallback_with_a_fake_tensorrt(monkeypatch, tmp_path, small_config_file):
+    """The whole export with TensorRT faked: the native engine fails parity, the manifest then
+    lists an engine built from the decomposed graph exported for it."""
+    from export import pipeline
+
+    built = []
+
+    def build_engine(onnx_path, engine_path, **kwargs):
+        assert kwargs["batch"] == BatchRange(1, 2, 4) and kwargs["image_size"] == 32
+        built.append(Path(onnx_path).name)
+        Path(engine_path).write_bytes(Path(onnx_path).read_bytes()[:64])
+        return Path(engine_path)
+
+    def verify_engine(engine_path, model, **kwargs):
+        return _verification(passed=len(built) > 1)
+
+    monkeypatch.setattr(trt_export, "unavailable_reason", lambda: None)
+    monkeypatch.setattr(trt_export, "tensorrt_version", lambda: "11.0-fake")
+    monkeypatch.setattr(trt_export, "build_engine", build_engine)
+    monkeypatch.setattr(trt_export, "verify_engine", verify_engine)
+    monkeypatch.setattr(pipeline.torch.cuda, "get_device_name", lambda *a: "fake GPU")
+    out = tmp_path / "out"
+    pipeline.run_export(pipeline.ExportOptions(
+        out=out, config=small_config_file, random_weights=True, batch=BatchRange(1, 2, 4)),
+        log=lambda line: None)
+    assert built == ["model.onnx", "model.decomposed.onnx"]
+    m = Manifest.load(out)
+    assert m.artifacts["onnx"].grid_sample == "native"
+    assert m.artifacts["engine"].grid_sample == "decomposed"
+    assert m.artifacts["engine"].source == "model.decomposed.onnx"
+    assert m.artifacts["engine_onnx"].file == "model.decomposed.onnx"
+    assert m.engine_path == out / "model.plan" and m.engine_info["device"] == "fake GPU"
+    assert [a["grid_sample"] for a in m.verification["tensorrt_attempts"]] == ["native", "decomposed"]
+    assert m.verification["tensorrt"]["passed"] and m.tools["tensorrt"] == "11.0-fake"
+
+
+@pytest.mark.gpu
+def test_real_engine_matches_pytorch(mini, tmp_path):
+    pytest.importorskip("tensorrt", reason="TensorRT is not installed")
+    from export.pipeline import ExportOptions, run_export
+
+    m = run_export(ExportOptions(out=tmp_path, config=mini["config"], checkpoint=mini["checkpoint"],
+                                 batch=BatchRange(1, 2, 8), engine=True), log=print)
+    assert m.engine_path is not None and m.engine_path.is_file()
+    report = m.verification["tensorrt"]
+    assert report["passed"] and report["max_abs_error"] < 1e-4
