@@ -70,6 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
                             "default: the model's embedded weights")
     model.add_argument("--random-weights", action="store_true",
                        help="allow exporting a model without weights (smoke tests only)")
+    model.add_argument("--name", metavar="NAME",
+                       help="model name recorded in the manifest (default: the registered name "
+                            "or the config file's stem)")
     model.add_argument("--labels", metavar="FILE",
                        help="class names, one per line (default: the model's own labels)")
     model.add_argument("--task", choices=sorted(TASKS), default="classification",
@@ -125,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(str(exc))
     options = ExportOptions(
         out=args.out, model=args.model, config=args.config, checkpoint=args.checkpoint,
-        random_weights=args.random_weights, labels=args.labels, task=args.task,
+        random_weights=args.random_weights, name=args.name, labels=args.labels, task=args.task,
         precision="fp16" if args.fp16 else "fp32", opset=args.opset, batch=batch,
         grid_sample=args.grid_sample, engine=args.engine, verify_batches=args.verify_batches,
         workspace_gb=args.workspace_gb)

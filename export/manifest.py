@@ -142,6 +142,7 @@ class Manifest:
     timings_s: dict[str, float] = field(default_factory=dict)
     notes: tuple[str, ...] = ()
     created: str = ""
+    weights: dict = field(default_factory=dict)  # where the weights came from (+ sha256)
     directory: Path | None = None  # set by load()
 
     # -- what a runtime needs ------------------------------------------------------------
@@ -192,7 +193,8 @@ class Manifest:
         return {
             "format": FORMAT, "version": VERSION, "status": self.status,
             "created": self.created, "task": self.task,
-            "model": {"name": self.model_name, "config": self.model_config},
+            "model": {"name": self.model_name, "config": self.model_config,
+                      "weights": self.weights},
             "inputs": [self.input.to_dict()], "outputs": [self.output.to_dict()],
             "batch": self.batch.to_dict(),
             "preprocessing": self.preprocessing.to_dict(),
@@ -228,6 +230,7 @@ class Manifest:
                 tools=dict(data.get("tools") or {}),
                 timings_s=dict(data.get("timings_s") or {}),
                 notes=tuple(data.get("notes") or ()), created=str(data.get("created", "")),
+                weights=dict(data["model"].get("weights") or {}),
                 directory=directory)
         except ManifestError:
             raise

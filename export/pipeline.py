@@ -57,6 +57,7 @@ class ExportOptions:
     config: str | Path | None = None  # official YAML / JSON (config mapping)
     checkpoint: str | Path | None = None
     random_weights: bool = False  # allow a model without weights (smoke tests only)
+    name: str | None = None  # model name for the manifest (default: registered name / file stem)
     labels: str | Path | None = None
     task: str = "classification"
     precision: str = "fp32"
@@ -132,6 +133,8 @@ def load_model(options: ExportOptions) -> torch.nn.Module:
                                     pretrained=options.checkpoint is None)
         if options.checkpoint is not None:
             models.load_checkpoint(model, options.checkpoint)
+        if options.name:
+            model.info.name = options.name
     except ExportError:
         raise
     except (KeyError, ValueError, OSError) as exc:  # unknown name, bad config, CheckpointError
@@ -139,6 +142,19 @@ def load_model(options: ExportOptions) -> torch.nn.Module:
     except Exception as exc:  # e.g. a YAML syntax error
         raise ExportError(f"cannot build the model: {type(exc).__name__}: {_first_line(exc)}") from None
     return model.eval()
+
+
+def _weights_info(options: ExportOptions) -> dict:
+    if options.checkpoint is not None:
+        path = Path(options.checkpoint)
+        return {"source": "checkpoint", "file": path.name, "sha256": mf.sha256_file(path)}
+    import models
+
+    spec = None if options.config else models.get_spec(options.model or DEFAULT_MODEL)
+    if spec is not None and spec.weights is not None:
+        return {"source": "embedded", "file": spec.weights.name,
+                "sha256": mf.sha256_file(spec.weights)}
+    return {"source": "random", "file": None, "sha256": None}
 
 
 def _tool_versions() -> dict[str, str]:
@@ -181,8 +197,12 @@ def run_export(options: ExportOptions, log: Log = print) -> mf.Manifest:
     with progress.step("load", "Loading the model"):
         model = load_model(options)
         cfg = model.config
+        weights = _weights_info(options)
         log(f"    {model.info.name}: {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M "
-            f"parameters, {cfg.img_size}px, {cfg.num_classes} classes")
+            f"parameters, {cfg.img_size}px, {cfg.num_classes} classes, {weights['source']} "
+            "weights")
+        if weights["source"] == "random":
+            notes.append("random weights: a smoke-test export, not a usable model")
 
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -196,7 +216,6 @@ def run_export(options: ExportOptions, log: Log = print) -> mf.Manifest:
     if first_mode == "auto":
         first_mode = "native" if options.opset in symbolics.NATIVE_OPSETS else "decomposed"
     batch_sizes = validate.verification_batches(options.batch, options.verify_batches)
-    exports: dict[str, onnx_export.OnnxExport] = {}
 
     def export(mode: str, file: str) -> onnx_export.OnnxExport:
         with progress.step(f"onnx_{mode}", f"Exporting ONNX ({mode} grid sampling, "
@@ -207,7 +226,6 @@ def run_export(options: ExportOptions, log: Log = print) -> mf.Manifest:
             grid = result.node_counts.get("GridSample", 0)
             log(f"    {sum(result.node_counts.values())} nodes, {grid} GridSample; input "
                 f"{result.input_shape}, output {result.output_shape}")
-        exports[mode] = result
         return result
 
     def verify_onnx(result: onnx_export.OnnxExport) -> validate.Verification:
@@ -252,7 +270,7 @@ def run_export(options: ExportOptions, log: Log = print) -> mf.Manifest:
                 return trt_export.verify_engine(
                     engine_path, model, input_name=onnx_export.INPUT_NAME,
                     output_name=onnx_export.OUTPUT_NAME, precision=options.precision,
-                    batch_sizes=validate.verification_batches(options.batch, options.verify_batches))
+                    batch_sizes=batch_sizes)
 
         result = trt_export.build_verified(
             options.grid_sample, primary.grid_sample, onnx_for=onnx_for,
@@ -291,8 +309,10 @@ def run_export(options: ExportOptions, log: Log = print) -> mf.Manifest:
             output=mf.TensorSpec(onnx_export.OUTPUT_NAME, "float32", tuple(primary.output_shape)),
             batch=options.batch, artifacts=artifacts, verification=report,
             tools=_tool_versions(),
-            timings_s={k: v for k, v in progress.timings.items() if k != "manifest"}, notes=tuple(notes),
-            created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
+            timings_s={k: v for k, v in progress.timings.items() if k != "manifest"},
+            notes=tuple(notes),
+            created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            weights=weights)
         mf.write_manifest(out, manifest)
     for note in notes:
         log(f"note: {note}")

@@ -86,6 +86,7 @@ def test_requested_engine_without_tensorrt(export_cli, tmp_path, small_config_fi
     assert not (tmp_path / "model.onnx").exists()
 
 
+@pytest.mark.slow
 def test_small_model_export_without_tensorrt(export_cli, tmp_path, small_config_file):
     """Without --engine a missing TensorRT is said plainly and the ONNX part completes."""
     out = tmp_path / "out"

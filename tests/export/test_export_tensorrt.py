@@ -100,6 +100,7 @@ def test_unavailable_reason_without_tensorrt():
     assert "tensorrt" in trt_export.unavailable_reason()
 
 
+@pytest.mark.slow
 def test_pipeline_engine_fallback_with_a_fake_tensorrt(monkeypatch, tmp_path, small_config_file):
     """The whole export with TensorRT faked: the native engine fails parity, the manifest then
     lists an engine built from the decomposed graph exported for it."""
