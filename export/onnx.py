@@ -118,7 +118,7 @@ def export_onnx(model: nn.Module, path: str | Path, *, grid_sample: str = "nativ
     graph_model = onnx_program.model
     symbols = {str(d) for d in graph_model.graph.inputs[0].shape if not isinstance(d, int)}
     _rename_batch_axis(graph_model, symbols)
-    symbolics.name_nodes(graph_model)
+    symbolics.name_nodes(graph_model, wrapper="model" if precision == "fp16" else "")
     graph_model.producer_name = "dat-serve export"
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -221,13 +221,15 @@ def _fx_target(node: ir.Node) -> str:
     return namespace.rsplit("/", 1)[-1].split(": ", 1)[-1]
 
 
-def name_nodes(model: ir.Model) -> None:
+def name_nodes(model: ir.Model, wrapper: str = "") -> None:
     """Names every node ``<module path>/<step>/<OpType>``, e.g.
     ``stages.2.attns.1/deformable_kv/GridSample`` or ``stages.0.mlps.1/linear/MatMul``.
 
     ``<step>`` is the seam name (``deformable_kv`` / ``bias_interpolation``) for the nodes that
     translate a seam, otherwise the traced operation's name. Repeated names get a numeric
     suffix. Nodes without export metadata (added by graph optimisation) keep their names.
+    ``wrapper`` is the attribute under which an export wrapper holds the model (e.g. ``model``);
+    it is dropped from the paths so names read the same for every precision.
     """
     taken: Counter = Counter()
     for node in model.graph:
@@ -236,6 +238,8 @@ def name_nodes(model: ir.Model) -> None:
         if not scopes:
             continue
         module = next((s for s in reversed(scopes[:-1]) if s), "")
+        if wrapper and (module == wrapper or module.startswith(wrapper + ".")):
+            module = module[len(wrapper) + 1:]
         target = _fx_target(node)
         seam = SEAM_OPS.get(target.split(".")[1], "") if target.startswith("dat.") else ""
         base = "/".join(p for p in (module, seam or scopes[-1], node.op_type) if p)

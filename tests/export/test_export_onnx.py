@@ -110,6 +110,7 @@ def test_fp16_keeps_precision_critical_ops_in_float32(mini_fp16):
     types = {v.name: v.type.tensor_type.elem_type
              for v in (*graph.graph.value_info, *graph.graph.input)}
     types.update({t.name: t.data_type for t in graph.graph.initializer})
+    assert {n.name for n in graph.graph.node if n.op_type == "GridSample"} == SEAM_NODES
     for node in graph.graph.node:
         if node.op_type in ("LayerNormalization", "Softmax", "GridSample"):
             assert types[node.input[0]] == onnx.TensorProto.FLOAT, node.name
