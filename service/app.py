@@ -1,0 +1,41 @@
+"""The app factory: settings and (optionally) a backend in, a FastAPI app out."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from .backends import Backend
+from .errors import install_error_handlers
+from .middleware import RequestContext
+from .routes import ROUTERS
+from .runtime import ServiceState
+from .settings import Settings
+
+DESCRIPTION = ("DAT (Vision Transformer with Deformable Attention) behind HTTP. Concurrent requests "
+               "are batched into one forward pass; errors are JSON with a clear message.")
+
+
+def create_app(settings: Settings | None = None, *, backend: Backend | None = None) -> FastAPI:
+    """``backend`` replaces the one the settings describe (tests pass instrumented ones)."""
+    settings = settings or Settings()
+    service = ServiceState(settings, backend)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await service.start()
+        try:
+            yield
+        finally:
+            await service.stop()
+
+    app = FastAPI(title="DAT model server", description=DESCRIPTION, version="0.1.0",
+                  lifespan=lifespan)
+    app.state.service = service
+    install_error_handlers(app)
+    app.add_middleware(RequestContext, metrics=service.metrics)
+    for router in ROUTERS:
+        app.include_router(router)
+    return app

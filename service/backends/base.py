@@ -1,0 +1,108 @@
+"""The one interface every backend implements: load, warm up, run a batch, describe.
+
+A backend is owned by the inference thread: ``load``, ``warmup`` and ``run`` are only ever
+called from it, one at a time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from abc import ABC, abstractmethod
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+
+from models import Preprocessing
+
+
+class BackendError(RuntimeError):
+    """The backend cannot serve: missing library or device, bad artifacts, mismatch."""
+
+
+@dataclass(frozen=True)
+class ModelMeta:
+    """What the server needs to know about the model a backend runs."""
+
+    name: str
+    version: str
+    labels: tuple[str, ...]
+    preprocessing: Preprocessing
+    task: str = "classification"
+
+    @property
+    def input_size(self) -> int:
+        return self.preprocessing.input_size
+
+
+@dataclass(frozen=True)
+class Points:
+    """The deformed sampling points of one D block for one image: (groups, Hk, Wk, 2), (y, x)
+    in [-1, 1] over the block's feature map (``align_corners=True`` convention)."""
+
+    stage: int
+    block: int
+    yx: np.ndarray
+
+
+@dataclass(frozen=True)
+class ImageOutput:
+    logits: np.ndarray  # (num_classes,) float32
+    points: tuple[Points, ...] | None = None
+
+
+class Backend(ABC):
+    name: ClassVar[str]
+    supports_points: ClassVar[bool] = False
+
+    def __init__(self) -> None:
+        self.meta: ModelMeta | None = None
+        self.device = "cpu"
+        self.precision = "fp32"
+
+    @abstractmethod
+    def load(self) -> ModelMeta:
+        """Loads weights / artifacts onto the device; sets and returns ``meta``."""
+
+    @abstractmethod
+    def run(self, images: torch.Tensor, points: bool = False) -> list[ImageOutput]:
+        """images: float32 (B, 3, S, S), already preprocessed -> one output per image."""
+
+    def warmup(self, batch_sizes: Iterable[int]) -> None:
+        """Runs each batch size once so the first requests do not pay for lazy setup."""
+        if self.meta is None:
+            raise BackendError("warmup before load")
+        size = self.meta.input_size
+        for n in sorted(set(batch_sizes)):
+            self.run(torch.zeros(n, 3, size, size), points=self.supports_points)
+
+    def describe(self) -> dict[str, Any]:
+        return {"backend": self.name, "device": self.device, "precision": self.precision,
+                "supports_points": self.supports_points}
+
+
+def file_version(path: str | Path) -> str:
+    """A short content hash identifying a weights / artifact file."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return f"sha256:{digest.hexdigest()[:12]}"
+
+
+def run_in_chunks(run_fixed, images: torch.Tensor, max_batch: int | None,
+                  fixed: int | None = None) -> list[np.ndarray]:
+    """Splits ``images`` into chunks a runtime accepts: at most ``max_batch`` each, and padded
+    with zeros to exactly ``fixed`` when the graph has a static batch dimension."""
+    step = fixed or max_batch or images.shape[0]
+    out = []
+    for start in range(0, images.shape[0], step):
+        chunk = images[start:start + step]
+        n = chunk.shape[0]
+        if fixed and n < fixed:
+            chunk = torch.cat([chunk, chunk.new_zeros((fixed - n, *chunk.shape[1:]))])
+        out.append(np.asarray(run_fixed(chunk))[:n])
+    return out

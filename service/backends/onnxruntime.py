@@ -1,0 +1,109 @@
+"""ONNX Runtime (CPU or CUDA execution provider) on an ONNX model from ``python -m export``.
+
+Artifacts are read only through the exporter's manifest, which carries the preprocessing and
+labels the graph was validated with.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .base import Backend, BackendError, ImageOutput, ModelMeta, run_in_chunks
+from .manifest import check_precision, load_manifest, meta_from_manifest
+
+_NUMPY_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
+
+
+class OnnxRuntimeBackend(Backend):
+    name = "onnxruntime"
+
+    def __init__(self, artifacts: str | Path, *, device: str = "auto", threads: int | None = None,
+                 precision: str = "auto") -> None:
+        super().__init__()
+        self._precision_request = precision
+        self._artifacts = Path(artifacts)
+        self._threads = threads
+        self._device_request = device
+        self._session: Any = None
+        self._input = self._output = ""
+        self._dtype: type = np.float32
+        self._fixed_batch: int | None = None
+        self._max_batch: int | None = None
+
+    def _providers(self, ort: Any) -> list[str]:
+        available = ort.get_available_providers()
+        device = self._device_request
+        if device == "auto":
+            device = "cuda" if "CUDAExecutionProvider" in available and torch.cuda.is_available() else "cpu"
+        if device.startswith("cuda"):
+            if "CUDAExecutionProvider" not in available:
+                raise BackendError("device cuda requested but this onnxruntime has no "
+                                   "CUDAExecutionProvider (install onnxruntime-gpu)")
+            index = int(device.split(":")[1]) if ":" in device else 0
+            self.device = f"cuda:{index}"
+            return [("CUDAExecutionProvider", {"device_id": index}), "CPUExecutionProvider"]
+        if device != "cpu":
+            raise BackendError(f"device must be cpu, cuda or cuda:N, not {device!r}")
+        self.device = "cpu"
+        return ["CPUExecutionProvider"]
+
+    def load(self) -> ModelMeta:
+        try:
+            import onnxruntime as ort
+        except ImportError as exc:
+            raise BackendError("onnxruntime is not installed") from exc
+        manifest = load_manifest(self._artifacts)
+        onnx_path = Path(manifest.onnx_path)
+        if not onnx_path.is_file():
+            raise BackendError(f"{self._artifacts}: the manifest names {onnx_path}, which is missing")
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if self._threads:
+            options.intra_op_num_threads = self._threads
+        options.inter_op_num_threads = 1
+        session = ort.InferenceSession(str(onnx_path), options, providers=self._providers(ort))
+        if self.device.startswith("cuda") and session.get_providers()[0] != "CUDAExecutionProvider":
+            raise BackendError("onnxruntime could not start its CUDA provider")
+        inputs = {i.name: i for i in session.get_inputs()}
+        outputs = {o.name for o in session.get_outputs()}
+        self._input = manifest.input_name
+        self._output = manifest.output_name
+        if self._input not in inputs or self._output not in outputs:
+            raise BackendError(f"{onnx_path}: the graph has inputs {sorted(inputs)} and outputs "
+                               f"{sorted(outputs)}; the manifest names {self._input!r} -> {self._output!r}")
+        meta = meta_from_manifest(manifest, onnx_path)
+        spec = inputs[self._input]
+        if spec.type not in _NUMPY_TYPES:
+            raise BackendError(f"{onnx_path}: unsupported input type {spec.type}")
+        self._dtype = _NUMPY_TYPES[spec.type]
+        shape = list(spec.shape)
+        if len(shape) != 4 or shape[1:] != [3, meta.input_size, meta.input_size]:
+            raise BackendError(f"{onnx_path}: input shape {shape} does not match the manifest's "
+                               f"preprocessing (N, 3, {meta.input_size}, {meta.input_size})")
+        self._fixed_batch = shape[0] if isinstance(shape[0], int) and shape[0] > 0 else None
+        batch = getattr(manifest, "batch", None)
+        self._max_batch = int(batch.max) if batch is not None else None  # the verified range
+        self.precision = check_precision(manifest, self._precision_request)
+        self._session = session
+        self.meta = meta
+        return meta
+
+    def _run_chunk(self, chunk: torch.Tensor) -> np.ndarray:
+        x = chunk.numpy().astype(self._dtype, copy=False)
+        return self._session.run([self._output], {self._input: x})[0]
+
+    def run(self, images: torch.Tensor, points: bool = False) -> list[ImageOutput]:
+        if self._session is None:
+            raise BackendError("run before load")
+        chunks = run_in_chunks(self._run_chunk, images.contiguous(), self._max_batch,
+                               self._fixed_batch)
+        logits = np.concatenate(chunks).astype(np.float32, copy=False)
+        return [ImageOutput(row) for row in logits]
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "artifacts": str(self._artifacts),
+                "static_batch": self._fixed_batch, "max_batch": self._max_batch}

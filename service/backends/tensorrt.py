@@ -1,0 +1,120 @@
+"""TensorRT 10+ engines from ``python -m export``, read through its manifest.
+
+``tensorrt`` is imported only when this backend loads, so the server (and its tests) run
+where it is not installed. Buffers are CUDA tensors from PyTorch; I/O is name-based
+(``set_input_shape``, ``set_tensor_address``, ``execute_async_v3``) with the engine's first
+optimization profile bounding the batch size.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .base import Backend, BackendError, ImageOutput, ModelMeta, run_in_chunks
+from .manifest import check_precision, load_manifest, meta_from_manifest
+
+
+def tensorrt_available() -> bool:
+    try:
+        import tensorrt  # noqa: F401
+    except ImportError:
+        return False
+    return torch.cuda.is_available()
+
+
+class TensorRTBackend(Backend):
+    name = "tensorrt"
+
+    def __init__(self, artifacts: str | Path, *, device: str = "auto", precision: str = "auto") -> None:
+        super().__init__()
+        self._precision_request = precision
+        self._artifacts = Path(artifacts)
+        self.device = "cuda" if device == "auto" else device
+        self._engine: Any = None
+        self._context: Any = None
+        self._stream: torch.cuda.Stream | None = None
+        self._input = self._output = ""
+        self._in_dtype = self._out_dtype = torch.float32
+        self._max_batch: int | None = None
+        self._static = False
+
+    def load(self) -> ModelMeta:
+        try:
+            import tensorrt as trt
+        except ImportError as exc:
+            raise BackendError("the tensorrt backend needs the 'tensorrt' package (NVIDIA's "
+                               "wheel index); it is not installed") from exc
+        if not self.device.startswith("cuda") or not torch.cuda.is_available():
+            raise BackendError("the tensorrt backend needs a CUDA device")
+        manifest = load_manifest(self._artifacts)
+        engine_path = getattr(manifest, "engine_path", None)
+        if not engine_path or not Path(engine_path).is_file():
+            raise BackendError(f"{self._artifacts}: the manifest names no TensorRT engine, or it is missing")
+        torch.cuda.set_device(torch.device(self.device))
+        logger = trt.Logger(trt.Logger.WARNING)
+        engine = trt.Runtime(logger).deserialize_cuda_engine(Path(engine_path).read_bytes())
+        if engine is None:
+            raise BackendError(f"{engine_path}: TensorRT could not deserialize the engine "
+                               f"(built by another TensorRT version or for another GPU?)")
+        names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
+        self._input, self._output = manifest.input_name, manifest.output_name
+        if self._input not in names or self._output not in names:
+            raise BackendError(f"{engine_path}: engine tensors {names}; the manifest names "
+                               f"{self._input!r} -> {self._output!r}")
+        self._in_dtype = _torch_dtype(trt, engine.get_tensor_dtype(self._input))
+        self._out_dtype = _torch_dtype(trt, engine.get_tensor_dtype(self._output))
+        shape = list(engine.get_tensor_shape(self._input))
+        if shape[0] == -1:
+            _min, _opt, max_shape = engine.get_tensor_profile_shape(self._input, 0)
+            self._max_batch = int(max_shape[0])
+        else:
+            self._max_batch = int(shape[0])
+        meta = meta_from_manifest(manifest, Path(engine_path))
+        if shape[1:] != [3, meta.input_size, meta.input_size]:
+            raise BackendError(f"{engine_path}: input shape {shape} does not match the manifest's "
+                               f"preprocessing (N, 3, {meta.input_size}, {meta.input_size})")
+        self.precision = check_precision(manifest, self._precision_request)
+        self._engine, self._context = engine, engine.create_execution_context()
+        self._stream = torch.cuda.Stream(device=self.device)
+        self._static = shape[0] != -1
+        self.meta = meta
+        return meta
+
+    def _run_chunk(self, chunk: torch.Tensor) -> np.ndarray:
+        x = chunk.to(self.device, self._in_dtype).contiguous()
+        ctx = self._context
+        ctx.set_input_shape(self._input, tuple(x.shape))
+        out = torch.empty(tuple(ctx.get_tensor_shape(self._output)), dtype=self._out_dtype,
+                          device=self.device)
+        ctx.set_tensor_address(self._input, x.data_ptr())
+        ctx.set_tensor_address(self._output, out.data_ptr())
+        stream = self._stream
+        stream.wait_stream(torch.cuda.current_stream(self.device))
+        if not ctx.execute_async_v3(stream.cuda_stream):
+            raise RuntimeError("TensorRT execute_async_v3 failed")
+        stream.synchronize()
+        return out.float().cpu().numpy()
+
+    def run(self, images: torch.Tensor, points: bool = False) -> list[ImageOutput]:
+        if self._context is None:
+            raise BackendError("run before load")
+        fixed = self._max_batch if self._static else None
+        chunks = run_in_chunks(self._run_chunk, images, self._max_batch, fixed)
+        return [ImageOutput(row) for row in np.concatenate(chunks)]
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "artifacts": str(self._artifacts),
+                "engine_max_batch": self._max_batch}
+
+
+def _torch_dtype(trt: Any, dtype: Any) -> torch.dtype:
+    table = {trt.float32: torch.float32, trt.float16: torch.float16}
+    if hasattr(trt, "bfloat16"):
+        table[trt.bfloat16] = torch.bfloat16
+    if dtype not in table:
+        raise BackendError(f"unsupported TensorRT I/O type {dtype}")
+    return table[dtype]

@@ -1,0 +1,304 @@
+"""Dynamic batching with Triton's semantics, on one worker thread that owns the backend.
+
+- ``max_batch_size`` counts images: a request with 4 images takes 4 slots, and a request is
+  never split across batches.
+- ``max_queue_delay`` runs from the oldest queued request: a batch goes when it is full (the
+  queue holds ``max_batch_size`` images or more), when the oldest request has waited the
+  delay, or at once while draining for shutdown.
+- The queue is bounded (in images); a request that does not fit is refused at once.
+- Each request has a deadline. Past it the caller gets 504; a request still queued then is
+  removed and never computed. A request whose client went away is removed the same way.
+- A batch that raises fails its own requests only; the worker goes on with the next batch.
+
+The batcher knows nothing about models: ``run(inputs, want_points)`` gets the requests'
+inputs concatenated along dim 0 and returns one output per image, in order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import concurrent.futures
+import enum
+import logging
+import threading
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+import torch
+
+from .errors import ClientDisconnected, DeadlineExceeded, InferenceFailed, Unavailable
+from .metrics import Metrics
+
+log = logging.getLogger("service.batcher")
+
+_NEVER_RAN = "the deadline passed before the request could run; it was not computed"
+_RAN_LATE = "the deadline passed while the request's batch was running"
+
+RunBatch = Callable[[torch.Tensor, bool], Sequence[Any]]
+
+
+class State(enum.Enum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    DONE = "done"
+    DROPPED = "dropped"  # removed before compute
+    ABANDONED = "abandoned"  # its caller stopped waiting while its batch ran
+
+
+class Work:
+    """One request in the queue: its images and what happened to them."""
+
+    __slots__ = ("inputs", "size", "want_points", "deadline", "enqueued_at", "future", "loop",
+                 "state", "queue_s", "inference_s", "batch_size", "request_id")
+
+    def __init__(self, inputs: torch.Tensor, deadline: float, want_points: bool,
+                 loop: asyncio.AbstractEventLoop, request_id: str | None = None) -> None:
+        self.inputs = inputs
+        self.size = int(inputs.shape[0])
+        self.want_points = want_points
+        self.deadline = deadline
+        self.enqueued_at = time.monotonic()
+        self.loop = loop
+        self.future: asyncio.Future = loop.create_future()
+        # Whoever stopped waiting (deadline, disconnect) never reads the outcome: mark it read.
+        self.future.add_done_callback(lambda f: f.cancelled() or f.exception())
+        self.state = State.QUEUED
+        self.queue_s = 0.0
+        self.inference_s = 0.0
+        self.batch_size = 0
+        self.request_id = request_id
+
+
+def _settle(future: asyncio.Future, result: Any, error: BaseException | None) -> None:
+    if future.done():
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)
+
+
+class Batcher:
+    def __init__(self, run: RunBatch, *, max_batch_size: int, max_queue_delay_s: float,
+                 max_queue_size: int, metrics: Metrics | None = None,
+                 setup: Callable[[], None] | None = None, name: str = "inference") -> None:
+        if max_batch_size < 1 or max_queue_size < 1 or max_queue_delay_s < 0:
+            raise ValueError("max_batch_size and max_queue_size must be >= 1, delay >= 0")
+        self._run = run
+        self._setup = setup
+        self.max_batch_size = max_batch_size
+        self.max_queue_delay_s = max_queue_delay_s
+        self.max_queue_size = max_queue_size
+        self.metrics = metrics or Metrics()
+        self._queue: collections.deque[Work] = collections.deque()
+        self._queued_images = 0
+        self._cond = threading.Condition()
+        self._draining = False
+        self._stopping = False
+        self._thread = threading.Thread(target=self._main, name=name, daemon=True)
+        self.started: concurrent.futures.Future[None] = concurrent.futures.Future()
+
+    # -- life cycle (event loop side) ------------------------------------------------------
+    def start(self) -> concurrent.futures.Future[None]:
+        """Starts the worker thread; ``started`` resolves once ``setup`` (load, warm up) is done."""
+        self._thread.start()
+        return self.started
+
+    def drain(self) -> None:
+        """From now on batches go without waiting for the delay (shutdown has begun)."""
+        with self._cond:
+            self._draining = True
+            self._cond.notify_all()
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Finishes the queued requests (up to ``timeout`` s), then ends the worker thread."""
+        with self._cond:
+            self._draining = self._stopping = True
+            self._cond.notify_all()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+        with self._cond:  # whatever the worker could not finish in time
+            left = list(self._queue)
+            self._queue.clear()
+            self._queued_images = 0
+            self._update_gauges()
+        for work in left:
+            work.state = State.DROPPED
+            self.metrics.dropped.labels("shutdown").inc()
+            self._deliver(work, None, Unavailable("the server shut down before this request ran"))
+
+    @property
+    def queued_images(self) -> int:
+        return self._queued_images
+
+    @property
+    def queued_requests(self) -> int:
+        return len(self._queue)
+
+    def is_full(self) -> bool:
+        return self._queued_images >= self.max_queue_size
+
+    # -- requests (event loop side) --------------------------------------------------------
+    def submit(self, inputs: torch.Tensor, deadline: float, want_points: bool = False,
+               request_id: str | None = None) -> Work:
+        """Queues a request, or refuses it at once (503) when it does not fit."""
+        size = int(inputs.shape[0])
+        if not 1 <= size <= self.max_batch_size:
+            raise ValueError(f"a request must have 1..{self.max_batch_size} images, got {size}")
+        work = Work(inputs, deadline, want_points, asyncio.get_running_loop(), request_id)
+        with self._cond:
+            if self._stopping or not self._thread.is_alive():
+                raise Unavailable("the server is shutting down" if self.started.done()
+                                  and self.started.exception() is None else "the model is not loaded")
+            if self._queued_images + size > self.max_queue_size:
+                self.metrics.dropped.labels("queue_full").inc()
+                raise Unavailable(f"overloaded: the queue holds {self._queued_images} of "
+                                  f"{self.max_queue_size} images; retry later")
+            self._queue.append(work)
+            self._queued_images += size
+            self._update_gauges()
+            self._cond.notify_all()
+        return work
+
+    async def result(self, work: Work, disconnected: Awaitable[Any] | None = None) -> Any:
+        """Waits for the request's outputs until its deadline or until its client goes away."""
+        watch = asyncio.ensure_future(disconnected) if disconnected is not None else None
+        try:
+            waiters: set[asyncio.Future] = {work.future} | ({watch} if watch else set())
+            timeout = max(0.0, work.deadline - time.monotonic())
+            done, _ = await asyncio.wait(waiters, timeout=timeout,
+                                         return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:
+            self._abandon(work, "cancelled")
+            raise
+        finally:
+            if watch is not None and not watch.done():
+                watch.cancel()
+        if work.future in done:
+            return work.future.result()
+        if watch is not None and watch in done:
+            self._abandon(work, "disconnected")
+            raise ClientDisconnected()
+        ran = self._abandon(work, "deadline")
+        raise DeadlineExceeded(_RAN_LATE if ran else _NEVER_RAN)
+
+    def _abandon(self, work: Work, reason: str) -> bool:
+        """Stops ``work``: removed if still queued (never computed), else its outputs are
+        discarded. Returns whether its batch had already started."""
+        with self._cond:
+            if work.state is State.QUEUED:
+                self._queue.remove(work)
+                self._queued_images -= work.size
+                self._update_gauges()
+                work.state = State.DROPPED
+                self.metrics.dropped.labels(reason).inc()
+                return False
+            if work.state is State.RUNNING:
+                work.state = State.ABANDONED
+            return work.state is not State.DROPPED
+
+    # -- worker thread -------------------------------------------------------------------
+    def _update_gauges(self) -> None:
+        self.metrics.queue_images.set(self._queued_images)
+        self.metrics.queue_requests.set(len(self._queue))
+
+    def _main(self) -> None:
+        try:
+            if self._setup is not None:
+                self._setup()
+        except BaseException as exc:  # noqa: BLE001 - reported through ``started``
+            log.exception("model setup failed")
+            with self._cond:
+                self._stopping = True  # accept nothing from now on
+            self.started.set_exception(exc)
+            return
+        self.started.set_result(None)
+        while True:
+            batch = self._collect()
+            if batch is None:
+                return
+            self._execute(batch)
+
+    def _collect(self) -> list[Work] | None:
+        """Blocks until a batch is due; None once stopping with nothing left."""
+        with self._cond:
+            while True:
+                self._drop_expired_locked()
+                if self._queue:
+                    if self._draining or self._queued_images >= self.max_batch_size:
+                        break
+                    wait = self._queue[0].enqueued_at + self.max_queue_delay_s - time.monotonic()
+                    if wait <= 0:
+                        break
+                    self._cond.wait(wait)
+                elif self._stopping:
+                    return None
+                else:
+                    self._cond.wait()
+            batch: list[Work] = []
+            images = 0
+            now = time.monotonic()
+            while self._queue and images + self._queue[0].size <= self.max_batch_size:
+                work = self._queue.popleft()
+                work.state = State.RUNNING
+                work.queue_s = now - work.enqueued_at
+                images += work.size
+                batch.append(work)
+            self._queued_images -= images
+            self._update_gauges()
+            return batch
+
+    def _drop_expired_locked(self) -> None:
+        now = time.monotonic()
+        expired = [w for w in self._queue if w.deadline <= now]
+        for work in expired:
+            self._queue.remove(work)
+            self._queued_images -= work.size
+            work.state = State.DROPPED
+            self.metrics.dropped.labels("deadline").inc()
+            self._deliver(work, None, DeadlineExceeded(_NEVER_RAN))
+        if expired:
+            self._update_gauges()
+
+    def _execute(self, batch: list[Work]) -> None:
+        images = sum(w.size for w in batch)
+        for work in batch:
+            self.metrics.queue_wait.observe(work.queue_s)
+        started = time.monotonic()
+        error: BaseException | None = None
+        outputs: Sequence[Any] = ()
+        try:
+            inputs = batch[0].inputs if len(batch) == 1 else torch.cat([w.inputs for w in batch])
+            outputs = self._run(inputs, any(w.want_points for w in batch))
+            if len(outputs) != images:
+                raise RuntimeError(f"the backend returned {len(outputs)} outputs for {images} images")
+        except Exception as exc:  # noqa: BLE001 - one failing batch must not stop the worker
+            log.exception("batch of %d images failed", images,
+                          extra={"request_ids": [w.request_id for w in batch]})
+            error = exc
+        elapsed = time.monotonic() - started
+        self.metrics.observe_batch(images, elapsed, error is None)
+        offset = 0
+        for work in batch:
+            work.inference_s = elapsed
+            work.batch_size = images
+            with self._cond:
+                abandoned = work.state is State.ABANDONED
+                work.state = State.DONE
+            if abandoned:
+                pass  # its caller already answered 504 / went away; the outputs are discarded
+            elif error is not None:
+                self._deliver(work, None, InferenceFailed(f"inference failed: {type(error).__name__}: "
+                                                          f"{error}"))
+            else:
+                self._deliver(work, list(outputs[offset:offset + work.size]), None)
+            offset += work.size
+
+    @staticmethod
+    def _deliver(work: Work, result: Any, error: BaseException | None) -> None:
+        try:
+            work.loop.call_soon_threadsafe(_settle, work.future, result, error)
+        except RuntimeError:  # the event loop is closed: nobody is waiting any more
+            pass

@@ -1,0 +1,88 @@
+"""Prometheus metrics, one registry per app (so several apps can live in one process)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+_LATENCY_BUCKETS = (.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30)
+_BATCH_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 256)
+_RATE_WINDOW_S = 10.0
+
+
+class _Throughput:
+    """Images finished over the last few seconds, for a gauge read at scrape time."""
+
+    def __init__(self, window_s: float = _RATE_WINDOW_S) -> None:
+        self.window_s = window_s
+        self._events: deque[tuple[float, int]] = deque()
+        self._lock = threading.Lock()
+
+    def add(self, images: int) -> None:
+        now = time.monotonic()
+        with self._lock:
+            self._events.append((now, images))
+            self._trim(now)
+
+    def rate(self) -> float:
+        now = time.monotonic()
+        with self._lock:
+            self._trim(now)
+            return sum(n for _, n in self._events) / self.window_s
+
+    def _trim(self, now: float) -> None:
+        while self._events and self._events[0][0] < now - self.window_s:
+            self._events.popleft()
+
+
+class Metrics:
+    content_type = CONTENT_TYPE_LATEST
+
+    def __init__(self) -> None:
+        self.registry = r = CollectorRegistry()
+        self.requests = Counter("dat_requests", "HTTP requests by endpoint and status",
+                                ["endpoint", "status"], registry=r)
+        self.request_latency = Histogram("dat_request_duration_seconds",
+                                         "total time of a request in the server",
+                                         ["endpoint"], buckets=_LATENCY_BUCKETS, registry=r)
+        self.queue_wait = Histogram("dat_queue_wait_seconds",
+                                    "time a request waited in the batch queue",
+                                    buckets=_LATENCY_BUCKETS, registry=r)
+        self.preprocess = Histogram("dat_preprocess_seconds",
+                                    "decode + resize + normalise of one request's images",
+                                    buckets=_LATENCY_BUCKETS, registry=r)
+        self.inference = Histogram("dat_inference_seconds", "backend time of one batch",
+                                   buckets=_LATENCY_BUCKETS, registry=r)
+        self.batch_size = Histogram("dat_batch_size", "images per forward pass",
+                                    buckets=_BATCH_BUCKETS, registry=r)
+        self.queue_images = Gauge("dat_queue_images", "images waiting in the batch queue",
+                                  registry=r)
+        self.queue_requests = Gauge("dat_queue_requests", "requests waiting in the batch queue",
+                                    registry=r)
+        self.inflight = Gauge("dat_inflight_requests", "requests being read, decoded, queued or run",
+                              registry=r)
+        self.images = Counter("dat_inference_images", "images run through the backend",
+                              registry=r)
+        self.batches = Counter("dat_batches", "forward passes by outcome", ["outcome"], registry=r)
+        self.dropped = Counter("dat_dropped_requests",
+                               "requests never computed, by reason (queue_full, deadline, "
+                               "disconnected, shutdown)", ["reason"], registry=r)
+        self.ready = Gauge("dat_ready", "1 when the model is loaded and warmed up", registry=r)
+        self._throughput = _Throughput()
+        Gauge("dat_images_per_second", f"images computed per second over the last "
+              f"{_RATE_WINDOW_S:g} s", registry=r).set_function(self._throughput.rate)
+
+    def observe_batch(self, size: int, seconds: float, ok: bool) -> None:
+        self.batches.labels("ok" if ok else "error").inc()
+        self.batch_size.observe(size)
+        self.inference.observe(seconds)
+        if ok:
+            self.images.inc(size)
+            self._throughput.add(size)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,115 @@
+"""Bytes of an uploaded image -> the model's input tensor.
+
+Decoding (limits checked on the header first, EXIF orientation, any mode to RGB) lives here;
+resize / crop / normalise is the model's own ``models.Preprocessing``, never re-implemented.
+Runs on the preprocessing thread pool, neither on the event loop nor on the inference thread.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+
+from models import Preprocessing
+
+from .errors import BadImage, PayloadTooLarge
+
+# Formats a client may send (JPEG includes MPO). Restricting ``Image.open`` also keeps Pillow
+# away from plugins that shell out or parse exotic containers (EPS, PSD, ...).
+FORMATS = ("JPEG", "PNG", "GIF", "WEBP", "BMP", "TIFF")
+_ALPHA_MODES = {"RGBA", "LA", "PA", "RGBa", "La"}
+
+ImageFile.LOAD_TRUNCATED_IMAGES = False  # a truncated image is a client error, not grey pixels
+
+
+@dataclass(frozen=True)
+class Decoded:
+    tensor: torch.Tensor  # (3, S, S) float32, the model input
+    width: int  # of the upright image, before resizing
+    height: int
+    format: str
+
+
+def configure_pillow(max_image_pixels: int) -> None:
+    """Pillow's own bomb guard, as a second line behind our header check."""
+    Image.MAX_IMAGE_PIXELS = max_image_pixels
+
+
+def open_image(data: bytes, max_pixels: int) -> Image.Image:
+    """Identifies the image and checks its header dimensions, without decoding pixels."""
+    if not data:
+        raise BadImage("the image is empty (0 bytes)")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data), formats=FORMATS)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        # Pillow's own guard (set to the same limit) fired while reading the header
+        found = re.search(r"\((\d+) pixels\)", str(exc))
+        size = f"{int(found.group(1)):,} pixels" if found else "its size"
+        raise PayloadTooLarge(f"image of {size} exceeds the limit of {max_pixels:,} pixels") from exc
+    except UnidentifiedImageError as exc:
+        raise BadImage("cannot identify the image; supported formats: "
+                       "JPEG, PNG, GIF, WebP, BMP, TIFF") from exc
+    except Exception as exc:  # noqa: BLE001 - any parser failure on hostile input is a 400
+        raise BadImage(f"cannot read the image header ({type(exc).__name__}: {exc})") from exc
+    width, height = image.size
+    if width < 1 or height < 1:
+        raise BadImage(f"the image has no pixels ({width}x{height})")
+    if width * height > max_pixels:
+        raise PayloadTooLarge(f"image of {width}x{height} = {width * height:,} pixels exceeds the "
+                              f"limit of {max_pixels:,} pixels")
+    return image
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Any Pillow mode -> 8-bit RGB: alpha composited on white, 16-bit and float scaled."""
+    mode = image.mode
+    if mode == "RGB":
+        return image
+    if mode == "P" and "transparency" in image.info:
+        image, mode = image.convert("RGBA"), "RGBA"
+    if mode in _ALPHA_MODES:
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    if mode.startswith("I;16") or mode == "I":
+        # 16-bit samples (PNG/TIFF): the full 0..65535 range maps onto 0..255.
+        array = np.asarray(image, dtype=np.float64) / 257.0
+        return Image.fromarray(np.clip(np.rint(array), 0, 255).astype(np.uint8)).convert("RGB")
+    if mode == "F":
+        # Floating-point samples (TIFF) are taken as intensities in [0, 1].
+        array = np.nan_to_num(np.asarray(image, dtype=np.float64), nan=0.0) * 255.0
+        return Image.fromarray(np.clip(np.rint(array), 0, 255).astype(np.uint8)).convert("RGB")
+    return image.convert("RGB")  # L, 1, P, CMYK (Adobe inversion handled by Pillow), YCbCr, LAB, HSV
+
+
+def decode(data: bytes, max_pixels: int) -> tuple[Image.Image, str]:
+    """Bytes -> (upright RGB image, format name). The first frame of an animation; errors
+    are 400 / 413."""
+    image = open_image(data, max_pixels)
+    fmt = image.format or ""
+    try:
+        image.seek(0)
+        image.load()
+        image = ImageOps.exif_transpose(image)
+        return to_rgb(image), fmt
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise PayloadTooLarge(f"image exceeds the limit of {max_pixels:,} pixels") from exc
+    except MemoryError as exc:
+        raise PayloadTooLarge("image too large to decode") from exc
+    except Exception as exc:  # noqa: BLE001 - truncated / corrupt data of any kind
+        raise BadImage(f"cannot decode the image, it is truncated or corrupt "
+                       f"({type(exc).__name__}: {exc})") from exc
+
+
+def prepare(data: bytes, preprocessing: Preprocessing, max_pixels: int) -> Decoded:
+    """Decode, then the model's own resize / crop / normalise."""
+    image, fmt = decode(data, max_pixels)
+    return Decoded(preprocessing(image), image.width, image.height, fmt)

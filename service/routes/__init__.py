@@ -1,0 +1,5 @@
+"""HTTP routes, one module per resource. A future /detect plugs in as one more router."""
+
+from . import classify, health, metrics, models
+
+ROUTERS = (classify.router, health.router, models.router, metrics.router)

@@ -1,0 +1,189 @@
+"""The running service: served models (backend + batcher), the decode pool, readiness, drain.
+
+Routes reach it through ``request.app.state.service``; nothing here knows about HTTP.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import torch
+
+from .backends import Backend, ModelMeta, create_backend
+from .batcher import Batcher, Work
+from .errors import BadImage, PayloadTooLarge, ServiceError, Unavailable
+from .metrics import Metrics
+from .preprocess import Decoded, configure_pillow, prepare
+from .settings import Settings
+from .uploads import Upload
+
+log = logging.getLogger("service")
+
+
+class ModelRuntime:
+    """One model: its backend, owned by the batcher's worker thread."""
+
+    def __init__(self, backend: Backend, settings: Settings, metrics: Metrics, task: str) -> None:
+        self.backend = backend
+        self.settings = settings
+        self.task = task
+        self.batcher = Batcher(backend.run, max_batch_size=settings.max_batch_size,
+                               max_queue_delay_s=settings.max_queue_delay_s,
+                               max_queue_size=settings.max_queue_size, metrics=metrics,
+                               setup=self._setup, name=f"inference-{task}")
+
+    def _setup(self) -> None:  # on the inference thread
+        started = time.monotonic()
+        meta = self.backend.load()
+        if self.settings.warmup:
+            self.backend.warmup({1, self.settings.max_batch_size})
+        log.info("model loaded", extra={"model": meta.name, "version": meta.version,
+                                        "seconds": round(time.monotonic() - started, 3),
+                                        **self.backend.describe()})
+
+    @property
+    def meta(self) -> ModelMeta:
+        if self.backend.meta is None:
+            raise Unavailable("the model is still loading")
+        return self.backend.meta
+
+    def describe(self, ready: bool) -> dict[str, Any]:
+        s = self.settings
+        meta = self.backend.meta
+        return {
+            "name": meta.name if meta else None, "task": self.task, "ready": ready,
+            "version": meta.version if meta else None,
+            **self.backend.describe(),
+            "input_size": meta.input_size if meta else None,
+            "num_labels": len(meta.labels) if meta else None,
+            "preprocessing": meta.preprocessing.to_dict() if meta else None,
+            "batching": {"max_batch_size": s.max_batch_size, "max_queue_delay_ms": s.max_queue_delay_ms,
+                         "max_queue_size": s.max_queue_size, "default_timeout_ms": s.default_timeout_ms,
+                         "max_images_per_request": s.max_images_per_request},
+        }
+
+
+class ServiceState:
+    def __init__(self, settings: Settings, backend: Backend | None = None) -> None:
+        self.settings = settings
+        self.metrics = Metrics()
+        self.classifier = ModelRuntime(backend or create_backend(settings), settings, self.metrics,
+                                       "classification")
+        self.ready = False
+        self.draining = False
+        self.failure: BaseException | None = None
+        self.on_fatal: Callable[[BaseException], None] | None = None
+        self.inflight = 0
+        self._pool: ThreadPoolExecutor | None = None
+        self._loaded: asyncio.Future | None = None
+
+    @property
+    def runtimes(self) -> list[ModelRuntime]:
+        return [self.classifier]
+
+    # -- life cycle ----------------------------------------------------------------------
+    async def start(self) -> None:
+        """Starts loading in the background: the server answers /health/live meanwhile."""
+        configure_pillow(self.settings.max_image_pixels)
+        self._pool = ThreadPoolExecutor(self.settings.preprocess_workers, thread_name_prefix="preprocess")
+        self._loaded = asyncio.ensure_future(self._load())
+
+    async def _load(self) -> None:
+        try:
+            for runtime in self.runtimes:
+                await asyncio.wrap_future(runtime.batcher.start())
+        except BaseException as exc:
+            self.failure = exc
+            log.error("model failed to load: %s", exc)
+            if self.on_fatal is not None:
+                self.on_fatal(exc)
+            return
+        self.ready = not self.draining
+        self.metrics.ready.set(1 if self.ready else 0)
+        log.info("ready")
+
+    async def wait_ready(self) -> None:
+        """Waits for loading to end; raises what made it fail."""
+        if self._loaded is not None:
+            await asyncio.shield(self._loaded)
+        if self.failure is not None:
+            raise self.failure
+
+    def begin_drain(self) -> None:
+        """Shutdown has begun: readiness turns 503, new work is refused, queues flush now."""
+        if self.draining:
+            return
+        self.draining = True
+        self.ready = False
+        self.metrics.ready.set(0)
+        for runtime in self.runtimes:
+            runtime.batcher.drain()
+        log.info("draining", extra={"inflight": self.inflight})
+
+    async def stop(self) -> None:
+        self.begin_drain()
+        if self._loaded is not None and not self._loaded.done():
+            self._loaded.cancel()
+        for runtime in self.runtimes:
+            await asyncio.to_thread(runtime.batcher.stop, self.settings.shutdown_timeout_s)
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+        log.info("stopped")
+
+    # -- requests ------------------------------------------------------------------------
+    def check_ready(self) -> None:
+        if self.draining:
+            raise Unavailable("the server is shutting down")
+        if not self.ready:
+            raise Unavailable("the model is not loaded yet" if self.failure is None
+                              else "the model failed to load")
+
+    @contextlib.asynccontextmanager
+    async def admit(self, runtime: ModelRuntime) -> AsyncIterator[None]:
+        """Admission control, before the body is read: refuse at once when over capacity."""
+        self.check_ready()
+        if self.inflight >= self.settings.max_inflight_requests:
+            self.metrics.dropped.labels("overloaded").inc()
+            raise Unavailable(f"overloaded: {self.inflight} requests in flight; retry later")
+        if runtime.batcher.is_full():
+            self.metrics.dropped.labels("queue_full").inc()
+            raise Unavailable("overloaded: the batch queue is full; retry later")
+        self.inflight += 1
+        self.metrics.inflight.set(self.inflight)
+        try:
+            yield
+        finally:
+            self.inflight -= 1
+            self.metrics.inflight.set(self.inflight)
+
+    async def preprocess(self, runtime: ModelRuntime, uploads: Sequence[Upload]) -> list[Decoded]:
+        """Decodes the images in parallel on the pool; the first failure names its image."""
+        loop = asyncio.get_running_loop()
+        preprocessing = runtime.meta.preprocessing
+        limit = self.settings.max_image_pixels
+        started = time.monotonic()
+        jobs = [loop.run_in_executor(self._pool, prepare, u.data, preprocessing, limit) for u in uploads]
+        results = await asyncio.gather(*jobs, return_exceptions=True)
+        self.metrics.preprocess.observe(time.monotonic() - started)
+        for i, result in enumerate(results):
+            if isinstance(result, ServiceError):
+                if len(uploads) > 1 or uploads[i].filename:
+                    name = f" ({uploads[i].filename})" if uploads[i].filename else ""
+                    result.message = f"image {i}{name}: {result.message}"
+                raise result
+            if isinstance(result, BaseException):
+                if isinstance(result, MemoryError):
+                    raise PayloadTooLarge(f"image {i} is too large to decode") from result
+                raise BadImage(f"image {i}: cannot be processed ({type(result).__name__})") from result
+        return results  # type: ignore[return-value]
+
+    def submit(self, runtime: ModelRuntime, decoded: Sequence[Decoded], deadline: float,
+               want_points: bool, request_id: str | None) -> Work:
+        inputs = torch.stack([d.tensor for d in decoded])
+        return runtime.batcher.submit(inputs, deadline, want_points, request_id)

@@ -1,0 +1,96 @@
+"""Every knob of the server, in one place.
+
+Values come from (highest first) CLI flags, ``DAT_*`` environment variables, then the
+defaults below. ``python -m service --help`` lists them; Docker/compose set env vars only.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+Backend = Literal["auto", "torch", "onnxruntime", "tensorrt"]
+Precision = Literal["auto", "fp32", "fp16", "bf16"]
+
+
+DEFAULT_WORKERS = max(1, min(4, os.cpu_count() or 1))
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="DAT_", cli_prog_name="python -m service", cli_kebab_case=True,
+        cli_implicit_flags=True, cli_show_env_vars=True, cli_hide_none_type=True, cli_avoid_json=True,
+        extra="ignore", frozen=True)
+
+    # -- network -------------------------------------------------------------------------
+    host: str = Field("127.0.0.1", description="interface to bind (0.0.0.0 inside a container)")
+    port: int = Field(8000, ge=0, le=65535, description="TCP port (0 picks a free one)")
+
+    # -- model and backend ---------------------------------------------------------------
+    model: str = Field("dat_digits", description="registered model name or a DAT config file "
+                       "(official YAML, or JSON with a 'config' mapping); the torch backend")
+    checkpoint: Path | None = Field(None, description="weights for --model (official .pth or "
+                                    ".safetensors); default: the model's embedded weights")
+    labels: Path | None = Field(None, description="label file, one class name per line")
+    artifacts: Path | None = Field(None, description="folder written by 'python -m export' (its "
+                                   "manifest names the ONNX model / TensorRT engine)")
+    backend: Backend = Field("auto", description="auto: tensorrt/onnxruntime when --artifacts is "
+                             "given (tensorrt only with a GPU and an engine), else torch")
+    device: str = Field("auto", description="cpu, cuda or cuda:N; auto: cuda when available")
+    precision: Precision = Field("auto", description="auto: bf16 on CPUs with native bf16 "
+                                 "(AMX / AVX512-BF16), fp16 on CUDA, else fp32; artifacts "
+                                 "keep their manifest's precision")
+    threads: int | None = Field(None, ge=1, description="intra-op CPU threads of the backend "
+                                "(default: the library's own choice)")
+    warmup: bool = Field(True, description="run the model at batch 1 and max batch before ready")
+
+    # -- dynamic batching (Triton's semantics) -------------------------------------------
+    max_batch_size: int = Field(16, ge=1, description="images per forward pass (a request "
+                                "with 4 images counts 4)")
+    max_queue_delay_ms: float = Field(5.0, ge=0, description="longest wait for a batch to fill, "
+                                      "measured from its oldest request")
+    max_queue_size: int = Field(64, ge=1, description="images waiting in the queue; beyond it "
+                                "requests get 503 with Retry-After at once")
+    default_timeout_ms: int = Field(10_000, ge=1, description="per-request deadline; a client "
+                                    "may only shorten it (timeout_ms / X-Timeout-Ms)")
+    max_inflight_requests: int = Field(128, ge=1, description="requests being read, decoded or "
+                                       "queued at once; beyond it 503")
+
+    # -- input limits --------------------------------------------------------------------
+    max_body_bytes: int = Field(20 * 2**20, ge=1024, description="request body limit (413)")
+    max_images_per_request: int = Field(8, ge=1, description="images in one request (413)")
+    max_image_pixels: int = Field(40_000_000, ge=1, description="width*height of one image, "
+                                  "read from its header before decoding (413)")
+    preprocess_workers: int = Field(DEFAULT_WORKERS, ge=1, description="threads decoding and "
+                                    "resizing images (default: CPU cores, at most 4)")
+    allow_points: bool = Field(True, description="let clients ask for the D blocks' sampling "
+                               "points (?points=true)")
+
+    # -- process -------------------------------------------------------------------------
+    shutdown_timeout_s: float = Field(30.0, ge=0, description="on SIGTERM: how long queued and "
+                                      "running requests get to finish")
+    log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="log level")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Settings:
+        if self.max_images_per_request > self.max_batch_size:
+            raise ValueError(f"max_images_per_request ({self.max_images_per_request}) must not "
+                             f"exceed max_batch_size ({self.max_batch_size})")
+        if self.max_images_per_request > self.max_queue_size:
+            raise ValueError(f"max_queue_size ({self.max_queue_size}) must hold at least one "
+                             f"full request ({self.max_images_per_request} images)")
+        if self.backend in ("onnxruntime", "tensorrt") and self.artifacts is None:
+            raise ValueError(f"backend {self.backend} needs --artifacts (a 'python -m export' folder)")
+        return self
+
+    @property
+    def max_queue_delay_s(self) -> float:
+        return self.max_queue_delay_ms / 1000.0
+
+    @property
+    def default_timeout_s(self) -> float:
+        return self.default_timeout_ms / 1000.0

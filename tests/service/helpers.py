@@ -1,0 +1,120 @@
+"""Service test helpers: an instrumented backend, the app over real ASGI HTTP, images."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
+
+import httpx
+import torch
+from PIL import Image
+
+from service import Settings, create_app
+from service.backends.torch import TorchBackend
+
+# dat_digits' shape (L/S stages, then D stages with offset groups and position bias), random
+# weights: runs in milliseconds, so whole HTTP round trips are cheap on 2 cores.
+TINY_CONFIG = {
+    "img_size": 32, "patch_size": 2, "num_classes": 10, "dim_stem": 16,
+    "dims": [16, 32, 64, 128], "depths": [2, 2, 2, 2],
+    "stage_spec": [["L", "S"], ["L", "S"], ["L", "D"], ["L", "D"]],
+    "heads": [1, 2, 4, 8], "window_sizes": [4, 4, 4, 2], "groups": [-1, -1, 2, 4],
+    "use_pes": [False, False, True, True], "strides": [-1, -1, 1, 1],
+    "offset_range_factor": [-1, -1, 2, 2],
+}
+LABELS = [f"digit {i}" for i in range(10)]
+
+
+class CountingBackend(TorchBackend):
+    """The real torch backend, instrumented: every batch is recorded, a gate can hold the
+    worker inside ``run`` (to keep requests queued), and batches can be made to fail."""
+
+    def __init__(self, model, **kwargs) -> None:
+        super().__init__(model, device="cpu", precision="fp32", **kwargs)
+        self.batches: list[int] = []
+        self.gate = threading.Event()
+        self.gate.set()
+        self.entered = threading.Semaphore(0)  # released once per batch that starts
+        self.fail_when: Callable[[torch.Tensor], bool] = lambda images: False
+        self.load_gate = threading.Event()
+        self.load_gate.set()
+
+    def load(self):
+        self.load_gate.wait(30)
+        return super().load()
+
+    def run(self, images, points=False):
+        self.entered.release()
+        if not self.gate.wait(10):
+            raise RuntimeError("test gate never opened")
+        if self.fail_when(images):
+            raise RuntimeError("injected failure")
+        self.batches.append(int(images.shape[0]))
+        return super().run(images, points)
+
+    @property
+    def images_computed(self) -> int:
+        return sum(self.batches)
+
+    async def wait_entered(self, timeout: float = 10.0) -> None:
+        if not await asyncio.to_thread(self.entered.acquire, True, timeout):
+            raise AssertionError("no batch started")
+
+
+def settings(**overrides) -> Settings:
+    base = {"max_queue_delay_ms": 2.0, "preprocess_workers": 2, "warmup": False}
+    return Settings(**{**base, **overrides})
+
+
+@contextlib.asynccontextmanager
+async def serve(app, *, wait_ready: bool = True) -> AsyncIterator[httpx.AsyncClient]:
+    """The app with its lifespan, behind httpx over ASGI (real HTTP semantics, no socket)."""
+    async with app.router.lifespan_context(app):
+        if wait_ready:
+            await app.state.service.wait_ready()
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver",
+                                     timeout=30) as client:
+            yield client
+
+
+@contextlib.asynccontextmanager
+async def served(backend: CountingBackend, **overrides) -> AsyncIterator[httpx.AsyncClient]:
+    async with serve(create_app(settings(**overrides), backend=backend)) as client:
+        yield client
+
+
+async def wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
+    """Polls a condition on the server's own state (queue depth, ...), bounded in time."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        await asyncio.sleep(0.005)
+
+
+def image_bytes(image: Image.Image, fmt: str = "PNG", **save) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, fmt, **save)
+    return buffer.getvalue()
+
+
+def sample_png(seed: int, size: tuple[int, int] = (40, 30)) -> bytes:
+    """A deterministic, non-uniform picture (different seeds give different predictions)."""
+    g = torch.Generator().manual_seed(seed)
+    pixels = (torch.rand(size[1], size[0], 3, generator=g) * 255).to(torch.uint8).numpy()
+    return image_bytes(Image.fromarray(pixels, "RGB"))
+
+
+def metric(text: str, name: str, **labels: str) -> float:
+    """One sample's value from Prometheus text (0 when absent)."""
+    want = ",".join(f'{k}="{v}"' for k, v in labels.items())
+    key = f"{name}{{{want}}}" if want else name
+    for line in text.splitlines():
+        if line.startswith(key + " "):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0

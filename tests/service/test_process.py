@@ -1,0 +1,123 @@
+"""``python -m service`` as a real process: uvicorn on a free loopback port, signals, exit codes."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from service.__main__ import main
+from tests.service.helpers import metric, sample_png
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start(*args: str) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "DAT_LOG_LEVEL": "info"}
+    process = subprocess.Popen([sys.executable, "-m", "service", "--host", "127.0.0.1",
+                                "--port", str(port), *args], cwd=REPO, env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return process, f"http://127.0.0.1:{port}"
+
+
+def wait_ready(process: subprocess.Popen, url: str, timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"server exited early ({process.returncode}): {process.stderr.read()}")
+        try:
+            if httpx.get(f"{url}/health/ready", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    raise AssertionError("server never became ready")
+
+
+def json_lines(text: str) -> list[dict]:
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def test_a_real_server_serves_batches_and_drains_on_sigterm(tiny_config_file):
+    process, url = start("--model", str(tiny_config_file), "--max-queue-delay-ms", "3000",
+                         "--max-batch-size", "8", "--no-warmup", "--shutdown-timeout-s", "20")
+    try:
+        wait_ready(process, url)
+        single = httpx.post(f"{url}/classify", files={"file": ("x.png", sample_png(0), "image/png")},
+                            headers={"X-Request-ID": "req-1"}, params={"timeout_ms": 5000}, timeout=10)
+        assert single.status_code == 200 and single.headers["x-request-id"] == "req-1"
+        assert single.json()["results"][0]["filename"] == "x.png"
+
+        # three requests wait in the queue (3 s delay, batch of 8 not full) when SIGTERM comes
+        with concurrent.futures.ThreadPoolExecutor(3) as pool:
+            pending = [pool.submit(httpx.post, f"{url}/classify", content=sample_png(i),
+                                   headers={"content-type": "image/png"}, timeout=30) for i in range(3)]
+            deadline = time.monotonic() + 20
+            while metric(httpx.get(f"{url}/metrics").text, "dat_queue_requests") < 3:
+                assert time.monotonic() < deadline, "requests never queued"
+                time.sleep(0.02)
+            process.send_signal(signal.SIGTERM)
+            responses = [f.result(timeout=30) for f in pending]
+        assert [r.status_code for r in responses] == [200, 200, 200]
+        assert [r.json()["timing"]["batch_size"] for r in responses] == [3, 3, 3]
+        # drained at once, not after the 3 s delay
+        assert max(r.json()["timing"]["queue_ms"] for r in responses) < 2500
+        assert process.wait(timeout=30) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    logs = json_lines(process.stderr.read())
+    messages = [entry["msg"] for entry in logs]
+    assert "draining" in messages and "stopped" in messages
+    access = [e for e in logs if e["logger"] == "service.access" and e["path"] == "/classify"]
+    assert any(e["request_id"] == "req-1" and e["status"] == 200 for e in access)
+    with pytest.raises(httpx.TransportError):
+        httpx.get(f"{url}/health/live", timeout=1)
+
+
+def test_a_model_that_cannot_load_exits_1(tiny_config_file, tmp_path):
+    missing = tmp_path / "missing.safetensors"
+    process, _ = start("--model", str(tiny_config_file), "--checkpoint", str(missing))
+    try:
+        assert process.wait(timeout=90) == 1
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    logs = json_lines(process.stderr.read())
+    assert any(e["msg"].startswith("model failed to load") and "not found" in e["msg"] for e in logs)
+
+
+def test_bad_settings_exit_2_and_help_lists_the_flags(capsys, monkeypatch):
+    assert main(["--max-images-per-request", "64", "--max-batch-size", "8"]) == 2
+    assert "must not exceed max_batch_size" in capsys.readouterr().err
+    monkeypatch.setenv("DAT_BACKEND", "onnxruntime")
+    assert main([]) == 2
+    assert "needs --artifacts" in capsys.readouterr().err
+    monkeypatch.delenv("DAT_BACKEND")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    for flag in ("--host", "--port", "--model", "--checkpoint", "--artifacts", "--backend", "--device",
+                 "--precision", "--max-batch-size", "--max-queue-delay-ms", "--max-queue-size",
+                 "--default-timeout-ms", "--max-body-bytes", "--max-images-per-request",
+                 "--max-image-pixels", "--shutdown-timeout-s", "DAT_MAX_BATCH_SIZE"):
+        assert flag in text, flag
