@@ -5,6 +5,7 @@ The only backend that also returns the D blocks' sampling points.
 
 from __future__ import annotations
 
+import copy
 import logging
 from collections.abc import Mapping
 from pathlib import Path
@@ -69,7 +70,8 @@ class TorchBackend(Backend):
 
     def _build(self) -> tuple[DAT, str]:
         if isinstance(self._source, DAT):
-            return self._source, "in-memory"
+            # A copy: moving to another device or dtype must not change the caller's model.
+            return copy.deepcopy(self._source), "in-memory"
         labels = read_labels(self._labels) if self._labels else None
         if self._checkpoint is None:
             model = create_model(self._source, labels=labels)
