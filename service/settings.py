@@ -38,14 +38,19 @@ class Settings(BaseSettings):
     labels: Path | None = Field(None, description="label file, one class name per line")
     artifacts: Path | None = Field(None, description="folder written by 'python -m export' (its "
                                    "manifest names the ONNX model / TensorRT engine)")
-    backend: Backend = Field("auto", description="auto: tensorrt/onnxruntime when --artifacts is "
-                             "given (tensorrt only with a GPU and an engine), else torch")
+    backend: Backend = Field("auto", description="auto: with --artifacts tensorrt (GPU + engine) "
+                             "or onnxruntime; else torch, except on CPU for the default model, "
+                             "measured fastest under onnxruntime (exported once into --export-cache)")
     device: str = Field("auto", description="cpu, cuda or cuda:N; auto: cuda when available")
-    precision: Precision = Field("auto", description="auto: bf16 on CPUs with native bf16 "
-                                 "(AMX / AVX512-BF16), fp16 on CUDA, else fp32; artifacts "
-                                 "keep their manifest's precision")
+    precision: Precision = Field("auto", description="torch: auto is fp16 on CUDA, fp32 on CPU "
+                                 "(bf16 autocast is opt-in: faster for large models on AMX CPUs); "
+                                 "artifacts keep their manifest's precision")
     threads: int | None = Field(None, ge=1, description="intra-op CPU threads of the backend "
                                 "(default: the library's own choice)")
+    auto_export: bool = Field(True, description="let backend auto export the default model to "
+                              "ONNX on CPU (once, cached) because it runs fastest there")
+    export_cache: Path | None = Field(None, description="folder for those exports (default: "
+                                      "$XDG_CACHE_HOME or ~/.cache, then dat-serve/exports)")
     warmup: bool = Field(True, description="run the model at batch 1 and max batch before ready")
 
     # -- dynamic batching (Triton's semantics) -------------------------------------------

@@ -1,8 +1,12 @@
 """Backends behind one interface; :func:`create_backend` picks one from the settings.
 
-``auto``: with ``--artifacts``, TensorRT where it is installed, a GPU is present and the
-manifest names an engine, else ONNX Runtime; without artifacts, eager PyTorch (CUDA when
-available). On CPU the torch backend is also the fastest we measured (see the README).
+``auto``:
+- with ``--artifacts``: TensorRT where it is installed, a GPU is present and the manifest
+  names an engine, else ONNX Runtime;
+- on a GPU without artifacts: eager PyTorch on CUDA;
+- on a CPU without artifacts: what was measured fastest for the model (``bench.backends``):
+  ONNX Runtime on a cached export for the embedded default model (torch if that fails),
+  eager PyTorch for the others.
 """
 
 from __future__ import annotations
@@ -19,11 +23,38 @@ def _has_engine(settings: Settings) -> bool:
     return bool(engine)
 
 
+def _onnx_measured_faster(settings: Settings) -> bool:
+    from .auto import ONNX_ON_CPU
+    from .torch import resolve_device
+    return (settings.auto_export and settings.model in ONNX_ON_CPU
+            and settings.precision in ("auto", "fp32") and resolve_device(settings.device) == "cpu")
+
+
+def _cached_onnx_or_torch(settings: Settings) -> Backend:
+    from .auto import FirstThatLoads, default_cache_dir, ensure_export
+    from .onnxruntime import OnnxRuntimeBackend
+    from .torch import TorchBackend
+
+    def onnx() -> Backend:
+        artifacts = ensure_export(settings.model, checkpoint=settings.checkpoint, labels=settings.labels,
+                                  cache_dir=settings.export_cache or default_cache_dir(),
+                                  max_batch=settings.max_batch_size)
+        return OnnxRuntimeBackend(artifacts, device="cpu", threads=settings.threads)
+
+    def eager() -> Backend:
+        return TorchBackend(settings.model, checkpoint=settings.checkpoint, labels=settings.labels,
+                            device="cpu", precision=settings.precision, threads=settings.threads)
+
+    return FirstThatLoads(onnx, eager)
+
+
 def create_backend(settings: Settings) -> Backend:
     choice = settings.backend
     if choice == "auto":
         if settings.artifacts is None:
             choice = "torch"
+            if _onnx_measured_faster(settings):
+                return _cached_onnx_or_torch(settings)
         else:
             from .tensorrt import tensorrt_available
             choice = "tensorrt" if tensorrt_available() and _has_engine(settings) else "onnxruntime"
