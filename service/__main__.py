@@ -67,6 +67,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"python -m service: invalid settings:\n{exc}", file=sys.stderr)
         return 2
     configure_logging(settings.log_level)
+    if settings.switch_interval_ms:
+        sys.setswitchinterval(settings.switch_interval_ms / 1000)
     try:
         app = create_app(settings)
     except BackendError as exc:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 # -- /classify ------------------------------------------------------------------------
 
@@ -68,6 +68,8 @@ class Batching(BaseModel):
 
 
 class ModelDescription(BaseModel):
+    model_config = ConfigDict(extra="allow")  # backend specifics: threads, cuda_graphs, artifacts
+
     name: str | None
     task: str
     ready: bool

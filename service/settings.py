@@ -17,7 +17,8 @@ Backend = Literal["auto", "torch", "onnxruntime", "tensorrt"]
 Precision = Literal["auto", "fp32", "fp16", "bf16"]
 
 
-DEFAULT_WORKERS = max(1, min(4, os.cpu_count() or 1))
+CPU_CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+DEFAULT_WORKERS = max(1, min(4, CPU_CORES))
 
 
 class Settings(BaseSettings):
@@ -45,13 +46,18 @@ class Settings(BaseSettings):
     precision: Precision = Field("auto", description="torch: auto is fp16 on CUDA, fp32 on CPU "
                                  "(bf16 autocast is opt-in: faster for large models on AMX CPUs); "
                                  "artifacts keep their manifest's precision")
-    threads: int | None = Field(None, ge=1, description="intra-op CPU threads of the backend "
-                                "(default: the library's own choice)")
+    threads: int | None = Field(None, ge=1, description="intra-op CPU threads of a CPU backend "
+                                "(default: half the cores, at least 1: the rest decode images and "
+                                "serve HTTP; all cores collapsed throughput under load, measured)")
+    cuda_graphs: bool = Field(False, description="torch on CUDA: capture the forward as CUDA graphs "
+                              "per batch-size bucket at warm-up, checked against eager (eager "
+                              "launches starve on the GIL); not yet measured on a GPU, hence off")
     auto_export: bool = Field(True, description="let backend auto export the default model to "
                               "ONNX on CPU (once, cached) because it runs fastest there")
     export_cache: Path | None = Field(None, description="folder for those exports (default: "
                                       "$XDG_CACHE_HOME or ~/.cache, then dat-serve/exports)")
-    warmup: bool = Field(True, description="run the model at batch 1 and max batch before ready")
+    warmup: bool = Field(True, description="run every batch size 1..max before ready (kernels are "
+                         "built per shape: a cold size cost up to 0.7 s on CPU)")
 
     # -- dynamic batching (Triton's semantics) -------------------------------------------
     max_batch_size: int = Field(16, ge=1, description="images per forward pass (a request "
@@ -76,6 +82,9 @@ class Settings(BaseSettings):
                                "points (?points=true)")
 
     # -- process -------------------------------------------------------------------------
+    switch_interval_ms: float | None = Field(None, gt=0, description="Python's GIL switch interval "
+                                             "(default 5 ms); lower lets the inference thread "
+                                             "win the GIL back sooner from busy threads")
     shutdown_timeout_s: float = Field(30.0, ge=0, description="on SIGTERM: how long queued and "
                                       "running requests get to finish")
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="log level")
@@ -91,6 +100,10 @@ class Settings(BaseSettings):
         if self.backend in ("onnxruntime", "tensorrt") and self.artifacts is None:
             raise ValueError(f"backend {self.backend} needs --artifacts (a 'python -m export' folder)")
         return self
+
+    @property
+    def cpu_threads(self) -> int:
+        return self.threads or max(1, CPU_CORES // 2)
 
     @property
     def max_queue_delay_s(self) -> float:

@@ -39,11 +39,11 @@ def _cached_onnx_or_torch(settings: Settings) -> Backend:
         artifacts = ensure_export(settings.model, checkpoint=settings.checkpoint, labels=settings.labels,
                                   cache_dir=settings.export_cache or default_cache_dir(),
                                   max_batch=settings.max_batch_size)
-        return OnnxRuntimeBackend(artifacts, device="cpu", threads=settings.threads)
+        return OnnxRuntimeBackend(artifacts, device="cpu", threads=settings.cpu_threads)
 
     def eager() -> Backend:
         return TorchBackend(settings.model, checkpoint=settings.checkpoint, labels=settings.labels,
-                            device="cpu", precision=settings.precision, threads=settings.threads)
+                            device="cpu", precision=settings.precision, threads=settings.cpu_threads)
 
     return FirstThatLoads(onnx, eager)
 
@@ -62,10 +62,10 @@ def create_backend(settings: Settings) -> Backend:
         from .torch import TorchBackend
         return TorchBackend(settings.model, checkpoint=settings.checkpoint, labels=settings.labels,
                             device=settings.device, precision=settings.precision,
-                            threads=settings.threads)
+                            threads=settings.cpu_threads, cuda_graphs=settings.cuda_graphs)
     if choice == "onnxruntime":
         from .onnxruntime import OnnxRuntimeBackend
-        return OnnxRuntimeBackend(settings.artifacts, device=settings.device, threads=settings.threads,
+        return OnnxRuntimeBackend(settings.artifacts, device=settings.device, threads=settings.cpu_threads,
                                   precision=settings.precision)
     if choice == "tensorrt":
         from .tensorrt import TensorRTBackend

@@ -1,6 +1,12 @@
 """Eager PyTorch on CPU or CUDA; fp32, or an fp16 / bf16 model.
 
 The only backend that also returns the D blocks' sampling points.
+
+With ``cuda_graphs`` the forward is captured at warm-up as CUDA graphs, one per batch-size
+bucket (powers of two up to the max batch; a batch runs zero-padded in the next bucket), and
+checked against the eager model (eager on any failure). An eager DAT launches about a
+thousand kernels per forward from Python, and every launch must win the GIL back from the
+event loop and the decoding threads; a replay is a single call.
 """
 
 from __future__ import annotations
@@ -34,8 +40,8 @@ def resolve_device(device: str) -> str:
 
 
 def resolve_precision(precision: str, device: str) -> str:
-    """auto: fp16 autocast on CUDA; fp32 on CPU, where bf16 autocast only pays off for large
-    models on CPUs with AMX (DAT-T 2.3x) and is slower than fp32 for the small default model."""
+    """auto: fp16 on CUDA; fp32 on CPU, where bf16 only pays off for large models on CPUs
+    with AMX (DAT-T 2.3x) and is slower than fp32 for the small default model (measured)."""
     if precision != "auto":
         return precision
     return "fp16" if device.startswith("cuda") else "fp32"
@@ -47,7 +53,8 @@ class TorchBackend(Backend):
 
     def __init__(self, model: str | Path | Mapping[str, Any] | DAT = "dat_digits", *,
                  checkpoint: str | Path | None = None, labels: str | Path | None = None,
-                 device: str = "auto", precision: str = "auto", threads: int | None = None) -> None:
+                 device: str = "auto", precision: str = "auto", threads: int | None = None,
+                 cuda_graphs: bool = False) -> None:
         super().__init__()
         self._source = model
         self._checkpoint = Path(checkpoint) if checkpoint else None
@@ -58,6 +65,8 @@ class TorchBackend(Backend):
         if self.precision not in ("fp32", *_DTYPES):
             raise BackendError(f"unknown precision {self.precision!r}")
         self.model: DAT | None = None
+        self._use_graphs = cuda_graphs and self.device.startswith("cuda")
+        self._graphs: _Graphs | None = None
 
     def _build(self) -> tuple[DAT, str]:
         if isinstance(self._source, DAT):
@@ -96,7 +105,10 @@ class TorchBackend(Backend):
             raise BackendError("run before load")
         x = images.to(self.device, non_blocking=True).to(self.dtype)
         with torch.inference_mode():
-            if points:
+            if self._graphs is not None and x.shape[0] <= self._graphs.max_batch:
+                logits, positions = self._graphs.run(x)
+                positions = positions if points else None
+            elif points:
                 logits, positions, _ = self.model.forward_with_points(x)
             else:
                 logits, positions = self.model(x), None
@@ -113,8 +125,74 @@ class TorchBackend(Backend):
         return [ImageOutput(row, tuple(per_image[i]) if points else None)
                 for i, row in enumerate(logits_np)]
 
+    def warmup(self, batch_sizes) -> None:  # noqa: ANN001 - as Backend.warmup
+        if self._use_graphs and self.model is not None:
+            try:
+                with torch.inference_mode():
+                    graphs = _Graphs(self.model, max(batch_sizes), self.meta.input_size,
+                                     self.device, self.dtype)
+                    graphs.check_against(self.model)
+                self._graphs = graphs
+                log.info("captured CUDA graphs", extra={"buckets": graphs.sizes})
+            except Exception as exc:  # noqa: BLE001 - eager still works
+                self._graphs = None
+                torch.cuda.synchronize(self.device)
+                log.warning("CUDA graph capture failed, running eager: %s", exc)
+        super().warmup(batch_sizes)
+
     def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "threads": torch.get_num_threads() if self.device == "cpu" else None}
+        return {**super().describe(), "threads": torch.get_num_threads() if self.device == "cpu" else None,
+                "cuda_graphs": self._graphs.sizes if self._graphs is not None else None}
+
+
+class _Graphs:
+    """``forward_with_points`` captured per bucket size, largest first, in one memory pool
+    (graphs replay one at a time on the inference thread and their outputs are copied out
+    before the next replay, so sharing the pool's scratch memory is safe)."""
+
+    def __init__(self, model: DAT, max_batch: int, size: int, device: str, dtype: torch.dtype) -> None:
+        self.max_batch = max_batch
+        self.sizes = sorted({min(2**i, max_batch) for i in range(max_batch.bit_length() + 1)})
+        self._graphs: dict[int, tuple[torch.cuda.CUDAGraph, torch.Tensor, Any]] = {}
+        pool = torch.cuda.graph_pool_handle()
+        side = torch.cuda.Stream(device)
+        for n in reversed(self.sizes):
+            static = torch.zeros(n, 3, size, size, device=device, dtype=dtype)
+            side.wait_stream(torch.cuda.current_stream(device))
+            with torch.cuda.stream(side):
+                for _ in range(2):  # lazy initialisation (cuBLAS handles, ...) outside capture
+                    model.forward_with_points(static)
+            torch.cuda.current_stream(device).wait_stream(side)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph, pool=pool):
+                logits, positions, _ = model.forward_with_points(static)
+            self._graphs[n] = (graph, static, (logits, positions))
+        torch.cuda.synchronize(device)
+
+    def check_against(self, model: DAT) -> None:
+        """Replays must answer as the eager model does (a padded bucket included)."""
+        static = self._graphs[self.sizes[-1]][1]
+        g = torch.Generator(device=static.device).manual_seed(0)
+        for n in {1, 3 if self.max_batch >= 3 else 1, self.max_batch}:
+            x = torch.randn(n, *static.shape[1:], generator=g, device=static.device).to(static.dtype)
+            eager = model(x).float()
+            replayed = self.run(x)[0].float()
+            scale = eager.abs().max().clamp_min(1.0)
+            error = ((replayed - eager).abs().max() / scale).item()
+            tolerance = 1e-3 if static.dtype == torch.float32 else 3e-2
+            if not error <= tolerance:
+                raise RuntimeError(f"CUDA graph replay differs from eager at batch {n} "
+                                   f"(relative error {error:.2e} > {tolerance:g})")
+
+    def run(self, x: torch.Tensor) -> tuple[torch.Tensor, list]:
+        n = x.shape[0]
+        bucket = next(b for b in self.sizes if b >= n)
+        graph, static, (logits, positions) = self._graphs[bucket]
+        static[:n].copy_(x)
+        if n < bucket:
+            static[n:].zero_()
+        graph.replay()
+        return logits[:n], [[p[:n] if p is not None else None for p in stage] for stage in positions]
 
 
 def _embedded_weights(source: Any) -> Path | None:

@@ -6,7 +6,7 @@ import asyncio
 import time
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Query, Request
+from fastapi import APIRouter, Header, Query, Request, Response
 from starlette.types import Receive
 
 from .. import postprocess
@@ -59,7 +59,7 @@ async def classify(
     timeout_ms: Annotated[int | None, Query(ge=1, description="deadline for this request; "
                                             "can only shorten the server's default")] = None,
     x_timeout_ms: Annotated[int | None, Header(ge=1, description="same as timeout_ms")] = None,
-) -> ClassifyResponse:
+) -> Response:
     started = time.monotonic()
     settings = service.settings
     runtime = service.classifier
@@ -92,7 +92,7 @@ async def classify(
                                    height=image.height, predictions=predictions, points=image_points))
     total = time.monotonic() - started
     request.state.log = {"images": len(results), "batch_size": work.batch_size}
-    return ClassifyResponse(
+    body = ClassifyResponse(
         model=ModelRef(name=meta.name, version=meta.version, backend=runtime.backend.name,
                        precision=runtime.backend.precision),
         results=results,
@@ -100,6 +100,8 @@ async def classify(
                       inference_ms=_ms(work.inference_s), total_ms=_ms(total),
                       batch_size=work.batch_size),
         request_id=request_id)
+    # Serialised once here; returning the model would make FastAPI validate it a second time.
+    return Response(body.model_dump_json(), media_type="application/json")
 
 
 def _ms(seconds: float) -> float:

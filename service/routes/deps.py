@@ -9,7 +9,8 @@ from fastapi import Depends, Request
 from ..runtime import ServiceState
 
 
-def get_service(request: Request) -> ServiceState:
+async def get_service(request: Request) -> ServiceState:
+    # async: a plain def dependency would cost every request a hop to the thread pool
     return request.app.state.service
 
 

@@ -1,0 +1,48 @@
+"""The torch backend on CUDA: CUDA-graph replays answer as the eager model does (skipped without a GPU)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from service.backends.torch import TorchBackend
+from tests.service.helpers import sample_png, served
+
+pytestmark = pytest.mark.gpu
+
+
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_cuda_graph_replays_match_the_eager_model(tiny_model, precision):
+    graphs = TorchBackend(tiny_model, device="cuda", precision=precision, cuda_graphs=True)
+    eager = TorchBackend(tiny_model, device="cuda", precision=precision)
+    for backend in (graphs, eager):
+        backend.load()
+        backend.warmup(range(1, 13))
+    assert graphs.describe()["cuda_graphs"] == [1, 2, 4, 8, 12]
+    assert eager.describe()["cuda_graphs"] is None
+    g = torch.Generator().manual_seed(0)
+    tolerance = 1e-4 if precision == "fp32" else 2e-2
+    for n in (1, 3, 8, 12):  # 3: padded into the bucket of 4
+        x = torch.randn(n, 3, 32, 32, generator=g)
+        a, b = graphs.run(x, points=True), eager.run(x, points=True)
+        for oa, ob in zip(a, b, strict=True):
+            assert np.abs(oa.logits - ob.logits).max() < tolerance
+            assert [(p.stage, p.block) for p in oa.points] == [(p.stage, p.block) for p in ob.points]
+            for pa, pb in zip(oa.points, ob.points, strict=True):
+                assert np.abs(pa.yx - pb.yx).max() < tolerance
+        # the same image alone and inside a padded batch: the same answer
+        alone = graphs.run(x[:1])[0].logits
+        assert np.abs(alone - a[0].logits).max() < tolerance
+
+
+@pytest.mark.anyio
+async def test_classify_over_http_on_cuda(tiny_model):
+    backend = TorchBackend(tiny_model, device="cuda", precision="fp16", cuda_graphs=True)
+    async with served(backend, warmup=True, max_batch_size=8) as client:
+        response = await client.post("/classify?points=true", files=[
+            ("files", (f"{i}.png", sample_png(i), "image/png")) for i in range(3)])
+        models = (await client.get("/models")).json()["models"][0]
+    assert response.status_code == 200, response.text
+    assert len(response.json()["results"]) == 3 and response.json()["results"][0]["points"]
+    assert models["device"].startswith("cuda") and models["cuda_graphs"] == [1, 2, 4, 8]
