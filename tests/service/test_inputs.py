@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import struct
 import zlib
@@ -197,3 +198,16 @@ async def test_an_animated_gif_is_classified_by_its_first_frame(backend):
         frame = (await client.post("/classify", content=first_frame, headers=PNG,
                                    params={"top_k": 10})).json()
     assert animated["results"][0]["predictions"] == frame["results"][0]["predictions"]
+
+
+async def test_a_body_that_arrives_too_slowly_is_408(backend):
+    async def trickle():
+        yield sample_png(0)[:10]
+        await asyncio.sleep(5)  # never finishes within the request's 100 ms deadline
+        yield b""
+
+    async with served(backend) as client:
+        response = await client.post("/classify", content=trickle(), params={"timeout_ms": 100},
+                                     headers=PNG)
+    check_error(response, 408, "request_timeout", "did not arrive within 100 ms")
+    assert backend.batches == []
