@@ -16,6 +16,7 @@ COPY pyproject.toml README.md ./
 COPY models ./models
 COPY export ./export
 COPY service ./service
+COPY docker ./docker
 RUN pip install . \
  && useradd --create-home --uid 10001 dat \
  && mkdir -p /artifacts && chown dat /artifacts
@@ -35,6 +36,7 @@ COPY pyproject.toml README.md ./
 COPY models ./models
 COPY export ./export
 COPY service ./service
+COPY docker ./docker
 # Keep the base image's torch and TensorRT: pin them so pip never swaps them out.
 RUN pip list --format=freeze | grep -iE '^(torch|tensorrt[a-z0-9_-]*)==' > /tmp/keep.txt \
  && pip install -c /tmp/keep.txt . onnxruntime-gpu \

@@ -112,6 +112,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="skip TensorRT even where it is available")
     engine.add_argument("--workspace-gb", type=float, default=DEFAULT_WORKSPACE_GB,
                         help=f"TensorRT builder workspace (default {DEFAULT_WORKSPACE_GB:g} GiB)")
+    p.add_argument("--skip-if-current", action="store_true",
+                   help="do nothing when --out already holds a verified export of the same "
+                        "weights and options (and, where TensorRT runs, an engine for this GPU "
+                        "and TensorRT version)")
     p.add_argument("--debug", action="store_true", help="show full tracebacks on failure")
     return p
 
@@ -136,6 +140,14 @@ def main(argv: list[str] | None = None) -> int:
         warnings.filterwarnings("ignore", category=FutureWarning)
         warnings.filterwarnings("ignore", category=UserWarning, module="torch")
     try:
+        if args.skip_if_current:
+            from .pipeline import check_options, stale_reason
+            check_options(options)
+            reason = stale_reason(options)
+            if reason is None:
+                print(f"{args.out} is current: nothing to do", flush=True)
+                return 0
+            print(f"exporting: {reason}", flush=True)
         run_export(options, log=lambda line: print(line, flush=True))
     except ExportError as exc:
         if args.debug:

@@ -94,7 +94,7 @@ def _first_line(exc: BaseException) -> str:
     return text if len(text) <= 400 else text[:400] + " ..."
 
 
-def _check_options(options: ExportOptions) -> None:
+def check_options(options: ExportOptions) -> None:
     if options.task not in TASKS:
         raise ExportError(f"task {options.task!r} is not supported yet; choose from {sorted(TASKS)}")
     if options.grid_sample not in GRID_SAMPLE_CHOICES:
@@ -172,13 +172,45 @@ def _tool_versions() -> dict[str, str]:
     return tools
 
 
+def stale_reason(options: ExportOptions) -> str | None:
+    """Why the artifacts in ``options.out`` do not match this request (None: they are current).
+
+    Current means: a manifest with status ok whose files hash as recorded, made from the same
+    weights, precision, opset, grid-sample mode and batch range, and, where an engine can be
+    built here, an engine built by this TensorRT version for this GPU.
+    """
+    try:
+        manifest = mf.Manifest.load(options.out)
+    except mf.ManifestError as exc:
+        return str(exc)
+    wanted = _weights_info(options)
+    if wanted["source"] == "random" or manifest.weights.get("sha256") != wanted["sha256"]:
+        return "the weights differ from the ones exported"
+    for what, have, want in (("precision", manifest.precision, options.precision),
+                             ("opset", manifest.opset, options.opset),
+                             ("grid-sample mode", manifest.grid_sample, options.grid_sample),
+                             ("batch range", manifest.batch, options.batch),
+                             ("task", manifest.task, options.task)):
+        if have != want:
+            return f"{what} {have} was exported, {want} is asked for"
+    if options.engine is not False and trt_export.unavailable_reason() is None:
+        info = manifest.engine_info
+        here = {"tensorrt": trt_export.tensorrt_version() or "", "device": torch.cuda.get_device_name()}
+        if manifest.engine_path is None:
+            return "no TensorRT engine was built"
+        if {k: info.get(k) for k in here} != here:
+            return (f"the engine was built with TensorRT {info.get('tensorrt')} on "
+                    f"{info.get('device')}; here: TensorRT {here['tensorrt']} on {here['device']}")
+    return None
+
+
 def run_export(options: ExportOptions, log: Log = print) -> mf.Manifest:
     """Carries out one export; returns the written manifest (status ok).
 
     Raises ExportError (bad request, nothing written) or VerificationFailed (manifest written
     with status failed).
     """
-    _check_options(options)
+    check_options(options)
     out = Path(options.out)
     progress = Progress(log)
     notes: list[str] = []

@@ -1,0 +1,94 @@
+"""Static checks of the container files (no Docker engine runs on CI machines)."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _instructions(dockerfile: Path) -> list[tuple[str, str]]:
+    text = re.sub(r"\\\n", " ", dockerfile.read_text())
+    rows = []
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            keyword, _, rest = line.partition(" ")
+            rows.append((keyword.upper(), rest.strip()))
+    return rows
+
+
+def test_dockerfile_copies_only_files_that_exist():
+    copies = [rest for keyword, rest in _instructions(REPO / "Dockerfile") if keyword == "COPY"]
+    assert copies
+    for rest in copies:
+        *sources, _ = rest.split()
+        for source in sources:
+            assert (REPO / source).exists(), f"Dockerfile copies {source}, which is not in the repo"
+
+
+def test_dockerfile_has_gpu_and_cpu_targets_non_root_and_readiness_healthcheck():
+    rows = _instructions(REPO / "Dockerfile")
+    stages = [rest.split()[-1] for keyword, rest in rows if keyword == "FROM"]
+    assert stages == ["cpu", "gpu"]  # gpu last: the default target
+    users = [rest for keyword, rest in rows if keyword == "USER"]
+    assert len(users) == 2 and all(u not in ("root", "0") for u in users)
+    checks = [rest for keyword, rest in rows if keyword == "HEALTHCHECK"]
+    assert len(checks) == 2 and all("dat-healthcheck" in c for c in checks)
+    assert "/health/ready" in (REPO / "docker/healthcheck.py").read_text()
+    cmds = [rest for keyword, rest in rows if keyword == "CMD"]
+    assert cmds == ['["python", "-m", "service"]'] * 2
+    assert (REPO / "service/__main__.py").is_file()
+
+
+def _hadolint() -> str | None:
+    beside_python = Path(sys.executable).parent / "hadolint"  # the dev extra installs it there
+    return shutil.which("hadolint") or (str(beside_python) if beside_python.is_file() else None)
+
+
+@pytest.mark.skipif(_hadolint() is None, reason="hadolint not installed (dev extra, x86-64 Linux)")
+def test_dockerfile_passes_hadolint():
+    result = subprocess.run([_hadolint(), str(REPO / "Dockerfile")], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_compose_exports_engines_once_then_serves_them_on_the_gpu():
+    compose = yaml.safe_load((REPO / "docker-compose.yml").read_text())
+    services = compose["services"]
+    export, server, prometheus = services["export"], services["server"], services["prometheus"]
+    assert export["restart"] == "no"
+    assert server["depends_on"]["export"]["condition"] == "service_completed_successfully"
+    for service in (export, server):
+        devices = service["deploy"]["resources"]["reservations"]["devices"]
+        assert devices[0]["driver"] == "nvidia" and devices[0]["capabilities"] == ["gpu"]
+        assert "engines:/artifacts" in " ".join(service["volumes"])
+        assert any(v.endswith(":/checkpoints:ro") for v in service["volumes"])
+    assert "engines" in compose["volumes"]
+    assert server["healthcheck"]["test"][-1] == "/usr/local/bin/dat-healthcheck"
+    assert server["restart"] == "unless-stopped"
+    assert all(key.startswith("DAT_") for key in server["environment"])
+    assert export["command"][-1] == "/app/docker/export.sh"
+    assert (REPO / "docker/export.sh").is_file()
+    assert prometheus["profiles"] == ["monitoring"]
+    scrape = yaml.safe_load((REPO / "docker/prometheus.yml").read_text())
+    assert scrape["scrape_configs"][0]["static_configs"][0]["targets"] == ["server:8000"]
+
+
+def test_export_entrypoint_is_valid_bash():
+    subprocess.run(["bash", "-n", str(REPO / "docker/export.sh")], check=True)
+
+
+def test_compose_sets_only_settings_the_server_knows():
+    from service.settings import Settings
+
+    compose = yaml.safe_load((REPO / "docker-compose.yml").read_text())
+    fields = {f"DAT_{name.upper()}" for name in Settings.model_fields}
+    unknown = set(compose["services"]["server"]["environment"]) - fields
+    assert not unknown, f"compose sets variables the server ignores: {sorted(unknown)}"
