@@ -33,7 +33,7 @@ class Settings(BaseSettings):
 
     # -- model and backend ---------------------------------------------------------------
     model: str = Field("dat_digits", description="registered model name or a DAT config file "
-                       "(official YAML, or JSON with a 'config' mapping); the torch backend")
+                       "(official YAML, or JSON with a 'config' mapping), served by torch or exported on CPU")
     checkpoint: Path | None = Field(None, description="weights for --model (official .pth or "
                                     ".safetensors); default: the model's embedded weights")
     labels: Path | None = Field(None, description="label file, one class name per line")

@@ -105,5 +105,5 @@ class OnnxRuntimeBackend(Backend):
         return [ImageOutput(row) for row in logits]
 
     def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "artifacts": str(self._artifacts),
+        return {**super().describe(), "artifacts": str(self._artifacts), "threads": self._threads,
                 "static_batch": self._fixed_batch, "max_batch": self._max_batch}
