@@ -71,6 +71,10 @@ class DeformableAttention(nn.Module):
         self.register_buffer("reference", reference_points(samples, samples), persistent=False)
         self.register_buffer("query_grid", reference_points(fmap, fmap).view(-1, 2),
                              persistent=False)
+        # Offsets are scaled to at most offset_range_factor sample cells, (y, x). A buffer, so
+        # that a forward pass makes no host-to-device copy (and can be captured as a graph).
+        self.register_buffer("offset_range", torch.tensor([1.0 / samples, 1.0 / samples]),
+                             persistent=False)
 
     def _apply(self, fn, recurse=True):
         # Positions are computed in float32 even in a half-precision model: in fp16 a
@@ -79,6 +83,7 @@ class DeformableAttention(nn.Module):
         super()._apply(fn, recurse)
         self.reference = self.reference.float()
         self.query_grid = self.query_grid.float()
+        self.offset_range = self.offset_range.float()
         return self
 
     def sampling_positions(self, q: torch.Tensor) -> torch.Tensor:
@@ -89,9 +94,7 @@ class DeformableAttention(nn.Module):
         hidden = act(norm(dwconv(q_groups).permute(0, 2, 3, 1)))
         offset = F.linear(hidden, to_offset.weight.flatten(1)).float()  # (B*g, Hk, Wk, 2)
         if self.offset_range_factor > 0:
-            hk, wk = offset.shape[1], offset.shape[2]
-            offset_range = torch.tensor([1.0 / hk, 1.0 / wk], device=offset.device)
-            offset = offset.tanh().mul(offset_range).mul(self.offset_range_factor)
+            offset = offset.tanh().mul(self.offset_range).mul(self.offset_range_factor)
         if self.no_off:
             offset = torch.zeros_like(offset)
         if self.offset_range_factor >= 0:
