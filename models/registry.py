@@ -59,6 +59,25 @@ _REGISTRY["dat_base_384"] = ModelSpec(
     Preprocessing(384), description="DAT-B, ImageNet-1k, 384 (official dat_base_384.yaml)")
 
 
+# The embedded default classifier: a small DAT (L/S blocks early, D blocks with offset groups
+# and position bias later) trained on handwritten digits by ``python -m models.demo train``.
+WEIGHTS_DIR = Path(__file__).parent / "weights"
+DIGITS_CONFIG = DATConfig(
+    img_size=32, patch_size=2, num_classes=10, dim_stem=16, dims=(16, 32, 64, 128),
+    depths=(2, 2, 2, 2), stage_spec=(("L", "S"), ("L", "S"), ("L", "D"), ("L", "D")),
+    heads=(1, 2, 4, 8), window_sizes=(4, 4, 4, 2), groups=(-1, -1, 2, 4),
+    use_pes=(False, False, True, True), strides=(-1, -1, 1, 1),
+    offset_range_factor=(-1, -1, 2, 2), drop_path_rate=0.1)
+_REGISTRY["dat_digits"] = ModelSpec(
+    DIGITS_CONFIG,
+    Preprocessing(input_size=32, crop_pct=1.0, interpolation="bicubic",
+                  mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)),
+    labels=lambda: tuple("0123456789"),
+    weights=WEIGHTS_DIR / "dat_digits.safetensors",
+    description="small DAT with deformable attention, handwritten digits 0-9, 32 "
+                "(trained by python -m models.demo train)")
+
+
 def register_model(name: str, spec: ModelSpec) -> None:
     _REGISTRY[name] = spec
 
