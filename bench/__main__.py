@@ -15,8 +15,15 @@ def _words(text: str) -> tuple[str, ...]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["backends"]:  # the serving backends, through the service's own code
+        from .backends import main as backends_main
+        return backends_main(argv[1:])
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("backends", add_help=False,
+                   help="img/s of the service's backends (torch fp32/bf16, ONNX Runtime) on one "
+                        "model; 'python -m bench backends --help' for its options")
 
     model = sub.add_parser("model", help="img/s and latency of the model per precision and batch size")
     model.add_argument("--model", default="dat_tiny", help="registered model name (default dat_tiny)")

@@ -1,4 +1,4 @@
-"""``python -m bench.backends``: which serving backend is fastest on this machine's CPU?
+"""``python -m bench backends``: which serving backend is fastest on this machine's CPU?
 
 Times the service's own backends (what ``python -m service`` would run, preprocessed inputs,
 no HTTP) on one model: torch fp32, torch bf16 autocast, and ONNX Runtime on an ``export``
@@ -7,8 +7,8 @@ held-out set for ``dat_digits``, else random images). Also reports the cost of t
 call at a batch size not seen before (oneDNN builds kernels per shape), which a server with
 a dynamic batcher pays in production unless it warms every batch size up.
 
-    python -m bench.backends                         # dat_digits, batches 1,8,16
-    python -m bench.backends --model cfg.json --batch-sizes 1,4 --artifacts exports/x
+    python -m bench backends                         # dat_digits, batches 1,8,16
+    python -m bench backends --model cfg.json --batch-sizes 1,4 --artifacts exports/x
 """
 
 from __future__ import annotations
@@ -63,7 +63,7 @@ def _top1(backend: Backend, x: torch.Tensor, batch: int) -> np.ndarray:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.backends", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m bench backends", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="dat_digits")
     parser.add_argument("--checkpoint", default=None)
@@ -77,41 +77,66 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
 
+    with tempfile.TemporaryDirectory() as tmp:
+        return _run(args, sizes, Path(tmp))
+
+
+def _shared_random_weights(model: str, folder: Path) -> str:
+    """One random checkpoint for every backend: each would otherwise draw its own weights."""
+    from models import create_model, save_safetensors
+
+    torch.manual_seed(0)
+    path = folder / "random.safetensors"
+    save_safetensors(create_model(model, pretrained=False), path)
+    print(f"{model} has no weights: all backends share random weights ({path.name})")
+    return str(path)
+
+
+def _run(args, sizes: list[int], tmp: Path) -> int:
+    from models import get_spec
+
+    has_weights = args.checkpoint is not None
+    if not has_weights:
+        try:
+            has_weights = get_spec(args.model).weights is not None
+        except KeyError:  # a config file: no embedded weights
+            has_weights = False
+    if not has_weights:
+        args.checkpoint = _shared_random_weights(args.model, tmp)
     backends: dict[str, Backend] = {
         "torch-fp32": TorchBackend(args.model, checkpoint=args.checkpoint, device="cpu", precision="fp32"),
         "torch-bf16": TorchBackend(args.model, checkpoint=args.checkpoint, device="cpu", precision="bf16"),
     }
-    with tempfile.TemporaryDirectory() as tmp:
-        artifacts = Path(args.artifacts) if args.artifacts else None
-        if artifacts is None:
-            print("exporting to ONNX for the onnxruntime backend ...", flush=True)
+    artifacts = Path(args.artifacts) if args.artifacts else None
+    if artifacts is None:
+        print("exporting to ONNX for the onnxruntime backend ...", flush=True)
+        started = time.perf_counter()
+        artifacts = _export(args.model, args.checkpoint, tmp / "export", max(sizes))
+        print(f"  done in {time.perf_counter() - started:.1f}s", flush=True)
+    backends["onnxruntime-fp32"] = OnnxRuntimeBackend(artifacts, device="cpu", threads=args.threads)
+    metas = {name: b.load() for name, b in backends.items()}
+    meta = metas["torch-fp32"]
+    print(f"model {meta.name} ({meta.version}), input {meta.input_size}px, "
+          f"{torch.get_num_threads()} torch threads, torch {torch.__version__}")
+
+    x, what = _inputs(args.model, meta.preprocessing, 360)
+    reference = _top1(backends["torch-fp32"], x, 16)
+    agreement = {name: float((_top1(b, x, 16) == reference).mean()) for name, b in backends.items()}
+
+    first_call: dict[str, float] = {}
+    rows = []
+    for name, backend in backends.items():
+        for n in sizes:
+            batch = x[:n] if len(x) >= n else x.repeat(n // len(x) + 1, 1, 1, 1)[:n]
             started = time.perf_counter()
-            artifacts = _export(args.model, args.checkpoint, Path(tmp) / "export", max(sizes))
-            print(f"  done in {time.perf_counter() - started:.1f}s", flush=True)
-        backends["onnxruntime-fp32"] = OnnxRuntimeBackend(artifacts, device="cpu", threads=args.threads)
-        metas = {name: b.load() for name, b in backends.items()}
-        meta = metas["torch-fp32"]
-        print(f"model {meta.name} ({meta.version}), input {meta.input_size}px, "
-              f"{torch.get_num_threads()} torch threads, torch {torch.__version__}")
-
-        x, what = _inputs(args.model, meta.preprocessing, 360)
-        reference = _top1(backends["torch-fp32"], x, 16)
-        agreement = {name: float((_top1(b, x, 16) == reference).mean()) for name, b in backends.items()}
-
-        first_call: dict[str, float] = {}
-        rows = []
-        for name, backend in backends.items():
-            for n in sizes:
-                batch = x[:n] if len(x) >= n else x.repeat(n // len(x) + 1, 1, 1, 1)[:n]
-                started = time.perf_counter()
-                backend.run(batch)
-                first_call[f"{name}@{n}"] = (time.perf_counter() - started) * 1000
-                m = measure(name, n, lambda b=backend, t=batch: b.run(t), warmup=2,
-                            repeats=args.repeats, min_seconds=args.min_seconds)
-                rows.append(m)
-                print(f"  {name:18s} batch {n:3d}: {m.images_per_second:8.1f} img/s "
-                      f"(p50 {m.latency_ms_p50:.2f} ms/batch, first call {first_call[f'{name}@{n}']:.1f} ms)",
-                      flush=True)
+            backend.run(batch)
+            first_call[f"{name}@{n}"] = (time.perf_counter() - started) * 1000
+            m = measure(name, n, lambda b=backend, t=batch: b.run(t), warmup=2,
+                        repeats=args.repeats, min_seconds=args.min_seconds)
+            rows.append(m)
+            print(f"  {name:18s} batch {n:3d}: {m.images_per_second:8.1f} img/s "
+                  f"(p50 {m.latency_ms_p50:.2f} ms/batch, first call {first_call[f'{name}@{n}']:.1f} ms)",
+                  flush=True)
 
     print(f"\ntop-1 agreement with torch-fp32 on {what}: "
           + ", ".join(f"{k} {v:.1%}" for k, v in agreement.items()))
