@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.tiny import TINY_CONFIG
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 FIXTURES = SHARED / "fixtures"
@@ -44,17 +46,6 @@ def official_shapes() -> dict:
         pytest.skip(f"official fixtures not found at {FIXTURES}")
     return json.loads(path.read_text())
 
-
-# A DAT with every block kind that runs in milliseconds: L/S stages, then D stages with
-# offset groups and the deformable relative position bias.
-TINY_CONFIG = {
-    "img_size": 32, "patch_size": 2, "num_classes": 5, "dim_stem": 16,
-    "dims": [16, 32, 64, 128], "depths": [2, 2, 2, 2],
-    "stage_spec": [["L", "S"], ["L", "S"], ["L", "D"], ["L", "D"]],
-    "heads": [1, 2, 4, 8], "window_sizes": [4, 4, 4, 2], "groups": [-1, -1, 2, 4],
-    "use_pes": [False, False, True, True], "strides": [-1, -1, 1, 1],
-    "offset_range_factor": [-1, -1, 2, 2],
-}
 
 
 @pytest.fixture

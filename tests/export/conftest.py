@@ -14,22 +14,14 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.tiny import TINY_CONFIG
+
 REPO = Path(__file__).resolve().parents[2]
 SHARED = REPO.parent / "shared"
 MINI = SHARED / "fixtures" / "dat_v1_mini"
 # Batch range of the fixture exports: 1, 2 and 7 must run, 8 keeps verification quick.
 MINI_BATCH = (1, 2, 8)
 
-# A DAT with every block kind (L/S stages, then D stages with offset groups and position
-# bias) that exports in a few seconds.
-SMALL_CONFIG = {
-    "img_size": 32, "patch_size": 2, "num_classes": 5, "dim_stem": 16,
-    "dims": [16, 32, 64, 128], "depths": [2, 2, 2, 2],
-    "stage_spec": [["L", "S"], ["L", "S"], ["L", "D"], ["L", "D"]],
-    "heads": [1, 2, 4, 8], "window_sizes": [4, 4, 4, 2], "groups": [-1, -1, 2, 4],
-    "use_pes": [False, False, True, True], "strides": [-1, -1, 1, 1],
-    "offset_range_factor": [-1, -1, 2, 2],
-}
 
 
 def run_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
@@ -99,5 +91,5 @@ def export_cli():
 @pytest.fixture
 def small_config_file(tmp_path) -> Path:
     path = tmp_path / "small.json"
-    path.write_text(json.dumps({"config": SMALL_CONFIG}))
+    path.write_text(json.dumps({"config": TINY_CONFIG}))
     return path

@@ -33,7 +33,7 @@ def test_forward_features_gives_the_four_stage_maps(tiny_model):
 def test_points_follow_the_official_layout(tiny_model):
     with torch.inference_mode():
         logits, positions, references = tiny_model.forward_with_points(torch.randn(3, 3, 32, 32))
-    assert logits.shape == (3, 5)
+    assert logits.shape == (3, 10)
     assert [[p is None for p in stage] for stage in positions] == [
         [True, True], [True, True], [True, False], [True, False]]
     assert positions[2][1].shape == (3, 2, 4, 4, 2) and positions[3][1].shape == (3, 4, 2, 2, 2)

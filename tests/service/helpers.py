@@ -15,17 +15,8 @@ from PIL import Image
 
 from service import Settings, create_app
 from service.backends.torch import TorchBackend
+from tests.tiny import TINY_CONFIG  # noqa: F401  (re-exported for the service tests)
 
-# dat_digits' shape (L/S stages, then D stages with offset groups and position bias), random
-# weights: runs in milliseconds, so whole HTTP round trips are cheap on 2 cores.
-TINY_CONFIG = {
-    "img_size": 32, "patch_size": 2, "num_classes": 10, "dim_stem": 16,
-    "dims": [16, 32, 64, 128], "depths": [2, 2, 2, 2],
-    "stage_spec": [["L", "S"], ["L", "S"], ["L", "D"], ["L", "D"]],
-    "heads": [1, 2, 4, 8], "window_sizes": [4, 4, 4, 2], "groups": [-1, -1, 2, 4],
-    "use_pes": [False, False, True, True], "strides": [-1, -1, 1, 1],
-    "offset_range_factor": [-1, -1, 2, 2],
-}
 LABELS = [f"digit {i}" for i in range(10)]
 
 
