@@ -26,13 +26,7 @@ def throughput_vs_batch(model_report: dict, path: str | Path) -> Path:
     ax.set_ylabel("images / s")
     machine = model_report.get("machine", {})
     where = machine.get("gpu") or machine.get("cpu", "")
-    ax.set_title(f"{model_report['model']} on {where}", fontsize=9)
-    ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return Path(path)
+    return _save(plt, fig, ax, f"{model_report['model']} on {where}", path)
 
 
 def latency_vs_throughput(server_report: dict, path: str | Path) -> Path:
@@ -50,7 +44,11 @@ def latency_vs_throughput(server_report: dict, path: str | Path) -> Path:
     ax.set_xlabel("images / s served")
     ax.set_ylabel("latency (ms)")
     ax.set_yscale("log")
-    ax.set_title(server_report.get("title", "server"), fontsize=9)
+    return _save(plt, fig, ax, server_report.get("title", "server"), path)
+
+
+def _save(plt, fig, ax, title: str, path: str | Path) -> Path:
+    ax.set_title(title, fontsize=9)
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
