@@ -132,7 +132,7 @@ class LocalAttention(nn.Module):
         qkv = self.proj_qkv(windows).view(B, rows * cols, w * w, 3, heads, C // heads)
         # -> 3 x (B, windows * heads, w*w, head_dim)
         q, k, v = qkv.permute(3, 0, 1, 4, 2, 5).reshape(3, B, rows * cols * heads, w * w, C // heads)
-        bias = bias.expand(rows * cols, -1, -1, -1).reshape(rows * cols * heads, w * w, w * w)
+        bias = bias.expand(rows * cols, -1, -1, -1).reshape(1, rows * cols * heads, w * w, w * w)
         out = F.scaled_dot_product_attention(
             q, k, v, attn_mask=bias.to(q.dtype), scale=self.scale,
             dropout_p=self.attn_drop if self.training else 0.0)
