@@ -129,15 +129,16 @@ class LocalAttention(nn.Module):
         w, heads = self.window, self.heads
         rows, cols = H // w, W // w
         windows = x.reshape(B, rows, w, cols, w, C).transpose(2, 3).reshape(B, rows * cols, w * w, C)
-        qkv = self.proj_qkv(windows).view(B, rows * cols, w * w, 3, heads, C // heads)
-        # -> 3 x (B, windows * heads, w*w, head_dim)
-        q, k, v = qkv.permute(3, 0, 1, 4, 2, 5).reshape(3, B, rows * cols * heads, w * w, C // heads)
-        bias = bias.expand(rows * cols, -1, -1, -1).reshape(1, rows * cols * heads, w * w, w * w)
+        qkv = self.proj_qkv(windows).view(B * rows * cols, w * w, 3, heads, C // heads)
+        # strided views, no copies: 3 x (B * windows, heads, w*w, head_dim)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
+        if bias.shape[0] > 1:  # one mask per window: repeat it for every image
+            bias = bias.expand(B, -1, -1, -1, -1).reshape(B * rows * cols, heads, w * w, w * w)
         out = F.scaled_dot_product_attention(
             q, k, v, attn_mask=bias.to(q.dtype), scale=self.scale,
             dropout_p=self.attn_drop if self.training else 0.0)
-        out = out.view(B, rows * cols, heads, w * w, C // heads).transpose(2, 3)
-        out = self.proj_drop(self.proj_out(out.reshape(B, rows * cols, w * w, C)))
+        out = out.transpose(1, 2).reshape(B, rows * cols, w * w, C)
+        out = self.proj_drop(self.proj_out(out))
         return out.view(B, rows, cols, w, w, C).transpose(2, 3).reshape(B, H, W, C)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, None, None]:
