@@ -1,7 +1,7 @@
 """``python -m bench backends``: which serving backend is fastest on this machine's CPU?
 
 Times the service's own backends (what ``python -m service`` would run, preprocessed inputs,
-no HTTP) on one model: torch fp32, torch bf16 autocast, and ONNX Runtime on an ``export``
+no HTTP) on one model: torch fp32, torch bf16 (bf16 weights), and ONNX Runtime on an ``export``
 artifact. bf16 only counts where its top-1 agrees with fp32 on real inputs (the digits
 held-out set for ``dat_digits``, else random images). Also reports the cost of the first
 call at a batch size not seen before (oneDNN builds kernels per shape), which a server with

@@ -44,7 +44,7 @@ class Settings(BaseSettings):
                              "measured fastest under onnxruntime (exported once into --export-cache)")
     device: str = Field("auto", description="cpu, cuda or cuda:N; auto: cuda when available")
     precision: Precision = Field("auto", description="torch: auto is fp16 on CUDA, fp32 on CPU "
-                                 "(bf16 autocast is opt-in: faster for large models on AMX CPUs); "
+                                 "(bf16 weights are opt-in: faster for large models on AMX CPUs); "
                                  "artifacts keep their manifest's precision")
     threads: int | None = Field(None, ge=1, description="intra-op CPU threads of a CPU backend "
                                 "(default: half the cores, at least 1: the rest decode images and "
