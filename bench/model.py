@@ -83,8 +83,7 @@ def run(model_name: str = "dat_tiny", batch_sizes: tuple[int, ...] = (1, 8),
     torch.manual_seed(0)
     variants = _variants(model_name, list(precisions), device, official_dir, compile_mode)
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
-    size = next(iter(variants.values()))[0]
-    size = getattr(size, "config", None).img_size if hasattr(size, "config") else 224
+    size = next(iter(variants.values()))[0].config.img_size  # the first variant is ours
     check = torch.randn(max(batch_sizes), 3, size, size, device=device)
     results: list[Measurement] = []
     agreement: dict[str, dict] = {}
