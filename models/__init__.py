@@ -9,11 +9,13 @@
 from .checkpoint import CheckpointError, load_checkpoint, read_state_dict, save_safetensors
 from .config import DATConfig
 from .dat import DAT, ModelInfo
+from .detection import Detections, RetinaNet, RetinaNetConfig, load_backbone
 from .registry import ModelSpec, create_model, get_spec, imagenet_labels, list_models, register_model
-from .transforms import Preprocessing
+from .transforms import Letterbox, Preprocessing, preprocessing_from_dict
 
 __all__ = [
-    "DAT", "DATConfig", "CheckpointError", "ModelInfo", "ModelSpec", "Preprocessing",
-    "create_model", "get_spec", "imagenet_labels", "list_models", "load_checkpoint",
-    "read_state_dict", "register_model", "save_safetensors",
+    "DAT", "DATConfig", "CheckpointError", "Detections", "Letterbox", "ModelInfo", "ModelSpec",
+    "Preprocessing", "RetinaNet", "RetinaNetConfig", "create_model", "get_spec", "imagenet_labels",
+    "list_models", "load_backbone", "load_checkpoint", "preprocessing_from_dict", "read_state_dict",
+    "register_model", "save_safetensors",
 ]

@@ -21,7 +21,7 @@ from .layers import (
     TransformerMLP,
     TransformerMLPWithConv,
 )
-from .transforms import Preprocessing
+from .transforms import Letterbox, Preprocessing
 
 # Per stage, per block: None for L/S blocks, a (B, groups, Hk, Wk, 2) tensor for D blocks.
 StagePoints = list[list[torch.Tensor | None]]
@@ -77,12 +77,15 @@ class ModelInfo:
     """What a served model needs besides weights: its name, preprocessing and labels."""
 
     name: str
-    preprocessing: Preprocessing
+    preprocessing: Preprocessing | Letterbox
     labels: list[str] = field(default_factory=list)
+    category_ids: list[int] = field(default_factory=list)  # detectors: COCO ids of the labels
 
 
 class DAT(nn.Module):
     """``model(images)`` -> logits; images float (B, 3, S, S), normalised, S = ``img_size``."""
+
+    task = "classification"
 
     def __init__(self, config: DATConfig, info: ModelInfo | None = None):
         super().__init__()

@@ -7,14 +7,15 @@ preprocessing and labels that go with its released checkpoint.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cache
 from pathlib import Path
 from typing import Any
 
 from .config import DATConfig
 from .dat import DAT, ModelInfo
-from .transforms import Preprocessing
+from .detection import RetinaNet, RetinaNetConfig, coco_categories
+from .transforms import Letterbox, Preprocessing
 
 LABELS_DIR = Path(__file__).parent / "labels"
 
@@ -33,11 +34,16 @@ def read_labels(path: str | Path) -> list[str]:
 
 @dataclass(frozen=True)
 class ModelSpec:
-    config: DATConfig
-    preprocessing: Preprocessing
+    config: DATConfig | RetinaNetConfig  # a classifier or a detector
+    preprocessing: Preprocessing | Letterbox
     labels: Callable[[], tuple[str, ...] | list[str]] = imagenet_labels
     weights: Path | None = None  # embedded weights shipped in the repo, if any
     description: str = ""
+    category_ids: Callable[[], tuple[int, ...]] | None = None  # detectors: ids for COCO output
+
+    @property
+    def task(self) -> str:
+        return "detection" if isinstance(self.config, RetinaNetConfig) else "classification"
 
 
 _DEEP_STAGE3 = (("L", "S"), ("L", "S"), ("L", "D") * 9, ("L", "D"))
@@ -78,6 +84,32 @@ _REGISTRY["dat_digits"] = ModelSpec(
                 "(trained by python -m models.demo train)")
 
 
+# Detectors: RetinaNet on DAT, the DAT detection release's settings. The canvas is the square
+# an image is letterboxed into; 1120 = 5 * 224 keeps every stage a multiple of the 7-wide windows.
+COCO_CANVAS = 1120
+for _backbone, _title in (("dat_tiny", "DAT-T"), ("dat_small", "DAT-S")):
+    _REGISTRY[f"{_backbone}_retinanet"] = ModelSpec(
+        RetinaNetConfig(_REGISTRY[_backbone].config.replace(img_size=COCO_CANVAS, drop_path_rate=0.0)),
+        Letterbox(COCO_CANVAS), labels=lambda: coco_categories()[0],
+        category_ids=lambda: coco_categories()[1],
+        description=f"RetinaNet + FPN on {_title}, COCO's 80 classes, canvas {COCO_CANVAS} "
+                    f"(weights: an mmdet-layout checkpoint, or an ImageNet {_title} backbone "
+                    f"through models.detection.load_backbone)")
+
+# The embedded default detector: the default classifier's backbone on a 128 canvas, a slim
+# FPN and head, trained on scenes of several digits by ``python -m models.demo_detection train``.
+DIGITS_DETECTOR_CONFIG = RetinaNetConfig(
+    DIGITS_CONFIG.replace(img_size=128), num_classes=10, fpn_channels=64, feat_channels=64,
+    stacked_convs=2)
+_REGISTRY["dat_digits_detector"] = ModelSpec(
+    DIGITS_DETECTOR_CONFIG,
+    Letterbox(128, interpolation="bilinear", mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)),
+    labels=lambda: tuple("0123456789"),
+    weights=WEIGHTS_DIR / "dat_digits_detector.safetensors",
+    description="RetinaNet on the small digits DAT: finds and reads the digits in an image "
+                "(trained by python -m models.demo_detection train)")
+
+
 def register_model(name: str, spec: ModelSpec) -> None:
     _REGISTRY[name] = spec
 
@@ -111,32 +143,61 @@ def resolve_config(model: str | Path | Mapping[str, Any]) -> tuple[str, DATConfi
 
 def create_model(model: str | Path | Mapping[str, Any] = "dat_tiny", *,
                  labels: list[str] | None = None, pretrained: bool = True,
-                 **overrides: Any) -> DAT:
-    """Builds a DAT in eval mode.
+                 **overrides: Any) -> DAT | RetinaNet:
+    """Builds a DAT classifier (or, for a registered detector, a RetinaNet) in eval mode.
 
     ``model`` is a registered name (:func:`list_models`), a path to an official YAML (or a
     JSON with a ``config`` mapping), or a mapping with the official ``MODEL.DAT`` keys.
-    ``overrides`` replace config fields (e.g. ``num_classes=10``, ``img_size=384``).
+    ``overrides`` replace config fields (e.g. ``num_classes=10``, ``img_size=384``; for a
+    detector its RetinaNet fields, and ``canvas`` for the backbone's image size).
     Registered models that ship weights in the repo load them unless ``pretrained=False``.
     """
     name, config, spec = resolve_config(model)
+    if isinstance(config, RetinaNetConfig):
+        return _create_detector(name, config, spec, labels, pretrained, overrides)
     if overrides:
         config = config.replace(**overrides)
     if spec is not None and config.img_size == spec.preprocessing.input_size:
         preprocessing = spec.preprocessing
     else:
         preprocessing = Preprocessing(input_size=config.img_size)
-    if labels is None:
-        if spec is not None and len(spec.labels()) == config.num_classes:
-            labels = list(spec.labels())
-        elif config.num_classes == 1000:
-            labels = list(imagenet_labels())
-        else:
-            labels = [f"class_{i}" for i in range(config.num_classes)]
-    if len(labels) != config.num_classes:
-        raise ValueError(f"{len(labels)} labels for {config.num_classes} classes")
-    model_ = DAT(config, ModelInfo(name, preprocessing, list(labels)))
+    labels = _labels(spec, labels, config.num_classes)
+    model_ = DAT(config, ModelInfo(name, preprocessing, labels))
     if pretrained and spec is not None and spec.weights is not None and not overrides:
         from .checkpoint import load_checkpoint
         load_checkpoint(model_, spec.weights)
     return model_.eval()
+
+
+def _labels(spec: ModelSpec | None, labels: list[str] | None, num_classes: int) -> list[str]:
+    if labels is None:
+        if spec is not None and len(spec.labels()) == num_classes:
+            labels = list(spec.labels())
+        elif num_classes == 1000:
+            labels = list(imagenet_labels())
+        else:
+            labels = [f"class_{i}" for i in range(num_classes)]
+    if len(labels) != num_classes:
+        raise ValueError(f"{len(labels)} labels for {num_classes} classes")
+    return list(labels)
+
+
+def _create_detector(name: str, config: RetinaNetConfig, spec: ModelSpec | None,
+                     labels: list[str] | None, pretrained: bool, overrides: dict[str, Any]) -> RetinaNet:
+    overrides = dict(overrides)
+    if "canvas" in overrides:
+        config = config.replace(backbone=config.backbone.replace(img_size=overrides.pop("canvas")))
+    if overrides:
+        config = config.replace(**overrides)
+    preprocessing = spec.preprocessing if spec is not None else Letterbox(config.canvas)
+    if preprocessing.input_size != config.canvas:
+        preprocessing = replace(preprocessing, input_size=config.canvas)
+    labels = _labels(spec, labels, config.num_classes)
+    category_ids: list[int] = []
+    if spec is not None and spec.category_ids is not None and labels == list(spec.labels()):
+        category_ids = list(spec.category_ids())
+    detector = RetinaNet(config, ModelInfo(name, preprocessing, labels, category_ids))
+    if pretrained and spec is not None and spec.weights is not None and config == spec.config:
+        from .checkpoint import load_checkpoint
+        load_checkpoint(detector, spec.weights)
+    return detector.eval()

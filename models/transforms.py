@@ -72,3 +72,60 @@ class Preprocessing:
         if image.mode != "RGB":
             raise ValueError(f"expected an RGB image, got mode {image.mode!r}")
         return torch.from_numpy(self.normalize(self.resize_and_crop(image)))
+
+
+@dataclass(frozen=True)
+class Letterbox:
+    """Detection preprocessing: keep the aspect ratio, fit the image into an (S, S) canvas,
+    pad on the right and bottom (as mmdet's Resize(keep_ratio) + Pad), normalise.
+
+    The padding is zero after normalisation. Boxes predicted on the canvas map back to the
+    original image with :meth:`scale`.
+    """
+
+    input_size: int = 1120
+    interpolation: str = "bilinear"
+    mean: tuple[float, float, float] = field(default=IMAGENET_MEAN)
+    std: tuple[float, float, float] = field(default=IMAGENET_STD)
+    mode = "letterbox"
+
+    def __post_init__(self) -> None:
+        if self.interpolation not in _INTERPOLATIONS:
+            raise ValueError(f"interpolation must be one of {sorted(_INTERPOLATIONS)}")
+
+    def resized_size(self, width: int, height: int) -> tuple[int, int]:
+        """(width, height) of the image inside the canvas."""
+        ratio = min(self.input_size / width, self.input_size / height)
+        return (max(1, min(self.input_size, int(width * ratio + 0.5))),
+                max(1, min(self.input_size, int(height * ratio + 0.5))))
+
+    def scale(self, width: int, height: int) -> tuple[float, float]:
+        """(sx, sy): canvas pixels per original pixel, horizontally and vertically."""
+        new_w, new_h = self.resized_size(width, height)
+        return new_w / width, new_h / height
+
+    def to_dict(self) -> dict:
+        return {"mode": self.mode, **asdict(self)}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Letterbox:
+        keys = {"input_size", "interpolation", "mean", "std"}
+        return cls(**{k: tuple(v) if k in ("mean", "std") else v for k, v in data.items() if k in keys})
+
+    def __call__(self, image: Image.Image) -> torch.Tensor:
+        """An RGB PIL image -> normalised float32 tensor (3, input_size, input_size)."""
+        if image.mode != "RGB":
+            raise ValueError(f"expected an RGB image, got mode {image.mode!r}")
+        resized = image.resize(self.resized_size(*image.size), _INTERPOLATIONS[self.interpolation])
+        array = np.asarray(resized, dtype=np.float32) / 255.0
+        array = (array - np.asarray(self.mean, np.float32)) / np.asarray(self.std, np.float32)
+        canvas = np.zeros((self.input_size, self.input_size, 3), np.float32)
+        canvas[:array.shape[0], :array.shape[1]] = array
+        return torch.from_numpy(np.ascontiguousarray(canvas.transpose(2, 0, 1)))
+
+
+def preprocessing_from_dict(data: dict) -> Preprocessing | Letterbox:
+    """Reads either kind back from its ``to_dict`` form (manifests store it)."""
+    if data.get("mode") == Letterbox.mode:
+        return Letterbox.from_dict(data)
+    return Preprocessing.from_dict(data)

@@ -1,0 +1,353 @@
+"""RetinaNet on a DAT backbone: FPN (P3-P7), RetinaHead, anchors, box coding and NMS, in pure PyTorch.
+
+Module and parameter names follow mmdet 2.x's RetinaNet (``backbone.``, ``neck.lateral_convs.i.conv``,
+``neck.fpn_convs.i.conv``, ``bbox_head.cls_convs.i.conv``, ``bbox_head.retina_cls``, ...) and the
+DAT detection release's backbone (``backbone.norms.i``), so checkpoints in that layout load
+strictly. The defaults are the release's RetinaNet settings (``retinanet_dat_fpn.py``).
+
+``detector(images)`` returns a fixed number of detections per image (static shapes, so the
+whole detector exports to ONNX with ``NonMaxSuppression``): ``boxes`` (B, M, 4) as x1, y1, x2, y2
+in canvas pixels, ``scores`` (B, M) and ``labels`` (B, M), best first. Slots past the image's
+last detection hold score 0 and label -1. Post-processing, in float32:
+
+1. per level: sigmoid class scores; the ``nms_pre`` anchors with the highest class score
+   (mmdet's ONNX-export variant of the per-level top-k, which keeps shapes static);
+2. DeltaXYWH decoding of those anchors' boxes (means 0, stds 1, dw/dh clamped at
+   log(1000/16)), clipped to the canvas;
+3. class-aware NMS (:mod:`models.nms`) over the levels together, scores above
+   ``score_threshold``, IoU ``iou_threshold``;
+4. the ``max_per_img`` best surviving (class, box) pairs.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, replace
+from typing import Any, NamedTuple
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .config import DATConfig
+from .dat import DAT, ModelInfo
+from .layers import LayerNormProxy
+from .nms import nms_keep
+from .transforms import Letterbox
+
+# dw, dh clamp of mmdet's DeltaXYWHBBoxCoder: |log(16 / 1000)|
+MAX_LOG_RATIO = abs(math.log(16 / 1000))
+PRIOR_PROBABILITY = 0.01  # RetinaNet's initial foreground probability
+
+
+@dataclass(frozen=True)
+class RetinaNetConfig:
+    """A DAT backbone (``backbone.img_size`` is the square canvas) plus RetinaNet's settings."""
+
+    backbone: DATConfig
+    num_classes: int = 80
+    out_indices: tuple[int, ...] = (1, 2, 3)  # backbone stages feeding the FPN (C3-C5)
+    fpn_channels: int = 256
+    num_outs: int = 5  # P3-P7; levels past C5 come from stride-2 convs, the first on C5
+    stacked_convs: int = 4
+    feat_channels: int = 256
+    octave_base_scale: float = 4.0
+    scales_per_octave: int = 3
+    ratios: tuple[float, ...] = (0.5, 1.0, 2.0)
+    score_threshold: float = 0.05
+    nms_pre: int = 1000
+    iou_threshold: float = 0.5
+    max_per_img: int = 100
+
+    def __post_init__(self) -> None:
+        if not self.out_indices or list(self.out_indices) != sorted(set(self.out_indices)) \
+                or not all(0 <= i < 4 for i in self.out_indices):
+            raise ValueError(f"out_indices must be increasing stage indices 0-3, got {self.out_indices}")
+        if self.num_outs < len(self.out_indices):
+            raise ValueError("num_outs must be at least the number of backbone stages used")
+        if self.num_classes < 1 or self.max_per_img < 1 or self.nms_pre < 1:
+            raise ValueError("num_classes, max_per_img and nms_pre must be positive")
+
+    @property
+    def canvas(self) -> int:
+        return self.backbone.img_size
+
+    @property
+    def num_anchors(self) -> int:
+        """Anchors per location."""
+        return self.scales_per_octave * len(self.ratios)
+
+    @property
+    def strides(self) -> tuple[int, ...]:
+        first = [self.backbone.patch_size * 2 ** i for i in self.out_indices]
+        extra = [first[-1] * 2 ** (k + 1) for k in range(self.num_outs - len(first))]
+        return tuple(first + extra)
+
+    @property
+    def level_sizes(self) -> tuple[int, ...]:
+        """Side of each level's square feature map (a stride-2 3x3 conv halves, rounding up)."""
+        sizes = [self.canvas // s for s in self.strides[:len(self.out_indices)]]
+        while len(sizes) < self.num_outs:
+            sizes.append((sizes[-1] + 1) // 2)
+        return tuple(sizes)
+
+    def replace(self, **changes: Any) -> RetinaNetConfig:
+        return replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["backbone"] = self.backbone.to_dict()
+        return data
+
+    @classmethod
+    def from_mapping(cls, mapping: dict[str, Any]) -> RetinaNetConfig:
+        data = dict(mapping)
+        data["backbone"] = DATConfig.from_mapping(dict(data["backbone"]))
+        for key in ("out_indices", "ratios"):
+            if key in data:
+                data[key] = tuple(data[key])
+        return cls(**data)
+
+
+class Detections(NamedTuple):
+    boxes: torch.Tensor  # (B, M, 4) float32, x1 y1 x2 y2 in canvas pixels
+    scores: torch.Tensor  # (B, M) float32, 0 past the last detection
+    labels: torch.Tensor  # (B, M) int64, -1 past the last detection
+
+
+# --------------------------------------------------------------------------- boxes
+
+
+def base_anchors(stride: int, cfg: RetinaNetConfig) -> torch.Tensor:
+    """The (A, 4) anchors centred on (0, 0), ratio-major as mmdet's AnchorGenerator."""
+    scales = cfg.octave_base_scale * 2 ** (torch.arange(cfg.scales_per_octave, dtype=torch.float64)
+                                           / cfg.scales_per_octave)
+    h_ratios = torch.tensor(cfg.ratios, dtype=torch.float64).sqrt()
+    w_ratios = 1 / h_ratios
+    ws = (stride * w_ratios[:, None] * scales[None, :]).reshape(-1)
+    hs = (stride * h_ratios[:, None] * scales[None, :]).reshape(-1)
+    return torch.stack([-0.5 * ws, -0.5 * hs, 0.5 * ws, 0.5 * hs], dim=-1)
+
+
+def grid_anchors(stride: int, size: int, cfg: RetinaNetConfig) -> torch.Tensor:
+    """All anchors of one (size x size) level: (size*size*A, 4), location-major (row, column,
+    anchor), the order of the head's flattened outputs. Centres at (x * stride, y * stride)."""
+    shifts = torch.arange(size, dtype=torch.float64) * stride
+    yy, xx = torch.meshgrid(shifts, shifts, indexing="ij")
+    offsets = torch.stack([xx, yy, xx, yy], dim=-1).reshape(-1, 1, 4)
+    return (offsets + base_anchors(stride, cfg)[None]).reshape(-1, 4).float()
+
+
+def encode_boxes(anchors: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
+    """Regression targets (dx, dy, dw, dh) that take ``anchors`` to ``boxes`` (both (..., 4))."""
+    pw, ph = anchors[..., 2] - anchors[..., 0], anchors[..., 3] - anchors[..., 1]
+    px, py = anchors[..., 0] + 0.5 * pw, anchors[..., 1] + 0.5 * ph
+    gw, gh = boxes[..., 2] - boxes[..., 0], boxes[..., 3] - boxes[..., 1]
+    gx, gy = boxes[..., 0] + 0.5 * gw, boxes[..., 1] + 0.5 * gh
+    return torch.stack([(gx - px) / pw, (gy - py) / ph, torch.log(gw / pw), torch.log(gh / ph)], dim=-1)
+
+
+def decode_boxes(anchors: torch.Tensor, deltas: torch.Tensor, max_size: float | None = None) -> torch.Tensor:
+    """Inverse of :func:`encode_boxes` (dw, dh clamped), optionally clipped to [0, max_size]."""
+    pw, ph = anchors[..., 2] - anchors[..., 0], anchors[..., 3] - anchors[..., 1]
+    px, py = anchors[..., 0] + 0.5 * pw, anchors[..., 1] + 0.5 * ph
+    dw = deltas[..., 2].clamp(-MAX_LOG_RATIO, MAX_LOG_RATIO)
+    dh = deltas[..., 3].clamp(-MAX_LOG_RATIO, MAX_LOG_RATIO)
+    gx, gy = px + pw * deltas[..., 0], py + ph * deltas[..., 1]
+    gw, gh = pw * dw.exp(), ph * dh.exp()
+    boxes = torch.stack([gx - 0.5 * gw, gy - 0.5 * gh, gx + 0.5 * gw, gy + 0.5 * gh], dim=-1)
+    return boxes.clamp(0, max_size) if max_size is not None else boxes
+
+
+def box_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """(N, 4) x (M, 4) x1y1x2y2 -> (N, M) IoU."""
+    area_a = (a[:, 2] - a[:, 0]).clamp(min=0) * (a[:, 3] - a[:, 1]).clamp(min=0)
+    area_b = (b[:, 2] - b[:, 0]).clamp(min=0) * (b[:, 3] - b[:, 1]).clamp(min=0)
+    lt = torch.maximum(a[:, None, :2], b[None, :, :2])
+    rb = torch.minimum(a[:, None, 2:], b[None, :, 2:])
+    inter = (rb - lt).clamp(min=0).prod(dim=-1)
+    return inter / (area_a[:, None] + area_b[None] - inter).clamp(min=1e-12)
+
+
+# --------------------------------------------------------------------------- modules
+
+
+class ConvModule(nn.Module):
+    """A convolution, optionally followed by ReLU (mmcv's ConvModule key layout: ``.conv``)."""
+
+    def __init__(self, cin: int, cout: int, kernel: int, stride: int = 1, relu: bool = False):
+        super().__init__()
+        self.conv = nn.Conv2d(cin, cout, kernel, stride, kernel // 2)
+        self.relu = relu
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.conv(x)
+        return F.relu(x) if self.relu else x
+
+
+class DATBackbone(DAT):
+    """DAT without its classifier; a LayerNorm on each stage output that feeds the neck."""
+
+    def __init__(self, config: DATConfig, out_indices: Sequence[int]):
+        super().__init__(config)
+        del self.cls_norm, self.cls_head
+        self.out_indices = tuple(out_indices)
+        self.norms = nn.ModuleList(LayerNormProxy(d) if i in self.out_indices else nn.Identity()
+                                   for i, d in enumerate(config.dims))
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:  # type: ignore[override]
+        """(B, 3, S, S) -> the normalised outputs of ``out_indices`` stages, NCHW."""
+        features, _, _ = self._stages(x)
+        return [self.norms[i](features[i]).permute(0, 3, 1, 2) for i in self.out_indices]
+
+
+class FPN(nn.Module):
+    """mmdet's FPN with ``add_extra_convs='on_input'``: laterals, top-down nearest upsampling,
+    3x3 output convs, then stride-2 convs for the extra levels (the first reads C5)."""
+
+    def __init__(self, in_channels: Sequence[int], out_channels: int, num_outs: int):
+        super().__init__()
+        self.lateral_convs = nn.ModuleList(ConvModule(c, out_channels, 1) for c in in_channels)
+        self.fpn_convs = nn.ModuleList(ConvModule(out_channels, out_channels, 3) for _ in in_channels)
+        for k in range(num_outs - len(in_channels)):
+            cin = in_channels[-1] if k == 0 else out_channels
+            self.fpn_convs.append(ConvModule(cin, out_channels, 3, stride=2))
+
+    def forward(self, inputs: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        laterals = [conv(x) for conv, x in zip(self.lateral_convs, inputs)]
+        for i in range(len(laterals) - 1, 0, -1):
+            laterals[i - 1] = laterals[i - 1] + F.interpolate(laterals[i], size=laterals[i - 1].shape[2:],
+                                                              mode="nearest")
+        outs = [self.fpn_convs[i](lateral) for i, lateral in enumerate(laterals)]
+        for k in range(len(laterals), len(self.fpn_convs)):
+            outs.append(self.fpn_convs[k](inputs[-1] if k == len(laterals) else outs[-1]))
+        return outs
+
+
+class RetinaHead(nn.Module):
+    """Two towers of 3x3 conv + ReLU, shared across levels; sigmoid classes, box deltas."""
+
+    def __init__(self, num_classes: int, in_channels: int, feat_channels: int, stacked_convs: int,
+                 num_anchors: int):
+        super().__init__()
+        self.num_classes = num_classes
+
+        def tower() -> nn.ModuleList:
+            return nn.ModuleList(ConvModule(in_channels if i == 0 else feat_channels, feat_channels, 3,
+                                            relu=True) for i in range(stacked_convs))
+
+        self.cls_convs = tower()
+        self.reg_convs = tower()
+        self.retina_cls = nn.Conv2d(feat_channels, num_anchors * num_classes, 3, padding=1)
+        self.retina_reg = nn.Conv2d(feat_channels, num_anchors * 4, 3, padding=1)
+        for module in self.modules():
+            if isinstance(module, nn.Conv2d):
+                nn.init.normal_(module.weight, std=0.01)
+                nn.init.zeros_(module.bias)
+        nn.init.constant_(self.retina_cls.bias, -math.log((1 - PRIOR_PROBABILITY) / PRIOR_PROBABILITY))
+
+    def forward(self, features: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Levels -> class logits (B, N, C) and deltas (B, N, 4), N = all anchors, level-major."""
+        logits, deltas = [], []
+        for x in features:
+            c, r = x, x
+            for conv in self.cls_convs:
+                c = conv(c)
+            for conv in self.reg_convs:
+                r = conv(r)
+            b = x.shape[0]
+            logits.append(self.retina_cls(c).permute(0, 2, 3, 1).reshape(b, -1, self.num_classes))
+            deltas.append(self.retina_reg(r).permute(0, 2, 3, 1).reshape(b, -1, 4))
+        return torch.cat(logits, dim=1), torch.cat(deltas, dim=1)
+
+
+class RetinaNet(nn.Module):
+    """``detector(images)`` -> :class:`Detections`; images (B, 3, S, S) normalised, S = canvas."""
+
+    task = "detection"
+
+    def __init__(self, config: RetinaNetConfig, info: ModelInfo | None = None):
+        super().__init__()
+        self.config = cfg = config
+        self.info = info or ModelInfo("retinanet", Letterbox(cfg.canvas),
+                                      [f"class_{i}" for i in range(cfg.num_classes)])
+        self.backbone = DATBackbone(cfg.backbone, cfg.out_indices)
+        self.neck = FPN([cfg.backbone.dims[i] for i in cfg.out_indices], cfg.fpn_channels, cfg.num_outs)
+        self.bbox_head = RetinaHead(cfg.num_classes, cfg.fpn_channels, cfg.feat_channels,
+                                    cfg.stacked_convs, cfg.num_anchors)
+        sizes = cfg.level_sizes
+        # Derived from the config, never saved: mmdet checkpoints hold no anchors either.
+        self.register_buffer("anchors", torch.cat([grid_anchors(s, n, cfg) for s, n in
+                                                   zip(cfg.strides, sizes)]), persistent=False)
+        self.level_sizes = tuple(n * n * cfg.num_anchors for n in sizes)
+
+    @property
+    def num_classes(self) -> int:
+        return self.config.num_classes
+
+    def forward_raw(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Class logits (B, N, C) and box deltas (B, N, 4) for every anchor (training)."""
+        return self.bbox_head(self.neck(self.backbone(images)))
+
+    def forward(self, images: torch.Tensor) -> Detections:
+        logits, deltas = self.forward_raw(images)
+        return self.postprocess(logits, deltas)
+
+    def postprocess(self, logits: torch.Tensor, deltas: torch.Tensor) -> Detections:
+        cfg = self.config
+        logits, deltas = logits.float(), deltas.float()
+        boxes, scores = [], []
+        start = 0
+        for size in self.level_sizes:
+            level = slice(start, start + size)
+            start += size
+            level_scores = logits[:, level].sigmoid()  # (B, n, C)
+            k = min(cfg.nms_pre, size)
+            _, top = level_scores.amax(dim=-1).topk(k, dim=1)  # (B, k)
+            scores.append(torch.gather(level_scores, 1, top[..., None].expand(-1, -1, cfg.num_classes)))
+            anchors = self.anchors[level][top]  # (B, k, 4)
+            level_deltas = torch.gather(deltas[:, level], 1, top[..., None].expand(-1, -1, 4))
+            boxes.append(decode_boxes(anchors, level_deltas, float(cfg.canvas)))
+        boxes_ = torch.cat(boxes, dim=1)  # (B, K, 4)
+        scores_ = torch.cat(scores, dim=1).transpose(1, 2)  # (B, C, K)
+        keep = nms_keep(boxes_, scores_, cfg.max_per_img, cfg.iou_threshold, cfg.score_threshold)
+        kept = (scores_ * keep).flatten(1)  # (B, C*K)
+        best, index = kept.topk(min(cfg.max_per_img, kept.shape[1]), dim=1)
+        candidates = boxes_.shape[1]
+        labels = torch.div(index, candidates, rounding_mode="floor")
+        picked = torch.gather(boxes_, 1, (index % candidates)[..., None].expand(-1, -1, 4))
+        found = best > cfg.score_threshold
+        return Detections(picked * found[..., None], best * found,
+                          torch.where(found, labels, torch.full_like(labels, -1)))
+
+
+def load_backbone(detector: RetinaNet, source: Any) -> RetinaNet:
+    """Initialises the backbone from an ImageNet DAT checkpoint (official .pth, safetensors or a
+    state dict); its classifier is dropped, position tables are resampled to the canvas, and
+    the detection-only output norms keep their initial values. Any other mismatch raises."""
+    from .checkpoint import adapt_state_dict, read_state_dict
+
+    state = {k: v for k, v in read_state_dict(source).items()
+             if not k.startswith(("cls_norm.", "cls_head."))}
+    backbone = detector.backbone
+    fresh = {k: v for k, v in backbone.state_dict().items() if k.startswith("norms.")}
+    adapted = adapt_state_dict(backbone, {**fresh, **state})
+    backbone.load_state_dict(adapted, strict=True)
+    return detector
+
+
+COCO_LABELS_FILE = "coco.txt"
+
+
+def coco_categories() -> tuple[tuple[str, ...], tuple[int, ...]]:
+    """COCO's 80 labels in training order and their category ids (1-90, with gaps)."""
+    from .registry import LABELS_DIR
+    names, ids = [], []
+    for line in (LABELS_DIR / COCO_LABELS_FILE).read_text().splitlines():
+        if line.strip():
+            category_id, name = line.split("\t", 1)
+            ids.append(int(category_id))
+            names.append(name.strip())
+    return tuple(names), tuple(ids)
+
