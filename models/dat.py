@@ -119,6 +119,11 @@ class DAT(nn.Module):
     def num_classes(self) -> int:
         return self.config.num_classes
 
+    @property
+    def input_size(self) -> int:
+        """Side of the square input the model takes."""
+        return self.config.img_size
+
     def _check_input(self, x: torch.Tensor) -> None:
         size = self.config.img_size
         if x.dim() != 4 or x.shape[1] != 3 or x.shape[2] != size or x.shape[3] != size:

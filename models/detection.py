@@ -157,7 +157,7 @@ def decode_boxes(anchors: torch.Tensor, deltas: torch.Tensor, max_size: float | 
     gx, gy = px + pw * deltas[..., 0], py + ph * deltas[..., 1]
     gw, gh = pw * dw.exp(), ph * dh.exp()
     boxes = torch.stack([gx - 0.5 * gw, gy - 0.5 * gh, gx + 0.5 * gw, gy + 0.5 * gh], dim=-1)
-    return boxes.clamp(0, max_size) if max_size is not None else boxes
+    return boxes.clamp(0.0, float(max_size)) if max_size is not None else boxes
 
 
 def box_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -276,15 +276,29 @@ class RetinaNet(nn.Module):
         self.neck = FPN([cfg.backbone.dims[i] for i in cfg.out_indices], cfg.fpn_channels, cfg.num_outs)
         self.bbox_head = RetinaHead(cfg.num_classes, cfg.fpn_channels, cfg.feat_channels,
                                     cfg.stacked_convs, cfg.num_anchors)
-        sizes = cfg.level_sizes
         # Derived from the config, never saved: mmdet checkpoints hold no anchors either.
-        self.register_buffer("anchors", torch.cat([grid_anchors(s, n, cfg) for s, n in
-                                                   zip(cfg.strides, sizes)]), persistent=False)
-        self.level_sizes = tuple(n * n * cfg.num_anchors for n in sizes)
+        self.register_buffer("anchors", self._make_anchors(), persistent=False)
+        self.level_sizes = tuple(n * n * cfg.num_anchors for n in cfg.level_sizes)
+
+    def _make_anchors(self, device: torch.device | str = "cpu") -> torch.Tensor:
+        cfg = self.config
+        return torch.cat([grid_anchors(s, n, cfg) for s, n in zip(cfg.strides, cfg.level_sizes)]).to(device)
+
+    def _apply(self, fn, recurse=True):
+        # Anchors stay exact float32 in a half-precision model (fp16 rounds a 1120 px
+        # coordinate by up to 0.5 px): rebuilt, not cast back.
+        super()._apply(fn, recurse)
+        self.anchors = self._make_anchors(self.anchors.device)
+        return self
 
     @property
     def num_classes(self) -> int:
         return self.config.num_classes
+
+    @property
+    def input_size(self) -> int:
+        """Side of the square canvas the detector takes."""
+        return self.config.canvas
 
     def forward_raw(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Class logits (B, N, C) and box deltas (B, N, 4) for every anchor (training)."""
