@@ -75,8 +75,10 @@ def build_parser() -> argparse.ArgumentParser:
                             "or the config file's stem)")
     model.add_argument("--labels", metavar="FILE",
                        help="class names, one per line (default: the model's own labels)")
-    model.add_argument("--task", choices=sorted(TASKS), default="classification",
-                       help="what the graph outputs (default classification: logits)")
+    model.add_argument("--task", choices=sorted(TASKS), default=None,
+                       help="check that the model is a classifier (the graph outputs logits) "
+                            "or a detector (boxes, scores, labels after NMS); default: the "
+                            "model's own task")
 
     graph = p.add_argument_group("graph")
     graph.add_argument("--out", metavar="DIR", required=True,
@@ -101,6 +103,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="largest batch (default 32)")
     graph.add_argument("--verify-batches", type=_sizes, default=(), metavar="N,N",
                        help="extra batch sizes to verify, besides 1, 2, 7 and min/opt/max")
+    graph.add_argument("--verify-images", nargs="+", default=(), metavar="FILE",
+                       help="verify on these pictures (through the model's preprocessing) "
+                            "instead of seeded random inputs; a detector finds nothing in "
+                            "noise, so give it real images")
 
     engine = p.add_argument_group("TensorRT")
     toggle = engine.add_mutually_exclusive_group()
@@ -135,6 +141,7 @@ def main(argv: list[str] | None = None) -> int:
         random_weights=args.random_weights, name=args.name, labels=args.labels, task=args.task,
         precision="fp16" if args.fp16 else "fp32", opset=args.opset, batch=batch,
         grid_sample=args.grid_sample, engine=args.engine, verify_batches=args.verify_batches,
+        verify_images=tuple(args.verify_images),
         workspace_gb=args.workspace_gb)
     if not args.debug:
         warnings.filterwarnings("ignore", category=FutureWarning)

@@ -11,11 +11,12 @@ For the service::
 
     m = Manifest.load("exports/dat_digits")   # checks format, status and every file's sha256
     m.onnx_path, m.engine_path                # Path, Path | None (TensorRT engine)
-    m.input_name, m.output_name               # "images", "logits"
+    m.input_name, m.output_names              # "images", ("logits",) | ("boxes", "scores", "labels")
     m.input_dtype, m.image_size               # "float32", 224 (input is NCHW, float32)
     m.batch.min, m.batch.opt, m.batch.max     # the dynamic batch range
     m.preprocessing(pil_rgb_image)            # a models.Preprocessing, the single definition
-    m.labels, m.num_classes, m.precision, m.model_name, m.task
+    m.labels, m.num_classes, m.precision, m.model_name, m.task  # task: classification | detection
+    m.category_ids                            # detectors: COCO category id of each label
 
 ``ManifestError`` (a ValueError) names what is wrong: missing directory or manifest, another
 format or version, a failed export, a missing file or a hash mismatch, inconsistent fields.
@@ -32,7 +33,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from models import Preprocessing
+from models import Letterbox, Preprocessing, preprocessing_from_dict
 
 MANIFEST_NAME = "manifest.json"
 FORMAT = "dat-serve/export"
@@ -128,13 +129,13 @@ class Manifest:
     task: str
     model_name: str
     model_config: dict
-    preprocessing: Preprocessing
+    preprocessing: Preprocessing | Letterbox
     labels: tuple[str, ...]
     precision: str
     opset: int
     grid_sample: str  # as requested: native / decomposed / auto
     input: TensorSpec
-    output: TensorSpec
+    outputs: tuple[TensorSpec, ...]  # logits | boxes, scores, labels
     batch: BatchRange
     artifacts: dict[str, Artifact]
     verification: dict[str, Any] = field(default_factory=dict)
@@ -143,6 +144,7 @@ class Manifest:
     notes: tuple[str, ...] = ()
     created: str = ""
     weights: dict = field(default_factory=dict)  # where the weights came from (+ sha256)
+    category_ids: tuple[int, ...] = ()  # detectors: COCO category id per label (empty: none)
     directory: Path | None = None  # set by load()
 
     # -- what a runtime needs ------------------------------------------------------------
@@ -152,8 +154,17 @@ class Manifest:
         return self.input.name
 
     @property
+    def output(self) -> TensorSpec:
+        """The first output (a classifier's only one)."""
+        return self.outputs[0]
+
+    @property
     def output_name(self) -> str:
         return self.output.name
+
+    @property
+    def output_names(self) -> tuple[str, ...]:
+        return tuple(o.name for o in self.outputs)
 
     @property
     def input_dtype(self) -> str:
@@ -195,10 +206,11 @@ class Manifest:
             "created": self.created, "task": self.task,
             "model": {"name": self.model_name, "config": self.model_config,
                       "weights": self.weights},
-            "inputs": [self.input.to_dict()], "outputs": [self.output.to_dict()],
+            "inputs": [self.input.to_dict()], "outputs": [o.to_dict() for o in self.outputs],
             "batch": self.batch.to_dict(),
             "preprocessing": self.preprocessing.to_dict(),
             "labels": list(self.labels),
+            **({"category_ids": list(self.category_ids)} if self.category_ids else {}),
             "precision": self.precision, "opset": self.opset, "grid_sample": self.grid_sample,
             "artifacts": {role: a.to_dict() for role, a in self.artifacts.items()},
             "verification": self.verification, "tools": self.tools,
@@ -214,16 +226,17 @@ class Manifest:
                                 f"(this code reads version {VERSION})")
         try:
             inputs, outputs = data["inputs"], data["outputs"]
-            if len(inputs) != 1 or len(outputs) != 1:
-                raise ManifestError("expected exactly one input and one output")
+            if len(inputs) != 1 or not outputs:
+                raise ManifestError("expected exactly one input and at least one output")
             return cls(
                 status=str(data["status"]), task=str(data["task"]),
                 model_name=str(data["model"]["name"]), model_config=dict(data["model"]["config"]),
-                preprocessing=Preprocessing.from_dict(data["preprocessing"]),
+                preprocessing=preprocessing_from_dict(data["preprocessing"]),
                 labels=tuple(str(label) for label in data["labels"]),
                 precision=str(data["precision"]), opset=int(data["opset"]),
                 grid_sample=str(data["grid_sample"]),
-                input=TensorSpec.from_dict(inputs[0]), output=TensorSpec.from_dict(outputs[0]),
+                input=TensorSpec.from_dict(inputs[0]),
+                outputs=tuple(TensorSpec.from_dict(o) for o in outputs),
                 batch=BatchRange.from_dict(data["batch"]),
                 artifacts={role: Artifact.from_dict(a) for role, a in data["artifacts"].items()},
                 verification=dict(data.get("verification") or {}),
@@ -231,6 +244,7 @@ class Manifest:
                 timings_s=dict(data.get("timings_s") or {}),
                 notes=tuple(data.get("notes") or ()), created=str(data.get("created", "")),
                 weights=dict(data["model"].get("weights") or {}),
+                category_ids=tuple(int(i) for i in data.get("category_ids") or ()),
                 directory=directory)
         except ManifestError:
             raise
@@ -256,8 +270,11 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
 def _check_consistency(m: Manifest) -> None:
     if "onnx" not in m.artifacts:
         raise ManifestError("manifest lists no onnx artifact")
-    if m.output.shape and isinstance(m.output.shape[-1], int) and m.output.shape[-1] != len(m.labels):
+    if m.task == "classification" and m.output.shape and isinstance(m.output.shape[-1], int) \
+            and m.output.shape[-1] != len(m.labels):
         raise ManifestError(f"{len(m.labels)} labels for {m.output.shape[-1]} outputs")
+    if m.category_ids and len(m.category_ids) != len(m.labels):
+        raise ManifestError(f"{len(m.category_ids)} category ids for {len(m.labels)} labels")
     size = m.input.shape[-1] if m.input.shape else None
     if isinstance(size, int) and size != m.preprocessing.input_size:
         raise ManifestError(f"preprocessing makes {m.preprocessing.input_size}px inputs but the "

@@ -31,6 +31,8 @@ from .manifest import BatchRange
 
 INPUT_NAME = "images"
 OUTPUT_NAME = "logits"
+# The graph's outputs per task, in order (a detector returns models.Detections).
+OUTPUT_NAMES = {"classification": (OUTPUT_NAME,), "detection": ("boxes", "scores", "labels")}
 BATCH_AXIS = "batch"
 DEFAULT_OPSET = 18
 # 18 is what the exporter writes natively; others go through ONNX's version converter.
@@ -39,14 +41,17 @@ PRECISIONS = ("fp32", "fp16")
 
 
 class _Float16Graph(nn.Module):
-    """Float32 in, float16 model, float32 out."""
+    """Float32 in, float16 model, float32 out (integer outputs such as labels as they are)."""
 
     def __init__(self, model: nn.Module):
         super().__init__()
         self.model = copy.deepcopy(model).half().eval()
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(x.to(torch.float16)).float()
+    def forward(self, x: torch.Tensor):
+        out = self.model(x.to(torch.float16))
+        if isinstance(out, torch.Tensor):
+            return out.float()
+        return tuple(t.float() if t.is_floating_point() else t for t in out)
 
 
 @dataclass
@@ -57,7 +62,7 @@ class OnnxExport:
     opset: int
     batch: BatchRange
     input_shape: list  # e.g. ["batch", 3, 224, 224]
-    output_shape: list
+    output_shapes: dict[str, list]  # name -> shape, in the graph's order
     node_counts: dict[str, int]
 
 
@@ -82,7 +87,8 @@ def _rename_batch_axis(model, symbols: set[str]) -> None:
 def export_onnx(model: nn.Module, path: str | Path, *, grid_sample: str = "native",
                 precision: str = "fp32", opset: int = DEFAULT_OPSET,
                 batch: BatchRange | None = None) -> OnnxExport:
-    """Exports ``model`` (a DAT in eval mode) to ``path``; returns what was written.
+    """Exports ``model`` (a DAT classifier or detector, eval mode) to ``path``; returns what was
+    written. The outputs are named after the model's task (:data:`OUTPUT_NAMES`).
 
     Raises ValueError for options that cannot be honoured (opset, precision, grid mode).
     """
@@ -97,7 +103,8 @@ def export_onnx(model: nn.Module, path: str | Path, *, grid_sample: str = "nativ
     table = symbolics.translation_table(grid_sample, opset)
     _quiet_exporter()
 
-    size = model.config.img_size
+    size = model.input_size
+    output_names = list(OUTPUT_NAMES[model.task])
     traced = _Float16Graph(model) if precision == "fp16" else model.eval()
     example = torch.randn(batch.clip(2) if batch.dynamic else batch.min, 3, size, size)
     dynamic_shapes = None
@@ -113,7 +120,7 @@ def export_onnx(model: nn.Module, path: str | Path, *, grid_sample: str = "nativ
                                           strict=False)
         onnx_program = torch.onnx.export(
             program, dynamo=True, opset_version=opset, input_names=[INPUT_NAME],
-            output_names=[OUTPUT_NAME], custom_translation_table=table, verbose=False)
+            output_names=output_names, custom_translation_table=table, verbose=False)
 
     graph_model = onnx_program.model
     symbols = {str(d) for d in graph_model.graph.inputs[0].shape if not isinstance(d, int)}
@@ -133,5 +140,5 @@ def export_onnx(model: nn.Module, path: str | Path, *, grid_sample: str = "nativ
 
     return OnnxExport(path=path, grid_sample=grid_sample, precision=precision, opset=opset,
                       batch=batch, input_shape=shape_of(graph_model.graph.inputs[0]),
-                      output_shape=shape_of(graph_model.graph.outputs[0]),
+                      output_shapes={v.name: shape_of(v) for v in graph_model.graph.outputs},
                       node_counts=dict(sorted(counts.items())))

@@ -29,8 +29,8 @@ from .manifest import BatchRange
 
 DEFAULT_MODEL = "dat_digits"
 GRID_SAMPLE_CHOICES = ("auto", "native", "decomposed")
-# A task fixes the graph's outputs and how they are compared; detection will add its own.
-TASKS = {"classification": ("logits",)}
+# A task fixes the graph's outputs and how they are compared.
+TASKS = onnx_export.OUTPUT_NAMES
 ONNX_FILE = "model.onnx"
 DECOMPOSED_ONNX_FILE = "model.decomposed.onnx"
 ENGINE_FILE = "model.plan"
@@ -59,7 +59,8 @@ class ExportOptions:
     random_weights: bool = False  # allow a model without weights (smoke tests only)
     name: str | None = None  # model name for the manifest (default: registered name / file stem)
     labels: str | Path | None = None
-    task: str = "classification"
+    task: str | None = None  # classification / detection; None: the model's own
+    verify_images: tuple[str | Path, ...] = ()  # real pictures to verify on (detectors)
     precision: str = "fp32"
     opset: int = onnx_export.DEFAULT_OPSET
     batch: BatchRange = field(default_factory=BatchRange)
@@ -95,7 +96,7 @@ def _first_line(exc: BaseException) -> str:
 
 
 def check_options(options: ExportOptions) -> None:
-    if options.task not in TASKS:
+    if options.task is not None and options.task not in TASKS:
         raise ExportError(f"task {options.task!r} is not supported yet; choose from {sorted(TASKS)}")
     if options.grid_sample not in GRID_SAMPLE_CHOICES:
         raise ExportError(f"grid-sample must be one of {GRID_SAMPLE_CHOICES}")
@@ -109,7 +110,7 @@ def check_options(options: ExportOptions) -> None:
     if options.model and options.config:
         raise ExportError("give either a registered model name or a config file, not both")
     for what, path in (("config", options.config), ("checkpoint", options.checkpoint),
-                       ("labels", options.labels)):
+                       ("labels", options.labels), *(("image", p) for p in options.verify_images)):
         if path is not None and not Path(path).is_file():
             raise ExportError(f"{what} file not found: {path}")
 
@@ -129,12 +130,16 @@ def load_model(options: ExportOptions) -> torch.nn.Module:
         if options.checkpoint is None and not embedded and not options.random_weights:
             raise ExportError(f"{source} has no embedded weights: pass --checkpoint FILE "
                               "(or --random-weights for a smoke test)")
+        # --random-weights only stands in for weights that are absent, never replaces them.
+        absent = options.random_weights and not (embedded and spec.weights.is_file())
         model = models.create_model(source, labels=labels,
-                                    pretrained=options.checkpoint is None)
+                                    pretrained=options.checkpoint is None and not absent)
         if options.checkpoint is not None:
             models.load_checkpoint(model, options.checkpoint)
         if options.name:
             model.info.name = options.name
+        if options.task is not None and options.task != model.task:
+            raise ExportError(f"{source} is a {model.task} model, not {options.task}")
     except ExportError:
         raise
     except (KeyError, ValueError, OSError) as exc:  # unknown name, bad config, CheckpointError
@@ -144,6 +149,22 @@ def load_model(options: ExportOptions) -> torch.nn.Module:
     return model.eval()
 
 
+def _verification_images(model: torch.nn.Module, paths) -> torch.Tensor | None:
+    """Pictures through the model's own preprocessing (None: seeded random inputs)."""
+    if not paths:
+        return None
+    from PIL import Image
+
+    tensors = []
+    for path in paths:
+        try:
+            with Image.open(path) as image:
+                tensors.append(model.info.preprocessing(image.convert("RGB")))
+        except OSError as exc:
+            raise ExportError(f"cannot read verification image {path}: {exc}") from None
+    return torch.stack(tensors)
+
+
 def _weights_info(options: ExportOptions) -> dict:
     if options.checkpoint is not None:
         path = Path(options.checkpoint)
@@ -151,7 +172,7 @@ def _weights_info(options: ExportOptions) -> dict:
     import models
 
     spec = None if options.config else models.get_spec(options.model or DEFAULT_MODEL)
-    if spec is not None and spec.weights is not None:
+    if spec is not None and spec.weights is not None and spec.weights.is_file():
         return {"source": "embedded", "file": spec.weights.name,
                 "sha256": mf.sha256_file(spec.weights)}
     return {"source": "random", "file": None, "sha256": None}
@@ -190,7 +211,7 @@ def stale_reason(options: ExportOptions) -> str | None:
                              ("opset", manifest.opset, options.opset),
                              ("grid-sample mode", manifest.grid_sample, options.grid_sample),
                              ("batch range", manifest.batch, options.batch),
-                             ("task", manifest.task, options.task)):
+                             ("task", manifest.task, options.task or manifest.task)):
         if have != want:
             return f"{what} {have} was exported, {want} is asked for"
     if options.engine is not False and trt_export.unavailable_reason() is None:
@@ -230,9 +251,10 @@ def run_export(options: ExportOptions, log: Log = print) -> mf.Manifest:
         model = load_model(options)
         cfg = model.config
         weights = _weights_info(options)
-        log(f"    {model.info.name}: {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M "
-            f"parameters, {cfg.img_size}px, {cfg.num_classes} classes, {weights['source']} "
-            "weights")
+        log(f"    {model.info.name} ({model.task}): "
+            f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters, "
+            f"{model.input_size}px, {model.num_classes} classes, {weights['source']} weights")
+        images = _verification_images(model, options.verify_images)
         if weights["source"] == "random":
             notes.append("random weights: a smoke-test export, not a usable model")
 
@@ -256,8 +278,9 @@ def run_export(options: ExportOptions, log: Log = print) -> mf.Manifest:
                 model, out / file, grid_sample=mode, precision=options.precision,
                 opset=options.opset, batch=options.batch)
             grid = result.node_counts.get("GridSample", 0)
+            outputs = ", ".join(f"{k} {v}" for k, v in result.output_shapes.items())
             log(f"    {sum(result.node_counts.values())} nodes, {grid} GridSample; input "
-                f"{result.input_shape}, output {result.output_shape}")
+                f"{result.input_shape}, output {outputs}")
         return result
 
     def verify_onnx(result: onnx_export.OnnxExport) -> validate.Verification:
@@ -266,7 +289,7 @@ def run_export(options: ExportOptions, log: Log = print) -> mf.Manifest:
                            f"{batch_sizes}"):
             report = validate.verify_onnx(result.path, model, precision=options.precision,
                                           batch_sizes=batch_sizes,
-                                          input_name=onnx_export.INPUT_NAME)
+                                          input_name=onnx_export.INPUT_NAME, images=images)
             log(f"    {report.summary()}")
         return report
 
@@ -278,6 +301,9 @@ def run_export(options: ExportOptions, log: Log = print) -> mf.Manifest:
         primary = export("decomposed", ONNX_FILE)
         verification["onnxruntime"] = verify_onnx(primary)
     passed = verification["onnxruntime"].passed
+    if model.task == "detection" and not any(r.detections for r in verification["onnxruntime"].results):
+        notes.append("the detector found nothing in the verification inputs, so no detection was "
+                     "compared: verify on real pictures with --verify-images")
 
     artifacts = {"onnx": mf.Artifact(ONNX_FILE, "onnx", primary.grid_sample)}
     engine_attempts: list[dict] = []
@@ -293,7 +319,7 @@ def run_export(options: ExportOptions, log: Log = print) -> mf.Manifest:
                                f"batch {options.batch.min}-{options.batch.max}"):
                 return trt_export.build_engine(
                     onnx_path, engine_path, input_name=onnx_export.INPUT_NAME,
-                    batch=options.batch, image_size=cfg.img_size,
+                    batch=options.batch, image_size=model.input_size,
                     workspace_gb=options.workspace_gb)
 
         def verify(engine_path: Path) -> validate.Verification:
@@ -301,8 +327,8 @@ def run_export(options: ExportOptions, log: Log = print) -> mf.Manifest:
                                "Verifying the engine against PyTorch on the GPU"):
                 return trt_export.verify_engine(
                     engine_path, model, input_name=onnx_export.INPUT_NAME,
-                    output_name=onnx_export.OUTPUT_NAME, precision=options.precision,
-                    batch_sizes=batch_sizes)
+                    output_names=TASKS[model.task], precision=options.precision,
+                    batch_sizes=batch_sizes, images=images)
 
         result = trt_export.build_verified(
             options.grid_sample, primary.grid_sample, onnx_for=onnx_for,
@@ -332,13 +358,15 @@ def run_export(options: ExportOptions, log: Log = print) -> mf.Manifest:
         report["tensorrt_attempts"] = engine_attempts
     with progress.step("manifest", f"Writing {out / mf.MANIFEST_NAME} (status {status})"):
         manifest = mf.Manifest(
-            status=status, task=options.task, model_name=model.info.name,
+            status=status, task=model.task, model_name=model.info.name,
             model_config=cfg.to_dict(), preprocessing=model.info.preprocessing,
             labels=tuple(model.info.labels), precision=options.precision, opset=options.opset,
             grid_sample=options.grid_sample,
             input=mf.TensorSpec(onnx_export.INPUT_NAME, "float32", tuple(primary.input_shape),
                                 "NCHW"),
-            output=mf.TensorSpec(onnx_export.OUTPUT_NAME, "float32", tuple(primary.output_shape)),
+            outputs=tuple(mf.TensorSpec(name, "int64" if name == "labels" else "float32", tuple(shape))
+                          for name, shape in primary.output_shapes.items()),
+            category_ids=tuple(model.info.category_ids),
             batch=options.batch, artifacts=artifacts, verification=report,
             tools=_tool_versions(),
             timings_s={k: v for k, v in progress.timings.items() if k != "manifest"},

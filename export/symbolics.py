@@ -38,12 +38,12 @@ import torch
 import torch.nn.functional as F
 from onnxscript import opset18 as op
 
-from models import sampling
+from models import nms, sampling
 
 GRID_SAMPLE_MODES = ("native", "decomposed")
 # Opsets at which a GridSample node may be emitted: 16 introduced it, 20 renamed its mode.
 NATIVE_OPSETS = range(16, 20)
-SEAM_OPS = {"sample_kv": "deformable_kv", "interp_bias": "bias_interpolation"}
+SEAM_OPS = {"sample_kv": "deformable_kv", "interp_bias": "bias_interpolation", "nms_keep": "nms"}
 
 
 # --------------------------------------------------------------------------- custom ops
@@ -69,11 +69,25 @@ sample_kv.register_fake(_sampled_shape)
 interp_bias.register_fake(_sampled_shape)
 
 
+@torch.library.custom_op("dat::nms_keep", mutates_args=())
+def nms_keep_op(boxes: torch.Tensor, scores: torch.Tensor, max_per_class: int, iou_threshold: float,
+                score_threshold: float) -> torch.Tensor:
+    """The detector's NMS seam as an opaque op: (B, N, 4), (B, C, N) -> keep mask (B, C, N)."""
+    return nms.greedy_nms_keep(boxes, scores, max_per_class, iou_threshold, score_threshold)
+
+
+@nms_keep_op.register_fake
+def _(boxes, scores, max_per_class, iou_threshold, score_threshold):
+    return torch.empty_like(scores)
+
+
 @contextlib.contextmanager
 def opaque_seams() -> Iterator[None]:
-    """Routes both seams of the model through the custom ops while a model is traced."""
+    """Routes the model's seams (both samplings, and a detector's NMS) through the custom ops
+    while a model is traced."""
     with sampling.override(deformable_kv=torch.ops.dat.sample_kv,
-                           bias_interpolation=torch.ops.dat.interp_bias):
+                           bias_interpolation=torch.ops.dat.interp_bias), \
+            nms.override(torch.ops.dat.nms_keep):
         yield
 
 
@@ -146,6 +160,21 @@ def grid_sample_decomposed(source, grid):
     return _restore_dtype(op.Transpose(total, perm=[0, 3, 1, 2]), source)  # (N, C, Ho, Wo)
 
 
+def nms_keep_onnx(boxes, scores, max_per_class: int, iou_threshold: float, score_threshold: float):
+    """ONNX ``NonMaxSuppression`` (corner boxes), its selected (batch, class, box) triples
+    scattered as ones into a zero mask shaped like ``scores``."""
+    f32, i64 = ir.DataType.FLOAT, ir.DataType.INT64
+    selected = op.NonMaxSuppression(
+        _to_float(boxes), _to_float(scores),
+        op.Constant(value=ir.tensor([max_per_class], dtype=i64)),
+        op.Constant(value=ir.tensor([iou_threshold], dtype=f32)),
+        op.Constant(value=ir.tensor([score_threshold], dtype=f32)), center_point_box=0)
+    count = op.Shape(selected, start=0, end=1)
+    ones = op.Expand(op.Constant(value=ir.tensor(1.0, dtype=f32)), count)
+    zeros = op.ConstantOfShape(op.Shape(scores), value=ir.tensor([0.0], dtype=f32))
+    return _restore_dtype(op.ScatterND(zeros, selected, ones), scores)
+
+
 def translation_table(grid_sample: str, opset: int) -> dict:
     """``custom_translation_table`` for ``torch.onnx.export``: both seams in one mode."""
     if grid_sample not in GRID_SAMPLE_MODES:
@@ -155,7 +184,8 @@ def translation_table(grid_sample: str, opset: int) -> dict:
             f"a native GridSample cannot be exported at opset {opset}: opset 20 renamed its mode "
             "to 'linear', which TensorRT reads as nearest; use --opset 18 or --grid-sample decomposed")
     fn = grid_sample_native if grid_sample == "native" else grid_sample_decomposed
-    return {torch.ops.dat.sample_kv.default: fn, torch.ops.dat.interp_bias.default: fn}
+    return {torch.ops.dat.sample_kv.default: fn, torch.ops.dat.interp_bias.default: fn,
+            torch.ops.dat.nms_keep.default: nms_keep_onnx}
 
 
 # --------------------------------------------------------------------------- trace-time policy

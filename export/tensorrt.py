@@ -102,8 +102,9 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, *, input_name: 
     return engine_path
 
 
-def engine_runner(engine_path: str | Path, input_name: str, output_name: str) -> Runner:
-    """Runs an engine on the current CUDA device: float32 NCHW numpy in, float32 numpy out."""
+def engine_runner(engine_path: str | Path, input_name: str, output_names: Sequence[str]) -> Runner:
+    """Runs an engine on the current CUDA device: float32 NCHW numpy in, its outputs (in
+    ``output_names`` order) as numpy out, floating outputs as float32."""
     import tensorrt as trt
     import torch
 
@@ -112,45 +113,51 @@ def engine_runner(engine_path: str | Path, input_name: str, output_name: str) ->
     if engine is None:
         raise EngineBuildError(f"TensorRT could not load {Path(engine_path).name}")
     names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
-    if input_name not in names or output_name not in names:
-        raise EngineBuildError(f"engine tensors are {names}, expected {input_name}/{output_name}")
-    dtypes = {trt.DataType.FLOAT: torch.float32, trt.DataType.HALF: torch.float16}
+    if input_name not in names or any(name not in names for name in output_names):
+        raise EngineBuildError(f"engine tensors are {names}, expected {input_name} and "
+                               f"{', '.join(output_names)}")
+    dtypes = {trt.DataType.FLOAT: torch.float32, trt.DataType.HALF: torch.float16,
+              trt.DataType.INT32: torch.int32, trt.DataType.INT64: torch.int64}
     input_dtype = dtypes[engine.get_tensor_dtype(input_name)]
-    output_dtype = dtypes[engine.get_tensor_dtype(output_name)]
+    output_dtypes = [dtypes[engine.get_tensor_dtype(name)] for name in output_names]
     context = engine.create_execution_context()
 
-    def run(images: np.ndarray) -> np.ndarray:
+    def run(images: np.ndarray) -> list[np.ndarray]:
         x = torch.from_numpy(np.ascontiguousarray(images)).to("cuda", input_dtype)
         if not context.set_input_shape(input_name, tuple(x.shape)):
             raise RuntimeError(f"batch {x.shape[0]} is outside the engine's profile")
-        out = torch.empty(tuple(context.get_tensor_shape(output_name)), dtype=output_dtype,
-                          device="cuda")
         context.set_tensor_address(input_name, x.data_ptr())
-        context.set_tensor_address(output_name, out.data_ptr())
+        outs = []
+        for name, dtype in zip(output_names, output_dtypes):
+            out = torch.empty(tuple(context.get_tensor_shape(name)), dtype=dtype, device="cuda")
+            context.set_tensor_address(name, out.data_ptr())
+            outs.append(out)
         stream = torch.cuda.current_stream()
         if not context.execute_async_v3(stream.cuda_stream):
             raise RuntimeError("execute_async_v3 failed")
         stream.synchronize()
-        return out.float().cpu().numpy()
+        return [(o.float() if o.is_floating_point() else o).cpu().numpy() for o in outs]
 
     return run
 
 
-def verify_engine(engine_path: str | Path, model, *, input_name: str, output_name: str,
-                  precision: str, batch_sizes: Sequence[int]) -> Verification:
+def verify_engine(engine_path: str | Path, model, *, input_name: str, output_names: Sequence[str],
+                  precision: str, batch_sizes: Sequence[int], images=None) -> Verification:
     """The engine against PyTorch on the same GPU (TF32 off on both sides)."""
     import torch
 
     try:
-        run = engine_runner(engine_path, input_name, output_name)
+        run = engine_runner(engine_path, input_name, output_names)
     except Exception as exc:
         return Verification(runtime="tensorrt", artifact=Path(engine_path).name,
-                            precision=precision, tolerance_rule="", error=str(exc))
+                            precision=precision, tolerance_rule="", error=str(exc),
+                            task=model.task)
     matmul, cudnn = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
     try:
         return verify_runner(run, model, runtime="tensorrt", artifact=engine_path,
-                             precision=precision, batch_sizes=batch_sizes, device="cuda")
+                             precision=precision, batch_sizes=batch_sizes, device="cuda",
+                             images=images)
     finally:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = matmul, cudnn
         model.to("cpu")

@@ -11,6 +11,13 @@ Pass criteria (stated in the manifest beside the figures):
 * float16 graphs: max |logit difference| <= 1e-2 * max(1, max |reference logit|).
 * both: top-1 agreement, where a disagreement is excused only on a near-tie (the reference's
   top-1/top-2 margin is within twice the tolerance, so the allowed error alone could flip it).
+
+Detectors are compared on their kept detections, image by image: every reference detection
+must have a counterpart with the same label, a box within ``1e-3 * max(1, |coordinate|)``
+(1e-2 for float16 graphs) and a score within the logit tolerance. A detection without a
+counterpart is excused only on a near-tie: its score is within tolerance of the score
+threshold or of the last kept slot's, or an unmatched detection of the same class on the other
+side scores within tolerance of it (NMS chose the other of two equal boxes).
 """
 
 from __future__ import annotations
@@ -28,7 +35,8 @@ FP32_TOLERANCE = 1e-4
 FP16_RELATIVE_TOLERANCE = 1e-2
 SEED = 0
 
-Runner = Callable[[np.ndarray], np.ndarray]
+Runner = Callable[[np.ndarray], list[np.ndarray]]  # float32 NCHW -> the graph's outputs
+BOX_RELATIVE_TOLERANCE = {"fp32": 1e-3, "fp16": 1e-2}
 
 
 def tolerance_for(precision: str, reference: np.ndarray) -> float:
@@ -51,11 +59,15 @@ def verification_batches(batch: BatchRange, extra: Iterable[int] = ()) -> list[i
 
 @dataclass
 class BatchResult:
+    """Classifiers: max |logit error| and top-1 agreement. Detectors: max relative box error
+    and the share of reference detections matched (``detections`` counts them)."""
+
     batch: int
     max_abs_error: float
     top1_agreement: float
     tolerance: float
     passed: bool
+    detections: int | None = None
 
 
 @dataclass
@@ -69,6 +81,7 @@ class Verification:
     checker: str = "not run"  # "ok" / "not run" / the checker's message
     results: list[BatchResult] = field(default_factory=list)
     error: str | None = None  # the runtime failed to load or run
+    task: str = "classification"
 
     @property
     def passed(self) -> bool:
@@ -90,6 +103,11 @@ class Verification:
             return f"{self.runtime}: FAILED (onnx.checker: {self.checker})"
         verdict = "ok" if self.passed else "FAILED"
         sizes = ",".join(str(r.batch) for r in self.results)
+        if self.task == "detection":
+            found = sum(r.detections or 0 for r in self.results)
+            return (f"{self.runtime}: {verdict} - {found} detections, {self.top1_agreement:.0%} "
+                    f"matched, max relative box error {self.max_abs_error:.3g} "
+                    f"({self.tolerance_rule}), batches {sizes}")
         return (f"{self.runtime}: {verdict} - max abs error {self.max_abs_error:.3g} "
                 f"({self.tolerance_rule}), top-1 agreement {self.top1_agreement:.0%}, "
                 f"batches {sizes}")
@@ -123,6 +141,54 @@ def compare(reference: np.ndarray, candidate: np.ndarray, precision: str) -> Bat
                        passed=error <= tolerance and excused)
 
 
+def _image_detections(boxes, scores, labels) -> list[tuple[np.ndarray, float, int]]:
+    return [(boxes[i], float(scores[i]), int(labels[i])) for i in np.flatnonzero(labels >= 0)]
+
+
+def _near_tie_detection(detection: tuple[float, int], others: list[tuple[float, int]],
+                        cutoffs: list[float], tolerance: float) -> bool:
+    """An unmatched (score, label) is excused when it sits within tolerance of a cut-off, or an
+    unmatched detection of its class on the other side scores within tolerance of it."""
+    score, label = detection
+    return (any(abs(score - c) <= tolerance for c in cutoffs)
+            or any(other == label and abs(s - score) <= tolerance for s, other in others))
+
+
+def compare_detections(reference: Sequence[np.ndarray], candidate: Sequence[np.ndarray],
+                       precision: str, score_threshold: float) -> BatchResult:
+    """One batch of (boxes, scores, labels): detections matched one to one (module docstring)."""
+    score_tol = tolerance_for(precision, np.ones(1))
+    box_rtol = BOX_RELATIVE_TOLERANCE[precision]
+    for ref, cand in zip(reference, candidate):
+        if np.shape(ref) != np.shape(cand):
+            raise ValueError(f"output shape {np.shape(cand)} != reference {np.shape(ref)}")
+    worst, matched, total, excused_all = 0.0, 0, 0, True
+    for b in range(reference[0].shape[0]):
+        ref = _image_detections(*(np.asarray(r[b], np.float64) for r in reference))
+        cand = _image_detections(*(np.asarray(c[b], np.float64) for c in candidate))
+        total += len(ref)
+        free = list(range(len(cand)))
+        lost = []
+        for box, score, label in ref:
+            hit = next((j for j in free if cand[j][2] == label and abs(cand[j][1] - score) <= score_tol
+                        and np.all(np.abs(cand[j][0] - box) <= box_rtol * np.maximum(1, np.abs(box)))),
+                       None)
+            if hit is None:
+                lost.append((score, label))
+                continue
+            free.remove(hit)
+            matched += 1
+            worst = max(worst, float(np.max(np.abs(cand[hit][0] - box) / np.maximum(1, np.abs(box)))))
+        extra = [(cand[j][1], cand[j][2]) for j in free]
+        # Every slot full: the last kept score is a cut-off a near-tie may fall either side of.
+        cutoffs = [score_threshold] + ([ref[-1][1]] if len(ref) == reference[1].shape[1] else [])
+        excused_all &= all(_near_tie_detection(d, extra, cutoffs, score_tol) for d in lost)
+        excused_all &= all(_near_tie_detection(d, lost, cutoffs, score_tol) for d in extra)
+    return BatchResult(batch=int(reference[0].shape[0]), max_abs_error=worst,
+                       top1_agreement=matched / total if total else 1.0, tolerance=box_rtol,
+                       passed=excused_all, detections=total)
+
+
 def sample_inputs(image_size: int, count: int, seed: int = SEED) -> torch.Tensor:
     """``count`` seeded normalised images (standard normal, the scale of a normalised photo)."""
     generator = torch.Generator().manual_seed(seed)
@@ -130,26 +196,46 @@ def sample_inputs(image_size: int, count: int, seed: int = SEED) -> torch.Tensor
 
 
 @torch.no_grad()
-def reference_logits(model: torch.nn.Module, images: torch.Tensor,
-                     device: str | torch.device = "cpu") -> np.ndarray:
-    """Float32 eager logits, the yardstick for every runtime."""
+def reference_outputs(model: torch.nn.Module, images: torch.Tensor,
+                      device: str | torch.device = "cpu") -> list[np.ndarray]:
+    """Float32 eager outputs, the yardstick for every runtime: [logits] for a classifier,
+    [boxes, scores, labels] for a detector."""
     model = model.to(device).float().eval()
-    return model(images.to(device)).float().cpu().numpy()
+    out = model(images.to(device))
+    outputs = [out] if isinstance(out, torch.Tensor) else list(out)
+    return [t.cpu().numpy() for t in outputs]
+
+
+def detection_tolerance_rule(precision: str) -> str:
+    return (f"box error <= {BOX_RELATIVE_TOLERANCE[precision]:g} * max(1, |coordinate|), "
+            f"same labels, {tolerance_rule(precision).replace('max_abs_error', 'score error')}")
 
 
 def verify_runner(run: Runner, model: torch.nn.Module, *, runtime: str, artifact: str | Path,
                   precision: str, batch_sizes: Sequence[int], device: str = "cpu",
-                  checker: str = "not run") -> Verification:
-    """Runs ``run`` (float32 NCHW numpy -> logits) at each batch size and compares."""
+                  checker: str = "not run", images: torch.Tensor | None = None) -> Verification:
+    """Runs ``run`` (float32 NCHW numpy -> the graph's outputs) at each batch size and compares
+    with the model. ``images`` replaces the seeded random inputs (a detector finds nothing in
+    noise; real pictures make its comparison meaningful)."""
+    detection = getattr(model, "task", "classification") == "detection"
+    rule = detection_tolerance_rule(precision) if detection else tolerance_rule(precision)
     report = Verification(runtime=runtime, artifact=Path(artifact).name, precision=precision,
-                          tolerance_rule=tolerance_rule(precision), checker=checker)
-    images = sample_inputs(model.config.img_size, max(batch_sizes))
+                          tolerance_rule=rule, checker=checker,
+                          task="detection" if detection else "classification")
+    if images is None:
+        images = sample_inputs(model.input_size, max(batch_sizes))
+    elif images.shape[0] < max(batch_sizes):  # repeat real pictures up to the largest batch
+        images = images.repeat((max(batch_sizes) + images.shape[0] - 1) // images.shape[0], 1, 1, 1)
     for size in batch_sizes:
         x = images[:size]
-        expected = reference_logits(model, x, device)
+        expected = reference_outputs(model, x, device)
         try:
-            actual = np.asarray(run(x.numpy()))
-            report.results.append(compare(expected, actual, precision))
+            actual = [np.asarray(a) for a in run(x.numpy())]
+            if detection:
+                result = compare_detections(expected, actual, precision, model.config.score_threshold)
+            else:
+                result = compare(expected[0], actual[0], precision)
+            report.results.append(result)
         except Exception as exc:  # a runtime error is a verification failure, reported
             report.error = f"batch {size}: {type(exc).__name__}: {_first_line(exc)}"
             break
@@ -180,14 +266,15 @@ def onnxruntime_runner(path: str | Path, input_name: str) -> Runner:
     options.log_severity_level = 3
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
-    def run(images: np.ndarray) -> np.ndarray:
-        return session.run(None, {input_name: images.astype(np.float32)})[0]
+    def run(images: np.ndarray) -> list[np.ndarray]:
+        return session.run(None, {input_name: images.astype(np.float32)})
 
     return run
 
 
 def verify_onnx(path: str | Path, model: torch.nn.Module, *, precision: str,
-                batch_sizes: Sequence[int], input_name: str) -> Verification:
+                batch_sizes: Sequence[int], input_name: str,
+                images: torch.Tensor | None = None) -> Verification:
     """onnx.checker, then ONNX Runtime (CPU) against PyTorch at each batch size."""
     checker = check_onnx(path)
     if checker != "ok":
@@ -200,4 +287,4 @@ def verify_onnx(path: str | Path, model: torch.nn.Module, *, precision: str,
                             tolerance_rule=tolerance_rule(precision), checker=checker,
                             error=f"session: {type(exc).__name__}: {_first_line(exc)}")
     return verify_runner(run, model, runtime="onnxruntime", artifact=path, precision=precision,
-                         batch_sizes=batch_sizes, checker=checker)
+                         batch_sizes=batch_sizes, checker=checker, images=images)

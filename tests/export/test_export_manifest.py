@@ -25,7 +25,7 @@ def _manifest(status: str = "ok", **changes) -> Manifest:
         model_config={"img_size": 32}, preprocessing=Preprocessing(32, crop_pct=1.0),
         labels=("a", "b", "c"), precision="fp32", opset=18, grid_sample="auto",
         input=TensorSpec("images", "float32", ("batch", 3, 32, 32), "NCHW"),
-        output=TensorSpec("logits", "float32", ("batch", 3)), batch=BatchRange(1, 4, 16),
+        outputs=(TensorSpec("logits", "float32", ("batch", 3)),), batch=BatchRange(1, 4, 16),
         artifacts={"onnx": Artifact("model.onnx", "onnx", "native")},
         verification={"onnxruntime": {"passed": status == "ok", "summary": "onnxruntime: ok",
                                       "max_abs_error": float("inf") if status != "ok" else 1e-7}},
