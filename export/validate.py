@@ -16,8 +16,9 @@ Detectors are compared on their kept detections, image by image: every reference
 must have a counterpart with the same label, a box within ``1e-3 * max(1, |coordinate|)``
 (1e-2 for float16 graphs) and a score within the logit tolerance. A detection without a
 counterpart is excused only on a near-tie: its score is within tolerance of the score
-threshold or of the last kept slot's, or an unmatched detection of the same class on the other
-side scores within tolerance of it (NMS chose the other of two equal boxes).
+threshold or of the last kept slot's, or NMS chose between two near-equal boxes: an unmatched
+detection of the same class on the other side scores within tolerance of it and overlaps it
+beyond the NMS IoU threshold, and both boxes are among the candidates PyTorch's NMS chose from.
 """
 
 from __future__ import annotations
@@ -145,18 +146,46 @@ def _image_detections(boxes, scores, labels) -> list[tuple[np.ndarray, float, in
     return [(boxes[i], float(scores[i]), int(labels[i])) for i in np.flatnonzero(labels >= 0)]
 
 
-def _near_tie_detection(detection: tuple[float, int], others: list[tuple[float, int]],
-                        cutoffs: list[float], tolerance: float) -> bool:
-    """An unmatched (score, label) is excused when it sits within tolerance of a cut-off, or an
-    unmatched detection of its class on the other side scores within tolerance of it."""
-    score, label = detection
-    return (any(abs(score - c) <= tolerance for c in cutoffs)
-            or any(other == label and abs(s - score) <= tolerance for s, other in others))
+Candidates = tuple[np.ndarray, np.ndarray]  # boxes (B, K, 4), class scores (B, C, K)
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - w * h
+    return w * h / union if union > 0 else 0.0
+
+
+class _Judge:
+    """Decides whether a detection kept on one side only is a near-tie (module docstring)."""
+
+    def __init__(self, cutoffs: list[float], tolerance: float, box_rtol: float, iou_threshold: float,
+                 candidates: Candidates | None):
+        self.cutoffs, self.tolerance, self.box_rtol = cutoffs, tolerance, box_rtol
+        self.iou_threshold, self.candidates = iou_threshold, candidates
+
+    def is_candidate(self, box: np.ndarray, score: float, label: int) -> bool:
+        if self.candidates is None:
+            return False
+        boxes, scores = self.candidates
+        close = np.all(np.abs(boxes - box) <= self.box_rtol * np.maximum(1, np.abs(box)), axis=-1)
+        return bool(np.any(close & (np.abs(scores[label] - score) <= self.tolerance)))
+
+    def excused(self, detection, others) -> bool:
+        box, score, label = detection
+        if any(abs(score - c) <= self.tolerance for c in self.cutoffs):
+            return True
+        return any(other_label == label and abs(other_score - score) <= self.tolerance
+                   and _iou(box, other_box) > self.iou_threshold
+                   and self.is_candidate(box, score, label) and self.is_candidate(other_box, other_score, label)
+                   for other_box, other_score, other_label in others)
 
 
 def compare_detections(reference: Sequence[np.ndarray], candidate: Sequence[np.ndarray],
-                       precision: str, score_threshold: float) -> BatchResult:
-    """One batch of (boxes, scores, labels): detections matched one to one (module docstring)."""
+                       precision: str, score_threshold: float, iou_threshold: float = 0.5,
+                       candidates: Candidates | None = None) -> BatchResult:
+    """One batch of (boxes, scores, labels): detections matched one to one (module docstring).
+    ``candidates``: PyTorch's pre-NMS boxes and scores; without them no NMS tie is excused."""
     score_tol = tolerance_for(precision, np.ones(1))
     box_rtol = BOX_RELATIVE_TOLERANCE[precision]
     for ref, cand in zip(reference, candidate):
@@ -174,16 +203,18 @@ def compare_detections(reference: Sequence[np.ndarray], candidate: Sequence[np.n
                         and np.all(np.abs(cand[j][0] - box) <= box_rtol * np.maximum(1, np.abs(box)))),
                        None)
             if hit is None:
-                lost.append((score, label))
+                lost.append((box, score, label))
                 continue
             free.remove(hit)
             matched += 1
             worst = max(worst, float(np.max(np.abs(cand[hit][0] - box) / np.maximum(1, np.abs(box)))))
-        extra = [(cand[j][1], cand[j][2]) for j in free]
+        extra = [cand[j] for j in free]
         # Every slot full: the last kept score is a cut-off a near-tie may fall either side of.
         cutoffs = [score_threshold] + ([ref[-1][1]] if len(ref) == reference[1].shape[1] else [])
-        excused_all &= all(_near_tie_detection(d, extra, cutoffs, score_tol) for d in lost)
-        excused_all &= all(_near_tie_detection(d, lost, cutoffs, score_tol) for d in extra)
+        image_candidates = None if candidates is None else (candidates[0][b], candidates[1][b])
+        judge = _Judge(cutoffs, score_tol, box_rtol, iou_threshold, image_candidates)
+        excused_all &= all(judge.excused(d, extra) for d in lost)
+        excused_all &= all(judge.excused(d, lost) for d in extra)
     return BatchResult(batch=int(reference[0].shape[0]), max_abs_error=worst,
                        top1_agreement=matched / total if total else 1.0, tolerance=box_rtol,
                        passed=excused_all, detections=total)
@@ -204,6 +235,15 @@ def reference_outputs(model: torch.nn.Module, images: torch.Tensor,
     out = model(images.to(device))
     outputs = [out] if isinstance(out, torch.Tensor) else list(out)
     return [t.cpu().numpy() for t in outputs]
+
+
+@torch.no_grad()
+def reference_candidates(model: torch.nn.Module, images: torch.Tensor,
+                         device: str | torch.device = "cpu") -> Candidates:
+    """A detector's pre-NMS boxes and class scores (float32 eager)."""
+    model = model.to(device).float().eval()
+    boxes, scores = model.candidates(*model.forward_raw(images.to(device)))
+    return boxes.cpu().numpy(), scores.cpu().numpy()
 
 
 def detection_tolerance_rule(precision: str) -> str:
@@ -232,7 +272,9 @@ def verify_runner(run: Runner, model: torch.nn.Module, *, runtime: str, artifact
         try:
             actual = [np.asarray(a) for a in run(x.numpy())]
             if detection:
-                result = compare_detections(expected, actual, precision, model.config.score_threshold)
+                result = compare_detections(expected, actual, precision, model.config.score_threshold,
+                                            model.config.iou_threshold,
+                                            reference_candidates(model, x, device))
             else:
                 result = compare(expected[0], actual[0], precision)
             report.results.append(result)

@@ -310,6 +310,21 @@ class RetinaNet(nn.Module):
 
     def postprocess(self, logits: torch.Tensor, deltas: torch.Tensor) -> Detections:
         cfg = self.config
+        boxes_, scores_ = self.candidates(logits, deltas)
+        keep = nms_keep(boxes_, scores_, cfg.max_per_img, cfg.iou_threshold, cfg.score_threshold)
+        kept = (scores_ * keep).flatten(1)  # (B, C*K)
+        best, index = kept.topk(min(cfg.max_per_img, kept.shape[1]), dim=1)
+        candidates = boxes_.shape[1]
+        labels = torch.div(index, candidates, rounding_mode="floor")
+        picked = torch.gather(boxes_, 1, (index % candidates)[..., None].expand(-1, -1, 4))
+        found = best > cfg.score_threshold
+        return Detections(picked * found[..., None], best * found,
+                          torch.where(found, labels, torch.full_like(labels, -1)))
+
+    def candidates(self, logits: torch.Tensor, deltas: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """What NMS chooses from: per level the ``nms_pre`` best anchors' decoded boxes
+        (B, K, 4) and class scores (B, C, K), float32."""
+        cfg = self.config
         logits, deltas = logits.float(), deltas.float()
         boxes, scores = [], []
         start = 0
@@ -323,17 +338,7 @@ class RetinaNet(nn.Module):
             anchors = self.anchors[level][top]  # (B, k, 4)
             level_deltas = torch.gather(deltas[:, level], 1, top[..., None].expand(-1, -1, 4))
             boxes.append(decode_boxes(anchors, level_deltas, float(cfg.canvas)))
-        boxes_ = torch.cat(boxes, dim=1)  # (B, K, 4)
-        scores_ = torch.cat(scores, dim=1).transpose(1, 2)  # (B, C, K)
-        keep = nms_keep(boxes_, scores_, cfg.max_per_img, cfg.iou_threshold, cfg.score_threshold)
-        kept = (scores_ * keep).flatten(1)  # (B, C*K)
-        best, index = kept.topk(min(cfg.max_per_img, kept.shape[1]), dim=1)
-        candidates = boxes_.shape[1]
-        labels = torch.div(index, candidates, rounding_mode="floor")
-        picked = torch.gather(boxes_, 1, (index % candidates)[..., None].expand(-1, -1, 4))
-        found = best > cfg.score_threshold
-        return Detections(picked * found[..., None], best * found,
-                          torch.where(found, labels, torch.full_like(labels, -1)))
+        return torch.cat(boxes, dim=1), torch.cat(scores, dim=1).transpose(1, 2)
 
 
 def load_backbone(detector: RetinaNet, source: Any) -> RetinaNet:
