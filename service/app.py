@@ -18,10 +18,12 @@ DESCRIPTION = ("DAT (Vision Transformer with Deformable Attention) behind HTTP. 
                "are batched into one forward pass; errors are JSON with a clear message.")
 
 
-def create_app(settings: Settings | None = None, *, backend: Backend | None = None) -> FastAPI:
-    """``backend`` replaces the one the settings describe (tests pass instrumented ones)."""
+def create_app(settings: Settings | None = None, *, backend: Backend | None = None,
+               detector: Backend | None = None) -> FastAPI:
+    """``backend`` / ``detector`` replace the classifier's / detector's backend the settings
+    describe (tests pass instrumented ones)."""
     settings = settings or Settings()
-    service = ServiceState(settings, backend)
+    service = ServiceState(settings, backend, detector)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

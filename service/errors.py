@@ -39,6 +39,10 @@ class RequestTimeout(ServiceError):  # the body did not arrive before the deadli
     status, type = 408, "request_timeout"
 
 
+class NotServed(ServiceError):  # e.g. /detect on a server started without a detector
+    status, type = 404, "not_served"
+
+
 class PayloadTooLarge(ServiceError):  # body bytes, images per request, pixels per image
     status, type = 413, "payload_too_large"
 

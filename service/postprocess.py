@@ -1,4 +1,5 @@
-"""Backend outputs -> response objects (softmax, top-k, sampling points)."""
+"""Backend outputs -> response objects (softmax, top-k, sampling points; boxes back in the
+original image's pixels)."""
 
 from __future__ import annotations
 
@@ -6,8 +7,10 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .backends.base import ImageOutput, Points
-from .schemas import BlockPoints, Prediction
+from .backends.base import DetectionOutput, ImageOutput, ModelMeta, Points
+from .schemas import BlockPoints, Box, CocoDetection, Detection, DetectionResult, Prediction
+
+BOX_DECIMALS = 2
 
 POINT_DECIMALS = 4
 
@@ -39,3 +42,32 @@ def classify(output: ImageOutput, labels: Sequence[str], k: int,
     predictions = top_k(output.logits, labels, k)
     points = block_points(output.points) if with_points and output.points is not None else None
     return predictions, points
+
+
+def detect(output: DetectionOutput, meta: ModelMeta, width: int, height: int, score_threshold: float,
+           max_detections: int) -> list[Detection]:
+    """Canvas boxes -> boxes on the (width x height) image the canvas was letterboxed from,
+    clipped to it; detections under ``score_threshold`` or left without area are dropped."""
+    sx, sy = meta.preprocessing.scale(width, height)
+    boxes = output.boxes.astype(np.float64) / np.array([sx, sy, sx, sy])
+    boxes = np.clip(boxes, 0, [width, height, width, height])
+    found = []
+    for box, score, label in zip(boxes, output.scores, output.labels):
+        if len(found) == max_detections or score < score_threshold:
+            break  # outputs are best first
+        if box[2] <= box[0] or box[3] <= box[1]:
+            continue
+        index = int(label)
+        category = meta.category_ids[index] if meta.category_ids else index + 1
+        x1, y1, x2, y2 = (round(float(v), BOX_DECIMALS) for v in box)
+        found.append(Detection(box=Box(x1=x1, y1=y1, x2=x2, y2=y2), label=meta.labels[index], index=index,
+                               category_id=category, score=float(score)))
+    return found
+
+
+def coco_results(results: Sequence[DetectionResult]) -> list[CocoDetection]:
+    """The COCO results format: one entry per detection, bbox as x, y, width, height."""
+    return [CocoDetection(image_id=r.index, category_id=d.category_id, score=d.score,
+                          bbox=[d.box.x1, d.box.y1, round(d.box.x2 - d.box.x1, BOX_DECIMALS),
+                                round(d.box.y2 - d.box.y1, BOX_DECIMALS)])
+            for r in results for d in r.detections]

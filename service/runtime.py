@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from .backends import Backend, ModelMeta, create_backend
+from .backends import Backend, ModelMeta, create_backend, create_detector_backend
 from .batcher import Batcher, Work
 from .errors import BadImage, PayloadTooLarge, ServiceError, Unavailable
 from .metrics import Metrics
@@ -72,11 +72,15 @@ class ModelRuntime:
 
 
 class ServiceState:
-    def __init__(self, settings: Settings, backend: Backend | None = None) -> None:
+    def __init__(self, settings: Settings, backend: Backend | None = None,
+                 detector: Backend | None = None) -> None:
         self.settings = settings
         self.metrics = Metrics()
         self.classifier = ModelRuntime(backend or create_backend(settings), settings, self.metrics,
                                        "classification")
+        detector = detector or create_detector_backend(settings)
+        self.detector = None if detector is None else ModelRuntime(detector, settings, self.metrics,
+                                                                   "detection")
         self.ready = False
         self.draining = False
         self.failure: BaseException | None = None
@@ -87,7 +91,7 @@ class ServiceState:
 
     @property
     def runtimes(self) -> list[ModelRuntime]:
-        return [self.classifier]
+        return [self.classifier] + ([self.detector] if self.detector is not None else [])
 
     # -- life cycle ----------------------------------------------------------------------
     async def start(self) -> None:

@@ -56,6 +56,48 @@ class ClassifyResponse(BaseModel):
     request_id: str | None = None
 
 
+# -- /detect --------------------------------------------------------------------------
+
+
+class Box(BaseModel):
+    x1: float = Field(description="left edge, pixels of the decoded, upright image")
+    y1: float = Field(description="top edge")
+    x2: float = Field(description="right edge")
+    y2: float = Field(description="bottom edge")
+
+
+class Detection(BaseModel):
+    box: Box
+    label: str
+    index: int = Field(description="class index in the model's label list")
+    category_id: int = Field(description="COCO category id (1-90 for COCO models), else index + 1")
+    score: float = Field(description="sigmoid class score")
+
+
+class DetectionResult(BaseModel):
+    index: int = Field(description="position of the image in the request")
+    filename: str | None = None
+    width: int = Field(description="width of the decoded, upright image")
+    height: int
+    detections: list[Detection] = Field(description="best first")
+
+
+class DetectResponse(BaseModel):
+    model: ModelRef
+    results: list[DetectionResult]
+    timing: Timing
+    request_id: str | None = None
+
+
+class CocoDetection(BaseModel):
+    """One entry of the COCO results format (``?format=coco``)."""
+
+    image_id: int = Field(description="position of the image in the request")
+    category_id: int
+    bbox: list[float] = Field(description="x, y, width, height in image pixels")
+    score: float
+
+
 # -- /models --------------------------------------------------------------------------
 
 

@@ -42,6 +42,13 @@ class Settings(BaseSettings):
     backend: Backend = Field("auto", description="auto: with --artifacts tensorrt (GPU + engine) "
                              "or onnxruntime; else torch, except on CPU for the default model, "
                              "measured fastest under onnxruntime (exported once into --export-cache)")
+    detector: str = Field("dat_digits_detector", description="registered detector served at "
+                          "/detect (RetinaNet on DAT), or 'none' for no /detect")
+    detector_checkpoint: Path | None = Field(None, description="weights for --detector (an "
+                                             "mmdet-layout .pth or .safetensors); default: embedded")
+    detector_artifacts: Path | None = Field(None, description="a detector's 'python -m export' "
+                                            "folder, served by tensorrt (GPU + engine) or onnxruntime "
+                                            "instead of torch")
     device: str = Field("auto", description="cpu, cuda or cuda:N; auto: cuda when available")
     precision: Precision = Field("auto", description="torch: auto is fp16 on CUDA, fp32 on CPU "
                                  "(bf16 weights are opt-in: faster for large models on AMX CPUs); "
@@ -100,6 +107,10 @@ class Settings(BaseSettings):
         if self.backend in ("onnxruntime", "tensorrt") and self.artifacts is None:
             raise ValueError(f"backend {self.backend} needs --artifacts (a 'python -m export' folder)")
         return self
+
+    @property
+    def serves_detector(self) -> bool:
+        return self.detector_artifacts is not None or self.detector.lower() != "none"
 
     @property
     def cpu_threads(self) -> int:

@@ -7,14 +7,18 @@
 - on a CPU without artifacts: what was measured fastest for the model (``bench.backends``):
   ONNX Runtime on a cached export for the embedded default model (torch if that fails),
   eager PyTorch for the others.
+
+The detector (``/detect``) follows the same rule on its own settings: ``--detector-artifacts``
+go to TensorRT where it runs, else ONNX Runtime; without artifacts it runs eager PyTorch.
 """
 
 from __future__ import annotations
 
 from ..settings import Settings
-from .base import Backend, BackendError, ImageOutput, ModelMeta, Points
+from .base import Backend, BackendError, DetectionOutput, ImageOutput, ModelMeta, Points
 
-__all__ = ["Backend", "BackendError", "ImageOutput", "ModelMeta", "Points", "create_backend"]
+__all__ = ["Backend", "BackendError", "DetectionOutput", "ImageOutput", "ModelMeta", "Points",
+           "create_backend", "create_detector_backend"]
 
 
 def _has_engine(settings: Settings) -> bool:
@@ -71,3 +75,22 @@ def create_backend(settings: Settings) -> Backend:
         from .tensorrt import TensorRTBackend
         return TensorRTBackend(settings.artifacts, device=settings.device, precision=settings.precision)
     raise BackendError(f"unknown backend {choice!r}")
+
+
+def create_detector_backend(settings: Settings) -> Backend | None:
+    """The backend behind /detect, or None when the server runs no detector."""
+    if not settings.serves_detector:
+        return None
+    if settings.detector_artifacts is not None:
+        from .manifest import load_manifest
+        from .tensorrt import tensorrt_available
+        engine = getattr(load_manifest(settings.detector_artifacts), "engine_path", None)
+        if tensorrt_available() and engine:
+            from .tensorrt import TensorRTBackend
+            return TensorRTBackend(settings.detector_artifacts, device=settings.device)
+        from .onnxruntime import OnnxRuntimeBackend
+        return OnnxRuntimeBackend(settings.detector_artifacts, device=settings.device,
+                                  threads=settings.cpu_threads)
+    from .torch import TorchBackend
+    return TorchBackend(settings.detector, checkpoint=settings.detector_checkpoint, device=settings.device,
+                        precision=settings.precision, threads=settings.cpu_threads)

@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from models import Preprocessing
+from models import Letterbox, Preprocessing
 
 
 class BackendError(RuntimeError):
@@ -30,8 +30,10 @@ class ModelMeta:
     name: str
     version: str
     labels: tuple[str, ...]
-    preprocessing: Preprocessing
+    preprocessing: Preprocessing | Letterbox
     task: str = "classification"
+    category_ids: tuple[int, ...] = ()  # detectors: COCO category id of each label
+    max_detections: int = 0  # detectors: detections kept per image
 
     @property
     def input_size(self) -> int:
@@ -54,6 +56,26 @@ class ImageOutput:
     points: tuple[Points, ...] | None = None
 
 
+@dataclass(frozen=True)
+class DetectionOutput:
+    """One image's kept detections, best first, on the model's canvas."""
+
+    boxes: np.ndarray  # (K, 4) float32, x1 y1 x2 y2 in canvas pixels
+    scores: np.ndarray  # (K,) float32
+    labels: np.ndarray  # (K,) int64 class indices
+
+
+def split_detections(boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray) -> list[DetectionOutput]:
+    """A detector's padded batch outputs (B, M, ...) -> one output per image, padding dropped
+    (label -1 marks an empty slot)."""
+    out = []
+    for b in range(labels.shape[0]):
+        keep = labels[b] >= 0
+        out.append(DetectionOutput(boxes[b][keep].astype(np.float32), scores[b][keep].astype(np.float32),
+                                   labels[b][keep].astype(np.int64)))
+    return out
+
+
 class Backend(ABC):
     name: ClassVar[str]
     supports_points: ClassVar[bool] = False
@@ -68,8 +90,9 @@ class Backend(ABC):
         """Loads weights / artifacts onto the device; sets and returns ``meta``."""
 
     @abstractmethod
-    def run(self, images: torch.Tensor, points: bool = False) -> list[ImageOutput]:
-        """images: float32 (B, 3, S, S), already preprocessed -> one output per image."""
+    def run(self, images: torch.Tensor, points: bool = False) -> list[ImageOutput] | list[DetectionOutput]:
+        """images: float32 (B, 3, S, S), already preprocessed -> one output per image
+        (:class:`DetectionOutput` for a detector)."""
 
     def warmup(self, batch_sizes: Iterable[int]) -> None:
         """Runs each batch size once so the first requests do not pay for lazy setup."""
@@ -96,13 +119,21 @@ def file_version(path: str | Path) -> str:
 def run_in_chunks(run_fixed, images: torch.Tensor, max_batch: int | None,
                   fixed: int | None = None) -> list[np.ndarray]:
     """Splits ``images`` into chunks a runtime accepts: at most ``max_batch`` each, and padded
-    with zeros to exactly ``fixed`` when the graph has a static batch dimension."""
+    with zeros to exactly ``fixed`` when the graph has a static batch dimension.
+    ``run_fixed`` returns the graph's outputs (a list); each comes back concatenated."""
     step = fixed or max_batch or images.shape[0]
-    out = []
+    chunks: list[list[np.ndarray]] = []
     for start in range(0, images.shape[0], step):
         chunk = images[start:start + step]
         n = chunk.shape[0]
         if fixed and n < fixed:
             chunk = torch.cat([chunk, chunk.new_zeros((fixed - n, *chunk.shape[1:]))])
-        out.append(np.asarray(run_fixed(chunk))[:n])
-    return out
+        chunks.append([np.asarray(o)[:n] for o in run_fixed(chunk)])
+    return [np.concatenate(parts) for parts in zip(*chunks)]
+
+
+def outputs_for(task: str, arrays: list[np.ndarray]) -> list[ImageOutput] | list[DetectionOutput]:
+    """A graph's batch outputs -> per-image outputs: [logits] or [boxes, scores, labels]."""
+    if task == "detection":
+        return split_detections(*arrays)
+    return [ImageOutput(row) for row in arrays[0].astype(np.float32, copy=False)]

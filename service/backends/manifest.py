@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from models import Preprocessing
+from models import Letterbox, Preprocessing, preprocessing_from_dict
 
 from .base import BackendError, ModelMeta, file_version
 
@@ -27,12 +27,22 @@ def meta_from_manifest(manifest: Any, artifact: Path) -> ModelMeta:
     """The version is the weights' hash where the manifest records it, so the same weights
     report the same version whichever backend serves them; else the artifact's own hash."""
     preprocessing = manifest.preprocessing
-    if not isinstance(preprocessing, Preprocessing):
-        preprocessing = Preprocessing.from_dict(dict(preprocessing))
+    if not isinstance(preprocessing, (Preprocessing, Letterbox)):
+        preprocessing = preprocessing_from_dict(dict(preprocessing))
     weights_sha = (getattr(manifest, "weights", None) or {}).get("sha256")
     version = f"sha256:{weights_sha[:12]}" if weights_sha else file_version(artifact)
     return ModelMeta(str(manifest.model_name), version, tuple(manifest.labels), preprocessing,
-                     task=str(getattr(manifest, "task", "classification")))
+                     task=str(getattr(manifest, "task", "classification")),
+                     category_ids=tuple(getattr(manifest, "category_ids", ()) or ()),
+                     max_detections=_kept_per_image(manifest))
+
+
+def _kept_per_image(manifest: Any) -> int:
+    """A detector graph's second axis (boxes: batch x kept x 4); 0 for a classifier."""
+    if getattr(manifest, "task", "classification") != "detection":
+        return 0
+    shape = manifest.outputs[0].shape
+    return int(shape[1]) if len(shape) > 1 and isinstance(shape[1], int) else 0
 
 
 def check_precision(manifest: Any, requested: str) -> str:

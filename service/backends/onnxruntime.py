@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .base import Backend, BackendError, ImageOutput, ModelMeta, run_in_chunks
+from .base import Backend, BackendError, DetectionOutput, ImageOutput, ModelMeta, outputs_for, run_in_chunks
 from .manifest import check_precision, load_manifest, meta_from_manifest
 
 _NUMPY_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
@@ -29,7 +29,8 @@ class OnnxRuntimeBackend(Backend):
         self._threads = threads
         self._device_request = device
         self._session: Any = None
-        self._input = self._output = ""
+        self._input = ""
+        self._outputs: list[str] = []
         self._dtype: type = np.float32
         self._fixed_batch: int | None = None
         self._max_batch: int | None = None
@@ -71,10 +72,10 @@ class OnnxRuntimeBackend(Backend):
         inputs = {i.name: i for i in session.get_inputs()}
         outputs = {o.name for o in session.get_outputs()}
         self._input = manifest.input_name
-        self._output = manifest.output_name
-        if self._input not in inputs or self._output not in outputs:
+        self._outputs = list(manifest.output_names)
+        if self._input not in inputs or not set(self._outputs) <= outputs:
             raise BackendError(f"{onnx_path}: the graph has inputs {sorted(inputs)} and outputs "
-                               f"{sorted(outputs)}; the manifest names {self._input!r} -> {self._output!r}")
+                               f"{sorted(outputs)}; the manifest names {self._input!r} -> {self._outputs}")
         meta = meta_from_manifest(manifest, onnx_path)
         spec = inputs[self._input]
         if spec.type not in _NUMPY_TYPES:
@@ -92,17 +93,16 @@ class OnnxRuntimeBackend(Backend):
         self.meta = meta
         return meta
 
-    def _run_chunk(self, chunk: torch.Tensor) -> np.ndarray:
+    def _run_chunk(self, chunk: torch.Tensor) -> list[np.ndarray]:
         x = chunk.numpy().astype(self._dtype, copy=False)
-        return self._session.run([self._output], {self._input: x})[0]
+        return self._session.run(self._outputs, {self._input: x})
 
-    def run(self, images: torch.Tensor, points: bool = False) -> list[ImageOutput]:
+    def run(self, images: torch.Tensor, points: bool = False) -> list[ImageOutput] | list[DetectionOutput]:
         if self._session is None:
             raise BackendError("run before load")
-        chunks = run_in_chunks(self._run_chunk, images.contiguous(), self._max_batch,
+        arrays = run_in_chunks(self._run_chunk, images.contiguous(), self._max_batch,
                                self._fixed_batch)
-        logits = np.concatenate(chunks).astype(np.float32, copy=False)
-        return [ImageOutput(row) for row in logits]
+        return outputs_for(self.meta.task, arrays)
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "artifacts": str(self._artifacts), "threads": self._threads,

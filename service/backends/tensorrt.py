@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .base import Backend, BackendError, ImageOutput, ModelMeta, run_in_chunks
+from .base import Backend, BackendError, DetectionOutput, ImageOutput, ModelMeta, outputs_for, run_in_chunks
 from .manifest import check_precision, load_manifest, meta_from_manifest
 
 
@@ -37,8 +37,10 @@ class TensorRTBackend(Backend):
         self._engine: Any = None
         self._context: Any = None
         self._stream: torch.cuda.Stream | None = None
-        self._input = self._output = ""
-        self._in_dtype = self._out_dtype = torch.float32
+        self._input = ""
+        self._outputs: list[str] = []
+        self._in_dtype = torch.float32
+        self._out_dtypes: list[torch.dtype] = []
         self._max_batch: int | None = None
         self._static = False
 
@@ -61,12 +63,12 @@ class TensorRTBackend(Backend):
             raise BackendError(f"{engine_path}: TensorRT could not deserialize the engine "
                                f"(built by another TensorRT version or for another GPU?)")
         names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
-        self._input, self._output = manifest.input_name, manifest.output_name
-        if self._input not in names or self._output not in names:
+        self._input, self._outputs = manifest.input_name, list(manifest.output_names)
+        if self._input not in names or not set(self._outputs) <= set(names):
             raise BackendError(f"{engine_path}: engine tensors {names}; the manifest names "
-                               f"{self._input!r} -> {self._output!r}")
+                               f"{self._input!r} -> {self._outputs}")
         self._in_dtype = _torch_dtype(trt, engine.get_tensor_dtype(self._input))
-        self._out_dtype = _torch_dtype(trt, engine.get_tensor_dtype(self._output))
+        self._out_dtypes = [_torch_dtype(trt, engine.get_tensor_dtype(o)) for o in self._outputs]
         shape = list(engine.get_tensor_shape(self._input))
         if shape[0] == -1:
             _min, _opt, max_shape = engine.get_tensor_profile_shape(self._input, 0)
@@ -84,27 +86,29 @@ class TensorRTBackend(Backend):
         self.meta = meta
         return meta
 
-    def _run_chunk(self, chunk: torch.Tensor) -> np.ndarray:
+    def _run_chunk(self, chunk: torch.Tensor) -> list[np.ndarray]:
         x = chunk.to(self.device, self._in_dtype).contiguous()
         ctx = self._context
         ctx.set_input_shape(self._input, tuple(x.shape))
-        out = torch.empty(tuple(ctx.get_tensor_shape(self._output)), dtype=self._out_dtype,
-                          device=self.device)
         ctx.set_tensor_address(self._input, x.data_ptr())
-        ctx.set_tensor_address(self._output, out.data_ptr())
+        outs = []
+        for name, dtype in zip(self._outputs, self._out_dtypes):
+            out = torch.empty(tuple(ctx.get_tensor_shape(name)), dtype=dtype, device=self.device)
+            ctx.set_tensor_address(name, out.data_ptr())
+            outs.append(out)
         stream = self._stream
         stream.wait_stream(torch.cuda.current_stream(self.device))
         if not ctx.execute_async_v3(stream.cuda_stream):
             raise RuntimeError("TensorRT execute_async_v3 failed")
         stream.synchronize()
-        return out.float().cpu().numpy()
+        return [(o.float() if o.is_floating_point() else o).cpu().numpy() for o in outs]
 
-    def run(self, images: torch.Tensor, points: bool = False) -> list[ImageOutput]:
+    def run(self, images: torch.Tensor, points: bool = False) -> list[ImageOutput] | list[DetectionOutput]:
         if self._context is None:
             raise BackendError("run before load")
         fixed = self._max_batch if self._static else None
-        chunks = run_in_chunks(self._run_chunk, images, self._max_batch, fixed)
-        return [ImageOutput(row) for row in np.concatenate(chunks)]
+        arrays = run_in_chunks(self._run_chunk, images, self._max_batch, fixed)
+        return outputs_for(self.meta.task, arrays)
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "artifacts": str(self._artifacts),
@@ -112,7 +116,8 @@ class TensorRTBackend(Backend):
 
 
 def _torch_dtype(trt: Any, dtype: Any) -> torch.dtype:
-    table = {trt.float32: torch.float32, trt.float16: torch.float16}
+    table = {trt.float32: torch.float32, trt.float16: torch.float16, trt.int32: torch.int32,
+             trt.int64: torch.int64}
     if hasattr(trt, "bfloat16"):
         table[trt.bfloat16] = torch.bfloat16
     if dtype not in table:

@@ -1,6 +1,6 @@
-"""Eager PyTorch on CPU or CUDA; fp32, or an fp16 / bf16 model.
+"""Eager PyTorch on CPU or CUDA; fp32, or an fp16 / bf16 model; a classifier or a detector.
 
-The only backend that also returns the D blocks' sampling points.
+The only backend that also returns the D blocks' sampling points (classifiers).
 
 With ``cuda_graphs`` the forward is captured at warm-up as CUDA graphs, one per batch-size
 bucket (powers of two up to the max batch; a batch runs zero-padded in the next bucket), and
@@ -19,10 +19,19 @@ from typing import Any
 
 import torch
 
-from models import DAT, create_model, get_spec, load_checkpoint, read_state_dict
+from models import DAT, RetinaNet, create_model, get_spec, load_checkpoint, read_state_dict
 from models.registry import read_labels
 
-from .base import Backend, BackendError, ImageOutput, ModelMeta, Points, file_version
+from .base import (
+    Backend,
+    BackendError,
+    DetectionOutput,
+    ImageOutput,
+    ModelMeta,
+    Points,
+    file_version,
+    split_detections,
+)
 
 log = logging.getLogger("service.backends.torch")
 
@@ -51,7 +60,7 @@ class TorchBackend(Backend):
     name = "torch"
     supports_points = True
 
-    def __init__(self, model: str | Path | Mapping[str, Any] | DAT = "dat_digits", *,
+    def __init__(self, model: str | Path | Mapping[str, Any] | DAT | RetinaNet = "dat_digits", *,
                  checkpoint: str | Path | None = None, labels: str | Path | None = None,
                  device: str = "auto", precision: str = "auto", threads: int | None = None,
                  cuda_graphs: bool = False) -> None:
@@ -64,12 +73,12 @@ class TorchBackend(Backend):
         self.precision = resolve_precision(precision, self.device)
         if self.precision not in ("fp32", *_DTYPES):
             raise BackendError(f"unknown precision {self.precision!r}")
-        self.model: DAT | None = None
+        self.model: DAT | RetinaNet | None = None
         self._use_graphs = cuda_graphs and self.device.startswith("cuda")
         self._graphs: _Graphs | None = None
 
-    def _build(self) -> tuple[DAT, str]:
-        if isinstance(self._source, DAT):
+    def _build(self) -> tuple[DAT | RetinaNet, str]:
+        if isinstance(self._source, (DAT, RetinaNet)):
             # A copy: moving to another device or dtype must not change the caller's model.
             return copy.deepcopy(self._source), "in-memory"
         labels = read_labels(self._labels) if self._labels else None
@@ -82,9 +91,10 @@ class TorchBackend(Backend):
                 return model, "untrained"
             return model, file_version(weights)
         state = read_state_dict(self._checkpoint)
-        head = state.get("cls_head.weight")
-        overrides = {"num_classes": int(head.shape[0])} if head is not None else {}
-        model = create_model(self._source, labels=labels, pretrained=False, **overrides)
+        model = create_model(self._source, labels=labels, pretrained=False)
+        classes = _checkpoint_classes(model, state)
+        if classes is not None and classes != model.num_classes:
+            model = create_model(self._source, labels=labels, pretrained=False, num_classes=classes)
         load_checkpoint(model, state)
         return model, file_version(self._checkpoint)
 
@@ -97,13 +107,22 @@ class TorchBackend(Backend):
         self.dtype = _DTYPES.get(self.precision, torch.float32)
         self.model = model.eval().to(self.device, self.dtype)
         info = model.info
-        self.meta = ModelMeta(info.name, version, tuple(info.labels), info.preprocessing)
+        self.meta = ModelMeta(info.name, version, tuple(info.labels), info.preprocessing,
+                              task=model.task, category_ids=tuple(info.category_ids),
+                              max_detections=getattr(model.config, "max_per_img", 0))
+        if model.task != "classification":
+            self.supports_points = False
+            self._use_graphs = False
         return self.meta
 
-    def run(self, images: torch.Tensor, points: bool = False) -> list[ImageOutput]:
+    def run(self, images: torch.Tensor, points: bool = False) -> list[ImageOutput] | list[DetectionOutput]:
         if self.model is None:
             raise BackendError("run before load")
         x = images.to(self.device, non_blocking=True).to(self.dtype)
+        if isinstance(self.model, RetinaNet):
+            with torch.inference_mode():
+                found = self.model(x)
+            return split_detections(*(t.cpu().numpy() for t in found))
         with torch.inference_mode():
             if self._graphs is not None and x.shape[0] <= self._graphs.max_batch:
                 logits, positions = self._graphs.run(x)
@@ -193,6 +212,15 @@ class _Graphs:
             static[n:].zero_()
         graph.replay()
         return logits[:n], [[p[:n] if p is not None else None for p in stage] for stage in positions]
+
+
+def _checkpoint_classes(model: DAT | RetinaNet, state: Mapping[str, torch.Tensor]) -> int | None:
+    """The number of classes a checkpoint's head was trained for (None: no head in it)."""
+    if isinstance(model, RetinaNet):
+        head = state.get("bbox_head.retina_cls.weight")
+        return int(head.shape[0]) // model.config.num_anchors if head is not None else None
+    head = state.get("cls_head.weight")
+    return int(head.shape[0]) if head is not None else None
 
 
 def _embedded_weights(source: Any) -> Path | None:

@@ -1,5 +1,5 @@
-"""HTTP routes, one module per resource. A future /detect plugs in as one more router."""
+"""HTTP routes, one module per resource (``images`` holds what /classify and /detect share)."""
 
-from . import classify, health, metrics, models
+from . import classify, detect, health, metrics, models
 
-ROUTERS = (classify.router, health.router, models.router, metrics.router)
+ROUTERS = (classify.router, detect.router, health.router, models.router, metrics.router)

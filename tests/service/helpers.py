@@ -57,7 +57,7 @@ class CountingBackend(TorchBackend):
 
 
 def settings(**overrides) -> Settings:
-    base = {"max_queue_delay_ms": 2.0, "preprocess_workers": 2, "warmup": False}
+    base = {"max_queue_delay_ms": 2.0, "preprocess_workers": 2, "warmup": False, "detector": "none"}
     return Settings(**{**base, **overrides})
 
 

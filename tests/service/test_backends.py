@@ -160,11 +160,12 @@ def test_chunks_respect_a_static_or_maximum_batch():
 
     def run(chunk):
         seen.append(chunk.shape[0])
-        return chunk[:, 0, 0, 0].numpy()[:, None]
+        return [chunk[:, 0, 0, 0].numpy()[:, None], -chunk[:, 0, 0, 0].numpy()]
 
     x = torch.arange(7, dtype=torch.float32).reshape(7, 1, 1, 1)
-    out = run_in_chunks(run, x, max_batch=3)
-    assert seen == [3, 3, 1] and np.concatenate(out).ravel().tolist() == list(range(7))
+    first, second = run_in_chunks(run, x, max_batch=3)
+    assert seen == [3, 3, 1] and first.ravel().tolist() == list(range(7))
+    assert second.tolist() == [-i for i in range(7)]  # every output comes back whole
     seen.clear()
-    out = run_in_chunks(run, x, max_batch=None, fixed=4)
-    assert seen == [4, 4] and np.concatenate(out).ravel().tolist() == list(range(7))
+    first, _ = run_in_chunks(run, x, max_batch=None, fixed=4)
+    assert seen == [4, 4] and first.ravel().tolist() == list(range(7))

@@ -1,0 +1,69 @@
+"""POST /detect: one or several images -> boxes with labels and scores, batched with other requests."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Header, Query, Request, Response
+from pydantic import TypeAdapter
+
+from .. import postprocess
+from ..backends import ModelMeta
+from ..errors import InvalidParameter, NotServed
+from ..schemas import CocoDetection, DetectionResult, DetectResponse
+from .deps import Service
+from .images import ERRORS, IMAGE_BODY, compute, model_ref
+
+router = APIRouter(tags=["detection"])
+
+DEFAULT_SCORE_THRESHOLD = 0.3
+_COCO = TypeAdapter(list[CocoDetection])
+RESPONSES = {**ERRORS, 404: {**ERRORS[422], "description": "this server runs no detector"},
+             200: {"description": "detections per image; with format=coco a JSON array in the "
+                                  "COCO results format",
+                   "content": {"application/json": {"schema": {"anyOf": [
+                       {"$ref": "#/components/schemas/DetectResponse"},
+                       {"type": "array", "items": {"$ref": "#/components/schemas/CocoDetection"}}]}}}}}
+
+
+@router.post("/detect", response_model=DetectResponse, responses=RESPONSES, openapi_extra=IMAGE_BODY,
+             summary="Find objects in one or several images")
+async def detect(
+    request: Request,
+    service: Service,
+    score_threshold: Annotated[float, Query(ge=0.0, le=1.0, description="lowest score returned "
+                                            "(the model itself keeps nothing under its own "
+                                            "threshold, 0.05 for the release settings)")] = DEFAULT_SCORE_THRESHOLD,
+    max_detections: Annotated[int | None, Query(ge=1, description="most detections per image "
+                                                "(default and upper bound: the model's, 100)")] = None,
+    format: Annotated[Literal["json", "coco"], Query(description="coco: a flat array in the COCO "
+                                                     "results format (image_id = position in the "
+                                                     "request, bbox = x, y, w, h)")] = "json",
+    timeout_ms: Annotated[int | None, Query(ge=1, description="deadline for this request; "
+                                            "can only shorten the server's default")] = None,
+    x_timeout_ms: Annotated[int | None, Header(ge=1, description="same as timeout_ms")] = None,
+) -> Response:
+    runtime = service.detector
+    if runtime is None:
+        raise NotServed("this server runs no detector (started with --detector none)")
+
+    def check(meta: ModelMeta) -> None:
+        limit = meta.max_detections
+        if max_detections is not None and max_detections > limit:
+            raise InvalidParameter(f"max_detections must be between 1 and {limit} (the model "
+                                   f"keeps at most {limit} per image), got {max_detections}")
+
+    done = await compute(request, service, runtime, timeout_ms=timeout_ms, x_timeout_ms=x_timeout_ms,
+                         check=check)
+    results = [DetectionResult(index=i, filename=upload.filename, width=image.width, height=image.height,
+                               detections=postprocess.detect(output, done.meta, image.width, image.height,
+                                                             score_threshold, max_detections or done.meta.max_detections))
+               for i, (upload, image, output) in enumerate(zip(done.uploads, done.decoded, done.outputs,
+                                                               strict=True))]
+    request.state.log = {"images": len(results), "batch_size": done.work.batch_size,
+                         "detections": sum(len(r.detections) for r in results)}
+    if format == "coco":
+        return Response(_COCO.dump_json(postprocess.coco_results(results)), media_type="application/json")
+    body = DetectResponse(model=model_ref(runtime, done.meta), results=results, timing=done.timing(),
+                          request_id=request.state.request_id)
+    return Response(body.model_dump_json(), media_type="application/json")

@@ -1,0 +1,104 @@
+"""What /classify and /detect share: the image request body, error responses, and the path
+from admission to the batch's outputs (limits, deadline, decoding, batching, disconnects)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import Request
+from starlette.types import Receive
+
+from ..backends import ModelMeta
+from ..batcher import Work
+from ..errors import RequestTimeout
+from ..preprocess import Decoded
+from ..runtime import ModelRuntime, ServiceState
+from ..schemas import ErrorResponse, ModelRef, Timing
+from ..uploads import Upload, read_images
+
+IMAGE_BODY = {
+    "requestBody": {
+        "required": True,
+        "description": "Images as multipart/form-data parts named 'file' or 'files' (repeatable), "
+                       "or one image as the raw body with an image/* content type. JPEG, PNG, GIF "
+                       "(first frame), WebP, BMP, TIFF; EXIF orientation is honoured.",
+        "content": {
+            "multipart/form-data": {"schema": {"type": "object", "properties": {
+                "file": {"type": "string", "format": "binary"},
+                "files": {"type": "array", "items": {"type": "string", "format": "binary"}}}}},
+            "image/*": {"schema": {"type": "string", "format": "binary"}},
+        },
+    }
+}
+ERRORS = {code: {"model": ErrorResponse, "description": text} for code, text in {
+    400: "undecodable, truncated or empty image; malformed body",
+    408: "the body did not arrive before the deadline",
+    413: "body, images per request or pixels per image over the limit",
+    415: "unsupported content type",
+    422: "bad parameters",
+    503: "not ready, shutting down or overloaded (with Retry-After)",
+    504: "the deadline passed; the request was not computed",
+}.items()}
+
+
+@dataclass
+class Computed:
+    """A request's images, decoded, and the outputs of the batch that ran them."""
+
+    meta: ModelMeta
+    uploads: list[Upload]
+    decoded: list[Decoded]
+    outputs: Sequence[Any]
+    work: Work
+    started: float
+    preprocessed: float
+
+    def timing(self) -> Timing:
+        return Timing(preprocess_ms=_ms(self.preprocessed - self.started), queue_ms=_ms(self.work.queue_s),
+                      inference_ms=_ms(self.work.inference_s), total_ms=_ms(time.monotonic() - self.started),
+                      batch_size=self.work.batch_size)
+
+
+def model_ref(runtime: ModelRuntime, meta: ModelMeta) -> ModelRef:
+    return ModelRef(name=meta.name, version=meta.version, backend=runtime.backend.name,
+                    precision=runtime.backend.precision)
+
+
+async def _client_gone(receive: Receive) -> None:
+    """Resolves when the client disconnects (the body has been read by then)."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
+async def compute(request: Request, service: ServiceState, runtime: ModelRuntime, *,
+                  timeout_ms: int | None, x_timeout_ms: int | None, want_points: bool = False,
+                  check: Callable[[ModelMeta], None] | None = None) -> Computed:
+    """Admission, then ``check`` (parameter checks that need the loaded model), the body within
+    the deadline, decoding on the pool, and the batch. Raises the service's errors."""
+    started = time.monotonic()
+    settings = service.settings
+    async with service.admit(runtime):
+        meta = runtime.meta
+        if check is not None:
+            check(meta)
+        timeout = min(t for t in (settings.default_timeout_ms, timeout_ms, x_timeout_ms) if t) / 1000
+        deadline = started + timeout
+        try:
+            async with asyncio.timeout(timeout):
+                uploads = await read_images(request, max_body_bytes=settings.max_body_bytes,
+                                            max_images=settings.max_images_per_request)
+        except TimeoutError:
+            raise RequestTimeout(f"the request body did not arrive within {timeout * 1000:.0f} ms") from None
+        decoded = await service.preprocess(runtime, uploads)
+        preprocessed = time.monotonic()
+        work = service.submit(runtime, decoded, deadline, want_points, request.state.request_id)
+        outputs = await runtime.batcher.result(work, _client_gone(request.receive))
+    return Computed(meta, uploads, decoded, outputs, work, started, preprocessed)
+
+
+def _ms(seconds: float) -> float:
+    return round(seconds * 1000, 3)
