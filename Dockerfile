@@ -37,6 +37,7 @@ COPY models ./models
 COPY export ./export
 COPY service ./service
 COPY docker ./docker
+COPY samples ./samples
 # Keep the base image's torch and TensorRT: pin them so pip never swaps them out.
 RUN pip list --format=freeze | grep -iE '^(torch|tensorrt[a-z0-9_-]*)==' > /tmp/keep.txt \
  && pip install -c /tmp/keep.txt . onnxruntime-gpu \

@@ -48,7 +48,7 @@ class Settings(BaseSettings):
                                              "mmdet-layout .pth or .safetensors); default: embedded")
     detector_artifacts: Path | None = Field(None, description="a detector's 'python -m export' "
                                             "folder, served by tensorrt (GPU + engine) or onnxruntime "
-                                            "instead of torch")
+                                            "instead of torch (ignored with --detector none)")
     device: str = Field("auto", description="cpu, cuda or cuda:N; auto: cuda when available")
     precision: Precision = Field("auto", description="torch: auto is fp16 on CUDA, fp32 on CPU "
                                  "(bf16 weights are opt-in: faster for large models on AMX CPUs); "
@@ -110,7 +110,7 @@ class Settings(BaseSettings):
 
     @property
     def serves_detector(self) -> bool:
-        return self.detector_artifacts is not None or self.detector.lower() != "none"
+        return self.detector.lower() != "none"
 
     @property
     def cpu_threads(self) -> int:
