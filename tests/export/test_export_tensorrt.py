@@ -11,6 +11,7 @@ import pytest
 from export import tensorrt as trt_export
 from export.manifest import BatchRange, Manifest
 from export.validate import BatchResult, Verification
+from tests.export.conftest import REPO
 
 
 def _verification(passed: bool) -> Verification:
@@ -147,3 +148,17 @@ def test_real_engine_matches_pytorch(mini, tmp_path):
     assert m.engine_path is not None and m.engine_path.is_file()
     report = m.verification["tensorrt"]
     assert report["passed"] and report["max_abs_error"] < 1e-4
+
+
+@pytest.mark.gpu
+def test_real_detector_engine_keeps_pytorchs_detections(tmp_path):
+    pytest.importorskip("tensorrt", reason="TensorRT is not installed")
+    from export.pipeline import ExportOptions, run_export
+
+    scenes = sorted(str(p) for p in (REPO / "samples").glob("scene_*.png"))
+    m = run_export(ExportOptions(out=tmp_path, model="dat_digits_detector", batch=BatchRange(1, 2, 8),
+                                 engine=True, verify_images=tuple(scenes)), log=print)
+    assert m.engine_path is not None and m.engine_path.is_file() and m.task == "detection"
+    report = m.verification["tensorrt"]
+    assert report["passed"] and report["top1_agreement"] == 1.0
+    assert sum(r["detections"] for r in report["results"]) > 0
