@@ -35,6 +35,10 @@ from typing import Any
 from models import Preprocessing
 
 MANIFEST_NAME = "manifest.json"
+# The graph's input and output names: the ONNX export writes them, the service and Triton
+# model repositories name the same tensors.
+INPUT_NAME = "images"
+OUTPUT_NAME = "logits"
 FORMAT = "dat-serve/export"
 VERSION = 1
 

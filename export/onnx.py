@@ -27,10 +27,8 @@ import torch
 import torch.nn as nn
 
 from . import symbolics
-from .manifest import BatchRange
+from .manifest import INPUT_NAME, OUTPUT_NAME, BatchRange
 
-INPUT_NAME = "images"
-OUTPUT_NAME = "logits"
 BATCH_AXIS = "batch"
 DEFAULT_OPSET = 18
 # 18 is what the exporter writes natively; others go through ONNX's version converter.
