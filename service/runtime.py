@@ -188,4 +188,13 @@ class ServiceState:
     def submit(self, runtime: ModelRuntime, decoded: Sequence[Decoded], deadline: float,
                want_points: bool, request_id: str | None) -> Work:
         inputs = torch.stack([d.tensor for d in decoded])
+        return self.submit_tensor(runtime, inputs, deadline, want_points, request_id)
+
+    def submit_tensor(self, runtime: ModelRuntime, inputs: torch.Tensor, deadline: float,
+                      want_points: bool, request_id: str | None) -> Work:
+        """Queues model inputs a client sent ready-made: float32 (N, 3, S, S), S the model's size."""
+        size = runtime.meta.input_size
+        if inputs.dtype != torch.float32 or tuple(inputs.shape[1:]) != (3, size, size):
+            raise ValueError(f"expected float32 (N, 3, {size}, {size}), got {inputs.dtype} "
+                             f"{tuple(inputs.shape)}")
         return runtime.batcher.submit(inputs, deadline, want_points, request_id)

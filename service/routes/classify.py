@@ -7,13 +7,12 @@ import time
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Request, Response
-from starlette.types import Receive
 
 from .. import postprocess
 from ..errors import InvalidParameter, RequestTimeout
 from ..schemas import ClassifyResponse, ErrorResponse, ImageResult, ModelRef, Timing
 from ..uploads import read_images
-from .deps import Service
+from .deps import Service, client_gone
 
 router = APIRouter(tags=["classification"])
 
@@ -40,12 +39,6 @@ ERRORS = {code: {"model": ErrorResponse, "description": text} for code, text in 
     503: "not ready, shutting down or overloaded (with Retry-After)",
     504: "the deadline passed; the request was not computed",
 }.items()}
-
-
-async def _client_gone(receive: Receive) -> None:
-    """Resolves when the client disconnects (the body has been read by then)."""
-    while (await receive())["type"] != "http.disconnect":
-        pass
 
 
 @router.post("/classify", response_model=ClassifyResponse, responses=ERRORS, openapi_extra=IMAGE_BODY,
@@ -83,7 +76,7 @@ async def classify(
         preprocessed = time.monotonic()
         request_id = request.state.request_id
         work = service.submit(runtime, decoded, deadline, points, request_id)
-        outputs = await runtime.batcher.result(work, _client_gone(request.receive))
+        outputs = await runtime.batcher.result(work, client_gone(request.receive))
 
     results = []
     for i, (upload, image, output) in enumerate(zip(uploads, decoded, outputs, strict=True)):
