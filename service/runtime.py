@@ -11,7 +11,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 
@@ -24,6 +24,7 @@ from .settings import Settings
 from .uploads import Upload
 
 log = logging.getLogger("service")
+T = TypeVar("T")
 
 
 class ModelRuntime:
@@ -163,6 +164,11 @@ class ServiceState:
         finally:
             self.inflight -= 1
             self.metrics.inflight.set(self.inflight)
+
+    async def offload(self, fn: Callable[..., T], *args: Any) -> T:
+        """Runs CPU-heavy request work (parsing a large body, converting tensors) on the
+        preprocessing pool, so the event loop keeps serving other requests meanwhile."""
+        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
 
     async def preprocess(self, runtime: ModelRuntime, uploads: Sequence[Upload]) -> list[Decoded]:
         """Decodes the images in parallel on the pool; the first failure names its image."""
