@@ -14,7 +14,7 @@ import tritonclient.http as triton
 
 from service import create_app
 from service.preprocess import prepare
-from tests.service.helpers import LABELS, metric, sample_png, serve, served, settings
+from tests.service.helpers import LABELS, metric, sample_png, serve, served, settings, wait_until
 
 pytestmark = pytest.mark.anyio
 
@@ -394,6 +394,67 @@ async def test_timeout_parameter_shortens_the_deadline(backend):
     finally:
         backend.gate.set()
     assert late.status_code == 504 and "deadline" in late.json()["error"]
+
+
+async def test_overload_is_refused_at_once_in_the_protocol_shape(backend):
+    backend.gate.clear()
+    body, headers = triton_request([tensor_input(images(1), True)])
+    try:
+        async with served(backend, max_batch_size=1, max_images_per_request=1, max_queue_size=1,
+                          max_queue_delay_ms=0) as client:
+            batcher = client._transport.app.state.service.classifier.batcher
+            running = asyncio.ensure_future(client.post(INFER, content=body, headers=headers))
+            await backend.wait_entered()
+            queued = asyncio.ensure_future(client.post(INFER, content=body, headers=headers))
+            await wait_until(lambda: batcher.queued_requests == 1)
+            refused = await client.post(INFER, content=body, headers=headers)
+            backend.gate.set()
+            accepted = await asyncio.gather(running, queued)
+    finally:
+        backend.gate.set()
+    assert refused.status_code == 503 and refused.headers["retry-after"] == "1"
+    assert "overloaded" in refused.json()["error"]
+    assert [r.status_code for r in accepted] == [200, 200] and backend.batches == [1, 1]
+
+
+async def test_a_client_that_disconnects_costs_no_compute(backend):
+    backend.gate.clear()
+    body, headers = triton_request([tensor_input(images(1), True)])
+    app = create_app(settings(max_queue_delay_ms=0), backend=backend)
+    try:
+        async with serve(app) as client:
+            batcher = app.state.service.classifier.batcher
+            running = asyncio.ensure_future(client.post(INFER, content=body, headers=headers))
+            await backend.wait_entered()
+            gone, sent, body_sent = asyncio.Event(), [], False
+
+            async def receive() -> dict:
+                nonlocal body_sent
+                if not body_sent:
+                    body_sent = True
+                    return {"type": "http.request", "body": body, "more_body": False}
+                await gone.wait()
+                return {"type": "http.disconnect"}
+
+            async def send(message: dict) -> None:
+                sent.append(message)
+
+            scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
+                     "scheme": "http", "path": INFER, "raw_path": INFER.encode(), "query_string": b"",
+                     "root_path": "", "client": ("127.0.0.1", 50000), "server": ("testserver", 80),
+                     "headers": [(k.lower().encode(), v.encode()) for k, v in headers.items()]
+                     + [(b"host", b"testserver")]}
+            leaving = asyncio.ensure_future(app(scope, receive, send))
+            await wait_until(lambda: batcher.queued_requests == 1)
+            gone.set()
+            await asyncio.wait_for(leaving, 5)
+            backend.gate.set()
+            assert (await running).status_code == 200
+            metrics = (await client.get("/metrics")).text
+    finally:
+        backend.gate.set()
+    assert sent == [] and backend.batches == [1]
+    assert metric(metrics, "dat_dropped_requests_total", reason="disconnected") == 1
 
 
 # -- OpenAPI -------------------------------------------------------------------------------
