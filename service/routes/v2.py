@@ -23,6 +23,7 @@ from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from export import triton
 from export.manifest import INPUT_NAME, OUTPUT_NAME
 
 from .. import v2protocol as v2
@@ -51,10 +52,10 @@ from .deps import Service, client_gone
 
 PREFIX = "/v2"
 BYTES_INPUT = "image_bytes"
-VERSION = "1"  # the one version served; also the version folder of `python -m export --triton`
+VERSION = triton.VERSION  # the one version served, as in the Triton repositories we write
 EXTENSIONS = ["binary_tensor_data", "classification"]
-PLATFORMS = {"torch": "pytorch_libtorch", "onnxruntime": "onnxruntime_onnx",
-             "tensorrt": "tensorrt_plan"}
+# Triton's platform names, by our backend's name
+PLATFORMS = {"torch": "pytorch_libtorch", **{name: p for name, (p, _) in triton.PLATFORMS.items()}}
 
 
 class V2Route(APIRoute):
