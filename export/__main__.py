@@ -18,9 +18,13 @@ examples:
   python -m export --out exports/digits                      # embedded dat_digits model
   python -m export --model dat_tiny --checkpoint dat_tiny_in1k_224.pth --out exports/dat_tiny
   python -m export --config dat_tiny.yaml --checkpoint ckpt.pth --fp16 --out exports/tiny16
+  python -m export --out exports/digits --triton model_repository   # plus a Triton repository
+  python -m export --out exports/digits --triton model_repository --triton-only
 
 Writes OUT/model.onnx, OUT/manifest.json and, where TensorRT and a CUDA GPU are present,
 OUT/model.plan. Every artifact is checked against PyTorch before the manifest says ok.
+--triton DIR then writes DIR/<model>/config.pbtxt, DIR/<model>/labels.txt and
+DIR/<model>/1/model.onnx (or model.plan) from that manifest.
 exit status: 0 ok, 1 verification or export failed, 2 bad request, 3 TensorRT requested
 but unavailable.
 """
@@ -118,6 +122,18 @@ def build_parser() -> argparse.ArgumentParser:
                         help="skip TensorRT even where it is available")
     engine.add_argument("--workspace-gb", type=float, default=DEFAULT_WORKSPACE_GB,
                         help=f"TensorRT builder workspace (default {DEFAULT_WORKSPACE_GB:g} GiB)")
+    triton = p.add_argument_group("Triton model repository")
+    triton.add_argument("--triton", metavar="DIR",
+                        help="after the export, write a Triton model repository for it into DIR "
+                             "(config.pbtxt with tensors, max batch and dynamic batching; labels; "
+                             "the model file in version folder 1)")
+    triton.add_argument("--triton-only", action="store_true",
+                        help="do not export: write the --triton repository from the verified "
+                             "export already in --out")
+    triton.add_argument("--triton-platform", choices=("auto", "onnxruntime", "tensorrt"),
+                        default="auto",
+                        help="auto (default): the TensorRT engine when the export has one (it runs "
+                             "only under the TensorRT version it was built with), else the ONNX model")
     p.add_argument("--skip-if-current", action="store_true",
                    help="do nothing when --out already holds a verified export of the same "
                         "weights and options (and, where TensorRT runs, an engine for this GPU "
@@ -146,14 +162,18 @@ def main(argv: list[str] | None = None) -> int:
     if not args.debug:
         warnings.filterwarnings("ignore", category=FutureWarning)
         warnings.filterwarnings("ignore", category=UserWarning, module="torch")
+    if args.triton_only and not args.triton:
+        parser.error("--triton-only needs --triton DIR")
     try:
+        if args.triton_only:
+            return _write_triton(args, parser.prog)
         if args.skip_if_current:
             from .pipeline import check_options, stale_reason
             check_options(options)
             reason = stale_reason(options)
             if reason is None:
                 print(f"{args.out} is current: nothing to do", flush=True)
-                return 0
+                return _write_triton(args, parser.prog) if args.triton else 0
             print(f"exporting: {reason}", flush=True)
         run_export(options, log=lambda line: print(line, flush=True))
     except ExportError as exc:
@@ -174,6 +194,21 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{parser.prog}: error: export failed: {type(exc).__name__}: {text} "
               "(rerun with --debug for the traceback)", file=sys.stderr)
         return 1
+    return _write_triton(args, parser.prog) if args.triton else 0
+
+
+def _write_triton(args: argparse.Namespace, prog: str) -> int:
+    from .manifest import Manifest, ManifestError
+    from .triton import TritonOptions, TritonRepositoryError, write_repository
+
+    try:
+        folder = write_repository(Manifest.load(args.out), args.triton,
+                                  TritonOptions(platform=args.triton_platform, name=args.name))
+    except (ManifestError, TritonRepositoryError, OSError) as exc:
+        print(f"{prog}: error: Triton repository: {exc}", file=sys.stderr)
+        return 2
+    print(f"Triton model repository: {folder} ({', '.join(sorted(p.name for p in folder.iterdir()))})",
+          flush=True)
     return 0
 
 

@@ -36,6 +36,10 @@ from typing import Any
 from models import Letterbox, Preprocessing, preprocessing_from_dict
 
 MANIFEST_NAME = "manifest.json"
+# The graph's input and output names: the ONNX export writes them, the service and Triton
+# model repositories name the same tensors.
+INPUT_NAME = "images"
+OUTPUT_NAME = "logits"
 FORMAT = "dat-serve/export"
 VERSION = 1
 

@@ -27,10 +27,8 @@ import torch
 import torch.nn as nn
 
 from . import symbolics
-from .manifest import BatchRange
+from .manifest import INPUT_NAME, OUTPUT_NAME, BatchRange
 
-INPUT_NAME = "images"
-OUTPUT_NAME = "logits"
 # The graph's outputs per task, in order (a detector returns models.Detections).
 OUTPUT_NAMES = {"classification": (OUTPUT_NAME,), "detection": ("boxes", "scores", "labels")}
 BATCH_AXIS = "batch"

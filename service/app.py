@@ -15,7 +15,8 @@ from .runtime import ServiceState
 from .settings import Settings
 
 DESCRIPTION = ("DAT (Vision Transformer with Deformable Attention) behind HTTP. Concurrent requests "
-               "are batched into one forward pass; errors are JSON with a clear message.")
+               "are batched into one forward pass; errors are JSON with a clear message. The same "
+               "models are served over the Open Inference Protocol (v2) for Triton and KServe clients.")
 
 
 def create_app(settings: Settings | None = None, *, backend: Backend | None = None,

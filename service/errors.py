@@ -35,6 +35,10 @@ class BadRequest(ServiceError):  # malformed body (e.g. broken multipart framing
     status, type = 400, "bad_request"
 
 
+class NotFound(ServiceError):  # no such model (or version)
+    status, type = 404, "not_found"
+
+
 class RequestTimeout(ServiceError):  # the body did not arrive before the deadline
     status, type = 408, "request_timeout"
 

@@ -11,7 +11,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 
@@ -24,6 +24,7 @@ from .settings import Settings
 from .uploads import Upload
 
 log = logging.getLogger("service")
+T = TypeVar("T")
 
 
 class ModelRuntime:
@@ -168,6 +169,11 @@ class ServiceState:
             self.inflight -= 1
             self.metrics.inflight.set(self.inflight)
 
+    async def offload(self, fn: Callable[..., T], *args: Any) -> T:
+        """Runs CPU-heavy request work (parsing a large body, converting tensors) on the
+        preprocessing pool, so the event loop keeps serving other requests meanwhile."""
+        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+
     async def preprocess(self, runtime: ModelRuntime, uploads: Sequence[Upload]) -> list[Decoded]:
         """Decodes the images in parallel on the pool; the first failure names its image."""
         loop = asyncio.get_running_loop()
@@ -192,4 +198,13 @@ class ServiceState:
     def submit(self, runtime: ModelRuntime, decoded: Sequence[Decoded], deadline: float,
                want_points: bool, request_id: str | None) -> Work:
         inputs = torch.stack([d.tensor for d in decoded])
+        return self.submit_tensor(runtime, inputs, deadline, want_points, request_id)
+
+    def submit_tensor(self, runtime: ModelRuntime, inputs: torch.Tensor, deadline: float,
+                      want_points: bool, request_id: str | None) -> Work:
+        """Queues model inputs a client sent ready-made: float32 (N, 3, S, S), S the model's size."""
+        size = runtime.meta.input_size
+        if inputs.dtype != torch.float32 or tuple(inputs.shape[1:]) != (3, size, size):
+            raise ValueError(f"expected float32 (N, 3, {size}, {size}), got {inputs.dtype} "
+                             f"{tuple(inputs.shape)}")
         return runtime.batcher.submit(inputs, deadline, want_points, request_id)

@@ -130,6 +130,61 @@ class ModelsResponse(BaseModel):
     models: list[ModelDescription]
 
 
+# -- /v2 (Open Inference Protocol) ----------------------------------------------------
+
+
+class V2ServerMetadata(BaseModel):
+    name: str
+    version: str
+    extensions: list[str] = Field(description="protocol extensions this server implements")
+
+
+class V2Live(BaseModel):
+    live: bool
+
+
+class V2Ready(BaseModel):
+    ready: bool
+
+
+class V2ModelReady(BaseModel):
+    name: str
+    ready: bool
+
+
+class V2TensorMetadata(BaseModel):
+    name: str
+    datatype: str = Field(description="FP32, FP16, BYTES, ...")
+    shape: list[int] = Field(description="-1 for the batch axis")
+
+
+class V2ModelMetadata(BaseModel):
+    name: str
+    versions: list[str]
+    platform: str = Field(description="Triton's name for the runtime that serves the model")
+    inputs: list[V2TensorMetadata] = Field(description="send exactly one of them")
+    outputs: list[V2TensorMetadata]
+
+
+class V2OutputTensor(BaseModel):
+    name: str
+    datatype: str
+    shape: list[int]
+    parameters: dict | None = Field(None, description="binary_data_size for a binary output")
+    data: list | None = Field(None, description="row-major values of a JSON output")
+
+
+class V2InferResponse(BaseModel):
+    model_name: str
+    model_version: str
+    id: str | None = Field(None, description="the request's id, when it had one")
+    outputs: list[V2OutputTensor]
+
+
+class V2Error(BaseModel):
+    error: str
+
+
 # -- health and errors ----------------------------------------------------------------
 
 

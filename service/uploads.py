@@ -1,4 +1,5 @@
-"""Reading images out of a request body: multipart ``file``/``files`` parts or a raw image body.
+"""Reading images out of a request body: multipart ``file``/``files`` parts or a raw image body
+(and, for the v2 protocol, the raw body itself).
 
 The body is streamed and counted: it is refused (413) as soon as it passes the byte limit or
 carries one image too many, so a hostile client cannot make the server buffer without bound.
@@ -61,6 +62,14 @@ class _Body:
             raise ClientDisconnected() from None
 
 
+async def read_body(request: Request, max_body_bytes: int) -> bytes:
+    """The whole body, refused (413) as soon as it passes the limit."""
+    data = bytearray()
+    async for chunk in _Body(request, max_body_bytes).chunks():
+        data += chunk
+    return bytes(data)
+
+
 async def read_images(request: Request, *, max_body_bytes: int, max_images: int) -> list[Upload]:
     """The request's images, in order. Raises the service's 400/413/415/422 errors."""
     mime, params = _mime(request.headers.get("content-type"))
@@ -70,11 +79,7 @@ async def read_images(request: Request, *, max_body_bytes: int, max_images: int)
             raise BadRequest("multipart/form-data without a boundary parameter")
         return await _read_multipart(_Body(request, max_body_bytes), boundary, max_images)
     if _is_image_type(mime, allow_empty=False):
-        body = _Body(request, max_body_bytes)
-        data = bytearray()
-        async for chunk in body.chunks():
-            data += chunk
-        return [Upload(bytes(data), None, mime)]
+        return [Upload(await read_body(request, max_body_bytes), None, mime)]
     shown = mime or "none"
     raise UnsupportedMediaType(f"unsupported content type ({shown}): send multipart/form-data with "
                                f"'file' or 'files' parts, or a raw body with an image/* type")

@@ -1,10 +1,11 @@
-"""Dependencies shared by the routes."""
+"""Dependencies and helpers shared by the routes."""
 
 from __future__ import annotations
 
 from typing import Annotated
 
 from fastapi import Depends, Request
+from starlette.types import Receive
 
 from ..runtime import ServiceState
 
@@ -15,3 +16,9 @@ async def get_service(request: Request) -> ServiceState:
 
 
 Service = Annotated[ServiceState, Depends(get_service)]
+
+
+async def client_gone(receive: Receive) -> None:
+    """Resolves when the client disconnects (the body has been read by then)."""
+    while (await receive())["type"] != "http.disconnect":
+        pass

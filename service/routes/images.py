@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from fastapi import Request
-from starlette.types import Receive
 
 from ..backends import ModelMeta
 from ..batcher import Work
@@ -19,6 +18,7 @@ from ..preprocess import Decoded
 from ..runtime import ModelRuntime, ServiceState
 from ..schemas import ErrorResponse, ModelRef, Timing
 from ..uploads import Upload, read_images
+from .deps import client_gone
 
 IMAGE_BODY = {
     "requestBody": {
@@ -68,12 +68,6 @@ def model_ref(runtime: ModelRuntime, meta: ModelMeta) -> ModelRef:
                     precision=runtime.backend.precision)
 
 
-async def _client_gone(receive: Receive) -> None:
-    """Resolves when the client disconnects (the body has been read by then)."""
-    while (await receive())["type"] != "http.disconnect":
-        pass
-
-
 async def compute(request: Request, service: ServiceState, runtime: ModelRuntime, *,
                   timeout_ms: int | None, x_timeout_ms: int | None, want_points: bool = False,
                   check: Callable[[ModelMeta], None] | None = None) -> Computed:
@@ -96,7 +90,7 @@ async def compute(request: Request, service: ServiceState, runtime: ModelRuntime
         decoded = await service.preprocess(runtime, uploads)
         preprocessed = time.monotonic()
         work = service.submit(runtime, decoded, deadline, want_points, request.state.request_id)
-        outputs = await runtime.batcher.result(work, _client_gone(request.receive))
+        outputs = await runtime.batcher.result(work, client_gone(request.receive))
     return Computed(meta, uploads, decoded, outputs, work, started, preprocessed)
 
 

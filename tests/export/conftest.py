@@ -83,6 +83,20 @@ def mini_decomposed_cli(mini, tmp_path_factory) -> tuple[Path, subprocess.Comple
 
 
 @pytest.fixture(scope="session")
+def digits_cli(tmp_path_factory) -> tuple[Path, Path, subprocess.CompletedProcess]:
+    """The default model (embedded dat_digits) exported once by a real ``python -m export`` run,
+    with a Triton model repository beside it: (export folder, repository, the run)."""
+    import models
+
+    weights = models.get_spec("dat_digits").weights
+    if weights is None or not weights.is_file():
+        pytest.skip("the embedded dat_digits weights are not in models/weights")
+    out, repository = tmp_path_factory.mktemp("digits"), tmp_path_factory.mktemp("triton")
+    done = run_cli("--out", str(out), "--max-batch", "8", "--triton", str(repository))
+    return out, repository, done
+
+
+@pytest.fixture(scope="session")
 def export_cli():
     """Runs ``python -m export ARGS`` in a subprocess from the repository root."""
     return run_cli

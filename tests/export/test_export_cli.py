@@ -8,16 +8,6 @@ import json
 import pytest
 
 
-def _digits_weights_present() -> bool:
-    import models
-
-    try:
-        weights = models.get_spec("dat_digits").weights
-    except KeyError:
-        return False
-    return weights is not None and weights.is_file()
-
-
 def _one_line_error(done, code: int, *fragments: str) -> None:
     assert done.returncode == code, (done.returncode, done.stderr)
     lines = done.stderr.strip().splitlines()
@@ -33,7 +23,8 @@ def test_help_explains_each_option(export_cli):
     assert done.returncode == 0
     for option in ("--model", "--config", "--checkpoint", "--out", "--fp16", "--opset",
                    "--min-batch", "--opt-batch", "--max-batch", "--grid-sample", "--task",
-                   "--engine", "--no-engine", "exit status"):
+                   "--engine", "--no-engine", "--triton", "--triton-only", "--triton-platform",
+                   "exit status"):
         assert option in done.stdout
 
 
@@ -103,10 +94,8 @@ def test_small_model_export_without_tensorrt(export_cli, tmp_path, small_config_
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not _digits_weights_present(), reason="the embedded dat_digits weights are "
-                    "not in models/weights yet")
-def test_default_model_is_the_embedded_classifier(export_cli, tmp_path):
-    done = export_cli("--out", str(tmp_path), "--max-batch", "8")
+def test_default_model_is_the_embedded_classifier(digits_cli):
+    out, _, done = digits_cli
     assert done.returncode == 0, done.stderr
-    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["model"]["name"] == "dat_digits" and manifest["labels"] == list("0123456789")

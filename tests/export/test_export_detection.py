@@ -104,6 +104,19 @@ def test_cli_exports_a_detector_with_its_manifest(tmp_path):
     wrong = run_cli("--model", "dat_digits_detector", "--task", "classification", "--out", str(tmp_path / "x"))
     assert wrong.returncode == 2 and "is a detection model" in wrong.stderr
 
+    # ... and a Triton repository for it, checked with Triton's own model-config schema
+    from google.protobuf import text_format
+    from tritonclient.grpc import model_config_pb2
+
+    from export.triton import write_repository
+
+    folder = write_repository(manifest, tmp_path / "repository")
+    config = text_format.Parse((folder / "config.pbtxt").read_text(), model_config_pb2.ModelConfig())
+    assert [(o.name, o.data_type, list(o.dims)) for o in config.output] == [
+        ("boxes", model_config_pb2.TYPE_FP32, [100, 4]), ("scores", model_config_pb2.TYPE_FP32, [100]),
+        ("labels", model_config_pb2.TYPE_INT64, [100])]
+    assert config.max_batch_size == 4 and not any(o.label_filename for o in config.output)
+
 
 def test_an_nms_tie_is_excused_only_between_boxes_pytorch_considered():
     a, b = [10.0, 10.0, 50.0, 50.0], [12.0, 10.0, 52.0, 50.0]  # IoU 0.9: NMS keeps one of them

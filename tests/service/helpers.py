@@ -1,13 +1,19 @@
-"""Service test helpers: an instrumented backend, the app over real ASGI HTTP, images."""
+"""Service test helpers: an instrumented backend, the app over real ASGI HTTP, images, and
+``python -m service`` as a real process."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import io
+import os
+import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 
 import httpx
 import torch
@@ -18,6 +24,7 @@ from service.backends.torch import TorchBackend
 from tests.tiny import TINY_CONFIG  # noqa: F401  (re-exported for the service tests)
 
 LABELS = [f"digit {i}" for i in range(10)]
+REPO = Path(__file__).resolve().parents[2]
 
 
 class CountingBackend(TorchBackend):
@@ -109,3 +116,33 @@ def metric(text: str, name: str, **labels: str) -> float:
         if line.startswith(key + " "):
             return float(line.rsplit(" ", 1)[1])
     return 0.0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start(*args: str) -> tuple[subprocess.Popen, str]:
+    """``python -m service ARGS`` on a free loopback port; returns the process and its URL."""
+    port = free_port()
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "DAT_LOG_LEVEL": "info"}
+    process = subprocess.Popen([sys.executable, "-m", "service", "--host", "127.0.0.1",
+                                "--port", str(port), *args], cwd=REPO, env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return process, f"http://127.0.0.1:{port}"
+
+
+def wait_ready(process: subprocess.Popen, url: str, timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"server exited early ({process.returncode}): {process.stderr.read()}")
+        try:
+            if httpx.get(f"{url}/health/ready", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    raise AssertionError("server never became ready")

@@ -4,50 +4,14 @@ from __future__ import annotations
 
 import concurrent.futures
 import json
-import os
 import signal
-import socket
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import httpx
 import pytest
 
 from service.__main__ import main
-from tests.service.helpers import metric, sample_png
-
-REPO = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start(*args: str) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "DAT_LOG_LEVEL": "info"}
-    process = subprocess.Popen([sys.executable, "-m", "service", "--host", "127.0.0.1",
-                                "--port", str(port), *args], cwd=REPO, env=env,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    return process, f"http://127.0.0.1:{port}"
-
-
-def wait_ready(process: subprocess.Popen, url: str, timeout: float = 90) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"server exited early ({process.returncode}): {process.stderr.read()}")
-        try:
-            if httpx.get(f"{url}/health/ready", timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    raise AssertionError("server never became ready")
+from tests.service.helpers import metric, sample_png, start, wait_ready
 
 
 def json_lines(text: str) -> list[dict]:
