@@ -40,6 +40,8 @@ MANIFEST_NAME = "manifest.json"
 # model repositories name the same tensors.
 INPUT_NAME = "images"
 OUTPUT_NAME = "logits"
+# The graph's outputs per task, in order (a detector returns models.Detections).
+OUTPUT_NAMES = {"classification": (OUTPUT_NAME,), "detection": ("boxes", "scores", "labels")}
 FORMAT = "dat-serve/export"
 VERSION = 1
 

@@ -27,10 +27,8 @@ import torch
 import torch.nn as nn
 
 from . import symbolics
-from .manifest import INPUT_NAME, OUTPUT_NAME, BatchRange
+from .manifest import INPUT_NAME, OUTPUT_NAMES, BatchRange
 
-# The graph's outputs per task, in order (a detector returns models.Detections).
-OUTPUT_NAMES = {"classification": (OUTPUT_NAME,), "detection": ("boxes", "scores", "labels")}
 BATCH_AXIS = "batch"
 DEFAULT_OPSET = 18
 # 18 is what the exporter writes natively; others go through ONNX's version converter.

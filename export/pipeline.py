@@ -30,7 +30,7 @@ from .manifest import BatchRange
 DEFAULT_MODEL = "dat_digits"
 GRID_SAMPLE_CHOICES = ("auto", "native", "decomposed")
 # A task fixes the graph's outputs and how they are compared.
-TASKS = onnx_export.OUTPUT_NAMES
+TASKS = mf.OUTPUT_NAMES
 ONNX_FILE = "model.onnx"
 DECOMPOSED_ONNX_FILE = "model.decomposed.onnx"
 ENGINE_FILE = "model.plan"
@@ -289,7 +289,7 @@ def run_export(options: ExportOptions, log: Log = print) -> mf.Manifest:
                            f"{batch_sizes}"):
             report = validate.verify_onnx(result.path, model, precision=options.precision,
                                           batch_sizes=batch_sizes,
-                                          input_name=onnx_export.INPUT_NAME, images=images)
+                                          input_name=mf.INPUT_NAME, images=images)
             log(f"    {report.summary()}")
         return report
 
@@ -318,7 +318,7 @@ def run_export(options: ExportOptions, log: Log = print) -> mf.Manifest:
                                f"Building a TensorRT engine from {Path(onnx_path).name}, "
                                f"batch {options.batch.min}-{options.batch.max}"):
                 return trt_export.build_engine(
-                    onnx_path, engine_path, input_name=onnx_export.INPUT_NAME,
+                    onnx_path, engine_path, input_name=mf.INPUT_NAME,
                     batch=options.batch, image_size=model.input_size,
                     workspace_gb=options.workspace_gb)
 
@@ -326,7 +326,7 @@ def run_export(options: ExportOptions, log: Log = print) -> mf.Manifest:
             with progress.step(f"engine_verify_{len(progress.timings)}",
                                "Verifying the engine against PyTorch on the GPU"):
                 return trt_export.verify_engine(
-                    engine_path, model, input_name=onnx_export.INPUT_NAME,
+                    engine_path, model, input_name=mf.INPUT_NAME,
                     output_names=TASKS[model.task], precision=options.precision,
                     batch_sizes=batch_sizes, images=images)
 
@@ -362,7 +362,7 @@ def run_export(options: ExportOptions, log: Log = print) -> mf.Manifest:
             model_config=cfg.to_dict(), preprocessing=model.info.preprocessing,
             labels=tuple(model.info.labels), precision=options.precision, opset=options.opset,
             grid_sample=options.grid_sample,
-            input=mf.TensorSpec(onnx_export.INPUT_NAME, "float32", tuple(primary.input_shape),
+            input=mf.TensorSpec(mf.INPUT_NAME, "float32", tuple(primary.input_shape),
                                 "NCHW"),
             outputs=tuple(mf.TensorSpec(name, "int64" if name == "labels" else "float32", tuple(shape))
                           for name, shape in primary.output_shapes.items()),

@@ -35,16 +35,12 @@ class BadRequest(ServiceError):  # malformed body (e.g. broken multipart framing
     status, type = 400, "bad_request"
 
 
-class NotFound(ServiceError):  # no such model (or version)
+class NotFound(ServiceError):  # no such model (or version); /detect without a detector
     status, type = 404, "not_found"
 
 
 class RequestTimeout(ServiceError):  # the body did not arrive before the deadline
     status, type = 408, "request_timeout"
-
-
-class NotServed(ServiceError):  # e.g. /detect on a server started without a detector
-    status, type = 404, "not_served"
 
 
 class PayloadTooLarge(ServiceError):  # body bytes, images per request, pixels per image

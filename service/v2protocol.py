@@ -32,7 +32,8 @@ from .errors import BadRequest
 HEADER_LENGTH = "Inference-Header-Content-Length"
 BINARY_DATA_SIZE = "binary_data_size"
 # Fixed-size datatypes we read: the model takes float32, FP16 is widened on arrival.
-NUMERIC = {"FP32": np.dtype("<f4"), "FP16": np.dtype("<f2")}
+NUMERIC = {"FP32": np.dtype("<f4"), "FP16": np.dtype("<f2")}  # accepted as inputs
+OUTPUT_TYPES = {**NUMERIC, "INT64": np.dtype("<i8")}  # a detector's labels are INT64
 BYTES = "BYTES"
 KNOWN_DATATYPES = ("BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32",
                    "INT64", "FP16", "FP32", "FP64", "BF16", BYTES)
@@ -332,13 +333,13 @@ def encode_response(model_name: str, model_version: str, request_id: str | None,
         entry: dict[str, Any] = {"name": out.name, "datatype": out.datatype, "shape": list(out.shape)}
         if out.binary:
             blob = (_serialise_bytes(out.data) if out.datatype == BYTES
-                    else np.ascontiguousarray(out.data, NUMERIC[out.datatype]).tobytes())
+                    else np.ascontiguousarray(out.data, OUTPUT_TYPES[out.datatype]).tobytes())
             entry["parameters"] = {BINARY_DATA_SIZE: len(blob)}
             blobs.append(blob)
         elif out.datatype == BYTES:
             entry["data"] = [e.decode("utf-8", "replace") for e in out.data]
         else:
-            entry["data"] = np.asarray(out.data, NUMERIC[out.datatype]).ravel().tolist()
+            entry["data"] = np.asarray(out.data, OUTPUT_TYPES[out.datatype]).ravel().tolist()
         entries.append(entry)
     response: dict[str, Any] = {"model_name": model_name, "model_version": model_version}
     if request_id is not None:

@@ -9,7 +9,7 @@ from pydantic import TypeAdapter
 
 from .. import postprocess
 from ..backends import ModelMeta
-from ..errors import InvalidParameter, NotServed
+from ..errors import InvalidParameter, NotFound
 from ..schemas import CocoDetection, DetectionResult, DetectResponse
 from .deps import Service
 from .images import ERRORS, IMAGE_BODY, compute, model_ref
@@ -45,7 +45,7 @@ async def detect(
 ) -> Response:
     runtime = service.detector
     if runtime is None:
-        raise NotServed("this server runs no detector (started with --detector none)")
+        raise NotFound("this server runs no detector (started with --detector none)")
 
     def check(meta: ModelMeta) -> None:
         limit = meta.max_detections

@@ -1,9 +1,12 @@
 """The Open Inference Protocol v2 REST API, as Triton and KServe serve it (tritonclient works).
 
-Served models are the runtimes' models, looked up by name. A classifier takes one input,
+Served models are the runtimes' models, looked up by name. A model takes one input,
 ``images`` (FP32 or FP16, [N, 3, S, S], preprocessed as the model's config says) or
-``image_bytes`` (BYTES [N]: encoded images, decoded and preprocessed as /classify does), and
-answers ``logits`` (FP32 [N, classes]), or Triton's classification strings on request.
+``image_bytes`` (BYTES [N]: encoded images, decoded and preprocessed as /classify does). A
+classifier answers ``logits`` (FP32 [N, classes]), or Triton's classification strings on
+request; a detector answers its exported graph's tensors, ``boxes`` (FP32 [N, M, 4], x1 y1 x2
+y2 on the model's canvas), ``scores`` (FP32 [N, M]) and ``labels`` (INT64 [N, M], -1 in the
+empty slots), so a client reads the same tensors from Triton serving the exported detector.
 Requests share the batcher, limits, deadlines and metrics of /classify. Errors are the
 protocol's ``{"error": "message"}``; the wire format lives in :mod:`service.v2protocol`.
 """
@@ -24,7 +27,7 @@ from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from export import triton
-from export.manifest import INPUT_NAME, OUTPUT_NAME
+from export.manifest import INPUT_NAME, OUTPUT_NAME, OUTPUT_NAMES
 
 from .. import v2protocol as v2
 from ..errors import (
@@ -124,8 +127,6 @@ def _find(service: ServiceState, name: str, version: str | None) -> ModelRuntime
         raise NotFound(f"unknown model {name!r}; this server serves {served}")
     if version is not None and version != VERSION:
         raise NotFound(f"model {name!r} has no version {version!r}; versions: {VERSION}")
-    if runtime.task != "classification":
-        raise NotFound(f"model {name!r} ({runtime.task}) is not served over the v2 protocol")
     return runtime
 
 
@@ -136,6 +137,11 @@ def _inputs(runtime: ModelRuntime) -> list[v2.TensorSpec]:
 
 
 def _outputs(runtime: ModelRuntime) -> list[v2.TensorSpec]:
+    if runtime.task == "detection":
+        kept = runtime.meta.max_detections
+        boxes, scores, labels = OUTPUT_NAMES["detection"]
+        return [v2.TensorSpec(boxes, "FP32", (-1, kept, 4)), v2.TensorSpec(scores, "FP32", (-1, kept)),
+                v2.TensorSpec(labels, "INT64", (-1, kept))]
     return [v2.TensorSpec(OUTPUT_NAME, "FP32", (-1, len(runtime.meta.labels)))]
 
 
@@ -253,16 +259,35 @@ def _requested(runtime: ModelRuntime, request: v2.InferRequest) -> list[v2.Reque
         if output.name not in known:
             raise BadRequest(f"unknown output {output.name!r}; model {runtime.meta.name!r} has "
                              f"{', '.join(repr(n) for n in sorted(known))}")
+        if output.classification and runtime.task != "classification":
+            raise BadRequest(f"the classification parameter applies to a classifier's logits; "
+                             f"{runtime.meta.name!r} is a {runtime.task} model")
     return request.outputs
 
 
-def _response_output(output: v2.RequestedOutput, logits: np.ndarray,
+def _tensors(runtime: ModelRuntime, results: list) -> dict[str, np.ndarray]:
+    """The batch's outputs as the graph's tensors: logits, or a detector's padded detections."""
+    if runtime.task != "detection":
+        return {OUTPUT_NAME: np.stack([r.logits for r in results]).astype(np.float32, copy=False)}
+    kept = runtime.meta.max_detections
+    boxes = np.zeros((len(results), kept, 4), np.float32)
+    scores = np.zeros((len(results), kept), np.float32)
+    labels = np.full((len(results), kept), -1, np.int64)
+    for i, r in enumerate(results):
+        n = len(r.labels)
+        boxes[i, :n], scores[i, :n], labels[i, :n] = r.boxes, r.scores, r.labels
+    return dict(zip(OUTPUT_NAMES["detection"], (boxes, scores, labels)))
+
+
+def _response_output(output: v2.RequestedOutput, tensors: dict[str, np.ndarray],
                      labels: tuple[str, ...]) -> v2.ResponseOutput:
+    values = tensors[output.name]
     if output.classification:
-        elements = v2.classification(logits, output.classification, labels)
-        shape = (logits.shape[0], len(elements) // max(1, logits.shape[0]))
+        elements = v2.classification(values, output.classification, labels)
+        shape = (values.shape[0], len(elements) // max(1, values.shape[0]))
         return v2.ResponseOutput(output.name, v2.BYTES, shape, elements, output.binary)
-    return v2.ResponseOutput(output.name, "FP32", logits.shape, logits, output.binary)
+    datatype = "INT64" if values.dtype == np.int64 else "FP32"
+    return v2.ResponseOutput(output.name, datatype, values.shape, values, output.binary)
 
 
 TimeoutHeader = Annotated[int | None, Header(ge=1, description="deadline for this request in ms; "
@@ -311,11 +336,11 @@ async def _infer(request: Request, service: ServiceState, model_name: str,
         work = service.submit_tensor(runtime, inputs, started + timeout, False, request_id)
         results = await runtime.batcher.result(work, client_gone(request.receive))
 
-    logits = np.stack([r.logits for r in results]).astype(np.float32, copy=False)
+    tensors = _tensors(runtime, results)
     request.state.log = {"images": len(results), "batch_size": work.batch_size}
     try:
         content, header = v2.encode_response(
-            meta.name, VERSION, parsed.id, [_response_output(o, logits, meta.labels) for o in outputs])
+            meta.name, VERSION, parsed.id, [_response_output(o, tensors, meta.labels) for o in outputs])
     except ValueError as exc:
         raise InferenceFailed(str(exc)) from None
     if header is None:

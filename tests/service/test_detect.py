@@ -121,3 +121,22 @@ async def test_models_lists_the_detector(client):
     models = (await client.get("/models")).json()["models"]
     assert [(m["task"], m["name"]) for m in models] == [("classification", "dat"),
                                                         ("detection", "fixed_detector")]
+
+
+async def test_v2_serves_the_detectors_tensors(client):
+    metadata = (await client.get("/v2/models/fixed_detector")).json()
+    assert [(o["name"], o["datatype"], o["shape"]) for o in metadata["outputs"]] == [
+        ("boxes", "FP32", [-1, 100, 4]), ("scores", "FP32", [-1, 100]), ("labels", "INT64", [-1, 100])]
+    x = np.zeros((2, 3, CANVAS, CANVAS), np.float32)
+    request = {"inputs": [{"name": "images", "datatype": "FP32", "shape": list(x.shape),
+                           "data": x.ravel().tolist()}]}
+    response = await client.post("/v2/models/fixed_detector/infer", json=request)
+    assert response.status_code == 200, response.text
+    outputs = {o["name"]: o for o in response.json()["outputs"]}
+    labels = np.array(outputs["labels"]["data"]).reshape(outputs["labels"]["shape"])
+    boxes = np.array(outputs["boxes"]["data"]).reshape(outputs["boxes"]["shape"])
+    assert labels.shape == (2, 100) and labels[:, :3].tolist() == [[3, 7, 1]] * 2 and (labels[:, 3:] == -1).all()
+    assert boxes[1, 0].tolist() == [10, 20, 60, 100]  # canvas pixels, as the exported graph gives them
+    request["outputs"] = [{"name": "labels", "parameters": {"classification": 2}}]
+    refused = await client.post("/v2/models/fixed_detector/infer", json=request)
+    assert refused.status_code == 400 and "classifier" in refused.json()["error"]
