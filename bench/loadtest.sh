@@ -78,7 +78,7 @@ echo "target $URL, model: $model, image $(basename "$IMAGE") ($(wc -c <"$IMAGE")
 echo "machine: $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)); wrk shares them"
 
 batches() {  # sum and count of the server's batch-size histogram
-  curl -s "$URL/metrics" | awk '/^dat_batch_size_sum /{s=$2} /^dat_batch_size_count /{c=$2} END{print s+0, c+0}'
+  curl -s "$URL/metrics" | awk '/^dat_batch_size_sum\{task="classification"\} /{s=$2} /^dat_batch_size_count\{task="classification"\} /{c=$2} END{print s+0, c+0}'
 }
 
 printf '\n| connections | requests/s | p50 ms | p90 ms | p99 ms | errors | mean batch |\n|---:|---:|---:|---:|---:|---:|---:|\n' > "$TMP/table"

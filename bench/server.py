@@ -139,6 +139,8 @@ def read_batch_histogram(base_url: str) -> tuple[float, float, dict[str, float]]
     total = count = 0.0
     buckets: dict[str, float] = {}
     for line in text.splitlines():
+        if 'task="classification"' not in line:  # the detector's batches are not this load's
+            continue
         if line.startswith("dat_batch_size_sum"):
             total = float(line.split()[-1])
         elif line.startswith("dat_batch_size_count"):

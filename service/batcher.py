@@ -82,7 +82,7 @@ def _settle(future: asyncio.Future, result: Any, error: BaseException | None) ->
 
 class Batcher:
     def __init__(self, run: RunBatch, *, max_batch_size: int, max_queue_delay_s: float,
-                 max_queue_size: int, metrics: Metrics | None = None,
+                 max_queue_size: int, metrics: Metrics | None = None, task: str = "classification",
                  setup: Callable[[], None] | None = None, name: str = "inference") -> None:
         if max_batch_size < 1 or max_queue_size < 1 or max_queue_delay_s < 0:
             raise ValueError("max_batch_size and max_queue_size must be >= 1, delay >= 0")
@@ -91,7 +91,7 @@ class Batcher:
         self.max_batch_size = max_batch_size
         self.max_queue_delay_s = max_queue_delay_s
         self.max_queue_size = max_queue_size
-        self.metrics = metrics or Metrics()
+        self.metrics = (metrics or Metrics()).for_task(task)
         self._queue: collections.deque[Work] = collections.deque()
         self._queued_images = 0
         self._cond = threading.Condition()

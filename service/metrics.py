@@ -49,40 +49,60 @@ class Metrics:
         self.request_latency = Histogram("dat_request_duration_seconds",
                                          "total time of a request in the server",
                                          ["endpoint"], buckets=_LATENCY_BUCKETS, registry=r)
+        # Per batcher: one for the classifier, one for the detector (label ``task``).
         self.queue_wait = Histogram("dat_queue_wait_seconds",
                                     "time a request waited in the batch queue",
-                                    buckets=_LATENCY_BUCKETS, registry=r)
+                                    ["task"], buckets=_LATENCY_BUCKETS, registry=r)
         self.preprocess = Histogram("dat_preprocess_seconds",
                                     "decode + resize + normalise of one request's images",
                                     buckets=_LATENCY_BUCKETS, registry=r)
         self.inference = Histogram("dat_inference_seconds", "backend time of one batch",
-                                   buckets=_LATENCY_BUCKETS, registry=r)
+                                   ["task"], buckets=_LATENCY_BUCKETS, registry=r)
         self.batch_size = Histogram("dat_batch_size", "images per forward pass",
-                                    buckets=_BATCH_BUCKETS, registry=r)
+                                    ["task"], buckets=_BATCH_BUCKETS, registry=r)
         self.queue_images = Gauge("dat_queue_images", "images waiting in the batch queue",
-                                  registry=r)
+                                  ["task"], registry=r)
         self.queue_requests = Gauge("dat_queue_requests", "requests waiting in the batch queue",
-                                    registry=r)
+                                    ["task"], registry=r)
         self.inflight = Gauge("dat_inflight_requests", "requests being read, decoded, queued or run",
                               registry=r)
         self.images = Counter("dat_inference_images", "images run through the backend",
-                              registry=r)
-        self.batches = Counter("dat_batches", "forward passes by outcome", ["outcome"], registry=r)
+                              ["task"], registry=r)
+        self.batches = Counter("dat_batches", "forward passes by outcome", ["task", "outcome"],
+                               registry=r)
         self.dropped = Counter("dat_dropped_requests",
                                "requests never computed, by reason (queue_full, deadline, "
                                "disconnected, shutdown)", ["reason"], registry=r)
         self.ready = Gauge("dat_ready", "1 when the model is loaded and warmed up", registry=r)
-        self._throughput = _Throughput()
+        self.throughput = _Throughput()
         Gauge("dat_images_per_second", f"images computed per second over the last "
-              f"{_RATE_WINDOW_S:g} s", registry=r).set_function(self._throughput.rate)
+              f"{_RATE_WINDOW_S:g} s", registry=r).set_function(self.throughput.rate)
 
-    def observe_batch(self, size: int, seconds: float, ok: bool) -> None:
-        self.batches.labels("ok" if ok else "error").inc()
-        self.batch_size.observe(size)
-        self.inference.observe(seconds)
-        if ok:
-            self.images.inc(size)
-            self._throughput.add(size)
+    def for_task(self, task: str) -> BatcherMetrics:
+        return BatcherMetrics(self, task)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class BatcherMetrics:
+    """What one batcher reports, labelled with its task; drops are counted by reason only."""
+
+    def __init__(self, metrics: Metrics, task: str) -> None:
+        self._metrics = metrics
+        self.task = task
+        self.queue_wait = metrics.queue_wait.labels(task)
+        self.queue_images = metrics.queue_images.labels(task)
+        self.queue_requests = metrics.queue_requests.labels(task)
+        self.dropped = metrics.dropped
+        self._batch_size = metrics.batch_size.labels(task)
+        self._inference = metrics.inference.labels(task)
+        self._images = metrics.images.labels(task)
+
+    def observe_batch(self, size: int, seconds: float, ok: bool) -> None:
+        self._metrics.batches.labels(self.task, "ok" if ok else "error").inc()
+        self._batch_size.observe(size)
+        self._inference.observe(seconds)
+        if ok:
+            self._images.inc(size)
+            self._metrics.throughput.add(size)

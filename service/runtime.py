@@ -36,7 +36,7 @@ class ModelRuntime:
         self.task = task
         self.batcher = Batcher(backend.run, max_batch_size=settings.max_batch_size,
                                max_queue_delay_s=settings.max_queue_delay_s,
-                               max_queue_size=settings.max_queue_size, metrics=metrics,
+                               max_queue_size=settings.max_queue_size, metrics=metrics, task=task,
                                setup=self._setup, name=f"inference-{task}")
 
     def _setup(self) -> None:  # on the inference thread

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import io
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -109,13 +110,17 @@ def sample_png(seed: int, size: tuple[int, int] = (40, 30)) -> bytes:
 
 
 def metric(text: str, name: str, **labels: str) -> float:
-    """One sample's value from Prometheus text (0 when absent)."""
-    want = ",".join(f'{k}="{v}"' for k, v in labels.items())
-    key = f"{name}{{{want}}}" if want else name
+    """The sum of a metric's samples whose labels include ``labels`` (0 when absent), so a
+    check names only the labels it cares about (e.g. not the batcher's ``task``)."""
+    total = 0.0
     for line in text.splitlines():
-        if line.startswith(key + " "):
-            return float(line.rsplit(" ", 1)[1])
-    return 0.0
+        if line.startswith("#") or not (line.startswith(name + "{") or line.startswith(name + " ")):
+            continue
+        series, value = line.rsplit(" ", 1)
+        found = dict(re.findall(r'(\w+)="([^"]*)"', series[len(name):]))
+        if all(found.get(k) == v for k, v in labels.items()):
+            total += float(value)
+    return total
 
 
 def free_port() -> int:

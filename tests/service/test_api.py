@@ -84,8 +84,10 @@ async def test_health_models_metrics_and_docs(backend):
                  "dat_preprocess_seconds_count", "dat_inference_seconds_count", "dat_batch_size_count",
                  "dat_inference_images_total"):
         assert metric(text, name) >= 1, name
-    for name in ("dat_queue_images", "dat_queue_requests", "dat_images_per_second", "dat_ready"):
+    for name in ("dat_images_per_second", "dat_ready"):
         assert f"\n{name} " in text, name
+    for name in ("dat_queue_images", "dat_queue_requests"):  # per batcher
+        assert f'\n{name}{{task="classification"}} ' in text, name
     assert "/classify" in openapi["paths"] and "/health/ready" in openapi["paths"]
     body = openapi["paths"]["/classify"]["post"]["requestBody"]["content"]
     assert "multipart/form-data" in body and "image/*" in body

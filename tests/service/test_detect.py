@@ -10,7 +10,7 @@ from PIL import Image
 from models import Letterbox
 from service import create_app
 from service.backends import Backend, DetectionOutput, ModelMeta
-from tests.service.helpers import CountingBackend, image_bytes, serve, settings
+from tests.service.helpers import CountingBackend, image_bytes, metric, serve, settings
 
 pytestmark = pytest.mark.anyio
 
@@ -140,3 +140,11 @@ async def test_v2_serves_the_detectors_tensors(client):
     request["outputs"] = [{"name": "labels", "parameters": {"classification": 2}}]
     refused = await client.post("/v2/models/fixed_detector/infer", json=request)
     assert refused.status_code == 400 and "classifier" in refused.json()["error"]
+
+
+async def test_each_batcher_reports_under_its_task(client):
+    await client.post("/detect", content=picture(64, 64), headers={"content-type": "image/png"})
+    text = (await client.get("/metrics")).text
+    assert metric(text, "dat_batch_size_count", task="detection") == 1
+    assert metric(text, "dat_batch_size_count", task="classification") == 0
+    assert 'dat_queue_images{task="detection"} 0.0' in text
