@@ -1,0 +1,122 @@
+"""Detection mAP in pure numpy: COCO-style AP at one IoU threshold (AP50 by default).
+
+Per class, detections of all images are ranked by score (a stable sort, so ties keep image
+order). Going down the ranking, a detection is a true positive when some ground truth of its
+class in its image, not yet matched, overlaps it by IoU >= ``iou_threshold`` (it takes the
+best such one, as pycocotools does); otherwise it is a false positive. AP is the precision
+envelope (the best precision at any recall at least as high) averaged over COCO's 101 recall
+points 0, 0.01, ..., 1 -- not VOC's all-point area, which gives slightly different numbers.
+mAP is the mean over the classes that have ground truth; classes without ground truth are
+skipped, and so are their detections. No crowd regions, area ranges or per-image caps.
+
+Predictions are per image ``(boxes (M, 4), scores (M,), labels (M,))``; ground truths
+``(boxes (K, 4), labels (K,))``; boxes x1, y1, x2, y2 in the same pixels. Detections with
+a negative label (the detector's padding slots) are ignored.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+RECALL_POINTS = np.linspace(0.0, 1.0, 101)
+
+Prediction = tuple[Any, Any, Any]  # boxes (M, 4), scores (M,), labels (M,)
+GroundTruth = tuple[Any, Any]  # boxes (K, 4), labels (K,)
+
+
+def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(N, 4) x (M, 4) x1y1x2y2 -> (N, M) IoU (0 where the union is empty)."""
+    a, b = np.asarray(a, np.float64).reshape(-1, 4), np.asarray(b, np.float64).reshape(-1, 4)
+    area_a = np.clip(a[:, 2] - a[:, 0], 0, None) * np.clip(a[:, 3] - a[:, 1], 0, None)
+    area_b = np.clip(b[:, 2] - b[:, 0], 0, None) * np.clip(b[:, 3] - b[:, 1], 0, None)
+    w = np.clip(np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0]), 0, None)
+    h = np.clip(np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1]), 0, None)
+    inter = w * h
+    union = area_a[:, None] + area_b[None] - inter
+    return np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
+
+
+def interpolated_ap(true_positive: Sequence[bool], num_ground_truth: int) -> float:
+    """AP of a ranking (best first; True for each true positive) over ``num_ground_truth``
+    objects: the 101-point interpolated precision envelope."""
+    if num_ground_truth <= 0:
+        raise ValueError("AP needs at least one ground truth")
+    tp = np.asarray(true_positive, bool)
+    if tp.size == 0:
+        return 0.0
+    hits = np.cumsum(tp)
+    recall = hits / num_ground_truth
+    precision = hits / np.arange(1, tp.size + 1)
+    envelope = np.maximum.accumulate(precision[::-1])[::-1]
+    index = np.searchsorted(recall, RECALL_POINTS, side="left")
+    reached = index < tp.size
+    return float(np.where(reached, envelope[np.minimum(index, tp.size - 1)], 0.0).mean())
+
+
+def _as_arrays(predictions: Sequence[Prediction], ground_truths: Sequence[GroundTruth]):
+    if len(predictions) != len(ground_truths):
+        raise ValueError(f"{len(predictions)} predictions for {len(ground_truths)} images")
+    preds = []
+    for boxes, scores, labels in predictions:
+        boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
+        scores, labels = np.asarray(scores, np.float64).reshape(-1), np.asarray(labels).reshape(-1).astype(np.int64)
+        valid = labels >= 0
+        preds.append((boxes[valid], scores[valid], labels[valid]))
+    truths = [(np.asarray(b, np.float64).reshape(-1, 4), np.asarray(y).reshape(-1).astype(np.int64))
+              for b, y in ground_truths]
+    return preds, truths
+
+
+def average_precision(predictions: Sequence[Prediction], ground_truths: Sequence[GroundTruth],
+                      label: int, iou_threshold: float = 0.5) -> float | None:
+    """AP of class ``label`` over all images, or None when it has no ground truth."""
+    preds, truths = _as_arrays(predictions, ground_truths)
+    return _class_ap(preds, truths, label, iou_threshold)
+
+
+def _class_ap(preds, truths, label: int, iou_threshold: float) -> float | None:
+    gt_boxes = [boxes[labels == label] for boxes, labels in truths]
+    num_gt = sum(len(b) for b in gt_boxes)
+    if num_gt == 0:
+        return None
+    image, score, index = [], [], []
+    for i, (_boxes, scores, labels) in enumerate(preds):
+        mine = np.flatnonzero(labels == label)
+        mine = mine[np.argsort(-scores[mine], kind="stable")]
+        image.extend([i] * mine.size)
+        score.extend(scores[mine])
+        index.extend(mine)
+    order = np.argsort(-np.asarray(score, np.float64), kind="stable")
+    taken = [np.zeros(len(b), bool) for b in gt_boxes]
+    ious: dict[int, np.ndarray] = {}
+    tp = np.zeros(order.size, bool)
+    for rank, k in enumerate(order):
+        i, j = image[k], index[k]
+        if gt_boxes[i].size == 0:
+            continue
+        if i not in ious:
+            ious[i] = box_iou(preds[i][0], gt_boxes[i])
+        overlap = np.where(taken[i], -1.0, ious[i][j])
+        best = int(np.argmax(overlap))
+        if overlap[best] >= iou_threshold:
+            taken[i][best] = True
+            tp[rank] = True
+    return interpolated_ap(tp, num_gt)
+
+
+def class_average_precisions(predictions: Sequence[Prediction], ground_truths: Sequence[GroundTruth],
+                             iou_threshold: float = 0.5, num_classes: int = 10) -> dict[int, float]:
+    """AP per class, for the classes 0..num_classes-1 that have ground truth."""
+    preds, truths = _as_arrays(predictions, ground_truths)
+    aps = {c: _class_ap(preds, truths, c, iou_threshold) for c in range(num_classes)}
+    return {c: ap for c, ap in aps.items() if ap is not None}
+
+
+def mean_average_precision(predictions: Sequence[Prediction], ground_truths: Sequence[GroundTruth],
+                           iou_threshold: float = 0.5, num_classes: int = 10) -> float:
+    """mAP@``iou_threshold``: the mean AP over the classes with ground truth (0.0 if none)."""
+    aps = class_average_precisions(predictions, ground_truths, iou_threshold, num_classes)
+    return float(np.mean(list(aps.values()))) if aps else 0.0
