@@ -16,7 +16,7 @@ from .images import ERRORS, IMAGE_BODY, compute, model_ref
 
 router = APIRouter(tags=["detection"])
 
-DEFAULT_SCORE_THRESHOLD = 0.3
+DEFAULT_SCORE_THRESHOLD = 0.5  # class-aware NMS keeps second readings of an object, scoring lower
 _COCO = TypeAdapter(list[CocoDetection])
 RESPONSES = {**ERRORS, 404: {**ERRORS[422], "description": "this server runs no detector"},
              200: {"description": "detections per image; with format=coco a JSON array in the "

@@ -58,7 +58,7 @@ async def test_boxes_come_back_in_the_original_images_pixels(client):
     body = response.json()
     result = body["results"][0]
     assert (result["width"], result["height"]) == (256, 128)
-    (found,) = result["detections"]  # the 0.2 and 0.1 ones fall under the default threshold 0.3
+    (found,) = result["detections"]  # the 0.2 and 0.1 ones fall under the default threshold 0.5
     assert found["box"] == {"x1": 20.0, "y1": 40.0, "x2": 120.0, "y2": 128.0}  # y2 clipped from 200
     assert (found["label"], found["index"], found["category_id"], found["score"]) == ("3", 3, 4, pytest.approx(0.9))
     assert body["model"]["name"] == "fixed_detector" and body["timing"]["batch_size"] == 1

@@ -34,3 +34,12 @@ def test_environment_then_flags(monkeypatch):
 def test_inconsistent_settings_are_refused(kwargs, words):
     with pytest.raises(ValidationError, match=words):
         Settings(**kwargs)
+
+
+def test_the_readme_lists_every_setting():
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    for name in Settings.model_fields:
+        flag, env = f"`--{name.replace('_', '-')}`", f"`DAT_{name.upper()}`"
+        assert f"| {flag} | {env} |" in readme, name
