@@ -7,7 +7,7 @@ of various sizes and aspect ratios holding several digits each (3-8 asked for in
 classifier's training data (scikit-learn's handwritten scans and digits typed in Pillow's
 font), dark on light or light on dark, slightly rotated, blurred and noisy. A ground-truth
 box is the tight box around a digit's ink, in the page's pixels. Scenes are made afresh for
-every step (about a seventh of the training time), so no data set is stored.
+every step (about a sixth of the training time), so no data set is stored.
 
 Every training page goes through ``model.info.preprocessing`` (the letterbox the service
 applies to an upload); its boxes scale by ``Letterbox.scale``.
@@ -337,7 +337,7 @@ def evaluate(model: RetinaNet, scenes: Sequence[Scene], iou_threshold: float = 0
 
 # --------------------------------------------------------------------------- training
 
-DEFAULT_STEPS = 1200
+DEFAULT_STEPS = 1500
 DEFAULT_BATCH = 16
 DEFAULT_LR = 2e-3
 
@@ -541,7 +541,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("train", help="train dat_digits_detector on generated scenes "
-                                     "(10-20 minutes on 2 CPU cores)",
+                                     "(15-25 minutes on 2 CPU cores)",
                        description="Trains dat_digits_detector (backbone from the dat_digits "
                                    "classifier) and writes its safetensors weights plus a JSON "
                                    "record beside them (same name, .json).")

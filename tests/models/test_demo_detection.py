@@ -219,7 +219,7 @@ def test_held_out_map_of_the_committed_weights(detector):
 @pytest.mark.slow
 def test_sample_scenes_are_found(detector):
     """Every digit of every sample gets a box of its label (IoU >= 0.5) scoring at least 0.3
-    (the service's default threshold), and no box that high lies where there is no digit
+    (below the service's default threshold), and no box that high lies where there is no digit
     (class-aware NMS may keep a second reading of the same digit)."""
     scenes = read_samples(SAMPLES)
     names = json.loads((SAMPLES / "scenes.json").read_text())
