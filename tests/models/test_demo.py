@@ -14,7 +14,7 @@ from models.demo import accuracy, held_out_split, load_rgb, main, predict, rende
 pytest.importorskip("sklearn", reason="the digits data set ships with scikit-learn")
 
 REPO = Path(__file__).resolve().parents[2]
-SAMPLES = sorted(p for p in (REPO / "samples").iterdir() if p.suffix in (".png", ".jpg"))
+SAMPLES = sorted(p for p in (REPO / "samples").glob("digit_*") if p.suffix in (".png", ".jpg"))
 
 
 @pytest.fixture(scope="module")
