@@ -15,7 +15,7 @@ from export.manifest import BatchRange, Manifest
 from export.onnx import export_onnx
 from export.validate import compare_detections, verify_onnx
 from models import create_model
-from tests.export.conftest import run_cli
+from tests.export.conftest import REPO, run_cli
 
 pytestmark = pytest.mark.slow
 
@@ -91,12 +91,19 @@ def test_comparison_catches_a_moved_box_or_a_wrong_label(busy_detector):
     assert not compare_detections(want, relabelled, "fp32", 0.05).passed
 
 
-def test_cli_exports_a_detector_with_its_manifest(tmp_path):
+def test_cli_exports_the_trained_detector_verified_on_the_sample_scenes(tmp_path):
     out = tmp_path / "detector"
-    done = run_cli("--model", "dat_digits_detector", "--out", str(out), "--max-batch", "4", "--no-engine")
+    scenes = sorted(str(p) for p in (REPO / "samples").glob("scene_*.png"))
+    done = run_cli("--model", "dat_digits_detector", "--out", str(out), "--max-batch", "4", "--no-engine",
+                   "--verify-images", *scenes)
     assert done.returncode == 0, done.stderr
     manifest = Manifest.load(out)
     assert manifest.task == "detection" and manifest.output_names == ("boxes", "scores", "labels")
+    report = manifest.verification["onnxruntime"]
+    # batches 1, 2 and 4 of the scenes (repeated to fill a batch): every digit kept alike
+    assert report["passed"] and report["top1_agreement"] == 1.0
+    assert [r["batch"] for r in report["results"]] == [1, 2, 4]
+    assert min(r["detections"] for r in report["results"]) >= 5  # the first page has 5 digits
     assert [o.dtype for o in manifest.outputs] == ["float32", "float32", "int64"]
     assert manifest.preprocessing.to_dict()["mode"] == "letterbox"
     data = json.loads((out / "manifest.json").read_text())
