@@ -19,14 +19,12 @@ router = APIRouter(tags=["detection"])
 DEFAULT_SCORE_THRESHOLD = 0.5  # class-aware NMS keeps second readings of an object, scoring lower
 _COCO = TypeAdapter(list[CocoDetection])
 RESPONSES = {**ERRORS, 404: {**ERRORS[422], "description": "this server runs no detector"},
-             200: {"description": "detections per image; with format=coco a JSON array in the "
-                                  "COCO results format",
-                   "content": {"application/json": {"schema": {"anyOf": [
-                       {"$ref": "#/components/schemas/DetectResponse"},
-                       {"type": "array", "items": {"$ref": "#/components/schemas/CocoDetection"}}]}}}}}
+             200: {"model": DetectResponse | list[CocoDetection],
+                   "description": "detections per image; with format=coco a JSON array in the "
+                                  "COCO results format"}}
 
 
-@router.post("/detect", response_model=DetectResponse, responses=RESPONSES, openapi_extra=IMAGE_BODY,
+@router.post("/detect", response_model=None, responses=RESPONSES, openapi_extra=IMAGE_BODY,
              summary="Find objects in one or several images")
 async def detect(
     request: Request,

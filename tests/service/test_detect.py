@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -148,3 +150,11 @@ async def test_each_batcher_reports_under_its_task(client):
     assert metric(text, "dat_batch_size_count", task="detection") == 1
     assert metric(text, "dat_batch_size_count", task="classification") == 0
     assert 'dat_queue_images{task="detection"} 0.0' in text
+
+
+async def test_openapi_describes_both_response_formats(client):
+    schema = (await client.get("/openapi.json")).json()
+    ok = schema["paths"]["/detect"]["post"]["responses"]["200"]["content"]["application/json"]["schema"]
+    refs = json.dumps(ok)
+    assert "#/components/schemas/DetectResponse" in refs and "#/components/schemas/CocoDetection" in refs
+    assert {"DetectResponse", "CocoDetection", "Detection", "Box"} <= set(schema["components"]["schemas"])
