@@ -30,6 +30,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from models.detection_eval import box_iou
+
 from .manifest import BatchRange
 
 FP32_TOLERANCE = 1e-4
@@ -149,13 +151,6 @@ def _image_detections(boxes, scores, labels) -> list[tuple[np.ndarray, float, in
 Candidates = tuple[np.ndarray, np.ndarray]  # boxes (B, K, 4), class scores (B, C, K)
 
 
-def _iou(a: np.ndarray, b: np.ndarray) -> float:
-    w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - w * h
-    return w * h / union if union > 0 else 0.0
-
-
 class _Judge:
     """Decides whether a detection kept on one side only is a near-tie (module docstring)."""
 
@@ -176,7 +171,7 @@ class _Judge:
         if any(abs(score - c) <= self.tolerance for c in self.cutoffs):
             return True
         return any(other_label == label and abs(other_score - score) <= self.tolerance
-                   and _iou(box, other_box) > self.iou_threshold
+                   and box_iou(box, other_box)[0, 0] > self.iou_threshold
                    and self.is_candidate(box, score, label) and self.is_candidate(other_box, other_score, label)
                    for other_box, other_score, other_label in others)
 
