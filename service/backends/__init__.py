@@ -14,6 +14,8 @@ go to TensorRT where it runs, else ONNX Runtime; without artifacts it runs eager
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from ..settings import Settings
 from .base import Backend, BackendError, DetectionOutput, ImageOutput, ModelMeta, Points
 
@@ -21,9 +23,9 @@ __all__ = ["Backend", "BackendError", "DetectionOutput", "ImageOutput", "ModelMe
            "create_backend", "create_detector_backend"]
 
 
-def _has_engine(settings: Settings) -> bool:
+def _has_engine(artifacts: Path) -> bool:
     from .manifest import load_manifest
-    engine = getattr(load_manifest(settings.artifacts), "engine_path", None)
+    engine = getattr(load_manifest(artifacts), "engine_path", None)
     return bool(engine)
 
 
@@ -61,7 +63,7 @@ def create_backend(settings: Settings) -> Backend:
                 return _cached_onnx_or_torch(settings)
         else:
             from .tensorrt import tensorrt_available
-            choice = "tensorrt" if tensorrt_available() and _has_engine(settings) else "onnxruntime"
+            choice = "tensorrt" if tensorrt_available() and _has_engine(settings.artifacts) else "onnxruntime"
     if choice == "torch":
         from .torch import TorchBackend
         return TorchBackend(settings.model, checkpoint=settings.checkpoint, labels=settings.labels,
@@ -82,10 +84,8 @@ def create_detector_backend(settings: Settings) -> Backend | None:
     if not settings.serves_detector:
         return None
     if settings.detector_artifacts is not None:
-        from .manifest import load_manifest
         from .tensorrt import tensorrt_available
-        engine = getattr(load_manifest(settings.detector_artifacts), "engine_path", None)
-        if tensorrt_available() and engine:
+        if tensorrt_available() and _has_engine(settings.detector_artifacts):
             from .tensorrt import TensorRTBackend
             return TensorRTBackend(settings.detector_artifacts, device=settings.device)
         from .onnxruntime import OnnxRuntimeBackend
