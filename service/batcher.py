@@ -71,6 +71,14 @@ class Work:
         self.request_id = request_id
 
 
+def _concatenate(parts: list[torch.Tensor]) -> torch.Tensor:
+    """One batch; images preprocessed on a GPU and tensors sent from the CPU may mix."""
+    if len(parts) == 1:
+        return parts[0]
+    device = next((p.device for p in parts if p.device.type != "cpu"), parts[0].device)
+    return torch.cat([p.to(device) for p in parts])
+
+
 def _settle(future: asyncio.Future, result: Any, error: BaseException | None) -> None:
     if future.done():
         return
@@ -270,7 +278,7 @@ class Batcher:
         error: BaseException | None = None
         outputs: Sequence[Any] = ()
         try:
-            inputs = batch[0].inputs if len(batch) == 1 else torch.cat([w.inputs for w in batch])
+            inputs = _concatenate([w.inputs for w in batch])
             outputs = self._run(inputs, any(w.want_points for w in batch))
             if len(outputs) != images:
                 raise RuntimeError(f"the backend returned {len(outputs)} outputs for {images} images")

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import io
 import re
+import threading
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -109,7 +111,40 @@ def decode(data: bytes, max_pixels: int) -> tuple[Image.Image, str]:
                        f"({type(exc).__name__}: {exc})") from exc
 
 
-def prepare(data: bytes, preprocessing: Preprocessing, max_pixels: int) -> Decoded:
-    """Decode, then the model's own resize / crop / normalise."""
+def prepare(data: bytes, preprocessing: Preprocessing, max_pixels: int,
+            device: torch.device | None = None) -> Decoded:
+    """Decode, then the model's own resize / crop / normalise: with Pillow, or with torch on
+    ``device`` (a ``Preprocessing`` whose ``runs_on_tensors``)."""
     image, fmt = decode(data, max_pixels)
-    return Decoded(preprocessing(image), image.width, image.height, fmt)
+    tensor = preprocessing(image) if device is None else _on_device(image, preprocessing, device)
+    return Decoded(tensor, image.width, image.height, fmt)
+
+
+def stack(decoded: Sequence[Decoded]) -> torch.Tensor:
+    """A request's images as one (N, 3, S, S) batch, where they were preprocessed."""
+    tensors = [d.tensor for d in decoded]
+    inputs = torch.stack(tensors)
+    if inputs.is_cuda:  # made on the decoding threads' streams, read on this one
+        for tensor in tensors:
+            tensor.record_stream(torch.cuda.current_stream(inputs.device))
+    return inputs
+
+
+_thread_streams = threading.local()
+
+
+def _on_device(image: Image.Image, preprocessing: Preprocessing, device: torch.device) -> torch.Tensor:
+    if device.type != "cuda":
+        return preprocessing.from_pixels(torch.from_numpy(np.array(image)))
+    # Pinned memory and this thread's own stream: on the model's stream every image would wait
+    # for the batch in flight. The stream is synchronised (GIL released) before the tensor
+    # leaves this thread, so its users need no event.
+    pixels = torch.empty((image.height, image.width, 3), dtype=torch.uint8, pin_memory=True)
+    pixels.numpy()[:] = np.asarray(image)
+    stream = getattr(_thread_streams, "stream", None)
+    if stream is None or stream.device != device:
+        stream = _thread_streams.stream = torch.cuda.Stream(device)
+    with torch.cuda.stream(stream):
+        tensor = preprocessing.from_pixels(pixels.to(device, non_blocking=True))
+    stream.synchronize()
+    return tensor

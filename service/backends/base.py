@@ -79,6 +79,8 @@ def split_detections(boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray) 
 class Backend(ABC):
     name: ClassVar[str]
     supports_points: ClassVar[bool] = False
+    # run() also takes images already on its CUDA device (preprocessed there by the service)
+    takes_device_inputs: ClassVar[bool] = False
 
     def __init__(self) -> None:
         self.meta: ModelMeta | None = None
@@ -91,8 +93,9 @@ class Backend(ABC):
 
     @abstractmethod
     def run(self, images: torch.Tensor, points: bool = False) -> list[ImageOutput] | list[DetectionOutput]:
-        """images: float32 (B, 3, S, S), already preprocessed -> one output per image
-        (:class:`DetectionOutput` for a detector)."""
+        """images: float32 (B, 3, S, S), already preprocessed, on the CPU (or on ``device``
+        where ``takes_device_inputs``) -> one output per image (:class:`DetectionOutput` for a
+        detector)."""
 
     def warmup(self, batch_sizes: Iterable[int]) -> None:
         """Runs each batch size once so the first requests do not pay for lazy setup."""

@@ -28,6 +28,7 @@ def tensorrt_available() -> bool:
 
 class TensorRTBackend(Backend):
     name = "tensorrt"
+    takes_device_inputs = True
 
     def __init__(self, artifacts: str | Path, *, device: str = "auto", precision: str = "auto") -> None:
         super().__init__()

@@ -40,6 +40,7 @@ from ..errors import (
     Unavailable,
     UnsupportedMediaType,
 )
+from ..preprocess import stack
 from ..runtime import ModelRuntime, ServiceState
 from ..schemas import (
     V2Error,
@@ -242,7 +243,7 @@ async def _model_input(service: ServiceState, runtime: ModelRuntime,
         except ServiceError as exc:
             exc.message = f"input {BYTES_INPUT!r}: {exc.message}"
             raise
-        return torch.stack([d.tensor for d in decoded])
+        return stack(decoded)
     raise BadRequest(f"unknown input {tensor.name!r}: model {runtime.meta.name!r} takes {names}")
 
 

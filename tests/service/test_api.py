@@ -76,6 +76,7 @@ async def test_health_models_metrics_and_docs(backend):
     assert model["input_size"] == 32 and model["num_labels"] == 10 and model["supports_points"]
     assert model["batching"]["max_batch_size"] == 8 and model["batching"]["max_queue_delay_ms"] == 3
     assert model["preprocessing"]["input_size"] == 32
+    assert model["preprocessing_device"] == "cpu"  # gpu_preprocess needs a CUDA model
     text = metrics.text
     assert metrics.headers["content-type"].startswith("text/plain")
     assert metric(text, "dat_requests_total", endpoint="/classify", status="200") == 1

@@ -46,3 +46,30 @@ async def test_classify_over_http_on_cuda(tiny_model):
     assert response.status_code == 200, response.text
     assert len(response.json()["results"]) == 3 and response.json()["results"][0]["points"]
     assert models["device"].startswith("cuda") and models["cuda_graphs"] == [1, 2, 4, 8]
+
+
+@pytest.mark.anyio
+async def test_images_preprocessed_on_the_gpu_answer_as_pillow_preprocessed_ones(tiny_model):
+    files = [("files", (f"{i}.png", sample_png(i, (40 + 30 * i, 30 + 20 * i)), "image/png"))
+             for i in range(4)]
+    answers = {}
+    for on_gpu in (True, False):
+        backend = TorchBackend(tiny_model, device="cuda", precision="fp32")
+        async with served(backend, max_batch_size=8, gpu_preprocess=on_gpu) as client:
+            models = (await client.get("/models")).json()["models"][0]
+            response = await client.post("/classify?top_k=3", files=files)
+        assert response.status_code == 200, response.text
+        assert models["preprocessing_device"] == ("cuda:0" if on_gpu else "cpu")
+        answers[on_gpu] = response.json()["results"]
+    for gpu, cpu in zip(answers[True], answers[False], strict=True):
+        assert [p["label"] for p in gpu["predictions"]] == [p["label"] for p in cpu["predictions"]]
+        for a, b in zip(gpu["predictions"], cpu["predictions"], strict=True):
+            assert abs(a["probability"] - b["probability"]) < 2e-2
+
+
+def test_a_batch_may_mix_gpu_images_and_cpu_tensors():
+    from service.batcher import _concatenate
+    gpu, cpu = torch.ones(2, 3, 4, 4, device="cuda"), torch.zeros(1, 3, 4, 4)
+    batch = _concatenate([cpu, gpu])
+    assert batch.is_cuda and batch.shape == (3, 3, 4, 4) and batch[0].sum() == 0 and batch[1:].min() == 1
+

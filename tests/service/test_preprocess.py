@@ -81,3 +81,22 @@ def test_the_tensor_is_exactly_the_models_preprocessing():
     assert decoded.tensor.shape == (3, 32, 32) and decoded.tensor.dtype == torch.float32
     assert torch.equal(decoded.tensor, expected)
     assert (decoded.width, decoded.height, decoded.format) == (50, 37, "PNG")
+
+
+@pytest.mark.parametrize("size", [(50, 37), (500, 375), (20, 30)])
+def test_preprocessing_with_torch_agrees_with_pillow(size):
+    """The path a GPU takes (``device``), run on the CPU: Pillow's values to one level."""
+    preprocessing = Preprocessing(input_size=32, crop_pct=0.875, interpolation="bicubic")
+    data = sample_png(3, size)
+    on_cpu = prepare(data, preprocessing, LIMIT)
+    with_torch = prepare(data, preprocessing, LIMIT, device=torch.device("cpu"))
+    assert with_torch.tensor.shape == (3, 32, 32) and with_torch.tensor.dtype == torch.float32
+    assert (with_torch.tensor - on_cpu.tensor).abs().max() <= 1 / 255 / 0.224 + 1e-6
+    assert (with_torch.width, with_torch.height) == size
+
+
+def test_batches_mix_tensors_from_any_device():
+    from service.batcher import _concatenate
+    a, b = torch.zeros(1, 3, 4, 4), torch.ones(2, 3, 4, 4)
+    assert _concatenate([a]) is a
+    assert torch.equal(_concatenate([a, b]), torch.cat([a, b]))
