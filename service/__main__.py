@@ -1,4 +1,5 @@
-"""``python -m service [--flags]``: serve DAT over HTTP with uvicorn (one process, one model copy).
+"""``python -m service [--flags]``: serve DAT over HTTP with uvicorn (one process and model copy,
+or ``--workers N`` processes sharing the port).
 
 SIGTERM / SIGINT: readiness turns 503 and queues flush at once, uvicorn stops accepting
 connections, in-flight requests get ``--shutdown-timeout-s`` to finish, then the process exits 0.
@@ -7,88 +8,31 @@ Exit status 1: the model failed to load; 2: bad settings.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
-import signal
 import sys
-import threading
-from collections.abc import Iterator
-from types import FrameType
 
-import uvicorn
 from pydantic import ValidationError
 
-from .app import create_app
-from .backends import BackendError
 from .logs import configure_logging
-from .runtime import ServiceState
+from .server import serve
 from .settings import Settings
 
 log = logging.getLogger("service")
 
 
-class DrainingServer(uvicorn.Server):
-    """uvicorn's graceful shutdown, plus: drain the service the moment the signal arrives,
-    and exit normally afterwards (uvicorn would re-raise the signal, exiting -15)."""
-
-    def __init__(self, config: uvicorn.Config, service: ServiceState) -> None:
-        super().__init__(config)
-        self.service = service
-        self._loop: asyncio.AbstractEventLoop | None = None
-
-    async def startup(self, sockets=None) -> None:  # noqa: ANN001 - uvicorn's signature
-        self._loop = asyncio.get_running_loop()
-        await super().startup(sockets)
-
-    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-        if self._loop is not None and not self.should_exit:
-            log.info("signal %s: shutting down gracefully", signal.Signals(sig).name)
-            self._loop.call_soon_threadsafe(self.service.begin_drain)
-        super().handle_exit(sig, frame)
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        if threading.current_thread() is not threading.main_thread():
-            yield
-            return
-        original = {sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)}
-        try:
-            yield
-        finally:
-            for sig, handler in original.items():
-                signal.signal(sig, handler)
-
-
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     try:
-        settings = Settings(_cli_parse_args=sys.argv[1:] if argv is None else argv)
+        settings = Settings(_cli_parse_args=argv)
     except ValidationError as exc:
         print(f"python -m service: invalid settings:\n{exc}", file=sys.stderr)
         return 2
     configure_logging(settings.log_level)
-    if settings.switch_interval_ms:
-        sys.setswitchinterval(settings.switch_interval_ms / 1000)
-    try:
-        app = create_app(settings)
-    except BackendError as exc:
-        log.error("cannot start: %s", exc)
-        return 2
-    service: ServiceState = app.state.service
-    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_config=None,
-                            access_log=False, lifespan="on", log_level=settings.log_level,
-                            timeout_graceful_shutdown=settings.shutdown_timeout_s or None)
-    server = DrainingServer(config, service)
-
-    def fatal(exc: BaseException) -> None:
-        server.should_exit = True
-
-    service.on_fatal = fatal
     log.info("starting", extra={"settings": settings.model_dump(mode="json")})
-    server.run()
-    if service.failure is not None:
-        return 1
-    return 0 if server.started else 1
+    if settings.workers > 1:
+        from .workers import serve_workers
+        return serve_workers(settings, argv)
+    return serve(settings)
 
 
 if __name__ == "__main__":

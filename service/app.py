@@ -20,15 +20,18 @@ DESCRIPTION = ("DAT (Vision Transformer with Deformable Attention) behind HTTP. 
 
 
 def create_app(settings: Settings | None = None, *, backend: Backend | None = None,
-               detector: Backend | None = None) -> FastAPI:
+               detector: Backend | None = None, load_before_serving: bool = False) -> FastAPI:
     """``backend`` / ``detector`` replace the classifier's / detector's backend the settings
-    describe (tests pass instrumented ones)."""
+    describe (tests pass instrumented ones). ``load_before_serving``: startup waits for the
+    models (a worker sharing a port must not take connections it can only refuse)."""
     settings = settings or Settings()
     service = ServiceState(settings, backend, detector)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await service.start()
+        if load_before_serving:
+            await service.wait_ready()
         try:
             yield
         finally:

@@ -32,6 +32,7 @@ class JsonFormatter(logging.Formatter):
                   + f".{int(record.msecs):03d}Z",
             "level": record.levelname.lower(),
             "logger": record.name,
+            "pid": record.process,  # tells --workers apart
             "msg": record.getMessage(),
         }
         request_id = getattr(record, "request_id", None) or request_id_var.get()

@@ -56,6 +56,46 @@ def test_a_real_server_serves_batches_and_drains_on_sigterm(tiny_config_file):
         httpx.get(f"{url}/health/live", timeout=1)
 
 
+def test_workers_share_the_port_each_with_its_model_and_all_drain(tiny_config_file):
+    process, url = start("--model", str(tiny_config_file), "--workers", "2", "--no-warmup",
+                         "--max-queue-delay-ms", "1")
+    try:
+        wait_ready(process, url)
+        statuses = []
+        for i in range(24):  # a new connection each: the kernel spreads them over the workers
+            with httpx.Client() as client:
+                statuses.append(client.post(f"{url}/classify", content=sample_png(i),
+                                            headers={"content-type": "image/png"}, timeout=10).status_code)
+        assert statuses == [200] * 24
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=60) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    logs = json_lines(process.stderr.read())
+    (started,) = [e for e in logs if e["msg"] == "started workers"]
+    workers = set(started["pids"])
+    assert len(workers) == 2 and process.pid not in workers
+    assert {e["pid"] for e in logs if e["msg"] == "model loaded"} == workers
+    assert {e["pid"] for e in logs if e["msg"] == "stopped"} == workers
+    answered = {e["pid"] for e in logs if e["logger"] == "service.access" and e["path"] == "/classify"}
+    assert answered <= workers and answered  # one or both, as the kernel spread the connections
+
+
+def test_a_worker_that_cannot_load_stops_the_rest_and_the_exit_status_says_so(tiny_config_file, tmp_path):
+    missing = tmp_path / "missing.safetensors"
+    process, _ = start("--model", str(tiny_config_file), "--checkpoint", str(missing), "--workers", "2")
+    try:
+        assert process.wait(timeout=120) == 1
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    logs = json_lines(process.stderr.read())
+    assert any(e["msg"].startswith("model failed to load") for e in logs)
+
+
 def test_a_model_that_cannot_load_exits_1(tiny_config_file, tmp_path):
     missing = tmp_path / "missing.safetensors"
     process, _ = start("--model", str(tiny_config_file), "--checkpoint", str(missing))

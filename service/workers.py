@@ -1,0 +1,85 @@
+"""``--workers N``: N server processes on one listening socket, each with its own model copy.
+
+One Python process cannot feed a GPU: parsing HTTP and decoding images hold the GIL (measured
+on an H100: one process served 5-15% of what the model computes). The parent binds the port
+once and starts the workers (spawned, so none inherits CUDA state); the kernel spreads
+connections over them. A worker takes connections only once its models have loaded. SIGTERM /
+SIGINT go on to every worker, which drain as a single server does; if a worker dies on its
+own, the others are stopped and the parent exits with its status, for the supervisor
+(compose, Kubernetes) to restart the whole.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import multiprocessing.connection
+import os
+import signal
+import socket
+import sys
+from types import FrameType
+
+from .logs import configure_logging
+from .settings import Settings
+
+log = logging.getLogger("service.workers")
+
+
+def bind(host: str, port: int) -> socket.socket:
+    family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(address)
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+def _worker(argv: list[str], sock: socket.socket) -> None:
+    """A worker process: the same settings, the shared socket."""
+    from .server import serve
+    settings = Settings(_cli_parse_args=argv)
+    configure_logging(settings.log_level)
+    sys.exit(serve(settings, [sock], load_before_serving=True))
+
+
+def serve_workers(settings: Settings, argv: list[str]) -> int:
+    sock = bind(settings.host, settings.port)
+    context = multiprocessing.get_context("spawn")
+    workers = [context.Process(target=_worker, args=(argv, sock), name=f"worker-{i}")
+               for i in range(settings.workers)]
+    for worker in workers:
+        worker.start()
+    log.info("started workers", extra={"pids": [w.pid for w in workers],
+                                       "port": sock.getsockname()[1]})
+    stopping = False
+
+    def stop_all(sig: int | None = None, frame: FrameType | None = None) -> None:
+        nonlocal stopping
+        if sig is not None:
+            log.info("signal %s: stopping the workers", signal.Signals(sig).name)
+        stopping = True
+        for worker in workers:
+            if worker.is_alive() and worker.pid is not None:
+                os.kill(worker.pid, signal.SIGTERM)
+
+    original = {sig: signal.signal(sig, stop_all) for sig in (signal.SIGINT, signal.SIGTERM)}
+    status = 0
+    try:
+        running = list(workers)
+        while running:
+            multiprocessing.connection.wait([w.sentinel for w in running], timeout=1.0)
+            for worker in [w for w in running if not w.is_alive()]:
+                running.remove(worker)
+                worker.join()
+                code = worker.exitcode or 0
+                if code != 0 and not stopping:
+                    log.error("worker %s exited with %s: stopping the others", worker.pid, code)
+                    stop_all()
+                status = status or (code if code > 0 else 1 if code else 0)
+    finally:
+        for sig, handler in original.items():
+            signal.signal(sig, handler)
+        sock.close()
+    return status
