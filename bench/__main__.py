@@ -39,9 +39,21 @@ def main(argv: list[str] | None = None) -> int:
     model.add_argument("--compile", dest="compile_mode", nargs="?", const="default", default=None,
                        help="also measure torch.compile'd variants (optionally a mode, e.g. "
                             "max-autotune-no-cudagraphs)")
+    model.add_argument("--cuda-graphs", action="store_true",
+                       help="also measure our model replayed as CUDA graphs, as the service's "
+                            "--cuda-graphs runs it (CUDA only)")
     model.add_argument("--min-seconds", type=float, default=0.0,
                        help="keep repeating each measurement until this much time was timed")
     model.add_argument("--out", default=None, help="folder for model.json and model.md")
+
+    prof = sub.add_parser("profile", help="torch.profiler's top operators of one forward, ours "
+                          "beside the official model under autocast")
+    prof.add_argument("--model", default="dat_tiny")
+    prof.add_argument("--precision", default="fp16", choices=("fp32", "bf16", "fp16"))
+    prof.add_argument("--batch-size", type=int, default=64)
+    prof.add_argument("--device", default="cuda")
+    prof.add_argument("--official", metavar="DIR", help="models/ folder of an official DAT v1 checkout")
+    prof.add_argument("--rows", type=int, default=15)
 
     parity = sub.add_parser("parity", help="logits on a device/precision vs CPU fp32")
     parity.add_argument("--model", default="dat_tiny")
@@ -73,6 +85,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "server":
         from . import server_cli
         return server_cli.main(args)
+    if args.command == "profile":
+        from . import model as bench_model
+        print(bench_model.profile(args.model, args.precision, args.batch_size, args.device,
+                                  args.official, args.rows))
     if args.command == "parity":
         import json
 
@@ -91,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
                                      args.official, args.warmup, args.repeats,
                                      min_seconds=args.min_seconds,
                                      progress=lambda s: print(s, flush=True),
-                                     compile_mode=args.compile_mode)
+                                     compile_mode=args.compile_mode, cuda_graphs=args.cuda_graphs)
         print()
         print(bench_model.markdown_table(report))
         if args.out:

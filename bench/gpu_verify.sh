@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
-# One run on a GPU machine: versions, CUDA numerics vs CPU fp32, model speed beside the
-# official implementation (autocast fp16), and the server on the GPU under JPEG load.
-# Usage: OUT=results/gpu OFFICIAL=path/to/official/models bash bench/gpu_verify.sh
-# Each step has its own time limit (about 3.5 minutes in all), so a short lease still returns
+# One run on a GPU machine, in steps: versions (always); model: DAT-T speed of ours (eager and
+# CUDA graphs) beside the official implementation (autocast fp16); compiled: ours fp16 under
+# torch.compile at batch 64 beside eager and the official; server: the server on the
+# GPU under JPEG load (one process or several workers, 1 or 8 images per request); parity: CUDA
+# numerics against CPU fp32; tests: the gpu-marked tests; profile: one batch-64 forward, ours
+# beside the official; jpeg: Pillow vs nvJPEG decoding speed.
+# Usage: OUT=results/gpu OFFICIAL=path/to/official/models [STEPS="model server"] bash bench/gpu_verify.sh
+# Each step has its own time limit (about 12 minutes for all), so a short lease still returns
 # the steps that finished; with PACK=file.tgz the results are packed after every step.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -11,38 +15,111 @@ OFFICIAL=${OFFICIAL:-.official/models}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 PY=${PYTHON:-python3}
+STEPS=" ${STEPS:-model compiled server parity tests profile jpeg} "
+want() { [[ "$STEPS" == *" $1 "* ]]; }
+pack() { [ -n "${PACK:-}" ] && tar czf "$PACK" -C "$OUT" . 2>/dev/null; return 0; }
 
 {
   date -u
   nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv
   $PY -c "import torch; print('torch', torch.__version__, 'CUDA', torch.version.cuda, torch.cuda.get_device_name())"
+  $PY -c "import PIL, fastapi, uvicorn; print('pillow', PIL.__version__, 'fastapi', fastapi.__version__, 'uvicorn', uvicorn.__version__)"
+  lscpu | grep -E "^Model name|^CPU\(s\)"
   echo "TensorRT libraries (ldconfig -p | grep nvinfer): $(ldconfig -p | grep -c nvinfer)"
   $PY -c "import tensorrt; print('tensorrt', tensorrt.__version__)" 2>&1 | tail -1
 } 2>&1 | tee "$OUT/env.txt"
-
-pack() { [ -n "${PACK:-}" ] && tar czf "$PACK" -C "$OUT" . 2>/dev/null; return 0; }
-
-echo "== CUDA numerics vs CPU fp32 (dat_tiny, random weights)"
-timeout 40 $PY -m bench parity --device cuda --precisions fp32,fp16,bf16 --batch-sizes 1,8,64 \
-  --out "$OUT/parity.json" 2>&1 | tee "$OUT/parity.log"
-
 pack
-echo "== model speed, ours vs official"
-timeout 75 $PY -m bench model --device cuda --precisions fp32,fp16,bf16 --batch-sizes 1,8,32,64,128 \
-  --official "$OFFICIAL" --warmup 2 --repeats 5 --min-seconds 0.2 --out "$OUT/model" 2>&1 | tee "$OUT/model.log"
 
+if want model; then
+echo "== model speed: ours eager and CUDA graphs vs official"
+timeout 150 $PY -m bench model --device cuda --precisions fp32,fp16,bf16 --batch-sizes 1,8,32,64,128 \
+  --cuda-graphs --official "$OFFICIAL" --warmup 3 --repeats 7 --min-seconds 0.3 \
+  --out "$OUT/model" 2>&1 | grep -v Warning | tee "$OUT/model.log"
 pack
-echo "== server on the GPU, JPEG bodies"
+fi
+
+if want compiled; then
+echo "== model speed at batch 64: ours fp16 under torch.compile (inductor) vs eager and official"
+timeout 150 $PY -m bench model --device cuda --precisions fp16 --batch-sizes 64 --compile \
+  --official "$OFFICIAL" --warmup 3 --repeats 7 --min-seconds 0.3 \
+  --out "$OUT/compiled" 2>&1 | grep -E "img/s|Error" | tee "$OUT/compiled.log"
+pack
+fi
+
+# the raw backend the server runs (fp16, CUDA graphs) at its max batch: the efficiency baseline
+BASELINE=$($PY -c "
+import json
+rows = json.load(open('$OUT/model/model.json'))['results']
+print(next(r['images_per_second'] for r in rows if r['variant'] == 'ours-fp16-graphs' and r['batch_size'] == 64))
+" 2>/dev/null || echo "")
+echo "baseline (ours-fp16-graphs, batch 64): ${BASELINE:-none} img/s"
+
+if want server; then
+echo "== server on the GPU, 500x375 JPEG bodies"
 nvidia-smi --query-gpu=utilization.gpu --format=csv,noheader,nounits -lms 500 > "$OUT/gpu_util.txt" 2>&1 &
 SMI=$!
-timeout 55 $PY -m bench server \
-  --server-args "--model dat_tiny --device cuda --precision fp16 --max-batch-size 64 --max-queue-size 1024 --max-inflight-requests 1024 --preprocess-workers 12 --max-queue-delay-ms 2" \
-  --concurrency 16,64 --duration 5 --processes 6 --title "dat_tiny fp16 server, JPEG bodies" \
-  --out "$OUT/server" 2>&1 | tee "$OUT/server.log"
+COMMON="--model dat_tiny --detector none --device cuda --precision fp16 --max-batch-size 64
+  --max-queue-size 4096 --max-inflight-requests 2048 --max-queue-delay-ms 2"
+server() {  # name, timeout, extra server args, then bench arguments
+  local name=$1 limit=$2 extra=$3; shift 3
+  timeout "$limit" $PY -m bench server --server-args "$COMMON $extra" --duration 5 --processes 6 \
+    ${BASELINE:+--baseline-ips $BASELINE} --title "DAT-T fp16 server on the GPU, $name" \
+    --out "$OUT/server-$name" "$@" 2>&1 | tee "$OUT/server-$name.log"
+  pack
+}
+server w6-8img 80 "--workers 6 --preprocess-workers 3" --images-per-request 8 --concurrency 32,128 --rates half
+server w6-1img 80 "--workers 6 --preprocess-workers 3" --concurrency 128,512 --rates half
+server w1-8img 50 "--preprocess-workers 12" --images-per-request 8 --concurrency 64
 kill $SMI 2>/dev/null
 echo "GPU utilisation samples (%): $(sort -n "$OUT/gpu_util.txt" | awk '{a[NR]=$1} END {print "median", a[int(NR/2)+1], "max", a[NR]}')"
+fi
 
+if want parity; then
+echo "== CUDA numerics vs CPU fp32 (dat_tiny, random weights)"
+timeout 45 $PY -m bench parity --device cuda --precisions fp32,fp16,bf16 --batch-sizes 1,8,64 \
+  --out "$OUT/parity.json" 2>&1 | grep -v Warning | tee "$OUT/parity.log"
 pack
-echo "== gpu-marked tests"
-timeout 25 $PY -m pytest -m gpu -q -p no:cacheprovider tests 2>&1 | tail -15 | tee "$OUT/pytest_gpu.log"
+fi
+
+if want tests; then
+echo "== gpu-marked tests (the Triton client tests need tritonclient, absent there)"
+timeout 150 $PY -m pytest -m gpu -q -p no:cacheprovider tests/service/test_gpu.py \
+  tests/export/test_export_tensorrt.py 2>&1 | tail -15 | tee "$OUT/pytest_gpu.log"
 pack
+fi
+
+if want profile; then
+echo "== profile of one batch-64 forward, ours fp16 vs official autocast fp16"
+timeout 40 $PY -m bench profile --device cuda --precision fp16 --batch-size 64 --official "$OFFICIAL" \
+  --rows 12 > "$OUT/profile.txt" 2>&1
+grep -E "^==|Self CUDA time total|Self CPU time total" "$OUT/profile.txt"
+pack
+fi
+
+if want jpeg; then
+echo "== JPEG decoding, one 500x375 image: Pillow on one core vs nvJPEG (torchvision), batches of 64"
+timeout 30 $PY - <<'EOF' 2>&1 | tee "$OUT/jpeg_decode.txt"
+import time
+import torch
+from bench.server_cli import sample_jpeg
+from service.preprocess import decode
+body = sample_jpeg()
+start, n = time.perf_counter(), 300
+for _ in range(n):
+    decode(body, 10**8)
+print(f"Pillow: {n / (time.perf_counter() - start):.0f} img/s per core")
+try:
+    from torchvision.io import decode_jpeg
+    data = [torch.frombuffer(bytearray(body), dtype=torch.uint8)] * 64
+    decode_jpeg(data, device="cuda"); torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(20):
+        decode_jpeg(data, device="cuda")
+    torch.cuda.synchronize()
+    print(f"nvJPEG: {20 * 64 / (time.perf_counter() - start):.0f} img/s")
+except Exception as exc:  # noqa: BLE001 - a probe
+    print(f"nvJPEG: not measured ({type(exc).__name__}: {exc})")
+EOF
+pack
+fi
+echo "== done"

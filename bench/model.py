@@ -43,8 +43,10 @@ def _cpu_name() -> str:
 
 
 def _variants(model_name: str, precisions: list[str], device: str, official_dir: str | None,
-              compile_mode: str | None = None) -> dict[str, tuple[torch.nn.Module, Callable[[torch.Tensor], torch.Tensor]]]:
-    """name -> (module, forward on an fp32 batch)."""
+              compile_mode: str | None = None, graphs_max_batch: int = 0,
+              ) -> dict[str, tuple[torch.nn.Module, Callable[[torch.Tensor], torch.Tensor]]]:
+    """name -> (module, forward on an fp32 batch). ``graphs_max_batch``: also our model as the
+    service's torch backend runs it with ``--cuda-graphs`` (CUDA only)."""
     base = create_model(model_name, pretrained=False).to(device)
     variants: dict[str, tuple[torch.nn.Module, Callable]] = {}
     for precision in precisions:
@@ -59,6 +61,14 @@ def _variants(model_name: str, precisions: list[str], device: str, official_dir:
             compiled = torch.compile(model, mode=None if compile_mode == "default" else compile_mode)
             variants[f"ours-{precision}-compiled"] = (
                 model, lambda x, m=compiled, d=dtype: m(x.to(d)).float())
+        if graphs_max_batch and device.startswith("cuda"):
+            from service.backends.torch import CudaGraphs  # as the service's --cuda-graphs runs it
+            with torch.inference_mode():
+                graphs = CudaGraphs(model.forward_with_points, graphs_max_batch, model.config.img_size,
+                                    device, dtype)
+                graphs.check_against(model)
+            variants[f"ours-{precision}-graphs"] = (
+                model, lambda x, g=graphs, d=dtype: g.run(x.to(d))[0].float())
     if official_dir:
         from .official import OfficialLogits, load_official_dat
         official = OfficialLogits(load_official_dat(official_dir)(**base.config.to_dict()))
@@ -79,9 +89,10 @@ def run(model_name: str = "dat_tiny", batch_sizes: tuple[int, ...] = (1, 8),
         precisions: tuple[str, ...] = ("fp32", "bf16"), device: str = "cpu",
         official_dir: str | None = None, warmup: int = 2, repeats: int = 5,
         min_seconds: float = 0.0, progress: Callable[[str], None] = print,
-        compile_mode: str | None = None) -> dict:
+        compile_mode: str | None = None, cuda_graphs: bool = False) -> dict:
     torch.manual_seed(0)
-    variants = _variants(model_name, list(precisions), device, official_dir, compile_mode)
+    variants = _variants(model_name, list(precisions), device, official_dir, compile_mode,
+                         max(batch_sizes) if cuda_graphs else 0)
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
     size = next(iter(variants.values()))[0].config.img_size  # the first variant is ours
     check = torch.randn(max(batch_sizes), 3, size, size, device=device)
@@ -105,6 +116,33 @@ def run(model_name: str = "dat_tiny", batch_sizes: tuple[int, ...] = (1, 8),
                          f"(min {m.ips_min:.1f}, max {m.ips_max:.1f}), p50 {m.latency_ms_p50:.1f} ms")
     return {"model": model_name, "device": device, "machine": machine_description(device),
             "results": [r.to_dict() for r in results], "agreement": agreement}
+
+
+def profile(model_name: str, precision: str, batch: int, device: str, official_dir: str | None,
+            rows: int = 15) -> str:
+    """Where the time of one forward goes: torch.profiler's top operators and kernels, for our
+    model and (with ``official_dir``) the official one under autocast, on the same inputs."""
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+    variants = _variants(model_name, [precision], device, official_dir)
+    names = [f"ours-{precision}"] + [n for n in variants if n.startswith("official-autocast")]
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.startswith("cuda") else [])
+    sort = "self_device_time_total" if device.startswith("cuda") else "self_cpu_time_total"
+    size = variants[names[0]][0].config.img_size
+    x = torch.randn(batch, 3, size, size, device=device)
+    tables = []
+    with torch.inference_mode():
+        for name in names:
+            forward = variants[name][1]
+            for _ in range(3):
+                forward(x)
+            sync()
+            with torch_profile(activities=activities) as prof:
+                forward(x)
+                sync()
+            tables.append(f"== {name}, batch {batch}\n" + prof.key_averages().table(sort_by=sort, row_limit=rows))
+    return "\n".join(tables)
 
 
 def markdown_table(report: dict) -> str:

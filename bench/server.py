@@ -51,8 +51,12 @@ class RunResult:
     images_per_second: float
     requests_per_second: float
     latency_ms: dict[str, float]
+    # the mean size of the batch an image ran in (from the responses, so right with --workers)
     mean_batch_size: float | None = None
+    # the server's dat_batch_size histogram over the run (one worker's with --workers)
     batch_size_buckets: dict[str, float] = field(default_factory=dict)
+    # the server's own account of its successful requests (their ``timing``), mean ms per stage
+    server_ms: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -78,6 +82,21 @@ def _request_kwargs(body: bytes, content_type: str, images_per_request: int) -> 
     return {"files": files}
 
 
+_STAGES = ("preprocess_ms", "queue_ms", "inference_ms", "total_ms", "batch_size")
+
+
+async def _post(client: httpx.AsyncClient, url: str, kwargs: dict) -> tuple[int | str, tuple]:
+    """(status or error name, the server's stage timings and batch size of a 200)."""
+    try:
+        response = await client.post(url, **kwargs)
+    except httpx.HTTPError as exc:
+        return type(exc).__name__, ()
+    if response.status_code != 200:
+        return response.status_code, ()
+    timing = response.json().get("timing", {})
+    return 200, tuple(float(timing.get(k, 0.0)) for k in _STAGES)
+
+
 async def _closed_loop(url, body, content_type, per_request, clients, duration):
     records = []
     deadline = time.perf_counter() + duration
@@ -87,11 +106,8 @@ async def _closed_loop(url, body, content_type, per_request, clients, duration):
             kwargs = _request_kwargs(body, content_type, per_request)
             while time.perf_counter() < deadline:
                 start = time.perf_counter()
-                try:
-                    status = (await client.post(url, **kwargs)).status_code
-                except httpx.HTTPError as exc:
-                    status = type(exc).__name__
-                records.append((start, time.perf_counter() - start, status))
+                status, timing = await _post(client, url, kwargs)
+                records.append((start, time.perf_counter() - start, status, timing))
         await asyncio.gather(*(one_client() for _ in range(clients)))
     return records
 
@@ -104,11 +120,8 @@ async def _open_loop(url, body, content_type, per_request, rate, duration, seed)
         kwargs = _request_kwargs(body, content_type, per_request)
 
         async def one(scheduled):
-            try:
-                status = (await client.post(url, **kwargs)).status_code
-            except httpx.HTTPError as exc:
-                status = type(exc).__name__
-            records.append((scheduled, time.perf_counter() - scheduled, status))
+            status, timing = await _post(client, url, kwargs)
+            records.append((scheduled, time.perf_counter() - scheduled, status, timing))
 
         tasks = []
         start = time.perf_counter()
@@ -133,29 +146,21 @@ def _worker(args) -> list:
 
 # -- orchestration ------------------------------------------------------------------------
 
-def read_batch_histogram(base_url: str) -> tuple[float, float, dict[str, float]]:
-    """(sum, count, cumulative buckets) of the server's dat_batch_size histogram."""
+def read_batch_histogram(base_url: str) -> dict[str, float]:
+    """The cumulative buckets of the server's dat_batch_size histogram."""
     text = httpx.get(f"{base_url}/metrics", timeout=10).text
-    total = count = 0.0
     buckets: dict[str, float] = {}
     for line in text.splitlines():
-        if 'task="classification"' not in line:  # the detector's batches are not this load's
-            continue
-        if line.startswith("dat_batch_size_sum"):
-            total = float(line.split()[-1])
-        elif line.startswith("dat_batch_size_count"):
-            count = float(line.split()[-1])
-        elif line.startswith("dat_batch_size_bucket"):
-            le = re.search(r'le="([^"]+)"', line).group(1)
-            buckets[le] = float(line.split()[-1])
-    return total, count, buckets
+        # the detector's batches are not this load's
+        if line.startswith("dat_batch_size_bucket") and 'task="classification"' in line:
+            buckets[re.search(r'le="([^"]+)"', line).group(1)] = float(line.split()[-1])
+    return buckets
 
 
 def run_level(base_url: str, mode: str, level: float, duration: float, body: bytes,
               content_type: str, images_per_request: int, processes: int) -> RunResult:
     url = f"{base_url}/classify"
     processes = max(1, min(processes, int(level) if mode == "closed" else processes))
-    before = read_batch_histogram(base_url)
     shares = []
     for i in range(processes):
         if mode == "closed":
@@ -163,27 +168,29 @@ def run_level(base_url: str, mode: str, level: float, duration: float, body: byt
         else:
             share = level / processes
         shares.append((mode, url, body, content_type, images_per_request, share, duration, i))
-    started = time.perf_counter()
+    before = read_batch_histogram(base_url)
     if processes == 1:
         records = _worker(shares[0])
     else:
         with mp.get_context("spawn").Pool(processes) as pool:
             records = [r for part in pool.map(_worker, shares) for r in part]
-    elapsed = time.perf_counter() - started
     after = read_batch_histogram(base_url)
+    # the load's own span (perf_counter is system-wide on Linux), not the client processes' start-up
+    elapsed = (max((r[0] + r[1] for r in records), default=1.0) - min((r[0] for r in records), default=0.0)
+               if records else duration)
 
     ok = [r for r in records if r[2] == 200]
     errors = Counter(str(r[2]) for r in records if r[2] != 200)
-    batches = after[1] - before[1]
-    buckets = {le: after[2].get(le, 0) - before[2].get(le, 0) for le in after[2]}
+    means = {k: statistics.fmean(r[3][i] for r in ok) for i, k in enumerate(_STAGES)} if ok else {}
     return RunResult(
         mode=mode, level=level, duration_s=elapsed, requests_ok=len(ok),
         images_ok=len(ok) * images_per_request, errors=dict(errors),
         images_per_second=len(ok) * images_per_request / elapsed,
         requests_per_second=len(ok) / elapsed,
         latency_ms=_percentiles([r[1] for r in ok]),
-        mean_batch_size=(after[0] - before[0]) / batches if batches else None,
-        batch_size_buckets=buckets)
+        mean_batch_size=means.pop("batch_size", None),
+        batch_size_buckets={le: after.get(le, 0) - before.get(le, 0) for le in after},
+        server_ms=means)
 
 
 def free_port() -> int:
@@ -227,9 +234,15 @@ class ServerProcess:
             self.log.close()
 
 
+def stages(server_ms: dict[str, float]) -> str:
+    if not server_ms:
+        return "-"
+    return " / ".join(f"{server_ms[k]:.1f}" for k in ("preprocess_ms", "queue_ms", "inference_ms"))
+
+
 def markdown_table(runs: list[dict], baseline_ips: float | None) -> str:
-    header = ("| mode | level | img/s | req/s | p50 ms | p95 ms | p99 ms | errors | mean batch |"
-              + (" efficiency |" if baseline_ips else ""))
+    header = ("| mode | level | img/s | req/s | p50 ms | p95 ms | p99 ms | errors | batch per image | "
+              "server preprocess / queue / inference ms |" + (" efficiency |" if baseline_ips else ""))
     lines = [header, "|" + "---|" * (header.count("|") - 1)]
     for r in runs:
         level = f"{int(r['level'])} clients" if r["mode"] == "closed" else f"{r['level']:g} req/s"
@@ -238,7 +251,7 @@ def markdown_table(runs: list[dict], baseline_ips: float | None) -> str:
         mean_batch = f"{r['mean_batch_size']:.1f}" if r["mean_batch_size"] else "-"
         row = (f"| {r['mode']} | {level} | {r['images_per_second']:.1f} | "
                f"{r['requests_per_second']:.1f} | {lat.get('p50', 0):.1f} | {lat.get('p95', 0):.1f} | "
-               f"{lat.get('p99', 0):.1f} | {errors} | {mean_batch} |")
+               f"{lat.get('p99', 0):.1f} | {errors} | {mean_batch} | {stages(r.get('server_ms', {}))} |")
         if baseline_ips:
             row += f" {r['images_per_second'] / baseline_ips:.0%} |"
         lines.append(row)

@@ -88,4 +88,5 @@ def _print_run(r: load.RunResult) -> None:
     lat = r.latency_ms
     print(f"  {r.images_per_second:8.1f} img/s  p50 {lat.get('p50', 0):7.1f} ms  "
           f"p99 {lat.get('p99', 0):7.1f} ms  errors {sum(r.errors.values())}  "
-          f"mean batch {r.mean_batch_size or 0:.1f}", flush=True)
+          f"batch per image {r.mean_batch_size or 0:.1f}  server ms (preprocess/queue/inference) "
+          f"{load.stages(r.server_ms)}", flush=True)
