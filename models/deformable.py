@@ -112,7 +112,8 @@ class DeformableAttention(nn.Module):
         # Both samplings run in float32: a half-precision grid misplaces samples by a visible
         # fraction of a pixel, and CPU bf16 grid sampling can return NaN.
         features = x.permute(0, 3, 1, 2).reshape(B * g, self.group_channels, H, W).float()
-        sampled = sample_keys_values(features, pos.flip(-1)).to(x.dtype)  # grid is (x, y)
+        pos_xy = pos.flip(-1)  # both samplings take (x, y) grids
+        sampled = sample_keys_values(features, pos_xy).to(x.dtype)
         sampled = sampled.reshape(B, C, hk * wk).transpose(1, 2)  # (B, Ns, C)
         k = _pointwise(self.proj_k, sampled).view(B, -1, heads, hd).transpose(1, 2)
         v = _pointwise(self.proj_v, sampled).view(B, -1, heads, hd).transpose(1, 2)
@@ -122,9 +123,11 @@ class DeformableAttention(nn.Module):
         if self.rpe_table is not None:
             table = self.rpe_table.float().expand(B, -1, -1, -1)
             table = table.reshape(B * g, heads // g, 2 * H - 1, 2 * W - 1)
-            displacement = (self.query_grid[None, :, None, :]
-                            - pos.reshape(B * g, 1, hk * wk, 2)).mul(0.5)
-            bias = interpolate_position_bias(table, displacement.flip(-1))
+            # Flipped and halved before the broadcast (halving is exact in binary floating
+            # point): one pass over the (B * g, H * W, Ns, 2) displacements instead of three.
+            displacement = (self.query_grid.flip(-1).mul(0.5)[None, :, None, :]
+                            - pos_xy.mul(0.5).reshape(B * g, 1, hk * wk, 2))
+            bias = interpolate_position_bias(table, displacement)
             bias = bias.reshape(B, heads, H * W, hk * wk).to(q.dtype)
 
         out = F.scaled_dot_product_attention(
