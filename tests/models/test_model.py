@@ -122,3 +122,26 @@ def test_half_precision_keeps_sampling_in_float32(tiny_model, batch):
     assert (positions[2][1] - ref_positions[2][1]).abs().max().item() < 0.02
     # bf16 keeps ~3 significant digits: logits of magnitude ~0.4 move by ~4e-3 here
     assert (logits.float() - reference).abs().max().item() < 0.03
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_the_cpu_mlp_fuses_linear_and_gelu_without_changing_the_answer(dtype, monkeypatch):
+    from models import layers
+    if not layers._HAS_LINEAR_POINTWISE:
+        pytest.skip("this torch build has no oneDNN linear fusion")
+    torch.manual_seed(0)
+    mlp = layers.TransformerMLP(32, 4, 0.0).eval().to(dtype)
+    x = torch.randn(2, 5, 7, 32).to(dtype)
+    calls = []
+    fused = torch.ops.mkldnn._linear_pointwise
+    monkeypatch.setattr(layers.torch.ops.mkldnn, "_linear_pointwise",
+                        lambda *args: calls.append(args[3]) or fused(*args), raising=False)
+    with torch.inference_mode():
+        got, want = mlp(x), mlp.chunk(x)
+    assert calls == ["gelu"]
+    tolerance = 1e-6 if dtype == torch.float32 else 2e-2  # bf16: one rounding of the hidden layer
+    assert (got.float() - want.float()).abs().max() <= tolerance
+    with torch.inference_mode():
+        mlp.train()
+        mlp(x)
+    assert calls == ["gelu"]  # training runs the plain modules
