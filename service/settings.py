@@ -88,8 +88,9 @@ class Settings(BaseSettings):
     gpu_preprocess: bool = Field(False, description="resize, crop and normalise a classifier's "
                                  "images on its GPU, when it runs on one (decoding stays on the "
                                  "CPU; agrees with Pillow to one level in 255). Slower than Pillow "
-                                 "for 500x375 JPEGs on an H100 host (457 against 726 img/s, one "
-                                 "process): it pays only where resizing large images dominates")
+                                 "for 500x375 JPEGs on an H100 host (468 against 726 img/s, one "
+                                 "process, 64 clients): it pays only where resizing large images "
+                                 "dominates")
     allow_points: bool = Field(True, description="let clients ask for the D blocks' sampling "
                                "points (?points=true)")
 
