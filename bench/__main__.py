@@ -42,6 +42,8 @@ def main(argv: list[str] | None = None) -> int:
     model.add_argument("--cuda-graphs", action="store_true",
                        help="also measure our model replayed as CUDA graphs, as the service's "
                             "--cuda-graphs runs it (CUDA only)")
+    model.add_argument("--interleave", action="store_true",
+                       help="variants take turns repeat by repeat (ratios on a shared, noisy machine)")
     model.add_argument("--min-seconds", type=float, default=0.0,
                        help="keep repeating each measurement until this much time was timed")
     model.add_argument("--out", default=None, help="folder for model.json and model.md")
@@ -107,7 +109,8 @@ def main(argv: list[str] | None = None) -> int:
                                      args.official, args.warmup, args.repeats,
                                      min_seconds=args.min_seconds,
                                      progress=lambda s: print(s, flush=True),
-                                     compile_mode=args.compile_mode, cuda_graphs=args.cuda_graphs)
+                                     compile_mode=args.compile_mode, cuda_graphs=args.cuda_graphs,
+                                     interleave=args.interleave)
         print()
         print(bench_model.markdown_table(report))
         if args.out:

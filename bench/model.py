@@ -17,7 +17,7 @@ import torch
 
 from models import create_model
 
-from .timing import Measurement, measure
+from .timing import Measurement, measure, measure_interleaved
 
 _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -89,7 +89,7 @@ def run(model_name: str = "dat_tiny", batch_sizes: tuple[int, ...] = (1, 8),
         precisions: tuple[str, ...] = ("fp32", "bf16"), device: str = "cpu",
         official_dir: str | None = None, warmup: int = 2, repeats: int = 5,
         min_seconds: float = 0.0, progress: Callable[[str], None] = print,
-        compile_mode: str | None = None, cuda_graphs: bool = False) -> dict:
+        compile_mode: str | None = None, cuda_graphs: bool = False, interleave: bool = False) -> dict:
     torch.manual_seed(0)
     variants = _variants(model_name, list(precisions), device, official_dir, compile_mode,
                          max(batch_sizes) if cuda_graphs else 0)
@@ -106,6 +106,17 @@ def run(model_name: str = "dat_tiny", batch_sizes: tuple[int, ...] = (1, 8),
                 "top1_agreement_with_ours_fp32": float((logits.argmax(1) == reference.argmax(1)).float().mean()),
                 "max_abs_diff_vs_ours_fp32": float((logits - reference).abs().max()),
             }
+        for batch in batch_sizes if interleave else ():
+            x = check[:batch]
+            progress(f"  all variants, taking turns, batch {batch:4d} ...")
+            measured = measure_interleaved({name: lambda f=forward, x=x: f(x) for name, (_, forward)
+                                            in variants.items()}, batch, warmup=warmup,
+                                           repeats=repeats, synchronize=sync)
+            for m in measured:
+                progress(f"  {m.variant:24s} batch {batch:4d}: {m.images_per_second:8.1f} img/s "
+                         f"(min {m.ips_min:.1f}, max {m.ips_max:.1f}), p50 {m.latency_ms_p50:.1f} ms")
+            results.extend(measured)
+        for name, (_, forward) in variants.items() if not interleave else ():
             for batch in batch_sizes:
                 x = check[:batch]
                 progress(f"  {name:24s} batch {batch:4d} ...")
@@ -115,7 +126,7 @@ def run(model_name: str = "dat_tiny", batch_sizes: tuple[int, ...] = (1, 8),
                 progress(f"  {name:24s} batch {batch:4d}: {m.images_per_second:8.1f} img/s "
                          f"(min {m.ips_min:.1f}, max {m.ips_max:.1f}), p50 {m.latency_ms_p50:.1f} ms")
     return {"model": model_name, "device": device, "machine": machine_description(device),
-            "results": [r.to_dict() for r in results], "agreement": agreement}
+            "interleaved": interleave, "results": [r.to_dict() for r in results], "agreement": agreement}
 
 
 def profile(model_name: str, precision: str, batch: int, device: str, official_dir: str | None,

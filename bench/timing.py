@@ -40,3 +40,25 @@ def measure(variant: str, batch_size: int, run: Callable[[], object], *, warmup:
     rates = [batch_size / d for d in durations]
     return Measurement(variant, batch_size, statistics.median(rates), min(rates), max(rates),
                        statistics.median(durations) * 1000, len(durations))
+
+
+def measure_interleaved(runs: dict[str, Callable[[], object]], batch_size: int, *, warmup: int,
+                        repeats: int, synchronize: Callable[[], None] = lambda: None) -> list[Measurement]:
+    """Like :func:`measure` for several variants at once, taking turns: repeat i of every
+    variant runs before repeat i + 1 of any, so a slow spell of a shared machine slows them
+    all alike and their ratios hold."""
+    for run in runs.values():
+        for _ in range(warmup):
+            run()
+    synchronize()
+    durations: dict[str, list[float]] = {name: [] for name in runs}
+    for _ in range(repeats):
+        for name, run in runs.items():
+            start = time.perf_counter()
+            run()
+            synchronize()
+            durations[name].append(time.perf_counter() - start)
+    return [Measurement(name, batch_size, statistics.median([batch_size / d for d in ds]),
+                        min(batch_size / d for d in ds), max(batch_size / d for d in ds),
+                        statistics.median(ds) * 1000, len(ds))
+            for name, ds in durations.items()]
