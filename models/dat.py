@@ -9,7 +9,6 @@ from dataclasses import dataclass, field
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from .config import DATConfig
 from .deformable import DeformableAttention
@@ -20,6 +19,7 @@ from .layers import (
     ShiftWindowAttention,
     TransformerMLP,
     TransformerMLPWithConv,
+    linear,
 )
 from .transforms import Letterbox, Preprocessing
 
@@ -61,7 +61,7 @@ class TransformerStage(nn.Module):
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, list, list]:
         """x (B, H, W, C_in) -> (B, H, W, C), per-block positions and references."""
         if isinstance(self.proj, nn.Conv2d):
-            x = F.linear(x, self.proj.weight.flatten(1), self.proj.bias)
+            x = linear(x, self.proj.weight.flatten(1), self.proj.bias)
         positions, references = [], []
         for d, (attn, mlp) in enumerate(zip(self.attns, self.mlps)):
             out, pos, ref = attn(self.layer_norms[2 * d](x))

@@ -12,7 +12,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .layers import LayerNormProxy
+from .layers import LayerNormProxy, linear
 from .sampling import interpolate_position_bias, sample_keys_values
 
 # Depthwise kernel of the offset network, by stage (official values).
@@ -29,7 +29,7 @@ def reference_points(height: int, width: int) -> torch.Tensor:
 
 def _pointwise(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
     """A 1x1 Conv2d applied to channels-last input as the Linear it is."""
-    return F.linear(x, conv.weight.flatten(1), conv.bias)
+    return linear(x, conv.weight.flatten(1), conv.bias)
 
 
 class DeformableAttention(nn.Module):
@@ -92,7 +92,7 @@ class DeformableAttention(nn.Module):
         q_groups = q.permute(0, 3, 1, 2).reshape(B * self.groups, self.group_channels, H, W)
         dwconv, norm, act, to_offset = self.conv_offset
         hidden = act(norm(dwconv(q_groups).permute(0, 2, 3, 1)))
-        offset = F.linear(hidden, to_offset.weight.flatten(1)).float()  # (B*g, Hk, Wk, 2)
+        offset = linear(hidden, to_offset.weight.flatten(1)).float()  # (B*g, Hk, Wk, 2)
         if self.offset_range_factor > 0:
             offset = offset.tanh().mul(self.offset_range).mul(self.offset_range_factor)
         if self.no_off:
