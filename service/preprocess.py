@@ -138,7 +138,7 @@ def _on_device(image: Image.Image, preprocessing: Preprocessing, device: torch.d
         return preprocessing.from_pixels(torch.from_numpy(np.array(image)))
     # Pinned memory and this thread's own stream: on the model's stream every image would wait
     # for the batch in flight. The stream is synchronised (GIL released) before the tensor
-    # leaves this thread, so its users need no event.
+    # leaves this thread, so its readers need not wait; ``stack`` tells the allocator about them.
     pixels = torch.empty((image.height, image.width, 3), dtype=torch.uint8, pin_memory=True)
     pixels.numpy()[:] = np.asarray(image)
     stream = getattr(_thread_streams, "stream", None)

@@ -55,8 +55,8 @@ class ModelRuntime:
                                         **self.backend.describe()})
 
     def _preprocess_device(self, meta: ModelMeta) -> torch.device | None:
-        """The model's GPU, where it can take the resize off the CPU (measured the bottleneck
-        of a GPU server); None keeps preprocessing on the CPU."""
+        """The model's GPU when ``--gpu-preprocess`` asks for it and the model's transform runs
+        on tensors; None keeps Pillow on the CPU."""
         device = torch.device(self.backend.device)
         if not (self.settings.gpu_preprocess and device.type == "cuda" and self.backend.takes_device_inputs
                 and isinstance(meta.preprocessing, Preprocessing) and meta.preprocessing.runs_on_tensors):

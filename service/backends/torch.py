@@ -166,10 +166,9 @@ class TorchBackend(Backend):
 
 
 class CudaGraphs:
-    """A DAT's ``forward_with_points`` captured per bucket size,
-    largest first, in one memory pool (graphs replay one at a time on the inference thread and
-    their outputs are copied out before the next replay, so sharing the pool's scratch memory
-    is safe)."""
+    """A DAT's ``forward_with_points`` captured per bucket size, largest first, in one memory
+    pool (graphs replay one at a time on the inference thread and their outputs are copied out
+    before the next replay, so sharing the pool's scratch memory is safe)."""
 
     def __init__(self, forward: Callable[[torch.Tensor], Any], max_batch: int, size: int,
                  device: str, dtype: torch.dtype) -> None:

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import json
 import signal
+import subprocess
 import time
+from collections.abc import Iterator
 
 import httpx
 import pytest
@@ -18,10 +21,24 @@ def json_lines(text: str) -> list[dict]:
     return [json.loads(line) for line in text.splitlines() if line.strip()]
 
 
+@contextlib.contextmanager
+def ended(process: subprocess.Popen) -> Iterator[list[dict]]:
+    """Yields a list that holds the process's JSON log lines once the block is over; the
+    process is killed first if the block left it running (a failed check)."""
+    logs: list[dict] = []
+    try:
+        yield logs
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        logs.extend(json_lines(process.stderr.read()))
+
+
 def test_a_real_server_serves_batches_and_drains_on_sigterm(tiny_config_file):
     process, url = start("--model", str(tiny_config_file), "--max-queue-delay-ms", "3000",
                          "--max-batch-size", "8", "--no-warmup", "--shutdown-timeout-s", "20")
-    try:
+    with ended(process) as logs:
         wait_ready(process, url)
         single = httpx.post(f"{url}/classify", files={"file": ("x.png", sample_png(0), "image/png")},
                             headers={"X-Request-ID": "req-1"}, params={"timeout_ms": 5000}, timeout=10)
@@ -43,11 +60,7 @@ def test_a_real_server_serves_batches_and_drains_on_sigterm(tiny_config_file):
         # drained at once, not after the 3 s delay
         assert max(r.json()["timing"]["queue_ms"] for r in responses) < 2500
         assert process.wait(timeout=30) == 0
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-    logs = json_lines(process.stderr.read())
+
     messages = [entry["msg"] for entry in logs]
     assert "draining" in messages and "stopped" in messages
     access = [e for e in logs if e["logger"] == "service.access" and e["path"] == "/classify"]
@@ -59,7 +72,7 @@ def test_a_real_server_serves_batches_and_drains_on_sigterm(tiny_config_file):
 def test_workers_share_the_port_each_with_its_model_and_all_drain(tiny_config_file):
     process, url = start("--model", str(tiny_config_file), "--workers", "2", "--no-warmup",
                          "--max-queue-delay-ms", "1")
-    try:
+    with ended(process) as logs:
         wait_ready(process, url)
         statuses = []
         for i in range(24):  # a new connection each: the kernel spreads them over the workers
@@ -69,11 +82,7 @@ def test_workers_share_the_port_each_with_its_model_and_all_drain(tiny_config_fi
         assert statuses == [200] * 24
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=60) == 0
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-    logs = json_lines(process.stderr.read())
+
     (started,) = [e for e in logs if e["msg"] == "started workers"]
     workers = set(started["pids"])
     assert len(workers) == 2 and process.pid not in workers
@@ -83,29 +92,14 @@ def test_workers_share_the_port_each_with_its_model_and_all_drain(tiny_config_fi
     assert answered <= workers and answered  # one or both, as the kernel spread the connections
 
 
-def test_a_worker_that_cannot_load_stops_the_rest_and_the_exit_status_says_so(tiny_config_file, tmp_path):
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_a_model_that_cannot_load_exits_1(tiny_config_file, tmp_path, workers):
+    """With workers, the one that fails stops the rest and the parent reports it."""
     missing = tmp_path / "missing.safetensors"
-    process, _ = start("--model", str(tiny_config_file), "--checkpoint", str(missing), "--workers", "2")
-    try:
+    process, _ = start("--model", str(tiny_config_file), "--checkpoint", str(missing), "--workers", workers)
+    with ended(process) as logs:
         assert process.wait(timeout=120) == 1
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-    logs = json_lines(process.stderr.read())
-    assert any(e["msg"].startswith("model failed to load") for e in logs)
 
-
-def test_a_model_that_cannot_load_exits_1(tiny_config_file, tmp_path):
-    missing = tmp_path / "missing.safetensors"
-    process, _ = start("--model", str(tiny_config_file), "--checkpoint", str(missing))
-    try:
-        assert process.wait(timeout=90) == 1
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-    logs = json_lines(process.stderr.read())
     assert any(e["msg"].startswith("model failed to load") and "not found" in e["msg"] for e in logs)
 
 
