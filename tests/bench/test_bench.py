@@ -1,0 +1,68 @@
+"""The benchmark tools run and report what they measured (speed itself is never asserted)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from bench.server import check_loopback
+from bench.timing import measure_interleaved
+from tests.conftest import REPO
+
+
+def test_interleaved_variants_take_turns_repeat_by_repeat():
+    calls = []
+    runs = {name: (lambda n=name: calls.append(n)) for name in ("a", "b", "c")}
+    measured = measure_interleaved(runs, 4, warmup=1, repeats=3)
+    assert calls[:3] == ["a", "b", "c"]  # one warm-up each
+    assert calls[3:] == ["a", "b", "c"] * 3
+    assert [m.variant for m in measured] == ["a", "b", "c"]
+    assert all(m.repeats == 3 and m.batch_size == 4 and m.ips_min <= m.images_per_second <= m.ips_max
+               for m in measured)
+
+
+def test_load_is_only_aimed_at_loopback():
+    check_loopback("http://127.0.0.1:8000")
+    with pytest.raises(ValueError, match="only loopback"):
+        check_loopback("http://192.0.2.1:8000")
+
+
+def _bench(*args: str, timeout: float = 300) -> str:
+    done = subprocess.run([sys.executable, "-m", "bench", *args], cwd=REPO, capture_output=True,
+                          text=True, timeout=timeout)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout
+
+
+@pytest.mark.slow
+def test_model_benchmark_writes_every_variant_and_batch(tmp_path):
+    _bench("model", "--model", "dat_digits", "--precisions", "fp32,bf16", "--batch-sizes", "1,2",
+           "--repeats", "2", "--warmup", "1", "--interleave", "--out", str(tmp_path))
+    report = json.loads((tmp_path / "model.json").read_text())
+    assert report["interleaved"] and report["device"] == "cpu"
+    assert {(r["variant"], r["batch_size"]) for r in report["results"]} == {
+        (v, b) for v in ("ours-fp32", "ours-bf16") for b in (1, 2)}
+    assert all(r["images_per_second"] > 0 for r in report["results"])
+    assert report["agreement"]["ours-fp32"]["top1_agreement_with_ours_fp32"] == 1.0
+    assert (tmp_path / "model.md").read_text().startswith("| variant |")
+
+
+@pytest.mark.slow
+def test_server_benchmark_drives_a_real_server_and_reads_its_timings(tmp_path):
+    out = _bench("server", "--server-args", "--model dat_digits --backend torch --detector none "
+                 "--no-warmup --max-batch-size 8", "--concurrency", "2", "--rates", "half",
+                 "--duration", "1", "--processes", "1", "--images-per-request", "2",
+                 "--baseline-ips", "100", "--out", str(tmp_path))
+    report = json.loads((tmp_path / "server.json").read_text())
+    closed, opened = report["runs"]
+    assert (closed["mode"], closed["level"], opened["mode"]) == ("closed", 2, "open")
+    for run in (closed, opened):
+        assert run["requests_ok"] > 0 and run["errors"] == {}
+        assert run["images_ok"] == 2 * run["requests_ok"]
+        assert set(run["server_ms"]) == {"preprocess_ms", "queue_ms", "inference_ms", "total_ms"}
+        assert run["mean_batch_size"] >= 2  # each request's two images share a batch
+        assert run["latency_ms"]["p50"] <= run["latency_ms"]["p99"]
+    assert "efficiency" in out and (tmp_path / "server.md").is_file()
