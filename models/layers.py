@@ -69,8 +69,8 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
     the bias in the kernel (``F.linear`` first copies the bias into the output, and the GELU is
     another pass over the stage's largest activation): bit-identical in fp32 and without the
     GELU, within one rounding of the hidden layer in bf16 (DAT-T bf16 b8: 1.046x for the GELU,
-    1.03x more for the bias, each in interleaved pairs). Traced, exported and compiled graphs
-    keep the plain ops."""
+    1.03x more for the bias, each in interleaved pairs). Autograd, traced, exported and compiled
+    graphs keep the plain ops."""
     if _onednn(x, weight):
         return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "gelu" if gelu else "none", [],
                                                  "none" if gelu else "")
@@ -79,7 +79,9 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
 
 
 def _onednn(x: torch.Tensor, weight: torch.Tensor) -> bool:
-    return (x.device.type == "cpu" and x.dtype in (torch.float32, torch.bfloat16)
+    # The fused op has no backward: anything autograd would record keeps the plain ops.
+    records_grad = torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)
+    return (not records_grad and x.device.type == "cpu" and x.dtype in (torch.float32, torch.bfloat16)
             and weight.dtype == x.dtype and x.is_contiguous() and _HAS_LINEAR_POINTWISE
             and not torch.jit.is_tracing() and not torch.onnx.is_in_onnx_export()
             and not torch.compiler.is_compiling())

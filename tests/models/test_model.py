@@ -147,3 +147,5 @@ def test_cpu_linears_run_as_one_onednn_call_without_changing_the_answer(dtype, m
         traced = torch.jit.trace(mlp.eval(), x, check_trace=False)
     assert calls == ["gelu", "none"]  # training and tracing run the plain modules
     assert "mkldnn" not in str(traced.graph) and "gelu" in str(traced.graph)
+    mlp(x.requires_grad_()).float().sum().backward()  # eval mode with autograd: plain ops too
+    assert calls == ["gelu", "none"] and mlp.chunk.linear1.weight.grad is not None
