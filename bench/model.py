@@ -64,8 +64,7 @@ def _variants(model_name: str, precisions: list[str], device: str, official_dir:
         if graphs_max_batch and device.startswith("cuda"):
             from service.backends.torch import CudaGraphs  # as the service's --cuda-graphs runs it
             with torch.inference_mode():
-                graphs = CudaGraphs(model.forward_with_points, graphs_max_batch, model.config.img_size,
-                                    device, dtype)
+                graphs = CudaGraphs(model, graphs_max_batch, model.config.img_size, device, dtype)
                 graphs.check_against(model)
             variants[f"ours-{precision}-graphs"] = (
                 model, lambda x, g=graphs, d=dtype: g.run(x.to(d))[0].float())

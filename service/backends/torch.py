@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import copy
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -149,8 +149,8 @@ class TorchBackend(Backend):
         if self._use_graphs and self.model is not None:
             try:
                 with torch.inference_mode():
-                    graphs = CudaGraphs(self.model.forward_with_points, max(batch_sizes),
-                                        self.meta.input_size, self.device, self.dtype)
+                    graphs = CudaGraphs(self.model, max(batch_sizes), self.meta.input_size,
+                                        self.device, self.dtype)
                     graphs.check_against(self.model)
                 self._graphs = graphs
                 log.info("captured CUDA graphs", extra={"buckets": graphs.sizes})
@@ -170,8 +170,7 @@ class CudaGraphs:
     pool (graphs replay one at a time on the inference thread and their outputs are copied out
     before the next replay, so sharing the pool's scratch memory is safe)."""
 
-    def __init__(self, forward: Callable[[torch.Tensor], Any], max_batch: int, size: int,
-                 device: str, dtype: torch.dtype) -> None:
+    def __init__(self, model: DAT, max_batch: int, size: int, device: str, dtype: torch.dtype) -> None:
         self.max_batch = max_batch
         self.sizes = sorted({min(2**i, max_batch) for i in range(max_batch.bit_length() + 1)})
         self._graphs: dict[int, tuple[torch.cuda.CUDAGraph, torch.Tensor, Any]] = {}
@@ -182,19 +181,28 @@ class CudaGraphs:
             side.wait_stream(torch.cuda.current_stream(device))
             with torch.cuda.stream(side):
                 for _ in range(2):  # lazy initialisation (cuBLAS handles, ...) outside capture
-                    forward(static)
+                    model.forward_with_points(static)
             torch.cuda.current_stream(device).wait_stream(side)
             graph = torch.cuda.CUDAGraph()
             with torch.cuda.graph(graph, pool=pool):
-                logits, positions, _ = forward(static)
+                logits, positions, _ = model.forward_with_points(static)
             self._graphs[n] = (graph, static, (logits, positions))
         torch.cuda.synchronize(device)
 
     def check_against(self, model: DAT) -> None:
         """Replays must answer as the eager model does (a padded bucket included)."""
         static = self._graphs[self.sizes[-1]][1]
-        check_replica(self.run, model, self.max_batch, static.shape[-1], static.device, static.dtype,
-                      what="CUDA graph replay")
+        g = torch.Generator(device=static.device).manual_seed(0)
+        for n in {1, 3 if self.max_batch >= 3 else 1, self.max_batch}:
+            x = torch.randn(n, *static.shape[1:], generator=g, device=static.device).to(static.dtype)
+            eager = model(x).float()
+            replayed = self.run(x)[0].float()
+            scale = eager.abs().max().clamp_min(1.0)
+            error = ((replayed - eager).abs().max() / scale).item()
+            tolerance = 1e-3 if static.dtype == torch.float32 else 3e-2
+            if not error <= tolerance:
+                raise RuntimeError(f"CUDA graph replay differs from eager at batch {n} "
+                                   f"(relative error {error:.2e} > {tolerance:g})")
 
     def run(self, x: torch.Tensor) -> tuple[torch.Tensor, list]:
         n = x.shape[0]
@@ -205,23 +213,6 @@ class CudaGraphs:
             static[n:].zero_()
         graph.replay()
         return logits[:n], [[p[:n] if p is not None else None for p in stage] for stage in positions]
-
-
-def check_replica(forward: Callable[[torch.Tensor], Any], model: DAT, max_batch: int, size: int,
-                  device: str | torch.device, dtype: torch.dtype, what: str) -> None:
-    """``forward`` (returning logits first) must answer as the eager model does, at batch 1, 3
-    and ``max_batch``."""
-    g = torch.Generator(device=device).manual_seed(0)
-    for n in sorted({1, 3 if max_batch >= 3 else 1, max_batch}):
-        x = torch.randn(n, 3, size, size, generator=g, device=device).to(dtype)
-        eager = model(x).float()
-        other = forward(x)[0].float()
-        scale = eager.abs().max().clamp_min(1.0)
-        error = ((other - eager).abs().max() / scale).item()
-        tolerance = 1e-3 if dtype == torch.float32 else 3e-2
-        if not error <= tolerance:
-            raise RuntimeError(f"{what} differs from eager at batch {n} "
-                               f"(relative error {error:.2e} > {tolerance:g})")
 
 
 def _checkpoint_classes(model: DAT | RetinaNet, state: Mapping[str, torch.Tensor]) -> int | None:
