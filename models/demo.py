@@ -28,6 +28,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from functools import cache
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -37,6 +38,8 @@ from PIL import Image, ImageDraw, ImageFilter, ImageFont, ImageOps
 from .checkpoint import save_safetensors
 from .dat import DAT
 from .registry import create_model
+
+M = TypeVar("M", bound=torch.nn.Module)
 
 MODEL_NAME = "dat_digits"
 HELD_OUT = 360  # the last 360 of the 1,797 scans (20%)
@@ -321,14 +324,29 @@ def train(out: str | Path | None = None, *, epochs: int = DEFAULT_EPOCHS, seed: 
     log(f"held-out top-1 {held_out:.4f} ({len(held_labels)} images), light-on-dark {inverted:.4f}; "
         f"trained in {seconds:.0f}s")
     if out is not None:
-        out = Path(out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        save_safetensors(model, out, metadata={"model": MODEL_NAME,
-                                               "held_out_top1": f"{held_out:.4f}",
-                                               "seed": str(seed), "epochs": str(epochs)})
-        out.with_suffix(".json").write_text(json.dumps(record, indent=2) + "\n")
-        log(f"wrote {out} ({out.stat().st_size / 1e6:.2f} MB) and {out.with_suffix('.json')}")
+        write_trained(model, out, record, log, {"model": MODEL_NAME, "held_out_top1": f"{held_out:.4f}",
+                                                "seed": str(seed), "epochs": str(epochs)})
     return record
+
+
+def write_trained(model: torch.nn.Module, out: str | Path, record: dict, log: Callable[[str], None],
+                  metadata: dict[str, str]) -> None:
+    """A trained demo model: its safetensors weights (with ``metadata``) and, beside them, the
+    JSON record of how they were made."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    save_safetensors(model, out, metadata=metadata)
+    out.with_suffix(".json").write_text(json.dumps(record, indent=2) + "\n")
+    log(f"wrote {out} ({out.stat().st_size / 1e6:.2f} MB) and {out.with_suffix('.json')}")
+
+
+def with_weights(build: Callable[..., M], weights: Path | None) -> M:
+    """``build``'s model with its committed weights, or with ``weights`` where given."""
+    model = build(pretrained=weights is None)
+    if weights is not None:
+        from .checkpoint import load_checkpoint
+        load_checkpoint(model, weights)
+    return model
 
 
 # --------------------------------------------------------------------------- samples
@@ -464,10 +482,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                        log=lambda m: print(m, flush=True), command=command)
         return 0 if record["held_out_top1"] >= 0.95 or args.train_limit else 1
     if args.command == "predict":
-        model = digits_model(pretrained=args.weights is None)
-        if args.weights is not None:
-            from .checkpoint import load_checkpoint
-            load_checkpoint(model, args.weights)
+        model = with_weights(digits_model, args.weights)
         probs = predict(model, [load_rgb(path) for path in args.images])
         for path, row in zip(args.images, probs):
             print(f"{path}: {model.info.labels[int(row.argmax())]} ({row.max().item():.3f})")

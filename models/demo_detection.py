@@ -40,8 +40,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageFilter, ImageOps
 
-from .checkpoint import save_safetensors
-from .demo import _font_glyph, _scan_ink, digit_scans, load_rgb
+from .demo import _font_glyph, _scan_ink, digit_scans, load_rgb, with_weights, write_trained
 from .detection import RetinaNet, box_iou, encode_boxes, load_backbone
 from .detection_eval import mean_average_precision
 from .registry import create_model, get_spec
@@ -446,12 +445,8 @@ def train(out: str | Path | None = None, *, steps: int = DEFAULT_STEPS, seed: in
     log(f"held-out mAP@0.5 {held_map:.4f} ({len(held_scenes)} scenes); trained in {seconds:.0f}s "
         f"({data_seconds:.0f}s making scenes)")
     if out is not None:
-        out = Path(out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        save_safetensors(model, out, metadata={"model": MODEL_NAME, "held_out_map50": f"{held_map:.4f}",
-                                               "seed": str(seed), "steps": str(steps)})
-        out.with_suffix(".json").write_text(json.dumps(record, indent=2) + "\n")
-        log(f"wrote {out} ({out.stat().st_size / 1e6:.2f} MB) and {out.with_suffix('.json')}")
+        write_trained(model, out, record, log, {"model": MODEL_NAME, "held_out_map50": f"{held_map:.4f}",
+                                                "seed": str(seed), "steps": str(steps)})
     return record
 
 
@@ -584,10 +579,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                        log=lambda m: print(m, flush=True), command=command)
         return 0 if not args.held_out or record["held_out_map50"] >= 0.7 else 1
     if args.command == "evaluate":
-        model = detector_model(pretrained=args.weights is None)
-        if args.weights is not None:
-            from .checkpoint import load_checkpoint
-            load_checkpoint(model, args.weights)
+        model = with_weights(detector_model, args.weights)
         start = time.perf_counter()
         score = evaluate(model, held_out_scenes(args.scenes))
         print(f"held-out mAP@0.5 {score:.4f} ({args.scenes} scenes, {time.perf_counter() - start:.1f}s)")
