@@ -24,11 +24,16 @@ class BlockPoints(BaseModel):
                     "-1 and 1 being the centres of the first and last pixel")
 
 
-class ImageResult(BaseModel):
+class ImageOfRequest(BaseModel):
+    """What every per-image result starts with."""
+
     index: int = Field(description="position of the image in the request")
     filename: str | None = None
     width: int = Field(description="width of the decoded, upright image")
     height: int
+
+
+class ImageResult(ImageOfRequest):
     predictions: list[Prediction]
     points: list[BlockPoints] | None = Field(
         None, description="sampling points of every deformable (D) block, with ?points=true")
@@ -74,11 +79,7 @@ class Detection(BaseModel):
     score: float = Field(description="sigmoid class score")
 
 
-class DetectionResult(BaseModel):
-    index: int = Field(description="position of the image in the request")
-    filename: str | None = None
-    width: int = Field(description="width of the decoded, upright image")
-    height: int
+class DetectionResult(ImageOfRequest):
     detections: list[Detection] = Field(description="best first")
 
 
