@@ -24,7 +24,7 @@ echo "== gpu-marked service tests"
 timeout 120 $PY -m pytest tests/service/test_gpu.py -q -p no:cacheprovider 2>&1 | tail -8 | tee "$OUT/pytest_gpu.log"
 
 COMMON="--model dat_tiny --device cuda --precision fp16 --max-batch-size 64 --max-queue-size 1024 --max-inflight-requests 1024 --preprocess-workers 12 --max-queue-delay-ms 2"
-for variant in "eager:" "eager-swi:--switch-interval-ms 0.5" \
+for variant in "eager:--no-cuda-graphs" "eager-swi:--no-cuda-graphs --switch-interval-ms 0.5" \
                "graphs:--cuda-graphs" "graphs-swi:--cuda-graphs --switch-interval-ms 0.5"; do
   name=${variant%%:*} args=${variant#*:}
   echo "== server $name ($args)"
