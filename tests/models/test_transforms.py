@@ -27,6 +27,19 @@ def test_pipeline_is_square_bicubic_resize_centre_crop_and_imagenet_normalisatio
     np.testing.assert_allclose(got.numpy(), want, atol=1e-5)
 
 
+@pytest.mark.parametrize("mean, std", [((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+                                       ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))])
+def test_normalisation_is_bit_identical_to_to_tensor_and_normalize(mean, std):
+    # every value of every channel, once: the lookup must equal float32 (x / 255 - mean) / std
+    pixels = np.stack([np.arange(256, dtype=np.uint8).reshape(16, 16)] * 3, axis=-1)
+    pixels[..., 1] = pixels[..., 1].T  # channels must not share their lookups by accident
+    got = Preprocessing(16, crop_pct=1.0, mean=mean, std=std).normalize(Image.fromarray(pixels))
+    x = torch.from_numpy(pixels).permute(2, 0, 1).float() / 255.0
+    want = (x - torch.tensor(mean).view(3, 1, 1)) / torch.tensor(std).view(3, 1, 1)
+    assert got.dtype == np.float32 and got.flags.c_contiguous
+    assert np.array_equal(got, want.numpy())
+
+
 def test_round_trips_through_a_dict_and_rejects_bad_values():
     p = Preprocessing(96, crop_pct=1.0, interpolation="bilinear", mean=(0.5,) * 3, std=(0.25,) * 3)
     assert Preprocessing.from_dict(p.to_dict()) == p
