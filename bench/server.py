@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import json
 import multiprocessing as mp
 import os
 import random
@@ -28,6 +29,8 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import httpx
+
+from .http_client import ConnectionPool, ResponseError, prepare_request
 
 
 def check_loopback(url: str) -> None:
@@ -57,6 +60,8 @@ class RunResult:
     batch_size_buckets: dict[str, float] = field(default_factory=dict)
     # the server's own account of its successful requests (their ``timing``), mean ms per stage
     server_ms: dict[str, float] = field(default_factory=dict)
+    # the raw backend alone, measured just before and after this run (--measure-baseline)
+    baseline_ips: float | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -75,73 +80,76 @@ def _percentiles(latencies: list[float]) -> dict[str, float]:
 
 # -- the client side, run in worker processes ---------------------------------------------
 
-def _request_kwargs(body: bytes, content_type: str, images_per_request: int) -> dict:
-    if images_per_request == 1:
-        return {"content": body, "headers": {"content-type": content_type}}
-    files = [("files", (f"image{i}", body, content_type)) for i in range(images_per_request)]
-    return {"files": files}
-
-
 _STAGES = ("preprocess_ms", "queue_ms", "inference_ms", "total_ms", "batch_size")
+_TIMEOUT_S = 60.0
 
 
-async def _post(client: httpx.AsyncClient, url: str, kwargs: dict) -> tuple[int | str, tuple]:
+async def _post(pool: ConnectionPool) -> tuple[int | str, tuple]:
     """(status or error name, the server's stage timings and batch size of a 200)."""
     try:
-        response = await client.post(url, **kwargs)
-    except httpx.HTTPError as exc:
+        status, body = await pool.send(_TIMEOUT_S)
+    except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError, ResponseError) as exc:
         return type(exc).__name__, ()
-    if response.status_code != 200:
-        return response.status_code, ()
-    timing = response.json().get("timing", {})
+    if status != 200:
+        return status, ()
+    timing = json.loads(body).get("timing", {})
     return 200, tuple(float(timing.get(k, 0.0)) for k in _STAGES)
 
 
-async def _closed_loop(url, body, content_type, per_request, clients, duration):
+async def _closed_loop(url, request, clients, duration):
     records = []
     deadline = time.perf_counter() + duration
-    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-    async with httpx.AsyncClient(limits=limits, timeout=60) as client:
-        async def one_client():
-            kwargs = _request_kwargs(body, content_type, per_request)
-            while time.perf_counter() < deadline:
-                start = time.perf_counter()
-                status, timing = await _post(client, url, kwargs)
-                records.append((start, time.perf_counter() - start, status, timing))
-        await asyncio.gather(*(one_client() for _ in range(clients)))
+    pools = [ConnectionPool(url, request) for _ in range(clients)]  # one connection per client
+
+    async def one_client(pool):
+        while time.perf_counter() < deadline:
+            start = time.perf_counter()
+            status, timing = await _post(pool)
+            records.append((start, time.perf_counter() - start, status, timing))
+        pool.close()
+    await asyncio.gather(*(one_client(pool) for pool in pools))
     return records
 
 
-async def _open_loop(url, body, content_type, per_request, rate, duration, seed):
+async def _open_loop(url, request, rate, duration, seed):
     records = []
     rng = random.Random(seed)
-    limits = httpx.Limits(max_connections=1024, max_keepalive_connections=256)
-    async with httpx.AsyncClient(limits=limits, timeout=60) as client:
-        kwargs = _request_kwargs(body, content_type, per_request)
+    pool = ConnectionPool(url, request)
 
-        async def one(scheduled):
-            status, timing = await _post(client, url, kwargs)
-            records.append((scheduled, time.perf_counter() - scheduled, status, timing))
+    async def one(scheduled):
+        status, timing = await _post(pool)
+        records.append((scheduled, time.perf_counter() - scheduled, status, timing))
 
-        tasks = []
-        start = time.perf_counter()
-        t = start
-        while t < start + duration:
-            t += rng.expovariate(rate)
-            delay = t - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            tasks.append(asyncio.create_task(one(t)))
-        await asyncio.gather(*tasks)
+    tasks = []
+    start = time.perf_counter()
+    t = start
+    while t < start + duration:
+        t += rng.expovariate(rate)
+        delay = t - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(one(t)))
+    await asyncio.gather(*tasks)
+    pool.close()
     return records
 
 
 def _worker(args) -> list:
     mode, url, body, content_type, per_request, level, duration, seed = args
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    request = prepare_request(url, body, content_type, per_request)
     if mode == "closed":
-        return asyncio.run(_closed_loop(url, body, content_type, per_request, int(level), duration))
-    return asyncio.run(_open_loop(url, body, content_type, per_request, level, duration, seed))
+        return _run(_closed_loop(url, request, int(level), duration))
+    return _run(_open_loop(url, request, level, duration, seed))
+
+
+def _run(coroutine):
+    """On uvloop where it is installed: the client's own CPU time is the server's loss."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(coroutine)
+    return uvloop.run(coroutine)
 
 
 # -- orchestration ------------------------------------------------------------------------
@@ -241,8 +249,11 @@ def stages(server_ms: dict[str, float]) -> str:
 
 
 def markdown_table(runs: list[dict], baseline_ips: float | None) -> str:
+    """One row per run; an efficiency column (server img/s / raw backend img/s) against each
+    run's own measured baseline, or ``baseline_ips`` for the runs without one."""
+    with_efficiency = bool(baseline_ips) or any(r.get("baseline_ips") for r in runs)
     header = ("| mode | level | img/s | req/s | p50 ms | p95 ms | p99 ms | errors | batch per image | "
-              "server preprocess / queue / inference ms |" + (" efficiency |" if baseline_ips else ""))
+              "server preprocess / queue / inference ms |" + (" raw img/s | efficiency |" if with_efficiency else ""))
     lines = [header, "|" + "---|" * (header.count("|") - 1)]
     for r in runs:
         level = f"{int(r['level'])} clients" if r["mode"] == "closed" else f"{r['level']:g} req/s"
@@ -252,7 +263,8 @@ def markdown_table(runs: list[dict], baseline_ips: float | None) -> str:
         row = (f"| {r['mode']} | {level} | {r['images_per_second']:.1f} | "
                f"{r['requests_per_second']:.1f} | {lat.get('p50', 0):.1f} | {lat.get('p95', 0):.1f} | "
                f"{lat.get('p99', 0):.1f} | {errors} | {mean_batch} | {stages(r.get('server_ms', {}))} |")
-        if baseline_ips:
-            row += f" {r['images_per_second'] / baseline_ips:.0%} |"
+        if with_efficiency:
+            raw = r.get("baseline_ips") or baseline_ips
+            row += f" {raw:.1f} | {r['images_per_second'] / raw:.0%} |" if raw else " - | - |"
         lines.append(row)
     return "\n".join(lines)
