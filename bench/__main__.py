@@ -80,6 +80,10 @@ def main(argv: list[str] | None = None) -> int:
     server.add_argument("--processes", type=int, default=2, help="client processes")
     server.add_argument("--baseline-ips", type=float,
                         help="raw backend img/s at the server's max batch (efficiency = server / this)")
+    server.add_argument("--measure-baseline", action="store_true",
+                        help="measure the raw backend the server runs (built from --server-args) "
+                             "at its max batch, alone, before every closed-loop level and after the "
+                             "last; each level's efficiency is against the mean of the two around it")
     server.add_argument("--title", default="", help="title of the plot")
     server.add_argument("--out", default=None, help="folder for server.json, server.md and the plot")
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import shlex
+import sys
 from pathlib import Path
 
 from PIL import Image, ImageDraw
@@ -30,6 +31,10 @@ def _content_type(path: str) -> str:
 
 
 def main(args) -> int:
+    if args.measure_baseline and args.url:
+        print("--measure-baseline builds the backend from --server-args; for a running server "
+              "give --baseline-ips", file=sys.stderr)
+        return 2
     body = Path(args.image).read_bytes() if args.image else sample_jpeg()
     content_type = _content_type(args.image) if args.image else "image/jpeg"
     server = None
@@ -46,10 +51,16 @@ def main(args) -> int:
     runs = []
     try:
         models = load.httpx.get(f"{base_url}/models", timeout=10).json()
+        raw = _raw_backend(args.server_args) if args.measure_baseline else None
+        raw_before = _measure_raw(raw, args.duration)
         for clients in args.concurrency:
             print(f"closed loop, {clients} clients, {args.duration:g} s ...", flush=True)
             result = load.run_level(base_url, "closed", clients, args.duration, body, content_type,
                                     args.images_per_request, args.processes)
+            raw_after = _measure_raw(raw, args.duration)
+            if raw:
+                result.baseline_ips = (raw_before + raw_after) / 2
+                raw_before = raw_after
             runs.append(result.to_dict())
             _print_run(result)
         best = max((r["requests_per_second"] for r in runs), default=0.0)
@@ -84,9 +95,27 @@ def main(args) -> int:
     return 0
 
 
+def _raw_backend(server_args: str):
+    from .baseline import RawBackend
+    print("loading the raw backend for the baseline ...", flush=True)
+    raw = RawBackend(server_args)
+    print(f"  {raw.describe()}", flush=True)
+    return raw
+
+
+def _measure_raw(raw, duration: float) -> float | None:
+    if raw is None:
+        return None
+    ips = raw.images_per_second(duration / 2)
+    print(f"raw backend alone: {ips:8.1f} img/s", flush=True)
+    return ips
+
+
 def _print_run(r: load.RunResult) -> None:
     lat = r.latency_ms
     print(f"  {r.images_per_second:8.1f} img/s  p50 {lat.get('p50', 0):7.1f} ms  "
           f"p99 {lat.get('p99', 0):7.1f} ms  errors {sum(r.errors.values())}  "
           f"batch per image {r.mean_batch_size or 0:.1f}  server ms (preprocess/queue/inference) "
-          f"{load.stages(r.server_ms)}", flush=True)
+          f"{load.stages(r.server_ms)}"
+          + (f"  efficiency {r.images_per_second / r.baseline_ips:.0%}" if r.baseline_ips else ""),
+          flush=True)

@@ -55,9 +55,10 @@ def test_server_benchmark_drives_a_real_server_and_reads_its_timings(tmp_path):
     out = _bench("server", "--server-args", "--model dat_digits --backend torch --detector none "
                  "--no-warmup --max-batch-size 8", "--concurrency", "2", "--rates", "half",
                  "--duration", "1", "--processes", "1", "--images-per-request", "2",
-                 "--baseline-ips", "100", "--out", str(tmp_path))
+                 "--measure-baseline", "--out", str(tmp_path))
     report = json.loads((tmp_path / "server.json").read_text())
     closed, opened = report["runs"]
+    assert closed["baseline_ips"] > 0 and opened["baseline_ips"] is None  # raw measured around the closed run
     assert (closed["mode"], closed["level"], opened["mode"]) == ("closed", 2, "open")
     for run in (closed, opened):
         assert run["requests_ok"] > 0 and run["errors"] == {}
@@ -65,4 +66,10 @@ def test_server_benchmark_drives_a_real_server_and_reads_its_timings(tmp_path):
         assert set(run["server_ms"]) == {"preprocess_ms", "queue_ms", "inference_ms", "total_ms"}
         assert run["mean_batch_size"] >= 2  # each request's two images share a batch
         assert run["latency_ms"]["p50"] <= run["latency_ms"]["p99"]
-    assert "efficiency" in out and (tmp_path / "server.md").is_file()
+    assert "raw backend alone" in out and "efficiency" in (tmp_path / "server.md").read_text()
+
+
+def test_a_measured_baseline_needs_the_server_args():
+    done = subprocess.run([sys.executable, "-m", "bench", "server", "--url", "http://127.0.0.1:9",
+                           "--measure-baseline"], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and "--baseline-ips" in done.stderr
