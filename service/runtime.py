@@ -8,9 +8,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
-import sys
-import threading
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -30,14 +27,6 @@ from .uploads import Upload
 
 log = logging.getLogger("service")
 T = TypeVar("T")
-
-
-def lower_priority(niceness: int) -> None:
-    """Lowers the calling thread's CPU priority. Linux keeps a nice value per thread; elsewhere
-    it is the process's, so nothing changes there."""
-    if niceness and sys.platform == "linux":
-        thread = threading.get_native_id()
-        os.setpriority(os.PRIO_PROCESS, thread, min(19, os.getpriority(os.PRIO_PROCESS, thread) + niceness))
 
 
 class ModelRuntime:
@@ -123,8 +112,7 @@ class ServiceState:
     async def start(self) -> None:
         """Starts loading in the background: the server answers /health/live meanwhile."""
         configure_pillow(self.settings.max_image_pixels)
-        self._pool = ThreadPoolExecutor(self.settings.preprocess_workers, thread_name_prefix="preprocess",
-                                        initializer=lower_priority, initargs=(self.settings.preprocess_niceness,))
+        self._pool = ThreadPoolExecutor(self.settings.preprocess_workers, thread_name_prefix="preprocess")
         self._loaded = asyncio.ensure_future(self._load())
 
     async def _load(self) -> None:

@@ -85,11 +85,6 @@ class Settings(BaseSettings):
                                   "read from its header before decoding (413)")
     preprocess_workers: int = Field(DEFAULT_WORKERS, ge=1, description="threads decoding and "
                                     "resizing images (default: CPU cores, at most 4)")
-    preprocess_niceness: int = Field(10, ge=0, le=19, description="how much lower than the "
-                                     "inference threads' the preprocessing threads' CPU priority "
-                                     "is (Linux nice, 0 = the same): when decoding takes a core "
-                                     "from a CPU model's threads, every thread of the batch waits "
-                                     "for the one that lost it")
     gpu_preprocess: bool = Field(False, description="resize, crop and normalise a classifier's "
                                  "images on its GPU, when it runs on one (decoding stays on the "
                                  "CPU; agrees with Pillow to one level in 255). Slower than Pillow "

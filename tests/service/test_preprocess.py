@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import io
-import os
-import sys
-import threading
 
 import numpy as np
 import pytest
@@ -13,10 +10,9 @@ import torch
 from PIL import Image
 
 from models import Preprocessing
-from service import create_app
 from service.errors import BadImage, PayloadTooLarge
 from service.preprocess import decode, prepare, to_rgb
-from tests.service.helpers import image_bytes, sample_png, serve, settings
+from tests.service.helpers import image_bytes, sample_png
 
 LIMIT = 10_000_000
 
@@ -104,19 +100,3 @@ def test_batches_mix_tensors_from_any_device():
     a, b = torch.zeros(1, 3, 4, 4), torch.ones(2, 3, 4, 4)
     assert _concatenate([a]) is a
     assert torch.equal(_concatenate([a, b]), torch.cat([a, b]))
-
-
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread nice values are Linux's")
-@pytest.mark.anyio
-@pytest.mark.parametrize("niceness", [0, 7])
-async def test_decoding_threads_run_below_the_inference_threads_priority(backend, niceness):
-    app = create_app(settings(preprocess_niceness=niceness), backend=backend)
-    async with serve(app) as client:
-        response = await client.post("/classify", content=sample_png(0), headers={"content-type": "image/png"})
-        assert response.status_code == 200
-        pool_priority = await app.state.service.offload(_thread_priority)
-    assert pool_priority == min(19, _thread_priority() + niceness)
-
-
-def _thread_priority() -> int:
-    return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
