@@ -35,9 +35,15 @@ class ResponseError(Exception):
     """The server answered something that is not HTTP/1.1 this client can read."""
 
 
+class NoAnswer(ConnectionError):
+    """The connection ended before any byte of the answer."""
+
+
 class Connection:
     """One keep-alive connection. ``send`` opens it when needed; after any failure it is
-    closed, and the next ``send`` opens a new one."""
+    closed, and the next ``send`` opens a new one. A kept-alive connection that the server
+    closed while it was idle (its keep-alive timeout) is replaced at once, as browsers and
+    httpx do: the request cannot have been read."""
 
     def __init__(self, url: str, request: bytes):
         parsed = urlparse(url)
@@ -55,10 +61,22 @@ class Connection:
             raise
 
     async def _exchange(self) -> tuple[int, bytes]:
-        if self._writer is None:
-            self._reader, self._writer = await asyncio.open_connection(self.host, self.port)
-        self._writer.write(self.request)
-        status_line = await self._reader.readline()
+        if self._writer is not None:
+            try:
+                return await self._round_trip()
+            except NoAnswer:  # the server's keep-alive timeout: once more, on a new one
+                self.close()
+        self._reader, self._writer = await asyncio.open_connection(self.host, self.port)
+        return await self._round_trip()
+
+    async def _round_trip(self) -> tuple[int, bytes]:
+        try:
+            self._writer.write(self.request)
+            status_line = await self._reader.readline()
+        except ConnectionError as exc:
+            raise NoAnswer from exc
+        if not status_line:
+            raise NoAnswer
         parts = status_line.split(None, 2)
         if len(parts) < 2 or not parts[0].startswith(b"HTTP/1."):
             raise ResponseError(f"bad status line {status_line[:80]!r}")

@@ -56,6 +56,28 @@ async def test_one_connection_is_kept_alive_until_the_server_closes_it():
     assert b"content-length: 6" in head and b"content-type: image/jpeg" in head
 
 
+@pytest.mark.anyio
+async def test_a_connection_the_server_closed_while_idle_is_replaced_without_an_error():
+    served = []
+
+    async def answer_once_then_hang_up(reader, writer):
+        await reader.readuntil(b"\r\n\r\n")
+        served.append(writer)
+        writer.write(ANSWERS[0])
+        await writer.drain()
+        writer.close()  # as a keep-alive timeout does, without saying so in the answer
+
+    server = await asyncio.start_server(answer_once_then_hang_up, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    connection = Connection(f"http://127.0.0.1:{port}/", b"GET / HTTP/1.1\r\ncontent-length: 0\r\n\r\n")
+    async with server:
+        first = await connection.send(5)
+        await asyncio.sleep(0.05)  # the close arrives while the connection is idle
+        second = await connection.send(5)
+        connection.close()
+    assert first == second == (200, b"first") and len(served) == 2
+
+
 def test_several_images_go_as_one_multipart_form():
     request = prepare_request("http://127.0.0.1:1/classify", b"IMAGE", "image/jpeg", 3)
     head, body = request.split(b"\r\n\r\n", 1)
