@@ -83,8 +83,23 @@ def _onednn(x: torch.Tensor, weight: torch.Tensor) -> bool:
     records_grad = torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)
     return (not records_grad and x.device.type == "cpu" and x.dtype in (torch.float32, torch.bfloat16)
             and weight.dtype == x.dtype and x.is_contiguous() and _HAS_LINEAR_POINTWISE
-            and not torch.jit.is_tracing() and not torch.onnx.is_in_onnx_export()
-            and not torch.compiler.is_compiling())
+            and _eager())
+
+
+def _eager() -> bool:
+    """Not being traced, exported or compiled: those graphs keep the portable ops."""
+    return not torch.jit.is_tracing() and not torch.onnx.is_in_onnx_export() and not torch.compiler.is_compiling()
+
+
+def attention_mask(bias: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+    """An additive float32 attention bias in the form ``scaled_dot_product_attention`` takes
+    with ``q``: kept float32 by the CPU's flash kernel (which accepts it with bf16 queries: no
+    rounding of the bias, and no cast of a D block's largest tensor, 0.7 ms of 4.7 per DAT-T
+    stage-3 attention at batch 8), cast to ``q``'s dtype for every other kernel and for
+    exported graphs, which want one dtype."""
+    if q.device.type == "cpu" and _eager():
+        return bias
+    return bias.to(q.dtype)
 
 
 _HAS_LINEAR_POINTWISE = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
@@ -148,10 +163,11 @@ class LocalAttention(nn.Module):
         self.register_buffer("relative_position_index", relative_position_index(window))
 
     def attention_bias(self) -> torch.Tensor:
-        """(heads, w*w, w*w) relative position bias."""
+        """(heads, w*w, w*w) relative position bias, contiguous: as a permuted view it made
+        the S blocks' sum with their window masks 8x slower on CPU (1.0 against 0.12 ms)."""
         n = self.window * self.window
         bias = self.relative_position_bias_table[self.relative_position_index.view(-1)]
-        return bias.view(n, n, self.heads).permute(2, 0, 1)
+        return bias.view(n, n, self.heads).permute(2, 0, 1).contiguous()
 
     def window_attention(self, x: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
         """x (B, H, W, C); bias (1 or windows, heads, w*w, w*w)."""
