@@ -53,13 +53,13 @@ def main(argv: list[str] | None = None) -> int:
     prof.add_argument("--model", default="dat_tiny")
     prof.add_argument("--precision", default="fp16", choices=("fp32", "bf16", "fp16"))
     prof.add_argument("--batch-size", type=int, default=64)
-    prof.add_argument("--device", default="cuda")
+    prof.add_argument("--device", default="cuda", help="cpu or cuda[:N]")
     prof.add_argument("--official", metavar="DIR", help="models/ folder of an official DAT v1 checkout")
     prof.add_argument("--rows", type=int, default=15)
 
     parity = sub.add_parser("parity", help="logits on a device/precision vs CPU fp32")
     parity.add_argument("--model", default="dat_tiny")
-    parity.add_argument("--device", default="cuda")
+    parity.add_argument("--device", default="cuda", help="cuda[:N] (or cpu, against itself)")
     parity.add_argument("--precisions", type=_words, default=("fp32", "fp16", "bf16"))
     parity.add_argument("--batch-sizes", type=_ints, default=(1, 8, 64))
     parity.add_argument("--out", default=None, help="JSON file for the results")
@@ -88,6 +88,11 @@ def main(argv: list[str] | None = None) -> int:
     server.add_argument("--out", default=None, help="folder for server.json, server.md and the plot")
 
     args = parser.parse_args(argv)
+    if getattr(args, "device", "cpu").startswith("cuda"):
+        import torch
+        if not torch.cuda.is_available():
+            parser.error(f"--device {args.device}: no CUDA GPU here (torch {torch.__version__}); "
+                         "pass --device cpu")
     if args.command == "server":
         from . import server_cli
         return server_cli.main(args)

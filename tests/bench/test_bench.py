@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from bench.server import check_loopback
 from bench.timing import measure_interleaved
@@ -73,3 +74,10 @@ def test_a_measured_baseline_needs_the_server_args():
     done = subprocess.run([sys.executable, "-m", "bench", "server", "--url", "http://127.0.0.1:9",
                            "--measure-baseline"], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert done.returncode == 2 and "--baseline-ips" in done.stderr
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the answer on a machine without CUDA")
+def test_asking_for_cuda_without_a_gpu_is_a_usage_error_not_a_traceback():
+    done = subprocess.run([sys.executable, "-m", "bench", "profile"], cwd=REPO, capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 2 and "no CUDA GPU here" in done.stderr and "Traceback" not in done.stderr
