@@ -42,6 +42,10 @@ def main(argv: list[str] | None = None) -> int:
     model.add_argument("--cuda-graphs", action="store_true",
                        help="also measure our model replayed as CUDA graphs, as the service's "
                             "--cuda-graphs runs it (CUDA only)")
+    model.add_argument("--exported", type=_words, default=(), metavar="BACKENDS",
+                       help="also measure our model exported with the same weights (python -m "
+                            "export, fp32 and on a GPU fp16) under these serving backends: "
+                            "onnxruntime, tensorrt (where TensorRT and a GPU are present)")
     model.add_argument("--interleave", action="store_true",
                        help="variants take turns repeat by repeat (ratios on a shared, noisy machine)")
     model.add_argument("--min-seconds", type=float, default=0.0,
@@ -119,7 +123,8 @@ def main(argv: list[str] | None = None) -> int:
                                      min_seconds=args.min_seconds,
                                      progress=lambda s: print(s, flush=True),
                                      compile_mode=args.compile_mode, cuda_graphs=args.cuda_graphs,
-                                     interleave=args.interleave)
+                                     interleave=args.interleave, exported=args.exported,
+                                     threads=args.threads)
         print()
         print(bench_model.markdown_table(report))
         if args.out:

@@ -4,7 +4,8 @@
 # torch.compile at batch 64 beside eager and the official; server: the server on the
 # GPU under JPEG load (one process or several workers, 1 or 8 images per request); parity: CUDA
 # numerics against CPU fp32; tests: the gpu-marked tests; profile: one batch-64 forward, ours
-# beside the official; jpeg: Pillow vs nvJPEG decoding speed.
+# beside the official; jpeg: Pillow vs nvJPEG decoding speed; exported: our fp16 export under
+# ONNX Runtime (CUDA) and TensorRT beside our eager fp16 (skipped where they are not installed).
 # Usage: OUT=results/gpu OFFICIAL=path/to/official/models [STEPS="model server"] bash bench/gpu_verify.sh
 # Each step has its own time limit (about 12 minutes for all), so a short lease still returns
 # the steps that finished; with PACK=file.tgz the results are packed after every step.
@@ -15,7 +16,7 @@ OFFICIAL=${OFFICIAL:-.official/models}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 PY=${PYTHON:-python3}
-STEPS=" ${STEPS:-model compiled server parity tests profile jpeg} "
+STEPS=" ${STEPS:-model compiled server parity tests profile jpeg exported} "
 want() { [[ "$STEPS" == *" $1 "* ]]; }
 pack() { [ -n "${PACK:-}" ] && tar czf "$PACK" -C "$OUT" . 2>/dev/null; return 0; }
 
@@ -124,6 +125,13 @@ try:
 except Exception as exc:  # noqa: BLE001 - a probe
     print(f"nvJPEG: not measured ({type(exc).__name__}: {exc})")
 EOF
+pack
+fi
+if want exported; then
+echo "== our fp16 export under the serving backends (TensorRT engine where TensorRT is installed)"
+timeout 240 $PY -m bench model --device cuda --precisions fp16 --batch-sizes 1,8,64 \
+  --exported onnxruntime,tensorrt --warmup 3 --repeats 7 --min-seconds 0.3 \
+  --out "$OUT/exported" 2>&1 | grep -v Warning | tee "$OUT/exported.log"
 pack
 fi
 echo "== done"

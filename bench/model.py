@@ -1,8 +1,10 @@
 """``python -m bench model``: images/s and latency of DAT per precision and batch size.
 
-Measures our PyTorch model (eager fp32, bf16, fp16) and, with ``--official``, the official
-implementation under the same conditions (fp32 and autocast), in one process so that the
-ratios are comparable. Each variant's top-1 is compared with our fp32 on the same inputs.
+Measures our PyTorch model (eager fp32, bf16, fp16; with ``--cuda-graphs`` and ``--compile``
+as graphs and compiled), with ``--exported`` its export under ONNX Runtime and TensorRT, and
+with ``--official`` the official implementation under the same conditions (fp32 and
+autocast), in one process so that the ratios are comparable. Each variant's top-1 is compared
+with our fp32 on the same inputs.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import platform
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -44,9 +47,12 @@ def _cpu_name() -> str:
 
 def _variants(model_name: str, precisions: list[str], device: str, official_dir: str | None,
               compile_mode: str | None = None, graphs_max_batch: int = 0,
+              exported: tuple[str, ...] = (), export_folder: Path | None = None, max_batch: int = 8,
+              threads: int | None = None, progress: Callable[[str], None] = print,
               ) -> dict[str, tuple[torch.nn.Module, Callable[[torch.Tensor], torch.Tensor]]]:
     """name -> (module, forward on an fp32 batch). ``graphs_max_batch``: also our model as the
-    service's torch backend runs it with ``--cuda-graphs`` (CUDA only)."""
+    service's torch backend runs it with ``--cuda-graphs`` (CUDA only). ``exported``: also our
+    model exported with the same weights, under those serving backends (into ``export_folder``)."""
     base = create_model(model_name, pretrained=False).to(device)
     variants: dict[str, tuple[torch.nn.Module, Callable]] = {}
     for precision in precisions:
@@ -68,6 +74,10 @@ def _variants(model_name: str, precisions: list[str], device: str, official_dir:
                 graphs.check_against(model)
             variants[f"ours-{precision}-graphs"] = (
                 model, lambda x, g=graphs, d=dtype: g.run(x.to(d))[0].float())
+    if exported:
+        from .exported import exported_variants
+        variants.update(exported_variants(base, model_name, exported, precisions, device, max_batch,
+                                          export_folder, threads, progress))
     if official_dir:
         from .official import OfficialLogits, load_official_dat
         official = OfficialLogits(load_official_dat(official_dir)(**base.config.to_dict()))
@@ -88,10 +98,19 @@ def run(model_name: str = "dat_tiny", batch_sizes: tuple[int, ...] = (1, 8),
         precisions: tuple[str, ...] = ("fp32", "bf16"), device: str = "cpu",
         official_dir: str | None = None, warmup: int = 2, repeats: int = 5,
         min_seconds: float = 0.0, progress: Callable[[str], None] = print,
-        compile_mode: str | None = None, cuda_graphs: bool = False, interleave: bool = False) -> dict:
-    torch.manual_seed(0)
-    variants = _variants(model_name, list(precisions), device, official_dir, compile_mode,
-                         max(batch_sizes) if cuda_graphs else 0)
+        compile_mode: str | None = None, cuda_graphs: bool = False, interleave: bool = False,
+        exported: tuple[str, ...] = (), threads: int | None = None) -> dict:
+    with tempfile.TemporaryDirectory(prefix="bench-export-") as folder:
+        torch.manual_seed(0)
+        variants = _variants(model_name, list(precisions), device, official_dir, compile_mode,
+                             max(batch_sizes) if cuda_graphs else 0, exported, Path(folder),
+                             max(batch_sizes), threads, progress)
+        return _measure(variants, model_name, batch_sizes, device, warmup, repeats, min_seconds,
+                        progress, interleave)
+
+
+def _measure(variants: dict, model_name: str, batch_sizes: tuple[int, ...], device: str, warmup: int,
+             repeats: int, min_seconds: float, progress: Callable[[str], None], interleave: bool) -> dict:
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
     size = next(iter(variants.values()))[0].config.img_size  # the first variant is ours
     check = torch.randn(max(batch_sizes), 3, size, size, device=device)

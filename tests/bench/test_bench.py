@@ -52,6 +52,18 @@ def test_model_benchmark_writes_every_variant_and_batch(tmp_path):
 
 
 @pytest.mark.slow
+def test_model_benchmark_measures_the_export_under_a_serving_backend_with_the_same_weights(tmp_path):
+    out = _bench("model", "--model", "dat_digits", "--precisions", "fp32", "--batch-sizes", "2",
+                 "--repeats", "2", "--warmup", "1", "--exported", "onnxruntime,tensorrt",
+                 "--out", str(tmp_path))
+    report = json.loads((tmp_path / "model.json").read_text())
+    assert [r["variant"] for r in report["results"]][-1] == "onnxruntime-fp32"
+    assert report["agreement"]["onnxruntime-fp32"]["max_abs_diff_vs_ours_fp32"] < 1e-3  # same weights
+    if not torch.cuda.is_available():
+        assert "tensorrt: skipped" in out
+
+
+@pytest.mark.slow
 def test_server_benchmark_drives_a_real_server_and_reads_its_timings(tmp_path):
     out = _bench("server", "--server-args", "--model dat_digits --backend torch --detector none "
                  "--no-warmup --max-batch-size 8", "--concurrency", "2", "--rates", "half",
