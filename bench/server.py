@@ -136,7 +136,6 @@ async def _open_loop(url, request, rate, duration, seed):
 
 def _worker(args) -> list:
     mode, url, body, content_type, per_request, level, duration, seed = args
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
     request = prepare_request(url, body, content_type, per_request)
     if mode == "closed":
         return _run(_closed_loop(url, request, int(level), duration))
@@ -180,7 +179,9 @@ def run_level(base_url: str, mode: str, level: float, duration: float, body: byt
     if processes == 1:
         records = _worker(shares[0])
     else:
-        with mp.get_context("spawn").Pool(processes) as pool:
+        # Ctrl-C reaches the parent alone, which stops the pool (and the server it started)
+        with mp.get_context("spawn").Pool(processes, initializer=signal.signal,
+                                          initargs=(signal.SIGINT, signal.SIG_IGN)) as pool:
             records = [r for part in pool.map(_worker, shares) for r in part]
     after = read_batch_histogram(base_url)
     # the load's own span (perf_counter is system-wide on Linux), not the client processes' start-up

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 import torch
@@ -93,3 +97,32 @@ def test_asking_for_cuda_without_a_gpu_is_a_usage_error_not_a_traceback():
     done = subprocess.run([sys.executable, "-m", "bench", "profile"], cwd=REPO, capture_output=True,
                           text=True, timeout=60)
     assert done.returncode == 2 and "no CUDA GPU here" in done.stderr and "Traceback" not in done.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("processes", ["1", "2"])
+def test_ctrl_c_stops_the_load_and_the_server_it_started(processes):
+    bench = subprocess.Popen([sys.executable, "-m", "bench", "server", "--server-args",
+                              "--model dat_digits --backend torch --detector none --no-warmup",
+                              "--concurrency", "2", "--duration", "120", "--processes", processes],
+                             cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    servers: list[int] = []
+    try:
+        while "closed loop" not in (line := bench.stdout.readline()):
+            assert line, "the benchmark ended before its load began"
+        found = subprocess.run(["pgrep", "-P", str(bench.pid), "-f", "--", "service --host"],
+                               capture_output=True, text=True).stdout
+        servers = [int(pid) for pid in found.split()]
+        assert len(servers) == 1
+        time.sleep(2)  # well inside the load
+        bench.send_signal(signal.SIGINT)
+        bench.wait(30)
+        with pytest.raises(ProcessLookupError):
+            for _ in range(100):  # the server drains, then exits
+                os.kill(servers[0], 0)
+                time.sleep(0.1)
+    finally:
+        for pid in [bench.pid, *servers]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        bench.wait()
