@@ -25,7 +25,7 @@ def exported_variants(model: torch.nn.Module, model_name: str, backends: tuple[s
     per exportable precision (fp16 only on a GPU); what cannot run is said, then skipped."""
     try:
         from export.manifest import BatchRange
-        from export.pipeline import ExportOptions, run_export
+        from export.pipeline import ExportError, ExportOptions, run_export
     except ImportError as exc:  # a GPU box with torch only
         progress(f"  exported backends: skipped, the export needs {exc.name} (pip install .)")
         return {}
@@ -49,9 +49,13 @@ def exported_variants(model: torch.nn.Module, model_name: str, backends: tuple[s
             continue
         out = folder / f"export-{precision}"
         progress(f"  exporting {model_name} {precision} to ONNX{' and a TensorRT engine' if want_engine else ''} ...")
-        run_export(ExportOptions(out=out, model=model_name, checkpoint=weights, precision=precision,
-                                 batch=BatchRange(1, min(8, max_batch), max_batch), engine=want_engine),
-                   log=lambda line: None)
+        try:
+            run_export(ExportOptions(out=out, model=model_name, checkpoint=weights, precision=precision,
+                                     batch=BatchRange(1, min(8, max_batch), max_batch), engine=want_engine),
+                       log=lambda line: None)
+        except (ImportError, ExportError) as exc:  # e.g. no onnxruntime to verify the export with
+            progress(f"  export {precision}: skipped, {type(exc).__name__}: {exc}")
+            continue
         for name in backends:
             if name == "tensorrt" and not want_engine:
                 continue
