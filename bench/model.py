@@ -20,7 +20,7 @@ import torch
 
 from models import create_model
 
-from .timing import Measurement, measure, measure_interleaved
+from .timing import Measurement, measure, measure_interleaved, paired_speedups
 
 _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -115,6 +115,7 @@ def _measure(variants: dict, model_name: str, batch_sizes: tuple[int, ...], devi
     size = next(iter(variants.values()))[0].config.img_size  # the first variant is ours
     check = torch.randn(max(batch_sizes), 3, size, size, device=device)
     results: list[Measurement] = []
+    speedups: list[dict] = []
     agreement: dict[str, dict] = {}
     with torch.inference_mode():
         reference = variants[next(iter(variants))][1](check)
@@ -134,6 +135,7 @@ def _measure(variants: dict, model_name: str, batch_sizes: tuple[int, ...], devi
                 progress(f"  {m.variant:24s} batch {batch:4d}: {m.images_per_second:8.1f} img/s "
                          f"(min {m.ips_min:.1f}, max {m.ips_max:.1f}), p50 {m.latency_ms_p50:.1f} ms")
             results.extend(measured)
+            speedups.extend(paired_speedups(measured, _speedup_reference(variants)))
         for name, (_, forward) in variants.items() if not interleave else ():
             for batch in batch_sizes:
                 x = check[:batch]
@@ -144,7 +146,14 @@ def _measure(variants: dict, model_name: str, batch_sizes: tuple[int, ...], devi
                 progress(f"  {name:24s} batch {batch:4d}: {m.images_per_second:8.1f} img/s "
                          f"(min {m.ips_min:.1f}, max {m.ips_max:.1f}), p50 {m.latency_ms_p50:.1f} ms")
     return {"model": model_name, "device": device, "machine": machine_description(device),
-            "interleaved": interleave, "results": [r.to_dict() for r in results], "agreement": agreement}
+            "interleaved": interleave, "results": [r.to_dict() for r in results], "agreement": agreement,
+            "paired_speedups": speedups}
+
+
+def _speedup_reference(variants: dict) -> str:
+    """The official eager fp32 where it is measured (the issue's bars are against it), else
+    our first variant."""
+    return "official-fp32" if "official-fp32" in variants else next(iter(variants))
 
 
 def profile(model_name: str, precision: str, batch: int, device: str, official_dir: str | None,
@@ -182,6 +191,11 @@ def markdown_table(report: dict) -> str:
         lines.append(f"| {r['variant']} | {r['batch_size']} | {r['images_per_second']:.1f} | "
                      f"{r['ips_min']:.1f}-{r['ips_max']:.1f} | {r['latency_ms_p50']:.1f} | "
                      f"{agree:.0%} |")
+    if report.get("paired_speedups"):
+        lines += ["", "| variant | batch | speed-up over | median of paired rounds | min-max | rounds |",
+                  "|---|---:|---|---:|---:|---:|"]
+        lines += [f"| {r['variant']} | {r['batch_size']} | {r['reference']} | {r['median']:.2f}x | "
+                  f"{r['min']:.2f}-{r['max']:.2f} | {r['rounds']} |" for r in report["paired_speedups"]]
     return "\n".join(lines)
 
 

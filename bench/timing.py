@@ -5,7 +5,7 @@ from __future__ import annotations
 import statistics
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 
 @dataclass
@@ -17,6 +17,7 @@ class Measurement:
     ips_max: float
     latency_ms_p50: float
     repeats: int
+    durations_ms: list[float] = field(default_factory=list)  # every timed run, in order
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -37,9 +38,14 @@ def measure(variant: str, batch_size: int, run: Callable[[], object], *, warmup:
         run()
         synchronize()
         durations.append(time.perf_counter() - start)
+    return _summary(variant, batch_size, durations)
+
+
+def _summary(variant: str, batch_size: int, durations: list[float]) -> Measurement:
     rates = [batch_size / d for d in durations]
     return Measurement(variant, batch_size, statistics.median(rates), min(rates), max(rates),
-                       statistics.median(durations) * 1000, len(durations))
+                       statistics.median(durations) * 1000, len(durations),
+                       [round(d * 1000, 3) for d in durations])
 
 
 def measure_interleaved(runs: dict[str, Callable[[], object]], batch_size: int, *, warmup: int,
@@ -58,7 +64,21 @@ def measure_interleaved(runs: dict[str, Callable[[], object]], batch_size: int, 
             run()
             synchronize()
             durations[name].append(time.perf_counter() - start)
-    return [Measurement(name, batch_size, statistics.median([batch_size / d for d in ds]),
-                        min(batch_size / d for d in ds), max(batch_size / d for d in ds),
-                        statistics.median(ds) * 1000, len(ds))
-            for name, ds in durations.items()]
+    return [_summary(name, batch_size, ds) for name, ds in durations.items()]
+
+
+def paired_speedups(measured: list[Measurement], reference: str) -> list[dict]:
+    """Each variant's speed-up over ``reference`` from interleaved runs, round by round (run i
+    of both took turns, so a slow spell of the machine slows both): median, min and max of the
+    per-round ratios, which hold on a noisy machine where a ratio of medians can drift."""
+    by_name = {m.variant: m for m in measured}
+    base = by_name[reference].durations_ms
+    rows = []
+    for m in measured:
+        if m.variant == reference:
+            continue
+        ratios = sorted(b / d for b, d in zip(base, m.durations_ms))
+        rows.append({"variant": m.variant, "batch_size": m.batch_size, "reference": reference,
+                     "median": statistics.median(ratios), "min": ratios[0], "max": ratios[-1],
+                     "rounds": len(ratios)})
+    return rows

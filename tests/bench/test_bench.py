@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from bench.server import check_loopback
-from bench.timing import measure_interleaved
+from bench.timing import Measurement, measure_interleaved, paired_speedups
 from tests.conftest import REPO
 
 
@@ -27,6 +27,14 @@ def test_interleaved_variants_take_turns_repeat_by_repeat():
     assert [m.variant for m in measured] == ["a", "b", "c"]
     assert all(m.repeats == 3 and m.batch_size == 4 and m.ips_min <= m.images_per_second <= m.ips_max
                for m in measured)
+
+
+def test_speed_ups_are_taken_round_by_round():
+    base = Measurement("base", 8, 0, 0, 0, 0, 3, durations_ms=[100.0, 200.0, 100.0])
+    fast = Measurement("fast", 8, 0, 0, 0, 0, 3, durations_ms=[50.0, 100.0, 25.0])  # a slow spell in round 2
+    (row,) = paired_speedups([base, fast], "base")
+    assert (row["variant"], row["reference"], row["rounds"]) == ("fast", "base", 3)
+    assert (row["min"], row["median"], row["max"]) == (2.0, 2.0, 4.0)
 
 
 def test_load_is_only_aimed_at_loopback():
@@ -52,6 +60,9 @@ def test_model_benchmark_writes_every_variant_and_batch(tmp_path):
         (v, b) for v in ("ours-fp32", "ours-bf16") for b in (1, 2)}
     assert all(r["images_per_second"] > 0 for r in report["results"])
     assert report["agreement"]["ours-fp32"]["top1_agreement_with_ours_fp32"] == 1.0
+    assert {(r["variant"], r["reference"], r["batch_size"]) for r in report["paired_speedups"]} == {
+        ("ours-bf16", "ours-fp32", 1), ("ours-bf16", "ours-fp32", 2)}
+    assert all(len(r["durations_ms"]) == 2 for r in report["results"])
     assert (tmp_path / "model.md").read_text().startswith("| variant |")
 
 
