@@ -41,9 +41,9 @@ class NoAnswer(ConnectionError):
 
 class Connection:
     """One keep-alive connection. ``send`` opens it when needed; after any failure it is
-    closed, and the next ``send`` opens a new one. A kept-alive connection that the server
-    closed while it was idle (its keep-alive timeout) is replaced at once, as browsers and
-    httpx do: the request cannot have been read."""
+    closed, and the next ``send`` opens a new one. On a kept-alive connection that ends before
+    any byte of the answer (the server's keep-alive timeout closed it while it was idle) the
+    request is sent once more on a new connection, as httpx does."""
 
     def __init__(self, url: str, request: bytes):
         parsed = urlparse(url)
