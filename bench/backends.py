@@ -26,6 +26,7 @@ from service.backends.base import Backend
 from service.backends.onnxruntime import OnnxRuntimeBackend
 from service.backends.torch import TorchBackend
 
+from .exported import export_model
 from .timing import measure
 
 
@@ -41,18 +42,6 @@ def _inputs(model_name: str, preprocessing, count: int) -> tuple[torch.Tensor, s
     g = torch.Generator().manual_seed(0)
     size = preprocessing.input_size
     return torch.randn(count, 3, size, size, generator=g), f"{count} random images"
-
-
-def _export(model: str, checkpoint: str | None, out: Path, max_batch: int) -> Path:
-    from export.manifest import BatchRange
-    from export.pipeline import ExportOptions, run_export
-
-    is_file = Path(model).suffix in (".json", ".yaml", ".yml")
-    options = ExportOptions(out=out, model=None if is_file else model, config=model if is_file else None,
-                            checkpoint=checkpoint, random_weights=checkpoint is None,
-                            batch=BatchRange(1, min(8, max_batch), max_batch), engine=False)
-    run_export(options, log=lambda line: None)
-    return out
 
 
 def _top1(backend: Backend, x: torch.Tensor, batch: int) -> np.ndarray:
@@ -111,7 +100,7 @@ def _run(args, sizes: list[int], tmp: Path) -> int:
     if artifacts is None:
         print("exporting to ONNX for the onnxruntime backend ...", flush=True)
         started = time.perf_counter()
-        artifacts = _export(args.model, args.checkpoint, tmp / "export", max(sizes))
+        artifacts = export_model(args.model, args.checkpoint, tmp / "export", max(sizes))
         print(f"  done in {time.perf_counter() - started:.1f}s", flush=True)
     backends["onnxruntime-fp32"] = OnnxRuntimeBackend(artifacts, device="cpu", threads=args.threads)
     metas = {name: b.load() for name, b in backends.items()}

@@ -24,8 +24,7 @@ def exported_variants(model: torch.nn.Module, model_name: str, backends: tuple[s
     """name -> (module, forward on an fp32 batch) for every requested backend that runs here,
     per exportable precision (fp16 only on a GPU); what cannot run is said, then skipped."""
     try:
-        from export.manifest import BatchRange
-        from export.pipeline import ExportError, ExportOptions, run_export
+        from export.pipeline import ExportError
     except ImportError as exc:  # a GPU box with torch only
         progress(f"  exported backends: skipped, the export needs {exc.name} (pip install .)")
         return {}
@@ -50,9 +49,7 @@ def exported_variants(model: torch.nn.Module, model_name: str, backends: tuple[s
         out = folder / f"export-{precision}"
         progress(f"  exporting {model_name} {precision} to ONNX{' and a TensorRT engine' if want_engine else ''} ...")
         try:
-            run_export(ExportOptions(out=out, model=model_name, checkpoint=weights, precision=precision,
-                                     batch=BatchRange(1, min(8, max_batch), max_batch), engine=want_engine),
-                       log=lambda line: None)
+            export_model(model_name, weights, out, max_batch, precision=precision, engine=want_engine)
         except (ImportError, ExportError) as exc:  # e.g. no onnxruntime to verify the export with
             progress(f"  export {precision}: skipped, {type(exc).__name__}: {exc}")
             continue
@@ -66,6 +63,21 @@ def exported_variants(model: torch.nn.Module, model_name: str, backends: tuple[s
             except BackendError as exc:
                 progress(f"  {name}-{precision}: skipped, {exc}")
     return variants
+
+
+def export_model(model: str, checkpoint: str | Path | None, out: Path, max_batch: int, *,
+                 precision: str = "fp32", engine: bool = False) -> Path:
+    """``python -m export`` of a registered model or config file into ``out``, quietly, for
+    batches 1 to ``max_batch``; random weights where no checkpoint is given."""
+    from export.manifest import BatchRange
+    from export.pipeline import ExportOptions, run_export
+
+    is_file = Path(model).suffix in (".json", ".yaml", ".yml")
+    run_export(ExportOptions(out=out, model=None if is_file else model, config=model if is_file else None,
+                             checkpoint=checkpoint, random_weights=checkpoint is None, precision=precision,
+                             batch=BatchRange(1, min(8, max_batch), max_batch), engine=engine),
+               log=lambda line: None)
+    return out
 
 
 def _logits(backend, device: str) -> Callable[[torch.Tensor], torch.Tensor]:
