@@ -111,7 +111,7 @@ def run(model_name: str = "dat_tiny", batch_sizes: tuple[int, ...] = (1, 8),
 
 def _measure(variants: dict, model_name: str, batch_sizes: tuple[int, ...], device: str, warmup: int,
              repeats: int, min_seconds: float, progress: Callable[[str], None], interleave: bool) -> dict:
-    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    sync = _synchronizer(device)
     size = next(iter(variants.values()))[0].config.img_size  # the first variant is ours
     check = torch.randn(max(batch_sizes), 3, size, size, device=device)
     results: list[Measurement] = []
@@ -132,8 +132,7 @@ def _measure(variants: dict, model_name: str, batch_sizes: tuple[int, ...], devi
                                             in variants.items()}, batch, warmup=warmup,
                                            repeats=repeats, synchronize=sync)
             for m in measured:
-                progress(f"  {m.variant:24s} batch {batch:4d}: {m.images_per_second:8.1f} img/s "
-                         f"(min {m.ips_min:.1f}, max {m.ips_max:.1f}), p50 {m.latency_ms_p50:.1f} ms")
+                progress(_summary_line(m))
             results.extend(measured)
             speedups.extend(paired_speedups(measured, _speedup_reference(variants)))
         for name, (_, forward) in variants.items() if not interleave else ():
@@ -143,11 +142,20 @@ def _measure(variants: dict, model_name: str, batch_sizes: tuple[int, ...], devi
                 m = measure(name, batch, lambda f=forward, x=x: f(x), warmup=warmup,
                             repeats=repeats, synchronize=sync, min_seconds=min_seconds)
                 results.append(m)
-                progress(f"  {name:24s} batch {batch:4d}: {m.images_per_second:8.1f} img/s "
-                         f"(min {m.ips_min:.1f}, max {m.ips_max:.1f}), p50 {m.latency_ms_p50:.1f} ms")
+                progress(_summary_line(m))
     return {"model": model_name, "device": device, "machine": machine_description(device),
             "interleaved": interleave, "results": [r.to_dict() for r in results], "agreement": agreement,
             "paired_speedups": speedups}
+
+
+def _summary_line(m: Measurement) -> str:
+    return (f"  {m.variant:24s} batch {m.batch_size:4d}: {m.images_per_second:8.1f} img/s "
+            f"(min {m.ips_min:.1f}, max {m.ips_max:.1f}), p50 {m.latency_ms_p50:.1f} ms")
+
+
+def _synchronizer(device: str) -> Callable[[], None]:
+    """What makes a timed run wait for the device's queued work."""
+    return torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
 
 
 def _speedup_reference(variants: dict) -> str:
@@ -164,7 +172,7 @@ def profile(model_name: str, precision: str, batch: int, device: str, official_d
     from torch.profiler import profile as torch_profile
     variants = _variants(model_name, [precision], device, official_dir)
     names = [f"ours-{precision}"] + [n for n in variants if n.startswith("official-autocast")]
-    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    sync = _synchronizer(device)
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.startswith("cuda") else [])
     sort = "self_device_time_total" if device.startswith("cuda") else "self_cpu_time_total"
     size = variants[names[0]][0].config.img_size
