@@ -11,9 +11,10 @@ denominator for one taken later.
 from __future__ import annotations
 
 import shlex
-import time
 
 import torch
+
+from .timing import measure
 
 
 class RawBackend:
@@ -32,10 +33,8 @@ class RawBackend:
         return f"{self.backend.name} {self.backend.precision} on {self.backend.device}, batch {self.batch}"
 
     def images_per_second(self, seconds: float) -> float:
-        """Back-to-back batches (each returns its outputs to the host) for at least ``seconds``."""
-        self.backend.run(self.inputs)
-        batches, start = 0, time.perf_counter()
-        while (elapsed := time.perf_counter() - start) < seconds or batches < 2:
-            self.backend.run(self.inputs)
-            batches += 1
-        return batches * self.batch / elapsed
+        """Back-to-back batches (each returns its outputs to the host) for at least ``seconds``:
+        the images of all of them over their total time."""
+        m = measure("raw", self.batch, lambda: self.backend.run(self.inputs), warmup=1, repeats=2,
+                    min_seconds=seconds)
+        return self.batch * m.repeats / (sum(m.durations_ms) / 1000)
