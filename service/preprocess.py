@@ -123,7 +123,7 @@ def prepare(data: bytes, preprocessing: Preprocessing, max_pixels: int,
 def stack(decoded: Sequence[Decoded]) -> torch.Tensor:
     """A request's images as one (N, 3, S, S) batch, where they were preprocessed."""
     tensors = [d.tensor for d in decoded]
-    inputs = torch.stack(tensors)
+    inputs = tensors[0][None] if len(tensors) == 1 else torch.stack(tensors)  # one image: a view
     if inputs.is_cuda:  # made on the decoding threads' streams, read on this one
         for tensor in tensors:
             tensor.record_stream(torch.cuda.current_stream(inputs.device))

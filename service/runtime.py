@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -27,6 +28,24 @@ from .uploads import Upload
 
 log = logging.getLogger("service")
 T = TypeVar("T")
+
+
+def keep_aten_serial() -> None:
+    """ATen ops run on the calling thread alone, never on an OpenMP team of its own.
+
+    Each thread that runs a parallel ATen op (stacking a request's images is one) gets its own
+    OpenMP team. Once the teams hold more threads than there are cores, libgomp stops spinning
+    at barriers, and the inference threads sleep and wake at every op: a 2-core server left
+    13% of its CPU idle at saturation. Only the inference threads should own teams: the decoding
+    threads call this, and so does ``python -m service`` on its event loop.
+    """
+    default = torch.get_num_threads()
+    torch.set_num_threads(1)
+    # at::set_num_threads also sets the count that threads yet to run ATen start with; a
+    # short-lived thread puts that back (a thread's own count stays with the thread).
+    restore = threading.Thread(target=torch.set_num_threads, args=(default,))
+    restore.start()
+    restore.join()
 
 
 class ModelRuntime:
@@ -112,7 +131,8 @@ class ServiceState:
     async def start(self) -> None:
         """Starts loading in the background: the server answers /health/live meanwhile."""
         configure_pillow(self.settings.max_image_pixels)
-        self._pool = ThreadPoolExecutor(self.settings.preprocess_workers, thread_name_prefix="preprocess")
+        self._pool = ThreadPoolExecutor(self.settings.preprocess_workers, thread_name_prefix="preprocess",
+                                        initializer=keep_aten_serial)
         self._loaded = asyncio.ensure_future(self._load())
 
     async def _load(self) -> None:

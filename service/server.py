@@ -16,7 +16,7 @@ import uvicorn
 
 from .app import create_app
 from .backends import BackendError
-from .runtime import ServiceState
+from .runtime import ServiceState, keep_aten_serial
 from .settings import Settings
 
 log = logging.getLogger("service")
@@ -59,6 +59,7 @@ def serve(settings: Settings, sockets: list[socket.socket] | None = None, *,
     """Runs until a signal (or a fatal load error); the process's exit status."""
     if settings.switch_interval_ms:
         sys.setswitchinterval(settings.switch_interval_ms / 1000)
+    keep_aten_serial()  # this thread runs the event loop
     try:
         app = create_app(settings, load_before_serving=load_before_serving)
     except BackendError as exc:

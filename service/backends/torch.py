@@ -70,6 +70,7 @@ class TorchBackend(Backend):
         self._checkpoint = Path(checkpoint) if checkpoint else None
         self._labels = Path(labels) if labels else None
         self._threads = threads
+        self.cpu_threads: int | None = None  # known once loaded
         self.device = resolve_device(device)
         self.precision = resolve_precision(precision, self.device)
         if self.precision not in ("fp32", *_DTYPES):
@@ -102,6 +103,7 @@ class TorchBackend(Backend):
     def load(self) -> ModelMeta:
         if self._threads:
             torch.set_num_threads(self._threads)
+        self.cpu_threads = torch.get_num_threads()  # this (inference) thread's own count
         model, version = self._build()
         # Half precision runs a half model (not autocast): faster, and the model keeps its
         # sampling positions and grid samples in float32 by itself.
@@ -161,7 +163,7 @@ class TorchBackend(Backend):
         super().warmup(batch_sizes)
 
     def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "threads": torch.get_num_threads() if self.device == "cpu" else None,
+        return {**super().describe(), "threads": self.cpu_threads if self.device == "cpu" else None,
                 "cuda_graphs": self._graphs.sizes if self._graphs is not None else None}
 
 
