@@ -79,6 +79,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="open-loop request rates per second; 'half' = half the best "
                              "closed-loop rate")
     server.add_argument("--duration", type=float, default=10.0, help="seconds per level")
+    server.add_argument("--rounds", type=int, default=1,
+                        help="run the closed-loop levels this many times in turn; with a baseline "
+                             "each level's efficiency is also summarised as the median (and range) "
+                             "of its rounds, which holds where the host's speed drifts")
     server.add_argument("--image", help="image file to send (default: a generated 500x375 JPEG)")
     server.add_argument("--images-per-request", type=int, default=1)
     server.add_argument("--processes", type=int, default=2, help="client processes")
@@ -98,6 +102,8 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"--device {args.device}: no CUDA GPU here (torch {torch.__version__}); "
                          "pass --device cpu")
     if args.command == "server":
+        if args.rounds < 1:
+            parser.error("--rounds must be at least 1")
         from . import server_cli
         return server_cli.main(args)
     if args.command == "profile":

@@ -62,6 +62,8 @@ class RunResult:
     server_ms: dict[str, float] = field(default_factory=dict)
     # the raw backend alone, measured just before and after this run (--measure-baseline)
     baseline_ips: float | None = None
+    # which of the --rounds this run was (None without --rounds)
+    round: int | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -257,7 +259,7 @@ def markdown_table(runs: list[dict], baseline_ips: float | None) -> str:
               "server preprocess / queue / inference ms |" + (" raw img/s | efficiency |" if with_efficiency else ""))
     lines = [header, "|" + "---|" * (header.count("|") - 1)]
     for r in runs:
-        level = f"{int(r['level'])} clients" if r["mode"] == "closed" else f"{r['level']:g} req/s"
+        level = _level_name(r) + (f", round {r['round']}" if r.get("round") else "")
         lat = r["latency_ms"]
         errors = sum(r["errors"].values())
         mean_batch = f"{r['mean_batch_size']:.1f}" if r["mean_batch_size"] else "-"
@@ -268,4 +270,36 @@ def markdown_table(runs: list[dict], baseline_ips: float | None) -> str:
             raw = r.get("baseline_ips") or baseline_ips
             row += f" {raw:.1f} | {r['images_per_second'] / raw:.0%} |" if raw else " - | - |"
         lines.append(row)
+    return "\n".join(lines)
+
+
+def _level_name(run: dict) -> str:
+    return f"{int(run['level'])} clients" if run["mode"] == "closed" else f"{run['level']:g} req/s"
+
+
+def efficiency_by_level(runs: list[dict], baseline_ips: float | None) -> dict[str, dict]:
+    """Each closed-loop level run more than once (--rounds): the median, min and max of its
+    rounds' efficiencies and its median img/s. A median of interleaved rounds is what holds
+    on a host whose speed drifts by tens of percent within minutes."""
+    rounds: dict[str, list[dict]] = {}
+    for r in runs:
+        if r["mode"] == "closed" and (r.get("baseline_ips") or baseline_ips):
+            rounds.setdefault(_level_name(r), []).append(r)
+    summary = {}
+    for level, level_runs in rounds.items():
+        if len(level_runs) < 2:
+            continue
+        ratios = [r["images_per_second"] / (r.get("baseline_ips") or baseline_ips) for r in level_runs]
+        summary[level] = {"rounds": len(level_runs), "median": statistics.median(ratios),
+                          "min": min(ratios), "max": max(ratios),
+                          "images_per_second": statistics.median(r["images_per_second"]
+                                                                 for r in level_runs)}
+    return summary
+
+
+def efficiency_table(summary: dict[str, dict]) -> str:
+    lines = ["| level | rounds | median img/s | efficiency: median | min | max |", "|---|---|---|---|---|---|"]
+    for level, s in summary.items():
+        lines.append(f"| {level} | {s['rounds']} | {s['images_per_second']:.1f} | {s['median']:.0%} | "
+                     f"{s['min']:.0%} | {s['max']:.0%} |")
     return "\n".join(lines)

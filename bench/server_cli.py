@@ -53,16 +53,20 @@ def main(args) -> int:
         models = load.httpx.get(f"{base_url}/models", timeout=10).json()
         raw = _raw_backend(args.server_args) if args.measure_baseline else None
         raw_before = _measure_raw(raw, args.duration)
-        for clients in args.concurrency:
-            print(f"closed loop, {clients} clients, {args.duration:g} s ...", flush=True)
-            result = load.run_level(base_url, "closed", clients, args.duration, body, content_type,
-                                    args.images_per_request, args.processes)
-            raw_after = _measure_raw(raw, args.duration)
-            if raw:
-                result.baseline_ips = (raw_before + raw_after) / 2
-                raw_before = raw_after
-            runs.append(result.to_dict())
-            _print_run(result)
+        for round_ in range(1, args.rounds + 1):
+            for clients in args.concurrency:
+                of_rounds = f", round {round_} of {args.rounds}" if args.rounds > 1 else ""
+                print(f"closed loop, {clients} clients{of_rounds}, {args.duration:g} s ...", flush=True)
+                result = load.run_level(base_url, "closed", clients, args.duration, body, content_type,
+                                        args.images_per_request, args.processes)
+                raw_after = _measure_raw(raw, args.duration)
+                if raw:
+                    result.baseline_ips = (raw_before + raw_after) / 2
+                    raw_before = raw_after
+                if args.rounds > 1:
+                    result.round = round_
+                runs.append(result.to_dict())
+                _print_run(result)
         best = max((r["requests_per_second"] for r in runs), default=0.0)
         for rate in args.rates:
             offered = best / 2 if rate == "half" else float(rate)
@@ -76,16 +80,21 @@ def main(args) -> int:
     finally:
         if server:
             server.stop()
+    summary = load.efficiency_by_level(runs, args.baseline_ips)
     report = {"target": base_url, "models": models, "images_per_request": args.images_per_request,
               "image_bytes": len(body), "baseline_ips": args.baseline_ips, "runs": runs,
+              "efficiency_by_level": summary,
               "title": args.title or f"server, {args.server_args or 'default model'}"}
+    tables = load.markdown_table(runs, args.baseline_ips)
+    if summary:
+        tables += "\n\n" + load.efficiency_table(summary)
     print()
-    print(load.markdown_table(runs, args.baseline_ips))
+    print(tables)
     if args.out:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
         (out / "server.json").write_text(json.dumps(report, indent=2))
-        (out / "server.md").write_text(load.markdown_table(runs, args.baseline_ips) + "\n")
+        (out / "server.md").write_text(tables + "\n")
         try:
             from .plots import latency_vs_throughput
             latency_vs_throughput(report, out / "server_latency.png")

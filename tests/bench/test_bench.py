@@ -13,6 +13,7 @@ import time
 import pytest
 import torch
 
+from bench import server as bench_server
 from bench.server import check_loopback
 from bench.timing import Measurement, measure_interleaved, paired_speedups
 from tests.conftest import REPO
@@ -83,18 +84,39 @@ def test_server_benchmark_drives_a_real_server_and_reads_its_timings(tmp_path):
     out = _bench("server", "--server-args", "--model dat_digits --backend torch --detector none "
                  "--no-warmup --max-batch-size 8", "--concurrency", "2", "--rates", "half",
                  "--duration", "1", "--processes", "1", "--images-per-request", "2",
-                 "--measure-baseline", "--out", str(tmp_path))
+                 "--measure-baseline", "--rounds", "2", "--out", str(tmp_path))
     report = json.loads((tmp_path / "server.json").read_text())
-    closed, opened = report["runs"]
-    assert closed["baseline_ips"] > 0 and opened["baseline_ips"] is None  # raw measured around the closed run
-    assert (closed["mode"], closed["level"], opened["mode"]) == ("closed", 2, "open")
-    for run in (closed, opened):
+    first, second, opened = report["runs"]
+    for closed in (first, second):
+        assert closed["baseline_ips"] > 0  # raw measured around each closed run
+        assert (closed["mode"], closed["level"]) == ("closed", 2)
+    assert (first["round"], second["round"]) == (1, 2)
+    assert opened["mode"] == "open" and opened["baseline_ips"] is None and opened["round"] is None
+    summary = report["efficiency_by_level"]["2 clients"]
+    ratios = sorted(r["images_per_second"] / r["baseline_ips"] for r in (first, second))
+    assert summary["rounds"] == 2 and (summary["min"], summary["max"]) == pytest.approx(ratios)
+    for run in (first, second, opened):
         assert run["requests_ok"] > 0 and run["errors"] == {}
         assert run["images_ok"] == 2 * run["requests_ok"]
         assert set(run["server_ms"]) == {"preprocess_ms", "queue_ms", "inference_ms", "total_ms"}
         assert run["mean_batch_size"] >= 2  # each request's two images share a batch
         assert run["latency_ms"]["p50"] <= run["latency_ms"]["p99"]
     assert "raw backend alone" in out and "efficiency" in (tmp_path / "server.md").read_text()
+
+
+def test_efficiency_by_level_summarises_the_rounds_of_each_closed_level():
+    def run(level, ips, baseline=None, mode="closed"):
+        return {"mode": mode, "level": level, "images_per_second": ips, "baseline_ips": baseline}
+    runs = [run(8, 9.0, 10.0), run(16, 18.0, 20.0), run(8, 6.0, 12.0), run(16, 16.0),
+            run(8, 7.0, 10.0), run(4, 5.0, 10.0), run(30.0, 20.0, mode="open")]
+    summary = bench_server.efficiency_by_level(runs, baseline_ips=None)
+    assert set(summary) == {"8 clients"}  # 16: one round with a baseline; 4: one round; open loop: none
+    assert summary["8 clients"] == {"rounds": 3, "median": pytest.approx(0.7), "min": pytest.approx(0.5),
+                                    "max": pytest.approx(0.9), "images_per_second": 7.0}
+    fixed = bench_server.efficiency_by_level(runs, baseline_ips=20.0)  # for the runs without their own
+    assert fixed["16 clients"] == {"rounds": 2, "median": pytest.approx(0.85), "min": pytest.approx(0.8),
+                                   "max": pytest.approx(0.9), "images_per_second": 17.0}
+    assert "| 8 clients | 3 | 7.0 | 70% | 50% | 90% |" in bench_server.efficiency_table(summary)
 
 
 def test_a_measured_baseline_needs_the_server_args():
