@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from bench import server as bench_server
+from bench.plots import medians_by_level
 from bench.server import check_loopback
 from bench.timing import Measurement, measure_interleaved, paired_speedups
 from tests.conftest import REPO
@@ -102,6 +103,7 @@ def test_server_benchmark_drives_a_real_server_and_reads_its_timings(tmp_path):
         assert run["mean_batch_size"] >= 2  # each request's two images share a batch
         assert run["latency_ms"]["p50"] <= run["latency_ms"]["p99"]
     assert "raw backend alone" in out and "efficiency" in (tmp_path / "server.md").read_text()
+    assert (tmp_path / "server_latency.png").stat().st_size > 0
 
 
 def test_efficiency_by_level_summarises_the_rounds_of_each_closed_level():
@@ -117,6 +119,15 @@ def test_efficiency_by_level_summarises_the_rounds_of_each_closed_level():
     assert fixed["16 clients"] == {"rounds": 2, "median": pytest.approx(0.85), "min": pytest.approx(0.8),
                                    "max": pytest.approx(0.9), "images_per_second": 17.0}
     assert "| 8 clients | 3 | 7.0 | 70% | 50% | 90% |" in bench_server.efficiency_table(summary)
+
+
+def test_the_latency_plot_draws_a_level_run_in_rounds_at_its_medians():
+    def run(level, ips, p50, p99):
+        return {"level": level, "images_per_second": ips, "latency_ms": {"p50": p50, "p99": p99}}
+    runs = [run(16, 30.0, 500, 700), run(1, 13.0, 70, 90), run(16, 20.0, 700, 900),
+            run(16, 25.0, 600, 800), run(1, 14.0, 75, 80)]
+    assert medians_by_level(runs) == [(13.5, {"p50": 72.5, "p99": 85.0}),
+                                       (25.0, {"p50": 600, "p99": 800})]
 
 
 def test_a_measured_baseline_needs_the_server_args():
