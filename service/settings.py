@@ -91,6 +91,11 @@ class Settings(BaseSettings):
                                  "for 500x375 JPEGs on an H100 host (468 against 726 img/s, one "
                                  "process, 64 clients): it pays only where resizing large images "
                                  "dominates")
+    gpu_decode: bool = Field(False, description="decode a classifier's baseline JPEGs on its GPU, "
+                             "many requests' images per call (nvJPEG through torchvision, which "
+                             "must be installed), then preprocess there as --gpu-preprocess; "
+                             "other images, and JPEGs nvJPEG refuses, are decoded by Pillow. "
+                             "nvJPEG's pixels are not bit-identical to Pillow's")
     allow_points: bool = Field(True, description="let clients ask for the D blocks' sampling "
                                "points (?points=true)")
 

@@ -73,3 +73,47 @@ def test_a_batch_may_mix_gpu_images_and_cpu_tensors():
     batch = _concatenate([cpu, gpu])
     assert batch.is_cuda and batch.shape == (3, 3, 4, 4) and batch[0].sum() == 0 and batch[1:].min() == 1
 
+
+
+def _nvjpeg_or_skip():
+    pytest.importorskip("torchvision", reason="--gpu-decode needs torchvision")
+
+
+def test_nvjpeg_decodes_jpegs_as_pillow_does_within_a_few_levels():
+    _nvjpeg_or_skip()
+    from bench.server_cli import sample_jpeg
+    from service.gpu_decode import torchvision_decoder
+    from service.preprocess import decode
+    from tests.service.test_gpu_decode import jpeg, photo
+
+    decoder = torchvision_decoder(torch.device("cuda"))
+    for data in (sample_jpeg(), jpeg(photo(301, 203)), jpeg(photo(64, 48).convert("L"))):
+        image, _ = decode(data, 10**8)
+        pillow = torch.from_numpy(np.array(image.convert("RGB"))).permute(2, 0, 1).int()
+        nvjpeg = decoder([torch.frombuffer(bytearray(data), dtype=torch.uint8)])[0].cpu().int()
+        assert nvjpeg.shape == pillow.shape
+        difference = (nvjpeg - pillow).abs().float()
+        # IDCT and chroma upsampling differ from libjpeg-turbo's; a swapped channel or a
+        # misread colour space would be tens of levels on average
+        assert difference.mean() < 2.0, (difference.mean(), difference.max())
+
+
+@pytest.mark.anyio
+async def test_gpu_decoded_jpegs_answer_as_pillow_decoded_ones(tiny_model):
+    _nvjpeg_or_skip()
+    from tests.service.test_gpu_decode import jpeg, photo
+    files = [("files", (f"{i}.jpg", jpeg(photo(60 + 20 * i, 50 + 10 * i, seed=i), orientation=1 + i),
+                        "image/jpeg")) for i in range(4)]
+    answers = {}
+    for on_gpu in (True, False):
+        backend = TorchBackend(tiny_model, device="cuda", precision="fp32")
+        async with served(backend, max_batch_size=8, gpu_decode=on_gpu) as client:
+            response = await client.post("/classify?top_k=3", files=files)
+            models = (await client.get("/models")).json()["models"][0]
+        assert response.status_code == 200, response.text
+        assert (models["gpu_decode"]["images"] == 5) if on_gpu else models["gpu_decode"] is None
+        answers[on_gpu] = response.json()["results"]
+    for gpu, cpu in zip(answers[True], answers[False], strict=True):
+        assert (gpu["width"], gpu["height"]) == (cpu["width"], cpu["height"])
+        for a, b in zip(gpu["predictions"], cpu["predictions"], strict=True):
+            assert abs(a["probability"] - b["probability"]) < 5e-2
