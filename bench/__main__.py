@@ -68,6 +68,16 @@ def main(argv: list[str] | None = None) -> int:
     parity.add_argument("--batch-sizes", type=_ints, default=(1, 8, 64))
     parity.add_argument("--out", default=None, help="JSON file for the results")
 
+    decode = sub.add_parser("decode", help="img/s of turning one JPEG into a model input: Pillow "
+                            "on one thread, and the service's --gpu-decode (nvJPEG in batches) on "
+                            "a GPU, with how far its inputs are from Pillow's")
+    decode.add_argument("--image", help="JPEG file (default: a generated 500x375 JPEG)")
+    decode.add_argument("--input-size", type=int, default=224, help="the model's input size")
+    decode.add_argument("--device", default="cpu", help="cuda[:N] measures --gpu-decode too")
+    decode.add_argument("--batch", type=int, default=64, help="images submitted at once")
+    decode.add_argument("--seconds", type=float, default=3.0, help="timed seconds per path")
+    decode.add_argument("--out", default=None, help="JSON file for the results")
+
     server = sub.add_parser("server", help="throughput and latency of the HTTP server under load")
     server.add_argument("--url", help="a running server (loopback only); default: start one")
     server.add_argument("--server-args", default="",
@@ -106,6 +116,20 @@ def main(argv: list[str] | None = None) -> int:
             parser.error("--rounds must be at least 1")
         from . import server_cli
         return server_cli.main(args)
+    if args.command == "decode":
+        import json
+        from pathlib import Path
+
+        from models import Preprocessing
+
+        from . import decode as bench_decode
+        from .server_cli import sample_jpeg
+        data = Path(args.image).read_bytes() if args.image else sample_jpeg()
+        report = bench_decode.run(data, Preprocessing(input_size=args.input_size), args.device,
+                                  args.batch, args.seconds)
+        print(json.dumps(report, indent=2))
+        if args.out:
+            Path(args.out).write_text(json.dumps(report, indent=2))
     if args.command == "profile":
         from . import model as bench_model
         print(bench_model.profile(args.model, args.precision, args.batch_size, args.device,

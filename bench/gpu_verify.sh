@@ -4,11 +4,13 @@
 # torch.compile at batch 64 beside eager and the official; server: the server on the
 # GPU under JPEG load (one process or several workers, 1 or 8 images per request); parity: CUDA
 # numerics against CPU fp32; tests: the gpu-marked tests; profile: one batch-64 forward, ours
-# beside the official; jpeg: Pillow vs nvJPEG decoding speed; exported: our fp16 export under
+# beside the official; jpeg: one JPEG into a model input, Pillow vs --gpu-decode (speed, and
+# agreement); exported: our fp16 export under
 # ONNX Runtime (CUDA) and TensorRT beside our eager fp16 (skipped where they are not installed).
 # Usage: OUT=results/gpu OFFICIAL=path/to/official/models [STEPS="model server"] bash bench/gpu_verify.sh
-# Each step has its own time limit (about 12 minutes for all), so a short lease still returns
-# the steps that finished; with PACK=file.tgz the results are packed after every step.
+# Each step has its own time limit (the default steps about 12 minutes: two device calls, e.g.
+# STEPS="model server" then STEPS="jpeg tests parity"), so a short lease still returns the steps
+# that finished; with PACK=file.tgz the results are packed after every step.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-bench/results/gpu}
@@ -16,7 +18,7 @@ OFFICIAL=${OFFICIAL:-.official/models}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 PY=${PYTHON:-python3}
-STEPS=" ${STEPS:-model compiled server parity tests profile jpeg exported} "
+STEPS=" ${STEPS:-model server jpeg tests parity} "  # also: compiled profile exported
 want() { [[ "$STEPS" == *" $1 "* ]]; }
 pack() { [ -n "${PACK:-}" ] && tar czf "$PACK" -C "$OUT" . 2>/dev/null; return 0; }
 
@@ -33,7 +35,8 @@ pack
 
 if want model; then
 echo "== model speed: ours eager and CUDA graphs vs official"
-timeout 150 $PY -m bench model --device cuda --precisions fp32,fp16,bf16 --batch-sizes 1,8,32,64,128 \
+timeout 150 $PY -m bench model --device cuda --precisions ${MODEL_PRECISIONS:-fp16,bf16} \
+  --batch-sizes ${MODEL_BATCHES:-1,8,64} \
   --cuda-graphs --official "$OFFICIAL" --warmup 3 --repeats 7 --min-seconds 0.3 \
   --out "$OUT/model" 2>&1 | grep -v Warning | tee "$OUT/model.log"
 pack
@@ -69,12 +72,17 @@ server() {  # name, timeout, extra server args, then bench arguments
   pack
 }
 # the headline run measures its own baseline around each level (the backend the server runs,
-# alone, in the bench process); the others divide by the model step's figure
-server w6-8img 110 "--workers 6 --preprocess-workers 3" --images-per-request 8 --concurrency 32,128 \
+# alone, in the bench process); the others divide by the model step's figure. --gpu-decode
+# leaves the host's cores to HTTP; the last run is Pillow's, for comparison.
+server w1-8img-gpudecode 110 "--gpu-decode" --images-per-request 8 --concurrency 32,128 \
   --rates half --measure-baseline
 BASELINE_ARG=${BASELINE:+--baseline-ips $BASELINE}
-server w6-1img 80 "--workers 6 --preprocess-workers 3" --concurrency 128,512 --rates half $BASELINE_ARG
-server w1-8img 50 "--preprocess-workers 12" --images-per-request 8 --concurrency 64 $BASELINE_ARG
+server w4-8img-gpudecode 70 "--workers 4 --gpu-decode --preprocess-workers 2" --images-per-request 8 \
+  --concurrency 64,256 $BASELINE_ARG
+server w4-1img-gpudecode 70 "--workers 4 --gpu-decode --preprocess-workers 2" --concurrency 128,512 \
+  $BASELINE_ARG
+server w6-8img-pillow 50 "--workers 6 --preprocess-workers 3" --images-per-request 8 --concurrency 128 \
+  $BASELINE_ARG
 kill $SMI 2>/dev/null
 echo "GPU utilisation samples (%): $(sort -n "$OUT/gpu_util.txt" | awk '{a[NR]=$1} END {print "median", a[int(NR/2)+1], "max", a[NR]}')"
 fi
@@ -102,29 +110,9 @@ pack
 fi
 
 if want jpeg; then
-echo "== JPEG decoding, one 500x375 image: Pillow on one core vs nvJPEG (torchvision), batches of 64"
-timeout 30 $PY - <<'EOF' 2>&1 | tee "$OUT/jpeg_decode.txt"
-import time
-import torch
-from bench.server_cli import sample_jpeg
-from service.preprocess import decode
-body = sample_jpeg()
-start, n = time.perf_counter(), 300
-for _ in range(n):
-    decode(body, 10**8)
-print(f"Pillow: {n / (time.perf_counter() - start):.0f} img/s per core")
-try:
-    from torchvision.io import decode_jpeg
-    data = [torch.frombuffer(bytearray(body), dtype=torch.uint8)] * 64
-    decode_jpeg(data, device="cuda"); torch.cuda.synchronize()
-    start = time.perf_counter()
-    for _ in range(20):
-        decode_jpeg(data, device="cuda")
-    torch.cuda.synchronize()
-    print(f"nvJPEG: {20 * 64 / (time.perf_counter() - start):.0f} img/s")
-except Exception as exc:  # noqa: BLE001 - a probe
-    print(f"nvJPEG: not measured ({type(exc).__name__}: {exc})")
-EOF
+echo "== one 500x375 JPEG into a model input: Pillow on one core vs --gpu-decode (nvJPEG, batches of 64)"
+timeout 60 $PY -m bench decode --device cuda --batch 64 --out "$OUT/decode.json" 2>&1 \
+  | grep -v Warning | tee "$OUT/decode.log"
 pack
 fi
 if want exported; then

@@ -1,0 +1,71 @@
+"""``python -m bench decode``: how fast the service turns one JPEG into a model input.
+
+Pillow (decode, then the model's resize / crop / normalise, on one thread) against
+``--gpu-decode`` (the service's ``GpuJpegDecoder``: nvJPEG in batches, then the same transform
+on the GPU), and how far the GPU's model inputs are from Pillow's.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import torch
+
+from models import Preprocessing
+from service.preprocess import prepare
+
+LIMIT = 10**9
+
+
+def _rate(step, images_per_step: int, seconds: float) -> float:
+    step()  # warm
+    done, started = 0, time.perf_counter()
+    while (elapsed := time.perf_counter() - started) < seconds or done == 0:
+        step()
+        done += images_per_step
+    return done / elapsed
+
+
+def pillow(data: bytes, preprocessing: Preprocessing, seconds: float) -> dict[str, Any]:
+    return {"images_per_second": round(_rate(lambda: prepare(data, preprocessing, LIMIT), 1, seconds), 1)}
+
+
+def gpu_decode(data: bytes, preprocessing: Preprocessing, device: torch.device, batch: int,
+               seconds: float) -> dict[str, Any]:
+    """The service's decoder, ``batch`` images submitted at once, as concurrent requests do."""
+    from service.gpu_decode import GpuJpegDecoder, read_header, torchvision_decoder
+
+    header = read_header(data, LIMIT)
+    if header is None:
+        return {"skipped": "this JPEG takes the Pillow path (progressive, CMYK, ...)"}
+    decoder = GpuJpegDecoder(preprocessing, device, torchvision_decoder(device)).start()
+    try:
+        def step() -> list[torch.Tensor]:
+            futures = [decoder.submit(data, header) for _ in range(batch)]
+            return [f.result(60) for f in futures]
+
+        rate = _rate(step, batch, seconds)
+        ours = step()[0].cpu()
+    finally:
+        decoder.stop(timeout=10)
+    reference = prepare(data, preprocessing, LIMIT).tensor
+    # in pixel levels: the inputs are (level / 255 - mean) / std
+    levels = (ours - reference).abs() * torch.tensor(preprocessing.std).view(3, 1, 1) * 255
+    return {"images_per_second": round(rate, 1), "batch": batch,
+            "calls": decoder.batches, "images": decoder.images,
+            "input_difference_levels": {"mean": round(levels.mean().item(), 3),
+                                        "max": round(levels.max().item(), 3)}}
+
+
+def run(data: bytes, preprocessing: Preprocessing, device: str, batch: int, seconds: float) -> dict:
+    report: dict[str, Any] = {"bytes": len(data), "pillow_one_thread": pillow(data, preprocessing, seconds)}
+    where = torch.device(device)
+    if where.type != "cuda":
+        report["gpu_decode"] = {"skipped": "--gpu-decode needs a CUDA device (--device cuda)"}
+        return report
+    try:
+        report["gpu_decode"] = gpu_decode(data, preprocessing, where, batch, seconds)
+    except ImportError as exc:
+        report["gpu_decode"] = {"skipped": f"needs torchvision ({exc})"}
+    return report
