@@ -10,9 +10,9 @@ decoder refuses, takes the Pillow path (``preprocess.prepare``), so an image tha
 never fails here, and a truncated JPEG is still Pillow's 400, never grey pixels.
 
 One thread owns the decoder and its CUDA stream. It takes what has queued while it was busy (no
-added wait), up to a pixel budget, decodes it in one call, then orients, resizes and normalises
-each image with the model's own ``Preprocessing.from_pixels``. Pixels are nvJPEG's, which are
-not bit-identical to libjpeg-turbo's (Pillow).
+added wait), up to a pixel budget, decodes it in one call, turns each image upright, then
+resizes and normalises the images of each size together with the model's own
+``Preprocessing.from_pixels``. Pixels are nvJPEG's, not bit-identical to libjpeg-turbo's (Pillow).
 """
 
 from __future__ import annotations
@@ -43,6 +43,7 @@ _EOI = b"\xff\xd9"
 _EXIF_ORIENTATION = 0x0112
 MAX_BATCH_IMAGES = 64
 MAX_BATCH_PIXELS = 2**26  # about 64 MP a call: bounds the decoded images' GPU memory
+TRANSFORM_PIXELS = 2**24  # images resized together: 16 MP, 192 MB as float32
 
 
 class Refused(Exception):
@@ -235,18 +236,28 @@ class GpuJpegDecoder:
             decoded: list = list(self.decode([job.encoded for job in jobs]))
         except Exception as exc:  # noqa: BLE001 - one bad image fails the call: find it alone
             decoded = [self._decode_one(job) for job in jobs] if len(jobs) > 1 else [Refused(str(exc))]
-        outcomes: list[torch.Tensor | Refused] = []
-        for job, pixels in zip(jobs, decoded, strict=True):
+        outcomes: list[torch.Tensor | Refused | None] = [None] * len(jobs)
+        same_size: dict[tuple[int, int], list[tuple[int, torch.Tensor]]] = {}
+        for i, (job, pixels) in enumerate(zip(jobs, decoded, strict=True)):
             if isinstance(pixels, Refused):
-                outcomes.append(pixels)
+                outcomes[i] = pixels
                 continue
             upright = orient(pixels, job.header.orientation)
             if tuple(upright.shape) != (3, job.header.height, job.header.width):
-                outcomes.append(Refused(f"decoded {tuple(upright.shape)}, the header says "
-                                        f"{job.header.width}x{job.header.height}"))
+                outcomes[i] = Refused(f"decoded {tuple(upright.shape)}, the header says "
+                                      f"{job.header.width}x{job.header.height}")
                 continue
-            outcomes.append(self.preprocessing.from_pixels(upright.permute(1, 2, 0)))
-        return outcomes
+            same_size.setdefault((job.header.height, job.header.width), []).append((i, upright))
+        # Images of one size are transformed together: a few kernel launches for all of them,
+        # where one by one the launches would cost more host time than nvJPEG does.
+        for (height, width), group in same_size.items():
+            per_call = max(1, TRANSFORM_PIXELS // (height * width))
+            for start in range(0, len(group), per_call):
+                part = group[start:start + per_call]
+                pixels = torch.stack([upright for _, upright in part]).permute(0, 2, 3, 1)
+                for (i, _), tensor in zip(part, self.preprocessing.from_pixels(pixels), strict=True):
+                    outcomes[i] = tensor
+        return outcomes  # type: ignore[return-value]
 
     def _decode_one(self, job: _Job) -> torch.Tensor | Refused:
         try:

@@ -71,6 +71,15 @@ def test_tensor_transform_matches_pillow_to_one_level(size, interpolation):
     assert differs.float().mean() < (1e-3 if interpolation == "bicubic" else 1e-2)
 
 
+def test_tensor_transform_of_a_batch_is_that_of_each_image():
+    p = Preprocessing(32, crop_pct=32 / 36)
+    images = torch.stack([torch.from_numpy(np.array(_photo_like(50, 40, seed=i))) for i in range(3)])
+    batch = p.from_pixels(images)
+    assert batch.shape == (3, 3, 32, 32)
+    for image, row in zip(images, batch, strict=True):
+        assert torch.equal(p.from_pixels(image), row)
+
+
 def test_tensor_transform_refuses_what_it_cannot_match():
     with pytest.raises(ValueError, match="nearest"):
         Preprocessing(32, interpolation="nearest").from_pixels(torch.zeros(40, 40, 3, dtype=torch.uint8))

@@ -159,6 +159,39 @@ def test_images_that_queue_while_a_call_runs_are_decoded_in_one_call(decoder, de
         assert torch.equal(result, decoder.submit(data, header_of(data)).result(10))
 
 
+class CountingTransform:
+    """The model's transform, recording how many images each call took."""
+
+    def __init__(self) -> None:
+        self.calls: list[int] = []
+
+    def from_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
+        self.calls.append(pixels.shape[0])
+        return PREPROCESSING.from_pixels(pixels)
+
+
+def test_images_of_one_size_are_transformed_together(decode, monkeypatch):
+    transform = CountingTransform()
+    decoder = GpuJpegDecoder(transform, torch.device("cpu"), decode).start()
+    monkeypatch.setattr("service.gpu_decode.TRANSFORM_PIXELS", 2 * 48 * 40)
+    try:
+        decode.gate.clear()
+        futures = [decoder.submit(jpeg(), header_of(jpeg()))]
+        assert decode.entered.wait(10)
+        datas = [jpeg(photo(seed=i)) for i in range(3)] + [jpeg(photo(30, 60)),
+                                                          jpeg(photo(seed=4), orientation=6)]
+        futures += [decoder.submit(d, header_of(d)) for d in datas]
+        decode.gate.set()
+        results = [f.result(10) for f in futures]
+        # 48x40 three times (two to a call within the budget), 30x60 once, 40x48 (turned) once
+        assert transform.calls == [1, 2, 1, 1, 1]
+        for data, result in zip(datas, results[1:], strict=True):
+            image, _ = pillow_decode(data, 10**8)
+            assert torch.equal(result, PREPROCESSING.from_pixels(torch.from_numpy(np.array(image))))
+    finally:
+        decoder.stop(timeout=10)
+
+
 def test_a_call_holds_at_most_its_pixel_budget(decode):
     decoder = GpuJpegDecoder(PREPROCESSING, torch.device("cpu"), decode,
                              max_batch_pixels=2 * 48 * 40).start()
