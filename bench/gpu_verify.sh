@@ -11,6 +11,10 @@
 # Each step has its own time limit (the default steps about 12 minutes: two device calls, e.g.
 # STEPS="model server" then STEPS="jpeg tests parity"), so a short lease still returns the steps
 # that finished; with PACK=file.tgz the results are packed after every step.
+# WHEELS=dir first installs the web stack from wheels in dir (a lent GPU machine has CUDA
+# PyTorch and torchvision but no FastAPI or uvicorn, and reaches no index). Fill it beforehand:
+#   pip download -d .whl --only-binary=:all: --python-version 3.12 \
+#     --platform manylinux2014_x86_64 fastapi uvicorn httptools python-multipart pydantic-settings
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-bench/results/gpu}
@@ -20,6 +24,9 @@ export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 PY=${PYTHON:-python3}
 STEPS=" ${STEPS:-model server jpeg tests parity} "  # also: compiled profile exported
 want() { [[ "$STEPS" == *" $1 "* ]]; }
+if [ -n "${WHEELS:-}" ]; then
+  $PY -m pip install -q --no-index --find-links "$WHEELS" "$WHEELS"/*.whl 2>&1 | grep -v -i warning | tail -2
+fi
 pack() { [ -n "${PACK:-}" ] && tar czf "$PACK" -C "$OUT" . 2>/dev/null; return 0; }
 
 {

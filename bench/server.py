@@ -267,13 +267,13 @@ def markdown_table(runs: list[dict], baseline_ips: float | None) -> str:
                f"{r['requests_per_second']:.1f} | {lat.get('p50', 0):.1f} | {lat.get('p95', 0):.1f} | "
                f"{lat.get('p99', 0):.1f} | {errors} | {mean_batch} | {stages(r.get('server_ms', {}))} |")
         if with_efficiency:
-            raw = _raw_ips(r, baseline_ips)
+            raw = raw_ips(r, baseline_ips)
             row += f" {raw:.1f} | {r['images_per_second'] / raw:.0%} |" if raw else " - | - |"
         lines.append(row)
     return "\n".join(lines)
 
 
-def _raw_ips(run: dict, baseline_ips: float | None) -> float | None:
+def raw_ips(run: dict, baseline_ips: float | None) -> float | None:
     """The raw backend's img/s a run is measured against: its own (--measure-baseline), else
     the fixed --baseline-ips."""
     return run.get("baseline_ips") or baseline_ips
@@ -289,13 +289,13 @@ def efficiency_by_level(runs: list[dict], baseline_ips: float | None) -> dict[st
     on a host whose speed drifts by tens of percent within minutes."""
     by_level: dict[str, list[dict]] = {}
     for r in runs:
-        if r["mode"] == "closed" and _raw_ips(r, baseline_ips):
+        if r["mode"] == "closed" and raw_ips(r, baseline_ips):
             by_level.setdefault(_level_name(r), []).append(r)
     summary = {}
     for level, level_runs in by_level.items():
         if len(level_runs) < 2:
             continue
-        ratios = [r["images_per_second"] / _raw_ips(r, baseline_ips) for r in level_runs]
+        ratios = [r["images_per_second"] / raw_ips(r, baseline_ips) for r in level_runs]
         summary[level] = {"rounds": len(level_runs), "median": statistics.median(ratios),
                           "min": min(ratios), "max": max(ratios),
                           "images_per_second": statistics.median(r["images_per_second"]

@@ -66,7 +66,7 @@ def main(args) -> int:
                 if args.rounds > 1:
                     result.round = round_
                 runs.append(result.to_dict())
-                _print_run(result)
+                _print_run(result, args.baseline_ips)
         best = max((r["requests_per_second"] for r in runs), default=0.0)
         for rate in args.rates:
             offered = best / 2 if rate == "half" else float(rate)
@@ -76,7 +76,7 @@ def main(args) -> int:
             result = load.run_level(base_url, "open", offered, args.duration, body, content_type,
                                     args.images_per_request, args.processes)
             runs.append(result.to_dict())
-            _print_run(result)
+            _print_run(result, args.baseline_ips)
     finally:
         if server:
             server.stop()
@@ -120,11 +120,12 @@ def _measure_raw(raw, duration: float) -> float | None:
     return ips
 
 
-def _print_run(r: load.RunResult) -> None:
+def _print_run(r: load.RunResult, baseline_ips: float | None) -> None:
     lat = r.latency_ms
+    raw = load.raw_ips(r.to_dict(), baseline_ips)
     print(f"  {r.images_per_second:8.1f} img/s  p50 {lat.get('p50', 0):7.1f} ms  "
           f"p99 {lat.get('p99', 0):7.1f} ms  errors {sum(r.errors.values())}  "
           f"batch per image {r.mean_batch_size or 0:.1f}  server ms (preprocess/queue/inference) "
           f"{load.stages(r.server_ms)}"
-          + (f"  efficiency {r.images_per_second / r.baseline_ips:.0%}" if r.baseline_ips else ""),
+          + (f"  efficiency {r.images_per_second / raw:.0%}" if raw else ""),
           flush=True)

@@ -106,6 +106,18 @@ def test_server_benchmark_drives_a_real_server_and_reads_its_timings(tmp_path):
     assert (tmp_path / "server_latency.png").stat().st_size > 0
 
 
+def test_a_levels_progress_line_shows_its_efficiency_against_either_baseline(capsys):
+    from bench.server_cli import _print_run
+    run = bench_server.RunResult("closed", 8, 10.0, 80, 80, {}, 8.0, 8.0, {"p50": 1.0, "p99": 2.0})
+    _print_run(run, None)
+    assert "efficiency" not in capsys.readouterr().out
+    _print_run(run, 10.0)  # a fixed --baseline-ips
+    assert "efficiency 80%" in capsys.readouterr().out
+    run.baseline_ips = 16.0  # measured around the run: it wins
+    _print_run(run, 10.0)
+    assert "efficiency 50%" in capsys.readouterr().out
+
+
 def test_efficiency_by_level_summarises_the_rounds_of_each_closed_level():
     def run(level, ips, baseline=None, mode="closed"):
         return {"mode": mode, "level": level, "images_per_second": ips, "baseline_ips": baseline}
