@@ -53,7 +53,7 @@ def gpu_decode(data: bytes, preprocessing: Preprocessing, device: torch.device, 
     # in pixel levels: the inputs are (level / 255 - mean) / std
     levels = (ours - reference).abs() * torch.tensor(preprocessing.std).view(3, 1, 1) * 255
     return {"images_per_second": round(rate, 1), "batch": batch,
-            "calls": decoder.batches, "images": decoder.images,
+            "calls": decoder.calls, "images": decoder.images,
             "input_difference_levels": {"mean": round(levels.mean().item(), 3),
                                         "max": round(levels.max().item(), 3)}}
 

@@ -133,15 +133,17 @@ class GpuJpegDecoder:
     """Decodes JPEGs in batches on one thread, into the model's input tensors on ``device``."""
 
     def __init__(self, preprocessing: Preprocessing, device: torch.device, decode: DecodeBatch,
-                 max_batch_images: int = MAX_BATCH_IMAGES,
-                 max_batch_pixels: int = MAX_BATCH_PIXELS) -> None:
+                 max_batch_images: int = MAX_BATCH_IMAGES, max_batch_pixels: int = MAX_BATCH_PIXELS,
+                 on_batch: Callable[[int, int], None] | None = None) -> None:
         self.preprocessing = preprocessing
         self.device = device
         self.decode = decode
+        self.on_batch = on_batch  # (images, refused) after every call, for the metrics
         self.max_batch_images = max_batch_images
         self.max_batch_pixels = max_batch_pixels
-        self.batches = 0  # calls to ``decode`` that held more than one image count once
+        self.calls = 0  # of ``decode``; a call that failed, then its images alone, counts once
         self.images = 0
+        self.refused = 0
         self._jobs: deque[_Job] = deque()
         self._wake = threading.Condition()
         self._stopped = False
@@ -223,8 +225,12 @@ class GpuJpegDecoder:
             except BaseException as exc:  # noqa: BLE001 - a failed call must answer every job
                 log.warning("GPU JPEG decoding failed: %s", exc)
                 outcomes = [Refused(f"{type(exc).__name__}: {exc}")] * len(jobs)
-            self.batches += 1
+            refused = sum(isinstance(outcome, BaseException) for outcome in outcomes)
+            self.calls += 1
             self.images += len(jobs)
+            self.refused += refused
+            if self.on_batch is not None:
+                self.on_batch(len(jobs), refused)
             for job, outcome in zip(jobs, outcomes, strict=True):
                 if isinstance(outcome, BaseException):
                     job.future.set_exception(outcome)

@@ -73,10 +73,22 @@ class Metrics:
         self.dropped = Counter("dat_dropped_requests",
                                "requests never computed, by reason (queue_full, deadline, "
                                "disconnected, shutdown)", ["reason"], registry=r)
+        self.gpu_decode_batch_size = Histogram("dat_gpu_decode_batch_size",
+                                               "JPEGs per call of the GPU decoder (--gpu-decode)",
+                                               buckets=_BATCH_BUCKETS, registry=r)
+        self.gpu_decode_images = Counter("dat_gpu_decode_images", "JPEGs given to the GPU decoder, "
+                                         "by outcome (decoded, or refused and left to Pillow)",
+                                         ["outcome"], registry=r)
         self.ready = Gauge("dat_ready", "1 when the model is loaded and warmed up", registry=r)
         self.throughput = _Throughput()
         Gauge("dat_images_per_second", f"images computed per second over the last "
               f"{_RATE_WINDOW_S:g} s", registry=r).set_function(self.throughput.rate)
+
+    def observe_gpu_decode(self, images: int, refused: int) -> None:
+        self.gpu_decode_batch_size.observe(images)
+        self.gpu_decode_images.labels("decoded").inc(images - refused)
+        if refused:
+            self.gpu_decode_images.labels("refused").inc(refused)
 
     def for_task(self, task: str) -> BatcherMetrics:
         return BatcherMetrics(self, task)

@@ -56,6 +56,7 @@ class ModelRuntime:
         self.backend = backend
         self.settings = settings
         self.task = task
+        self.metrics = metrics
         self.preprocess_device: torch.device | None = None  # None: Pillow on the CPU
         self.jpeg_decoder: GpuJpegDecoder | None = None  # --gpu-decode
         self.batcher = Batcher(backend.run, max_batch_size=settings.max_batch_size,
@@ -96,7 +97,8 @@ class ModelRuntime:
             decode = torchvision_decoder(self.preprocess_device)
         except ImportError as exc:
             raise RuntimeError(f"--gpu-decode needs torchvision built with nvJPEG ({exc})") from exc
-        decoder = GpuJpegDecoder(meta.preprocessing, self.preprocess_device, decode).start()
+        decoder = GpuJpegDecoder(meta.preprocessing, self.preprocess_device, decode,
+                                 on_batch=self.metrics.observe_gpu_decode).start()
         try:
             decoder.warm_up()
         except BaseException:
@@ -126,7 +128,8 @@ class ModelRuntime:
             "preprocessing": meta.preprocessing.to_dict() if meta else None,
             "preprocessing_device": str(self.preprocess_device or "cpu"),
             "gpu_decode": None if self.jpeg_decoder is None else {
-                "batches": self.jpeg_decoder.batches, "images": self.jpeg_decoder.images},
+                "calls": self.jpeg_decoder.calls, "images": self.jpeg_decoder.images,
+                "refused": self.jpeg_decoder.refused},
             "batching": {"max_batch_size": s.max_batch_size, "max_queue_delay_ms": s.max_queue_delay_ms,
                          "max_queue_size": s.max_queue_size, "default_timeout_ms": s.default_timeout_ms,
                          "max_images_per_request": s.max_images_per_request},
@@ -240,8 +243,11 @@ class ServiceState:
     async def preprocess(self, runtime: ModelRuntime, uploads: Sequence[Upload]) -> list[Decoded]:
         """Decodes the images in parallel on the pool; the first failure names its image."""
         started = time.monotonic()
-        results = await asyncio.gather(*(self._prepare(runtime, u.data) for u in uploads),
-                                       return_exceptions=True)
+        if runtime.jpeg_decoder is None:
+            jobs = [self._prepare_with_pillow(runtime, u.data) for u in uploads]
+        else:
+            jobs = [self._prepare_on_gpu(runtime, runtime.jpeg_decoder, u.data) for u in uploads]
+        results = await asyncio.gather(*jobs, return_exceptions=True)
         self.metrics.preprocess.observe(time.monotonic() - started)
         for i, result in enumerate(results):
             if isinstance(result, ServiceError):
@@ -255,19 +261,23 @@ class ServiceState:
                 raise BadImage(f"image {i}: cannot be processed ({type(result).__name__})") from result
         return results  # type: ignore[return-value]
 
-    async def _prepare(self, runtime: ModelRuntime, data: bytes) -> Decoded:
+    def _prepare_with_pillow(self, runtime: ModelRuntime, data: bytes) -> asyncio.Future[Decoded]:
+        return asyncio.get_running_loop().run_in_executor(
+            self._pool, prepare, data, runtime.meta.preprocessing, self.settings.max_image_pixels,
+            runtime.preprocess_device)
+
+    async def _prepare_on_gpu(self, runtime: ModelRuntime, decoder: GpuJpegDecoder, data: bytes) -> Decoded:
+        """``--gpu-decode``: the header read on the pool, then the GPU decoder; Pillow for the
+        images it does not take or refuses."""
         loop = asyncio.get_running_loop()
-        limit = self.settings.max_image_pixels
-        decoder = runtime.jpeg_decoder
-        if decoder is not None and (header := await loop.run_in_executor(self._pool, read_header,
-                                                                         data, limit)):
+        header = await loop.run_in_executor(self._pool, read_header, data, self.settings.max_image_pixels)
+        if header is not None:
             try:
                 tensor = await asyncio.wrap_future(decoder.submit(data, header))
                 return Decoded(tensor, header.width, header.height, "JPEG")
             except Refused:
-                pass  # Pillow decodes it
-        return await loop.run_in_executor(self._pool, prepare, data, runtime.meta.preprocessing, limit,
-                                          runtime.preprocess_device)
+                pass
+        return await self._prepare_with_pillow(runtime, data)
 
     def submit(self, runtime: ModelRuntime, decoded: Sequence[Decoded], deadline: float,
                want_points: bool, request_id: str | None) -> Work:

@@ -70,6 +70,7 @@ class _Payload:
         return (print, ("unpickled arbitrary code",))
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")  # torch's, about the pickle made here
 def test_arbitrary_pickles_are_never_unpickled(tmp_path, capsys):
     path = tmp_path / "evil.pth"
     with open(path, "wb") as f:

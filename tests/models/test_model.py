@@ -125,6 +125,7 @@ def test_half_precision_keeps_sampling_in_float32(tiny_model, batch):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.filterwarnings("ignore:`torch.jit.trace")  # torch deprecates it; what it sees is checked
 def test_cpu_linears_run_as_one_onednn_call_without_changing_the_answer(dtype, monkeypatch):
     from models import layers
     if not layers._HAS_LINEAR_POINTWISE:

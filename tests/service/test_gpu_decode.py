@@ -22,7 +22,15 @@ from service.gpu_decode import GpuJpegDecoder, JpegHeader, Refused, gpu_decodabl
 from service.preprocess import decode as pillow_decode
 from service.preprocess import open_image
 from service.runtime import ModelRuntime
-from tests.service.helpers import CountingBackend, image_bytes, sample_png, serve, served, settings
+from tests.service.helpers import (
+    CountingBackend,
+    image_bytes,
+    metric,
+    sample_png,
+    serve,
+    served,
+    settings,
+)
 
 PREPROCESSING = Preprocessing(input_size=32, crop_pct=32 / 36)
 
@@ -153,7 +161,7 @@ def test_images_that_queue_while_a_call_runs_are_decoded_in_one_call(decoder, de
     first.result(10)
     results = [f.result(10) for f in futures]
     assert decode.calls == [1, 5]
-    assert decoder.batches == 2 and decoder.images == 6
+    assert decoder.calls == 2 and decoder.images == 6
     assert not torch.equal(results[0], results[1])  # each image its own answer, in order
     for data, result in zip(datas, results, strict=True):
         assert torch.equal(result, decoder.submit(data, header_of(data)).result(10))
@@ -285,13 +293,18 @@ async def test_the_server_sends_jpegs_to_the_decoder_and_the_rest_to_pillow(tiny
             broken = await client.post("/classify", content=jpeg()[:-300],
                                        headers={"content-type": "image/jpeg"})
             models = (await client.get("/models")).json()["models"][0]
+            scraped = (await client.get("/metrics")).text
         assert response.status_code == 200, response.text
         assert broken.status_code == 400 and "truncated" in broken.json()["error"]["message"]
         answers[on] = response.json()["results"]
         if on:
             # the warm-up's test image, then a.jpg and c.jpg (refused there, so Pillow's);
             # b.jpg (progressive) and d.png never went
-            assert set(decode.seen[1:]) == {turned, refused} and models["gpu_decode"]["images"] == 3
+            assert set(decode.seen[1:]) == {turned, refused}
+            assert models["gpu_decode"]["images"] == 3 and models["gpu_decode"]["refused"] == 1
+            assert metric(scraped, "dat_gpu_decode_images_total", outcome="decoded") == 2
+            assert metric(scraped, "dat_gpu_decode_images_total", outcome="refused") == 1
+            assert metric(scraped, "dat_gpu_decode_batch_size_sum") == 3
         else:
             assert models["gpu_decode"] is None
     assert [(r["width"], r["height"]) for r in answers[True]] == [(44, 56), (56, 44), (56, 44), (50, 40)]
