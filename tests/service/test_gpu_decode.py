@@ -231,7 +231,8 @@ def test_an_image_the_decoder_refuses_fails_alone(decoder, decode):
                 future.result(10)
         else:
             assert future.result(10).shape == (3, 32, 32)
-    assert decode.calls == [1, 4, 1, 1, 1, 1]  # the call of four failed; each image again alone
+    # the call of four failed; its halves again, then the failing half's images alone
+    assert decode.calls == [1, 4, 2, 2, 1, 1]
 
 
 def test_pixels_of_another_size_than_the_header_says_are_refused(decoder, decode):
