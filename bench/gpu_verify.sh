@@ -8,9 +8,9 @@
 # agreement); exported: our fp16 export under
 # ONNX Runtime (CUDA) and TensorRT beside our eager fp16 (skipped where they are not installed).
 # Usage: OUT=results/gpu OFFICIAL=path/to/official/models [STEPS="model server"] bash bench/gpu_verify.sh
-# Each step has its own time limit (the default steps about 12 minutes: two device calls, e.g.
-# STEPS="model server" then STEPS="jpeg tests parity"), so a short lease still returns the steps
-# that finished; with PACK=file.tgz the results are packed after every step.
+# Each step has its own time limit (the default steps 9 minutes in all, within one device call),
+# so a short lease still returns the steps that finished; with PACK=file.tgz the results are
+# packed after every step.
 # WHEELS=dir first installs the web stack from wheels in dir (a lent GPU machine has CUDA
 # PyTorch and torchvision but no FastAPI or uvicorn, and reaches no index). Fill it beforehand:
 #   pip download -d .whl --only-binary=:all: --python-version 3.12 \
@@ -42,7 +42,7 @@ pack
 
 if want model; then
 echo "== model speed: ours eager and CUDA graphs vs official"
-timeout 150 $PY -m bench model --device cuda --precisions ${MODEL_PRECISIONS:-fp16,bf16} \
+timeout 120 $PY -m bench model --device cuda --precisions ${MODEL_PRECISIONS:-fp16,bf16} \
   --batch-sizes ${MODEL_BATCHES:-1,8,64} \
   --cuda-graphs --official "$OFFICIAL" --warmup 3 --repeats 7 --min-seconds 0.3 \
   --out "$OUT/model" 2>&1 | grep -v Warning | tee "$OUT/model.log"
@@ -80,30 +80,32 @@ server() {  # name, timeout, extra server args, then bench arguments
 }
 # the headline run measures its own baseline around each level (the backend the server runs,
 # alone, in the bench process); the others divide by the model step's figure. --gpu-decode
-# leaves the host's cores to HTTP; the last run is Pillow's, for comparison.
-server w1-8img-gpudecode 110 "--gpu-decode" --images-per-request 8 --concurrency 32,128 \
+# leaves the host's cores to HTTP (Pillow's path, for comparison: SERVER_PILLOW=1).
+server w1-8img-gpudecode 100 "--gpu-decode" --images-per-request 8 --concurrency 32,128 \
   --rates half --measure-baseline
 BASELINE_ARG=${BASELINE:+--baseline-ips $BASELINE}
 server w4-8img-gpudecode 70 "--workers 4 --gpu-decode --preprocess-workers 2" --images-per-request 8 \
   --concurrency 64,256 $BASELINE_ARG
 server w4-1img-gpudecode 70 "--workers 4 --gpu-decode --preprocess-workers 2" --concurrency 128,512 \
   $BASELINE_ARG
-server w6-8img-pillow 50 "--workers 6 --preprocess-workers 3" --images-per-request 8 --concurrency 128 \
-  $BASELINE_ARG
+if [ -n "${SERVER_PILLOW:-}" ]; then
+  server w6-8img-pillow 50 "--workers 6 --preprocess-workers 3" --images-per-request 8 --concurrency 128 \
+    $BASELINE_ARG
+fi
 kill $SMI 2>/dev/null
 echo "GPU utilisation samples (%): $(sort -n "$OUT/gpu_util.txt" | awk '{a[NR]=$1} END {print "median", a[int(NR/2)+1], "max", a[NR]}')"
 fi
 
 if want parity; then
 echo "== CUDA numerics vs CPU fp32 (dat_tiny, random weights)"
-timeout 45 $PY -m bench parity --device cuda --precisions fp32,fp16,bf16 --batch-sizes 1,8,64 \
+timeout 40 $PY -m bench parity --device cuda --precisions fp32,fp16,bf16 --batch-sizes 1,8,64 \
   --out "$OUT/parity.json" 2>&1 | grep -v Warning | tee "$OUT/parity.log"
 pack
 fi
 
 if want tests; then
 echo "== gpu-marked tests (the Triton client tests need tritonclient, absent there)"
-timeout 150 $PY -m pytest -m gpu -q -p no:cacheprovider tests/service/test_gpu.py \
+timeout 90 $PY -m pytest -m gpu -q -p no:cacheprovider tests/service/test_gpu.py \
   tests/export/test_export_tensorrt.py 2>&1 | tail -15 | tee "$OUT/pytest_gpu.log"
 pack
 fi
@@ -118,7 +120,7 @@ fi
 
 if want jpeg; then
 echo "== one 500x375 JPEG into a model input: Pillow on one core vs --gpu-decode (nvJPEG, batches of 64)"
-timeout 60 $PY -m bench decode --device cuda --batch 64 --out "$OUT/decode.json" 2>&1 \
+timeout 45 $PY -m bench decode --device cuda --batch 64 --out "$OUT/decode.json" 2>&1 \
   | grep -v Warning | tee "$OUT/decode.log"
 pack
 fi
