@@ -14,7 +14,8 @@
 # WHEELS=dir first installs the web stack from wheels in dir (a lent GPU machine has CUDA
 # PyTorch and torchvision but no FastAPI or uvicorn, and reaches no index). Fill it beforehand:
 #   pip download -d .whl --only-binary=:all: --python-version 3.12 \
-#     --platform manylinux2014_x86_64 fastapi uvicorn httptools python-multipart pydantic-settings
+#     --platform manylinux2014_x86_64 fastapi uvicorn httptools python-multipart pydantic-settings \
+#     prometheus-client httpx uvloop
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-bench/results/gpu}
