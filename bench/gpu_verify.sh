@@ -1,16 +1,19 @@
 #!/usr/bin/env bash
-# One run on a GPU machine, in steps: versions (always); model: DAT-T speed of ours (eager and
-# CUDA graphs) beside the official implementation (autocast fp16); compiled: ours fp16 under
-# torch.compile at batch 64 beside eager and the official; server: the server on the
-# GPU under JPEG load (one process or several workers, 1 or 8 images per request); parity: CUDA
-# numerics against CPU fp32; tests: the gpu-marked tests; profile: one batch-64 forward, ours
-# beside the official; jpeg: one JPEG into a model input, Pillow vs --gpu-decode (speed, and
-# agreement); exported: our fp16 export under
-# ONNX Runtime (CUDA) and TensorRT beside our eager fp16 (skipped where they are not installed).
+# One run on a GPU machine, in steps (run in this order):
+#   versions (always);
+#   model: DAT-T speed of ours (eager and CUDA graphs) beside the official (autocast fp16);
+#   server: the server under JPEG load with --gpu-decode (one process, or four workers; 8 images
+#     per request; SERVER_ALL=1 adds 1 image per request and Pillow's path);
+#   parity: CUDA numerics against CPU fp32;  tests: the gpu-marked tests (not the slow ones);
+#   profile: one batch-64 forward, ours beside the official;
+#   jpeg: one JPEG into a model input, Pillow vs --gpu-decode (speed, and agreement);
+#   compiled: at batch 64, ours fp16 compiled, and as --torch-compile serves it (graphs whose
+#     largest bucket is compiled), beside eager, graphs and the official;
+#   exported: our fp16 export under ONNX Runtime (CUDA) and TensorRT beside our eager fp16.
 # Usage: OUT=results/gpu OFFICIAL=path/to/official/models [STEPS="model server"] bash bench/gpu_verify.sh
-# Each step has its own time limit (the default steps 9 minutes in all, within one device call),
-# so a short lease still returns the steps that finished; with PACK=file.tgz the results are
-# packed after every step.
+# The default steps (model server tests jpeg compiled) have 575 s of time limits in all, within
+# one device call; each step has its own limit, so a short lease still returns the steps that
+# finished, and with PACK=file.tgz the results are packed after every step.
 # WHEELS=dir first installs the web stack from wheels in dir (a lent GPU machine has CUDA
 # PyTorch and torchvision but no FastAPI or uvicorn, and reaches no index). Fill it beforehand:
 #   pip download -d .whl --only-binary=:all: --python-version 3.12 \
@@ -23,7 +26,7 @@ OFFICIAL=${OFFICIAL:-.official/models}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 PY=${PYTHON:-python3}
-STEPS=" ${STEPS:-model server jpeg tests parity} "  # also: compiled profile exported
+STEPS=" ${STEPS:-model server tests jpeg compiled} "  # also: parity profile exported
 want() { [[ "$STEPS" == *" $1 "* ]]; }
 if [ -n "${WHEELS:-}" ]; then
   $PY -m pip install -q --no-index --find-links "$WHEELS" "$WHEELS"/*.whl 2>&1 | grep -v -i warning | tail -2
@@ -43,18 +46,10 @@ pack
 
 if want model; then
 echo "== model speed: ours eager and CUDA graphs vs official"
-timeout 120 $PY -m bench model --device cuda --precisions ${MODEL_PRECISIONS:-fp16,bf16} \
+timeout 100 $PY -m bench model --device cuda --precisions ${MODEL_PRECISIONS:-fp16} \
   --batch-sizes ${MODEL_BATCHES:-1,8,64} \
   --cuda-graphs --official "$OFFICIAL" --warmup 3 --repeats 7 --min-seconds 0.3 \
   --out "$OUT/model" 2>&1 | grep -v Warning | tee "$OUT/model.log"
-pack
-fi
-
-if want compiled; then
-echo "== model speed at batch 64: ours fp16 under torch.compile (inductor) vs eager and official"
-timeout 150 $PY -m bench model --device cuda --precisions fp16 --batch-sizes 64 --compile \
-  --official "$OFFICIAL" --warmup 3 --repeats 7 --min-seconds 0.3 \
-  --out "$OUT/compiled" 2>&1 | grep -E "img/s|Error" | tee "$OUT/compiled.log"
 pack
 fi
 
@@ -81,15 +76,15 @@ server() {  # name, timeout, extra server args, then bench arguments
 }
 # the headline run measures its own baseline around each level (the backend the server runs,
 # alone, in the bench process); the others divide by the model step's figure. --gpu-decode
-# leaves the host's cores to HTTP (Pillow's path, for comparison: SERVER_PILLOW=1).
+# leaves the host's cores to HTTP. SERVER_ALL=1 adds one image per request and Pillow's path.
 server w1-8img-gpudecode 100 "--gpu-decode" --images-per-request 8 --concurrency 32,128 \
   --rates half --measure-baseline
 BASELINE_ARG=${BASELINE:+--baseline-ips $BASELINE}
 server w4-8img-gpudecode 70 "--workers 4 --gpu-decode --preprocess-workers 2" --images-per-request 8 \
   --concurrency 64,256 $BASELINE_ARG
-server w4-1img-gpudecode 70 "--workers 4 --gpu-decode --preprocess-workers 2" --concurrency 128,512 \
-  $BASELINE_ARG
-if [ -n "${SERVER_PILLOW:-}" ]; then
+if [ -n "${SERVER_ALL:-}" ]; then
+  server w4-1img-gpudecode 70 "--workers 4 --gpu-decode --preprocess-workers 2" --concurrency 128,512 \
+    $BASELINE_ARG
   server w6-8img-pillow 50 "--workers 6 --preprocess-workers 3" --images-per-request 8 --concurrency 128 \
     $BASELINE_ARG
 fi
@@ -106,7 +101,7 @@ fi
 
 if want tests; then
 echo "== gpu-marked tests (the Triton client tests need tritonclient, absent there)"
-timeout 90 $PY -m pytest -m gpu -q -p no:cacheprovider tests/service/test_gpu.py \
+timeout 90 $PY -m pytest -m "gpu and not slow" -q -p no:cacheprovider tests/service/test_gpu.py \
   tests/export/test_export_tensorrt.py 2>&1 | tail -15 | tee "$OUT/pytest_gpu.log"
 pack
 fi
@@ -125,6 +120,15 @@ timeout 45 $PY -m bench decode --device cuda --batch 64 --out "$OUT/decode.json"
   | grep -v Warning | tee "$OUT/decode.log"
 pack
 fi
+if want compiled; then
+echo "== model speed at batch 64: ours fp16 compiled (inductor; also as --torch-compile serves it: CUDA"
+echo "   graphs whose batch-64 bucket is compiled) vs eager, graphs and the official autocast"
+timeout 170 $PY -m bench model --device cuda --precisions fp16 --batch-sizes 64 --compile --cuda-graphs \
+  --official "$OFFICIAL" --warmup 3 --repeats 7 --min-seconds 0.3 \
+  --out "$OUT/compiled" 2>&1 | grep -E "img/s|Error" | tee "$OUT/compiled.log"
+pack
+fi
+
 if want exported; then
 echo "== our fp16 export under the serving backends (TensorRT engine where TensorRT is installed)"
 timeout 240 $PY -m bench model --device cuda --precisions fp16 --batch-sizes 1,8,64 \

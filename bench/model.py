@@ -74,6 +74,13 @@ def _variants(model_name: str, precisions: list[str], device: str, official_dir:
                 graphs.check_against(model)
             variants[f"ours-{precision}-graphs"] = (
                 model, lambda x, g=graphs, d=dtype: g.run(x.to(d))[0].float())
+            if compile_mode:  # as the service's --torch-compile: the largest bucket compiled
+                with torch.inference_mode():
+                    compiled_graphs = CudaGraphs(model, graphs_max_batch, model.config.img_size, device,
+                                                 dtype, compiled=True)
+                    compiled_graphs.check_against(model)
+                variants[f"ours-{precision}-graphs-compiled"] = (
+                    model, lambda x, g=compiled_graphs, d=dtype: g.run(x.to(d))[0].float())
     if exported:
         from .exported import exported_variants
         variants.update(exported_variants(base, model_name, exported, precisions, device, max_batch,

@@ -68,7 +68,8 @@ def create_backend(settings: Settings) -> Backend:
         from .torch import TorchBackend
         return TorchBackend(settings.model, checkpoint=settings.checkpoint, labels=settings.labels,
                             device=settings.device, precision=settings.precision,
-                            threads=settings.cpu_threads, cuda_graphs=settings.cuda_graphs)
+                            threads=settings.cpu_threads, cuda_graphs=settings.cuda_graphs,
+                            compile=settings.torch_compile)
     if choice == "onnxruntime":
         from .onnxruntime import OnnxRuntimeBackend
         return OnnxRuntimeBackend(settings.artifacts, device=settings.device, threads=settings.cpu_threads,

@@ -121,6 +121,23 @@ def test_torch_backend_precisions_and_devices(tiny_model):
     assert fp32.describe()["precision"] == "fp32" and bf16.describe()["precision"] == "bf16"
 
 
+def test_torch_compile_is_for_cuda_graphs_and_leaves_a_cpu_model_eager(tiny_model, monkeypatch):
+    seen = {}
+
+    class Recording(TorchBackend):
+        def __init__(self, *args, **kwargs):
+            seen.update(kwargs)
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr("service.backends.torch.TorchBackend", Recording)
+    create_backend(Settings(model="dat_digits", backend="torch", device="cpu", torch_compile=True))
+    assert seen["compile"] is True and seen["cuda_graphs"] is True
+    compiled = TorchBackend(tiny_model, device="cpu", cuda_graphs=True, compile=True)
+    compiled.load()
+    compiled.warmup([1, 2])  # eager: no compile, no graphs on the CPU
+    assert compiled.describe()["compiled_batch"] is None and compiled.describe()["cuda_graphs"] is None
+
+
 def _auto_settings(exported, **kw) -> Settings:
     return Settings(model=str(exported["config"]), checkpoint=exported["weights"],
                     labels=exported["labels"], export_cache=exported["cache"], max_batch_size=8,

@@ -117,3 +117,19 @@ async def test_gpu_decoded_jpegs_answer_as_pillow_decoded_ones(tiny_model):
         assert (gpu["width"], gpu["height"]) == (cpu["width"], cpu["height"])
         for a, b in zip(gpu["predictions"], cpu["predictions"], strict=True):
             assert abs(a["probability"] - b["probability"]) < 5e-2
+
+
+@pytest.mark.slow  # a compile of its own (gpu_verify.sh's compiled step runs it on DAT-T)
+def test_a_compiled_largest_bucket_answers_as_the_eager_model(tiny_model):
+    compiled = TorchBackend(tiny_model, device="cuda", precision="fp16", cuda_graphs=True, compile=True)
+    eager = TorchBackend(tiny_model, device="cuda", precision="fp16")
+    for backend in (compiled, eager):
+        backend.load()
+        backend.warmup(range(1, 9))
+    assert compiled.describe()["compiled_batch"] == 8 and compiled.describe()["cuda_graphs"] == [1, 2, 4, 8]
+    g = torch.Generator().manual_seed(0)
+    for n in (8, 5, 1):  # 5: padded into the compiled bucket
+        x = torch.randn(n, 3, 32, 32, generator=g)
+        a, b = compiled.run(x), eager.run(x)
+        for oa, ob in zip(a, b, strict=True):
+            assert np.abs(oa.logits - ob.logits).max() < 2e-2
