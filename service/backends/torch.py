@@ -10,9 +10,9 @@ event loop and the decoding threads; a replay is a single call.
 
 With ``compile`` as well, the largest bucket's graph replays the forward compiled by
 ``torch.compile`` (inductor fuses the memory-bound glue between the matmuls: DAT-T fp16 at
-batch 64 on an H100 ran 1.5x eager). Only that bucket: torch.compile recompiles for ranges of batch
-sizes (on the CPU 1, 2-3, 4-7, 8+), each a compile of its own, and a saturated server runs full
-batches.
+batch 64 on an H100 ran 1.5x eager). Only that bucket: torch.compile recompiles for ranges
+of batch sizes (on the CPU 1, 2-3, 4-7, 8+), each a compile of its own, and a saturated
+server runs full batches.
 """
 
 from __future__ import annotations
