@@ -38,8 +38,9 @@ def main(argv: list[str] | None = None) -> int:
     model.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     model.add_argument("--compile", dest="compile_mode", nargs="?", const="default", default=None,
                        help="also measure torch.compile'd variants (optionally a mode, e.g. "
-                            "max-autotune-no-cudagraphs); with --cuda-graphs also the graphs "
-                            "whose largest bucket is compiled, as the service's --torch-compile")
+                            "max-autotune-no-cudagraphs); with --cuda-graphs instead the graphs "
+                            "whose largest bucket is compiled, as the service's --torch-compile "
+                            "runs it (one compile, default mode)")
     model.add_argument("--cuda-graphs", action="store_true",
                        help="also measure our model replayed as CUDA graphs, as the service's "
                             "--cuda-graphs runs it (CUDA only)")

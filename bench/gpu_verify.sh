@@ -7,8 +7,8 @@
 #   parity: CUDA numerics against CPU fp32;  tests: the gpu-marked tests (not the slow ones);
 #   profile: one batch-64 forward, ours beside the official;
 #   jpeg: one JPEG into a model input, Pillow vs --gpu-decode (speed, and agreement);
-#   compiled: at batch 64, ours fp16 compiled, and as --torch-compile serves it (graphs whose
-#     largest bucket is compiled), beside eager, graphs and the official;
+#   compiled: at batch 64, ours fp16 compiled as --torch-compile serves it (graphs whose largest
+#     bucket is compiled), beside eager, graphs and the official;
 #   exported: our fp16 export under ONNX Runtime (CUDA) and TensorRT beside our eager fp16.
 # Usage: OUT=results/gpu OFFICIAL=path/to/official/models [STEPS="model server"] bash bench/gpu_verify.sh
 # The default steps (model server tests jpeg compiled) have 575 s of time limits in all, within
@@ -121,8 +121,8 @@ timeout 45 $PY -m bench decode --device cuda --batch 64 --out "$OUT/decode.json"
 pack
 fi
 if want compiled; then
-echo "== model speed at batch 64: ours fp16 compiled (inductor; also as --torch-compile serves it: CUDA"
-echo "   graphs whose batch-64 bucket is compiled) vs eager, graphs and the official autocast"
+echo "== model speed at batch 64: ours fp16 compiled as --torch-compile serves it (CUDA graphs whose"
+echo "   batch-64 bucket is compiled, inductor) vs eager, graphs and the official autocast"
 timeout 170 $PY -m bench model --device cuda --precisions fp16 --batch-sizes 64 --compile --cuda-graphs \
   --official "$OFFICIAL" --warmup 3 --repeats 7 --min-seconds 0.3 \
   --out "$OUT/compiled" 2>&1 | grep -E "img/s|Error" | tee "$OUT/compiled.log"

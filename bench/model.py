@@ -63,11 +63,12 @@ def _variants(model_name: str, precisions: list[str], device: str, official_dir:
             model = create_model(model_name, pretrained=False).to(device, dtype)
             model.load_state_dict(base.state_dict())
         variants[f"ours-{precision}"] = (model, lambda x, m=model, d=dtype: m(x.to(d)).float())
-        if compile_mode:
+        graphs_here = bool(graphs_max_batch) and device.startswith("cuda")
+        if compile_mode and not graphs_here:  # with graphs: compiled as the service runs it, below
             compiled = torch.compile(model, mode=None if compile_mode == "default" else compile_mode)
             variants[f"ours-{precision}-compiled"] = (
                 model, lambda x, m=compiled, d=dtype: m(x.to(d)).float())
-        if graphs_max_batch and device.startswith("cuda"):
+        if graphs_here:
             from service.backends.torch import CudaGraphs  # as the service's --cuda-graphs runs it
             with torch.inference_mode():
                 graphs = CudaGraphs(model, graphs_max_batch, model.config.img_size, device, dtype)
