@@ -120,6 +120,7 @@ timeout 45 $PY -m bench decode --device cuda --batch 64 --out "$OUT/decode.json"
   | grep -v Warning | tee "$OUT/decode.log"
 pack
 fi
+
 if want compiled; then
 echo "== model speed at batch 64: ours fp16 compiled as --torch-compile serves it (CUDA graphs whose"
 echo "   batch-64 bucket is compiled, inductor) vs eager, graphs and the official autocast"
