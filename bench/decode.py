@@ -7,7 +7,6 @@ on the GPU), and how far the GPU's model inputs are from Pillow's.
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import torch
@@ -15,20 +14,19 @@ import torch
 from models import Preprocessing
 from service.preprocess import prepare
 
+from .timing import Measurement, measure
+
 LIMIT = 10**9
 
 
-def _rate(step, images_per_step: int, seconds: float) -> float:
-    step()  # warm
-    done, started = 0, time.perf_counter()
-    while (elapsed := time.perf_counter() - started) < seconds or done == 0:
-        step()
-        done += images_per_step
-    return done / elapsed
+def _rates(m: Measurement) -> dict[str, float]:
+    return {"images_per_second": round(m.images_per_second, 1), "min": round(m.ips_min, 1),
+            "max": round(m.ips_max, 1)}
 
 
 def pillow(data: bytes, preprocessing: Preprocessing, seconds: float) -> dict[str, Any]:
-    return {"images_per_second": round(_rate(lambda: prepare(data, preprocessing, LIMIT), 1, seconds), 1)}
+    return _rates(measure("pillow", 1, lambda: prepare(data, preprocessing, LIMIT), warmup=1,
+                          repeats=3, min_seconds=seconds))
 
 
 def gpu_decode(data: bytes, preprocessing: Preprocessing, device: torch.device, batch: int,
@@ -45,14 +43,14 @@ def gpu_decode(data: bytes, preprocessing: Preprocessing, device: torch.device, 
             futures = [decoder.submit(data, header) for _ in range(batch)]
             return [f.result(60) for f in futures]
 
-        rate = _rate(step, batch, seconds)
+        rates = _rates(measure("gpu-decode", batch, step, warmup=1, repeats=3, min_seconds=seconds))
         ours = step()[0].cpu()
     finally:
         decoder.stop(timeout=10)
     reference = prepare(data, preprocessing, LIMIT).tensor
     # in pixel levels: the inputs are (level / 255 - mean) / std
     levels = (ours - reference).abs() * torch.tensor(preprocessing.std).view(3, 1, 1) * 255
-    return {"images_per_second": round(rate, 1), "batch": batch,
+    return {**rates, "batch": batch,
             "calls": decoder.calls, "images": decoder.images,
             "input_difference_levels": {"mean": round(levels.mean().item(), 3),
                                         "max": round(levels.max().item(), 3)}}
