@@ -79,8 +79,8 @@ class ModelRuntime:
                                         **self.backend.describe()})
 
     def _preprocess_device(self, meta: ModelMeta) -> torch.device | None:
-        """The model's GPU when ``--gpu-preprocess`` asks for it and the model's transform runs
-        on tensors; None keeps Pillow on the CPU."""
+        """The model's GPU when ``--gpu-preprocess`` or ``--gpu-decode`` asks for it and the
+        model's transform runs on tensors; None keeps Pillow on the CPU."""
         device = torch.device(self.backend.device)
         wanted = self.settings.gpu_preprocess or self.settings.gpu_decode
         if not (wanted and device.type == "cuda" and self.backend.takes_device_inputs
