@@ -4,8 +4,9 @@ Why: on an H100 host Pillow decoded 1,044 500x375 JPEGs per second per core and 
 half that speed, while the model ran 4,961 img/s; nvJPEG decoded the same JPEG 24,354 times per
 second in batches of 64. Decoding and resizing on the GPU leave the host's cores to HTTP.
 
-Which images: a JPEG (not MPO) whose header says 8-bit YCbCr or greyscale, baseline (not
-progressive) and whose data ends in its EOI marker. Every other image, and any JPEG the GPU
+Which images: a JPEG (not MPO) whose markers hold one frame header, sequential Huffman-coded
+(not progressive, not arithmetic), 8-bit YCbCr or greyscale, and whose data ends in its EOI
+marker. Every other image, and any JPEG the GPU
 decoder refuses, takes the Pillow path (``preprocess.prepare``), so an image that Pillow decodes
 never fails here, and a truncated JPEG is still Pillow's 400, never grey pixels.
 
@@ -39,7 +40,13 @@ log = logging.getLogger("service.gpu_decode")
 # (3, H, W) uint8 pixels, one per encoded image, or the call raises for the whole batch.
 DecodeBatch = Callable[[list[torch.Tensor]], Sequence[torch.Tensor]]
 
+_SOI = b"\xff\xd8"
 _EOI = b"\xff\xd9"
+_SOS = 0xDA
+_SOF = set(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}  # frame headers (not DHT, JPG, DAC)
+_SEQUENTIAL_HUFFMAN = (0xC0, 0xC1)  # baseline and extended: what nvJPEG decodes
+_STANDALONE = {0x01, *range(0xD0, 0xDA)}  # TEM, RSTn, SOI, EOI: markers without a segment
+_RGB_IDS = (82, 71, 66)  # 'R', 'G', 'B'
 _EXIF_ORIENTATION = 0x0112
 MAX_BATCH_IMAGES = 64
 MAX_BATCH_PIXELS = 2**26  # about 64 MP a call: bounds the decoded images' GPU memory
@@ -59,17 +66,78 @@ class JpegHeader:
     orientation: int  # EXIF 1..8
 
 
+@dataclass(frozen=True)
+class JpegFrame:
+    """A JPEG's markers up to its first scan, as a decoder reads them."""
+
+    sof: int  # the frame header's marker: 0xC0 baseline, 0xC1 extended, 0xC2 progressive, ...
+    component_ids: tuple[int, ...]
+    jfif: bool  # an APP0 JFIF segment
+    adobe_transform: int | None  # the APP14 Adobe segment's colour transform, where there is one
+
+    @property
+    def ycbcr_or_grey(self) -> bool:
+        """Greyscale, or three components that every decoder takes for YCbCr. libjpeg (Pillow)
+        reads RGB under an Adobe transform of 0, and from the ids 'R', 'G', 'B' where neither a
+        JFIF nor an Adobe segment says otherwise; a decoder that looks elsewhere would show those
+        as YCbCr. Any Adobe transform but 1 stays with Pillow, JFIF segment or not."""
+        if len(self.component_ids) == 1:
+            return True
+        if len(self.component_ids) != 3:
+            return False
+        if self.adobe_transform is not None:
+            return self.adobe_transform == 1
+        return self.jfif or self.component_ids != _RGB_IDS
+
+
+def read_frame(data: bytes) -> JpegFrame | None:
+    """The markers from SOI to the first SOS; None where they are malformed, or where there is
+    not exactly one frame header (decoders disagree on which one counts)."""
+    if not data.startswith(_SOI):
+        return None
+    frames, jfif, adobe_transform = [], False, None
+    pos = len(_SOI)
+    while True:
+        if data[pos:pos + 1] != b"\xff":
+            return None
+        while data[pos:pos + 1] == b"\xff":  # fill bytes
+            pos += 1
+        if pos + 3 > len(data):
+            return None
+        marker = data[pos]
+        length = int.from_bytes(data[pos + 1:pos + 3], "big")
+        if marker in _STANDALONE or length < 2 or pos + 1 + length > len(data):
+            return None  # no segment follows a second SOI, an EOI or RSTn before the scan
+        segment = data[pos + 3:pos + 1 + length]
+        if marker == _SOS:
+            break
+        if marker in _SOF:
+            frames.append((marker, segment))
+        elif marker == 0xE0 and segment.startswith(b"JFIF\0"):
+            jfif = True
+        elif marker == 0xEE and segment.startswith(b"Adobe") and len(segment) >= 12:
+            adobe_transform = segment[11]
+        pos += 1 + length
+    if len(frames) != 1:
+        return None
+    sof, segment = frames[0]
+    if len(segment) < 6 or len(segment) != 6 + 3 * segment[5]:
+        return None
+    return JpegFrame(sof=sof, component_ids=tuple(segment[6::3]), jfif=jfif,
+                     adobe_transform=adobe_transform)
+
+
 def gpu_decodable(image: Image.Image, data: bytes) -> JpegHeader | None:
     """The header of an image that the GPU path takes; None sends it to Pillow.
 
     ``image`` is ``data`` opened by Pillow, header only (``preprocess.open_image``)."""
     if image.format != "JPEG" or image.mode not in ("RGB", "L"):  # MPO, CMYK, ...
         return None
-    info = image.info
-    if info.get("progressive") or info.get("progression"):
+    # One frame header, so the size nvJPEG allocates for is the size checked (Pillow refuses
+    # any but 8-bit samples itself).
+    frame = read_frame(data)
+    if frame is None or frame.sof not in _SEQUENTIAL_HUFFMAN or not frame.ycbcr_or_grey:
         return None
-    if "adobe" in info and info.get("adobe_transform") != 1 and image.mode == "RGB":
-        return None  # RGB-coded without YCbCr: nvJPEG would take it for YCbCr
     if not data.endswith(_EOI):
         return None  # truncated, or trailing bytes: Pillow decides
     orientation = image.getexif().get(_EXIF_ORIENTATION, 1)

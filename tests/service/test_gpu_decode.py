@@ -53,6 +53,44 @@ def jpeg(image: Image.Image | None = None, orientation: int | None = None, **sav
     return image_bytes(image, "JPEG", quality=95, **save)
 
 
+def segment_at(data: bytes, marker: int) -> tuple[int, int]:
+    """(start, end) of the first ``marker`` segment, its FF and length included."""
+    start = data.index(bytes([0xFF, marker]))
+    return start, start + 2 + int.from_bytes(data[start + 2:start + 4], "big")
+
+
+def without_jfif(data: bytes) -> bytes:
+    start, end = segment_at(data, 0xE0)
+    return data[:start] + data[end:]
+
+
+def with_bytes_after_jfif(data: bytes, junk: bytes) -> bytes:
+    _, end = segment_at(data, 0xE0)
+    return data[:end] + junk + data[end:]
+
+
+def with_component_ids(data: bytes, ids: bytes) -> bytes:
+    start, _ = segment_at(data, 0xC0)
+    patched = bytearray(data)
+    patched[start + 10:start + 19:3] = ids  # after FF C0, length, precision, size, count
+    return bytes(patched)
+
+
+def with_adobe(data: bytes, transform: int) -> bytes:
+    body = b"Adobe" + b"\x00\x64" + b"\x00\x00" * 2 + bytes([transform])
+    return data[:2] + b"\xff\xee" + (2 + len(body)).to_bytes(2, "big") + body + data[2:]
+
+
+def with_frame_marker(data: bytes, marker: int) -> bytes:
+    start, _ = segment_at(data, 0xC0)
+    return data[:start + 1] + bytes([marker]) + data[start + 2:]
+
+
+def with_two_frames(data: bytes) -> bytes:
+    start, end = segment_at(data, 0xC0)
+    return data[:end] + data[start:end] + data[end:]
+
+
 def pillow_pixels(encoded: list[torch.Tensor]) -> list[torch.Tensor]:
     """What nvJPEG returns, computed by Pillow: (3, H, W) uint8 as stored (no EXIF turn)."""
     out = []
@@ -92,9 +130,24 @@ def test_baseline_jpegs_go_to_the_gpu_with_their_upright_size():
     ("CMYK", image_bytes(photo().convert("CMYK"), "JPEG")),
     ("bytes after EOI", jpeg() + b"trailer"),
     ("truncated", jpeg()[:-200]),
+    ("arithmetic-coded", with_frame_marker(jpeg(), 0xC9)),
+    ("two frame headers", with_two_frames(jpeg())),
+    ("Adobe transform 0: RGB", with_adobe(jpeg(), 0)),
+    ("ids R, G, B without JFIF: RGB", with_component_ids(without_jfif(jpeg()), b"RGB")),
+    ("bytes between segments", with_bytes_after_jfif(jpeg(), b"\x00")),
 ])
 def test_other_images_stay_with_pillow(why, data):
     assert gpu_decodable(open_image(data, 10**8), data) is None, why
+
+
+@pytest.mark.parametrize("why,data", [
+    ("ids 1, 2, 3 without JFIF", without_jfif(jpeg())),
+    ("ids R, G, B under JFIF: YCbCr", with_component_ids(jpeg(), b"RGB")),
+    ("Adobe transform 1: YCbCr", with_adobe(jpeg(), 1)),
+    ("extended sequential", with_frame_marker(jpeg(), 0xC1)),
+])
+def test_jpegs_every_decoder_reads_as_ycbcr_go_to_the_gpu(why, data):
+    assert gpu_decodable(open_image(data, 10**8), data) == JpegHeader(48, 40, 1), why
 
 
 def test_the_header_check_still_refuses_what_pillow_refuses():
