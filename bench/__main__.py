@@ -5,6 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 
+# 1 to the server's default --max-batch-size: the throughput-vs-batch-size curve it serves along
+DEFAULT_BATCH_SIZES = (1, 2, 4, 8, 16)
+
 
 def _ints(text: str) -> tuple[int, ...]:
     return tuple(int(v) for v in text.split(",") if v)
@@ -27,14 +30,16 @@ def main(argv: list[str] | None = None) -> int:
 
     model = sub.add_parser("model", help="img/s and latency of the model per precision and batch size")
     model.add_argument("--model", default="dat_tiny", help="registered model name (default dat_tiny)")
-    model.add_argument("--batch-sizes", type=_ints, default=(1, 8), help="comma-separated, e.g. 1,8")
+    model.add_argument("--batch-sizes", type=_ints, default=DEFAULT_BATCH_SIZES,
+                       help=f"comma-separated (default {','.join(map(str, DEFAULT_BATCH_SIZES))})")
     model.add_argument("--precisions", type=_words, default=("fp32", "bf16"),
                        help="comma-separated subset of fp32,bf16,fp16 (default fp32,bf16)")
-    model.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
+    model.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default cpu)")
     model.add_argument("--official", metavar="DIR",
                        help="models/ folder of an official DAT v1 checkout, measured alongside")
-    model.add_argument("--warmup", type=int, default=2)
-    model.add_argument("--repeats", type=int, default=5)
+    model.add_argument("--warmup", type=int, default=2, help="untimed calls first (default 2)")
+    model.add_argument("--repeats", type=int, default=5,
+                       help="timed runs; the median is reported with the min and max (default 5)")
     model.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     model.add_argument("--compile", dest="compile_mode", nargs="?", const="default", default=None,
                        help="also measure torch.compile'd variants (optionally a mode, e.g. "

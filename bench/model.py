@@ -102,7 +102,7 @@ def _variants(model_name: str, precisions: list[str], device: str, official_dir:
     return variants
 
 
-def run(model_name: str = "dat_tiny", batch_sizes: tuple[int, ...] = (1, 8),
+def run(model_name: str, batch_sizes: tuple[int, ...],
         precisions: tuple[str, ...] = ("fp32", "bf16"), device: str = "cpu",
         official_dir: str | None = None, warmup: int = 2, repeats: int = 5,
         min_seconds: float = 0.0, progress: Callable[[str], None] = print,

@@ -200,3 +200,11 @@ def test_bench_decode_measures_pillow_and_the_gpu_decoders_inputs(monkeypatch):
     assert gpu["images_per_second"] > 0 and gpu["images"] % 4 == 0 and gpu["images"] >= 12
     # torch's resize against Pillow's: at most a level or two after normalising
     assert gpu["input_difference_levels"]["max"] <= 2.0
+
+
+def test_the_model_benchmark_sweeps_batch_sizes_up_to_the_servers_default_max_batch():
+    from bench.__main__ import DEFAULT_BATCH_SIZES
+    from service.settings import Settings
+    max_batch = Settings.model_fields["max_batch_size"].default
+    assert DEFAULT_BATCH_SIZES[0] == 1 and DEFAULT_BATCH_SIZES[-1] == max_batch
+    assert all(b == 2 * a for a, b in zip(DEFAULT_BATCH_SIZES, DEFAULT_BATCH_SIZES[1:]))
