@@ -6,9 +6,9 @@ second in batches of 64. Decoding and resizing on the GPU leave the host's cores
 
 Which images: a JPEG (not MPO) whose markers hold one frame header, sequential Huffman-coded
 (not progressive, not arithmetic), 8-bit YCbCr or greyscale, and whose data ends in its EOI
-marker. Every other image, and any JPEG the GPU
-decoder refuses, takes the Pillow path (``preprocess.prepare``), so an image that Pillow decodes
-never fails here, and a truncated JPEG is still Pillow's 400, never grey pixels.
+marker. Every other image, and any JPEG the GPU decoder refuses, takes the Pillow path
+(``preprocess.prepare``), so an image that Pillow decodes never fails here, and a truncated JPEG
+is still Pillow's 400, never grey pixels.
 
 One thread owns the decoder and its CUDA stream. It takes what has queued while it was busy (no
 added wait), up to a pixel budget, decodes it in one call, turns each image upright, then
@@ -72,22 +72,18 @@ class JpegFrame:
 
     sof: int  # the frame header's marker: 0xC0 baseline, 0xC1 extended, 0xC2 progressive, ...
     component_ids: tuple[int, ...]
-    jfif: bool  # an APP0 JFIF segment
     adobe_transform: int | None  # the APP14 Adobe segment's colour transform, where there is one
 
     @property
     def ycbcr_or_grey(self) -> bool:
-        """Greyscale, or three components that every decoder takes for YCbCr. libjpeg (Pillow)
-        reads RGB under an Adobe transform of 0, and from the ids 'R', 'G', 'B' where neither a
-        JFIF nor an Adobe segment says otherwise; a decoder that looks elsewhere would show those
-        as YCbCr. Any Adobe transform but 1 stays with Pillow, JFIF segment or not."""
+        """Greyscale, or three components that decoders agree are YCbCr: no Adobe transform
+        but 1, and not the ids 'R', 'G', 'B'. libjpeg (Pillow) reads RGB from an Adobe transform
+        of 0, and from those ids where no JFIF or Adobe segment says otherwise; a decoder that
+        looks elsewhere would show them as YCbCr."""
         if len(self.component_ids) == 1:
             return True
-        if len(self.component_ids) != 3:
-            return False
-        if self.adobe_transform is not None:
-            return self.adobe_transform == 1
-        return self.jfif or self.component_ids != _RGB_IDS
+        return (len(self.component_ids) == 3 and self.adobe_transform in (None, 1)
+                and self.component_ids != _RGB_IDS)
 
 
 def read_frame(data: bytes) -> JpegFrame | None:
@@ -95,7 +91,7 @@ def read_frame(data: bytes) -> JpegFrame | None:
     not exactly one frame header (decoders disagree on which one counts)."""
     if not data.startswith(_SOI):
         return None
-    frames, jfif, adobe_transform = [], False, None
+    frames, adobe_transform = [], None
     pos = len(_SOI)
     while True:
         if data[pos:pos + 1] != b"\xff":
@@ -113,8 +109,6 @@ def read_frame(data: bytes) -> JpegFrame | None:
             break
         if marker in _SOF:
             frames.append((marker, segment))
-        elif marker == 0xE0 and segment.startswith(b"JFIF\0"):
-            jfif = True
         elif marker == 0xEE and segment.startswith(b"Adobe") and len(segment) >= 12:
             adobe_transform = segment[11]
         pos += 1 + length
@@ -123,8 +117,7 @@ def read_frame(data: bytes) -> JpegFrame | None:
     sof, segment = frames[0]
     if len(segment) < 6 or len(segment) != 6 + 3 * segment[5]:
         return None
-    return JpegFrame(sof=sof, component_ids=tuple(segment[6::3]), jfif=jfif,
-                     adobe_transform=adobe_transform)
+    return JpegFrame(sof=sof, component_ids=tuple(segment[6::3]), adobe_transform=adobe_transform)
 
 
 def gpu_decodable(image: Image.Image, data: bytes) -> JpegHeader | None:
