@@ -85,6 +85,16 @@ def main(argv: list[str] | None = None) -> int:
     decode.add_argument("--seconds", type=float, default=3.0, help="timed seconds per path")
     decode.add_argument("--out", default=None, help="JSON file for the results")
 
+    ceiling = sub.add_parser("ceiling", help="the raw backend a server runs, alone and with the "
+                             "batch's JPEGs preprocessed before or beside it: the most the server "
+                             "can deliver on this host before HTTP")
+    ceiling.add_argument("--server-args", default="",
+                         help="arguments of the 'python -m service' whose backend is measured, e.g. "
+                              "\"--model dat_tiny --precision bf16 --max-batch-size 8 --threads 2\"")
+    ceiling.add_argument("--image", help="JPEG file (default: a generated 500x375 JPEG)")
+    ceiling.add_argument("--rounds", type=int, default=10, help="rounds of the three, in turn (default 10)")
+    ceiling.add_argument("--out", default=None, help="folder for ceiling.json and ceiling.md")
+
     server = sub.add_parser("server", help="throughput and latency of the HTTP server under load")
     server.add_argument("--url", help="a running server (loopback only); default: start one")
     server.add_argument("--server-args", default="",
@@ -137,6 +147,22 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(report, indent=2))
         if args.out:
             Path(args.out).write_text(json.dumps(report, indent=2))
+    if args.command == "ceiling":
+        import json
+        from pathlib import Path
+
+        from . import ceiling as bench_ceiling
+        from .server_cli import sample_jpeg
+        data = Path(args.image).read_bytes() if args.image else sample_jpeg()
+        report = bench_ceiling.run(args.server_args, data, args.rounds)
+        table = bench_ceiling.markdown_table(report)
+        print(f"{report['backend']}, {report['preprocess_workers']} preprocessing threads\n\n{table}")
+        if args.out:
+            out = Path(args.out)
+            out.mkdir(parents=True, exist_ok=True)
+            (out / "ceiling.json").write_text(json.dumps(report, indent=2))
+            (out / "ceiling.md").write_text(f"{report['backend']}\n\n{table}\n")
+            print(f"\nwritten to {out}")
     if args.command == "profile":
         from . import model as bench_model
         print(bench_model.profile(args.model, args.precision, args.batch_size, args.device,

@@ -23,7 +23,7 @@ class RawBackend:
         from service.settings import Settings
         self.settings = Settings(_cli_parse_args=shlex.split(server_args))
         self.backend = create_backend(self.settings)
-        meta = self.backend.load()
+        self.meta = meta = self.backend.load()
         self.batch = self.settings.max_batch_size
         size = meta.input_size
         self.inputs = torch.randn(self.batch, 3, size, size, generator=torch.Generator().manual_seed(0))

@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -208,3 +209,27 @@ def test_the_model_benchmark_sweeps_batch_sizes_up_to_the_servers_default_max_ba
     max_batch = Settings.model_fields["max_batch_size"].default
     assert DEFAULT_BATCH_SIZES[0] == 1 and DEFAULT_BATCH_SIZES[-1] == max_batch
     assert all(b == 2 * a for a, b in zip(DEFAULT_BATCH_SIZES, DEFAULT_BATCH_SIZES[1:]))
+
+
+def test_the_ceiling_preprocesses_a_full_batch_beside_the_raw_backend_each_round(monkeypatch):
+    from bench import ceiling
+    from bench.server_cli import sample_jpeg
+    prepared = []
+
+    def counting_prepare(data, preprocessing, max_pixels):
+        prepared.append(threading.current_thread().name)
+        return real_prepare(data, preprocessing, max_pixels)
+    real_prepare = ceiling.prepare
+    monkeypatch.setattr(ceiling, "prepare", counting_prepare)
+    report = ceiling.run("--model dat_digits --backend torch --detector none --max-batch-size 4 "
+                         "--max-images-per-request 4 "
+                         "--preprocess-workers 2", sample_jpeg(), rounds=3, warmup=1)
+    # two of the three variants preprocess 4 images in each of 1 warm-up and 3 rounds
+    assert len(prepared) == 2 * 4 * (1 + 3)
+    assert all(name.startswith("preprocess") for name in prepared)  # on the pool, as the server
+    assert [m["variant"] for m in report["results"]] == ["raw", "preprocess-then-raw", "overlapped"]
+    assert all(len(m["durations_ms"]) == 3 for m in report["results"])
+    assert {row["variant"] for row in report["of_raw"]} == {"preprocess-then-raw", "overlapped"}
+    assert "batch 4" in report["backend"] and report["preprocess_workers"] == 2
+    table = ceiling.markdown_table(report)
+    assert table.count("\n") == 4 and "| raw |" in table
