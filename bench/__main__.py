@@ -128,9 +128,9 @@ def main(argv: list[str] | None = None) -> int:
         if not torch.cuda.is_available():
             parser.error(f"--device {args.device}: no CUDA GPU here (torch {torch.__version__}); "
                          "pass --device cpu")
+    if args.command in ("server", "ceiling") and args.rounds < 1:
+        parser.error("--rounds must be at least 1")
     if args.command == "server":
-        if args.rounds < 1:
-            parser.error("--rounds must be at least 1")
         from . import server_cli
         return server_cli.main(args)
     if args.command == "decode":

@@ -10,8 +10,9 @@ variants take turns, round by round:
 - overlapped: the same JPEGs preprocessed while the batch runs.
 
 Their img/s over raw's, paired round by round, bound what the server can reach before HTTP and
-the load generator take their share of the same cores. A CPU model that uses every core can do
-no better than preprocess-then-raw; a GPU model can approach overlapped.
+the load generator take their share of the same cores. Where the model's threads use every core
+(a CPU server), both variants add the same work to the batch; where the model runs on a GPU,
+overlapped shows how much of the preprocessing hides behind it.
 """
 
 from __future__ import annotations
