@@ -140,8 +140,8 @@ def main(argv: list[str] | None = None) -> int:
         from models import Preprocessing
 
         from . import decode as bench_decode
-        from .server_cli import sample_jpeg
-        data = Path(args.image).read_bytes() if args.image else sample_jpeg()
+        from .server_cli import image_or_sample
+        data = image_or_sample(args.image)
         report = bench_decode.run(data, Preprocessing(input_size=args.input_size), args.device,
                                   args.batch, args.seconds)
         print(json.dumps(report, indent=2))
@@ -152,16 +152,17 @@ def main(argv: list[str] | None = None) -> int:
         from pathlib import Path
 
         from . import ceiling as bench_ceiling
-        from .server_cli import sample_jpeg
-        data = Path(args.image).read_bytes() if args.image else sample_jpeg()
+        from .server_cli import image_or_sample
+        data = image_or_sample(args.image)
         report = bench_ceiling.run(args.server_args, data, args.rounds)
-        table = bench_ceiling.markdown_table(report)
-        print(f"{report['backend']}, {report['preprocess_workers']} preprocessing threads\n\n{table}")
+        text = (f"{report['backend']}, {report['preprocess_workers']} preprocessing threads\n\n"
+                f"{bench_ceiling.markdown_table(report)}\n")
+        print(text)
         if args.out:
             out = Path(args.out)
             out.mkdir(parents=True, exist_ok=True)
             (out / "ceiling.json").write_text(json.dumps(report, indent=2))
-            (out / "ceiling.md").write_text(f"{report['backend']}\n\n{table}\n")
+            (out / "ceiling.md").write_text(text)
             print(f"\nwritten to {out}")
     if args.command == "profile":
         from . import model as bench_model

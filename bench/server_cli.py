@@ -25,6 +25,11 @@ def sample_jpeg(width: int = 500, height: int = 375) -> bytes:
     return buffer.getvalue()
 
 
+def image_or_sample(path: str | None) -> bytes:
+    """The bytes of ``--image``, or :func:`sample_jpeg` without one."""
+    return Path(path).read_bytes() if path else sample_jpeg()
+
+
 def _content_type(path: str) -> str:
     suffix = Path(path).suffix.lower()
     return {".png": "image/png", ".webp": "image/webp", ".gif": "image/gif"}.get(suffix, "image/jpeg")
@@ -35,7 +40,7 @@ def main(args) -> int:
         print("--measure-baseline builds the backend from --server-args; for a running server "
               "give --baseline-ips", file=sys.stderr)
         return 2
-    body = Path(args.image).read_bytes() if args.image else sample_jpeg()
+    body = image_or_sample(args.image)
     content_type = _content_type(args.image) if args.image else "image/jpeg"
     server = None
     if args.url:
