@@ -70,18 +70,14 @@ def _variants(model_name: str, precisions: list[str], device: str, official_dir:
                 model, lambda x, m=compiled, d=dtype: m(x.to(d)).float())
         if graphs_here:
             from service.backends.torch import CudaGraphs  # as the service's --cuda-graphs runs it
-            with torch.inference_mode():
-                graphs = CudaGraphs(model, graphs_max_batch, model.config.img_size, device, dtype)
-                graphs.check_against(model)
-            variants[f"ours-{precision}-graphs"] = (
-                model, lambda x, g=graphs, d=dtype: g.run(x.to(d))[0].float())
-            if compile_mode:  # as the service's --torch-compile: the largest bucket compiled
+            # with --compile, also as the service's --torch-compile: the largest bucket compiled
+            for compiled in (False, True) if compile_mode else (False,):
                 with torch.inference_mode():
-                    compiled_graphs = CudaGraphs(model, graphs_max_batch, model.config.img_size, device,
-                                                 dtype, compiled=True)
-                    compiled_graphs.check_against(model)
-                variants[f"ours-{precision}-graphs-compiled"] = (
-                    model, lambda x, g=compiled_graphs, d=dtype: g.run(x.to(d))[0].float())
+                    graphs = CudaGraphs(model, graphs_max_batch, model.config.img_size, device, dtype,
+                                        compiled=compiled)
+                    graphs.check_against(model)
+                variants[f"ours-{precision}-graphs" + ("-compiled" if compiled else "")] = (
+                    model, lambda x, g=graphs, d=dtype: g.run(x.to(d))[0].float())
     if exported:
         from .exported import exported_variants
         variants.update(exported_variants(base, model_name, exported, precisions, device, max_batch,
