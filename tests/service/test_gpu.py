@@ -74,7 +74,6 @@ def test_a_batch_may_mix_gpu_images_and_cpu_tensors():
     assert batch.is_cuda and batch.shape == (3, 3, 4, 4) and batch[0].sum() == 0 and batch[1:].min() == 1
 
 
-
 def _nvjpeg_or_skip():
     pytest.importorskip("torchvision", reason="--gpu-decode needs torchvision")
 
