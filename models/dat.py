@@ -1,6 +1,8 @@
-"""DAT v1: Vision Transformer with Deformable Attention (Xia et al., CVPR 2022).
+"""DAT: Vision Transformer with Deformable Attention (Xia et al., CVPR 2022) and DAT++.
 
-Parameter names and shapes match the official release, so its checkpoints load strictly.
+One family: the config's block kinds and switches build either generation (``plus_plus``, see
+:mod:`models.config`). Parameter names and shapes match the official releases, so their
+checkpoints load strictly.
 """
 
 from __future__ import annotations
@@ -15,12 +17,14 @@ from .deformable import DeformableAttention
 from .layers import (
     DropPath,
     LayerNormProxy,
+    LayerScale,
     LocalAttention,
     ShiftWindowAttention,
     TransformerMLP,
     TransformerMLPWithConv,
     linear,
 )
+from .neighborhood import NeighborhoodAttention
 from .transforms import Letterbox, Preprocessing
 
 # Per stage, per block: None for L/S blocks, a (B, groups, Hk, Wk, 2) tensor for D blocks.
@@ -33,15 +37,21 @@ def _conv_channels_last(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
 
 
 class TransformerStage(nn.Module):
-    def __init__(self, cfg: DATConfig, stage: int, dim_in: int, drop_path: list[float]):
+    def __init__(self, cfg: DATConfig, stage: int, dim_in: int, drop_path: list[float],
+                 layer_scale_name: str = "weight"):
         super().__init__()
         dim = cfg.dims[stage]
         depth = cfg.depths[stage]
         fmap = cfg.stage_size(stage)
         self.proj = nn.Conv2d(dim_in, dim, 1) if dim_in != dim else nn.Identity()
         self.layer_norms = nn.ModuleList(LayerNormProxy(dim) for _ in range(2 * depth))
-        mlp = TransformerMLPWithConv if cfg.use_dwc_mlps[stage] else TransformerMLP
-        self.mlps = nn.ModuleList(mlp(dim, cfg.expansion, cfg.drop_rate) for _ in range(depth))
+        if cfg.use_dwc_mlps[stage]:
+            self.mlps = nn.ModuleList(TransformerMLPWithConv(dim, cfg.expansion, cfg.drop_rate,
+                                                             residual=cfg.plus_plus)
+                                      for _ in range(depth))
+        else:
+            self.mlps = nn.ModuleList(TransformerMLP(dim, cfg.expansion, cfg.drop_rate)
+                                      for _ in range(depth))
         self.attns = nn.ModuleList()
         for kind in cfg.stage_spec[stage]:
             heads, window = cfg.heads[stage], cfg.window_sizes[stage]
@@ -50,13 +60,27 @@ class TransformerStage(nn.Module):
             elif kind == "S":
                 attn = ShiftWindowAttention(dim, heads, window, cfg.attn_drop_rate, cfg.drop_rate,
                                             fmap)
+            elif kind == "N":
+                attn = NeighborhoodAttention(dim, cfg.nat_ksizes[stage], heads, cfg.drop_rate)
             else:
                 attn = DeformableAttention(
                     dim, heads, cfg.groups[stage], fmap, cfg.strides[stage],
                     cfg.offset_range_factor[stage], cfg.use_pes[stage], cfg.no_offs[stage],
-                    stage, cfg.attn_drop_rate, cfg.drop_rate)
+                    cfg.ksizes[stage], cfg.attn_drop_rate, cfg.drop_rate,
+                    plus_plus=cfg.plus_plus, log_cpb=cfg.log_cpb[stage])
             self.attns.append(attn)
         self.drop_path = nn.ModuleList(DropPath(p) if p > 0 else nn.Identity() for p in drop_path)
+        # DAT++: a residual depth-wise 3x3 conv before each block, and optional LayerScale.
+        # Both lists exist (of Identities) whatever the switches, as in the official code;
+        # Identities hold no keys.
+        scale = cfg.layer_scale_values[stage]
+        self.layer_scales = nn.ModuleList(
+            LayerScale(dim, scale, layer_scale_name) if scale > 0 else nn.Identity()
+            for _ in range(2 * depth)) if cfg.plus_plus else None
+        self.local_perception_units = nn.ModuleList(
+            nn.Conv2d(dim, dim, 3, 1, 1, groups=dim) if cfg.use_lpus[stage] else nn.Identity()
+            for _ in range(depth)) if cfg.plus_plus else None
+        self.use_lpu = cfg.use_lpus[stage]
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, list, list]:
         """x (B, H, W, C_in) -> (B, H, W, C), per-block positions and references."""
@@ -64,9 +88,16 @@ class TransformerStage(nn.Module):
             x = linear(x, self.proj.weight.flatten(1), self.proj.bias)
         positions, references = [], []
         for d, (attn, mlp) in enumerate(zip(self.attns, self.mlps)):
+            if self.use_lpu:
+                x = x + _conv_channels_last(self.local_perception_units[d], x)
             out, pos, ref = attn(self.layer_norms[2 * d](x))
+            if self.layer_scales is not None:
+                out = self.layer_scales[2 * d](out)
             x = x + self.drop_path[d](out)
-            x = x + self.drop_path[d](mlp(self.layer_norms[2 * d + 1](x)))
+            out = mlp(self.layer_norms[2 * d + 1](x))
+            if self.layer_scales is not None:
+                out = self.layer_scales[2 * d + 1](out)
+            x = x + self.drop_path[d](out)
             positions.append(pos)
             references.append(ref)
         return x, positions, references
@@ -83,26 +114,35 @@ class ModelInfo:
 
 
 class DAT(nn.Module):
-    """``model(images)`` -> logits; images float (B, 3, S, S), normalised, S = ``img_size``."""
+    """``model(images)`` -> logits; images float (B, 3, S, S), normalised, S = ``input_size``."""
 
     task = "classification"
 
-    def __init__(self, config: DATConfig, info: ModelInfo | None = None):
+    def __init__(self, config: DATConfig, info: ModelInfo | None = None,
+                 layer_scale_name: str = "weight"):
         super().__init__()
         self.config = cfg = config
         self.info = info or ModelInfo("dat", Preprocessing(input_size=cfg.img_size))
-        if cfg.use_conv_patches:
-            stem = nn.Conv2d(3, cfg.dim_stem, 7, cfg.patch_size, 3)
+        if cfg.use_conv_patches and cfg.plus_plus:  # two stride-p/2 3x3 convs
+            half = cfg.dim_stem // 2
+            self.patch_proj = nn.Sequential(
+                nn.Conv2d(3, half, 3, cfg.patch_size // 2, 1), LayerNormProxy(half), nn.GELU(),
+                nn.Conv2d(half, cfg.dim_stem, 3, cfg.patch_size // 2, 1),
+                LayerNormProxy(cfg.dim_stem))
         else:
-            stem = nn.Conv2d(3, cfg.dim_stem, cfg.patch_size, cfg.patch_size, 0)
-        self.patch_proj = nn.Sequential(stem, LayerNormProxy(cfg.dim_stem))
+            if cfg.use_conv_patches:  # v1: one 7x7 conv
+                stem = nn.Conv2d(3, cfg.dim_stem, 7, cfg.patch_size, 3)
+            else:
+                stem = nn.Conv2d(3, cfg.dim_stem, cfg.patch_size, cfg.patch_size, 0)
+            self.patch_proj = nn.Sequential(stem, LayerNormProxy(cfg.dim_stem))
 
         rates = torch.linspace(0, cfg.drop_path_rate, sum(cfg.depths)).tolist()
         self.stages = nn.ModuleList()
         for i in range(4):
             dim_in = cfg.dim_stem if i == 0 else cfg.dims[i - 1] * 2
             start = sum(cfg.depths[:i])
-            self.stages.append(TransformerStage(cfg, i, dim_in, rates[start:start + cfg.depths[i]]))
+            self.stages.append(TransformerStage(cfg, i, dim_in, rates[start:start + cfg.depths[i]],
+                                                layer_scale_name))
 
         self.down_projs = nn.ModuleList()
         for i in range(3):
@@ -121,20 +161,40 @@ class DAT(nn.Module):
 
     @property
     def input_size(self) -> int:
-        """Side of the square input the model takes."""
-        return self.config.img_size
+        """Side of the square input the model is served at (its preprocessing's size: a
+        DAT++ model may run at another size than the ``img_size`` its tables were built for)."""
+        return self.info.preprocessing.input_size
 
     def _check_input(self, x: torch.Tensor) -> None:
-        size = self.config.img_size
-        if x.dim() != 4 or x.shape[1] != 3 or x.shape[2] != size or x.shape[3] != size:
-            raise ValueError(f"{self.info.name} expects images of shape (B, 3, {size}, {size}), "
-                             f"got {tuple(x.shape)}")
+        cfg = self.config
+        if x.dim() != 4 or x.shape[1] != 3:
+            raise ValueError(f"{self.info.name} expects images of shape (B, 3, H, W), got "
+                             f"{tuple(x.shape)}")
+        if cfg.windowed:  # window attention: the size its windows and masks were built for
+            if x.shape[2] != cfg.img_size or x.shape[3] != cfg.img_size:
+                raise ValueError(f"{self.info.name} expects images of shape (B, 3, "
+                                 f"{cfg.img_size}, {cfg.img_size}), got {tuple(x.shape)}")
+            return
+        multiple = cfg.patch_size * 8
+        if x.shape[2] % multiple or x.shape[3] % multiple:
+            raise ValueError(f"{self.info.name} expects a height and width divisible by "
+                             f"{multiple}, got {tuple(x.shape)}")
+
+    def _stem(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) -> (B, H/p, W/p, dim_stem): convs on NCHW, norms channels-last."""
+        channels_last = False
+        for layer in self.patch_proj:
+            if isinstance(layer, nn.Conv2d) and channels_last:
+                x, channels_last = x.permute(0, 3, 1, 2), False
+            elif isinstance(layer, LayerNormProxy) and not channels_last:
+                x, channels_last = x.permute(0, 2, 3, 1), True
+            x = layer(x)
+        return x
 
     def _stages(self, x: torch.Tensor) -> tuple[list[torch.Tensor], StagePoints, StagePoints]:
         """Runs the backbone; returns each stage's output (B, H, W, C) and the D-block points."""
         self._check_input(x)
-        stem, norm = self.patch_proj
-        x = norm(stem(x).permute(0, 2, 3, 1))
+        x = self._stem(x)
         features, positions, references = [], [], []
         for i, stage in enumerate(self.stages):
             x, pos, ref = stage(x)

@@ -1,12 +1,31 @@
-"""``D`` block: deformable multi-head attention (DAT v1, ``DAttentionBaseline``).
+"""``D`` block: deformable multi-head attention (the official ``DAttentionBaseline``).
 
 Queries come from every position; keys and values are sampled at a grid of reference points
 shifted by offsets that a small network predicts from the queries (one offset field per
 group of channels). The relative position bias is read from a continuous table at the
 query-to-sample displacements. Both samplings go through :mod:`models.sampling`.
+
+DAT v1 and DAT++ (``plus_plus``) differ here, each as its official code computes it:
+
+============================  ===============================  ==================================
+                              v1                               DAT++
+============================  ===============================  ==================================
+reference points (n samples)  centres ``(i + 0.5) / n``        centres ``(i + 0.5) / (n - 1)``
+query grid (n queries)        the same centres                 ``i / (n - 1)`` (corners)
+offset range                  ``factor / n``, factor > 0       ``factor / (n - 1)``, factor >= 0
+factor < 0                    ``tanh(offset + reference)``     ``clamp(offset + reference, ±1)``
+offset conv padding           ``k // 2``                       ``k // 2``, 0 when k == stride
+position bias                 table                            table, or ``log_cpb``'s MLP
+============================  ===============================  ==================================
+
+(all in [0, 1] before the map to [-1, 1]). The bias table is read in normalised coordinates,
+so a DAT++ model (and its detection backbone) runs at any input size with the table it was
+trained with; grids for a size other than the configured one are computed on first use.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn as nn
@@ -15,16 +34,26 @@ import torch.nn.functional as F
 from .layers import LayerNormProxy, attention_mask, linear
 from .sampling import interpolate_position_bias, sample_keys_values
 
-# Depthwise kernel of the offset network, by stage (official values).
-_OFFSET_KERNELS = (9, 7, 5, 3)
 
-
-def reference_points(height: int, width: int) -> torch.Tensor:
-    """(height, width, 2) pixel centres as (y, x), normalised to [-1, 1] (float32)."""
+def reference_points(height: int, width: int, plus_plus: bool = False) -> torch.Tensor:
+    """(height, width, 2) pixel centres as (y, x), normalised to [-1, 1] (float32); DAT++
+    divides by n - 1 instead of n."""
     ys = torch.linspace(0.5, height - 0.5, height, dtype=torch.float32)
     xs = torch.linspace(0.5, width - 0.5, width, dtype=torch.float32)
     ref_y, ref_x = torch.meshgrid(ys, xs, indexing="ij")
-    return torch.stack((ref_y.div(height).mul(2).sub(1), ref_x.div(width).mul(2).sub(1)), -1)
+    dy, dx = (height - 1.0, width - 1.0) if plus_plus else (height, width)
+    return torch.stack((ref_y.div(dy).mul(2).sub(1), ref_x.div(dx).mul(2).sub(1)), -1)
+
+
+def query_points(height: int, width: int, plus_plus: bool = False) -> torch.Tensor:
+    """(height * width, 2) query positions as (y, x) in [-1, 1]: v1 uses the pixel centres,
+    DAT++ ``i / (n - 1)``."""
+    if not plus_plus:
+        return reference_points(height, width).view(-1, 2)
+    ys = torch.arange(height, dtype=torch.float32).div(height - 1.0).mul(2).sub(1)
+    xs = torch.arange(width, dtype=torch.float32).div(width - 1.0).mul(2).sub(1)
+    grid_y, grid_x = torch.meshgrid(ys, xs, indexing="ij")
+    return torch.stack((grid_y, grid_x), -1).view(-1, 2)
 
 
 def _pointwise(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
@@ -32,10 +61,24 @@ def _pointwise(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
     return linear(x, conv.weight.flatten(1), conv.bias)
 
 
+class LogCPB(nn.Sequential):
+    """DAT++'s ``log_cpb`` bias (after Swin V2): an MLP of the log-spaced displacement."""
+
+    def __init__(self, group_heads: int):
+        super().__init__(nn.Linear(2, 32), nn.ReLU(inplace=True), nn.Linear(32, group_heads, bias=False))
+
+    def bias(self, displacement: torch.Tensor) -> torch.Tensor:
+        """(N, Q, S, 2) (y, x) displacements in [-1, 1] units -> (N, group_heads, Q, S)."""
+        d = displacement.mul(4.0)  # the official scale: [-8, 8]
+        d = torch.sign(d) * torch.log2(d.abs() + 1.0) / math.log2(8.0)
+        return self(d).permute(0, 3, 1, 2)
+
+
 class DeformableAttention(nn.Module):
     def __init__(self, dim: int, heads: int, groups: int, fmap: int, stride: int,
-                 offset_range_factor: float, use_pe: bool, no_off: bool, stage: int,
-                 attn_drop: float, proj_drop: float):
+                 offset_range_factor: float, use_pe: bool, no_off: bool, kernel: int,
+                 attn_drop: float, proj_drop: float, *, plus_plus: bool = False,
+                 log_cpb: bool = False):
         super().__init__()
         self.heads, self.groups = heads, groups
         self.head_dim = dim // heads
@@ -43,12 +86,13 @@ class DeformableAttention(nn.Module):
         self.scale = self.head_dim ** -0.5
         self.offset_range_factor = offset_range_factor
         self.no_off = no_off
+        self.plus_plus = plus_plus
         self.attn_drop = attn_drop
 
-        kernel = _OFFSET_KERNELS[stage]
         cg = self.group_channels
+        pad = 0 if plus_plus and kernel == stride else kernel // 2
         self.conv_offset = nn.Sequential(
-            nn.Conv2d(cg, cg, kernel, stride, kernel // 2, groups=cg),
+            nn.Conv2d(cg, cg, kernel, stride, pad, groups=cg),
             LayerNormProxy(cg),
             nn.GELU(),
             nn.Conv2d(cg, 2, 1, 1, 0, bias=False),
@@ -59,22 +103,28 @@ class DeformableAttention(nn.Module):
         self.proj_out = nn.Conv2d(dim, dim, 1)
         self.proj_drop = nn.Dropout(proj_drop)
 
-        if use_pe:
+        self.rpe_table: nn.Parameter | LogCPB | None = None
+        if use_pe and log_cpb:
+            self.rpe_table = LogCPB(heads // groups)
+        elif use_pe:
             self.rpe_table = nn.Parameter(torch.zeros(heads, 2 * fmap - 1, 2 * fmap - 1))
             nn.init.trunc_normal_(self.rpe_table, std=0.01)
-        else:
-            self.rpe_table = None
 
-        samples = (fmap + 2 * (kernel // 2) - kernel) // stride + 1
-        self.sample_size = samples
-        # Constant grids, kept float32 whatever the model's dtype (see _float32_grids).
-        self.register_buffer("reference", reference_points(samples, samples), persistent=False)
-        self.register_buffer("query_grid", reference_points(fmap, fmap).view(-1, 2),
+        samples = (fmap + 2 * pad - kernel) // stride + 1
+        self.fmap, self.sample_size = fmap, samples
+        # Constant grids for the configured size, kept float32 whatever the model's dtype (see
+        # _apply); other sizes get theirs from _grids.
+        self.register_buffer("reference", reference_points(samples, samples, plus_plus),
                              persistent=False)
+        self.register_buffer("query_grid", query_points(fmap, fmap, plus_plus), persistent=False)
         # Offsets are scaled to at most offset_range_factor sample cells, (y, x). A buffer, so
         # that a forward pass makes no host-to-device copy (and can be captured as a graph).
-        self.register_buffer("offset_range", torch.tensor([1.0 / samples, 1.0 / samples]),
-                             persistent=False)
+        self.register_buffer("offset_range", self._offset_range(samples, samples), persistent=False)
+        self._other_sizes: dict[tuple, tuple[torch.Tensor, ...]] = {}
+
+    def _offset_range(self, hk: int, wk: int) -> torch.Tensor:
+        cells = (hk - 1.0, wk - 1.0) if self.plus_plus else (hk, wk)
+        return torch.tensor([1.0 / cells[0], 1.0 / cells[1]])
 
     def _apply(self, fn, recurse=True):
         # Positions are computed in float32 even in a half-precision model: in fp16 a
@@ -84,29 +134,49 @@ class DeformableAttention(nn.Module):
         self.reference = self.reference.float()
         self.query_grid = self.query_grid.float()
         self.offset_range = self.offset_range.float()
+        self._other_sizes = {}
         return self
 
-    def sampling_positions(self, q: torch.Tensor) -> torch.Tensor:
-        """Deformed sampling points (B * groups, Hk, Wk, 2), (y, x) in [-1, 1], float32."""
+    def _grids(self, height: int, width: int, hk: int, wk: int, device: torch.device
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Reference points (hk, wk, 2), query grid (H*W, 2) and offset range (2,) for an
+        input of height x width queries and hk x wk samples, float32 on ``device``."""
+        if (height, width, hk, wk) == (self.fmap, self.fmap, self.sample_size, self.sample_size):
+            return self.reference, self.query_grid, self.offset_range
+        key = (height, width, hk, wk, device)
+        if key not in self._other_sizes:
+            with torch.inference_mode(False):  # plain tensors: autograd may save them later
+                self._other_sizes[key] = tuple(t.to(device) for t in (
+                    reference_points(hk, wk, self.plus_plus),
+                    query_points(height, width, self.plus_plus), self._offset_range(hk, wk)))
+        return self._other_sizes[key]  # type: ignore[return-value]
+
+    def sampling_positions(self, q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Deformed sampling points (B * groups, Hk, Wk, 2), (y, x) in [-1, 1], float32; with
+        the reference points and the query grid they were computed against."""
         B, H, W, _ = q.shape
         q_groups = q.permute(0, 3, 1, 2).reshape(B * self.groups, self.group_channels, H, W)
         dwconv, norm, act, to_offset = self.conv_offset
         hidden = act(norm(dwconv(q_groups).permute(0, 2, 3, 1)))
         offset = linear(hidden, to_offset.weight.flatten(1)).float()  # (B*g, Hk, Wk, 2)
-        if self.offset_range_factor > 0:
-            offset = offset.tanh().mul(self.offset_range).mul(self.offset_range_factor)
+        reference, query_grid, offset_range = self._grids(H, W, offset.shape[1], offset.shape[2],
+                                                          q.device)
+        scaled = self.offset_range_factor >= 0 if self.plus_plus else self.offset_range_factor > 0
+        if scaled:
+            offset = offset.tanh().mul(offset_range).mul(self.offset_range_factor)
         if self.no_off:
             offset = torch.zeros_like(offset)
-        if self.offset_range_factor >= 0:
-            return offset + self.reference
-        return (offset + self.reference).tanh()
+        pos = offset + reference
+        if self.offset_range_factor < 0:
+            pos = pos.clamp(-1.0, 1.0) if self.plus_plus else pos.tanh()
+        return pos, reference, query_grid
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """x (B, H, W, C) -> (out (B, H, W, C), positions, references (B, g, Hk, Wk, 2))."""
         B, H, W, C = x.shape
         g, heads, hd = self.groups, self.heads, self.head_dim
         q = _pointwise(self.proj_q, x)
-        pos = self.sampling_positions(q)
+        pos, reference, query_grid = self.sampling_positions(q)
         hk, wk = pos.shape[1], pos.shape[2]
 
         # Both samplings run in float32: a half-precision grid misplaces samples by a visible
@@ -120,15 +190,19 @@ class DeformableAttention(nn.Module):
         q = q.view(B, H * W, heads, hd).transpose(1, 2)
 
         bias = None
-        if self.rpe_table is not None:
+        if isinstance(self.rpe_table, LogCPB):
+            displacement = query_grid[None, :, None, :] - pos.reshape(B * g, 1, hk * wk, 2)
+            bias = self.rpe_table.bias(displacement.to(x.dtype)).float()
+            bias = attention_mask(bias.reshape(B, heads, H * W, hk * wk), q)
+        elif self.rpe_table is not None:
             table = self.rpe_table.float().expand(B, -1, -1, -1)
-            table = table.reshape(B * g, heads // g, 2 * H - 1, 2 * W - 1)
+            table = table.reshape(B * g, heads // g, *self.rpe_table.shape[1:])
             # Flipped and halved before the broadcast (halving is exact in binary floating
             # point): one pass over the (B * g, H * W, Ns, 2) displacements instead of three.
             # The query grid is laid out over the samples first, so that both operands' last
             # two dims are contiguous: a broadcast with an innermost size of 2 ran 8x slower
             # on CPU (2.4 against 0.3 ms per DAT-T stage-3 block at batch 8).
-            queries = self.query_grid.flip(-1).mul(0.5)[None, :, None, :].expand(1, -1, hk * wk, -1)
+            queries = query_grid.flip(-1).mul(0.5)[None, :, None, :].expand(1, -1, hk * wk, -1)
             displacement = queries.contiguous() - pos_xy.mul(0.5).reshape(B * g, 1, hk * wk, 2)
             bias = interpolate_position_bias(table, displacement)
             bias = attention_mask(bias.reshape(B, heads, H * W, hk * wk), q)
@@ -139,4 +213,4 @@ class DeformableAttention(nn.Module):
         out = out.transpose(1, 2).reshape(B, H, W, C)
         out = self.proj_drop(_pointwise(self.proj_out, out))
         positions = pos.view(B, g, hk, wk, 2)
-        return out, positions, self.reference.expand(B, g, -1, -1, -1)
+        return out, positions, reference.expand(B, g, -1, -1, -1)

@@ -106,22 +106,54 @@ _HAS_LINEAR_POINTWISE = torch.backends.mkldnn.is_available() and hasattr(torch.o
 
 
 class TransformerMLPWithConv(nn.Module):
-    """The ``use_dwc_mlps`` variant: 1x1 conv, depthwise 3x3, GELU, 1x1 conv."""
+    """The ``use_dwc_mlps`` variant: 1x1 conv, depthwise 3x3, GELU, 1x1 conv. DAT v1 applies
+    the depthwise conv in series; DAT++ (``residual``) adds it to its input, and keeps each
+    1x1 conv in a Sequential (``linear1.0.weight``), as the official codes do."""
 
-    def __init__(self, dim: int, expansion: int, drop: float):
+    def __init__(self, dim: int, expansion: int, drop: float, residual: bool = False):
         super().__init__()
         hidden = dim * expansion
-        self.linear1 = nn.Conv2d(dim, hidden, 1)
+        self.residual = residual
+        first, second = nn.Conv2d(dim, hidden, 1), nn.Conv2d(hidden, dim, 1)
+        self.linear1 = nn.Sequential(first) if residual else first
         self.drop1 = nn.Dropout(drop)
         self.act = nn.GELU()
-        self.linear2 = nn.Conv2d(hidden, dim, 1)
+        self.linear2 = nn.Sequential(second) if residual else second
         self.drop2 = nn.Dropout(drop)
         self.dwc = nn.Conv2d(hidden, hidden, 3, 1, 1, groups=hidden)
 
+    @property
+    def _first(self) -> nn.Conv2d:
+        return self.linear1[0] if self.residual else self.linear1
+
+    @property
+    def _second(self) -> nn.Conv2d:
+        return self.linear2[0] if self.residual else self.linear2
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.permute(0, 3, 1, 2)
-        x = self.drop1(self.act(self.dwc(self.linear1(x))))
-        return self.drop2(self.linear2(x)).permute(0, 2, 3, 1)
+        """(B, H, W, C) -> (B, H, W, C)."""
+        if not self.residual:
+            x = x.permute(0, 3, 1, 2)
+            x = self.drop1(self.act(self.dwc(self._first(x))))
+            return self.drop2(self._second(x)).permute(0, 2, 3, 1)
+        # Channels-last throughout: the 1x1 convs as Linears, the depthwise conv on an NCHW
+        # view with channels-last strides (no copies either way).
+        h = self.drop1(linear(x, self._first.weight.flatten(1), self._first.bias))
+        h = h + self.dwc(h.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+        return self.drop2(linear(self.act(h), self._second.weight.flatten(1), self._second.bias))
+
+
+class LayerScale(nn.Module):
+    """Per-channel scale of a residual branch (DAT++ ``layer_scale_values``). The classifier
+    names its parameter ``weight``, the detection backbone ``gamma``."""
+
+    def __init__(self, dim: int, init_value: float, name: str = "weight"):
+        super().__init__()
+        self.name = name
+        self.register_parameter(name, nn.Parameter(torch.full((dim,), float(init_value))))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * getattr(self, self.name)
 
 
 def relative_position_index(window: int) -> torch.Tensor:

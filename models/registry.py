@@ -65,6 +65,35 @@ _REGISTRY["dat_base_384"] = ModelSpec(
     Preprocessing(384), description="DAT-B, ImageNet-1k, 384 (official dat_base_384.yaml)")
 
 
+# DAT++ (arXiv 2309.01430): every checkpoint the official release offers today. Its evaluation
+# transform is v1's at 224 (resize 256, centre crop); the 384 model's YAML sets TEST.CROP False,
+# a plain bicubic resize to 384, and keeps img_size 224: its tables are built at 224 and read
+# in normalised coordinates at any size.
+_PP_STAGE_SPEC = (("N", "D"), ("N", "D") * 2, ("N", "D") * 9, ("D", "D"))
+DAT_PP_TINY = DATConfig(
+    dim_stem=64, dims=(64, 128, 256, 512), depths=(2, 4, 18, 2), stage_spec=_PP_STAGE_SPEC,
+    heads=(2, 4, 8, 16), groups=(1, 2, 4, 8), use_pes=(True,) * 4, strides=(8, 4, 2, 1),
+    offset_range_factor=(-1, -1, -1, -1), use_dwc_mlps=(True,) * 4, use_lpus=(True,) * 4,
+    use_conv_patches=True, ksizes=(9, 7, 5, 3), nat_ksizes=(7, 7, 7, 7), drop_path_rate=0.2,
+    plus_plus=True)
+_REGISTRY["dat_pp_tiny"] = ModelSpec(
+    DAT_PP_TINY, Preprocessing(224),
+    description="DAT-T++, ImageNet-1k, 224 (official configs/dat_tiny.yaml, dat_plus_plus)")
+_REGISTRY["dat_pp_small"] = ModelSpec(
+    DAT_PP_TINY.replace(dim_stem=96, dims=(96, 192, 384, 768), heads=(3, 6, 12, 24),
+                        groups=(1, 2, 3, 6), drop_path_rate=0.4),
+    Preprocessing(224),
+    description="DAT-S++, ImageNet-1k, 224 (official configs/dat_small.yaml, dat_plus_plus)")
+_REGISTRY["dat_pp_base"] = ModelSpec(
+    DAT_PP_TINY.replace(dim_stem=128, dims=(128, 256, 512, 1024), heads=(4, 8, 16, 32),
+                        groups=(2, 4, 8, 16), drop_path_rate=0.7),
+    Preprocessing(224),
+    description="DAT-B++, ImageNet-1k, 224 (official configs/dat_base.yaml, dat_plus_plus)")
+_REGISTRY["dat_pp_base_384"] = ModelSpec(
+    _REGISTRY["dat_pp_base"].config.replace(drop_path_rate=0.6), Preprocessing(384, crop_pct=1.0),
+    description="DAT-B++, ImageNet-1k, 384 (official configs/dat_base_384.yaml, dat_plus_plus)")
+
+
 # The embedded default classifier: a small DAT (L/S blocks early, D blocks with offset groups
 # and position bias later) trained on handwritten digits by ``python -m models.demo train``.
 WEIGHTS_DIR = Path(__file__).parent / "weights"
@@ -157,8 +186,8 @@ def create_model(model: str | Path | Mapping[str, Any] = "dat_tiny", *,
         return _create_detector(name, config, spec, labels, pretrained, overrides)
     if overrides:
         config = config.replace(**overrides)
-    if spec is not None and config.img_size == spec.preprocessing.input_size:
-        preprocessing = spec.preprocessing
+    if spec is not None and config.img_size == spec.config.img_size:
+        preprocessing = spec.preprocessing  # which may differ from img_size (dat_pp_base_384)
     else:
         preprocessing = Preprocessing(input_size=config.img_size)
     labels = _labels(spec, labels, config.num_classes)

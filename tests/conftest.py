@@ -41,10 +41,47 @@ def mini_fixture() -> dict:
 
 @pytest.fixture(scope="session")
 def official_shapes() -> dict:
-    path = FIXTURES / "official_dat_v1_state_dict_shapes.json"
+    return _shapes("official_dat_v1_state_dict_shapes.json")
+
+
+@pytest.fixture(scope="session")
+def official_pp_shapes() -> dict:
+    """Keys and shapes of the four released DAT++ classifiers, with their official configs."""
+    return _shapes("official_dat_pp_state_dict_shapes.json")
+
+
+def _shapes(name: str) -> dict:
+    path = FIXTURES / name
     if not path.is_file():
         pytest.skip(f"official fixtures not found at {FIXTURES}")
     return json.loads(path.read_text())
+
+
+def official_fixture(name: str) -> dict:
+    """An official reference folder of ``../shared/fixtures``: its config file (YAML where
+    there is one), checkpoint and expected outputs; skips where the fixtures are absent."""
+    folder = FIXTURES / name
+    if not folder.is_dir():
+        pytest.skip(f"official fixtures not found at {FIXTURES} (they live beside the repo in "
+                    "../shared; a plain clone does not have them)")
+    config = folder / "config.yaml"
+    return {
+        "config": config if config.is_file() else folder / "config.json",
+        "checkpoint": folder / "checkpoint.pth",
+        "expected": torch.load(folder / "expected.pt", weights_only=True),
+    }
+
+
+@pytest.fixture(scope="session")
+def pp_fixture() -> dict:
+    """The official DAT++ classifier reference (``dat_pp_mini``), run on NATTEN's own kernels."""
+    return official_fixture("dat_pp_mini")
+
+
+@pytest.fixture(scope="session")
+def pp_det_fixture() -> dict:
+    """The official DAT-Detection backbone reference (``dat_pp_det_mini``), 256x352 input."""
+    return official_fixture("dat_pp_det_mini")
 
 
 
@@ -53,3 +90,50 @@ def tiny_model():
     torch.manual_seed(0)
     from models import create_model
     return create_model(TINY_CONFIG)
+
+
+# -- GPU code paths on the CPU (tests/fake_gpu.py) -------------------------------------------
+
+
+@pytest.fixture
+def fake_cuda(monkeypatch):
+    """One fake GPU: torch.cuda answers as on a GPU host, CUDA tensors live in CPU memory."""
+    from tests.fake_gpu import FakeCuda
+    return FakeCuda(monkeypatch, count=1)
+
+
+@pytest.fixture
+def fake_tensorrt(monkeypatch, fake_cuda):
+    """A TensorRT 10 test double importable as ``tensorrt`` (with a fake GPU: engines need one)."""
+    from tests.fake_gpu import FakeTensorRT
+    fake = FakeTensorRT()
+    fake.install(monkeypatch)
+    return fake
+
+
+@pytest.fixture
+def fake_onnxruntime_gpu(monkeypatch, fake_cuda):
+    """onnxruntime as onnxruntime-gpu presents it, recording each session's providers."""
+    from tests.fake_gpu import FakeOnnxRuntime
+    fake = FakeOnnxRuntime()
+    fake.install(monkeypatch)
+    return fake
+
+
+@pytest.fixture(scope="session")
+def tiny_engine_export(tmp_path_factory) -> Path:
+    """The tiny DAT exported by the real pipeline with a TensorRT engine, built and verified
+    through the TensorRT test double on a fake GPU (batch range 1-4)."""
+    from export.manifest import BatchRange
+    from export.pipeline import ExportOptions, run_export
+    from tests.fake_gpu import FakeCuda, FakeTensorRT
+
+    root = tmp_path_factory.mktemp("tiny-engine")
+    config = root / "tiny.json"
+    config.write_text(json.dumps({"config": TINY_CONFIG}))
+    with pytest.MonkeyPatch.context() as mp:
+        FakeCuda(mp)
+        FakeTensorRT().install(mp)
+        run_export(ExportOptions(out=root / "export", config=config, random_weights=True,
+                                 batch=BatchRange(1, 2, 4), grid_sample="native"), log=lambda line: None)
+    return root / "export"

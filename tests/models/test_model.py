@@ -63,7 +63,10 @@ def test_official_yaml_file_is_accepted(tmp_path):
     ({"img_size": 100}, "divisible by patch_size"),
     ({"window_sizes": (5, 7, 7, 7)}, "not divisible by window size"),
     ({"groups": (-1, -1, 5, 6)}, "offset groups"),
-    ({"stage_spec": (("L", "S"), ("L", "S"), ("L", "D") * 3, ("L", "X"))}, "unknown block kinds"),
+    ({"stage_spec": (("L", "S"), ("L", "S"), ("L", "D") * 3, ("L", "Z"))}, "unknown block kind"),
+    ({"stage_spec": (("L", "S"), ("L", "S"), ("L", "D") * 3, ("L", "X"))}, "'X' blocks .* not support"),
+    ({"stage_spec": (("N", "S"), ("L", "S"), ("L", "D") * 3, ("L", "D"))}, "only DAT\\+\\+ has"),
+    ({"use_lpus": (True, False, False, False)}, "DAT\\+\\+ options"),
     ({"depths": (2, 2, 6, 3)}, "depth"),
 ])
 def test_invalid_configs_are_rejected_with_a_reason(change, message):

@@ -1,0 +1,205 @@
+"""``N`` block: neighborhood attention (DAT++), with NATTEN 0.14.6's semantics in pure PyTorch.
+
+Each query attends the k x k keys around it, and at the borders the window is shifted inwards
+to stay inside the map (no zero padding). Along an axis of length L with r = k // 2, query i
+attends keys ``start(i) .. start(i) + k - 1`` with ``start(i) = max(i - r, 0) + (i + r >= L) *
+(L - i - r - 1)``, and the bias of key j is ``rpb[h, j - i + k - 1]`` per axis: NATTEN's
+"bias start" works out to the plain relative position. The official ``nat.py`` pads the map
+(right and bottom, zeros) when it is smaller than the kernel, and crops after.
+
+The attention itself is one seam, :func:`neighborhood_attention`, like the two samplings of
+:mod:`models.sampling`: eager mode runs :func:`blocked_neighborhood_attention`, and the exporter
+swaps in an opaque op (:func:`override`) that it translates to ONNX.
+
+Blocked computation: the map is cut into tiles of queries; the keys of a tile's queries form a
+contiguous band of at most ``tile + k - 1`` rows and columns, so each tile is one dense
+attention over its band with a static additive mask (the bias inside each query's window,
+-inf outside). Gathered keys grow by ``((tile + k - 1) / tile)^2`` instead of the ``k^2`` of
+gathering every query's window, and the attention runs in the fused SDPA kernels.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import math
+from collections.abc import Callable, Iterator
+from typing import NamedTuple
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .layers import attention_mask, linear
+
+# (q, k, v (B, heads, H, W, head_dim), rpb (heads, 2k-1, 2k-1), kernel, scale) -> like q
+AttentionFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, int, float],
+                       torch.Tensor]
+
+# Queries per tile side; see AxisPlan. 8 measured fastest for k = 7 on the CPU (DAT-T++ b8).
+TILE = 8
+
+
+def window_starts(length: int, kernel: int) -> list[int]:
+    """NATTEN's first key of each query's window along one axis (dilation 1), ``length >= kernel``."""
+    r = kernel // 2
+    return [max(i - r, 0) + (i + r >= length) * (length - i - r - 1) for i in range(length)]
+
+
+class AxisPlan(NamedTuple):
+    """How one axis of length L is cut into T tiles of t queries, each with a band of K keys:
+    ``queries`` (T, t) and ``keys`` (T, K) index the axis, ``relative`` (T, t, K) is
+    key - query + k - 1 (the bias index), ``inside`` (T, t, K) whether the key is in the
+    query's window, ``owner`` (L,) where each query's output sits in the flattened (T * t)
+    tiles, or None when the tiles are exactly the axis."""
+
+    queries: list[list[int]]
+    keys: list[list[int]]
+    relative: torch.Tensor
+    inside: torch.Tensor
+    owner: list[int] | None
+
+
+def axis_plan(length: int, kernel: int, tile: int = TILE) -> AxisPlan:
+    starts = window_starts(length, kernel)
+    band = tile + kernel - 1
+    if length <= band:  # one tile: every query, every key
+        tiles = [list(range(length))]
+    else:
+        # The last tile is shifted back to end at the map's edge: uniform shapes, and its
+        # overlap with the tile before is computed twice and read once.
+        firsts = [min(j * tile, length - tile) for j in range(math.ceil(length / tile))]
+        tiles = [list(range(first, first + tile)) for first in firsts]
+    width = min(length, band)
+    # A tile's windows span starts[last] + k - starts[first] <= band keys: one band holds them.
+    keys = [list(range(min(starts[rows[0]], length - width), min(starts[rows[0]], length - width)
+                       + width)) for rows in tiles]
+    query_t, key_t = torch.tensor(tiles), torch.tensor(keys)
+    offset = key_t[:, None, :] - torch.tensor(starts)[query_t][..., None]  # (T, t, K)
+    relative = key_t[:, None, :] - query_t[..., None] + kernel - 1
+    owner = None
+    if len(tiles) * len(tiles[0]) != length:
+        owner = [0] * length
+        for j, rows in enumerate(tiles):
+            for p, row in enumerate(rows):
+                owner[row] = j * len(rows) + p  # the later tile wins: one owner per row
+    return AxisPlan(tiles, keys, relative, (offset >= 0) & (offset < kernel), owner)
+
+
+class Layout(NamedTuple):
+    """Everything static about one (H, W, kernel) on one device."""
+
+    row_queries: torch.Tensor  # (Th, th)
+    col_queries: torch.Tensor  # (Tw, tw)
+    row_keys: torch.Tensor  # (Th, Kh)
+    col_keys: torch.Tensor  # (Tw, Kw)
+    row_owner: torch.Tensor | None  # (H,)
+    col_owner: torch.Tensor | None  # (W,)
+    bias_index: torch.Tensor  # (Th*Tw, th*tw, Kh*Kw) into the flattened rpb
+    mask: torch.Tensor  # same shape, float32: 0 inside each query's window, -inf outside
+
+
+@functools.cache
+def layout(height: int, width: int, kernel: int, device: torch.device) -> Layout:
+    """Built once per size and device, so a forward pass makes no host-to-device copy (and can
+    be captured in a CUDA graph after a warm-up)."""
+    rows, cols = axis_plan(height, kernel), axis_plan(width, kernel)
+    side = 2 * kernel - 1
+    index = rows.relative[:, None, :, None, :, None] * side + cols.relative[None, :, None, :, None, :]
+    inside = rows.inside[:, None, :, None, :, None] & cols.inside[None, :, None, :, None, :]
+    (Th, th, Kh), (Tw, tw, Kw) = rows.relative.shape, cols.relative.shape
+    shape = (Th * Tw, th * tw, Kh * Kw)  # (Th, Tw, th, tw, Kh, Kw): tile pair, query, key
+    with torch.inference_mode(False):  # plain tensors: autograd may save them later
+
+        def tensor(values):
+            return None if values is None else torch.tensor(values, device=device)
+
+        return Layout(
+            tensor(rows.queries), tensor(cols.queries), tensor(rows.keys), tensor(cols.keys),
+            tensor(rows.owner), tensor(cols.owner),
+            index.clamp(0, side * side - 1).reshape(shape).to(device),
+            torch.zeros(shape).masked_fill(~inside.reshape(shape), float("-inf")).to(device))
+
+
+def _tiles(x: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+    """(B, heads, H, W, d) -> (B, heads * Th * Tw, rows per tile * cols per tile, d)."""
+    B, heads, _, _, d = x.shape
+    x = x[:, :, rows][:, :, :, :, cols]  # (B, heads, Th, th, Tw, tw, d)
+    (Th, th), (Tw, tw) = rows.shape, cols.shape
+    return x.permute(0, 1, 2, 4, 3, 5, 6).reshape(B, heads * Th * Tw, th * tw, d)
+
+
+def blocked_neighborhood_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                                   rpb: torch.Tensor, kernel: int, scale: float) -> torch.Tensor:
+    """Neighborhood attention with relative position bias, NATTEN 0.14.6 semantics (module
+    docstring). q, k, v (B, heads, H, W, head_dim) with H, W >= kernel; rpb (heads, 2k-1, 2k-1).
+    Returns (B, heads, H, W, head_dim)."""
+    B, heads, H, W, d = q.shape
+    plan = layout(H, W, kernel, q.device)
+    bias = rpb.float().flatten(1)[:, plan.bias_index] + plan.mask  # (heads, T, Lq, Lk)
+    bias = attention_mask(bias.reshape(1, -1, *bias.shape[2:]), q)
+    out = F.scaled_dot_product_attention(
+        _tiles(q, plan.row_queries, plan.col_queries), _tiles(k, plan.row_keys, plan.col_keys),
+        _tiles(v, plan.row_keys, plan.col_keys), attn_mask=bias, scale=scale)
+    (Th, th), (Tw, tw) = plan.row_queries.shape, plan.col_queries.shape
+    out = out.view(B, heads, Th, Tw, th, tw, d).permute(0, 1, 2, 4, 3, 5, 6)
+    out = out.reshape(B, heads, Th * th, Tw * tw, d)
+    if plan.row_owner is not None:
+        out = out[:, :, plan.row_owner]
+    if plan.col_owner is not None:
+        out = out[:, :, :, plan.col_owner]
+    return out
+
+
+_SEAM: dict[str, AttentionFn] = {"neighborhood": blocked_neighborhood_attention}
+
+
+def neighborhood_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, rpb: torch.Tensor,
+                           kernel: int, scale: float) -> torch.Tensor:
+    """The neighborhood attention seam; same contract as :func:`blocked_neighborhood_attention`."""
+    return _SEAM["neighborhood"](q, k, v, rpb, kernel, scale)
+
+
+@contextlib.contextmanager
+def override(fn: AttentionFn) -> Iterator[None]:
+    """Temporarily replaces the neighborhood attention seam (the exporter's opaque op)."""
+    previous = _SEAM["neighborhood"]
+    _SEAM["neighborhood"] = fn
+    try:
+        yield
+    finally:
+        _SEAM["neighborhood"] = previous
+
+
+class NeighborhoodAttention(nn.Module):
+    """``N`` block (official ``NeighborhoodAttention2D``): qkv, neighborhood attention with its
+    relative position bias ``rpb``, projection. Channels-last in and out. Attention dropout, a
+    training option no released model uses, is not applied."""
+
+    def __init__(self, dim: int, kernel: int, heads: int, proj_drop: float):
+        super().__init__()
+        if kernel < 3 or kernel % 2 == 0:
+            raise ValueError(f"neighborhood size must be odd and at least 3, got {kernel}")
+        self.heads, self.kernel = heads, kernel
+        self.head_dim = dim // heads
+        self.scale = self.head_dim ** -0.5
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.rpb = nn.Parameter(torch.zeros(heads, 2 * kernel - 1, 2 * kernel - 1))
+        nn.init.trunc_normal_(self.rpb, std=0.02, mean=0.0, a=-2.0, b=2.0)
+        self.proj = nn.Linear(dim, dim)
+        self.proj_drop = nn.Dropout(proj_drop)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, None, None]:
+        """x (B, H, W, C) -> (B, H, W, C)."""
+        B, height, width, C = x.shape
+        pad_h, pad_w = max(0, self.kernel - height), max(0, self.kernel - width)
+        if pad_h or pad_w:  # as the official nat.py: zeros right and bottom, cropped after
+            x = F.pad(x, (0, 0, 0, pad_w, 0, pad_h))
+        H, W = x.shape[1:3]
+        qkv = linear(x, self.qkv.weight, self.qkv.bias).view(B, H, W, 3, self.heads, self.head_dim)
+        q, k, v = qkv.permute(3, 0, 4, 1, 2, 5).unbind(0)  # (B, heads, H, W, d) views
+        out = neighborhood_attention(q, k, v, self.rpb, self.kernel, self.scale)
+        out = out.permute(0, 2, 3, 1, 4).reshape(B, H, W, C)
+        if pad_h or pad_w:
+            out = out[:, :height, :width]
+        return self.proj_drop(linear(out, self.proj.weight, self.proj.bias)), None, None

@@ -1,0 +1,107 @@
+"""Neighborhood attention: the blocked computation equals NATTEN's definition, query by query."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from models.neighborhood import (
+    NeighborhoodAttention,
+    blocked_neighborhood_attention,
+    override,
+    window_starts,
+)
+
+
+def natten_reference(q, k, v, rpb, kernel, scale):
+    """NATTEN 0.14.6's CPU kernel, written out per query: window start and bias start as in
+    natten_cpu_commons.h (dilation 1)."""
+    B, heads, H, W, d = q.shape
+    r = kernel // 2
+
+    def starts(i, length):
+        window = max(i - r, 0) + (i + r >= length) * (length - i - r - 1)
+        bias = r + (i < r) * (r - i) + (i + r >= length) * (length - i - 1 - r)
+        return window, bias
+
+    out = torch.empty_like(q)
+    for i in range(H):
+        ni, pi = starts(i, H)
+        for j in range(W):
+            nj, pj = starts(j, W)
+            keys = k[:, :, ni:ni + kernel, nj:nj + kernel].reshape(B, heads, -1, d)
+            values = v[:, :, ni:ni + kernel, nj:nj + kernel].reshape(B, heads, -1, d)
+            bias = rpb[:, pi:pi + kernel, pj:pj + kernel].reshape(heads, -1)
+            logits = torch.einsum("bhd,bhnd->bhn", q[:, :, i, j] * scale, keys) + bias
+            out[:, :, i, j] = torch.einsum("bhn,bhnd->bhd", logits.softmax(-1), values)
+    return out
+
+
+@pytest.mark.parametrize("height, width, kernel", [
+    (7, 7, 7),  # the map is one window
+    (8, 9, 7),  # one tile, keys shifted at both borders
+    (14, 14, 7),  # DAT-T++ stage 3 at 224
+    (56, 56, 7),  # stage 1: tiles that divide the map
+    (13, 30, 5),  # tiles that do not: the last one shifted back
+    (20, 17, 3),
+    (9, 9, 9),
+])
+def test_blocked_attention_equals_natten(height, width, kernel):
+    torch.manual_seed(height * width + kernel)
+    q, k, v = (torch.randn(2, 3, height, width, 8) for _ in range(3))
+    rpb = torch.randn(3, 2 * kernel - 1, 2 * kernel - 1)
+    got = blocked_neighborhood_attention(q, k, v, rpb, kernel, 0.35)
+    want = natten_reference(q, k, v, rpb, kernel, 0.35)
+    assert (got - want).abs().max().item() < 1e-5
+
+
+def test_a_transposed_bias_table_is_caught():
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(1, 2, 10, 12, 8) for _ in range(3))
+    rpb = torch.randn(2, 13, 13)
+    want = natten_reference(q, k, v, rpb, 7, 0.35)
+    wrong = blocked_neighborhood_attention(q, k, v, rpb.transpose(1, 2), 7, 0.35)
+    assert (wrong - want).abs().max().item() > 1e-2
+
+
+def test_window_starts_shift_inwards_at_the_borders():
+    assert window_starts(10, 7) == [0, 0, 0, 0, 1, 2, 3, 3, 3, 3]
+    assert window_starts(7, 7) == [0] * 7
+
+
+def test_a_map_smaller_than_the_kernel_is_padded_and_cropped_as_the_official_module():
+    """nat.py pads the normalised map with zeros (right, bottom) up to the kernel, attends, crops."""
+    torch.manual_seed(1)
+    block = NeighborhoodAttention(16, 7, 2, 0.0).eval()
+    x = torch.randn(2, 4, 5, 16)
+    padded = torch.nn.functional.pad(x, (0, 0, 0, 2, 0, 3))
+    qkv = block.qkv(padded).view(2, 7, 7, 3, 2, 8).permute(3, 0, 4, 1, 2, 5)
+    attended = natten_reference(qkv[0], qkv[1], qkv[2], block.rpb, 7, block.scale)
+    want = block.proj(attended.permute(0, 2, 3, 1, 4).reshape(2, 7, 7, 16)[:, :4, :5])
+    with torch.no_grad():
+        got, _, _ = block(x)
+    assert got.shape == x.shape
+    assert (got - want).abs().max().item() < 1e-5
+
+
+def test_the_seam_can_be_overridden():
+    calls = []
+
+    def spy(q, k, v, rpb, kernel, scale):
+        calls.append((tuple(q.shape), kernel))
+        return blocked_neighborhood_attention(q, k, v, rpb, kernel, scale)
+
+    block = NeighborhoodAttention(16, 5, 2, 0.0).eval()
+    with override(spy), torch.no_grad():
+        block(torch.randn(1, 6, 6, 16))
+    assert calls == [((1, 2, 6, 6, 8), 5)]
+
+
+def test_gradients_flow_to_queries_keys_and_the_bias_table():
+    block = NeighborhoodAttention(16, 3, 2, 0.0)
+    with torch.inference_mode():  # layouts built under inference mode stay usable by autograd
+        block(torch.randn(1, 9, 11, 16))
+    out, _, _ = block(torch.randn(1, 9, 11, 16))
+    out.sum().backward()
+    assert block.rpb.grad is not None and block.rpb.grad.abs().sum() > 0
+    assert block.qkv.weight.grad.abs().sum() > 0
