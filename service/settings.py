@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 Backend = Literal["auto", "torch", "onnxruntime", "tensorrt"]
@@ -49,7 +49,9 @@ class Settings(BaseSettings):
     detector_artifacts: Path | None = Field(None, description="a detector's 'python -m export' "
                                             "folder, served by tensorrt (GPU + engine) or onnxruntime "
                                             "instead of torch (ignored with --detector none)")
-    device: str = Field("auto", description="cpu, cuda or cuda:N; auto: cuda when available")
+    device: str = Field("auto", description="cpu, cuda or cuda:N; auto: cuda:0 when PyTorch sees "
+                        "a GPU, else cpu. Normalised at start-up: cuda means cuda:0, an index must "
+                        "name a GPU that is present")
     precision: Precision = Field("auto", description="torch: auto is fp16 on CUDA, fp32 on CPU "
                                  "(bf16 weights are opt-in: faster for large models on AMX CPUs); "
                                  "artifacts keep their manifest's precision")
@@ -115,6 +117,13 @@ class Settings(BaseSettings):
     shutdown_timeout_s: float = Field(30.0, ge=0, description="on SIGTERM: how long queued and "
                                       "running requests get to finish")
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="log level")
+
+    @field_validator("device")
+    @classmethod
+    def _normalised_device(cls, value: str) -> str:
+        # Once, here: every backend gets "cpu" or "cuda:N" (torch.cuda.set_device refuses "cuda").
+        from .devices import normalize_device
+        return normalize_device(value)
 
     @model_validator(mode="after")
     def _consistent(self) -> Settings:

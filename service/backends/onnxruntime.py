@@ -14,6 +14,7 @@ import torch
 
 from .base import Backend, BackendError, DetectionOutput, ImageOutput, ModelMeta, outputs_for, run_in_chunks
 from .manifest import check_precision, load_manifest, meta_from_manifest
+from .torch import resolve_device
 
 _NUMPY_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
 
@@ -40,15 +41,14 @@ class OnnxRuntimeBackend(Backend):
         device = self._device_request
         if device == "auto":
             device = "cuda" if "CUDAExecutionProvider" in available and torch.cuda.is_available() else "cpu"
+        device = resolve_device(device)  # "cpu" or "cuda:N", N a GPU that is present
         if device.startswith("cuda"):
             if "CUDAExecutionProvider" not in available:
-                raise BackendError("device cuda requested but this onnxruntime has no "
-                                   "CUDAExecutionProvider (install onnxruntime-gpu)")
-            index = int(device.split(":")[1]) if ":" in device else 0
-            self.device = f"cuda:{index}"
+                raise BackendError(f"device {device} requested but this onnxruntime has no "
+                                   "CUDAExecutionProvider (install onnxruntime-gpu: the gpu extra)")
+            index = torch.device(device).index
+            self.device = device
             return [("CUDAExecutionProvider", {"device_id": index}), "CPUExecutionProvider"]
-        if device != "cpu":
-            raise BackendError(f"device must be cpu, cuda or cuda:N, not {device!r}")
         self.device = "cpu"
         return ["CPUExecutionProvider"]
 

@@ -16,6 +16,7 @@ import torch
 
 from .base import Backend, BackendError, DetectionOutput, ImageOutput, ModelMeta, outputs_for, run_in_chunks
 from .manifest import check_precision, load_manifest, meta_from_manifest
+from .torch import resolve_device
 
 
 def tensorrt_available() -> bool:
@@ -34,7 +35,7 @@ class TensorRTBackend(Backend):
         super().__init__()
         self._precision_request = precision
         self._artifacts = Path(artifacts)
-        self.device = "cuda" if device == "auto" else device
+        self.device = resolve_device(device)  # "cuda:N": torch.cuda.set_device needs the index
         self._engine: Any = None
         self._context: Any = None
         self._stream: torch.cuda.Stream | None = None
@@ -90,7 +91,8 @@ class TensorRTBackend(Backend):
     def _run_chunk(self, chunk: torch.Tensor) -> list[np.ndarray]:
         x = chunk.to(self.device, self._in_dtype).contiguous()
         ctx = self._context
-        ctx.set_input_shape(self._input, tuple(x.shape))
+        if not ctx.set_input_shape(self._input, tuple(x.shape)):
+            raise RuntimeError(f"TensorRT refused input shape {tuple(x.shape)} (outside the engine's profile)")
         ctx.set_tensor_address(self._input, x.data_ptr())
         outs = []
         for name, dtype in zip(self._outputs, self._out_dtypes):

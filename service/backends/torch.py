@@ -28,6 +28,7 @@ import torch
 from models import DAT, RetinaNet, create_model, get_spec, load_checkpoint, read_state_dict
 from models.registry import read_labels
 
+from ..devices import normalize_device
 from .base import (
     Backend,
     BackendError,
@@ -45,13 +46,11 @@ _DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 def resolve_device(device: str) -> str:
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise BackendError(f"device {device} requested but CUDA is not available")
-    if device != "cpu" and not device.startswith("cuda"):
-        raise BackendError(f"device must be cpu, cuda or cuda:N, not {device!r}")
-    return device
+    """``cpu`` or ``cuda:N`` (:func:`service.devices.normalize_device`), as a BackendError."""
+    try:
+        return normalize_device(device)
+    except ValueError as exc:
+        raise BackendError(str(exc)) from None
 
 
 def resolve_precision(precision: str, device: str) -> str:

@@ -43,3 +43,35 @@ def test_the_readme_lists_every_setting():
     for name in Settings.model_fields:
         flag, env = f"`--{name.replace('_', '-')}`", f"`DAT_{name.upper()}`"
         assert f"| {flag} | {env} |" in readme, name
+
+
+def test_device_is_normalised_once_for_every_backend(monkeypatch):
+    """compose and k8s set DAT_DEVICE=cuda; torch.cuda.set_device refuses an index-less device."""
+    import torch
+
+    from tests.fake_gpu import FakeCuda
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # a machine without a GPU
+    assert Settings(device="auto").device == "cpu"
+    with pytest.raises(ValidationError, match="device cuda requested but CUDA is not available"):
+        Settings(device="cuda")
+    with pytest.raises(ValidationError, match="device must be cpu, cuda, cuda:N or auto, not 'tpu'"):
+        Settings(device="tpu")
+    FakeCuda(monkeypatch, count=2)
+    assert [Settings(device=d).device for d in ("auto", "cuda", "CUDA:1", "cuda:0", "cpu")] == [
+        "cuda:0", "cuda:0", "cuda:1", "cuda:0", "cpu"]
+    monkeypatch.setenv("DAT_DEVICE", "cuda")
+    assert Settings().device == "cuda:0"
+    with pytest.raises(ValidationError, match=r"device cuda:2 requested but this machine has 2 GPUs "
+                                              r"\(cuda:0 to cuda:1\)"):
+        Settings(device="cuda:2")
+
+
+def test_a_gpu_that_is_not_there_is_a_settings_error(monkeypatch, capsys):
+    from service.__main__ import main
+    from tests.fake_gpu import FakeCuda
+
+    FakeCuda(monkeypatch, count=1)
+    assert main(["--device", "cuda:3", "--port", "0", "--detector", "none", "--no-warmup"]) == 2
+    err = capsys.readouterr().err
+    assert "invalid settings" in err and "device cuda:3 requested but this machine has 1 GPU (cuda:0)" in err

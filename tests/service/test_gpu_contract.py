@@ -1,0 +1,126 @@
+"""The GPU serving paths, run on the CPU through test doubles (tests/fake_gpu.py): the settings
+compose and Kubernetes use (``DAT_DEVICE=cuda``) load a TensorRT engine and answer requests;
+ONNX Runtime is given the CUDA provider on the GPU the settings name. CI has no GPU and no
+TensorRT, so without these the first run of this code would be on a GPU host."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from service import Settings, create_app
+from service.backends import BackendError, create_backend
+from service.backends.onnxruntime import OnnxRuntimeBackend
+from service.backends.tensorrt import TensorRTBackend, tensorrt_available
+from tests.service.helpers import sample_png, serve
+
+PNG = {"content-type": "image/png"}
+
+
+def compose_settings(monkeypatch, artifacts, **env: str) -> Settings:
+    """The server's settings as docker-compose.yml and deploy/k8s set them (environment only)."""
+    values = {"DAT_DEVICE": "cuda", "DAT_ARTIFACTS": str(artifacts), "DAT_BACKEND": "auto",
+              "DAT_DETECTOR": "none", "DAT_MAX_BATCH_SIZE": "8", "DAT_PREPROCESS_WORKERS": "2", **env}
+    for key, value in values.items():
+        monkeypatch.setenv(key, value)
+    return Settings()
+
+
+@pytest.mark.anyio
+async def test_compose_settings_start_and_serve_a_tensorrt_engine(monkeypatch, fake_tensorrt, fake_cuda,
+                                                                 tiny_engine_export):
+    settings = compose_settings(monkeypatch, tiny_engine_export)
+    async with serve(create_app(settings)) as client:
+        models = (await client.get("/models")).json()["models"][0]
+        assert (models["backend"], models["device"], models["engine_max_batch"]) == ("tensorrt", "cuda:0", 4)
+        six = await client.post("/classify", params={"top_k": 10}, files=[
+            ("files", (f"{i}.png", sample_png(i), "image/png")) for i in range(6)])
+        assert six.status_code == 200, six.text
+        assert (await client.get("/health/ready")).status_code == 200
+    assert settings.device == "cuda:0"  # normalised once: every backend gets an indexed device
+    assert fake_cuda.set_devices == [0] and set(fake_cuda.devices) == {"cuda:0"}
+    # 6 images, the engine's profile ends at 4: two executions, each with its own shapes
+    executed = [shapes["images"][0] for shapes in fake_tensorrt.executed]
+    assert executed[-2:] == [4, 2]
+    assert sorted(set(executed[:-2])) == [1, 2, 3, 4]  # warm-up: every batch size up to 8, chunked
+    # The engine's answers are the ONNX graph's: the data went in and came out where TensorRT put it.
+    cpu = OnnxRuntimeBackend(tiny_engine_export, device="cpu")
+    cpu.load()
+    from service.preprocess import prepare, stack
+
+    inputs = stack([prepare(sample_png(i), cpu.meta.preprocessing, 10**7) for i in range(6)])
+    want = np.stack([o.logits for o in cpu.run(inputs)])
+    got = six.json()["results"]
+    for row, result in zip(want, got, strict=True):
+        probabilities = np.exp(row - row.max()) / np.exp(row - row.max()).sum()
+        by_index = {p["index"]: p["probability"] for p in result["predictions"]}
+        assert [by_index[i] for i in range(10)] == pytest.approx(probabilities.tolist(), abs=1e-6)
+
+
+def test_every_backend_gets_the_normalised_device(monkeypatch, fake_tensorrt, tiny_engine_export):
+    settings = compose_settings(monkeypatch, tiny_engine_export, DAT_BACKEND="tensorrt")
+    backend = create_backend(settings)
+    meta = backend.load()
+    out = backend.run(torch.zeros(3, 3, meta.input_size, meta.input_size))
+    assert len(out) == 3 and out[0].logits.shape == (10,)
+    assert isinstance(backend, TensorRTBackend) and backend.device == "cuda:0"
+    assert backend.describe()["device"] == "cuda:0"
+    # the calls TensorRT saw, in order: engine, context, then per run shape, addresses, execute
+    names = [c[0] for c in fake_tensorrt.calls]
+    assert names[:3] == ["Logger", "Runtime", "Runtime.deserialize_cuda_engine"]
+    run = names[names.index("IExecutionContext.set_input_shape"):]
+    assert run == ["IExecutionContext.set_input_shape", "IExecutionContext.set_tensor_address",
+                   "IExecutionContext.set_tensor_address", "IExecutionContext.execute_async_v3"]
+    assert fake_tensorrt.called("IExecutionContext.set_input_shape")[0][1:] == ("images", (3, 3, 32, 32))
+    torch_backend = create_backend(compose_settings(monkeypatch, tiny_engine_export, DAT_BACKEND="torch",
+                                                    DAT_MODEL="dat_digits"))
+    assert torch_backend.device == "cuda:0"
+
+
+def test_the_second_gpu_is_used_when_named(monkeypatch, tiny_engine_export):
+    from tests.fake_gpu import FakeCuda, FakeTensorRT
+
+    cuda = FakeCuda(monkeypatch, count=2)
+    trt = FakeTensorRT()
+    trt.install(monkeypatch)
+    backend = create_backend(compose_settings(monkeypatch, tiny_engine_export, DAT_DEVICE="cuda:1"))
+    backend.load()
+    backend.run(torch.zeros(1, 3, 32, 32))
+    assert cuda.set_devices == [1] and set(cuda.devices) == {"cuda:1"}
+    assert {s.device for s in cuda.streams} == {torch.device("cuda:1")}
+
+
+def test_onnxruntime_gets_the_cuda_provider_on_the_named_gpu(monkeypatch, fake_onnxruntime_gpu,
+                                                            tiny_engine_export):
+    fake_cuda_count = torch.cuda.device_count()
+    assert fake_cuda_count == 1
+    settings = compose_settings(monkeypatch, tiny_engine_export, DAT_BACKEND="onnxruntime")
+    backend = create_backend(settings)
+    assert isinstance(backend, OnnxRuntimeBackend)
+    meta = backend.load()
+    assert fake_onnxruntime_gpu.sessions[-1]["providers"] == [
+        ("CUDAExecutionProvider", {"device_id": 0}), "CPUExecutionProvider"]
+    assert backend.device == "cuda:0" and backend.describe()["device"] == "cuda:0"
+    assert len(backend.run(torch.zeros(2, 3, meta.input_size, meta.input_size))) == 2
+
+
+def test_onnxruntime_that_cannot_start_cuda_is_a_clear_error(monkeypatch, fake_cuda, tiny_engine_export):
+    from tests.fake_gpu import FakeOnnxRuntime
+
+    FakeOnnxRuntime(cuda_starts=False).install(monkeypatch)
+    backend = OnnxRuntimeBackend(tiny_engine_export, device="cuda:0")
+    with pytest.raises(BackendError, match="could not start its CUDA provider"):
+        backend.load()
+
+
+def test_onnxruntime_without_the_cuda_provider_says_what_to_install(fake_cuda, tiny_engine_export):
+    backend = OnnxRuntimeBackend(tiny_engine_export, device="cuda:0")
+    with pytest.raises(BackendError, match="install onnxruntime-gpu"):
+        backend.load()
+
+
+def test_tensorrt_is_available_only_with_the_package_and_a_gpu(monkeypatch, fake_tensorrt):
+    assert tensorrt_available()
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert not tensorrt_available()
