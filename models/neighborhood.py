@@ -36,7 +36,9 @@ from .layers import attention_mask, linear
 AttentionFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, int, float],
                        torch.Tensor]
 
-# Queries per tile side; see AxisPlan. 8 measured fastest for k = 7 on the CPU (DAT-T++ b8).
+# Queries per tile side (AxisPlan). A query's band holds (TILE + k - 1)^2 keys, so small tiles
+# waste less work, but the attention kernels want rows in multiples of their blocks and each
+# tile costs a launch: `python -m bench neighborhood` measures the choice (8 for k = 7).
 TILE = 8
 
 
@@ -50,14 +52,12 @@ class AxisPlan(NamedTuple):
     """How one axis of length L is cut into T tiles of t queries, each with a band of K keys:
     ``queries`` (T, t) and ``keys`` (T, K) index the axis, ``relative`` (T, t, K) is
     key - query + k - 1 (the bias index), ``inside`` (T, t, K) whether the key is in the
-    query's window, ``owner`` (L,) where each query's output sits in the flattened (T * t)
-    tiles, or None when the tiles are exactly the axis."""
+    query's window."""
 
     queries: list[list[int]]
     keys: list[list[int]]
     relative: torch.Tensor
     inside: torch.Tensor
-    owner: list[int] | None
 
 
 def axis_plan(length: int, kernel: int, tile: int = TILE) -> AxisPlan:
@@ -77,56 +77,56 @@ def axis_plan(length: int, kernel: int, tile: int = TILE) -> AxisPlan:
     query_t, key_t = torch.tensor(tiles), torch.tensor(keys)
     offset = key_t[:, None, :] - torch.tensor(starts)[query_t][..., None]  # (T, t, K)
     relative = key_t[:, None, :] - query_t[..., None] + kernel - 1
-    owner = None
-    if len(tiles) * len(tiles[0]) != length:
-        owner = [0] * length
-        for j, rows in enumerate(tiles):
-            for p, row in enumerate(rows):
-                owner[row] = j * len(rows) + p  # the later tile wins: one owner per row
-    return AxisPlan(tiles, keys, relative, (offset >= 0) & (offset < kernel), owner)
+    return AxisPlan(tiles, keys, relative, (offset >= 0) & (offset < kernel))
 
 
 class Layout(NamedTuple):
-    """Everything static about one (H, W, kernel) on one device."""
+    """Everything static about one (H, W, kernel) on one device, T = Th * Tw tiles of Lq
+    queries and Lk keys, tile-major."""
 
-    row_queries: torch.Tensor  # (Th, th)
-    col_queries: torch.Tensor  # (Tw, tw)
-    row_keys: torch.Tensor  # (Th, Kh)
-    col_keys: torch.Tensor  # (Tw, Kw)
-    row_owner: torch.Tensor | None  # (H,)
-    col_owner: torch.Tensor | None  # (W,)
-    bias_index: torch.Tensor  # (Th*Tw, th*tw, Kh*Kw) into the flattened rpb
-    mask: torch.Tensor  # same shape, float32: 0 inside each query's window, -inf outside
+    queries: torch.Tensor  # (T * Lq,) raster positions of each tile's queries
+    keys: torch.Tensor  # (T * Lk,) raster positions of each tile's band of keys
+    owner: torch.Tensor | None  # (H * W,) where each position's output sits in the T * Lq rows
+    bias_index: torch.Tensor  # (T, Lq, Lk) into the flattened rpb
+    mask: torch.Tensor  # (T, Lq, Lk) float32: 0 inside each query's window, -inf outside
+
+
+def _raster(rows: torch.Tensor, cols: torch.Tensor, width: int) -> torch.Tensor:
+    """Row tiles (Th, a) x column tiles (Tw, b) -> (Th * Tw * a * b,) positions in an H x W map."""
+    return (rows[:, None, :, None] * width + cols[None, :, None, :]).reshape(-1)
 
 
 @functools.cache
 def layout(height: int, width: int, kernel: int, device: torch.device) -> Layout:
     """Built once per size and device, so a forward pass makes no host-to-device copy (and can
     be captured in a CUDA graph after a warm-up)."""
+    with torch.inference_mode(False):  # plain tensors, even when first asked for in inference
+        return _build_layout(height, width, kernel, device)
+
+
+def _build_layout(height: int, width: int, kernel: int, device: torch.device) -> Layout:
     rows, cols = axis_plan(height, kernel), axis_plan(width, kernel)
     side = 2 * kernel - 1
     index = rows.relative[:, None, :, None, :, None] * side + cols.relative[None, :, None, :, None, :]
     inside = rows.inside[:, None, :, None, :, None] & cols.inside[None, :, None, :, None, :]
     (Th, th, Kh), (Tw, tw, Kw) = rows.relative.shape, cols.relative.shape
     shape = (Th * Tw, th * tw, Kh * Kw)  # (Th, Tw, th, tw, Kh, Kw): tile pair, query, key
-    with torch.inference_mode(False):  # plain tensors: autograd may save them later
+    queries = _raster(torch.tensor(rows.queries), torch.tensor(cols.queries), width)
+    keys = _raster(torch.tensor(rows.keys), torch.tensor(cols.keys), width)
+    owner = None
+    if Th * Tw > 1:  # tile-major rows back to raster order
+        owner = torch.empty(height * width, dtype=torch.long)
+        owner[queries] = torch.arange(len(queries))  # a position in two tiles: the later one
+    return Layout(queries.to(device), keys.to(device), None if owner is None else owner.to(device),
+                  index.clamp(0, side * side - 1).reshape(shape).to(device),
+                  torch.zeros(shape).masked_fill(~inside.reshape(shape), float("-inf")).to(device))
 
-        def tensor(values):
-            return None if values is None else torch.tensor(values, device=device)
 
-        return Layout(
-            tensor(rows.queries), tensor(cols.queries), tensor(rows.keys), tensor(cols.keys),
-            tensor(rows.owner), tensor(cols.owner),
-            index.clamp(0, side * side - 1).reshape(shape).to(device),
-            torch.zeros(shape).masked_fill(~inside.reshape(shape), float("-inf")).to(device))
-
-
-def _tiles(x: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
-    """(B, heads, H, W, d) -> (B, heads * Th * Tw, rows per tile * cols per tile, d)."""
+def _gather(x: torch.Tensor, positions: torch.Tensor, tiles: int) -> torch.Tensor:
+    """(B, heads, H, W, d) at raster ``positions`` (T * L,) -> (B, heads * T, L, d), in one
+    copy straight into the layout the attention kernel takes."""
     B, heads, _, _, d = x.shape
-    x = x[:, :, rows][:, :, :, :, cols]  # (B, heads, Th, th, Tw, tw, d)
-    (Th, th), (Tw, tw) = rows.shape, cols.shape
-    return x.permute(0, 1, 2, 4, 3, 5, 6).reshape(B, heads * Th * Tw, th * tw, d)
+    return x.flatten(2, 3).index_select(2, positions).view(B, heads * tiles, -1, d)
 
 
 def blocked_neighborhood_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
@@ -136,19 +136,16 @@ def blocked_neighborhood_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Te
     Returns (B, heads, H, W, head_dim)."""
     B, heads, H, W, d = q.shape
     plan = layout(H, W, kernel, q.device)
+    tiles = plan.mask.shape[0]
     bias = rpb.float().flatten(1)[:, plan.bias_index] + plan.mask  # (heads, T, Lq, Lk)
-    bias = attention_mask(bias.reshape(1, -1, *bias.shape[2:]), q)
+    bias = attention_mask(bias.view(1, heads * tiles, *bias.shape[2:]), q)
     out = F.scaled_dot_product_attention(
-        _tiles(q, plan.row_queries, plan.col_queries), _tiles(k, plan.row_keys, plan.col_keys),
-        _tiles(v, plan.row_keys, plan.col_keys), attn_mask=bias, scale=scale)
-    (Th, th), (Tw, tw) = plan.row_queries.shape, plan.col_queries.shape
-    out = out.view(B, heads, Th, Tw, th, tw, d).permute(0, 1, 2, 4, 3, 5, 6)
-    out = out.reshape(B, heads, Th * th, Tw * tw, d)
-    if plan.row_owner is not None:
-        out = out[:, :, plan.row_owner]
-    if plan.col_owner is not None:
-        out = out[:, :, :, plan.col_owner]
-    return out
+        _gather(q, plan.queries, tiles), _gather(k, plan.keys, tiles),
+        _gather(v, plan.keys, tiles), attn_mask=bias, scale=scale)  # (B, heads * T, Lq, d)
+    out = out.view(B, heads, -1, d)
+    if plan.owner is not None:
+        out = out.index_select(2, plan.owner)
+    return out.view(B, heads, H, W, d)
 
 
 _SEAM: dict[str, AttentionFn] = {"neighborhood": blocked_neighborhood_attention}
