@@ -123,17 +123,21 @@ def fake_onnxruntime_gpu(monkeypatch, fake_cuda):
 @pytest.fixture(scope="session")
 def tiny_engine_export(tmp_path_factory) -> Path:
     """The tiny DAT exported by the real pipeline with a TensorRT engine, built and verified
-    through the TensorRT test double on a fake GPU (batch range 1-4)."""
+    through the TensorRT test double on a fake GPU (batch range 1-4). Beside the export folder:
+    ``tiny.json`` and ``tiny.safetensors``, the config and weights it was exported from."""
     from export.manifest import BatchRange
     from export.pipeline import ExportOptions, run_export
+    from models import create_model, save_safetensors
     from tests.fake_gpu import FakeCuda, FakeTensorRT
 
     root = tmp_path_factory.mktemp("tiny-engine")
     config = root / "tiny.json"
     config.write_text(json.dumps({"config": TINY_CONFIG}))
+    torch.manual_seed(0)
+    save_safetensors(create_model(TINY_CONFIG), root / "tiny.safetensors")
     with pytest.MonkeyPatch.context() as mp:
         FakeCuda(mp)
         FakeTensorRT().install(mp)
-        run_export(ExportOptions(out=root / "export", config=config, random_weights=True,
+        run_export(ExportOptions(out=root / "export", config=config, checkpoint=root / "tiny.safetensors",
                                  batch=BatchRange(1, 2, 4), grid_sample="native"), log=lambda line: None)
     return root / "export"

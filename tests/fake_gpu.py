@@ -28,6 +28,7 @@ import importlib.machinery
 import json
 import sys
 import types
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -179,11 +180,12 @@ def _tensors(values) -> list[dict]:
 class FakeTensorRT:
     """Builds the ``tensorrt`` module; ``install(monkeypatch)`` puts it in ``sys.modules``.
 
-    Knobs, each making one documented failure happen: ``parse_errors`` (the parser refuses the
-    graph), ``build_fails`` (build_serialized_network returns None), ``execute_fails``
-    (execute_async_v3 returns False), ``static_batch`` (the engine's input has this fixed batch
-    instead of the dynamic axis), ``output_dtype`` (report this DataType name for the outputs),
-    ``version`` (a plan built under another version is not deserialized).
+    Knobs, each making one documented behaviour happen: ``parse_errors`` (the parser refuses
+    the graph), ``build_fails`` (build_serialized_network returns None), ``execute_fails``
+    (execute_async_v3 returns False), ``edit_engine`` (called with a deserialized engine's
+    description, ``{"inputs": [...], "outputs": [...]}`` of ``{"name", "dtype", "shape",
+    "profile"}``, to give it other names, shapes, a fixed batch or types), ``version`` (a plan
+    built under another version is not deserialized).
     """
 
     def __init__(self, version: str = "10.13.0.fake") -> None:
@@ -192,8 +194,7 @@ class FakeTensorRT:
         self.parse_errors: list[str] = []
         self.build_fails = False
         self.execute_fails = False
-        self.static_batch: int | None = None
-        self.output_dtype: str | None = None
+        self.edit_engine: Callable[[dict], None] | None = None
         self.executed: list[dict] = []
         self.module = self._module()
 
@@ -374,8 +375,6 @@ class FakeTensorRT:
                                                                             zip(lo, opt, hi)):
                             return None
                         tensor = {**tensor, "profile": [lo, opt, hi]}
-                        if fake.static_batch is not None:
-                            tensor["shape"] = [fake.static_batch, *shape[1:]]
                     inputs.append(tensor)
                 header = {"version": fake.version, "inputs": inputs, "outputs": network.outputs,
                           "strongly_typed": bool(network.flags & (1 << NetworkDefinitionCreationFlag.STRONGLY_TYPED)),
@@ -399,6 +398,8 @@ class FakeTensorRT:
                 header = json.loads(data[start:start + size])
                 if header["version"] != fake.version:
                     return None  # plans are tied to the TensorRT version that built them
+                if fake.edit_engine is not None:
+                    fake.edit_engine(header)
                 return ICudaEngine(header, data[start + size:])
 
         class ICudaEngine:
@@ -424,10 +425,7 @@ class FakeTensorRT:
                 return self.tensors[name][0] if name in self.tensors else TensorIOMode.NONE
 
             def get_tensor_dtype(self, name: str) -> DataType:
-                mode, tensor = self.tensors[name]
-                if mode is TensorIOMode.OUTPUT and fake.output_dtype:
-                    return DataType[fake.output_dtype]
-                return DataType[tensor["dtype"]]
+                return DataType[self.tensors[name][1]["dtype"]]
 
             def get_tensor_shape(self, name: str) -> Dims:
                 return Dims(self.tensors[name][1]["shape"])

@@ -162,3 +162,129 @@ def test_real_detector_engine_keeps_pytorchs_detections(tmp_path):
     report = m.verification["tensorrt"]
     assert report["passed"] and report["top1_agreement"] == 1.0
     assert sum(r["detections"] for r in report["results"]) > 0
+
+
+# ---------------------------------------------------------------- TensorRT 10 contract tests
+# export/tensorrt.py against the TensorRT test double (tests/fake_gpu.py) on a fake GPU: every
+# call it makes is one the documented TensorRT 10 Python API has, with the arguments it takes.
+
+
+@pytest.fixture
+def tiny_onnx(tiny_engine_export) -> Path:
+    return tiny_engine_export / "model.onnx"  # batch 1-4, native GridSample
+
+
+@pytest.fixture
+def tiny_model_module(tiny_engine_export):
+    """The PyTorch model that graph was exported from."""
+    from models import create_model, load_checkpoint
+
+    model = create_model(str(tiny_engine_export.parent / "tiny.json"), pretrained=False)
+    load_checkpoint(model, tiny_engine_export.parent / "tiny.safetensors")
+    return model.eval()
+
+
+def test_build_engine_makes_the_calls_tensorrt_10_documents(fake_tensorrt, tiny_onnx, tmp_path):
+    trt = fake_tensorrt.module
+    engine = trt_export.build_engine(tiny_onnx, tmp_path / "model.plan", input_name="images",
+                                     batch=BatchRange(1, 2, 4), image_size=32, workspace_gb=0.5)
+    assert engine == tmp_path / "model.plan" and engine.stat().st_size > 0
+    assert fake_tensorrt.called("Builder.create_network") == [
+        ("Builder.create_network", 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))]
+    assert fake_tensorrt.called("OnnxParser.parse_from_file") == [("OnnxParser.parse_from_file", str(tiny_onnx))]
+    assert fake_tensorrt.called("IBuilderConfig.set_memory_pool_limit") == [
+        ("IBuilderConfig.set_memory_pool_limit", trt.MemoryPoolType.WORKSPACE, 1 << 29)]
+    assert fake_tensorrt.called("IBuilderConfig.clear_flag") == [("IBuilderConfig.clear_flag", trt.BuilderFlag.TF32)]
+    assert fake_tensorrt.called("IOptimizationProfile.set_shape") == [
+        ("IOptimizationProfile.set_shape", "images", (1, 3, 32, 32), (2, 3, 32, 32), (4, 3, 32, 32))]
+    # strongly typed, TF32 off: the build saw what the exporter asked for
+    assert fake_tensorrt.called("Builder.build_serialized_network") == [
+        ("Builder.build_serialized_network", 2, [])]
+
+
+def test_engine_runner_answers_as_the_onnx_graph(fake_tensorrt, fake_cuda, tiny_onnx, tiny_model_module, tmp_path):
+    import numpy as np
+    import onnxruntime as ort
+
+    engine = trt_export.build_engine(tiny_onnx, tmp_path / "model.plan", input_name="images",
+                                     batch=BatchRange(1, 2, 4), image_size=32)
+    run = trt_export.engine_runner(engine, "images", ["logits"])
+    x = np.random.default_rng(0).standard_normal((3, 3, 32, 32)).astype(np.float32)
+    (logits,) = run(x)
+    want = ort.InferenceSession(str(tiny_onnx), providers=["CPUExecutionProvider"]).run(None, {"images": x})[0]
+    assert logits.dtype == np.float32 and np.array_equal(logits, want)
+    assert fake_tensorrt.executed == [{"images": [3, 3, 32, 32]}] and set(fake_cuda.devices) == {"cuda"}
+    with pytest.raises(RuntimeError, match="batch 5 is outside the engine's profile"):
+        run(np.zeros((5, 3, 32, 32), np.float32))
+    fake_tensorrt.execute_fails = True
+    with pytest.raises(RuntimeError, match="execute_async_v3 failed"):
+        run(x)
+    report = trt_export.verify_engine(engine, tiny_model_module, input_name="images", output_names=["logits"],
+                                      precision="fp32", batch_sizes=[1, 2])
+    assert not report.passed and "execute_async_v3 failed" in report.error
+    fake_tensorrt.execute_fails = False
+    report = trt_export.verify_engine(engine, tiny_model_module, input_name="images", output_names=["logits"],
+                                      precision="fp32", batch_sizes=[1, 2, 4])
+    assert report.passed and report.max_abs_error < 1e-4, report.summary()
+
+
+def test_engine_build_and_load_failures_are_engine_build_errors(fake_tensorrt, fake_cuda, tiny_onnx, tmp_path,
+                                                                tiny_model_module):
+    build = dict(input_name="images", batch=BatchRange(1, 2, 4), image_size=32)
+    fake_tensorrt.parse_errors = ["Unsupported operator GridSample"]
+    with pytest.raises(trt_export.EngineBuildError, match="could not parse model.onnx: In node -1: Unsupported"):
+        trt_export.build_engine(tiny_onnx, tmp_path / "a.plan", **build)
+    fake_tensorrt.parse_errors = []
+    fake_tensorrt.build_fails = True
+    with pytest.raises(trt_export.EngineBuildError, match="could not build an engine from model.onnx"):
+        trt_export.build_engine(tiny_onnx, tmp_path / "a.plan", **build)
+    fake_tensorrt.build_fails = False
+    # A profile for a tensor the graph does not have leaves its input without one: no engine.
+    with pytest.raises(trt_export.EngineBuildError, match="could not build"):
+        trt_export.build_engine(tiny_onnx, tmp_path / "a.plan", **{**build, "input_name": "pixels"})
+    engine = trt_export.build_engine(tiny_onnx, tmp_path / "a.plan", **build)
+    with pytest.raises(trt_export.EngineBuildError, match="engine tensors are"):
+        trt_export.engine_runner(engine, "images", ["scores"])
+    (tmp_path / "junk.plan").write_bytes(b"not a plan")
+    with pytest.raises(trt_export.EngineBuildError, match="could not load junk.plan"):
+        trt_export.engine_runner(tmp_path / "junk.plan", "images", ["logits"])
+    report = trt_export.verify_engine(tmp_path / "junk.plan", tiny_model_module, input_name="images",
+                                      output_names=["logits"], precision="fp32", batch_sizes=[1])
+    assert not report.passed and report.runtime == "tensorrt" and "could not load" in report.error
+
+
+def test_unavailable_reason_and_version_with_the_double(monkeypatch, fake_tensorrt):
+    import sys
+
+    import torch
+
+    assert trt_export.unavailable_reason() is None
+    assert trt_export.tensorrt_version() == fake_tensorrt.version
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert trt_export.unavailable_reason() == "no CUDA GPU is visible to PyTorch"
+
+    monkeypatch.setitem(sys.modules, "tensorrt", None)  # None in sys.modules: ImportError
+    assert trt_export.unavailable_reason() == "the tensorrt Python package is not installed"
+    assert trt_export.tensorrt_version() is None
+    monkeypatch.delitem(sys.modules, "tensorrt")
+    import builtins
+
+    real_import = builtins.__import__
+
+    def importing(name, *args, **kwargs):  # an install without libnvinfer fails to import otherwise
+        if name == "tensorrt":
+            raise OSError("libnvinfer.so.10: cannot open shared object file")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", importing)
+    assert trt_export.unavailable_reason() == ("tensorrt cannot be imported (OSError: libnvinfer.so.10: "
+                                               "cannot open shared object file)")
+
+
+def test_the_pipeline_builds_verifies_and_records_an_engine(tiny_engine_export):
+    """The session export of tests/conftest.py: run_export with the double, nothing else faked."""
+    m = Manifest.load(tiny_engine_export)
+    assert m.engine_path == tiny_engine_export / "model.plan" and m.engine_info["device"] == "Fake GPU"
+    report = m.verification["tensorrt"]
+    assert report["passed"] and report["max_abs_error"] < 1e-4 and [r["batch"] for r in report["results"]] == [1, 2, 4]
+    assert m.tools["tensorrt"] == "10.13.0.fake" and m.artifacts["engine"].grid_sample == "native"

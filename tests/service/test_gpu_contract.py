@@ -124,3 +124,65 @@ def test_tensorrt_is_available_only_with_the_package_and_a_gpu(monkeypatch, fake
     assert tensorrt_available()
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert not tensorrt_available()
+
+
+def test_a_fixed_batch_engine_runs_padded_batches(fake_tensorrt, tiny_engine_export):
+    def fixed(engine: dict) -> None:
+        engine["inputs"][0]["shape"][0] = 4
+    fake_tensorrt.edit_engine = fixed
+    backend = TensorRTBackend(tiny_engine_export, device="cuda")
+    backend.load()
+    assert backend.describe()["engine_max_batch"] == 4
+    dynamic = TensorRTBackend(tiny_engine_export, device="cuda")
+    fake_tensorrt.edit_engine = None
+    dynamic.load()
+    x = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    padded = backend.run(x)
+    assert fake_tensorrt.executed[-1] == {"images": [4, 3, 32, 32]} and len(padded) == 3
+    plain = dynamic.run(x)
+    assert all(np.allclose(a.logits, b.logits, atol=1e-5) for a, b in zip(padded, plain, strict=True))
+
+
+@pytest.mark.parametrize("edit, words", [
+    (lambda e: e["outputs"][0].update(name="probabilities"), r"the manifest names 'images' -> \['logits'\]"),
+    (lambda e: e["inputs"][0].update(shape=[-1, 3, 64, 64]), "does not match the manifest's preprocessing"),
+    (lambda e: e["outputs"][0].update(dtype="INT8"), r"unsupported TensorRT I/O type DataType\.INT8"),
+])
+def test_an_engine_that_does_not_fit_its_manifest_is_refused(fake_tensorrt, tiny_engine_export, edit, words):
+    fake_tensorrt.edit_engine = edit
+    with pytest.raises(BackendError, match=words):
+        TensorRTBackend(tiny_engine_export, device="cuda:0").load()
+
+
+def test_tensorrt_backend_failures_are_clear(fake_tensorrt, tiny_engine_export, tmp_path):
+    with pytest.raises(BackendError, match="run before load"):
+        TensorRTBackend(tiny_engine_export).run(torch.zeros(1, 3, 32, 32))
+    with pytest.raises(BackendError, match="needs a CUDA device"):
+        TensorRTBackend(tiny_engine_export, device="cpu").load()
+    with pytest.raises(BackendError, match="precision fp16 requested but the artifacts were exported as fp32"):
+        TensorRTBackend(tiny_engine_export, precision="fp16").load()
+    fake_tensorrt.version = "11.0.0.fake"  # the engine was built by another TensorRT
+    with pytest.raises(BackendError, match="could not deserialize the engine"):
+        TensorRTBackend(tiny_engine_export).load()
+    fake_tensorrt.version = fake_tensorrt.module.__version__
+
+    def min_two(engine: dict) -> None:
+        engine["inputs"][0]["profile"][0][0] = 2
+    fake_tensorrt.edit_engine = min_two
+    backend = TensorRTBackend(tiny_engine_export)
+    backend.load()
+    with pytest.raises(RuntimeError, match=r"refused input shape \(1, 3, 32, 32\)"):
+        backend.run(torch.zeros(1, 3, 32, 32))
+    fake_tensorrt.execute_fails = True
+    with pytest.raises(RuntimeError, match="execute_async_v3 failed"):
+        backend.run(torch.zeros(2, 3, 32, 32))
+    # an export without an engine (ONNX only) is not TensorRT's
+    import json
+    import shutil
+
+    onnx_only = shutil.copytree(tiny_engine_export, tmp_path / "onnx-only")
+    manifest = json.loads((onnx_only / "manifest.json").read_text())
+    del manifest["artifacts"]["engine"]
+    (onnx_only / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(BackendError, match="names no TensorRT engine"):
+        TensorRTBackend(onnx_only).load()
