@@ -371,7 +371,7 @@ def run_export(options: ExportOptions, log: Log = print) -> mf.Manifest:
             tools=_tool_versions(),
             timings_s={k: v for k, v in progress.timings.items() if k != "manifest"},
             notes=tuple(notes),
-            created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            created=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
             weights=weights)
         mf.write_manifest(out, manifest)
     for note in notes:

@@ -9,6 +9,19 @@ PYTHON=${PYTHON:-python3}
 VENV=${VENV:-.venv}
 EXTRAS=${EXTRAS:-dev}
 CPU_TORCH=${CPU_TORCH:-torch==2.13.0}
+# pyproject's requires-python: the request path uses asyncio.timeout (Python 3.11).
+MIN_PYTHON=3.11
+
+# The interpreter the venv has, or will have: refuse an old one before installing anything.
+python=$PYTHON
+[ -x "$VENV/bin/python" ] && python=$VENV/bin/python
+version=$("$python" -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null) || {
+    echo "error: cannot run $python (set PYTHON to a Python $MIN_PYTHON or newer)" >&2; exit 1; }
+if [ "$(printf '%s\n%s\n' "$MIN_PYTHON" "$version" | sort -V | head -n1)" != "$MIN_PYTHON" ]; then
+    echo "error: dat-serve needs Python $MIN_PYTHON or newer; $python is Python $version." >&2
+    echo "Set PYTHON=python$MIN_PYTHON (or newer), or remove an old $VENV, and run again." >&2
+    exit 1
+fi
 
 if [ ! -x "$VENV/bin/python" ]; then
     echo "creating virtual environment in $VENV"
