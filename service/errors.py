@@ -42,6 +42,10 @@ class NotFound(ServiceError):  # no such model (or version); /detect without a d
 class RequestTimeout(ServiceError):  # the body did not arrive before the deadline
     status, type = 408, "request_timeout"
 
+    def __init__(self, message: str, **kwargs: Any) -> None:
+        # the rest of the body may still be arriving: the connection is not worth keeping
+        super().__init__(message, headers={"Connection": "close"}, **kwargs)
+
 
 class PayloadTooLarge(ServiceError):  # body bytes, images per request, pixels per image
     status, type = 413, "payload_too_large"

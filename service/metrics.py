@@ -64,15 +64,25 @@ class Metrics:
                                   ["task"], registry=r)
         self.queue_requests = Gauge("dat_queue_requests", "requests waiting in the batch queue",
                                     ["task"], registry=r)
-        self.inflight = Gauge("dat_inflight_requests", "requests being read, decoded, queued or run",
-                              registry=r)
+        self.inflight = Gauge("dat_inflight_requests", "requests decoded, queued or run (their "
+                              "bodies complete)", registry=r)
+        # Reading is budgeted apart from compute: a slow client holds a connection, not a slot.
+        self.reading = Gauge("dat_reading_requests", "requests whose bodies are being read",
+                             registry=r)
+        self.reading_bytes = Gauge("dat_reading_bytes", "body bytes received by requests still "
+                                   "being read", registry=r)
+        self.open_connections = Gauge("dat_open_connections", "open HTTP connections", registry=r)
+        self.closed_connections = Counter("dat_closed_connections", "connections the server closed "
+                                          "or refused, by reason (header_timeout, body_timeout, "
+                                          "header_too_large, evicted, connection_limit)", ["reason"],
+                                          registry=r)
         self.images = Counter("dat_inference_images", "images run through the backend",
                               ["task"], registry=r)
         self.batches = Counter("dat_batches", "forward passes by outcome", ["task", "outcome"],
                                registry=r)
         self.dropped = Counter("dat_dropped_requests",
-                               "requests never computed, by reason (queue_full, deadline, "
-                               "disconnected, shutdown)", ["reason"], registry=r)
+                               "requests never computed, by reason (queue_full, overloaded, "
+                               "reading_budget, deadline, disconnected, shutdown)", ["reason"], registry=r)
         self.gpu_decode_batch_size = Histogram("dat_gpu_decode_batch_size",
                                                "JPEGs per call of the GPU decoder (--gpu-decode)",
                                                buckets=_BATCH_BUCKETS, registry=r)

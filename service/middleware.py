@@ -58,6 +58,8 @@ class RequestContext:
                 await send({"type": "http.response.body", "body": body})
         finally:
             elapsed = time.monotonic() - started
+            if scope["state"].get("read_timeout"):
+                status = 408  # the connection's body deadline answered (service.connections)
             status = status or 499  # nothing sent: the client went away
             route = scope.get("route")
             endpoint = getattr(route, "path", None) or "other"

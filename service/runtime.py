@@ -10,7 +10,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
@@ -136,6 +136,24 @@ class ModelRuntime:
         }
 
 
+class ReadingShare:
+    """One request's bytes in the reading budget (``ServiceState.reading``)."""
+
+    def __init__(self, service: ServiceState) -> None:
+        self.service = service
+        self.bytes = 0
+
+    def take(self, size: int) -> None:
+        service = self.service
+        if service.reading_bytes + size > service.settings.max_reading_bytes:
+            service.metrics.dropped.labels("reading_budget").inc()
+            raise Unavailable(f"overloaded: {service.reading_bytes:,} bytes of request bodies are "
+                              f"being read; retry later")
+        self.bytes += size
+        service.reading_bytes += size
+        service.metrics.reading_bytes.set(service.reading_bytes)
+
+
 class ServiceState:
     def __init__(self, settings: Settings, backend: Backend | None = None,
                  detector: Backend | None = None) -> None:
@@ -151,6 +169,8 @@ class ServiceState:
         self.failure: BaseException | None = None
         self.on_fatal: Callable[[BaseException], None] | None = None
         self.inflight = 0
+        self.reading_requests = 0
+        self.reading_bytes = 0
         self._pool: ThreadPoolExecutor | None = None
         self._loaded: asyncio.Future | None = None
 
@@ -217,9 +237,9 @@ class ServiceState:
             raise Unavailable("the model is not loaded yet" if self.failure is None
                               else "the model failed to load")
 
-    @contextlib.asynccontextmanager
-    async def admit(self, runtime: ModelRuntime) -> AsyncIterator[None]:
-        """Admission control, before the body is read: refuse at once when over capacity."""
+    def check_admission(self, runtime: ModelRuntime) -> None:
+        """Refuses at once (503) a request that ``admit`` would refuse now: called before the
+        body is read too, so that an overloaded server does not read bodies only to refuse them."""
         self.check_ready()
         if self.inflight >= self.settings.max_inflight_requests:
             self.metrics.dropped.labels("overloaded").inc()
@@ -227,6 +247,27 @@ class ServiceState:
         if runtime.batcher.is_full():
             self.metrics.dropped.labels("queue_full").inc()
             raise Unavailable("overloaded: the batch queue is full; retry later")
+
+    @contextlib.contextmanager
+    def reading(self) -> Iterator[ReadingShare]:
+        """A request reading its body: counted apart from compute, its bytes held against
+        ``max_reading_bytes`` until it is read (or fails)."""
+        share = ReadingShare(self)
+        self.reading_requests += 1
+        self.metrics.reading.set(self.reading_requests)
+        try:
+            yield share
+        finally:
+            self.reading_requests -= 1
+            self.reading_bytes -= share.bytes
+            self.metrics.reading.set(self.reading_requests)
+            self.metrics.reading_bytes.set(self.reading_bytes)
+
+    @contextlib.asynccontextmanager
+    async def admit(self, runtime: ModelRuntime) -> AsyncIterator[None]:
+        """Admission to compute (decoding, the queue, the batch), once the body is complete:
+        a client still sending holds no slot. Refuses at once when over capacity."""
+        self.check_admission(runtime)
         self.inflight += 1
         self.metrics.inflight.set(self.inflight)
         try:

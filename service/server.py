@@ -16,6 +16,7 @@ import uvicorn
 
 from .app import create_app
 from .backends import BackendError
+from .connections import http_protocol, raise_open_files_limit
 from .runtime import ServiceState, keep_aten_serial
 from .settings import Settings
 
@@ -66,9 +67,11 @@ def serve(settings: Settings, sockets: list[socket.socket] | None = None, *,
         log.error("cannot start: %s", exc)
         return 2
     service: ServiceState = app.state.service
+    raise_open_files_limit(settings.max_connections)
     config = uvicorn.Config(app, host=settings.host, port=settings.port, log_config=None,
                             access_log=False, lifespan="on", log_level=settings.log_level,
-                            timeout_graceful_shutdown=settings.shutdown_timeout_s or None)
+                            timeout_graceful_shutdown=settings.shutdown_timeout_s or None,
+                            http=http_protocol(settings, service.metrics))
     server = DrainingServer(config, service)
 
     def fatal(exc: BaseException) -> None:

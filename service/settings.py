@@ -82,8 +82,29 @@ class Settings(BaseSettings):
                                 "requests get 503 with Retry-After at once")
     default_timeout_ms: int = Field(10_000, ge=1, description="per-request deadline; a client "
                                     "may only shorten it (timeout_ms / X-Timeout-Ms)")
-    max_inflight_requests: int = Field(128, ge=1, description="requests being read, decoded or "
-                                       "queued at once; beyond it 503")
+    max_inflight_requests: int = Field(128, ge=1, description="requests decoding, queued or "
+                                       "running at once, admitted only once their bodies are "
+                                       "complete (a request still being read holds no slot); "
+                                       "beyond it 503")
+
+    # -- connections and reading ---------------------------------------------------------
+    header_timeout_s: float = Field(20.0, gt=0, description="a request's head (request line and "
+                                    "headers) must arrive within this of the connection opening "
+                                    "or of its first byte, else 408 and the connection closes "
+                                    "(a deadline: bytes now and then do not extend it). Apache's "
+                                    "mod_reqtimeout first figure; nginx waits 60 s between reads")
+    body_timeout_s: float = Field(60.0, gt=0, description="a request's body must arrive within "
+                                  "this of its head, whether or not the route reads it, else 408 "
+                                  "and the connection closes (nginx's client_body_timeout, here a "
+                                  "deadline for the whole body). Inference also ends reading at "
+                                  "its request deadline (--default-timeout-ms)")
+    max_connections: int = Field(1000, ge=1, description="open HTTP connections per server "
+                                 "process; a new one beyond it gets 503 with Retry-After at once "
+                                 "(the open files limit is raised to fit)")
+    max_reading_bytes: int = Field(512 * 2**20, ge=1024, description="body bytes received by "
+                                   "requests still being read, all together: reading's own "
+                                   "budget, apart from compute's; a body that would pass it gets "
+                                   "503")
 
     # -- input limits --------------------------------------------------------------------
     max_body_bytes: int = Field(20 * 2**20, ge=1024, description="request body limit (413)")
@@ -133,6 +154,9 @@ class Settings(BaseSettings):
         if self.max_images_per_request > self.max_queue_size:
             raise ValueError(f"max_queue_size ({self.max_queue_size}) must hold at least one "
                              f"full request ({self.max_images_per_request} images)")
+        if self.max_reading_bytes < self.max_body_bytes:
+            raise ValueError(f"max_reading_bytes ({self.max_reading_bytes}) must hold at least one "
+                             f"body of max_body_bytes ({self.max_body_bytes})")
         if self.backend in ("onnxruntime", "tensorrt") and self.artifacts is None:
             raise ValueError(f"backend {self.backend} needs --artifacts (a 'python -m export' folder)")
         return self

@@ -8,6 +8,7 @@ carries one image too many, so a hostile client cannot make the server buffer wi
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, MultipartState, parse_options_header
@@ -35,11 +36,16 @@ def _mime(value: str | bytes | None) -> tuple[str, dict[bytes, bytes]]:
     return mime.decode("latin-1").strip().lower(), params
 
 
-class _Body:
-    """Counts streamed bytes against the limit."""
+class Budget(Protocol):
+    def take(self, size: int) -> None:
+        """Counts ``size`` more bytes read; raises (503) when the budget cannot hold them."""
 
-    def __init__(self, request: Request, limit: int) -> None:
-        self.request, self.limit, self.size = request, limit, 0
+
+class _Body:
+    """Counts streamed bytes against the limit (and the reading budget, if any)."""
+
+    def __init__(self, request: Request, limit: int, budget: Budget | None = None) -> None:
+        self.request, self.limit, self.size, self.budget = request, limit, 0, budget
         declared = request.headers.get("content-length")
         if declared is not None:
             try:
@@ -56,30 +62,34 @@ class _Body:
                 self.size += len(chunk)
                 if self.size > self.limit:
                     raise PayloadTooLarge(f"request body exceeds the limit of {self.limit:,} bytes")
+                if self.budget is not None:
+                    self.budget.take(len(chunk))
                 if chunk:
                     yield chunk
         except ClientDisconnect:
             raise ClientDisconnected() from None
 
 
-async def read_body(request: Request, max_body_bytes: int) -> bytes:
+async def read_body(request: Request, max_body_bytes: int, budget: Budget | None = None) -> bytes:
     """The whole body, refused (413) as soon as it passes the limit."""
     data = bytearray()
-    async for chunk in _Body(request, max_body_bytes).chunks():
+    async for chunk in _Body(request, max_body_bytes, budget).chunks():
         data += chunk
     return bytes(data)
 
 
-async def read_images(request: Request, *, max_body_bytes: int, max_images: int) -> list[Upload]:
-    """The request's images, in order. Raises the service's 400/413/415/422 errors."""
+async def read_images(request: Request, *, max_body_bytes: int, max_images: int,
+                      budget: Budget | None = None) -> list[Upload]:
+    """The request's images, in order. Raises the service's 400/413/415/422 errors (503 when
+    ``budget`` cannot hold the body)."""
     mime, params = _mime(request.headers.get("content-type"))
     if mime == "multipart/form-data":
         boundary = params.get(b"boundary")
         if not boundary:
             raise BadRequest("multipart/form-data without a boundary parameter")
-        return await _read_multipart(_Body(request, max_body_bytes), boundary, max_images)
+        return await _read_multipart(_Body(request, max_body_bytes, budget), boundary, max_images)
     if _is_image_type(mime, allow_empty=False):
-        return [Upload(await read_body(request, max_body_bytes), None, mime)]
+        return [Upload(await read_body(request, max_body_bytes, budget), None, mime)]
     shown = mime or "none"
     raise UnsupportedMediaType(f"unsupported content type ({shown}): send multipart/form-data with "
                                f"'file' or 'files' parts, or a raw body with an image/* type")

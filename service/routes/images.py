@@ -71,22 +71,26 @@ def model_ref(runtime: ModelRuntime, meta: ModelMeta) -> ModelRef:
 async def compute(request: Request, service: ServiceState, runtime: ModelRuntime, *,
                   timeout_ms: int | None, x_timeout_ms: int | None, want_points: bool = False,
                   check: Callable[[ModelMeta], None] | None = None) -> Computed:
-    """Admission, then ``check`` (parameter checks that need the loaded model), the body within
-    the deadline, decoding on the pool, and the batch. Raises the service's errors."""
+    """``check`` (parameter checks that need the loaded model), the body within the deadline
+    on the reading budget, then admission to compute, decoding on the pool, and the batch.
+    Raises the service's errors."""
     started = time.monotonic()
     settings = service.settings
-    async with service.admit(runtime):
-        meta = runtime.meta
-        if check is not None:
-            check(meta)
-        timeout = min(t for t in (settings.default_timeout_ms, timeout_ms, x_timeout_ms) if t) / 1000
-        deadline = started + timeout
-        try:
-            async with asyncio.timeout(timeout):
+    service.check_admission(runtime)  # refused now, the body is not worth reading
+    meta = runtime.meta
+    if check is not None:
+        check(meta)
+    timeout = min(t for t in (settings.default_timeout_ms, timeout_ms, x_timeout_ms) if t) / 1000
+    deadline = started + timeout
+    try:
+        async with asyncio.timeout(timeout):
+            with service.reading() as budget:
                 uploads = await read_images(request, max_body_bytes=settings.max_body_bytes,
-                                            max_images=settings.max_images_per_request)
-        except TimeoutError:
-            raise RequestTimeout(f"the request body did not arrive within {timeout * 1000:.0f} ms") from None
+                                            max_images=settings.max_images_per_request, budget=budget)
+    except TimeoutError:
+        raise RequestTimeout(f"the request body did not arrive within {timeout * 1000:.0f} ms") from None
+    # only a complete request takes an inference slot: a slow client cannot hold one
+    async with service.admit(runtime):
         decoded = await service.preprocess(runtime, uploads)
         preprocessed = time.monotonic()
         work = service.submit(runtime, decoded, deadline, want_points, request.state.request_id)

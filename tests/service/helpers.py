@@ -129,10 +129,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start(*args: str) -> tuple[subprocess.Popen, str]:
-    """``python -m service ARGS`` on a free loopback port; returns the process and its URL."""
+def start(*args: str, env: dict[str, str] | None = None) -> tuple[subprocess.Popen, str]:
+    """``python -m service ARGS`` on a free loopback port (``env``: extra ``DAT_*`` variables);
+    returns the process and its URL."""
     port = free_port()
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "DAT_LOG_LEVEL": "info"}
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "DAT_LOG_LEVEL": "info", **(env or {})}
     process = subprocess.Popen([sys.executable, "-m", "service", "--host", "127.0.0.1",
                                 "--port", str(port), *args], cwd=REPO, env=env,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

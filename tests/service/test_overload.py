@@ -158,3 +158,61 @@ async def test_a_failing_batch_fails_its_own_requests_and_the_server_keeps_servi
     assert failed.json()["error"]["type"] == "inference_failed"
     assert "injected failure" in failed.json()["error"]["message"]
     assert recovered.status_code == 200 and ready.status_code == 200
+
+
+def stalled_upload(app, sent: bytes, declared: int):
+    """A request whose body stops after ``sent`` of its ``declared`` bytes, straight into the
+    app: returns (task, leave), ``leave`` being the event that makes its client go away."""
+    leave = asyncio.Event()
+    chunks = [{"type": "http.request", "body": sent, "more_body": True}]
+
+    async def receive() -> dict:
+        if chunks:
+            return chunks.pop()
+        await leave.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict) -> None:
+        pass
+
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
+             "scheme": "http", "path": "/classify", "raw_path": b"/classify", "query_string": b"",
+             "root_path": "", "client": ("127.0.0.1", 50001), "server": ("testserver", 80),
+             "headers": [(b"content-type", b"image/png"), (b"host", b"testserver"),
+                         (b"content-length", str(declared).encode())]}
+    return asyncio.create_task(app(scope, receive, send)), leave
+
+
+async def test_a_request_still_being_read_holds_no_inference_slot(backend):
+    app = create_app(settings(max_inflight_requests=1, max_queue_delay_ms=0), backend=backend)
+    async with serve(app) as client:
+        service = app.state.service
+        stalled, leave = stalled_upload(app, IMAGE[:4], 100_000)
+        await wait_until(lambda: service.reading_requests == 1)
+        served_meanwhile = [await classify(client) for _ in range(3)]
+        leave.set()
+        await asyncio.wait_for(stalled, 5)
+        metrics = (await client.get("/metrics")).text
+    assert [r.status_code for r in served_meanwhile] == [200, 200, 200]
+    assert metric(metrics, "dat_reading_requests") == 0 and metric(metrics, "dat_inflight_requests") == 0
+
+
+async def test_bytes_of_unfinished_bodies_have_their_own_budget(backend):
+    # 6,000 bytes held by a body that has not finished: a second body that would take the
+    # bytes being read past 8,192 is refused while the first is still arriving
+    app = create_app(settings(max_body_bytes=8192, max_reading_bytes=8192, max_queue_delay_ms=0),
+                     backend=backend)
+    async with serve(app) as client:
+        service = app.state.service
+        stalled, leave = stalled_upload(app, b"\x89PNG" + bytes(5996), 8000)
+        await wait_until(lambda: service.reading_bytes == 6000)
+        refused = await classify(client)
+        leave.set()
+        await asyncio.wait_for(stalled, 5)
+        accepted = await classify(client)
+        metrics = (await client.get("/metrics")).text
+    assert len(IMAGE) > 8192 - 6000
+    assert refused.status_code == 503 and refused.headers["retry-after"] == "1"
+    assert "being read" in refused.json()["error"]["message"]
+    assert accepted.status_code == 200
+    assert metric(metrics, "dat_dropped_requests_total", reason="reading_budget") == 1
