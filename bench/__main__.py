@@ -37,6 +37,10 @@ def main(argv: list[str] | None = None) -> int:
     model.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default cpu)")
     model.add_argument("--official", metavar="DIR",
                        help="models/ folder of an official DAT v1 checkout, measured alongside")
+    model.add_argument("--beside", type=_words, default=(), metavar="MODELS",
+                       help="other registered models measured in the same precisions (e.g. "
+                            "dat_tiny beside --model dat_pp_tiny); with --interleave, each of "
+                            "ours gets paired speed-ups over them")
     model.add_argument("--warmup", type=int, default=2, help="untimed calls first (default 2)")
     model.add_argument("--repeats", type=int, default=5,
                        help="timed runs; the median is reported with the min and max (default 5)")
@@ -58,6 +62,20 @@ def main(argv: list[str] | None = None) -> int:
     model.add_argument("--min-seconds", type=float, default=0.0,
                        help="keep repeating each measurement until this much time was timed")
     model.add_argument("--out", default=None, help="folder for model.json and model.md")
+
+    neighborhood = sub.add_parser("neighborhood", help="ms of a model's N blocks' attention per "
+                                  "way of computing it (tile sizes, window gather, flex_attention)")
+    neighborhood.add_argument("--model", default="dat_pp_tiny")
+    neighborhood.add_argument("--batch-size", type=int, default=8)
+    neighborhood.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default cpu)")
+    neighborhood.add_argument("--precision", default="bf16", choices=("fp32", "bf16", "fp16"))
+    neighborhood.add_argument("--tiles", type=_ints, default=(6, 7, 8, 10, 14),
+                              help="query tile sides of the blocked path (default 6,7,8,10,14)")
+    neighborhood.add_argument("--repeats", type=int, default=7)
+    neighborhood.add_argument("--flex", action="store_true",
+                              help="also flex_attention with a neighborhood block mask (compiled)")
+    neighborhood.add_argument("--threads", type=int, default=None)
+    neighborhood.add_argument("--out", default=None, help="JSON file for the results")
 
     prof = sub.add_parser("profile", help="torch.profiler's top operators of one forward, ours "
                           "beside the official model under autocast")
@@ -178,6 +196,24 @@ def main(argv: list[str] | None = None) -> int:
         if args.out:
             with open(args.out, "w") as f:
                 json.dump(report, f, indent=2)
+    if args.command == "neighborhood":
+        import json
+
+        import torch
+
+        from . import model as bench_model
+        from . import neighborhood as bench_neighborhood
+        dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[args.precision]
+        with bench_model.threads(args.threads):
+            print(f"{args.model}'s N blocks on {args.device}, {bench_model.machine_description(args.device)}")
+            report = bench_neighborhood.run(args.model, args.batch_size, args.device, dtype, args.tiles,
+                                            args.repeats, args.flex)
+        report["machine"] = bench_model.machine_description(args.device)
+        print()
+        print(bench_neighborhood.markdown_table(report))
+        if args.out:
+            with open(args.out, "w") as f:
+                json.dump(report, f, indent=2)
     if args.command == "model":
         from . import model as bench_model
         with bench_model.threads(args.threads):
@@ -188,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
                                      progress=lambda s: print(s, flush=True),
                                      compile_mode=args.compile_mode, cuda_graphs=args.cuda_graphs,
                                      interleave=args.interleave, exported=args.exported,
-                                     threads=args.threads)
+                                     threads=args.threads, beside=args.beside)
         print()
         print(bench_model.markdown_table(report))
         if args.out:

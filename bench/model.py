@@ -49,10 +49,12 @@ def _variants(model_name: str, precisions: list[str], device: str, official_dir:
               compile_mode: str | None = None, graphs_max_batch: int = 0,
               exported: tuple[str, ...] = (), export_folder: Path | None = None, max_batch: int = 8,
               threads: int | None = None, progress: Callable[[str], None] = print,
+              beside: tuple[str, ...] = (),
               ) -> dict[str, tuple[torch.nn.Module, Callable[[torch.Tensor], torch.Tensor]]]:
     """name -> (module, forward on an fp32 batch). ``graphs_max_batch``: also our model as the
     service's torch backend runs it with ``--cuda-graphs`` (CUDA only). ``exported``: also our
-    model exported with the same weights, under those serving backends (into ``export_folder``)."""
+    model exported with the same weights, under those serving backends (into ``export_folder``).
+    ``beside``: other registered models in the same precisions, named ``<model>-<precision>``."""
     base = create_model(model_name, pretrained=False).to(device)
     variants: dict[str, tuple[torch.nn.Module, Callable]] = {}
     for precision in precisions:
@@ -82,6 +84,14 @@ def _variants(model_name: str, precisions: list[str], device: str, official_dir:
         from .exported import exported_variants
         variants.update(exported_variants(base, model_name, exported, precisions, device, max_batch,
                                           export_folder, threads, progress))
+    for name in beside:  # another model, same precisions: ratios between architectures
+        other = create_model(name, pretrained=False).to(device)
+        for precision in precisions:
+            dtype = _DTYPES[precision]
+            model = other if dtype == torch.float32 else create_model(name, pretrained=False).to(device, dtype)
+            if dtype != torch.float32:
+                model.load_state_dict(other.state_dict())
+            variants[f"{name}-{precision}"] = (model, lambda x, m=model, d=dtype: m(x.to(d)).float())
     if official_dir:
         from .official import OfficialLogits, load_official_dat
         official = OfficialLogits(load_official_dat(official_dir)(**base.config.to_dict()))
@@ -103,28 +113,37 @@ def run(model_name: str, batch_sizes: tuple[int, ...],
         official_dir: str | None = None, warmup: int = 2, repeats: int = 5,
         min_seconds: float = 0.0, progress: Callable[[str], None] = print,
         compile_mode: str | None = None, cuda_graphs: bool = False, interleave: bool = False,
-        exported: tuple[str, ...] = (), threads: int | None = None) -> dict:
+        exported: tuple[str, ...] = (), threads: int | None = None,
+        beside: tuple[str, ...] = ()) -> dict:
     with tempfile.TemporaryDirectory(prefix="bench-export-") as folder:
         torch.manual_seed(0)
         variants = _variants(model_name, list(precisions), device, official_dir, compile_mode,
                              max(batch_sizes) if cuda_graphs else 0, exported, Path(folder),
-                             max(batch_sizes), threads, progress)
+                             max(batch_sizes), threads, progress, beside)
         return _measure(variants, model_name, batch_sizes, device, warmup, repeats, min_seconds,
-                        progress, interleave)
+                        progress, interleave, beside)
+
+
+def _owner(variant: str, beside: tuple[str, ...]) -> str | None:
+    """The ``beside`` model a variant measures, or None for ours (and the official model)."""
+    return next((name for name in beside if variant.startswith(f"{name}-")), None)
 
 
 def _measure(variants: dict, model_name: str, batch_sizes: tuple[int, ...], device: str, warmup: int,
-             repeats: int, min_seconds: float, progress: Callable[[str], None], interleave: bool) -> dict:
+             repeats: int, min_seconds: float, progress: Callable[[str], None], interleave: bool,
+             beside: tuple[str, ...] = ()) -> dict:
     sync = _synchronizer(device)
-    size = next(iter(variants.values()))[0].config.img_size  # the first variant is ours
+    size = next(iter(variants.values()))[0].input_size  # the first variant is ours
     check = torch.randn(max(batch_sizes), 3, size, size, device=device)
     results: list[Measurement] = []
     speedups: list[dict] = []
     agreement: dict[str, dict] = {}
     with torch.inference_mode():
-        reference = variants[next(iter(variants))][1](check)
-        for name, (_, forward) in variants.items():
-            logits = forward(check)
+        first = next(iter(variants))
+        outputs = {name: forward(check) for name, (_, forward) in variants.items()}
+        for name, logits in outputs.items():
+            owner = _owner(name, beside)  # a beside model's variants against its own fp32
+            reference = outputs[f"{owner}-fp32" if f"{owner}-fp32" in outputs else first]
             agreement[name] = {
                 "top1_agreement_with_ours_fp32": float((logits.argmax(1) == reference.argmax(1)).float().mean()),
                 "max_abs_diff_vs_ours_fp32": float((logits - reference).abs().max()),
@@ -139,6 +158,12 @@ def _measure(variants: dict, model_name: str, batch_sizes: tuple[int, ...], devi
                 progress(_summary_line(m))
             results.extend(measured)
             speedups.extend(paired_speedups(measured, _speedup_reference(variants)))
+            for m in measured:  # each of ours over a beside model in the same precision
+                owner = _owner(m.variant, beside)
+                if owner:
+                    ours = "ours-" + m.variant[len(owner) + 1:]
+                    speedups.extend(r for r in paired_speedups(measured, m.variant)
+                                    if r["variant"] == ours)
         for name, (_, forward) in variants.items() if not interleave else ():
             for batch in batch_sizes:
                 x = check[:batch]

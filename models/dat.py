@@ -23,6 +23,7 @@ from .layers import (
     TransformerMLP,
     TransformerMLPWithConv,
     linear,
+    plus_conv,
 )
 from .neighborhood import NeighborhoodAttention
 from .transforms import Letterbox, Preprocessing
@@ -89,7 +90,7 @@ class TransformerStage(nn.Module):
         positions, references = [], []
         for d, (attn, mlp) in enumerate(zip(self.attns, self.mlps)):
             if self.use_lpu:
-                x = x + _conv_channels_last(self.local_perception_units[d], x)
+                x = plus_conv(self.local_perception_units[d], x)
             out, pos, ref = attn(self.layer_norms[2 * d](x))
             if self.layer_scales is not None:
                 out = self.layer_scales[2 * d](out)

@@ -103,6 +103,20 @@ def attention_mask(bias: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
 
 
 _HAS_LINEAR_POINTWISE = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+_HAS_CONV_POINTWISE = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_convolution_pointwise")
+
+
+def plus_conv(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
+    """``x + conv(x)`` for channels-last x (B, H, W, C) and a stride-1, same-size conv (DAT++'s
+    local perception units and its MLPs' depth-wise conv). On CPU one oneDNN call adds the input
+    in the kernel, saving a pass over the activation; exact in fp32, one rounding in bf16."""
+    nchw = x.permute(0, 3, 1, 2)  # a view with channels-last strides, as oneDNN wants
+    if _onednn(x, conv.weight) and _HAS_CONV_POINTWISE:
+        out = torch.ops.mkldnn._convolution_pointwise.binary(
+            nchw, nchw, conv.weight, conv.bias, list(conv.padding), list(conv.stride),
+            list(conv.dilation), conv.groups, "add", None, None, [], None)
+        return out.permute(0, 2, 3, 1)
+    return x + conv(nchw).permute(0, 2, 3, 1)
 
 
 class TransformerMLPWithConv(nn.Module):
@@ -139,7 +153,7 @@ class TransformerMLPWithConv(nn.Module):
         # Channels-last throughout: the 1x1 convs as Linears, the depthwise conv on an NCHW
         # view with channels-last strides (no copies either way).
         h = self.drop1(linear(x, self._first.weight.flatten(1), self._first.bias))
-        h = h + self.dwc(h.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+        h = plus_conv(self.dwc, h)
         return self.drop2(linear(self.act(h), self._second.weight.flatten(1), self._second.bias))
 
 
@@ -165,16 +179,35 @@ def relative_position_index(window: int) -> torch.Tensor:
     return relative[:, :, 0] * (2 * window - 1) + relative[:, :, 1]
 
 
-def shifted_window_mask(fmap: int, window: int, shift: int) -> torch.Tensor:
-    """(num_windows, w*w, w*w) additive mask keeping attention inside each shifted region."""
-    regions = torch.zeros(fmap, fmap)
+def shifted_window_mask(fmap: int, window: int, shift: int, width: int | None = None) -> torch.Tensor:
+    """(num_windows, w*w, w*w) additive mask keeping attention inside each shifted region of a
+    fmap x fmap map (fmap x width where given), windows in row-major order."""
+    width = fmap if width is None else width
+    regions = torch.zeros(fmap, width)
     bounds = (slice(0, -window), slice(-window, -shift), slice(-shift, None))
     for label, (h, w) in enumerate((h, w) for h in bounds for w in bounds):
         regions[h, w] = label
-    windows = regions.view(fmap // window, window, fmap // window, window)
+    windows = regions.view(fmap // window, window, width // window, window)
     windows = windows.permute(0, 2, 1, 3).reshape(-1, window * window)
     diff = windows[:, None, :] - windows[:, :, None]
     return torch.zeros_like(diff).masked_fill(diff != 0, _MASKED)
+
+
+def pad_to_window(x: torch.Tensor, window: int) -> torch.Tensor:
+    """(B, H, W, C) zero-padded at the bottom and right to multiples of ``window``, as the DAT
+    detection backbone pads (the zeros take part in attention, unmasked); ``x`` itself when
+    it already fits, so that a classifier's graph gains no op."""
+    pad_h, pad_w = -x.shape[1] % window, -x.shape[2] % window
+    if pad_h or pad_w:
+        x = F.pad(x, (0, 0, 0, pad_w, 0, pad_h))
+    return x
+
+
+def _crop(x: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """The top-left height x width of a (B, H, W, C) map; ``x`` itself when it is that size."""
+    if x.shape[1] == height and x.shape[2] == width:
+        return x
+    return x[:, :height, :width]
 
 
 class LocalAttention(nn.Module):
@@ -220,7 +253,9 @@ class LocalAttention(nn.Module):
         return out.view(B, rows, cols, w, w, C).transpose(2, 3).reshape(B, H, W, C)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, None, None]:
-        return self.window_attention(x, self.attention_bias().unsqueeze(0)), None, None
+        H, W = x.shape[1], x.shape[2]
+        out = self.window_attention(pad_to_window(x, self.window), self.attention_bias().unsqueeze(0))
+        return _crop(out, H, W), None, None
 
 
 class ShiftWindowAttention(LocalAttention):
@@ -232,10 +267,33 @@ class ShiftWindowAttention(LocalAttention):
         self.shift = math.ceil(window / 2)
         if not 0 < self.shift < window:
             raise ValueError(f"window size {window} is too small to shift")
+        self.fmap = fmap
         self.register_buffer("attn_mask", shifted_window_mask(fmap, window, self.shift))
+        # Masks of other (padded) map sizes, built on first use: the detection backbone's inputs.
+        self._other_masks: dict[tuple, torch.Tensor] = {}
+
+    def _apply(self, fn, recurse=True):
+        super()._apply(fn, recurse)
+        self._other_masks = {}
+        return self
+
+    def mask(self, height: int, width: int) -> torch.Tensor:
+        """The shifted-window mask of a height x width map (multiples of the window)."""
+        if height == width == self.fmap:
+            return self.attn_mask
+        key = (height, width)  # _apply empties the cache on a move or cast
+        if key not in self._other_masks:
+            with torch.inference_mode(False):  # a plain tensor: autograd may save it later
+                mask = shifted_window_mask(height, self.window, self.shift, width)
+                self._other_masks[key] = mask.to(self.attn_mask.device, self.attn_mask.dtype)
+        return self._other_masks[key]
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, None, None]:
-        bias = self.attention_bias().unsqueeze(0) + self.attn_mask.unsqueeze(1)
+        # Padded before the roll and masked at the padded size, as the DAT detection backbone.
+        H, W = x.shape[1], x.shape[2]
+        x = pad_to_window(x, self.window)
+        bias = self.attention_bias().unsqueeze(0) + self.mask(x.shape[1], x.shape[2]).unsqueeze(1)
         shifted = torch.roll(x, shifts=(-self.shift, -self.shift), dims=(1, 2))
         out = self.window_attention(shifted, bias)
-        return torch.roll(out, shifts=(self.shift, self.shift), dims=(1, 2)), None, None
+        out = torch.roll(out, shifts=(self.shift, self.shift), dims=(1, 2))
+        return _crop(out, H, W), None, None

@@ -97,15 +97,15 @@ def _raster(rows: torch.Tensor, cols: torch.Tensor, width: int) -> torch.Tensor:
 
 
 @functools.cache
-def layout(height: int, width: int, kernel: int, device: torch.device) -> Layout:
+def layout(height: int, width: int, kernel: int, device: torch.device, tile: int = TILE) -> Layout:
     """Built once per size and device, so a forward pass makes no host-to-device copy (and can
     be captured in a CUDA graph after a warm-up)."""
     with torch.inference_mode(False):  # plain tensors, even when first asked for in inference
-        return _build_layout(height, width, kernel, device)
+        return _build_layout(height, width, kernel, device, tile)
 
 
-def _build_layout(height: int, width: int, kernel: int, device: torch.device) -> Layout:
-    rows, cols = axis_plan(height, kernel), axis_plan(width, kernel)
+def _build_layout(height: int, width: int, kernel: int, device: torch.device, tile: int) -> Layout:
+    rows, cols = axis_plan(height, kernel, tile), axis_plan(width, kernel, tile)
     side = 2 * kernel - 1
     index = rows.relative[:, None, :, None, :, None] * side + cols.relative[None, :, None, :, None, :]
     inside = rows.inside[:, None, :, None, :, None] & cols.inside[None, :, None, :, None, :]
@@ -130,12 +130,13 @@ def _gather(x: torch.Tensor, positions: torch.Tensor, tiles: int) -> torch.Tenso
 
 
 def blocked_neighborhood_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-                                   rpb: torch.Tensor, kernel: int, scale: float) -> torch.Tensor:
+                                   rpb: torch.Tensor, kernel: int, scale: float,
+                                   tile: int = TILE) -> torch.Tensor:
     """Neighborhood attention with relative position bias, NATTEN 0.14.6 semantics (module
     docstring). q, k, v (B, heads, H, W, head_dim) with H, W >= kernel; rpb (heads, 2k-1, 2k-1).
     Returns (B, heads, H, W, head_dim)."""
     B, heads, H, W, d = q.shape
-    plan = layout(H, W, kernel, q.device)
+    plan = layout(H, W, kernel, q.device, tile)
     tiles = plan.mask.shape[0]
     bias = rpb.float().flatten(1)[:, plan.bias_index] + plan.mask  # (heads, T, Lq, Lk)
     bias = attention_mask(bias.view(1, heads * tiles, *bias.shape[2:]), q)
