@@ -17,7 +17,9 @@ COPY models ./models
 COPY export ./export
 COPY service ./service
 COPY docker ./docker
-RUN pip install . \
+# ".[cpu]" is this project (torch pinned above), not a PyPI name hadolint could see pinned
+# hadolint ignore=DL3013
+RUN pip install ".[cpu]" \
  && useradd --create-home --uid 10001 dat \
  && mkdir -p /artifacts && chown dat /artifacts
 COPY docker/healthcheck.py /usr/local/bin/dat-healthcheck
@@ -38,10 +40,14 @@ COPY export ./export
 COPY service ./service
 COPY docker ./docker
 COPY samples ./samples
-# Keep the base image's torch and TensorRT: pin them so pip never swaps them out.
+# Keep the base image's torch and TensorRT: pin them so pip never swaps them out. The gpu extra
+# brings onnxruntime-gpu; a CPU onnxruntime (from the base image, if any) goes first: the two
+# share one package folder and would overwrite each other's files.
 RUN pip list --format=freeze | grep -iE '^(torch|tensorrt[a-z0-9_-]*)==' > /tmp/keep.txt \
- && pip install -c /tmp/keep.txt . onnxruntime-gpu \
+ && pip uninstall -y onnxruntime \
+ && pip install -c /tmp/keep.txt ".[gpu]" \
  && python -c "import tensorrt, torch; print('TensorRT', tensorrt.__version__, 'torch', torch.__version__)" \
+ && python -c "import onnxruntime as ort; p = ort.get_available_providers(); print('ONNX Runtime', ort.__version__, p); assert 'CUDAExecutionProvider' in p" \
  && useradd --create-home --uid 10001 dat \
  && mkdir -p /artifacts && chown dat /artifacts
 COPY docker/healthcheck.py /usr/local/bin/dat-healthcheck

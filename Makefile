@@ -1,13 +1,17 @@
 # The two commands of the README:  make serve  |  make test
 # Each sets up .venv on first use (and again whenever pyproject.toml changes).
 VENV ?= .venv
+# pyproject extras: cpu is ONNX Runtime's CPU build (a GPU host may pass EXTRAS=dev,gpu)
+EXTRAS ?= dev,cpu
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.installed
+comma := ,
+STAMP := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 
 .PHONY: serve test lint bench-model venv clean
 
 $(STAMP): pyproject.toml scripts/setup-venv.sh
-	VENV=$(VENV) scripts/setup-venv.sh
+	VENV=$(VENV) EXTRAS=$(EXTRAS) scripts/setup-venv.sh
+	rm -f $(VENV)/.installed*
 	touch $(STAMP)
 
 venv: $(STAMP)

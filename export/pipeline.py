@@ -96,6 +96,11 @@ def _first_line(exc: BaseException) -> str:
 
 
 def check_options(options: ExportOptions) -> None:
+    try:  # every export is verified with it: say so before the slow part, not after
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        raise ExportError("ONNX Runtime is not installed: every export is verified with it "
+                          "(pip install 'dat-serve[cpu]', or [gpu] on a GPU host)") from None
     if options.task is not None and options.task not in TASKS:
         raise ExportError(f"task {options.task!r} is not supported yet; choose from {sorted(TASKS)}")
     if options.grid_sample not in GRID_SAMPLE_CHOICES:

@@ -7,7 +7,8 @@ cd "$(dirname "$0")/.."
 
 PYTHON=${PYTHON:-python3}
 VENV=${VENV:-.venv}
-EXTRAS=${EXTRAS:-dev}
+# cpu: ONNX Runtime's CPU build; a GPU host may use EXTRAS=dev,gpu (onnxruntime-gpu, TensorRT).
+EXTRAS=${EXTRAS:-dev,cpu}
 CPU_TORCH=${CPU_TORCH:-torch==2.13.0}
 # pyproject's requires-python: the request path uses asyncio.timeout (Python 3.11).
 MIN_PYTHON=3.11
@@ -32,6 +33,16 @@ pip_install() { "$VENV/bin/python" -m pip install --disable-pip-version-check -q
 if ! command -v nvidia-smi >/dev/null 2>&1 && ! "$VENV/bin/python" -c "import torch" 2>/dev/null; then
     echo "no NVIDIA driver found: installing the CPU build of PyTorch ($CPU_TORCH)"
     pip_install "$CPU_TORCH"
+fi
+# One ONNX Runtime per venv: the two builds share one package folder, so switching extras
+# removes the other build first.
+case ",$EXTRAS," in
+    *,gpu,*) other=onnxruntime ;;
+    *) other=onnxruntime-gpu ;;
+esac
+if "$VENV/bin/python" -m pip show -q "$other" >/dev/null 2>&1; then
+    echo "removing $other: the extras [$EXTRAS] bring the other ONNX Runtime build"
+    "$VENV/bin/python" -m pip uninstall --disable-pip-version-check -q -y "$other"
 fi
 echo "installing the project with extras [$EXTRAS]"
 pip_install -e ".[$EXTRAS]"

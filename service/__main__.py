@@ -29,10 +29,29 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     configure_logging(settings.log_level)
     log.info("starting", extra={"settings": settings.model_dump(mode="json")})
+    log_onnxruntime()
     if settings.workers > 1:
         from .workers import serve_workers
         return serve_workers(settings, argv)
     return serve(settings)
+
+
+def log_onnxruntime() -> None:
+    """Which ONNX Runtime build this process has and what it runs on: a CUDA provider missing
+    from a GPU host, or both builds installed over each other, shows at start-up."""
+    from .backends.onnxruntime import runtime_summary
+
+    ort = runtime_summary()
+    if ort is None:
+        log.warning("onnxruntime is not installed: the onnxruntime backend and the CPU default's "
+                    "export are unavailable (install the cpu or the gpu extra)")
+        return
+    text = f"ONNX Runtime {ort['version']} providers: {', '.join(ort['providers'])}"
+    if len(ort["distributions"]) > 1:
+        log.warning(f"{text}; both onnxruntime and onnxruntime-gpu are installed and overwrite each "
+                    "other's files: uninstall both, then install one (the cpu or the gpu extra)", extra=ort)
+    else:
+        log.info(text, extra=ort)
 
 
 if __name__ == "__main__":

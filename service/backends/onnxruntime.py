@@ -17,6 +17,28 @@ from .manifest import check_precision, load_manifest, meta_from_manifest
 from .torch import resolve_device
 
 _NUMPY_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
+# Two builds of one package (the same import name and folder): exactly one should be installed.
+DISTRIBUTIONS = ("onnxruntime", "onnxruntime-gpu")
+
+
+def runtime_summary() -> dict[str, Any] | None:
+    """The installed ONNX Runtime: version, providers it can run, which builds are installed
+    (pip distributions); None where it is not importable."""
+    import importlib.metadata
+
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        return None
+    builds = []
+    for name in DISTRIBUTIONS:
+        try:
+            importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+        builds.append(name)
+    return {"version": ort.__version__, "providers": list(ort.get_available_providers()),
+            "distributions": builds}
 
 
 class OnnxRuntimeBackend(Backend):

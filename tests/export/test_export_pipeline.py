@@ -115,3 +115,14 @@ def test_checkpoint_provenance_and_name(fakes, tmp_path, mini):
 def test_unsupported_task_is_a_request_error(tmp_path):
     with pytest.raises(pipeline.ExportError, match="detection"):
         pipeline.run_export(pipeline.ExportOptions(out=tmp_path, task="detection"))
+
+
+def test_without_onnxruntime_the_export_stops_at_once_naming_the_extras(monkeypatch, tmp_path, small_config_file,
+                                                                      capsys):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # neither the cpu nor the gpu extra
+    code = main(["--config", str(small_config_file), "--random-weights", "--out", str(tmp_path / "out")])
+    assert code == 2 and not (tmp_path / "out").exists()
+    err = capsys.readouterr().err
+    assert "ONNX Runtime is not installed" in err and "dat-serve[cpu]" in err

@@ -92,3 +92,74 @@ def test_compose_sets_only_settings_the_server_knows():
     fields = {f"DAT_{name.upper()}" for name in Settings.model_fields}
     unknown = set(compose["services"]["server"]["environment"]) - fields
     assert not unknown, f"compose sets variables the server ignores: {sorted(unknown)}"
+
+
+def _stages(dockerfile: Path) -> dict[str, list[tuple[str, str]]]:
+    stages: dict[str, list[tuple[str, str]]] = {}
+    current: list[tuple[str, str]] = []
+    for keyword, rest in _instructions(dockerfile):
+        if keyword == "FROM":
+            current = stages.setdefault(rest.split()[-1], [])
+        current.append((keyword, rest))
+    return stages
+
+
+def _requirement_names(requirements) -> set[str]:
+    from packaging.requirements import Requirement
+
+    return {Requirement(r).name.lower().replace("_", "-") for r in requirements}
+
+
+def _pip_installs(stage: list[tuple[str, str]]) -> set[str]:
+    """The distributions a stage's pip installs bring in by name: named requirements, and the
+    project's own dependencies plus the extras asked for (``.``, ``.[cpu]``)."""
+    import tomllib
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    names: set[str] = set()
+    for keyword, rest in stage:
+        if keyword != "RUN":
+            continue
+        for command in re.split(r"&&|;|\|", rest):
+            words = command.split()
+            if "pip" not in words or "install" not in words:
+                continue
+            args = words[words.index("install") + 1:]
+            skip = False
+            for word in args:
+                if skip or word.startswith("-"):
+                    skip = word in ("-c", "-r", "--constraint", "--index-url", "--extra-index-url")
+                    continue
+                word = word.strip("'\"")
+                if word == "." or word.startswith(".["):
+                    names |= _requirement_names(project["dependencies"])
+                    extras = word[2:-1].split(",") if word.startswith(".[") else []
+                    for extra in extras:
+                        names |= _requirement_names(project["optional-dependencies"][extra])
+                else:
+                    names |= _requirement_names([word])
+    return names
+
+
+def test_each_image_installs_exactly_one_onnxruntime():
+    """onnxruntime and onnxruntime-gpu install the same package folder and overwrite each
+    other's files: the CPU image gets the first, the GPU image the second, never both."""
+    stages = _stages(REPO / "Dockerfile")
+    runtimes = {name: {d for d in _pip_installs(stage) if d.startswith("onnxruntime")}
+                for name, stage in stages.items()}
+    assert runtimes == {"cpu": {"onnxruntime"}, "gpu": {"onnxruntime-gpu"}}
+
+
+def test_onnxruntime_is_an_extra_and_the_cpu_venv_installs_it():
+    import tomllib
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    assert not {d for d in _requirement_names(project["dependencies"]) if d.startswith("onnxruntime")}
+    extras = {name: _requirement_names(reqs) for name, reqs in project["optional-dependencies"].items()}
+    assert "onnxruntime" in extras["cpu"] and "onnxruntime-gpu" not in extras["cpu"]
+    assert "onnxruntime-gpu" in extras["gpu"] and "onnxruntime" not in extras["gpu"]
+    # `make test` on a clean clone (CI's .ci/run) builds the venv with the CPU runtime and dev tools
+    makefile = (REPO / "Makefile").read_text()
+    assert re.search(r"^EXTRAS \?= dev,cpu$", makefile, re.M)
+    assert "EXTRAS=$(EXTRAS)" in makefile
+    assert 'EXTRAS=${EXTRAS:-dev,cpu}' in (REPO / "scripts/setup-venv.sh").read_text()

@@ -186,3 +186,49 @@ def test_tensorrt_backend_failures_are_clear(fake_tensorrt, tiny_engine_export, 
     (onnx_only / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(BackendError, match="names no TensorRT engine"):
         TensorRTBackend(onnx_only).load()
+
+
+def _log_lines(text: str) -> list[dict]:
+    import json
+
+    return [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+
+
+@pytest.mark.parametrize("gpu_build", [False, True])
+def test_startup_logs_the_onnxruntime_providers(monkeypatch, capsys, gpu_build):
+    import service.__main__ as entry
+
+    if gpu_build:
+        from tests.fake_gpu import FakeCuda, FakeOnnxRuntime
+
+        FakeCuda(monkeypatch)
+        FakeOnnxRuntime().install(monkeypatch)
+    monkeypatch.setattr(entry, "serve", lambda settings: 0)  # start-up only, no server
+    assert entry.main(["--detector", "none"]) == 0
+    found = [r for r in _log_lines(capsys.readouterr().err) if "providers" in r]
+    assert len(found) == 1, found
+    want = ["CUDAExecutionProvider", "CPUExecutionProvider"] if gpu_build else ["CPUExecutionProvider"]
+    assert set(want) <= set(found[0]["providers"]) and found[0]["level"] == "info"
+    assert all(name in found[0]["msg"] for name in want) and found[0]["version"]
+    if not gpu_build:
+        assert found[0]["distributions"] == ["onnxruntime"]  # this venv: the cpu extra
+
+
+def test_startup_warns_without_onnxruntime_or_with_both_builds(monkeypatch, capsys):
+    import importlib.metadata
+    import sys
+
+    import service.__main__ as entry
+
+    monkeypatch.setattr(entry, "serve", lambda settings: 0)
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)
+    assert entry.main(["--detector", "none"]) == 0
+    (line,) = [r for r in _log_lines(capsys.readouterr().err) if "onnxruntime" in r["msg"].lower()]
+    assert line["level"] == "warning" and "install the cpu or the gpu extra" in line["msg"]
+    monkeypatch.delitem(sys.modules, "onnxruntime")
+    real_version = importlib.metadata.version
+    monkeypatch.setattr(importlib.metadata, "version",
+                        lambda name: "1.32.0" if name == "onnxruntime-gpu" else real_version(name))
+    assert entry.main(["--detector", "none"]) == 0
+    (line,) = [r for r in _log_lines(capsys.readouterr().err) if "providers" in r]
+    assert line["level"] == "warning" and "both onnxruntime and onnxruntime-gpu are installed" in line["msg"]
