@@ -6,6 +6,7 @@
     logits = model.eval()(images)
 """
 
+from .backbone import DATBackbone, create_backbone
 from .checkpoint import CheckpointError, load_checkpoint, read_state_dict, save_safetensors
 from .config import DATConfig
 from .dat import DAT, ModelInfo
@@ -14,8 +15,8 @@ from .registry import ModelSpec, create_model, get_spec, imagenet_labels, list_m
 from .transforms import Letterbox, Preprocessing, preprocessing_from_dict
 
 __all__ = [
-    "DAT", "DATConfig", "CheckpointError", "Detections", "Letterbox", "ModelInfo", "ModelSpec",
-    "Preprocessing", "RetinaNet", "RetinaNetConfig", "create_model", "get_spec", "imagenet_labels",
-    "list_models", "load_backbone", "load_checkpoint", "preprocessing_from_dict", "read_state_dict",
-    "register_model", "save_safetensors",
+    "DAT", "DATBackbone", "DATConfig", "CheckpointError", "Detections", "Letterbox", "ModelInfo",
+    "ModelSpec", "Preprocessing", "RetinaNet", "RetinaNetConfig", "create_backbone", "create_model",
+    "get_spec", "imagenet_labels", "list_models", "load_backbone", "load_checkpoint",
+    "preprocessing_from_dict", "read_state_dict", "register_model", "save_safetensors",
 ]
