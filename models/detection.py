@@ -22,6 +22,7 @@ last detection hold score 0 and label -1. Post-processing, in float32:
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Any, NamedTuple
@@ -30,9 +31,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .backbone import DATBackbone
 from .config import DATConfig
-from .dat import DAT, ModelInfo
-from .layers import LayerNormProxy
+from .dat import ModelInfo
 from .nms import nms_keep
 from .transforms import Letterbox
 
@@ -186,22 +187,6 @@ class ConvModule(nn.Module):
         return F.relu(x) if self.relu else x
 
 
-class DATBackbone(DAT):
-    """DAT without its classifier; a LayerNorm on each stage output that feeds the neck."""
-
-    def __init__(self, config: DATConfig, out_indices: Sequence[int]):
-        super().__init__(config)
-        del self.cls_norm, self.cls_head
-        self.out_indices = tuple(out_indices)
-        self.norms = nn.ModuleList(LayerNormProxy(d) if i in self.out_indices else nn.Identity()
-                                   for i, d in enumerate(config.dims))
-
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:  # type: ignore[override]
-        """(B, 3, S, S) -> the normalised outputs of ``out_indices`` stages, NCHW."""
-        features, _, _ = self._stages(x)
-        return [self.norms[i](features[i]).permute(0, 3, 1, 2) for i in self.out_indices]
-
-
 class FPN(nn.Module):
     """mmdet's FPN with ``add_extra_convs='on_input'``: laterals, top-down nearest upsampling,
     3x3 output convs, then stride-2 convs for the extra levels (the first reads C5)."""
@@ -302,6 +287,11 @@ class RetinaNet(nn.Module):
 
     def forward_raw(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Class logits (B, N, C) and box deltas (B, N, 4) for every anchor (training)."""
+        canvas = self.config.canvas
+        # The backbone takes other sizes; the anchors are the canvas's.
+        if images.dim() != 4 or tuple(images.shape[1:]) != (3, canvas, canvas):
+            raise ValueError(f"{self.info.name} expects images of shape (B, 3, {canvas}, {canvas}), "
+                             f"got {tuple(images.shape)}")
         return self.bbox_head(self.neck(self.backbone(images)))
 
     def forward(self, images: torch.Tensor) -> Detections:
@@ -341,13 +331,17 @@ class RetinaNet(nn.Module):
         return torch.cat(boxes, dim=1), torch.cat(scores, dim=1).transpose(1, 2)
 
 
+_LAYER_SCALE = re.compile(r"(\.layer_scales\.\d+)\.weight$")
+
+
 def load_backbone(detector: RetinaNet, source: Any) -> RetinaNet:
     """Initialises the backbone from an ImageNet DAT checkpoint (official .pth, safetensors or a
     state dict); its classifier is dropped, position tables are resampled to the canvas, and
     the detection-only output norms keep their initial values. Any other mismatch raises."""
     from .checkpoint import adapt_state_dict, read_state_dict
 
-    state = {k: v for k, v in read_state_dict(source).items()
+    # The classifier's LayerScale parameter is ``weight``, the backbone's ``gamma``.
+    state = {_LAYER_SCALE.sub(r"\1.gamma", k): v for k, v in read_state_dict(source).items()
              if not k.startswith(("cls_norm.", "cls_head."))}
     backbone = detector.backbone
     fresh = {k: v for k, v in backbone.state_dict().items() if k.startswith("norms.")}

@@ -20,7 +20,7 @@ from models.detection import (
     grid_anchors,
 )
 from models.nms import greedy_nms_keep
-from tests.tiny import TINY_CONFIG
+from tests.tiny import TINY_CONFIG, TINY_PP_CONFIG
 
 
 @pytest.fixture(scope="module")
@@ -149,6 +149,26 @@ def test_backbone_initialises_from_a_classification_checkpoint():
     assert torch.equal(detector.backbone.norms[3].norm.weight, norms_before)
     with pytest.raises(ValueError, match="mis-shaped"):
         load_backbone(detector, {**theirs, "patch_proj.0.weight": torch.zeros(1)})
+
+
+def test_load_backbone_renames_layer_scale_to_gamma():
+    torch.manual_seed(0)
+    classifier = create_model(TINY_PP_CONFIG)
+    with torch.no_grad():
+        classifier.stages[2].layer_scales[3].weight.uniform_()
+    detector = RetinaNet(RetinaNetConfig(DATConfig.from_mapping(TINY_PP_CONFIG), num_classes=2,
+                                         fpn_channels=8, feat_channels=8, stacked_convs=1))
+    load_backbone(detector, classifier.state_dict())
+    assert torch.equal(detector.backbone.stages[2].layer_scales[3].gamma,
+                       classifier.stages[2].layer_scales[3].weight)
+
+
+def test_detector_takes_only_its_canvas(detector):
+    # the backbone runs at any multiple of its total stride (16 here); the anchors are the canvas's
+    with torch.no_grad():
+        assert len(detector.backbone(torch.randn(1, 3, 160, 128))) == 3
+    with torch.no_grad(), pytest.raises(ValueError, match=r"expects images of shape \(B, 3, 128, 128\)"):
+        detector(torch.randn(1, 3, 160, 160))
 
 
 def test_anchors_stay_float32_in_half_precision():
