@@ -9,6 +9,7 @@ Exit status 1: the model failed to load; 2: bad settings.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 
 from pydantic import ValidationError
@@ -33,6 +34,9 @@ def main(argv: list[str] | None = None) -> int:
     if settings.workers > 1:
         from .workers import serve_workers
         return serve_workers(settings, argv)
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):  # set by hand: no earlier server's files
+        from .workers import metrics_directory
+        metrics_directory()
     return serve(settings)
 
 

@@ -1,4 +1,11 @@
-"""Prometheus metrics, one registry per app (so several apps can live in one process)."""
+"""Prometheus metrics, one registry per app (so several apps can live in one process).
+
+With ``--workers N`` every worker writes its metrics to files in ``PROMETHEUS_MULTIPROC_DIR``
+(prometheus-client's multiprocess mode, chosen when the variable is set before the library is
+imported: ``service.workers`` sets it for the workers), and /metrics sums them all, whichever
+worker answers. Gauges say how: ``livesum`` (queue depth, requests in flight: the HPA's
+metrics), ``livemin`` for readiness (1 only when every worker is ready).
+"""
 
 from __future__ import annotations
 
@@ -6,8 +13,12 @@ import threading
 import time
 from collections import deque
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, values
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.multiprocess import MultiProcessCollector
+
+# True in a worker of --workers N: every value lives in a per-process file
+MULTIPROCESS = bool(getattr(values.ValueClass, "_multiprocess", False))
 
 _LATENCY_BUCKETS = (.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30)
 _BATCH_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 256)
@@ -61,17 +72,18 @@ class Metrics:
         self.batch_size = Histogram("dat_batch_size", "images per forward pass",
                                     ["task"], buckets=_BATCH_BUCKETS, registry=r)
         self.queue_images = Gauge("dat_queue_images", "images waiting in the batch queue",
-                                  ["task"], registry=r)
+                                  ["task"], multiprocess_mode="livesum", registry=r)
         self.queue_requests = Gauge("dat_queue_requests", "requests waiting in the batch queue",
-                                    ["task"], registry=r)
+                                    ["task"], multiprocess_mode="livesum", registry=r)
         self.inflight = Gauge("dat_inflight_requests", "requests decoded, queued or run (their "
-                              "bodies complete)", registry=r)
+                              "bodies complete)", multiprocess_mode="livesum", registry=r)
         # Reading is budgeted apart from compute: a slow client holds a connection, not a slot.
         self.reading = Gauge("dat_reading_requests", "requests whose bodies are being read",
-                             registry=r)
+                             multiprocess_mode="livesum", registry=r)
         self.reading_bytes = Gauge("dat_reading_bytes", "body bytes received by requests still "
-                                   "being read", registry=r)
-        self.open_connections = Gauge("dat_open_connections", "open HTTP connections", registry=r)
+                                   "being read", multiprocess_mode="livesum", registry=r)
+        self.open_connections = Gauge("dat_open_connections", "open HTTP connections",
+                                      multiprocess_mode="livesum", registry=r)
         self.closed_connections = Counter("dat_closed_connections", "connections the server closed "
                                           "or refused, by reason (header_timeout, body_timeout, "
                                           "header_too_large, evicted, connection_limit)", ["reason"],
@@ -89,10 +101,14 @@ class Metrics:
         self.gpu_decode_images = Counter("dat_gpu_decode_images", "JPEGs given to the GPU decoder, "
                                          "by outcome (decoded, or refused and left to Pillow)",
                                          ["outcome"], registry=r)
-        self.ready = Gauge("dat_ready", "1 when the model is loaded and warmed up", registry=r)
+        self.ready = Gauge("dat_ready", "1 when the model is loaded and warmed up (with --workers, "
+                           "every worker)", multiprocess_mode="livemin", registry=r)
         self.throughput = _Throughput()
-        Gauge("dat_images_per_second", f"images computed per second over the last "
-              f"{_RATE_WINDOW_S:g} s", registry=r).set_function(self.throughput.rate)
+        self.images_per_second = Gauge("dat_images_per_second", f"images computed per second over "
+                                       f"the last {_RATE_WINDOW_S:g} s", multiprocess_mode="livesum",
+                                       registry=r)
+        if not MULTIPROCESS:  # read at scrape time; a worker's file is written by refresh()
+            self.images_per_second.set_function(self.throughput.rate)
 
     def observe_gpu_decode(self, images: int, refused: int) -> None:
         self.gpu_decode_batch_size.observe(images)
@@ -103,8 +119,19 @@ class Metrics:
     def for_task(self, task: str) -> BatcherMetrics:
         return BatcherMetrics(self, task)
 
+    def refresh(self) -> None:
+        """Writes the values computed on demand to this worker's file (multiprocess mode: the
+        worker answering a scrape cannot compute the others')."""
+        if MULTIPROCESS:
+            self.images_per_second.set(self.throughput.rate())
+
     def render(self) -> bytes:
-        return generate_latest(self.registry)
+        if not MULTIPROCESS:
+            return generate_latest(self.registry)
+        self.refresh()
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry)  # every worker's files, live or gone
+        return generate_latest(registry)
 
 
 class BatcherMetrics:

@@ -22,7 +22,7 @@ from .backends import Backend, ModelMeta, create_backend, create_detector_backen
 from .batcher import Batcher, Work
 from .errors import BadImage, PayloadTooLarge, ServiceError, Unavailable
 from .gpu_decode import GpuJpegDecoder, Refused, read_header, torchvision_decoder
-from .metrics import Metrics
+from .metrics import MULTIPROCESS, Metrics
 from .preprocess import Decoded, configure_pillow, prepare, stack
 from .settings import Settings
 from .uploads import Upload
@@ -173,6 +173,7 @@ class ServiceState:
         self.reading_bytes = 0
         self._pool: ThreadPoolExecutor | None = None
         self._loaded: asyncio.Future | None = None
+        self._refresher: asyncio.Task | None = None
 
     @property
     def runtimes(self) -> list[ModelRuntime]:
@@ -185,6 +186,14 @@ class ServiceState:
         self._pool = ThreadPoolExecutor(self.settings.preprocess_workers, thread_name_prefix="preprocess",
                                         initializer=keep_aten_serial)
         self._loaded = asyncio.ensure_future(self._load())
+        if MULTIPROCESS:
+            self._refresher = asyncio.ensure_future(self._refresh_metrics())
+
+    async def _refresh_metrics(self) -> None:
+        """--workers: this worker's computed gauges, written every second for any worker's scrape."""
+        while True:
+            self.metrics.refresh()
+            await asyncio.sleep(1.0)
 
     async def _load(self) -> None:
         try:
@@ -222,6 +231,8 @@ class ServiceState:
         self.begin_drain()
         if self._loaded is not None and not self._loaded.done():
             self._loaded.cancel()
+        if self._refresher is not None:
+            self._refresher.cancel()
         for runtime in self.runtimes:
             await asyncio.to_thread(runtime.batcher.stop, self.settings.shutdown_timeout_s)
             runtime.stop_decoding()

@@ -131,7 +131,8 @@ class Settings(BaseSettings):
     workers: int = Field(1, ge=1, description="server processes sharing the port, each with its "
                          "own model copy and batcher on the same device: one Python process "
                          "cannot feed a GPU (its HTTP and decoding work holds the GIL); "
-                         "/metrics and /health describe the process that answers")
+                         "/health describes the process that answers, /metrics sums every "
+                         "worker (PROMETHEUS_MULTIPROC_DIR, default a temporary directory)")
     switch_interval_ms: float | None = Field(None, gt=0, description="Python's GIL switch interval "
                                              "(default 5 ms); lower lets the inference thread "
                                              "win the GIL back sooner from busy threads")

@@ -7,18 +7,28 @@ connections over them. A worker takes connections only once its models have load
 SIGINT go on to every worker, which drain as a single server does; if a worker dies on its
 own, the others are stopped and the parent exits with its status, for the supervisor
 (compose, Kubernetes) to restart the whole.
+
+Metrics: the workers write theirs to files in one directory per server, and each one's
+/metrics sums them all (``service.metrics``). The directory is ``PROMETHEUS_MULTIPROC_DIR`` if
+set (its files are deleted at start: they are a previous server's), else a fresh temporary one,
+removed at exit.
 """
 
 from __future__ import annotations
 
+import glob
 import logging
 import multiprocessing
 import multiprocessing.connection
 import os
+import shutil
 import signal
 import socket
 import sys
+import tempfile
 from types import FrameType
+
+from prometheus_client import multiprocess
 
 from .logs import configure_logging
 from .settings import Settings
@@ -44,7 +54,33 @@ def _worker(argv: list[str], sock: socket.socket) -> None:
     sys.exit(serve(settings, [sock], load_before_serving=True))
 
 
+MULTIPROC_DIR = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def metrics_directory() -> tuple[str, bool]:
+    """The workers' metrics directory, emptied, and whether it is ours to remove. Set in the
+    environment the workers inherit: prometheus-client reads it when they import it."""
+    path = os.environ.get(MULTIPROC_DIR)
+    if path:
+        os.makedirs(path, exist_ok=True)
+        for stale in glob.glob(os.path.join(path, "*.db")):
+            os.remove(stale)
+        return path, False
+    path = tempfile.mkdtemp(prefix="dat-serve-metrics-")
+    os.environ[MULTIPROC_DIR] = path
+    return path, True
+
+
 def serve_workers(settings: Settings, argv: list[str]) -> int:
+    metrics_dir, temporary = metrics_directory()
+    try:
+        return _serve_workers(settings, argv, metrics_dir)
+    finally:
+        if temporary:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def _serve_workers(settings: Settings, argv: list[str], metrics_dir: str) -> int:
     sock = bind(settings.host, settings.port)
     context = multiprocessing.get_context("spawn")
     workers = [context.Process(target=_worker, args=(argv, sock), name=f"worker-{i}")
@@ -52,7 +88,7 @@ def serve_workers(settings: Settings, argv: list[str]) -> int:
     for worker in workers:
         worker.start()
     log.info("started workers", extra={"pids": [w.pid for w in workers],
-                                       "port": sock.getsockname()[1]})
+                                       "port": sock.getsockname()[1], "metrics_dir": metrics_dir})
     stopping = False
 
     def stop_all(sig: int | None = None, frame: FrameType | None = None) -> None:
@@ -73,6 +109,7 @@ def serve_workers(settings: Settings, argv: list[str]) -> int:
             for worker in [w for w in running if not w.is_alive()]:
                 running.remove(worker)
                 worker.join()
+                multiprocess.mark_process_dead(worker.pid, metrics_dir)  # its live gauges go
                 code = worker.exitcode or 0
                 if code != 0 and not stopping:
                     log.error("worker %s exited with %s: stopping the others", worker.pid, code)
