@@ -4,6 +4,7 @@ padding is checked in test_window_attention.py)."""
 
 from __future__ import annotations
 
+import ast
 import json
 from pathlib import Path
 
@@ -23,8 +24,9 @@ from models.layers import ShiftWindowAttention
 from tests.tiny import TINY_CONFIG, TINY_PP_CONFIG
 
 TOL = 1e-4
-DETECTION_SHAPES = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures" / \
-    "official_dat_pp_detection_state_dict_shapes.json"
+FIXTURES = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures"
+DETECTION_SHAPES = FIXTURES / "official_dat_pp_detection_state_dict_shapes.json"
+MMDET_RETINANET = FIXTURES / "mmdet_retinanet_mini"
 # The twelve released DAT-Detection configs (configs/dat/*.py): RetinaNet reads stages 1-3
 # (out_indices (1, 2, 3), FPN start_level 1), Mask and Cascade Mask R-CNN all four.
 RELEASED = {
@@ -108,6 +110,42 @@ def test_an_mmdet_backbone_dict_builds_the_release(detection_shapes):
     want = detection_shapes["rtn_tiny_1x_4n_dp00_lr2"]
     assert {f"backbone.{k}": v for k, v in shapes_of(backbone).items()} == \
         {k: v for k, v in want.items() if k.startswith("backbone.")}
+
+
+def _mmdet_model_entry(config: Path, key: str) -> dict:
+    """``model[key]`` of a flattened mmdet config, read as data (never executed)."""
+    def value(node: ast.expr):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "dict":
+            return {kw.arg: value(kw.value) for kw in node.keywords}
+        if isinstance(node, (ast.List, ast.Tuple)):
+            return [value(e) for e in node.elts]
+        return ast.literal_eval(node)
+    for stmt in ast.parse(config.read_text()).body:
+        if isinstance(stmt, ast.Assign) and getattr(stmt.targets[0], "id", None) == "model":
+            return next(value(kw.value) for kw in stmt.value.keywords if kw.arg == key)
+    raise AssertionError(f"no model.{key} in {config}")
+
+
+def test_mmdets_retinanet_neck_from_its_backbone_dict():
+    """mmdet's RetinaNet on DAT++ (FPN in_channels all four stages, start_level 1, extra convs
+    on_input) is our out_indices (1, 2, 3) RetinaNet: its five neck outputs, at 320 x 480."""
+    if not MMDET_RETINANET.is_dir():
+        pytest.skip(f"official fixtures not found at {FIXTURES}")
+    neck = _mmdet_model_entry(MMDET_RETINANET / "config.py", "neck")
+    assert (neck["start_level"], neck["add_extra_convs"]) == (1, "on_input")
+    backbone = create_backbone(_mmdet_model_entry(MMDET_RETINANET / "config.py", "backbone"))
+    assert backbone.out_indices == (1, 2, 3)
+    detector = RetinaNet(RetinaNetConfig(backbone.config, num_classes=80, out_indices=backbone.out_indices,
+                                         fpn_channels=neck["out_channels"], feat_channels=64,
+                                         num_outs=neck["num_outs"]))
+    load_checkpoint(detector, MMDET_RETINANET / "checkpoint.pth")  # strict, mmdet's state_dict
+    expected = torch.load(MMDET_RETINANET / "expected.pt", weights_only=True)
+    with torch.inference_mode():
+        levels = detector.neck(detector.backbone(expected["input"]))  # not the square canvas
+    assert len(levels) == len(expected["feature_maps"]) == 5
+    for level, want in zip(levels, expected["feature_maps"]):
+        assert level.shape == want.shape
+        assert (level - want.float()).abs().max().item() < TOL
 
 
 def test_an_mmdet_backbone_dict_takes_the_release_defaults():
