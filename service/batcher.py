@@ -9,6 +9,10 @@
 - Each request has a deadline. Past it the caller gets 504; a request still queued then is
   removed and never computed. A request whose client went away is removed the same way.
 - A batch that raises fails its own requests only; the worker goes on with the next batch.
+- Health: after ``unhealthy_after`` batches in a row have failed the batcher reports itself
+  ``failing`` and, while idle, runs ``probe`` every ``probe_interval_s``; a batch or probe that
+  succeeds ends it. Something that is not an Exception ends the worker thread: queued requests
+  are refused, and :meth:`Batcher.liveness_problem` says so (or that one batch runs too long).
 
 The batcher knows nothing about models: ``run(inputs, want_points)`` gets the requests'
 inputs concatenated along dim 0 and returns one output per image, in order.
@@ -91,11 +95,21 @@ def _settle(future: asyncio.Future, result: Any, error: BaseException | None) ->
 class Batcher:
     def __init__(self, run: RunBatch, *, max_batch_size: int, max_queue_delay_s: float,
                  max_queue_size: int, metrics: Metrics | None = None, task: str = "classification",
-                 setup: Callable[[], None] | None = None, name: str = "inference") -> None:
+                 setup: Callable[[], None] | None = None, name: str = "inference",
+                 unhealthy_after: int = 3, probe: Callable[[], Any] | None = None,
+                 probe_interval_s: float = 5.0) -> None:
         if max_batch_size < 1 or max_queue_size < 1 or max_queue_delay_s < 0:
             raise ValueError("max_batch_size and max_queue_size must be >= 1, delay >= 0")
         self._run = run
         self._setup = setup
+        self._probe = probe
+        self.unhealthy_after = unhealthy_after
+        self.probe_interval_s = probe_interval_s
+        self.consecutive_failures = 0
+        self.last_error: str | None = None
+        self.died: BaseException | None = None  # what ended the worker thread
+        self._running_since: float | None = None  # a batch (or probe) is inside the backend
+        self._next_probe = 0.0
         self.max_batch_size = max_batch_size
         self.max_queue_delay_s = max_queue_delay_s
         self.max_queue_size = max_queue_size
@@ -148,6 +162,27 @@ class Batcher:
     def is_full(self) -> bool:
         return self._queued_images >= self.max_queue_size
 
+    # -- health (any thread) -----------------------------------------------------------------
+    @property
+    def failing(self) -> bool:
+        """``unhealthy_after`` batches in a row failed, and no batch or probe succeeded since."""
+        return self.consecutive_failures >= self.unhealthy_after
+
+    def liveness_problem(self, stuck_after_s: float) -> tuple[str, str] | None:
+        """("dead" | "stuck", why) when the worker thread has ended unasked or has been inside
+        one batch longer than ``stuck_after_s``; None while it works (or loads, or stopped on
+        request)."""
+        if self.died is not None:
+            return "dead", f"has stopped ({type(self.died).__name__}: {self.died})"
+        started = self.started.done() and self.started.exception() is None
+        if started and not self._thread.is_alive() and not self._stopping:
+            return "dead", "has stopped"
+        since = self._running_since
+        running = time.monotonic() - since if since is not None else 0.0
+        if running > stuck_after_s:
+            return "stuck", f"has been inside one batch for {running:.1f} s (limit {stuck_after_s:g} s)"
+        return None
+
     # -- requests (event loop side) --------------------------------------------------------
     def submit(self, inputs: torch.Tensor, deadline: float, want_points: bool = False,
                request_id: str | None = None) -> Work:
@@ -157,6 +192,9 @@ class Batcher:
             raise ValueError(f"a request must have 1..{self.max_batch_size} images, got {size}")
         work = Work(inputs, deadline, want_points, asyncio.get_running_loop(), request_id)
         with self._cond:
+            if self.died is not None:
+                raise Unavailable(f"the inference thread has stopped ({type(self.died).__name__}: "
+                                  f"{self.died}); the server must be restarted")
             if self._stopping or not self._thread.is_alive():
                 raise Unavailable("the server is shutting down" if self.started.done()
                                   and self.started.exception() is None else "the model is not loaded")
@@ -223,14 +261,32 @@ class Batcher:
             self.started.set_exception(exc)
             return
         self.started.set_result(None)
-        while True:
-            batch = self._collect()
-            if batch is None:
-                return
-            self._execute(batch)
+        try:
+            while True:
+                batch = self._collect()
+                if batch is None:
+                    return
+                if batch:
+                    self._execute(batch)
+                else:
+                    self._run_probe()
+        except BaseException as exc:  # noqa: BLE001 - the thread ends: say so, refuse what waits
+            log.critical("the inference thread stopped: %s: %s", type(exc).__name__, exc, exc_info=exc)
+            with self._cond:
+                self.died = exc
+                self._stopping = True
+                left = list(self._queue)
+                self._queue.clear()
+                self._queued_images = 0
+                self._update_gauges()
+            for work in left:
+                work.state = State.DROPPED
+                self._deliver(work, None, Unavailable("the inference thread has stopped; the "
+                                                      "server must be restarted"))
 
     def _collect(self) -> list[Work] | None:
-        """Blocks until a batch is due; None once stopping with nothing left."""
+        """Blocks until a batch is due; None once stopping with nothing left; [] when a probe
+        is due (failing and idle)."""
         with self._cond:
             while True:
                 self._drop_expired_locked()
@@ -243,6 +299,11 @@ class Batcher:
                     self._cond.wait(wait)
                 elif self._stopping:
                     return None
+                elif self._probe is not None and self.failing:
+                    wait = self._next_probe - time.monotonic()
+                    if wait <= 0:
+                        return []
+                    self._cond.wait(wait)
                 else:
                     self._cond.wait()
             batch: list[Work] = []
@@ -276,17 +337,24 @@ class Batcher:
             self.metrics.queue_wait.observe(work.queue_s)
         started = time.monotonic()
         error: BaseException | None = None
+        fatal: BaseException | None = None
         outputs: Sequence[Any] = ()
+        self._running_since = started
         try:
             inputs = _concatenate([w.inputs for w in batch])
             outputs = self._run(inputs, any(w.want_points for w in batch))
             if len(outputs) != images:
                 raise RuntimeError(f"the backend returned {len(outputs)} outputs for {images} images")
-        except Exception as exc:  # noqa: BLE001 - one failing batch must not stop the worker
+        except BaseException as exc:  # noqa: BLE001 - one failing batch must not stop the worker
             log.exception("batch of %d images failed", images,
                           extra={"request_ids": [w.request_id for w in batch]})
             error = exc
+            if not isinstance(exc, Exception):
+                fatal = exc  # answered below, then it ends the thread (_main)
+        finally:
+            self._running_since = None
         elapsed = time.monotonic() - started
+        self._count(error)
         self.metrics.observe_batch(images, elapsed, error is None)
         offset = 0
         for work in batch:
@@ -303,6 +371,37 @@ class Batcher:
             else:
                 self._deliver(work, list(outputs[offset:offset + work.size]), None)
             offset += work.size
+        if fatal is not None:
+            raise fatal
+
+    def _count(self, error: BaseException | None) -> None:
+        """Consecutive failures: ``failing`` from the ``unhealthy_after``-th on, until a success."""
+        if error is None:
+            if self.failing:
+                log.info("a batch succeeded: the model answers again")
+            self.consecutive_failures = 0
+            return
+        self.consecutive_failures += 1
+        self.last_error = f"{type(error).__name__}: {error}"
+        if self.consecutive_failures == self.unhealthy_after:
+            self._next_probe = time.monotonic() + self.probe_interval_s
+            log.error("%d batches in a row failed: not ready until a batch or probe succeeds "
+                      "(last: %s)", self.consecutive_failures, self.last_error)
+
+    def _run_probe(self) -> None:
+        """One small batch of zeros while failing and idle; its success ends ``failing``."""
+        self._next_probe = time.monotonic() + self.probe_interval_s
+        self._running_since = time.monotonic()
+        try:
+            self._probe()
+        except Exception as exc:  # noqa: BLE001 - still failing; the next probe comes later
+            self.last_error = f"{type(exc).__name__}: {exc}"
+            log.warning("probe batch failed: %s", self.last_error)
+            return
+        finally:
+            self._running_since = None
+        log.info("probe batch succeeded: the model answers again")
+        self.consecutive_failures = 0
 
     @staticmethod
     def _deliver(work: Work, result: Any, error: BaseException | None) -> None:

@@ -62,7 +62,9 @@ class ModelRuntime:
         self.batcher = Batcher(backend.run, max_batch_size=settings.max_batch_size,
                                max_queue_delay_s=settings.max_queue_delay_s,
                                max_queue_size=settings.max_queue_size, metrics=metrics, task=task,
-                               setup=self._setup, name=f"inference-{task}")
+                               setup=self._setup, name=f"inference-{task}",
+                               unhealthy_after=settings.unhealthy_after_failures, probe=self._probe,
+                               probe_interval_s=settings.probe_interval_s)
 
     def _setup(self) -> None:  # on the inference thread
         started = time.monotonic()
@@ -77,6 +79,24 @@ class ModelRuntime:
         log.info("model loaded", extra={"model": meta.name, "version": meta.version,
                                         "seconds": round(time.monotonic() - started, 3),
                                         **self.backend.describe()})
+
+    def _probe(self) -> None:  # on the inference thread, while failing and idle
+        size = self.meta.input_size
+        self.backend.run(torch.zeros(1, 3, size, size))
+
+    def readiness_problem(self) -> str | None:
+        """Why this model is not fit to serve although loaded (None: it is)."""
+        batcher = self.batcher
+        if not batcher.failing:
+            return None
+        return (f"{self.task} model: {batcher.consecutive_failures} consecutive batches failed "
+                f"(last: {batcher.last_error}); a probe batch tries again every "
+                f"{batcher.probe_interval_s:g} s")
+
+    def liveness_problem(self) -> tuple[str, str] | None:
+        """("dead" | "stuck", why) for the inference thread (None: it works)."""
+        problem = self.batcher.liveness_problem(self.settings.stuck_batch_timeout_s)
+        return None if problem is None else (problem[0], f"the {self.task} inference thread {problem[1]}")
 
     def _preprocess_device(self, meta: ModelMeta) -> torch.device | None:
         """The model's GPU when ``--gpu-preprocess`` or ``--gpu-decode`` asks for it and the
@@ -241,6 +261,27 @@ class ServiceState:
         log.info("stopped")
 
     # -- requests ------------------------------------------------------------------------
+    def not_ready(self, runtime: ModelRuntime | None = None) -> tuple[str, str] | None:
+        """Why the server (or one model of it) should get no traffic: (status, detail), status
+        draining, failed, loading, dead or failing; None when ready."""
+        if self.draining:
+            return "draining", "the server is shutting down"
+        if self.failure is not None:
+            return "failed", f"the model failed to load: {self.failure}"
+        if not self.ready:
+            return "loading", "the model is loading and warming up"
+        runtimes = self.runtimes if runtime is None else [runtime]
+        for status, problems in (
+                ("dead", [p[1] for r in runtimes if (p := r.liveness_problem()) and p[0] == "dead"]),
+                ("failing", [p for r in runtimes if (p := r.readiness_problem())])):
+            if problems:
+                return status, "; ".join(problems)
+        return None
+
+    def liveness_problem(self) -> tuple[str, str] | None:
+        """The first inference thread that died or is stuck in one batch: ("dead" | "stuck", why)."""
+        return next((p for r in self.runtimes if (p := r.liveness_problem())), None)
+
     def check_ready(self) -> None:
         if self.draining:
             raise Unavailable("the server is shutting down")

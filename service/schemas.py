@@ -142,15 +142,18 @@ class V2ServerMetadata(BaseModel):
 
 class V2Live(BaseModel):
     live: bool
+    reason: str | None = Field(None, description="why not (our addition; the protocol reads the status code)")
 
 
 class V2Ready(BaseModel):
     ready: bool
+    reason: str | None = Field(None, description="why not (our addition; the protocol reads the status code)")
 
 
 class V2ModelReady(BaseModel):
     name: str
     ready: bool
+    reason: str | None = Field(None, description="why not (our addition; the protocol reads the status code)")
 
 
 class V2TensorMetadata(BaseModel):

@@ -127,6 +127,18 @@ class Settings(BaseSettings):
     allow_points: bool = Field(True, description="let clients ask for the D blocks' sampling "
                                "points (?points=true)")
 
+    # -- health --------------------------------------------------------------------------
+    unhealthy_after_failures: int = Field(3, ge=1, description="consecutive failed batches after "
+                                          "which /health/ready and the v2 ready endpoints answer "
+                                          "503 with the reason, until a batch or a probe succeeds")
+    probe_interval_s: float = Field(5.0, gt=0, description="while a model is failing and idle: "
+                                    "how often one probe batch (a zero image) tries the backend; "
+                                    "one that succeeds makes the model ready again")
+    stuck_batch_timeout_s: float = Field(120.0, gt=0, description="/health/live answers 503 when "
+                                         "an inference thread has been inside one batch longer "
+                                         "than this (or has died): the orchestrator restarts a "
+                                         "process whose backend hangs")
+
     # -- process -------------------------------------------------------------------------
     workers: int = Field(1, ge=1, description="server processes sharing the port, each with its "
                          "own model copy and batcher on the same device: one Python process "

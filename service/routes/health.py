@@ -11,21 +11,22 @@ from .deps import Service
 router = APIRouter(prefix="/health", tags=["health"])
 
 
-@router.get("/live", response_model=Health, summary="The process is up")
-async def live() -> Health:
-    return Health(status="alive")
+@router.get("/live", response_model=Health, responses={503: {"model": Health}},
+            summary="200 while the process runs; 503 when an inference thread has died or has been "
+                    "inside one batch longer than stuck_batch_timeout_s")
+async def live(service: Service) -> JSONResponse:
+    problem = service.liveness_problem()
+    if problem is None:
+        return JSONResponse(Health(status="alive").model_dump(exclude_none=True))
+    return JSONResponse(Health(status=problem[0], detail=problem[1]).model_dump(), status_code=503)
 
 
 @router.get("/ready", response_model=Health, responses={503: {"model": Health}},
-            summary="200 once every model is loaded and warmed up; 503 before, and while shutting down")
+            summary="200 once every model is loaded and warmed up; 503 before, while shutting down, "
+                    "and while a model's batches keep failing (unhealthy_after_failures in a row)")
 async def ready(service: Service) -> JSONResponse:
-    if service.draining:
-        health = Health(status="draining", detail="the server is shutting down")
-    elif service.failure is not None:
-        health = Health(status="failed", detail=f"the model failed to load: {service.failure}")
-    elif not service.ready:
-        health = Health(status="loading", detail="the model is loading and warming up")
-    else:
+    problem = service.not_ready()
+    if problem is None:
         return JSONResponse(Health(status="ready").model_dump(exclude_none=True))
-    return JSONResponse(health.model_dump(exclude_none=True), status_code=503,
+    return JSONResponse(Health(status=problem[0], detail=problem[1]).model_dump(), status_code=503,
                         headers={"Retry-After": "1"})

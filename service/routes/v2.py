@@ -154,17 +154,23 @@ async def server_metadata(request: Request) -> V2ServerMetadata:
     return V2ServerMetadata(name="dat-serve", version=request.app.version, extensions=EXTENSIONS)
 
 
-@router.get("/health/live", response_model=V2Live, summary="200 while the process runs")
-async def live() -> V2Live:
-    return V2Live(live=True)
+@router.get("/health/live", response_model=V2Live, responses={503: {"model": V2Live}},
+            summary="200 while the process runs; 503 as /health/live (an inference thread dead or stuck)")
+async def live(service: Service) -> JSONResponse:
+    problem = service.liveness_problem()
+    if problem is None:
+        return JSONResponse({"live": True})
+    return JSONResponse({"live": False, "reason": problem[1]}, status_code=503)
 
 
 @router.get("/health/ready", response_model=V2Ready, responses={503: {"model": V2Ready}},
-            summary="200 once every model is loaded and warmed up; 503 before and while draining")
+            summary="200 once every model is loaded and warmed up; 503 before, while draining and "
+                    "while a model's batches keep failing")
 async def ready(service: Service) -> JSONResponse:
-    if service.ready:
+    problem = service.not_ready()
+    if problem is None:
         return JSONResponse({"ready": True})
-    return JSONResponse({"ready": False}, status_code=503, headers={"Retry-After": "1"})
+    return JSONResponse({"ready": False, "reason": problem[1]}, status_code=503, headers={"Retry-After": "1"})
 
 
 def _metadata(service: ServiceState, name: str, version: str | None) -> V2ModelMetadata:
@@ -191,14 +197,16 @@ async def model_version_metadata(service: Service, model_name: str,
 
 def _ready(service: ServiceState, name: str, version: str | None) -> JSONResponse:
     runtime = _find(service, name, version)
-    body = {"name": runtime.meta.name, "ready": service.ready}
-    if service.ready:
-        return JSONResponse(body)
-    return JSONResponse(body, status_code=503, headers={"Retry-After": "1"})
+    problem = service.not_ready(runtime)
+    if problem is None:
+        return JSONResponse({"name": runtime.meta.name, "ready": True})
+    return JSONResponse({"name": runtime.meta.name, "ready": False, "reason": problem[1]}, status_code=503,
+                        headers={"Retry-After": "1"})
 
 
 @router.get("/models/{model_name}/ready", response_model=V2ModelReady, responses=ERRORS,
-            summary="200 when the model can take requests; 503 while loading or draining")
+            summary="200 when the model can take requests; 503 while loading, draining or while its "
+                    "batches keep failing")
 async def model_ready(service: Service, model_name: str) -> JSONResponse:
     return _ready(service, model_name, None)
 

@@ -120,7 +120,8 @@ async def test_not_ready_is_503_while_loading(backend):
         await app.state.service.wait_ready()
         after = await client.get("/v2/health/ready")
     assert live.status_code == 200
-    assert ready.status_code == 503 and ready.json() == {"ready": False}
+    assert ready.status_code == 503
+    assert ready.json() == {"ready": False, "reason": "the model is loading and warming up"}
     assert ready.headers["retry-after"] == "1"
     assert model_ready.status_code == infer.status_code == 503
     assert "loading" in infer.json()["error"]
