@@ -7,9 +7,11 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from .auth import BearerAuth
 from .backends import Backend
 from .errors import install_error_handlers
 from .middleware import RequestContext
+from .openapi import install_openapi
 from .routes import ROUTERS
 from .runtime import ServiceState
 from .settings import Settings
@@ -41,7 +43,11 @@ def create_app(settings: Settings | None = None, *, backend: Backend | None = No
                   lifespan=lifespan)
     app.state.service = service
     install_error_handlers(app)
+    open_paths = BearerAuth.open_paths_for(settings.protect_health, settings.protect_metrics)
+    if settings.api_key_list:  # inside RequestContext: refusals are logged and counted
+        app.add_middleware(BearerAuth, keys=settings.api_key_list, open_paths=open_paths)
     app.add_middleware(RequestContext, metrics=service.metrics)
+    install_openapi(app, settings, open_paths)
     for router in ROUTERS:
         app.include_router(router)
     return app

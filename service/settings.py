@@ -10,8 +10,9 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from typing_extensions import TypeAliasType
 
 Backend = Literal["auto", "torch", "onnxruntime", "tensorrt"]
 Precision = Literal["auto", "fp32", "fp16", "bf16"]
@@ -19,13 +20,16 @@ Precision = Literal["auto", "fp32", "fp16", "bf16"]
 
 CPU_CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 DEFAULT_WORKERS = max(1, min(4, CPU_CORES))
+# A secret (shown as '**********' in reprs, dumps and logs); the name is --help's metavar.
+ApiKeys = TypeAliasType("KEY[,KEY...]", SecretStr)
 
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="DAT_", cli_prog_name="python -m service", cli_kebab_case=True,
         cli_implicit_flags=True, cli_show_env_vars=True, cli_hide_none_type=True, cli_avoid_json=True,
-        extra="ignore", frozen=True)
+        extra="ignore", frozen=True,
+        hide_input_in_errors=True)  # an error would otherwise print every setting, API keys too
 
     # -- network -------------------------------------------------------------------------
     host: str = Field("127.0.0.1", description="interface to bind (0.0.0.0 inside a container)")
@@ -139,6 +143,17 @@ class Settings(BaseSettings):
                                          "than this (or has died): the orchestrator restarts a "
                                          "process whose backend hangs")
 
+    # -- access ---------------------------------------------------------------------------
+    api_keys: ApiKeys | None = Field(None, description="bearer tokens, comma-separated (several, "
+                                     "to rotate them): when set, every route but health, metrics "
+                                     "and the API docs needs 'Authorization: Bearer <key>' (401 "
+                                     "otherwise). Prefer the environment variable: a flag shows "
+                                     "in ps. Never logged")
+    protect_health: bool = Field(False, description="with --api-keys, /health/* and "
+                                 "/v2/health/* need a key too (probes then send the header)")
+    protect_metrics: bool = Field(False, description="with --api-keys, /metrics needs a key too "
+                                  "(Prometheus then sends it: authorization in its scrape config)")
+
     # -- process -------------------------------------------------------------------------
     workers: int = Field(1, ge=1, description="server processes sharing the port, each with its "
                          "own model copy and batcher on the same device: one Python process "
@@ -170,9 +185,18 @@ class Settings(BaseSettings):
         if self.max_reading_bytes < self.max_body_bytes:
             raise ValueError(f"max_reading_bytes ({self.max_reading_bytes}) must hold at least one "
                              f"body of max_body_bytes ({self.max_body_bytes})")
+        if self.api_keys is not None and not self.api_key_list:
+            raise ValueError("api_keys is set but holds no key (unset DAT_API_KEYS to serve without keys)")
         if self.backend in ("onnxruntime", "tensorrt") and self.artifacts is None:
             raise ValueError(f"backend {self.backend} needs --artifacts (a 'python -m export' folder)")
         return self
+
+    @property
+    def api_key_list(self) -> tuple[str, ...]:
+        """The keys, an empty tuple when access is open."""
+        if self.api_keys is None:
+            return ()
+        return tuple(k.strip() for k in self.api_keys.get_secret_value().split(",") if k.strip())
 
     @property
     def serves_detector(self) -> bool:
