@@ -31,7 +31,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .layers import LayerNormProxy, attention_mask, linear
+from .layers import LayerNormProxy, _eager, attention_mask, linear
 from .sampling import interpolate_position_bias, sample_keys_values
 
 
@@ -121,6 +121,7 @@ class DeformableAttention(nn.Module):
         # that a forward pass makes no host-to-device copy (and can be captured as a graph).
         self.register_buffer("offset_range", self._offset_range(samples, samples), persistent=False)
         self._other_sizes: dict[tuple, tuple[torch.Tensor, ...]] = {}
+        self._displacements: dict[tuple, torch.Tensor] = {}
 
     def _offset_range(self, hk: int, wk: int) -> torch.Tensor:
         cells = (hk - 1.0, wk - 1.0) if self.plus_plus else (hk, wk)
@@ -134,7 +135,7 @@ class DeformableAttention(nn.Module):
         self.reference = self.reference.float()
         self.query_grid = self.query_grid.float()
         self.offset_range = self.offset_range.float()
-        self._other_sizes = {}
+        self._other_sizes, self._displacements = {}, {}
         return self
 
     def _grids(self, height: int, width: int, hk: int, wk: int, device: torch.device
@@ -150,6 +151,21 @@ class DeformableAttention(nn.Module):
                     reference_points(hk, wk, self.plus_plus),
                     query_points(height, width, self.plus_plus), self._offset_range(hk, wk)))
         return self._other_sizes[key]  # type: ignore[return-value]
+
+    def _query_displacements(self, query_grid: torch.Tensor, samples: int) -> torch.Tensor:
+        """The query grid as (x, y), halved, laid out over the samples: (1, H * W, samples, 2),
+        contiguous. Constant for a size, so eager inference keeps it (one copy per block and
+        forward less); traced graphs compute it, where it is a free broadcast."""
+        def compute() -> torch.Tensor:
+            queries = query_grid.flip(-1).mul(0.5)[None, :, None, :]
+            return queries.expand(1, -1, samples, -1).contiguous()
+
+        if not _eager() or torch.is_grad_enabled():
+            return compute()
+        key = (query_grid.data_ptr(), samples)
+        if key not in self._displacements:
+            self._displacements = {key: compute()}  # one size at a time
+        return self._displacements[key]
 
     def sampling_positions(self, q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Deformed sampling points (B * groups, Hk, Wk, 2), (y, x) in [-1, 1], float32; with
@@ -202,8 +218,8 @@ class DeformableAttention(nn.Module):
             # The query grid is laid out over the samples first, so that both operands' last
             # two dims are contiguous: a broadcast with an innermost size of 2 ran 8x slower
             # on CPU (2.4 against 0.3 ms per DAT-T stage-3 block at batch 8).
-            queries = query_grid.flip(-1).mul(0.5)[None, :, None, :].expand(1, -1, hk * wk, -1)
-            displacement = queries.contiguous() - pos_xy.mul(0.5).reshape(B * g, 1, hk * wk, 2)
+            displacement = self._query_displacements(query_grid, hk * wk) \
+                - pos_xy.mul(0.5).reshape(B * g, 1, hk * wk, 2)
             bias = interpolate_position_bias(table, displacement)
             bias = attention_mask(bias.reshape(B, heads, H * W, hk * wk), q)
 

@@ -30,7 +30,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .layers import attention_mask, linear
+from .layers import _eager, attention_mask, linear
 
 # (q, k, v (B, heads, H, W, head_dim), rpb (heads, 2k-1, 2k-1), kernel, scale) -> like q
 AttentionFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, int, float],
@@ -129,6 +129,26 @@ def _gather(x: torch.Tensor, positions: torch.Tensor, tiles: int) -> torch.Tenso
     return x.flatten(2, 3).index_select(2, positions).view(B, heads * tiles, -1, d)
 
 
+def _window_bias(rpb: torch.Tensor, plan: Layout) -> torch.Tensor:
+    """The tiles' additive bias (1, heads * T, Lq, Lk), float32: rpb read at each query's
+    window, -inf outside it. A pure function of the weights, so inference keeps it on the
+    table itself (one map size at a time) until the table changes: an in-place load bumps its
+    version, a new tensor its address. Autograd and traced graphs compute it every time."""
+    heads, tiles = rpb.shape[0], plan.mask.shape[0]
+
+    def compute() -> torch.Tensor:
+        bias = rpb.float().flatten(1)[:, plan.bias_index] + plan.mask  # (heads, T, Lq, Lk)
+        return bias.view(1, heads * tiles, *plan.mask.shape[1:])
+
+    if (torch.is_grad_enabled() and rpb.requires_grad) or not _eager():
+        return compute()
+    key = (id(plan), rpb.data_ptr(), rpb._version)
+    cached = rpb.__dict__.get("_window_bias")
+    if cached is None or cached[0] != key:
+        cached = rpb.__dict__["_window_bias"] = (key, compute())
+    return cached[1]
+
+
 def blocked_neighborhood_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                                    rpb: torch.Tensor, kernel: int, scale: float,
                                    tile: int = TILE) -> torch.Tensor:
@@ -138,8 +158,7 @@ def blocked_neighborhood_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Te
     B, heads, H, W, d = q.shape
     plan = layout(H, W, kernel, q.device, tile)
     tiles = plan.mask.shape[0]
-    bias = rpb.float().flatten(1)[:, plan.bias_index] + plan.mask  # (heads, T, Lq, Lk)
-    bias = attention_mask(bias.view(1, heads * tiles, *bias.shape[2:]), q)
+    bias = attention_mask(_window_bias(rpb, plan), q)
     out = F.scaled_dot_product_attention(
         _gather(q, plan.queries, tiles), _gather(k, plan.keys, tiles),
         _gather(v, plan.keys, tiles), attn_mask=bias, scale=scale)  # (B, heads * T, Lq, d)

@@ -105,3 +105,21 @@ def test_gradients_flow_to_queries_keys_and_the_bias_table():
     out.sum().backward()
     assert block.rpb.grad is not None and block.rpb.grad.abs().sum() > 0
     assert block.qkv.weight.grad.abs().sum() > 0
+
+
+def test_inference_reuses_the_bias_only_while_the_table_is_unchanged():
+    torch.manual_seed(2)
+    block = NeighborhoodAttention(16, 5, 2, 0.0).eval()
+    x = torch.randn(1, 9, 12, 16)
+    with torch.inference_mode():
+        first, _, _ = block(x)
+        again, _, _ = block(x)
+        block.load_state_dict({**block.state_dict(), "rpb": torch.randn_like(block.rpb)})
+        reloaded, _, _ = block(x)
+    fresh = NeighborhoodAttention(16, 5, 2, 0.0).eval()
+    fresh.load_state_dict(block.state_dict())
+    with torch.no_grad():
+        want, _, _ = fresh(x)
+    assert torch.equal(first, again)
+    assert (reloaded - first).abs().max() > 1e-3
+    assert (reloaded - want).abs().max() < 1e-6
