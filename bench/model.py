@@ -86,6 +86,9 @@ def _variants(model_name: str, precisions: list[str], device: str, official_dir:
                                           export_folder, threads, progress))
     for name in beside:  # another model, same precisions: ratios between architectures
         other = create_model(name, pretrained=False).to(device)
+        if other.task != base.task or other.input_size != base.input_size:
+            raise ValueError(f"--beside {name}: a {other.task} model at {other.input_size}px cannot "
+                             f"take {model_name}'s {base.task} inputs at {base.input_size}px")
         for precision in precisions:
             dtype = _DTYPES[precision]
             model = other if dtype == torch.float32 else create_model(name, pretrained=False).to(device, dtype)

@@ -14,6 +14,7 @@ import time
 import pytest
 import torch
 
+from bench import model as bench_model
 from bench import server as bench_server
 from bench.plots import medians_by_level
 from bench.server import check_loopback
@@ -67,6 +68,26 @@ def test_model_benchmark_writes_every_variant_and_batch(tmp_path):
         ("ours-bf16", "ours-fp32", 1), ("ours-bf16", "ours-fp32", 2)}
     assert all(len(r["durations_ms"]) == 2 for r in report["results"])
     assert (tmp_path / "model.md").read_text().startswith("| variant |")
+
+
+def test_another_model_is_measured_beside_ours_with_paired_speed_ups(tmp_path):
+    """--beside: DAT-T++ beside DAT-T is the DAT++ speed bar; here the digits model beside itself."""
+    _bench("model", "--model", "dat_digits", "--beside", "dat_digits", "--precisions",
+           "fp32,bf16", "--batch-sizes", "1", "--repeats", "2", "--warmup", "1", "--interleave",
+           "--out", str(tmp_path))
+    report = json.loads((tmp_path / "model.json").read_text())
+    assert {r["variant"] for r in report["results"]} == {
+        "ours-fp32", "ours-bf16", "dat_digits-fp32", "dat_digits-bf16"}
+    pairs = {(r["variant"], r["reference"]) for r in report["paired_speedups"]}
+    assert ("ours-fp32", "dat_digits-fp32") in pairs and ("ours-bf16", "dat_digits-bf16") in pairs
+    # a beside model's precisions are compared with its own fp32 (its own random weights)
+    assert report["agreement"]["dat_digits-fp32"]["max_abs_diff_vs_ours_fp32"] == 0.0
+    assert report["agreement"]["dat_digits-bf16"]["max_abs_diff_vs_ours_fp32"] > 0.0
+
+
+def test_a_model_that_cannot_take_the_same_inputs_is_refused_beside():
+    with pytest.raises(ValueError, match="--beside dat_digits_detector: a detection model at 128px"):
+        bench_model.run("dat_digits", (1,), ("fp32",), beside=("dat_digits_detector",))
 
 
 @pytest.mark.slow
@@ -233,3 +254,15 @@ def test_the_ceiling_preprocesses_a_full_batch_beside_the_raw_backend_each_round
     assert "batch 4" in report["backend"] and report["preprocess_workers"] == 2
     table = ceiling.markdown_table(report)
     assert table.count("\n") == 4 and "| raw |" in table
+
+
+def test_bench_neighborhood_times_each_way_against_the_definition(tmp_path):
+    out = tmp_path / "neighborhood.json"
+    _bench("neighborhood", "--model", "dat_pp_tiny", "--batch-size", "1", "--precision", "fp32",
+           "--tiles", "7,8", "--repeats", "1", "--out", str(out))
+    report = json.loads(out.read_text())
+    assert [s["blocks"] for s in report["shapes"]] == [1, 2, 9]  # DAT-T++'s N blocks per stage
+    assert set(report["variants"]) == {"blocked-7", "blocked-8 (default)", "windows"}
+    for name, variant in report["variants"].items():
+        assert variant["max_abs_diff_vs_definition"] < 1e-4, name
+        assert variant["ms_median"] > 0
