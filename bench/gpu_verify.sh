@@ -9,7 +9,9 @@
 #   jpeg: one JPEG into a model input, Pillow vs --gpu-decode (speed, and agreement);
 #   compiled: at batch 64, ours fp16 compiled as --torch-compile serves it (graphs whose largest
 #     bucket is compiled), beside eager, graphs and the official;
-#   exported: our fp16 export under ONNX Runtime (CUDA) and TensorRT beside our eager fp16.
+#   exported: our fp16 export under ONNX Runtime (CUDA) and TensorRT beside our eager fp16;
+#   datpp: DAT-T++ beside DAT-T (fp16, eager and CUDA graphs), and the N blocks' attention per
+#     way of computing it (tiles, window gather, flex_attention).
 # Usage: OUT=results/gpu OFFICIAL=path/to/official/models [STEPS="model server"] bash bench/gpu_verify.sh
 # The default steps (model server tests jpeg compiled) have 575 s of time limits in all, within
 # one device call; each step has its own limit, so a short lease still returns the steps that
@@ -26,7 +28,7 @@ OFFICIAL=${OFFICIAL:-.official/models}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 PY=${PYTHON:-python3}
-STEPS=" ${STEPS:-model server tests jpeg compiled} "  # also: parity profile exported
+STEPS=" ${STEPS:-model server tests jpeg compiled} "  # also: parity profile exported datpp
 want() { [[ "$STEPS" == *" $1 "* ]]; }
 if [ -n "${WHEELS:-}" ]; then
   $PY -m pip install -q --no-index --find-links "$WHEELS" "$WHEELS"/*.whl 2>&1 | grep -v -i warning | tail -2
@@ -135,6 +137,15 @@ echo "== our fp16 export under the serving backends (TensorRT engine where Tenso
 timeout 240 $PY -m bench model --device cuda --precisions fp16 --batch-sizes 1,8,64 \
   --exported onnxruntime,tensorrt --warmup 3 --repeats 7 --min-seconds 0.3 \
   --out "$OUT/exported" 2>&1 | grep -v Warning | tee "$OUT/exported.log"
+pack
+fi
+if want datpp; then
+echo "== DAT-T++ beside DAT-T, fp16, eager and CUDA graphs; then its N blocks' attention"
+timeout 150 $PY -m bench model --device cuda --model dat_pp_tiny --beside dat_tiny --precisions fp16 \
+  --batch-sizes 1,8,64 --cuda-graphs --interleave --warmup 3 --repeats 7 \
+  --out "$OUT/datpp" 2>&1 | grep -v Warning | tee "$OUT/datpp.log"
+timeout 120 $PY -m bench neighborhood --device cuda --precision fp16 --batch-size 64 --flex \
+  --out "$OUT/neighborhood.json" 2>&1 | grep -v Warning | tee "$OUT/neighborhood.log"
 pack
 fi
 echo "== done"

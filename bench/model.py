@@ -55,46 +55,18 @@ def _variants(model_name: str, precisions: list[str], device: str, official_dir:
     service's torch backend runs it with ``--cuda-graphs`` (CUDA only). ``exported``: also our
     model exported with the same weights, under those serving backends (into ``export_folder``).
     ``beside``: other registered models in the same precisions, named ``<model>-<precision>``."""
-    base = create_model(model_name, pretrained=False).to(device)
-    variants: dict[str, tuple[torch.nn.Module, Callable]] = {}
-    for precision in precisions:
-        dtype = _DTYPES[precision]
-        if dtype == torch.float32:
-            model = base
-        else:
-            model = create_model(model_name, pretrained=False).to(device, dtype)
-            model.load_state_dict(base.state_dict())
-        variants[f"ours-{precision}"] = (model, lambda x, m=model, d=dtype: m(x.to(d)).float())
-        graphs_here = bool(graphs_max_batch) and device.startswith("cuda")
-        if compile_mode and not graphs_here:  # with graphs: compiled as the service runs it, below
-            compiled = torch.compile(model, mode=None if compile_mode == "default" else compile_mode)
-            variants[f"ours-{precision}-compiled"] = (
-                model, lambda x, m=compiled, d=dtype: m(x.to(d)).float())
-        if graphs_here:
-            from service.backends.torch import CudaGraphs  # as the service's --cuda-graphs runs it
-            # with --compile, also as the service's --torch-compile: the largest bucket compiled
-            for compiled in (False, True) if compile_mode else (False,):
-                with torch.inference_mode():
-                    graphs = CudaGraphs(model, graphs_max_batch, model.config.img_size, device, dtype,
-                                        compiled=compiled)
-                    graphs.check_against(model)
-                variants[f"ours-{precision}-graphs" + ("-compiled" if compiled else "")] = (
-                    model, lambda x, g=graphs, d=dtype: g.run(x.to(d))[0].float())
+    base, variants = _precision_variants("ours", model_name, precisions, device, compile_mode,
+                                         graphs_max_batch)
     if exported:
         from .exported import exported_variants
         variants.update(exported_variants(base, model_name, exported, precisions, device, max_batch,
                                           export_folder, threads, progress))
-    for name in beside:  # another model, same precisions: ratios between architectures
-        other = create_model(name, pretrained=False).to(device)
+    for name in beside:  # another model, same precisions (and graphs): ratios between architectures
+        other = create_model(name, pretrained=False)
         if other.task != base.task or other.input_size != base.input_size:
             raise ValueError(f"--beside {name}: a {other.task} model at {other.input_size}px cannot "
                              f"take {model_name}'s {base.task} inputs at {base.input_size}px")
-        for precision in precisions:
-            dtype = _DTYPES[precision]
-            model = other if dtype == torch.float32 else create_model(name, pretrained=False).to(device, dtype)
-            if dtype != torch.float32:
-                model.load_state_dict(other.state_dict())
-            variants[f"{name}-{precision}"] = (model, lambda x, m=model, d=dtype: m(x.to(d)).float())
+        variants.update(_precision_variants(name, name, precisions, device, None, graphs_max_batch)[1])
     if official_dir:
         from .official import OfficialLogits, load_official_dat
         official = OfficialLogits(load_official_dat(official_dir)(**base.config.to_dict()))
@@ -109,6 +81,40 @@ def _variants(model_name: str, precisions: list[str], device: str, official_dir:
                 return m(x).float()
         variants[f"official-autocast-{tag}"] = (official, autocast_forward)
     return variants
+
+
+def _precision_variants(label: str, model_name: str, precisions: list[str], device: str,
+                        compile_mode: str | None, graphs_max_batch: int
+                        ) -> tuple[torch.nn.Module, dict[str, tuple[torch.nn.Module, Callable]]]:
+    """One registered model (random weights, the same in every precision) as ``<label>-<precision>``,
+    and with ``graphs_max_batch`` on CUDA as the service's ``--cuda-graphs`` (and, with
+    ``compile_mode``, ``--torch-compile``) runs it; returns the fp32 model too."""
+    base = create_model(model_name, pretrained=False).to(device)
+    variants: dict[str, tuple[torch.nn.Module, Callable]] = {}
+    for precision in precisions:
+        dtype = _DTYPES[precision]
+        if dtype == torch.float32:
+            model = base
+        else:
+            model = create_model(model_name, pretrained=False).to(device, dtype)
+            model.load_state_dict(base.state_dict())
+        variants[f"{label}-{precision}"] = (model, lambda x, m=model, d=dtype: m(x.to(d)).float())
+        graphs_here = bool(graphs_max_batch) and device.startswith("cuda")
+        if compile_mode and not graphs_here:  # with graphs: compiled as the service runs it, below
+            compiled = torch.compile(model, mode=None if compile_mode == "default" else compile_mode)
+            variants[f"{label}-{precision}-compiled"] = (
+                model, lambda x, m=compiled, d=dtype: m(x.to(d)).float())
+        if graphs_here:
+            from service.backends.torch import CudaGraphs  # as the service's --cuda-graphs runs it
+            # with --compile, also as the service's --torch-compile: the largest bucket compiled
+            for compiled in (False, True) if compile_mode else (False,):
+                with torch.inference_mode():
+                    graphs = CudaGraphs(model, graphs_max_batch, model.input_size, device, dtype,
+                                        compiled=compiled)
+                    graphs.check_against(model)
+                variants[f"{label}-{precision}-graphs" + ("-compiled" if compiled else "")] = (
+                    model, lambda x, g=graphs, d=dtype: g.run(x.to(d))[0].float())
+    return base, variants
 
 
 def run(model_name: str, batch_sizes: tuple[int, ...],

@@ -116,3 +116,12 @@ def test_training_only_and_unused_block_options_are_accepted():
     assert config.plus_plus and config.drop_path_rate == 0.3
     with pytest.raises(ValueError, match="use_cmt_mlps"):
         DATConfig.from_mapping({"use_cmt_mlps": [True] * 4, "use_dwc_mlps": [True] * 4})
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype, tolerance", [(torch.float32, TOL), (torch.float16, 3e-2)])
+def test_reproduces_official_logits_on_cuda(pp_model, pp_fixture, dtype, tolerance):
+    model = copy.deepcopy(pp_model).to("cuda", dtype)
+    with torch.inference_mode():
+        logits = model(pp_fixture["expected"]["input"].to("cuda", dtype)).float().cpu()
+    assert (logits - pp_fixture["expected"]["logits"]).abs().max().item() < tolerance

@@ -36,6 +36,26 @@ def test_cuda_graph_replays_match_the_eager_model(tiny_model, precision):
         assert np.abs(alone - a[0].logits).max() < tolerance
 
 
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_cuda_graph_replays_of_dat_plus_plus_match_the_eager_model(precision):
+    """N blocks (their window layouts and biases made in the warm-up, reused by the capture)
+    and DAT++ D blocks replayed as graphs."""
+    from models import create_model
+    from tests.tiny import TINY_PP_CONFIG
+    torch.manual_seed(0)
+    model = create_model(TINY_PP_CONFIG)
+    graphs = TorchBackend(model, device="cuda", precision=precision, cuda_graphs=True)
+    eager = TorchBackend(model, device="cuda", precision=precision)
+    for backend in (graphs, eager):
+        backend.load()
+        backend.warmup(range(1, 5))
+    x = torch.randn(3, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    tolerance = 1e-4 if precision == "fp32" else 2e-2
+    for a, b in zip(graphs.run(x, points=True), eager.run(x, points=True), strict=True):
+        assert np.abs(a.logits - b.logits).max() < tolerance
+        assert len(a.points) == len(b.points) == 5  # the D blocks
+
+
 @pytest.mark.anyio
 async def test_classify_over_http_on_cuda(tiny_model):
     backend = TorchBackend(tiny_model, device="cuda", precision="fp16", cuda_graphs=True)
