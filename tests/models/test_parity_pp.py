@@ -125,3 +125,20 @@ def test_reproduces_official_logits_on_cuda(pp_model, pp_fixture, dtype, toleran
     with torch.inference_mode():
         logits = model(pp_fixture["expected"]["input"].to("cuda", dtype)).float().cpu()
     assert (logits - pp_fixture["expected"]["logits"]).abs().max().item() < tolerance
+
+
+def test_another_resolution_resamples_the_position_tables(official_pp_shapes):
+    """As for v1 (the official load_pretrained): a 224 checkpoint into a model built at 384
+    gets its D blocks' rpe tables resampled bicubically; the N blocks' rpb do not depend on size."""
+    released = {k: torch.randn(shape) for k, shape in
+                official_pp_shapes["dat_pp_tiny"]["state_dict"].items()}
+    model = create_model("dat_pp_tiny", pretrained=False, img_size=384)
+    load_checkpoint(model, released)
+    table = model.stages[0].attns[1].rpe_table
+    assert table.shape == (2, 191, 191)  # 2 * 96 - 1
+    want = torch.nn.functional.interpolate(released["stages.0.attns.1.rpe_table"][None], (191, 191),
+                                           mode="bicubic")[0]  # the official load_pretrained
+    assert torch.equal(table.detach(), want)
+    assert torch.equal(model.stages[0].attns[0].rpb, released["stages.0.attns.0.rpb"])
+    with torch.inference_mode():
+        assert model(torch.randn(1, 3, 384, 384)).shape == (1, 1000)
