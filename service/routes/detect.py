@@ -18,7 +18,8 @@ router = APIRouter(tags=["detection"])
 
 DEFAULT_SCORE_THRESHOLD = 0.5  # class-aware NMS keeps second readings of an object, scoring lower
 _COCO = TypeAdapter(list[CocoDetection])
-RESPONSES = {**ERRORS, 404: {**ERRORS[422], "description": "this server runs no detector"},
+# With --detector none the route answers 404 and leaves the OpenAPI document (service.openapi).
+RESPONSES = {**ERRORS,
              200: {"model": DetectResponse | list[CocoDetection],
                    "description": "detections per image; with format=coco a JSON array in the "
                                   "COCO results format"}}

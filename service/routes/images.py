@@ -27,22 +27,33 @@ IMAGE_BODY = {
                        "or one image as the raw body with an image/* content type. JPEG, PNG, GIF "
                        "(first frame), WebP, BMP, TIFF; EXIF orientation is honoured.",
         "content": {
-            "multipart/form-data": {"schema": {"type": "object", "properties": {
-                "file": {"type": "string", "format": "binary"},
-                "files": {"type": "array", "items": {"type": "string", "format": "binary"}}}}},
+            # one of the two fields (the server also takes both, and repeated 'file' parts, up to
+            # max_images_per_request in all); any other field is refused (422)
+            "multipart/form-data": {"schema": {
+                "type": "object", "additionalProperties": False, "minProperties": 1, "maxProperties": 1,
+                "properties": {
+                    "file": {"type": "string", "format": "binary"},
+                    "files": {"type": "array", "minItems": 1,
+                              "items": {"type": "string", "format": "binary"}}}},
+                "encoding": {"file": {"contentType": "image/*, application/octet-stream"},
+                             "files": {"contentType": "image/*, application/octet-stream"}}},
             "image/*": {"schema": {"type": "string", "format": "binary"}},
+            "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
         },
     }
 }
+RETRY_AFTER = {"Retry-After": {"description": "seconds to wait", "schema": {"type": "integer"}}}
 ERRORS = {code: {"model": ErrorResponse, "description": text} for code, text in {
     400: "undecodable, truncated or empty image; malformed body",
     408: "the body did not arrive before the deadline",
     413: "body, images per request or pixels per image over the limit",
     415: "unsupported content type",
     422: "bad parameters",
+    500: "the batch that held the request failed",
     503: "not ready, shutting down or overloaded (with Retry-After)",
     504: "the deadline passed; the request was not computed",
 }.items()}
+ERRORS[503]["headers"] = RETRY_AFTER
 
 
 @dataclass

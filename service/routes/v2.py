@@ -53,6 +53,7 @@ from ..schemas import (
 )
 from ..uploads import Upload, read_body
 from .deps import Service, client_gone
+from .images import RETRY_AFTER
 
 PREFIX = "/v2"
 BYTES_INPUT = "image_bytes"
@@ -94,19 +95,38 @@ ERRORS = {code: {"model": V2Error, "description": text} for code, text in {
     408: "the body did not arrive before the deadline",
     413: "body or images per request over the limit",
     415: "compressed request bodies are not supported",
+    500: "the batch that held the request failed",
     503: "not ready, shutting down or overloaded (with Retry-After)",
     504: "the deadline passed; the request was not computed",
 }.items()}
+ERRORS[503]["headers"] = RETRY_AFTER
+# what a model's metadata and readiness can answer: no body, no batch
+MODEL_ERRORS = {404: ERRORS[404], 503: {**ERRORS[503], "description": "the models are still loading "
+                                                                     "(with Retry-After)"}}
+READY_ERRORS = {404: ERRORS[404], 503: {"model": V2ModelReady | V2Error, "headers": RETRY_AFTER,
+                                        "description": "not ready (the model's readiness and why), "
+                                                       "or still loading"}}
+_TENSOR = {"type": "object", "required": ["name", "datatype", "shape"], "properties": {
+    "name": {"type": "string", "enum": [INPUT_NAME, BYTES_INPUT]},
+    "datatype": {"type": "string", "enum": ["FP32", "FP16", v2.BYTES]},
+    "shape": {"type": "array", "items": {"type": "integer", "minimum": 0}},
+    "data": {"type": "array", "description": "row-major values; their count is the shape's product"},
+    "parameters": {"type": "object", "description": "binary_data_size: the tensor's bytes after "
+                                                    "the JSON header instead of 'data'"}}}
 INFER_BODY = {
     "requestBody": {
         "required": True,
         "description": "An inference request: a JSON object, or with the binary tensor extension "
                        "a JSON header of Inference-Header-Content-Length bytes followed by the "
-                       "tensors' raw bytes.",
-        "content": {"application/json": {"schema": {"type": "object", "properties": {
-            "id": {"type": "string"}, "parameters": {"type": "object"},
-            "inputs": {"type": "array", "items": {"type": "object"}},
-            "outputs": {"type": "array", "items": {"type": "object"}}}}},
+                       "tensors' raw bytes. Exactly one input; its data must fill its shape.",
+        "content": {"application/json": {"schema": {"type": "object", "required": ["inputs"], "properties": {
+            "id": {"type": "string"},
+            "parameters": {"type": "object", "description": "binary_data_output (bool), timeout "
+                                                            "(microseconds)"},
+            "inputs": {"type": "array", "items": _TENSOR, "minItems": 1, "maxItems": 1},
+            "outputs": {"type": "array", "items": {
+                "type": "object", "required": ["name"], "properties": {
+                    "name": {"type": "string"}, "parameters": {"type": "object"}}}}}}},
             "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
     }
 }
@@ -182,14 +202,14 @@ def _metadata(service: ServiceState, name: str, version: str | None) -> V2ModelM
         outputs=[t.to_dict() for t in _outputs(runtime)])
 
 
-@router.get("/models/{model_name}", response_model=V2ModelMetadata, responses=ERRORS,
+@router.get("/models/{model_name}", response_model=V2ModelMetadata, responses=MODEL_ERRORS,
             summary="Model metadata: versions, platform, input and output tensors")
 async def model_metadata(service: Service, model_name: str) -> V2ModelMetadata:
     return _metadata(service, model_name, None)
 
 
 @router.get("/models/{model_name}/versions/{model_version}", response_model=V2ModelMetadata,
-            responses=ERRORS, summary="Model metadata of one version")
+            responses=MODEL_ERRORS, summary="Model metadata of one version")
 async def model_version_metadata(service: Service, model_name: str,
                                  model_version: str) -> V2ModelMetadata:
     return _metadata(service, model_name, model_version)
@@ -204,7 +224,7 @@ def _ready(service: ServiceState, name: str, version: str | None) -> JSONRespons
                         headers={"Retry-After": "1"})
 
 
-@router.get("/models/{model_name}/ready", response_model=V2ModelReady, responses=ERRORS,
+@router.get("/models/{model_name}/ready", response_model=V2ModelReady, responses=READY_ERRORS,
             summary="200 when the model can take requests; 503 while loading, draining or while its "
                     "batches keep failing")
 async def model_ready(service: Service, model_name: str) -> JSONResponse:
@@ -212,7 +232,7 @@ async def model_ready(service: Service, model_name: str) -> JSONResponse:
 
 
 @router.get("/models/{model_name}/versions/{model_version}/ready", response_model=V2ModelReady,
-            responses=ERRORS, summary="Readiness of one model version")
+            responses=READY_ERRORS, summary="Readiness of one model version")
 async def model_version_ready(service: Service, model_name: str, model_version: str) -> JSONResponse:
     return _ready(service, model_name, model_version)
 
