@@ -23,7 +23,15 @@ detector=${DAT_DETECTOR:-dat_digits_detector}
 [ "${detector,,}" = "none" ] && exit 0
 args=(--model "$detector" --out "${DAT_DETECTOR_ARTIFACTS:-/artifacts/detector}" "${common[@]}")
 [ -n "${DAT_DETECTOR_CHECKPOINT:-}" ] && args+=(--checkpoint "$DAT_DETECTOR_CHECKPOINT")
-# A detector finds nothing in random inputs: verify the default one on its sample scenes.
-[ "$detector" = "dat_digits_detector" ] && args+=(--verify-images /app/samples/scene_*.png)
+# A detector's export is verified on pictures it finds objects in, or refused: the default
+# detector on the sample scenes in the image (samples/scene_*.png), another on the files of
+# DAT_EXPORT_VERIFY_IMAGES (space-separated paths or globs, e.g. /checkpoints/verify/*.jpg).
+if [ -n "${DAT_EXPORT_VERIFY_IMAGES:-}" ]; then
+    # shellcheck disable=SC2206  # split on spaces and expand the globs, on purpose
+    images=($DAT_EXPORT_VERIFY_IMAGES)
+    args+=(--verify-images "${images[@]}")
+elif [ "$detector" = "dat_digits_detector" ]; then
+    args+=(--verify-images /app/samples/scene_*.png)
+fi
 echo "python -m export ${args[*]}"
 exec python -m export "${args[@]}"

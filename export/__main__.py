@@ -109,8 +109,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="extra batch sizes to verify, besides 1, 2, 7 and min/opt/max")
     graph.add_argument("--verify-images", nargs="+", default=(), metavar="FILE",
                        help="verify on these pictures (through the model's preprocessing) "
-                            "instead of seeded random inputs; a detector finds nothing in "
-                            "noise, so give it real images")
+                            "instead of seeded random inputs. A detector's export stops (exit 2) "
+                            "when PyTorch finds no objects in the verification inputs: a check "
+                            "that compares no detection proves nothing, so give it pictures it "
+                            "finds objects in")
 
     engine = p.add_argument_group("TensorRT")
     toggle = engine.add_mutually_exclusive_group()

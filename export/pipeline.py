@@ -170,6 +170,23 @@ def _verification_images(model: torch.nn.Module, paths) -> torch.Tensor | None:
     return torch.stack(tensors)
 
 
+def _check_detections(model: torch.nn.Module, images: torch.Tensor | None, options: ExportOptions,
+                      log: Log) -> None:
+    """Before the slow part: a detector's verification compares its detections, so PyTorch must
+    find some in the inputs (an untrained head finds nothing in random noise); ExportError if not."""
+    batch_sizes = validate.verification_batches(options.batch, options.verify_batches)
+    inputs = images if images is not None else validate.sample_inputs(model.input_size, max(batch_sizes))
+    found = 0
+    for start in range(0, inputs.shape[0], 8):
+        labels = validate.reference_outputs(model, inputs[start:start + 8])[2]
+        found += int((labels >= 0).sum())
+    what = f"the {inputs.shape[0]} --verify-images" if images is not None else "seeded random inputs"
+    if not found:
+        raise ExportError(f"the detector found no objects in {what}, so verifying the export would "
+                          "compare nothing: pass --verify-images with pictures it finds objects in")
+    log(f"    the reference finds {found} objects in {what}")
+
+
 def _weights_info(options: ExportOptions) -> dict:
     if options.checkpoint is not None:
         path = Path(options.checkpoint)
@@ -262,6 +279,8 @@ def run_export(options: ExportOptions, log: Log = print) -> mf.Manifest:
         images = _verification_images(model, options.verify_images)
         if weights["source"] == "random":
             notes.append("random weights: a smoke-test export, not a usable model")
+        if model.task == "detection":
+            _check_detections(model, images, options, log)
 
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -306,9 +325,6 @@ def run_export(options: ExportOptions, log: Log = print) -> mf.Manifest:
         primary = export("decomposed", ONNX_FILE)
         verification["onnxruntime"] = verify_onnx(primary)
     passed = verification["onnxruntime"].passed
-    if model.task == "detection" and not any(r.detections for r in verification["onnxruntime"].results):
-        notes.append("the detector found nothing in the verification inputs, so no detection was "
-                     "compared: verify on real pictures with --verify-images")
 
     artifacts = {"onnx": mf.Artifact(ONNX_FILE, "onnx", primary.grid_sample)}
     engine_attempts: list[dict] = []

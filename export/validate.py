@@ -19,6 +19,8 @@ counterpart is excused only on a near-tie: its score is within tolerance of the 
 threshold or of the last kept slot's, or NMS chose between two near-equal boxes: an unmatched
 detection of the same class on the other side scores within tolerance of it and overlaps it
 beyond the NMS IoU threshold, and both boxes are among the candidates PyTorch's NMS chose from.
+A detector's check in which PyTorch kept no detection at all fails: it compared nothing (any
+runtime that also finds nothing would pass), so it needs pictures the detector finds objects in.
 """
 
 from __future__ import annotations
@@ -39,6 +41,8 @@ FP16_RELATIVE_TOLERANCE = 1e-2
 SEED = 0
 
 Runner = Callable[[np.ndarray], list[np.ndarray]]  # float32 NCHW -> the graph's outputs
+NOTHING_FOUND = ("the reference detector found no objects in the verification inputs, so no "
+                 "detection was compared: verify on pictures it finds objects in (--verify-images)")
 BOX_RELATIVE_TOLERANCE = {"fp32": 1e-3, "fp16": 1e-2}
 
 
@@ -276,6 +280,8 @@ def verify_runner(run: Runner, model: torch.nn.Module, *, runtime: str, artifact
         except Exception as exc:  # a runtime error is a verification failure, reported
             report.error = f"batch {size}: {type(exc).__name__}: {_first_line(exc)}"
             break
+    if detection and report.error is None and not any(r.detections for r in report.results):
+        report.error = NOTHING_FOUND
     return report
 
 

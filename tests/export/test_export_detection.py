@@ -139,3 +139,42 @@ def test_an_nms_tie_is_excused_only_between_boxes_pytorch_considered():
     assert not compare_detections(reference, runtime, "fp32", 0.05, 0.5).passed  # no candidates
     elsewhere = (candidates[0] + 30, candidates[1])  # b was never a candidate
     assert not compare_detections(reference, runtime, "fp32", 0.05, 0.5, elsewhere).passed
+
+
+def test_a_verification_that_compared_no_detection_fails():
+    """A detector that finds nothing in the inputs matches any runtime that also finds nothing:
+    such a check proves nothing and must not pass."""
+    untrained = create_model("dat_digits_detector", pretrained=False).eval()  # scores at the 0.01 prior
+
+    def same_as_pytorch(x):
+        with torch.no_grad():
+            return [t.numpy() for t in untrained(torch.from_numpy(x))]
+
+    from export.validate import verify_runner
+
+    report = verify_runner(same_as_pytorch, untrained, runtime="onnxruntime", artifact="model.onnx",
+                           precision="fp32", batch_sizes=[1, 2])
+    assert [r.detections for r in report.results] == [0, 0]
+    assert not report.passed and "found no objects" in report.error and "--verify-images" in report.error
+    assert "FAILED" in report.summary()
+
+
+def test_a_detector_export_needs_pictures_it_finds_objects_in(tmp_path, monkeypatch):
+    from PIL import Image
+
+    from export import pipeline
+
+    blank = tmp_path / "blank.png"
+    Image.new("RGB", (96, 96), "white").save(blank)
+    done = run_cli("--model", "dat_digits_detector", "--out", str(tmp_path / "out"), "--max-batch", "2",
+                   "--no-engine", "--verify-images", str(blank))
+    assert done.returncode == 2, done.stderr
+    assert "the detector found no objects in the 1 --verify-images" in done.stderr
+    assert not (tmp_path / "out").exists()  # refused before the slow part
+    # seeded random inputs, where no --verify-images are given: an untrained head finds nothing
+    untrained = create_model("dat_digits_detector", pretrained=False).eval()
+    monkeypatch.setattr(pipeline, "load_model", lambda options: untrained)
+    with pytest.raises(pipeline.ExportError, match="found no objects in seeded random inputs.*--verify-images"):
+        pipeline.run_export(pipeline.ExportOptions(out=tmp_path / "random", model="dat_digits_detector",
+                                                   engine=False, batch=BatchRange(1, 1, 2)), log=lambda line: None)
+    assert not (tmp_path / "random").exists()

@@ -163,3 +163,30 @@ def test_onnxruntime_is_an_extra_and_the_cpu_venv_installs_it():
     assert re.search(r"^EXTRAS \?= dev,cpu$", makefile, re.M)
     assert "EXTRAS=$(EXTRAS)" in makefile
     assert 'EXTRAS=${EXTRAS:-dev,cpu}' in (REPO / "scripts/setup-venv.sh").read_text()
+
+
+def test_the_export_step_verifies_a_detector_on_pictures(tmp_path):
+    """docker/export.sh: the default detector on the image's sample scenes, another on the files
+    of DAT_EXPORT_VERIFY_IMAGES (globs expanded)."""
+    bin_dir, calls = tmp_path / "bin", tmp_path / "calls"
+    bin_dir.mkdir()
+    (bin_dir / "python").write_text(f'#!/bin/sh\necho "$*" >> {calls}\n')
+    (bin_dir / "python").chmod(0o755)
+    for name in ("a.png", "b.jpg"):
+        (tmp_path / name).write_bytes(b"")
+
+    def run(**env) -> list[str]:
+        calls.unlink(missing_ok=True)
+        subprocess.run(["bash", str(REPO / "docker/export.sh")], check=True, timeout=30,
+                       env={"PATH": f"{bin_dir}:/usr/bin:/bin", **env})
+        return calls.read_text().splitlines()
+
+    classifier, detector = run()
+    assert "--verify-images" not in classifier  # a classifier verifies on seeded random inputs
+    assert detector.endswith("--verify-images /app/samples/scene_*.png")  # the image's copy of samples/
+    assert (REPO / "samples").is_dir() and sorted((REPO / "samples").glob("scene_*.png"))
+    _, detector = run(DAT_DETECTOR="dat_tiny_retinanet", DAT_DETECTOR_CHECKPOINT="/checkpoints/rtn.pth",
+                      DAT_EXPORT_VERIFY_IMAGES=f"{tmp_path}/*.png {tmp_path}/b.jpg")
+    assert detector.endswith(f"--checkpoint /checkpoints/rtn.pth --verify-images {tmp_path}/a.png {tmp_path}/b.jpg")
+    _, detector = run(DAT_DETECTOR="dat_tiny_retinanet")
+    assert "--verify-images" not in detector  # the export itself then refuses, naming the option
