@@ -3,7 +3,9 @@ key layout, backbone initialisation, letterboxing and the padded output contract
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,6 +23,9 @@ from models.detection import (
 )
 from models.nms import greedy_nms_keep
 from tests.tiny import TINY_CONFIG, TINY_PP_CONFIG
+
+DETECTION_SHAPES = (Path(__file__).resolve().parents[2].parent / "shared" / "fixtures"
+                    / "official_dat_pp_detection_state_dict_shapes.json")
 
 
 @pytest.fixture(scope="module")
@@ -120,18 +125,31 @@ def test_state_dict_uses_mmdets_names(detector):
     assert detector.bbox_head.retina_cls.out_channels == 9 * 10
 
 
-def test_mmdet_checkpoints_load_strictly(detector, tmp_path):
-    from models import load_checkpoint
+def test_mmdet_checkpoints_load_strictly():
+    """A checkpoint in a released layout (DAT-Detection's RetinaNet on DAT-T++, every key and
+    shape of rtn_tiny_1x) loads strictly into our RetinaNet, each tensor where mmdet keeps it;
+    one missing key is named. The layout is the release's, not our own state_dict read back."""
+    from models import get_spec, load_checkpoint
 
-    path = tmp_path / "retinanet.pth"
-    torch.save({"meta": {}, "state_dict": detector.state_dict()}, path)  # mmdet's wrapper
-    other = create_model("dat_digits_detector", pretrained=False)
-    load_checkpoint(other, path)
-    assert all(torch.equal(a, b) for a, b in zip(other.state_dict().values(), detector.state_dict().values()))
-    state = dict(detector.state_dict())
+    if not DETECTION_SHAPES.is_file():
+        pytest.skip(f"official fixtures not found at {DETECTION_SHAPES.parent} (they live beside the "
+                    "repository in ../shared; a plain clone does not have them)")
+    released = json.loads(DETECTION_SHAPES.read_text())["rtn_tiny_1x_4n_dp00_lr2"]
+    assert {k: v for k, v in released.items() if k.startswith("neck.lateral_convs.")} == {
+        "neck.lateral_convs.0.conv.weight": [256, 128, 1, 1], "neck.lateral_convs.0.conv.bias": [256],
+        "neck.lateral_convs.1.conv.weight": [256, 256, 1, 1], "neck.lateral_convs.1.conv.bias": [256],
+        "neck.lateral_convs.2.conv.weight": [256, 512, 1, 1], "neck.lateral_convs.2.conv.bias": [256]}
+    generator = torch.Generator().manual_seed(0)
+    state = {key: torch.randn(shape, generator=generator) for key, shape in released.items()}
+    ours = RetinaNet(RetinaNetConfig(get_spec("dat_pp_tiny").config, num_classes=80))
+    load_checkpoint(ours, {"meta": {}, "state_dict": state})  # mmdet's wrapper
+    loaded = ours.state_dict()
+    for key in ("backbone.stages.2.attns.17.rpe_table", "backbone.norms.3.norm.weight",
+                "neck.fpn_convs.3.conv.weight", "bbox_head.retina_cls.bias"):
+        assert torch.equal(loaded[key], state[key]), key
     state.pop("neck.fpn_convs.4.conv.bias")
     with pytest.raises(ValueError, match="1 missing: neck.fpn_convs.4.conv.bias"):
-        load_checkpoint(other, state)
+        load_checkpoint(ours, state)
 
 
 def test_backbone_initialises_from_a_classification_checkpoint():
