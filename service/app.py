@@ -7,6 +7,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from . import ui
 from .auth import BearerAuth
 from .backends import Backend
 from .errors import install_error_handlers
@@ -44,10 +45,14 @@ def create_app(settings: Settings | None = None, *, backend: Backend | None = No
     app.state.service = service
     install_error_handlers(app)
     open_paths = BearerAuth.open_paths_for(settings.protect_health, settings.protect_metrics)
+    if settings.ui:  # the page asks for the key itself; a browser cannot send one to load it
+        open_paths |= ui.PATHS
     if settings.api_key_list:  # inside RequestContext: refusals are logged and counted
         app.add_middleware(BearerAuth, keys=settings.api_key_list, open_paths=open_paths)
     app.add_middleware(RequestContext, metrics=service.metrics)
     install_openapi(app, settings, open_paths)
     for router in ROUTERS:
         app.include_router(router)
+    if settings.ui:
+        app.include_router(ui.router)
     return app

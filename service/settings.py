@@ -154,6 +154,10 @@ class Settings(BaseSettings):
     protect_metrics: bool = Field(False, description="with --api-keys, /metrics needs a key too "
                                   "(Prometheus then sends it: authorization in its scrape config)")
 
+    # -- web page ------------------------------------------------------------------------
+    ui: bool = Field(True, description="serve the page at / (and its files under /ui/) that "
+                     "shows what the models see through the public API; --no-ui answers 404 there")
+
     # -- process -------------------------------------------------------------------------
     workers: int = Field(1, ge=1, description="server processes sharing the port, each with its "
                          "own model copy and batcher on the same device: one Python process "
