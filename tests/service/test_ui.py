@@ -28,7 +28,7 @@ from models.registry import get_spec
 from models.sampling import bilinear_grid_sample
 from models.transforms import Preprocessing
 from service import Settings, create_app, ui
-from tests.service.helpers import REPO, serve, settings, start, wait_ready
+from tests.service.helpers import REPO, sample_png, serve, settings, start, wait_ready
 
 pytestmark = pytest.mark.anyio
 
@@ -151,6 +151,9 @@ def keyed_server(chromium):
     process, url = start("--backend", "torch", "--no-warmup", env={"DAT_API_KEYS": KEY})
     try:
         wait_ready(process, url)
+        # warm (no --warmup, for a quick start): the screenshot shows a warm server's timing
+        httpx.post(f"{url}/classify", files={"file": ("warm.png", sample_png(0), "image/png")},
+                   headers={"Authorization": f"Bearer {KEY}"}, timeout=60).raise_for_status()
         yield url
     finally:
         process.kill()
