@@ -84,6 +84,24 @@ def pp_det_fixture() -> dict:
     return official_fixture("dat_pp_det_mini")
 
 
+# Batch range of the DAT++ fixture's export: 1, 2 and 7 are verified, 8 keeps it quick.
+PP_BATCH = (1, 2, 8)
+
+
+@pytest.fixture(scope="session")
+def pp_export(pp_fixture, tmp_path_factory) -> Path:
+    """``dat_pp_mini`` exported once by the real pipeline (fp32, native GridSample, no engine),
+    for the export tests and the service's ONNX Runtime backend alike."""
+    from export.manifest import BatchRange
+    from export.pipeline import ExportOptions, run_export
+
+    out = tmp_path_factory.mktemp("pp-export")
+    run_export(ExportOptions(out=out, config=pp_fixture["config"], checkpoint=pp_fixture["checkpoint"],
+                             name="dat_pp_mini", batch=BatchRange(*PP_BATCH), grid_sample="native",
+                             engine=False), log=lambda line: None)
+    return out
+
+
 
 @pytest.fixture
 def tiny_model():

@@ -83,6 +83,19 @@ def mini_decomposed_cli(mini, tmp_path_factory) -> tuple[Path, subprocess.Comple
 
 
 @pytest.fixture(scope="session")
+def pp_fp16(pp_fixture, tmp_path_factory) -> Path:
+    """``dat_pp_mini`` exported as a float16 graph (the fp32 one is ``pp_export``)."""
+    from export.manifest import BatchRange
+    from export.pipeline import ExportOptions, run_export
+
+    out = tmp_path_factory.mktemp("pp-fp16")
+    run_export(ExportOptions(out=out, config=pp_fixture["config"], checkpoint=pp_fixture["checkpoint"],
+                             batch=BatchRange(*MINI_BATCH), grid_sample="native", precision="fp16",
+                             engine=False), log=lambda line: None)
+    return out
+
+
+@pytest.fixture(scope="session")
 def digits_cli(tmp_path_factory) -> tuple[Path, Path, subprocess.CompletedProcess]:
     """The default model (embedded dat_digits) exported once by a real ``python -m export`` run,
     with a Triton model repository beside it: (export folder, repository, the run)."""

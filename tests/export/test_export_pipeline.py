@@ -25,7 +25,7 @@ class Fakes:
     def export_onnx(self, model, path, *, grid_sample, precision, opset, batch):
         Path(path).write_bytes(f"{grid_sample} graph".encode())
         self.exported.append((grid_sample, Path(path).name))
-        size, classes = model.config.img_size, model.config.num_classes
+        size, classes = model.input_size, model.num_classes
         return OnnxExport(Path(path), grid_sample, precision, opset, batch,
                           ["batch", 3, size, size], {"logits": ["batch", classes]},
                           {"GridSample": 4 if grid_sample == "native" else 0})
