@@ -87,9 +87,9 @@ def roi_align(features: torch.Tensor, boxes: torch.Tensor, batch_index: torch.Te
     # (B*H*W, C): one index reaches any image's pixel, its channels contiguous
     flat = features.permute(0, 2, 3, 1).reshape(-1, channels)
     base = batch_index.to(boxes.device).long() * (height * width) + top * width + left
-    # windows padded to powers of two: few distinct shapes, at most 4x the area
-    bucket_h = (2 ** torch.ceil(torch.log2(rows.float()))).long()
-    bucket_w = (2 ** torch.ceil(torch.log2(cols.float()))).long()
+    # windows padded to the next of 1, 2, 3, 4, 6, 8, 12, ...: few distinct shapes, at most
+    # 1.5 x 1.5 times the area
+    bucket_h, bucket_w = _bucket(rows), _bucket(cols)
     for bh, bw in torch.unique(torch.stack([bucket_h, bucket_w], 1), dim=0).tolist():
         members = ((bucket_h == bh) & (bucket_w == bw)).nonzero().squeeze(1)
         # pixels past the image are read clamped and weigh 0 (the window ends before them)
@@ -108,6 +108,12 @@ def roi_align(features: torch.Tensor, boxes: torch.Tensor, batch_index: torch.Te
             both = torch.bmm(_fit(col_weights[chunk], bw), across).view(m, pooled, pooled, channels)
             out[chunk] = both.permute(0, 3, 2, 1)
     return out
+
+
+def _bucket(length: torch.Tensor) -> torch.Tensor:
+    octave = 2 ** torch.floor(torch.log2(length.float()))  # largest power of two <= length
+    return torch.where(length <= octave, octave, torch.where(length <= octave * 1.5, octave * 1.5,
+                                                              octave * 2)).ceil().long()
 
 
 def _fit(weights: torch.Tensor, length: int) -> torch.Tensor:
