@@ -90,7 +90,7 @@ async def _post(pool: ConnectionPool) -> tuple[int | str, tuple]:
     """(status or error name, the server's stage timings and batch size of a 200)."""
     try:
         status, body = await pool.send(_TIMEOUT_S)
-    except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError, ResponseError) as exc:
+    except (TimeoutError, OSError, asyncio.IncompleteReadError, ResponseError) as exc:
         return type(exc).__name__, ()
     if status != 200:
         return status, ()

@@ -316,7 +316,7 @@ def train(out: str | Path | None = None, *, epochs: int = DEFAULT_EPOCHS, seed: 
         "held_out_inverted_top1": round(inverted, 4),
         "training_seconds": round(seconds, 1),
         "threads": torch.get_num_threads(),
-        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "torch": torch.__version__,
         "python": platform.python_version(),
         "config": model.config.to_dict(),

@@ -437,7 +437,7 @@ def train(out: str | Path | None = None, *, steps: int = DEFAULT_STEPS, seed: in
         "threads": torch.get_num_threads(),
         "machine": _machine(),
         "load_average_1min": {"start": load, "end": _load_average()},  # other work on the machine
-        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "torch": torch.__version__,
         "python": platform.python_version(),
         "config": model.config.to_dict(),
