@@ -23,7 +23,7 @@ HERE = Path(__file__).parent
 EXAMPLES = 12  # per operation and phase: about 30 s on 2 cores
 
 
-def test_the_server_keeps_what_its_openapi_document_promises(tiny_config_file):
+def test_the_server_keeps_what_its_openapi_document_promises(tiny_config_file, tmp_path):
     # the tiny classifier (torch: points) and the embedded detector, so /detect is there too
     process, url = start("--model", str(tiny_config_file), "--no-warmup", "--max-queue-delay-ms", "1")
     threading.Thread(target=process.stderr.read, daemon=True).start()  # its log: never blocks it
@@ -35,7 +35,8 @@ def test_the_server_keeps_what_its_openapi_document_promises(tiny_config_file):
             [sys.executable, "-m", "schemathesis.cli", "--config-file", str(HERE / "schemathesis.toml"),
              "run", f"{url}/openapi.json", "--checks", "all", "--max-examples", str(EXAMPLES),
              "--seed", "19", "--workers", "1", "--request-timeout", "20", "--max-failures", "20"],
-            cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
+            # in tmp_path: schemathesis keeps a crash cache in .schemathesis/ and replays it
+            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240)
     finally:
         process.send_signal(signal.SIGTERM)
         try:
