@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import asdict, dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -154,6 +155,140 @@ class Letterbox:
         return torch.from_numpy(canvas)
 
 
+class ImageMeta(NamedTuple):
+    """Where a detection input came from: mmdet's img_meta for one image."""
+
+    original_size: tuple[int, int]  # (height, width) of the decoded image
+    image_size: tuple[int, int]  # (height, width) after the resize, inside the padding
+    scale_factor: tuple[float, float, float, float]  # mmdet's (w, h, w, h): resized / original
+
+
+@dataclass(frozen=True)
+class KeepRatioResize:
+    """mmdet 2.x's test pipeline: ``Resize(img_scale, keep_ratio=True)`` + ``Normalize`` + ``Pad``.
+
+    - the scale factor is mmcv's ``rescale_size``: min(long bound / long side, short bound /
+      short side); the new size ``int(w * s + 0.5)``, ``int(h * s + 0.5)``;
+    - the resize is OpenCV's ``INTER_LINEAR`` on uint8 (mmcv's default backend), reproduced
+      exactly: 11-bit fixed-point weights, columns clamped at the border, rows not (the edge
+      row is mixed with itself), the vertical pass rounded as its SIMD code does;
+    - ``(pixel - mean) / std`` in float32 on 0-255 values (``to_rgb``: the model takes RGB, else
+      BGR as OpenCV decodes);
+    - zeros on the right and bottom up to a multiple of ``size_divisor``.
+
+    Boxes predicted on the input map back to the original image by dividing by
+    ``ImageMeta.scale_factor`` (per axis: the rounding makes the two differ slightly).
+    """
+
+    img_scale: tuple[int, int] = (1333, 800)
+    mean: tuple[float, float, float] = (123.675, 116.28, 103.53)
+    std: tuple[float, float, float] = (58.395, 57.12, 57.375)
+    to_rgb: bool = True
+    size_divisor: int = 32
+    mode = "keep_ratio"
+
+    def __post_init__(self) -> None:
+        if len(self.img_scale) != 2 or min(self.img_scale) < 1 or self.size_divisor < 1:
+            raise ValueError(f"img_scale must be two positive sides and size_divisor positive, got "
+                             f"{self.img_scale}, {self.size_divisor}")
+
+    def resized_size(self, width: int, height: int) -> tuple[int, int]:
+        """(width, height) of the resized image (mmcv.rescale_size)."""
+        scale = min(max(self.img_scale) / max(width, height), min(self.img_scale) / min(width, height))
+        return int(width * float(scale) + 0.5), int(height * float(scale) + 0.5)
+
+    def meta(self, width: int, height: int) -> ImageMeta:
+        new_w, new_h = self.resized_size(width, height)
+        w_scale, h_scale = float(np.float32(new_w / width)), float(np.float32(new_h / height))
+        return ImageMeta((height, width), (new_h, new_w), (w_scale, h_scale, w_scale, h_scale))
+
+    def padded_size(self, width: int, height: int) -> tuple[int, int]:
+        """(width, height) of the model input: the resized image padded to the divisor."""
+        new_w, new_h = self.resized_size(width, height)
+        d = self.size_divisor
+        return -(-new_w // d) * d, -(-new_h // d) * d
+
+    def to_dict(self) -> dict:
+        return {"mode": self.mode, **asdict(self)}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> KeepRatioResize:
+        keys = {"img_scale", "mean", "std", "to_rgb", "size_divisor"}
+        return cls(**{k: tuple(v) if k in ("img_scale", "mean", "std") else v
+                      for k, v in data.items() if k in keys})
+
+    def prepare(self, image: Image.Image) -> tuple[torch.Tensor, ImageMeta]:
+        """An RGB PIL image -> the normalised, padded float32 (3, H, W) input and its meta."""
+        if image.mode != "RGB":
+            raise ValueError(f"expected an RGB image, got mode {image.mode!r}")
+        meta = self.meta(*image.size)
+        pixels = np.asarray(image)
+        if not self.to_rgb:
+            pixels = pixels[..., ::-1]
+        resized = cv2_resize_linear(pixels, meta.image_size[1], meta.image_size[0])
+        pad_w, pad_h = self.padded_size(*image.size)
+        out = np.zeros((3, pad_h, pad_w), np.float32)
+        table = _mmcv_normalization_table(tuple(self.mean), tuple(self.std))
+        for channel in range(3):
+            np.take(table[channel], resized[..., channel], out=out[channel, :resized.shape[0], :resized.shape[1]])
+        return torch.from_numpy(out), meta
+
+    def __call__(self, image: Image.Image) -> torch.Tensor:
+        return self.prepare(image)[0]
+
+    def batch(self, images: list[Image.Image]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[ImageMeta]]:
+        """Images -> (B, 3, H, W) inputs padded to the largest, their (B, 2) resized (height,
+        width), (B, 4) scale factors, and metas (the detector's ``image_sizes`` and
+        ``scale_factors``)."""
+        prepared = [self.prepare(image) for image in images]
+        height = max(x.shape[1] for x, _ in prepared)
+        width = max(x.shape[2] for x, _ in prepared)
+        batch = torch.zeros(len(prepared), 3, height, width)
+        for i, (x, _) in enumerate(prepared):
+            batch[i, :, :x.shape[1], :x.shape[2]] = x
+        metas = [meta for _, meta in prepared]
+        sizes = torch.tensor([meta.image_size for meta in metas], dtype=torch.float32)
+        factors = torch.tensor([meta.scale_factor for meta in metas], dtype=torch.float32)
+        return batch, sizes, factors, metas
+
+
+def _cv2_linear_taps(source: int, target: int, clamp: bool) -> tuple[torch.Tensor, ...]:
+    """OpenCV's INTER_LINEAR taps along one axis: the two source indices and their 11-bit weights."""
+    scale = 1.0 / (target / source)  # OpenCV: 1 / inv_scale, in double
+    f = ((np.arange(target, dtype=np.float64) + 0.5) * scale - 0.5).astype(np.float32)
+    first = np.floor(f).astype(np.int64)
+    f = (f - first.astype(np.float32)).astype(np.float32)
+    if clamp:  # columns: a tap outside the image moves onto the border with all the weight
+        outside = (first < 0) | (first >= source - 1)
+        f[outside] = 0
+        first = np.clip(first, 0, source - 1)
+    w0 = np.rint((np.float32(1) - f) * np.float32(2048)).astype(np.int32)  # cvRound: half to even
+    w1 = np.rint(f * np.float32(2048)).astype(np.int32)
+    return (torch.from_numpy(np.clip(first, 0, source - 1)), torch.from_numpy(np.clip(first + 1, 0, source - 1)),
+            torch.from_numpy(w0), torch.from_numpy(w1))
+
+
+def cv2_resize_linear(pixels: np.ndarray, width: int, height: int) -> np.ndarray:
+    """``cv2.resize(pixels, (width, height), interpolation=cv2.INTER_LINEAR)`` for uint8
+    (H, W, C) pixels, bit-exact: a horizontal pass in 11-bit fixed point (int32), then the
+    vertical one as OpenCV's SIMD code rounds it, ((a >> 4) * wa >> 16) + ((b >> 4) * wb >> 16),
+    plus 2, shifted right by 2."""
+    source = torch.from_numpy(pixels.astype(np.int32))  # a writable copy
+    x0, x1, a0, a1 = _cv2_linear_taps(source.shape[1], width, clamp=True)
+    y0, y1, b0, b1 = _cv2_linear_taps(source.shape[0], height, clamp=False)
+    rows = source[:, x0] * a0[None, :, None] + source[:, x1] * a1[None, :, None]
+    top = ((rows[y0] >> 4) * b0[:, None, None]) >> 16
+    bottom = ((rows[y1] >> 4) * b1[:, None, None]) >> 16
+    return ((top + bottom + 2) >> 2).clamp_(0, 255).to(torch.uint8).numpy()
+
+
+@functools.lru_cache(maxsize=16)
+def _mmcv_normalization_table(mean: tuple[float, float, float], std: tuple[float, float, float]) -> np.ndarray:
+    """(3, 256): (value - mean) / std in float32 for each 0-255 value, as mmcv's imnormalize."""
+    values = np.arange(256, dtype=np.float32)[None, :]
+    return (values - np.asarray(mean, np.float32)[:, None]) / np.asarray(std, np.float32)[:, None]
+
+
 def normalize_into(out: np.ndarray, pixels: np.ndarray, mean: tuple[float, float, float],
                    std: tuple[float, float, float]) -> np.ndarray:
     """uint8 RGB pixels (H, W, 3) -> ``out`` (3, H, W) float32, ``(pixels / 255 - mean) / std``.
@@ -179,8 +314,10 @@ def _per_channel(values: tuple[float, float, float], device: torch.device) -> to
     return torch.tensor(values, dtype=torch.float32, device=device).view(3, 1, 1)
 
 
-def preprocessing_from_dict(data: dict) -> Preprocessing | Letterbox:
-    """Reads either kind back from its ``to_dict`` form (manifests store it)."""
+def preprocessing_from_dict(data: dict) -> Preprocessing | Letterbox | KeepRatioResize:
+    """Reads any kind back from its ``to_dict`` form (manifests store it)."""
     if data.get("mode") == Letterbox.mode:
         return Letterbox.from_dict(data)
+    if data.get("mode") == KeepRatioResize.mode:
+        return KeepRatioResize.from_dict(data)
     return Preprocessing.from_dict(data)
