@@ -229,3 +229,78 @@ def test_greedy_nms_matches_a_brute_force_reference():
             if scores[0, c, i] > 0.2 and all(box_iou(boxes[0, [i]], boxes[0, [j]]).item() <= 0.5 for j in kept):
                 kept.append(i)
         assert sorted(kept) == torch.nonzero(keep[0, c]).flatten().tolist()
+
+
+# --------------------------------------------------------------------------- mmdet's test semantics
+
+
+def mmdet_retinanet_fixture():
+    """The mmdet_retinanet_mini detector as MMDetRetinaNet (its config's backbone and neck)."""
+    from models import MMDetRetinaNet, MMDetRetinaNetConfig, create_backbone, load_checkpoint
+    from models.dat import ModelInfo
+    from models.transforms import KeepRatioResize
+    from tests.conftest import FIXTURES, official_fixture
+    from tests.models.test_backbone import _mmdet_model_entry
+    reference = official_fixture("mmdet_retinanet_mini")
+    config = FIXTURES / "mmdet_retinanet_mini" / "config.py"
+    backbone = create_backbone(_mmdet_model_entry(config, "backbone"))
+    detector = MMDetRetinaNet(MMDetRetinaNetConfig(backbone.config, out_indices=(1, 2, 3), fpn_channels=64,
+                                                   feat_channels=64),
+                              ModelInfo("retinanet_mini", KeepRatioResize((480, 320))))
+    load_checkpoint(detector, reference["checkpoint"])
+    return detector.eval(), reference["expected"]
+
+
+def assert_same_detections(boxes, scores, labels, expected):
+    """Matched one to one regardless of order: same label, box within 1e-3 relative, score
+    within 1e-4 (several degenerate boxes may share a box: the score tells them apart)."""
+    free = set(range(len(labels)))
+    assert len(labels) == len(expected["labels"])
+    for box, score, label in zip(expected["boxes"], expected["scores"], expected["labels"]):
+        close = [j for j in free if labels[j] == label and abs(scores[j] - score) <= 1e-4
+                 and ((boxes[j] - box).abs() / box.abs().clamp(min=1)).max() <= 1e-3]
+        assert close, f"no counterpart for label {int(label)} score {float(score):.5f} box {box.tolist()}"
+        free.remove(min(close, key=lambda j: abs(float(scores[j] - score))))
+
+
+@pytest.mark.slow
+def test_mmdet_retinanet_reproduces_mmdet():
+    """mmdet 2.28's RetinaNet on DAT++ at 320 x 480 (original 451 x 300): all 100 detections,
+    from the fixture's input and from chelsea.jpg through the model's own pipeline."""
+    from PIL import Image
+
+    from tests.conftest import FIXTURES
+    detector, expected = mmdet_retinanet_fixture()
+    sizes = torch.tensor([[319.0, 480.0]])
+    factors = torch.tensor([[480 / 451, 319 / 300] * 2])
+    with torch.inference_mode():
+        found = detector(expected["input"], sizes, factors)
+    assert (found.labels[0] >= 0).all()
+    assert_same_detections(found.boxes[0], found.scores[0], found.labels[0], expected)
+    [result] = detector.predict([Image.open(FIXTURES / "chelsea.jpg").convert("RGB")])
+    assert_same_detections(result.boxes, result.scores, result.labels, expected)
+    assert (result.boxes[:, 2] <= 451).all() and (result.boxes[:, 3] <= 300).all()
+
+
+def test_mmdet_retinanet_takes_the_best_anchor_class_pairs():
+    """Per level the nms_pre best (anchor, class) pairs above the threshold, one anchor
+    possibly several times: not the best anchors' every class."""
+    from models import MMDetRetinaNet, MMDetRetinaNetConfig
+    torch.manual_seed(0)
+    config = MMDetRetinaNetConfig(DATConfig.from_mapping(dict(TINY_PP_CONFIG)), num_classes=3, fpn_channels=16,
+                                  feat_channels=16, stacked_convs=1, nms_pre=4, max_per_img=30,
+                                  score_threshold=0.2)
+    detector = MMDetRetinaNet(config).eval()
+    with torch.no_grad():
+        detector.bbox_head.retina_reg.weight.zero_()
+        detector.bbox_head.retina_reg.bias.zero_()  # boxes are the anchors
+        detector.bbox_head.retina_cls.bias.zero_()  # scores about 0.5: every pair a candidate
+        found = detector(torch.randn(1, 3, 64, 96))
+    kept = found.labels[0] >= 0
+    # at most nms_pre pairs per level (the best anchors' every class would give up to 3 x 20)
+    assert 5 < kept.sum() <= 5 * 4
+    assert (found.scores[0][kept] > 0.2).all() and (found.scores[0][~kept] == 0).all()
+    assert found.boxes.shape == (1, 30, 4)
+    widths = found.boxes[0][kept, 2] - found.boxes[0][kept, 0]
+    assert (widths > 0).all()  # anchor-sized boxes, clipped to the 96 x 64 input
+    assert (found.boxes[0][kept, 2] <= 96).all() and (found.boxes[0][kept, 3] <= 64).all()

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 
 from models import load_checkpoint
 from models.backbone import create_backbone
+from models.boxes import anchor_grid, batched_nms_keep, delta2bbox
 from models.config import DATConfig
 from models.nms import greedy_nms_keep
 from models.rcnn import (
@@ -22,9 +23,6 @@ from models.rcnn import (
     BBoxHeadConfig,
     MaskHeadConfig,
     RCNNConfig,
-    anchor_grid,
-    batched_nms_keep,
-    delta2bbox,
     paste_masks,
 )
 from tests.conftest import FIXTURES, official_fixture
