@@ -10,13 +10,25 @@ from .backbone import DATBackbone, create_backbone
 from .checkpoint import CheckpointError, load_checkpoint, read_state_dict, save_safetensors
 from .config import DATConfig
 from .dat import DAT, ModelInfo
-from .detection import Detections, RetinaNet, RetinaNetConfig, load_backbone
+from .detection import (
+    Detections,
+    ImageInstances,
+    MMDetRetinaNet,
+    MMDetRetinaNetConfig,
+    RetinaNet,
+    RetinaNetConfig,
+    load_backbone,
+)
+from .mmdet_models import create_detector
+from .rcnn import RCNN, InstanceDetections, RCNNConfig, paste_masks
 from .registry import ModelSpec, create_model, get_spec, imagenet_labels, list_models, register_model
-from .transforms import Letterbox, Preprocessing, preprocessing_from_dict
+from .transforms import KeepRatioResize, Letterbox, Preprocessing, preprocessing_from_dict
 
 __all__ = [
-    "DAT", "DATBackbone", "DATConfig", "CheckpointError", "Detections", "Letterbox", "ModelInfo",
-    "ModelSpec", "Preprocessing", "RetinaNet", "RetinaNetConfig", "create_backbone", "create_model",
-    "get_spec", "imagenet_labels", "list_models", "load_backbone", "load_checkpoint",
-    "preprocessing_from_dict", "read_state_dict", "register_model", "save_safetensors",
+    "DAT", "DATBackbone", "DATConfig", "CheckpointError", "Detections", "ImageInstances",
+    "InstanceDetections", "KeepRatioResize", "Letterbox", "MMDetRetinaNet", "MMDetRetinaNetConfig",
+    "ModelInfo", "ModelSpec", "Preprocessing", "RCNN", "RCNNConfig", "RetinaNet", "RetinaNetConfig",
+    "create_backbone", "create_detector", "create_model", "get_spec", "imagenet_labels", "list_models",
+    "load_backbone", "load_checkpoint", "paste_masks", "preprocessing_from_dict", "read_state_dict",
+    "register_model", "save_safetensors",
 ]

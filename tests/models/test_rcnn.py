@@ -12,7 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from models import load_checkpoint
+from models import create_detector, load_checkpoint
 from models.backbone import create_backbone
 from models.boxes import anchor_grid, batched_nms_keep, delta2bbox
 from models.config import DATConfig
@@ -180,26 +180,30 @@ def test_mmdet_key_layout():
 # --------------------------------------------------------------------------- mmdet fixtures
 
 
+def fixture_config(name: str) -> RCNNConfig:
+    """The fixture's detector by hand: narrowed neck and heads, every other setting the
+    release's (create_detector must read the same from its config.py)."""
+    from tests.models.test_backbone import _mmdet_model_entry
+    backbone = create_backbone(_mmdet_model_entry(FIXTURES / f"mmdet_{name}_mini" / "config.py", "backbone"))
+    if name == "mask_rcnn":
+        return RCNNConfig(backbone.config, fpn_channels=64, rpn_channels=64,
+                          bbox_heads=(BBoxHeadConfig(fc_out_channels=256),),
+                          mask_head=MaskHeadConfig(conv_out_channels=64))
+    return RCNNConfig(backbone.config, fpn_channels=64, rpn_channels=64, fpn_extra=None, cascade=True,
+                      bbox_heads=tuple(BBoxHeadConfig(num_shared_convs=4, num_shared_fcs=1, conv_out_channels=64,
+                                                      fc_out_channels=256, norm=True, target_stds=stds)
+                                       for stds in CASCADE_TARGET_STDS),
+                      mask_head=MaskHeadConfig(conv_out_channels=64))
+
+
 def fixture_model(name: str) -> tuple[RCNN, dict, dict]:
-    """The fixture's detector (narrowed neck and heads, every other setting the release's),
-    its checkpoint loaded strictly; the expected outputs and img_meta."""
+    """The fixture's detector built from its config.py, its checkpoint loaded strictly; the
+    expected outputs and img_meta."""
     reference = official_fixture(f"mmdet_{name}_mini")
     folder = FIXTURES / f"mmdet_{name}_mini"
     meta = json.loads((folder / "meta.json").read_text())["img_meta"]
-    from tests.models.test_backbone import _mmdet_model_entry
-    backbone = create_backbone(_mmdet_model_entry(folder / "config.py", "backbone"))
-    if name == "mask_rcnn":
-        config = RCNNConfig(backbone.config, fpn_channels=64, rpn_channels=64,
-                            bbox_heads=(BBoxHeadConfig(fc_out_channels=256),),
-                            mask_head=MaskHeadConfig(conv_out_channels=64))
-    else:
-        config = RCNNConfig(backbone.config, fpn_channels=64, rpn_channels=64, fpn_extra=None, cascade=True,
-                            bbox_heads=tuple(BBoxHeadConfig(num_shared_convs=4, num_shared_fcs=1,
-                                                            conv_out_channels=64, fc_out_channels=256,
-                                                            norm=True, target_stds=stds)
-                                             for stds in CASCADE_TARGET_STDS),
-                            mask_head=MaskHeadConfig(conv_out_channels=64))
-    model = RCNN(config).eval()
+    model = create_detector(folder / "config.py")
+    assert model.config == fixture_config(name)
     load_checkpoint(model, reference["checkpoint"])  # strict: mmdet's state_dict, fp16
     return model, reference["expected"], meta
 
