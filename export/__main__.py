@@ -17,6 +17,7 @@ EPILOG = """\
 examples:
   python -m export --out exports/digits                      # embedded dat_digits model
   python -m export --model dat_tiny --checkpoint dat_tiny_in1k_224.pth --out exports/dat_tiny
+  python -m export --model dat_pp_tiny --checkpoint dat_pp_tiny_in1k_224.pth --out exports/dat_pp_tiny
   python -m export --config dat_tiny.yaml --checkpoint ckpt.pth --fp16 --out exports/tiny16
   python -m export --out exports/digits --triton model_repository   # plus a Triton repository
   python -m export --out exports/digits --triton model_repository --triton-only
@@ -57,9 +58,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = _Parser(
         prog="python -m export", epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="Export a DAT classifier to ONNX (our own GridSample / gather translations "
-                    "of the deformable sampling), verify it against PyTorch, optionally build "
-                    "a TensorRT engine, and write a manifest with hashes and parity figures.")
+        description="Export a DAT or DAT++ model to ONNX (our own translations of the deformable "
+                    "sampling, GridSample or gathers, and of DAT++'s neighborhood attention), "
+                    "verify it against PyTorch, optionally build a TensorRT engine, and write a "
+                    "manifest with hashes and parity figures.")
     model = p.add_argument_group("model")
     which = model.add_mutually_exclusive_group()
     which.add_argument("--model", metavar="NAME",

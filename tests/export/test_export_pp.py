@@ -133,3 +133,14 @@ def test_a_tiny_dat_pp_served_at_another_size_than_img_size(monkeypatch, tmp_pat
     assert 'platform: "tensorrt_plan"' in config and "max_batch_size: 8" in config
     assert "dims: [ 3, 96, 96 ]" in config
     assert (folder / "1" / "model.plan").read_bytes() == m.engine_path.read_bytes()
+
+
+def test_cli_writes_a_triton_repository_from_the_export(pp_export, export_cli, tmp_path):
+    done = export_cli("--out", str(pp_export), "--triton", str(tmp_path), "--triton-only")
+    assert done.returncode == 0, done.stderr
+    folder = tmp_path / "dat_pp_mini"
+    config = (folder / "config.pbtxt").read_text()
+    assert 'platform: "onnxruntime_onnx"' in config and "max_batch_size: 8" in config
+    assert "dims: [ 3, 224, 224 ]" in config and "dims: [ 10 ]" in config
+    assert (folder / "1" / "model.onnx").read_bytes() == (pp_export / "model.onnx").read_bytes()
+    assert (folder / "labels.txt").read_text().splitlines() == list(Manifest.load(pp_export).labels)
