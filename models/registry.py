@@ -14,8 +14,9 @@ from typing import Any
 
 from .config import DATConfig
 from .dat import DAT, ModelInfo
-from .detection import RetinaNet, RetinaNetConfig, coco_categories
-from .transforms import Letterbox, Preprocessing
+from .detection import MMDetRetinaNet, MMDetRetinaNetConfig, RetinaNet, RetinaNetConfig, coco_categories
+from .rcnn import CASCADE_TARGET_STDS, RCNN, BBoxHeadConfig, RCNNConfig
+from .transforms import KeepRatioResize, Letterbox, Preprocessing
 
 LABELS_DIR = Path(__file__).parent / "labels"
 
@@ -34,8 +35,8 @@ def read_labels(path: str | Path) -> list[str]:
 
 @dataclass(frozen=True)
 class ModelSpec:
-    config: DATConfig | RetinaNetConfig  # a classifier or a detector
-    preprocessing: Preprocessing | Letterbox
+    config: DATConfig | RetinaNetConfig | RCNNConfig  # a classifier or a detector
+    preprocessing: Preprocessing | Letterbox | KeepRatioResize
     labels: Callable[[], tuple[str, ...] | list[str]] = imagenet_labels
     weights: Path | None = None  # embedded weights shipped in the repo, if any
     description: str = ""
@@ -43,6 +44,8 @@ class ModelSpec:
 
     @property
     def task(self) -> str:
+        if isinstance(self.config, RCNNConfig):
+            return "instance_segmentation" if self.config.mask_head is not None else "detection"
         return "detection" if isinstance(self.config, RetinaNetConfig) else "classification"
 
 
@@ -139,6 +142,48 @@ _REGISTRY["dat_digits_detector"] = ModelSpec(
                 "(trained by python -m models.demo_detection train)")
 
 
+# The DAT detection release (LeapLabTHU/DAT-Detection, configs/dat/*.py): COCO detectors on the
+# DAT++ backbones, mmdet 2.x's test semantics and pipeline (resize to fit 1333 x 800 keeping
+# the aspect ratio, pad to 32). The 1x and 3x schedules differ only in training (drop path).
+# name: (backbone, architecture, drop_path_rate, the release's config)
+RELEASED_DETECTORS = {
+    "dat_pp_tiny_mask_rcnn_1x": ("dat_pp_tiny", "mask_rcnn", 0.0, "mrcn_tiny_1x_4n_dp00_lr4"),
+    "dat_pp_tiny_mask_rcnn_3x": ("dat_pp_tiny", "mask_rcnn", 0.3, "mrcn_tiny_3x_4n_dp03_lr4"),
+    "dat_pp_small_mask_rcnn_1x": ("dat_pp_small", "mask_rcnn", 0.1, "mrcn_small_1x_4n_dp01_lr4"),
+    "dat_pp_small_mask_rcnn_3x": ("dat_pp_small", "mask_rcnn", 0.5, "mrcn_small_3x_4n_dp05_lr4"),
+    "dat_pp_tiny_cascade_mask_rcnn_1x": ("dat_pp_tiny", "cascade_mask_rcnn", 0.0, "cmrcn_tiny_1x_4n_dp00_lr4"),
+    "dat_pp_tiny_cascade_mask_rcnn_3x": ("dat_pp_tiny", "cascade_mask_rcnn", 0.1, "cmrcn_tiny_3x_4n_dp01_lr4"),
+    "dat_pp_small_cascade_mask_rcnn_3x": ("dat_pp_small", "cascade_mask_rcnn", 0.5,
+                                          "cmrcn_small_3x_4n_dp05_lr4"),
+    "dat_pp_base_cascade_mask_rcnn_3x": ("dat_pp_base", "cascade_mask_rcnn", 0.8, "cmrcn_base_3x_8n_dp08_lr4"),
+    "dat_pp_tiny_retinanet_1x": ("dat_pp_tiny", "retinanet", 0.0, "rtn_tiny_1x_4n_dp00_lr2"),
+    "dat_pp_tiny_retinanet_3x": ("dat_pp_tiny", "retinanet", 0.2, "rtn_tiny_3x_4n_dp02_lr2"),
+    "dat_pp_small_retinanet_1x": ("dat_pp_small", "retinanet", 0.1, "rtn_small_1x_4n_dp01_lr2"),
+    "dat_pp_small_retinanet_3x": ("dat_pp_small", "retinanet", 0.5, "rtn_small_3x_4n_dp05_lr2"),
+}
+_ARCHITECTURES = {"mask_rcnn": "Mask R-CNN", "cascade_mask_rcnn": "Cascade Mask R-CNN", "retinanet": "RetinaNet"}
+
+
+def _released_detector(backbone: str, architecture: str, drop_path_rate: float) -> RCNNConfig | MMDetRetinaNetConfig:
+    # the release's constructor builds every stage's sr_ratios (unused by N and D blocks)
+    dat = _REGISTRY[backbone].config.replace(sr_ratios=(8, 4, 2, 1), drop_path_rate=drop_path_rate)
+    if architecture == "retinanet":
+        return MMDetRetinaNetConfig(dat)  # out_indices 1-3, P3-P7 from C5: the defaults
+    if architecture == "mask_rcnn":
+        return RCNNConfig(dat)  # the defaults are mask_rcnn_dat_fpn.py's
+    heads = tuple(BBoxHeadConfig(num_shared_convs=4, num_shared_fcs=1, norm=True, target_stds=stds)
+                  for stds in CASCADE_TARGET_STDS)
+    return RCNNConfig(dat, fpn_extra=None, cascade=True, bbox_heads=heads)
+
+
+for _name, (_backbone, _architecture, _drop_path, _release) in RELEASED_DETECTORS.items():
+    _REGISTRY[_name] = ModelSpec(
+        _released_detector(_backbone, _architecture, _drop_path), KeepRatioResize(),
+        labels=lambda: coco_categories()[0], category_ids=lambda: coco_categories()[1],
+        description=f"{_ARCHITECTURES[_architecture]} + FPN on DAT-{_backbone[7].upper()}++, COCO's 80 "
+                    f"classes (DAT-Detection configs/dat/{_release}.py; weights: its released .pth)")
+
+
 def register_model(name: str, spec: ModelSpec) -> None:
     _REGISTRY[name] = spec
 
@@ -154,14 +199,21 @@ def get_spec(name: str) -> ModelSpec:
         raise KeyError(f"unknown model {name!r}; known models: {', '.join(list_models())}") from None
 
 
-def resolve_config(model: str | Path | Mapping[str, Any]) -> tuple[str, DATConfig, ModelSpec | None]:
-    """A registered name, an official YAML / JSON config file, or a ``MODEL.DAT`` mapping."""
+def resolve_config(model: str | Path | Mapping[str, Any]) -> tuple[str, Any, ModelSpec | None]:
+    """A registered name, an official YAML / JSON config file, an mmdet 2.x config file (.py,
+    its detector's config), or a ``MODEL.DAT`` mapping."""
     if isinstance(model, Mapping):
         return "dat", DATConfig.from_mapping(dict(model)), None
     if isinstance(model, str) and model in _REGISTRY:
         spec = _REGISTRY[model]
         return model, spec.config, spec
     path = Path(model)
+    if path.suffix == ".py":  # an mmdet config, read as data
+        from .mmdet_config import read_mmdet_config
+        from .mmdet_models import detector_config
+        if not path.is_file():
+            raise FileNotFoundError(f"config file not found: {path}")
+        return path.stem, detector_config(read_mmdet_config(path)["model"]), None
     if path.suffix in (".yaml", ".yml", ".json") or path.is_file():
         if not path.is_file():
             raise FileNotFoundError(f"config file not found: {path}")
@@ -172,16 +224,30 @@ def resolve_config(model: str | Path | Mapping[str, Any]) -> tuple[str, DATConfi
 
 def create_model(model: str | Path | Mapping[str, Any] = "dat_tiny", *,
                  labels: list[str] | None = None, pretrained: bool = True,
-                 **overrides: Any) -> DAT | RetinaNet:
-    """Builds a DAT classifier (or, for a registered detector, a RetinaNet) in eval mode.
+                 **overrides: Any) -> DAT | RetinaNet | MMDetRetinaNet | RCNN:
+    """Builds a DAT classifier (or, for a registered detector, a RetinaNet / R-CNN) in eval mode.
 
     ``model`` is a registered name (:func:`list_models`), a path to an official YAML (or a
-    JSON with a ``config`` mapping), or a mapping with the official ``MODEL.DAT`` keys.
+    JSON with a ``config`` mapping), an mmdet 2.x config file (``.py``, read as data:
+    :func:`models.mmdet_models.create_detector`), or a mapping with the official
+    ``MODEL.DAT`` keys.
     ``overrides`` replace config fields (e.g. ``num_classes=10``, ``img_size=384``; for a
     detector its RetinaNet fields, and ``canvas`` for the backbone's image size).
     Registered models that ship weights in the repo load them unless ``pretrained=False``.
     """
+    if isinstance(model, (str, Path)) and str(model).endswith(".py") and model not in _REGISTRY:
+        from .mmdet_models import build, create_detector
+        detector = create_detector(model, labels=labels)
+        if overrides:
+            detector = build(detector.config.replace(**overrides), detector.info.name,
+                             detector.info.preprocessing, labels)
+        return detector
     name, config, spec = resolve_config(model)
+    if isinstance(config, (RCNNConfig, MMDetRetinaNetConfig)):
+        from .mmdet_models import build
+        config = config.replace(**overrides) if overrides else config
+        # no labels: COCO's (with their category ids) for 80 classes, as every release
+        return build(config, name, spec.preprocessing if spec else KeepRatioResize(), labels)
     if isinstance(config, RetinaNetConfig):
         return _create_detector(name, config, spec, labels, pretrained, overrides)
     if overrides:

@@ -11,9 +11,18 @@ import pytest
 import torch
 from PIL import Image
 
-from models import RCNN, KeepRatioResize, MMDetRetinaNet, create_detector, load_checkpoint
+from models import (
+    RCNN,
+    KeepRatioResize,
+    MMDetRetinaNet,
+    create_detector,
+    create_model,
+    get_spec,
+    load_checkpoint,
+)
 from models.mmdet_config import ConfigError, read_mmdet_config
 from models.mmdet_models import detector_config
+from models.registry import RELEASED_DETECTORS
 from tests.conftest import FIXTURES, official_fixture
 from tests.models.test_mmdet_config import release_configs  # noqa: F401 (a fixture)
 from tests.models.test_rcnn import fixture_config
@@ -46,6 +55,12 @@ def test_the_retinanet_fixture_config():
     assert (config.out_indices, config.fpn_channels, config.feat_channels, config.num_outs) == ((1, 2, 3), 64, 64, 5)
     assert (config.nms_pre, config.score_threshold, config.iou_threshold, config.max_per_img) == (1000, 0.05, 0.5, 100)
     load_checkpoint(detector, FIXTURES / "mmdet_retinanet_mini" / "checkpoint.pth")  # strict
+
+
+def test_create_model_takes_a_config_file():
+    detector = create_model(fixture_path("mask_rcnn"), score_threshold=0.3)
+    assert isinstance(detector, RCNN) and detector.config.score_threshold == 0.3
+    assert detector.info.preprocessing.img_scale == (480, 320)
 
 
 def model_dict(path) -> dict:
@@ -121,3 +136,37 @@ def test_mask_rcnn_from_its_config_and_a_jpeg():
     theirs = sorted(range(100), key=lambda i: (int(expected["labels"][i]), -float(expected["scores"][i])))
     differ = (result.masks[ours] != want[theirs]).sum().item()
     assert differ <= 20 and want.sum() > 100_000
+
+
+# --------------------------------------------------------------------------- the registered releases
+
+
+@pytest.fixture(scope="module")
+def detection_shapes() -> dict:
+    if not DETECTION_SHAPES.is_file():
+        pytest.skip(f"official fixtures not found at {FIXTURES}")
+    return json.loads(DETECTION_SHAPES.read_text())
+
+
+@pytest.mark.parametrize("name", sorted(RELEASED_DETECTORS))
+def test_registered_releases_have_the_released_layouts(name, detection_shapes):
+    """Each registered release builds every key and shape of its released checkpoint."""
+    detector = create_model(name)
+    release = RELEASED_DETECTORS[name][3]
+    assert {k: list(v.shape) for k, v in detector.state_dict().items()} == detection_shapes[release]
+    spec = get_spec(name)
+    assert detector.task == spec.task == ("detection" if "retinanet" in name else "instance_segmentation")
+    assert detector.info.preprocessing == KeepRatioResize() and detector.info.name == name
+    assert detector.info.labels[0] == "person" and detector.info.category_ids[-1] == 90
+
+
+def test_every_release_is_registered(detection_shapes):
+    assert sorted(v[3] for v in RELEASED_DETECTORS.values()) == sorted(detection_shapes)
+    assert {"dat_pp_tiny_mask_rcnn_3x", "dat_pp_tiny_cascade_mask_rcnn_1x", "dat_pp_small_retinanet_3x",
+            "dat_pp_base_cascade_mask_rcnn_3x"} <= set(RELEASED_DETECTORS)
+
+
+def test_registered_releases_are_their_config_files(release_configs):  # noqa: F811
+    """The registry's configs equal what create_detector reads from configs/dat/*.py."""
+    for name, (_, _, _, release) in RELEASED_DETECTORS.items():
+        assert get_spec(name).config == detector_config(read_mmdet_config(release_configs / "dat" / f"{release}.py")["model"]), name
