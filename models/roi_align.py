@@ -68,7 +68,9 @@ def roi_align(features: torch.Tensor, boxes: torch.Tensor, batch_index: torch.Te
     out = features.new_zeros(n, channels, pooled, pooled)
     if n == 0:
         return out
-    boxes = boxes.to(features.dtype)
+    # geometry and weights in float32 whatever the features' precision (fp16 cannot hold a
+    # 1333-pixel coordinate to better than half a pixel)
+    boxes = boxes.float()
     offset = 0.5 if aligned else 0.0
     x1, y1, x2, y2 = (boxes[:, k] * spatial_scale - offset for k in range(4))
     roi_w, roi_h = x2 - x1, y2 - y1
@@ -101,12 +103,12 @@ def roi_align(features: torch.Tensor, boxes: torch.Tensor, batch_index: torch.Te
             xs = (left[chunk, None] + dx).clamp(max=width - 1) - left[chunk, None]
             index = base[chunk, None, None] + ys[:, :, None] * width + xs[:, None, :]
             m = len(chunk)
-            values = flat[index.view(-1)].view(m, bh, bw * channels)
+            values = flat[index.view(-1)].view(m, bh, bw * channels).float()
             # rows, then columns: (m, P, bw, C) -> (m, P(cols), P(rows), C)
             across = torch.bmm(_fit(row_weights[chunk], bh), values).view(m, pooled, bw, channels)
             across = across.transpose(1, 2).reshape(m, bw, pooled * channels)
             both = torch.bmm(_fit(col_weights[chunk], bw), across).view(m, pooled, pooled, channels)
-            out[chunk] = both.permute(0, 3, 2, 1)
+            out[chunk] = both.permute(0, 3, 2, 1).to(out.dtype)
     return out
 
 

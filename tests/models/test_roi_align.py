@@ -123,3 +123,16 @@ def test_extractor_reads_each_rois_level():
         want = roi_align(features[level], boxes.reshape(-1, 4)[i:i + 1], torch.tensor([i // 2]), 7,
                          1 / strides[level])
         assert torch.equal(out[i], want[0])
+
+
+def test_half_features_keep_float32_geometry():
+    """fp16 features: the sample positions stay float32 (a coordinate near 1333 would round
+    to a whole pixel in fp16); only the feature values carry fp16's error."""
+    torch.manual_seed(5)
+    features = torch.randn(1, 4, 16, 400)
+    boxes = torch.tensor([[1300.3, 10.0, 1333.7, 50.0], [5.2, 3.1, 40.9, 60.0]])
+    batch = torch.zeros(2, dtype=torch.long)
+    want = roi_align(features, boxes, batch, 7, 0.25)
+    got = roi_align(features.half(), boxes, batch, 7, 0.25)
+    assert got.dtype == torch.float16
+    assert (got.float() - want).abs().max() < 5e-3  # fp16 values, not fp16 positions (~0.2 off)
