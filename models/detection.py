@@ -35,7 +35,7 @@ from .backbone import DATBackbone
 from .config import DATConfig
 from .dat import ModelInfo
 from .nms import nms_keep
-from .transforms import Letterbox
+from .transforms import KeepRatioResize, Letterbox
 
 # dw, dh clamp of mmdet's DeltaXYWHBBoxCoder: |log(16 / 1000)|
 MAX_LOG_RATIO = abs(math.log(16 / 1000))
@@ -370,6 +370,10 @@ class MMDetRetinaNet(RetinaNet):
     ``max_per_img`` best. Returns :class:`Detections` in original pixels (input pixels without
     scale factors), label -1 past the last.
     """
+
+    def __init__(self, config: RetinaNetConfig, info: ModelInfo | None = None):
+        super().__init__(config, info or ModelInfo("retinanet", KeepRatioResize(),
+                                                   [f"class_{i}" for i in range(config.num_classes)]))
 
     def forward(self, images: torch.Tensor, image_sizes: torch.Tensor | None = None,  # type: ignore[override]
                 scale_factors: torch.Tensor | None = None) -> Detections:

@@ -47,6 +47,7 @@ from .config import DATConfig
 from .dat import ModelInfo
 from .detection import FPN, ImageInstances, instances
 from .roi_align import extract_roi_features
+from .transforms import KeepRatioResize
 
 CASCADE_TARGET_STDS = ((0.1, 0.1, 0.2, 0.2), (0.05, 0.05, 0.1, 0.1), (0.033, 0.033, 0.067, 0.067))
 
@@ -302,7 +303,7 @@ class RCNN(nn.Module):
         super().__init__()
         self.config = cfg = config
         self.task = "instance_segmentation" if cfg.mask_head is not None else "detection"
-        self.info = info or ModelInfo("rcnn", None, [f"class_{i}" for i in range(cfg.num_classes)])
+        self.info = info or ModelInfo("rcnn", KeepRatioResize(), [f"class_{i}" for i in range(cfg.num_classes)])
         self.backbone = DATBackbone(cfg.backbone, cfg.out_indices)
         self.neck = FPN([cfg.backbone.dims[i] for i in cfg.out_indices], cfg.fpn_channels, cfg.num_outs,
                         extra=cfg.fpn_extra)

@@ -290,3 +290,25 @@ def test_masks_pasted_into_the_original_image(run):
     assert masks.sum() > 10_000  # the comparison has substance
     assert differ.sum() <= 20
     assert ((soft[differ] - 0.5).abs() <= MASK_TIE).all()
+
+
+def test_predict_maps_back_to_each_image():
+    """predict: the model's pipeline, boxes clipped to each original image, one bool mask per
+    detection at that image's size."""
+    from PIL import Image
+
+    from models.dat import ModelInfo
+    from models.transforms import KeepRatioResize
+    model = tiny_rcnn(score_threshold=0.0, max_per_img=10, rpn_max_per_img=100)
+    assert model.info.preprocessing == KeepRatioResize()  # mmdet's default pipeline
+    model.info = ModelInfo("tiny", KeepRatioResize((96, 64)), model.info.labels)
+    rng = np.random.default_rng(0)
+    images = [Image.fromarray(rng.integers(0, 256, (50, 70, 3), dtype=np.uint8)),
+              Image.fromarray(rng.integers(0, 256, (90, 40, 3), dtype=np.uint8))]
+    results = model.predict(images)
+    for result, image in zip(results, images):
+        n = len(result.scores)
+        assert 0 < n <= 10 and result.labels.shape == (n,) and (result.labels >= 0).all()
+        assert result.masks.shape == (n, image.height, image.width) and result.masks.dtype == torch.bool
+        assert (result.boxes >= 0).all() and (result.boxes[:, 2] <= image.width).all()
+        assert (result.boxes[:, 3] <= image.height).all()
