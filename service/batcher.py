@@ -354,6 +354,9 @@ class Batcher:
         finally:
             self._running_since = None
         elapsed = time.monotonic() - started
+        if fatal is not None:  # the thread ends with this batch: dead before any caller hears back
+            with self._cond:
+                self.died = fatal
         self._count(error)
         self.metrics.observe_batch(images, elapsed, error is None)
         offset = 0
