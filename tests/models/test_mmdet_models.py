@@ -63,6 +63,13 @@ def test_create_model_takes_a_config_file():
     assert detector.info.preprocessing.img_scale == (480, 320)
 
 
+def test_create_backbone_takes_detector_configs():
+    from models import create_backbone
+    assert create_backbone("dat_pp_small_retinanet_3x").out_indices == (1, 2, 3)  # the stages its FPN reads
+    backbone = create_backbone(fixture_path("cascade_mask_rcnn"))
+    assert backbone.out_indices == (0, 1, 2, 3) and backbone.config.dims == (32, 64, 128, 256)
+
+
 def model_dict(path) -> dict:
     return read_mmdet_config(path)["model"]
 
