@@ -26,6 +26,13 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
+@pytest.fixture
+def anyio_backend() -> str:
+    """The service and the bench's client are asyncio code; trio (which selenium installs)
+    would otherwise add a variant of every async test."""
+    return "asyncio"
+
+
 @pytest.fixture(scope="session")
 def mini_fixture() -> dict:
     """The official DAT v1 'mini' reference: config, checkpoint path and expected outputs."""

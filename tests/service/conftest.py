@@ -12,11 +12,6 @@ from models import create_model
 from tests.service.helpers import LABELS, TINY_CONFIG, CountingBackend
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 @pytest.fixture(scope="session")
 def tiny_model():
     torch.manual_seed(0)
