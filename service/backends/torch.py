@@ -27,6 +27,7 @@ import torch
 
 from models import DAT, RetinaNet, create_model, get_spec, load_checkpoint, read_state_dict
 from models.registry import read_labels
+from models.transforms import KeepRatioResize
 
 from ..devices import normalize_device
 from .base import (
@@ -111,6 +112,11 @@ class TorchBackend(Backend):
             torch.set_num_threads(self._threads)
         self.cpu_threads = torch.get_num_threads()  # this (inference) thread's own count
         model, version = self._build()
+        if isinstance(model.info.preprocessing, KeepRatioResize):
+            raise BackendError(
+                f"{model.info.name}: the release's mmdet detectors (keep-ratio resize, RPN and RoI "
+                "heads, instance masks) are built in models/ (models.create_detector) but not "
+                "served yet; /detect serves RetinaNets on a square canvas")
         # Half precision runs a half model (not autocast): faster, and the model keeps its
         # sampling positions and grid samples in float32 by itself.
         self.dtype = _DTYPES.get(self.precision, torch.float32)

@@ -186,3 +186,9 @@ def test_chunks_respect_a_static_or_maximum_batch():
     seen.clear()
     first, _ = run_in_chunks(run, x, max_batch=None, fixed=4)
     assert seen == [4, 4] and first.ravel().tolist() == list(range(7))
+
+
+@pytest.mark.parametrize("name", ["dat_pp_tiny_mask_rcnn_1x", "dat_pp_tiny_retinanet_1x"])
+def test_a_release_detector_not_served_yet_is_a_clear_error_at_load(name):
+    with pytest.raises(BackendError, match=f"{name}: the release's mmdet detectors .* not served yet"):
+        TorchBackend(name, device="cpu").load()
