@@ -145,6 +145,10 @@ class DeformableAttention(nn.Module):
         if (height, width, hk, wk) == (self.fmap, self.fmap, self.sample_size, self.sample_size):
             return self.reference, self.query_grid, self.offset_range
         key = (height, width, hk, wk, device)
+        if not _eager():  # a trace's (fake) tensors must not be kept for later calls
+            return (reference_points(hk, wk, self.plus_plus).to(device),
+                    query_points(height, width, self.plus_plus).to(device),
+                    self._offset_range(hk, wk).to(device))
         if key not in self._other_sizes:
             with torch.inference_mode(False):  # plain tensors: autograd may save them later
                 self._other_sizes[key] = tuple(t.to(device) for t in (

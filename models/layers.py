@@ -87,8 +87,10 @@ def _onednn(x: torch.Tensor, weight: torch.Tensor) -> bool:
 
 
 def _eager() -> bool:
-    """Not being traced, exported or compiled: those graphs keep the portable ops."""
-    return not torch.jit.is_tracing() and not torch.onnx.is_in_onnx_export() and not torch.compiler.is_compiling()
+    """Not being traced, exported or compiled: those graphs keep the portable ops, and nothing
+    made during them (fake tensors, under torch.export) may be cached for later calls."""
+    return (not torch.jit.is_tracing() and not torch.onnx.is_in_onnx_export()
+            and not torch.compiler.is_compiling() and torch._guards.detect_fake_mode() is None)
 
 
 def attention_mask(bias: torch.Tensor, q: torch.Tensor) -> torch.Tensor:

@@ -96,10 +96,16 @@ def _raster(rows: torch.Tensor, cols: torch.Tensor, width: int) -> torch.Tensor:
     return (rows[:, None, :, None] * width + cols[None, :, None, :]).reshape(-1)
 
 
-@functools.cache
 def layout(height: int, width: int, kernel: int, device: torch.device, tile: int = TILE) -> Layout:
-    """Built once per size and device, so a forward pass makes no host-to-device copy (and can
-    be captured in a CUDA graph after a warm-up)."""
+    """Built once per size and device, so an eager forward pass makes no host-to-device copy
+    (and can be captured in a CUDA graph after a warm-up); a trace builds its own."""
+    if not _eager():  # e.g. torch.export's fake tensors, which must not outlive the trace
+        return _build_layout(height, width, kernel, device, tile)
+    return _cached_layout(height, width, kernel, device, tile)
+
+
+@functools.cache
+def _cached_layout(height: int, width: int, kernel: int, device: torch.device, tile: int) -> Layout:
     with torch.inference_mode(False):  # plain tensors, even when first asked for in inference
         return _build_layout(height, width, kernel, device, tile)
 

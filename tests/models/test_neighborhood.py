@@ -123,3 +123,22 @@ def test_inference_reuses_the_bias_only_while_the_table_is_unchanged():
     assert torch.equal(first, again)
     assert (reloaded - first).abs().max() > 1e-3
     assert (reloaded - want).abs().max() < 1e-6
+
+
+def test_a_trace_leaves_nothing_fake_in_the_caches():
+    """torch.export runs the model on fake tensors; eager calls after it must get real ones."""
+    torch.manual_seed(3)
+    block = NeighborhoodAttention(16, 3, 2, 0.0).eval()
+    x = torch.randn(1, 9, 10, 16)
+    torch.export.export(block, (x,), strict=False)
+    with torch.inference_mode():
+        out, _, _ = block(x)
+    assert type(out) is torch.Tensor
+    assert (out - natten_via_module(block, x)).abs().max() < 1e-5
+
+
+def natten_via_module(block: NeighborhoodAttention, x: torch.Tensor) -> torch.Tensor:
+    B, H, W, C = x.shape
+    qkv = block.qkv(x).view(B, H, W, 3, block.heads, C // block.heads).permute(3, 0, 4, 1, 2, 5)
+    attended = natten_reference(qkv[0], qkv[1], qkv[2], block.rpb, block.kernel, block.scale)
+    return block.proj(attended.permute(0, 2, 3, 1, 4).reshape(B, H, W, C)).detach()
