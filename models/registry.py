@@ -196,7 +196,12 @@ def get_spec(name: str) -> ModelSpec:
     try:
         return _REGISTRY[name]
     except KeyError:
-        raise KeyError(f"unknown model {name!r}; known models: {', '.join(list_models())}") from None
+        by_task: dict[str, list[str]] = {}
+        for known in list_models():  # classifiers first: the list is long, and cut in one-line errors
+            by_task.setdefault(_REGISTRY[known].task, []).append(known)
+        listing = "; ".join(f"{task}: {', '.join(names)}" for task, names in
+                            sorted(by_task.items(), key=lambda item: item[0] != "classification"))
+        raise KeyError(f"unknown model {name!r}; known models, {listing}") from None
 
 
 def resolve_config(model: str | Path | Mapping[str, Any]) -> tuple[str, Any, ModelSpec | None]:
