@@ -213,7 +213,7 @@ def profile(model_name: str, precision: str, batch: int, device: str, official_d
     sync = _synchronizer(device)
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.startswith("cuda") else [])
     sort = "self_device_time_total" if device.startswith("cuda") else "self_cpu_time_total"
-    size = variants[names[0]][0].config.img_size
+    size = variants[names[0]][0].input_size
     x = torch.randn(batch, 3, size, size, device=device)
     tables = []
     with torch.inference_mode():

@@ -18,7 +18,7 @@ def run(model_name: str = "dat_tiny", device: str = "cuda", precisions=("fp32", 
         batch_sizes=(1, 8, 64), seed: int = 0, progress=print) -> dict:
     torch.manual_seed(seed)
     reference = create_model(model_name, pretrained=False)
-    size = reference.config.img_size
+    size = reference.input_size
     inputs = torch.randn(max(batch_sizes), 3, size, size, generator=torch.Generator().manual_seed(seed))
     with torch.inference_mode():
         expected = torch.cat([reference(chunk) for chunk in inputs.split(8)])
