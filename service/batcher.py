@@ -141,15 +141,8 @@ class Batcher:
             self._cond.notify_all()
         if self._thread.is_alive():
             self._thread.join(timeout)
-        with self._cond:  # whatever the worker could not finish in time
-            left = list(self._queue)
-            self._queue.clear()
-            self._queued_images = 0
-            self._update_gauges()
-        for work in left:
-            work.state = State.DROPPED
-            self.metrics.dropped.labels("shutdown").inc()
-            self._deliver(work, None, Unavailable("the server shut down before this request ran"))
+        # whatever the worker could not finish in time
+        self._refuse_queued(Unavailable("the server shut down before this request ran"), "shutdown")
 
     @property
     def queued_images(self) -> int:
@@ -275,14 +268,21 @@ class Batcher:
             with self._cond:
                 self.died = exc
                 self._stopping = True
-                left = list(self._queue)
-                self._queue.clear()
-                self._queued_images = 0
-                self._update_gauges()
-            for work in left:
-                work.state = State.DROPPED
-                self._deliver(work, None, Unavailable("the inference thread has stopped; the "
-                                                      "server must be restarted"))
+            self._refuse_queued(Unavailable("the inference thread has stopped; the server must "
+                                            "be restarted"))
+
+    def _refuse_queued(self, error: Exception, dropped_as: str | None = None) -> None:
+        """Empties the queue; every request waiting in it gets ``error``."""
+        with self._cond:
+            left = list(self._queue)
+            self._queue.clear()
+            self._queued_images = 0
+            self._update_gauges()
+        for work in left:
+            work.state = State.DROPPED
+            if dropped_as is not None:
+                self.metrics.dropped.labels(dropped_as).inc()
+            self._deliver(work, None, error)
 
     def _collect(self) -> list[Work] | None:
         """Blocks until a batch is due; None once stopping with nothing left; [] when a probe
