@@ -25,7 +25,7 @@ import math
 import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Self
 
 import torch
 import torch.nn as nn
@@ -42,8 +42,22 @@ MAX_LOG_RATIO = abs(math.log(16 / 1000))
 PRIOR_PROBABILITY = 0.01  # RetinaNet's initial foreground probability
 
 
+class DetectorConfig:
+    """What the detectors' frozen dataclass configs share: a DAT ``backbone`` config inside."""
+
+    backbone: DATConfig
+
+    def replace(self, **changes: Any) -> Self:
+        return replace(self, **changes)  # type: ignore[type-var]
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)  # type: ignore[call-overload]
+        data["backbone"] = self.backbone.to_dict()
+        return data
+
+
 @dataclass(frozen=True)
-class RetinaNetConfig:
+class RetinaNetConfig(DetectorConfig):
     """A DAT backbone (``backbone.img_size`` is the square canvas) plus RetinaNet's settings."""
 
     backbone: DATConfig
@@ -92,14 +106,6 @@ class RetinaNetConfig:
         while len(sizes) < self.num_outs:
             sizes.append((sizes[-1] + 1) // 2)
         return tuple(sizes)
-
-    def replace(self, **changes: Any) -> RetinaNetConfig:
-        return replace(self, **changes)
-
-    def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["backbone"] = self.backbone.to_dict()
-        return data
 
     @classmethod
     def from_mapping(cls, mapping: dict[str, Any]) -> RetinaNetConfig:

@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 import torch
@@ -45,7 +45,7 @@ from .backbone import DATBackbone
 from .boxes import anchor_grid, batched_nms_keep, delta2bbox, top_kept
 from .config import DATConfig
 from .dat import ModelInfo
-from .detection import FPN, ImageInstances, instances
+from .detection import FPN, DetectorConfig, ImageInstances, instances
 from .roi_align import extract_roi_features
 from .transforms import KeepRatioResize
 
@@ -78,7 +78,7 @@ class MaskHeadConfig:
 
 
 @dataclass(frozen=True)
-class RCNNConfig:
+class RCNNConfig(DetectorConfig):
     """A DAT backbone plus mmdet's FPN, RPN and (cascade) RoI heads; the defaults are the DAT
     detection release's Mask R-CNN (``mask_rcnn_dat_fpn.py``)."""
 
@@ -128,14 +128,6 @@ class RCNNConfig:
     @property
     def num_stages(self) -> int:
         return len(self.bbox_heads)
-
-    def replace(self, **changes: Any) -> RCNNConfig:
-        return replace(self, **changes)
-
-    def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["backbone"] = self.backbone.to_dict()
-        return data
 
     @classmethod
     def from_mapping(cls, mapping: dict[str, Any]) -> RCNNConfig:
