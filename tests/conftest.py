@@ -35,15 +35,10 @@ def anyio_backend() -> str:
 
 @pytest.fixture(scope="session")
 def mini_fixture() -> dict:
-    """The official DAT v1 'mini' reference: config, checkpoint path and expected outputs."""
-    if not MINI.is_dir():
-        pytest.skip(f"official fixtures not found at {FIXTURES} (they live beside the repo in "
-                    "../shared; a plain clone does not have them)")
-    return {
-        "config": json.loads((MINI / "config.json").read_text())["config"],
-        "checkpoint": MINI / "checkpoint.pth",
-        "expected": torch.load(MINI / "expected.pt", weights_only=True),
-    }
+    """The official DAT v1 'mini' reference: config (a ``MODEL.DAT`` mapping), checkpoint path
+    and expected outputs."""
+    fixture = official_fixture("dat_v1_mini")
+    return {**fixture, "config": json.loads(fixture["config"].read_text())["config"]}
 
 
 @pytest.fixture(scope="session")

@@ -12,16 +12,13 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
+from tests.conftest import official_fixture
 from tests.tiny import TINY_CONFIG
 
 REPO = Path(__file__).resolve().parents[2]
-SHARED = REPO.parent / "shared"
-MINI = SHARED / "fixtures" / "dat_v1_mini"
 # Batch range of the fixture exports: 1, 2 and 7 must run, 8 keeps verification quick.
 MINI_BATCH = (1, 2, 8)
-
 
 
 def run_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
@@ -30,14 +27,10 @@ def run_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
                           text=True, timeout=timeout)
 
 
-
 @pytest.fixture(scope="session")
 def mini() -> dict:
-    if not MINI.is_dir():
-        pytest.skip(f"official fixtures not found at {MINI} (they live beside the repository in "
-                    "../shared; a plain clone does not have them)")
-    return {"config": MINI / "config.json", "checkpoint": MINI / "checkpoint.pth",
-            "expected": torch.load(MINI / "expected.pt", weights_only=True)}
+    """The official DAT v1 'mini' reference, its config as the JSON file the CLI takes."""
+    return official_fixture("dat_v1_mini")
 
 
 @pytest.fixture(scope="session")
