@@ -140,6 +140,16 @@ def start(*args: str, env: dict[str, str] | None = None) -> tuple[subprocess.Pop
     return process, f"http://127.0.0.1:{port}"
 
 
+def stop(process: subprocess.Popen, timeout: float = 30) -> None:
+    """SIGTERM (the server drains and exits), killed if it has not exited within ``timeout``."""
+    process.terminate()
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
 def wait_ready(process: subprocess.Popen, url: str, timeout: float = 90) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

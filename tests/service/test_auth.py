@@ -4,8 +4,6 @@ key when keys are set, health and metrics stay open unless switched, keys never 
 from __future__ import annotations
 
 import json
-import signal
-import subprocess
 
 import httpx
 import numpy as np
@@ -15,7 +13,7 @@ from tritonclient.utils import InferenceServerException
 
 from service import create_app
 from service.__main__ import main
-from tests.service.helpers import sample_png, serve, settings, start, wait_ready
+from tests.service.helpers import sample_png, serve, settings, start, stop, wait_ready
 
 pytestmark = pytest.mark.anyio
 
@@ -120,12 +118,7 @@ def test_tritonclient_sends_the_key_as_a_header_and_keys_stay_out_of_the_logs(ti
                 logits = client.infer(name, [images], headers=headers).as_numpy("logits")
                 assert logits.shape == (2, 10)
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop(process)
     text = process.stderr.read()
     assert FIRST not in text and SECOND not in text
     logs = [json.loads(line) for line in text.splitlines() if line.strip()]

@@ -20,7 +20,7 @@ from service.backends.onnxruntime import OnnxRuntimeBackend
 from service.backends.torch import TorchBackend
 from service.postprocess import classify, softmax
 from service.preprocess import prepare
-from tests.service.helpers import sample_png, served, start, wait_ready
+from tests.service.helpers import sample_png, served, start, stop, wait_ready
 
 pytestmark = [pytest.mark.slow, pytest.mark.anyio]
 
@@ -155,12 +155,7 @@ def test_python_m_service_serves_dat_pp_tiny(dat_pp_tiny):
         response = httpx.post(f"{url}/classify", params={"top_k": 3, "points": "true"}, content=png,
                               headers={"content-type": "image/png"}, timeout=120)
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except Exception:
-            process.kill()
-            process.wait()
+        stop(process)
     assert models["name"] == "dat_pp_tiny" and models["backend"] == "torch"
     assert models["input_size"] == 224 and models["num_labels"] == 1000
     assert response.status_code == 200, response.text

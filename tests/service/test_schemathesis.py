@@ -7,7 +7,6 @@ cannot say."""
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import threading
@@ -15,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.service.helpers import REPO, start, wait_ready
+from tests.service.helpers import REPO, start, stop, wait_ready
 
 pytestmark = pytest.mark.slow
 
@@ -38,12 +37,7 @@ def test_the_server_keeps_what_its_openapi_document_promises(tiny_config_file, t
             # in tmp_path: schemathesis keeps a crash cache in .schemathesis/ and replays it
             cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240)
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop(process)
     report = run.stdout + run.stderr
     assert run.returncode == 0, report[-12000:]
     assert "Tested: 15" in report or "Tested: 14" in report, report[-3000:]

@@ -14,7 +14,7 @@ import torch
 import tritonclient.http as triton
 from tritonclient.utils import InferenceServerException
 
-from tests.service.helpers import metric, start, wait_ready
+from tests.service.helpers import metric, start, stop, wait_ready
 
 MODEL = "dat_v1_mini"
 TOLERANCE = 1e-4
@@ -36,12 +36,7 @@ def server(mini_fixture, tmp_path_factory):
         wait_ready(process, url, timeout=120)
         yield url
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except Exception:
-            process.kill()
-            process.wait()
+        stop(process)
 
 
 @pytest.fixture(scope="module")
