@@ -34,6 +34,7 @@ def _inputs(model_name: str, preprocessing, count: int) -> tuple[torch.Tensor, s
     if model_name == "dat_digits":
         try:
             from models import demo
+
             scans, _ = demo.digit_scans("held_out")
             images = [demo.render_digit(s, 64, inverted=bool(i % 2)) for i, s in enumerate(scans[:count])]
             return torch.stack([preprocessing(im) for im in images]), f"{len(images)} held-out digits"
@@ -47,13 +48,16 @@ def _inputs(model_name: str, preprocessing, count: int) -> tuple[torch.Tensor, s
 def _top1(backend: Backend, x: torch.Tensor, batch: int) -> np.ndarray:
     out = []
     for i in range(0, len(x), batch):
-        out += [int(o.logits.argmax()) for o in backend.run(x[i:i + batch])]
+        out += [int(o.logits.argmax()) for o in backend.run(x[i : i + batch])]
     return np.array(out)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench backends", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m bench backends",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--model", default="dat_digits")
     parser.add_argument("--checkpoint", default=None)
     parser.add_argument("--artifacts", default=None, help="an existing export (else one is made)")
@@ -105,8 +109,10 @@ def _run(args, sizes: list[int], tmp: Path) -> int:
     backends["onnxruntime-fp32"] = OnnxRuntimeBackend(artifacts, device="cpu", threads=args.threads)
     metas = {name: b.load() for name, b in backends.items()}
     meta = metas["torch-fp32"]
-    print(f"model {meta.name} ({meta.version}), input {meta.input_size}px, "
-          f"{torch.get_num_threads()} torch threads, torch {torch.__version__}")
+    print(
+        f"model {meta.name} ({meta.version}), input {meta.input_size}px, "
+        f"{torch.get_num_threads()} torch threads, torch {torch.__version__}"
+    )
 
     x, what = _inputs(args.model, meta.preprocessing, 360)
     reference = _top1(backends["torch-fp32"], x, 16)
@@ -120,22 +126,36 @@ def _run(args, sizes: list[int], tmp: Path) -> int:
             started = time.perf_counter()
             backend.run(batch)
             first_call[f"{name}@{n}"] = (time.perf_counter() - started) * 1000
-            m = measure(name, n, lambda b=backend, t=batch: b.run(t), warmup=2,
-                        repeats=args.repeats, min_seconds=args.min_seconds)
+            m = measure(
+                name,
+                n,
+                lambda b=backend, t=batch: b.run(t),
+                warmup=2,
+                repeats=args.repeats,
+                min_seconds=args.min_seconds,
+            )
             rows.append(m)
-            print(f"  {name:18s} batch {n:3d}: {m.images_per_second:8.1f} img/s "
-                  f"(p50 {m.latency_ms_p50:.2f} ms/batch, first call {first_call[f'{name}@{n}']:.1f} ms)",
-                  flush=True)
+            print(
+                f"  {name:18s} batch {n:3d}: {m.images_per_second:8.1f} img/s "
+                f"(p50 {m.latency_ms_p50:.2f} ms/batch, first call {first_call[f'{name}@{n}']:.1f} ms)",
+                flush=True,
+            )
 
-    print(f"\ntop-1 agreement with torch-fp32 on {what}: "
-          + ", ".join(f"{k} {v:.1%}" for k, v in agreement.items()))
+    print(
+        f"\ntop-1 agreement with torch-fp32 on {what}: "
+        + ", ".join(f"{k} {v:.1%}" for k, v in agreement.items())
+    )
     print("\n| backend | " + " | ".join(f"batch {n} img/s" for n in sizes) + " | top-1 vs fp32 |")
     print("|---|" + "---|" * (len(sizes) + 1))
     for name in backends:
         cells = [f"{m.images_per_second:.0f}" for m in rows if m.variant == name]
         print(f"| {name} | " + " | ".join(cells) + f" | {agreement[name]:.1%} |")
-    best = max(backends, key=lambda name: sum(m.images_per_second for m in rows if m.variant == name)
-               if agreement[name] >= 0.99 else -1)
+    best = max(
+        backends,
+        key=lambda name: (
+            sum(m.images_per_second for m in rows if m.variant == name) if agreement[name] >= 0.99 else -1
+        ),
+    )
     print(f"\nfastest with top-1 agreement >= 99%: {best}")
     return 0
 

@@ -21,6 +21,7 @@ class RawBackend:
     def __init__(self, server_args: str):
         from service.backends import create_backend
         from service.settings import Settings
+
         self.settings = Settings(_cli_parse_args=shlex.split(server_args))
         self.backend = create_backend(self.settings)
         self.meta = meta = self.backend.load()
@@ -35,6 +36,7 @@ class RawBackend:
     def images_per_second(self, seconds: float) -> float:
         """Back-to-back batches (each returns its outputs to the host) for at least ``seconds``:
         the images of all of them over their total time."""
-        m = measure("raw", self.batch, lambda: self.backend.run(self.inputs), warmup=1, repeats=2,
-                    min_seconds=seconds)
+        m = measure(
+            "raw", self.batch, lambda: self.backend.run(self.inputs), warmup=1, repeats=2, min_seconds=seconds
+        )
         return self.batch * m.repeats / (sum(m.durations_ms) / 1000)

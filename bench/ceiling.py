@@ -34,9 +34,11 @@ def run(server_args: str, data: bytes, rounds: int, warmup: int = 2) -> dict[str
     settings, preprocessing = raw.settings, raw.meta.preprocessing
     workers = settings.preprocess_workers
     with ThreadPoolExecutor(workers, thread_name_prefix="preprocess", initializer=keep_aten_serial) as pool:
+
         def preprocess_batch():
-            return [pool.submit(prepare, data, preprocessing, settings.max_image_pixels)
-                    for _ in range(raw.batch)]
+            return [
+                pool.submit(prepare, data, preprocessing, settings.max_image_pixels) for _ in range(raw.batch)
+            ]
 
         def alone():
             raw.backend.run(raw.inputs)
@@ -52,21 +54,33 @@ def run(server_args: str, data: bytes, rounds: int, warmup: int = 2) -> dict[str
             for future in futures:
                 future.result()
 
-        measured = measure_interleaved({REFERENCE: alone, "preprocess-then-raw": preprocess_then_raw,
-                                        "overlapped": overlapped}, raw.batch, warmup=warmup,
-                                       repeats=rounds)
-    return {"backend": raw.describe(), "preprocess_workers": workers, "image_bytes": len(data),
-            "rounds": rounds, "results": [m.to_dict() for m in measured],
-            "of_raw": paired_speedups(measured, REFERENCE)}
+        measured = measure_interleaved(
+            {REFERENCE: alone, "preprocess-then-raw": preprocess_then_raw, "overlapped": overlapped},
+            raw.batch,
+            warmup=warmup,
+            repeats=rounds,
+        )
+    return {
+        "backend": raw.describe(),
+        "preprocess_workers": workers,
+        "image_bytes": len(data),
+        "rounds": rounds,
+        "results": [m.to_dict() for m in measured],
+        "of_raw": paired_speedups(measured, REFERENCE),
+    }
 
 
 def markdown_table(report: dict[str, Any]) -> str:
     of_raw = {row["variant"]: row for row in report["of_raw"]}
-    lines = ["| variant | img/s (median) | min-max | of raw, paired rounds: median | min-max |",
-             "|---|---:|---:|---:|---:|"]
+    lines = [
+        "| variant | img/s (median) | min-max | of raw, paired rounds: median | min-max |",
+        "|---|---:|---:|---:|---:|",
+    ]
     for m in report["results"]:
         row = of_raw.get(m["variant"])
         share = f"{row['median']:.0%} | {row['min']:.0%}-{row['max']:.0%}" if row else "100% | -"
-        lines.append(f"| {m['variant']} | {m['images_per_second']:.1f} | {m['ips_min']:.1f}-"
-                     f"{m['ips_max']:.1f} | {share} |")
+        lines.append(
+            f"| {m['variant']} | {m['images_per_second']:.1f} | {m['ips_min']:.1f}-"
+            f"{m['ips_max']:.1f} | {share} |"
+        )
     return "\n".join(lines)

@@ -20,17 +20,24 @@ LIMIT = 10**9
 
 
 def _rates(m: Measurement) -> dict[str, float]:
-    return {"images_per_second": round(m.images_per_second, 1), "min": round(m.ips_min, 1),
-            "max": round(m.ips_max, 1)}
+    return {
+        "images_per_second": round(m.images_per_second, 1),
+        "min": round(m.ips_min, 1),
+        "max": round(m.ips_max, 1),
+    }
 
 
 def pillow(data: bytes, preprocessing: Preprocessing, seconds: float) -> dict[str, Any]:
-    return _rates(measure("pillow", 1, lambda: prepare(data, preprocessing, LIMIT), warmup=1,
-                          repeats=3, min_seconds=seconds))
+    return _rates(
+        measure(
+            "pillow", 1, lambda: prepare(data, preprocessing, LIMIT), warmup=1, repeats=3, min_seconds=seconds
+        )
+    )
 
 
-def gpu_decode(data: bytes, preprocessing: Preprocessing, device: torch.device, batch: int,
-               seconds: float) -> dict[str, Any]:
+def gpu_decode(
+    data: bytes, preprocessing: Preprocessing, device: torch.device, batch: int, seconds: float
+) -> dict[str, Any]:
     """The service's decoder, ``batch`` images submitted at once, as concurrent requests do."""
     from service.gpu_decode import GpuJpegDecoder, read_header, torchvision_decoder
 
@@ -39,6 +46,7 @@ def gpu_decode(data: bytes, preprocessing: Preprocessing, device: torch.device, 
         return {"skipped": "this JPEG takes the Pillow path (progressive, CMYK, ...)"}
     decoder = GpuJpegDecoder(preprocessing, device, torchvision_decoder(device)).start()
     try:
+
         def step() -> list[torch.Tensor]:
             futures = [decoder.submit(data, header) for _ in range(batch)]
             return [f.result(60) for f in futures]
@@ -50,10 +58,16 @@ def gpu_decode(data: bytes, preprocessing: Preprocessing, device: torch.device, 
     reference = prepare(data, preprocessing, LIMIT).tensor
     # in pixel levels: the inputs are (level / 255 - mean) / std
     levels = (ours - reference).abs() * torch.tensor(preprocessing.std).view(3, 1, 1) * 255
-    return {**rates, "batch": batch,
-            "calls": decoder.calls, "images": decoder.images,
-            "input_difference_levels": {"mean": round(levels.mean().item(), 3),
-                                        "max": round(levels.max().item(), 3)}}
+    return {
+        **rates,
+        "batch": batch,
+        "calls": decoder.calls,
+        "images": decoder.images,
+        "input_difference_levels": {
+            "mean": round(levels.mean().item(), 3),
+            "max": round(levels.max().item(), 3),
+        },
+    }
 
 
 def run(data: bytes, preprocessing: Preprocessing, device: str, batch: int, seconds: float) -> dict:

@@ -17,10 +17,17 @@ BACKENDS = ("onnxruntime", "tensorrt")
 EXPORTABLE = ("fp32", "fp16")  # the export's precisions (bf16 has no ONNX Runtime / TensorRT path here)
 
 
-def exported_variants(model: torch.nn.Module, model_name: str, backends: tuple[str, ...],
-                      precisions: list[str], device: str, max_batch: int, folder: Path,
-                      threads: int | None = None, progress: Callable[[str], None] = print,
-                      ) -> dict[str, tuple[torch.nn.Module, Callable]]:
+def exported_variants(
+    model: torch.nn.Module,
+    model_name: str,
+    backends: tuple[str, ...],
+    precisions: list[str],
+    device: str,
+    max_batch: int,
+    folder: Path,
+    threads: int | None = None,
+    progress: Callable[[str], None] = print,
+) -> dict[str, tuple[torch.nn.Module, Callable]]:
     """name -> (module, forward on an fp32 batch) for every requested backend that runs here,
     per exportable precision (fp16 only on a GPU); what cannot run is said, then skipped."""
     try:
@@ -47,7 +54,8 @@ def exported_variants(model: torch.nn.Module, model_name: str, backends: tuple[s
         if precision not in EXPORTABLE or (precision == "fp16" and not on_gpu):
             continue
         out = folder / f"export-{precision}"
-        progress(f"  exporting {model_name} {precision} to ONNX{' and a TensorRT engine' if want_engine else ''} ...")
+        engine_note = " and a TensorRT engine" if want_engine else ""
+        progress(f"  exporting {model_name} {precision} to ONNX{engine_note} ...")
         try:
             export_model(model_name, weights, out, max_batch, precision=precision, engine=want_engine)
         except (ImportError, ExportError) as exc:  # e.g. no onnxruntime to verify the export with
@@ -56,8 +64,11 @@ def exported_variants(model: torch.nn.Module, model_name: str, backends: tuple[s
         for name in backends:
             if name == "tensorrt" and not want_engine:
                 continue
-            backend = (OnnxRuntimeBackend(out, device=device, threads=threads) if name == "onnxruntime"
-                       else TensorRTBackend(out, device=device))
+            backend = (
+                OnnxRuntimeBackend(out, device=device, threads=threads)
+                if name == "onnxruntime"
+                else TensorRTBackend(out, device=device)
+            )
             try:
                 variants[f"{name}-{precision}"] = (model, _logits(backend, device))
             except BackendError as exc:
@@ -65,18 +76,34 @@ def exported_variants(model: torch.nn.Module, model_name: str, backends: tuple[s
     return variants
 
 
-def export_model(model: str, checkpoint: str | Path | None, out: Path, max_batch: int, *,
-                 precision: str = "fp32", engine: bool = False) -> Path:
+def export_model(
+    model: str,
+    checkpoint: str | Path | None,
+    out: Path,
+    max_batch: int,
+    *,
+    precision: str = "fp32",
+    engine: bool = False,
+) -> Path:
     """``python -m export`` of a registered model or config file into ``out``, quietly, for
     batches 1 to ``max_batch``; random weights where no checkpoint is given."""
     from export.manifest import BatchRange
     from export.pipeline import ExportOptions, run_export
 
     is_file = Path(model).suffix in (".json", ".yaml", ".yml")
-    run_export(ExportOptions(out=out, model=None if is_file else model, config=model if is_file else None,
-                             checkpoint=checkpoint, random_weights=checkpoint is None, precision=precision,
-                             batch=BatchRange(1, min(8, max_batch), max_batch), engine=engine),
-               log=lambda line: None)
+    run_export(
+        ExportOptions(
+            out=out,
+            model=None if is_file else model,
+            config=model if is_file else None,
+            checkpoint=checkpoint,
+            random_weights=checkpoint is None,
+            precision=precision,
+            batch=BatchRange(1, min(8, max_batch), max_batch),
+            engine=engine,
+        ),
+        log=lambda line: None,
+    )
     return out
 
 
@@ -86,4 +113,5 @@ def _logits(backend, device: str) -> Callable[[torch.Tensor], torch.Tensor]:
     def forward(x: torch.Tensor) -> torch.Tensor:
         outputs = backend.run(x)
         return torch.from_numpy(np.stack([o.logits for o in outputs])).to(device)
+
     return forward

@@ -25,8 +25,11 @@ def prepare_request(url: str, body: bytes, content_type: str, images_per_request
     content = request.read()
     target = request.url.raw_path.decode()
     lines = [f"POST {target} HTTP/1.1"]
-    lines += [f"{name}: {value}" for name, value in request.headers.items()
-              if name.lower() not in ("connection", "content-length")]
+    lines += [
+        f"{name}: {value}"
+        for name, value in request.headers.items()
+        if name.lower() not in ("connection", "content-length")
+    ]
     lines += [f"content-length: {len(content)}", "connection: keep-alive"]
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + content
 

@@ -26,12 +26,17 @@ _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def machine_description(device: str) -> dict:
-    info = {"cpu": _cpu_name(), "cores": torch.get_num_threads(), "torch": torch.__version__,
-            "python": platform.python_version()}
+    info = {
+        "cpu": _cpu_name(),
+        "cores": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+    }
     if device.startswith("cuda"):
         props = torch.cuda.get_device_properties(device)
-        info.update(gpu=props.name, cuda=torch.version.cuda,
-                    gpu_memory_gib=round(props.total_memory / 2**30, 1))
+        info.update(
+            gpu=props.name, cuda=torch.version.cuda, gpu_memory_gib=round(props.total_memory / 2**30, 1)
+        )
     return info
 
 
@@ -45,30 +50,46 @@ def _cpu_name() -> str:
     return platform.processor() or "unknown"
 
 
-def _variants(model_name: str, precisions: list[str], device: str, official_dir: str | None,
-              compile_mode: str | None = None, graphs_max_batch: int = 0,
-              exported: tuple[str, ...] = (), export_folder: Path | None = None, max_batch: int = 8,
-              threads: int | None = None, progress: Callable[[str], None] = print,
-              beside: tuple[str, ...] = (),
-              ) -> dict[str, tuple[torch.nn.Module, Callable[[torch.Tensor], torch.Tensor]]]:
+def _variants(
+    model_name: str,
+    precisions: list[str],
+    device: str,
+    official_dir: str | None,
+    compile_mode: str | None = None,
+    graphs_max_batch: int = 0,
+    exported: tuple[str, ...] = (),
+    export_folder: Path | None = None,
+    max_batch: int = 8,
+    threads: int | None = None,
+    progress: Callable[[str], None] = print,
+    beside: tuple[str, ...] = (),
+) -> dict[str, tuple[torch.nn.Module, Callable[[torch.Tensor], torch.Tensor]]]:
     """name -> (module, forward on an fp32 batch). ``graphs_max_batch``: also our model as the
     service's torch backend runs it with ``--cuda-graphs`` (CUDA only). ``exported``: also our
     model exported with the same weights, under those serving backends (into ``export_folder``).
     ``beside``: other registered models in the same precisions, named ``<model>-<precision>``."""
-    base, variants = _precision_variants("ours", model_name, precisions, device, compile_mode,
-                                         graphs_max_batch)
+    base, variants = _precision_variants(
+        "ours", model_name, precisions, device, compile_mode, graphs_max_batch
+    )
     if exported:
         from .exported import exported_variants
-        variants.update(exported_variants(base, model_name, exported, precisions, device, max_batch,
-                                          export_folder, threads, progress))
+
+        variants.update(
+            exported_variants(
+                base, model_name, exported, precisions, device, max_batch, export_folder, threads, progress
+            )
+        )
     for name in beside:  # another model, same precisions (and graphs): ratios between architectures
         other = create_model(name, pretrained=False)
         if other.task != base.task or other.input_size != base.input_size:
-            raise ValueError(f"--beside {name}: a {other.task} model at {other.input_size}px cannot "
-                             f"take {model_name}'s {base.task} inputs at {base.input_size}px")
+            raise ValueError(
+                f"--beside {name}: a {other.task} model at {other.input_size}px cannot "
+                f"take {model_name}'s {base.task} inputs at {base.input_size}px"
+            )
         variants.update(_precision_variants(name, name, precisions, device, None, graphs_max_batch)[1])
     if official_dir:
         from .official import OfficialLogits, load_official_dat
+
         official = OfficialLogits(load_official_dat(official_dir)(**base.config.to_dict()))
         official.official.load_state_dict(base.state_dict())
         official = official.to(device).eval()
@@ -79,13 +100,19 @@ def _variants(model_name: str, precisions: list[str], device: str, official_dir:
         def autocast_forward(x, m=official, d=autocast_dtype):
             with torch.autocast(device.split(":")[0], dtype=d):
                 return m(x).float()
+
         variants[f"official-autocast-{tag}"] = (official, autocast_forward)
     return variants
 
 
-def _precision_variants(label: str, model_name: str, precisions: list[str], device: str,
-                        compile_mode: str | None, graphs_max_batch: int
-                        ) -> tuple[torch.nn.Module, dict[str, tuple[torch.nn.Module, Callable]]]:
+def _precision_variants(
+    label: str,
+    model_name: str,
+    precisions: list[str],
+    device: str,
+    compile_mode: str | None,
+    graphs_max_batch: int,
+) -> tuple[torch.nn.Module, dict[str, tuple[torch.nn.Module, Callable]]]:
     """One registered model (random weights, the same in every precision) as ``<label>-<precision>``,
     and with ``graphs_max_batch`` on CUDA as the service's ``--cuda-graphs`` (and, with
     ``compile_mode``, ``--torch-compile``) runs it; returns the fp32 model too."""
@@ -103,34 +130,71 @@ def _precision_variants(label: str, model_name: str, precisions: list[str], devi
         if compile_mode and not graphs_here:  # with graphs: compiled as the service runs it, below
             compiled = torch.compile(model, mode=None if compile_mode == "default" else compile_mode)
             variants[f"{label}-{precision}-compiled"] = (
-                model, lambda x, m=compiled, d=dtype: m(x.to(d)).float())
+                model,
+                lambda x, m=compiled, d=dtype: m(x.to(d)).float(),
+            )
         if graphs_here:
             from service.backends.torch import CudaGraphs  # as the service's --cuda-graphs runs it
+
             # with --compile, also as the service's --torch-compile: the largest bucket compiled
             for compiled in (False, True) if compile_mode else (False,):
                 with torch.inference_mode():
-                    graphs = CudaGraphs(model, graphs_max_batch, model.input_size, device, dtype,
-                                        compiled=compiled)
+                    graphs = CudaGraphs(
+                        model, graphs_max_batch, model.input_size, device, dtype, compiled=compiled
+                    )
                     graphs.check_against(model)
                 variants[f"{label}-{precision}-graphs" + ("-compiled" if compiled else "")] = (
-                    model, lambda x, g=graphs, d=dtype: g.run(x.to(d))[0].float())
+                    model,
+                    lambda x, g=graphs, d=dtype: g.run(x.to(d))[0].float(),
+                )
     return base, variants
 
 
-def run(model_name: str, batch_sizes: tuple[int, ...],
-        precisions: tuple[str, ...] = ("fp32", "bf16"), device: str = "cpu",
-        official_dir: str | None = None, warmup: int = 2, repeats: int = 5,
-        min_seconds: float = 0.0, progress: Callable[[str], None] = print,
-        compile_mode: str | None = None, cuda_graphs: bool = False, interleave: bool = False,
-        exported: tuple[str, ...] = (), threads: int | None = None,
-        beside: tuple[str, ...] = ()) -> dict:
+def run(
+    model_name: str,
+    batch_sizes: tuple[int, ...],
+    precisions: tuple[str, ...] = ("fp32", "bf16"),
+    device: str = "cpu",
+    official_dir: str | None = None,
+    warmup: int = 2,
+    repeats: int = 5,
+    min_seconds: float = 0.0,
+    progress: Callable[[str], None] = print,
+    compile_mode: str | None = None,
+    cuda_graphs: bool = False,
+    interleave: bool = False,
+    exported: tuple[str, ...] = (),
+    threads: int | None = None,
+    beside: tuple[str, ...] = (),
+) -> dict:
     with tempfile.TemporaryDirectory(prefix="bench-export-") as folder:
         torch.manual_seed(0)
-        variants = _variants(model_name, list(precisions), device, official_dir, compile_mode,
-                             max(batch_sizes) if cuda_graphs else 0, exported, Path(folder),
-                             max(batch_sizes), threads, progress, beside)
-        return _measure(variants, model_name, batch_sizes, device, warmup, repeats, min_seconds,
-                        progress, interleave, beside)
+        variants = _variants(
+            model_name,
+            list(precisions),
+            device,
+            official_dir,
+            compile_mode,
+            max(batch_sizes) if cuda_graphs else 0,
+            exported,
+            Path(folder),
+            max(batch_sizes),
+            threads,
+            progress,
+            beside,
+        )
+        return _measure(
+            variants,
+            model_name,
+            batch_sizes,
+            device,
+            warmup,
+            repeats,
+            min_seconds,
+            progress,
+            interleave,
+            beside,
+        )
 
 
 def _owner(variant: str, beside: tuple[str, ...]) -> str | None:
@@ -138,9 +202,18 @@ def _owner(variant: str, beside: tuple[str, ...]) -> str | None:
     return next((name for name in beside if variant.startswith(f"{name}-")), None)
 
 
-def _measure(variants: dict, model_name: str, batch_sizes: tuple[int, ...], device: str, warmup: int,
-             repeats: int, min_seconds: float, progress: Callable[[str], None], interleave: bool,
-             beside: tuple[str, ...] = ()) -> dict:
+def _measure(
+    variants: dict,
+    model_name: str,
+    batch_sizes: tuple[int, ...],
+    device: str,
+    warmup: int,
+    repeats: int,
+    min_seconds: float,
+    progress: Callable[[str], None],
+    interleave: bool,
+    beside: tuple[str, ...] = (),
+) -> dict:
     sync = _synchronizer(device)
     size = next(iter(variants.values()))[0].input_size  # the first variant is ours
     check = torch.randn(max(batch_sizes), 3, size, size, device=device)
@@ -154,15 +227,21 @@ def _measure(variants: dict, model_name: str, batch_sizes: tuple[int, ...], devi
             owner = _owner(name, beside)  # a beside model's variants against its own fp32
             reference = outputs[f"{owner}-fp32" if f"{owner}-fp32" in outputs else first]
             agreement[name] = {
-                "top1_agreement_with_ours_fp32": float((logits.argmax(1) == reference.argmax(1)).float().mean()),
+                "top1_agreement_with_ours_fp32": float(
+                    (logits.argmax(1) == reference.argmax(1)).float().mean()
+                ),
                 "max_abs_diff_vs_ours_fp32": float((logits - reference).abs().max()),
             }
         for batch in batch_sizes if interleave else ():
             x = check[:batch]
             progress(f"  all variants, taking turns, batch {batch:4d} ...")
-            measured = measure_interleaved({name: lambda f=forward, x=x: f(x) for name, (_, forward)
-                                            in variants.items()}, batch, warmup=warmup,
-                                           repeats=repeats, synchronize=sync)
+            measured = measure_interleaved(
+                {name: lambda f=forward, x=x: f(x) for name, (_, forward) in variants.items()},
+                batch,
+                warmup=warmup,
+                repeats=repeats,
+                synchronize=sync,
+            )
             for m in measured:
                 progress(_summary_line(m))
             results.extend(measured)
@@ -170,25 +249,39 @@ def _measure(variants: dict, model_name: str, batch_sizes: tuple[int, ...], devi
             for m in measured:  # each of ours over a beside model in the same precision
                 owner = _owner(m.variant, beside)
                 if owner:
-                    ours = "ours-" + m.variant[len(owner) + 1:]
-                    speedups.extend(r for r in paired_speedups(measured, m.variant)
-                                    if r["variant"] == ours)
+                    ours = "ours-" + m.variant[len(owner) + 1 :]
+                    speedups.extend(r for r in paired_speedups(measured, m.variant) if r["variant"] == ours)
         for name, (_, forward) in variants.items() if not interleave else ():
             for batch in batch_sizes:
                 x = check[:batch]
                 progress(f"  {name:24s} batch {batch:4d} ...")
-                m = measure(name, batch, lambda f=forward, x=x: f(x), warmup=warmup,
-                            repeats=repeats, synchronize=sync, min_seconds=min_seconds)
+                m = measure(
+                    name,
+                    batch,
+                    lambda f=forward, x=x: f(x),
+                    warmup=warmup,
+                    repeats=repeats,
+                    synchronize=sync,
+                    min_seconds=min_seconds,
+                )
                 results.append(m)
                 progress(_summary_line(m))
-    return {"model": model_name, "device": device, "machine": machine_description(device),
-            "interleaved": interleave, "results": [r.to_dict() for r in results], "agreement": agreement,
-            "paired_speedups": speedups}
+    return {
+        "model": model_name,
+        "device": device,
+        "machine": machine_description(device),
+        "interleaved": interleave,
+        "results": [r.to_dict() for r in results],
+        "agreement": agreement,
+        "paired_speedups": speedups,
+    }
 
 
 def _summary_line(m: Measurement) -> str:
-    return (f"  {m.variant:24s} batch {m.batch_size:4d}: {m.images_per_second:8.1f} img/s "
-            f"(min {m.ips_min:.1f}, max {m.ips_max:.1f}), p50 {m.latency_ms_p50:.1f} ms")
+    return (
+        f"  {m.variant:24s} batch {m.batch_size:4d}: {m.images_per_second:8.1f} img/s "
+        f"(min {m.ips_min:.1f}, max {m.ips_max:.1f}), p50 {m.latency_ms_p50:.1f} ms"
+    )
 
 
 def _synchronizer(device: str) -> Callable[[], None]:
@@ -202,12 +295,14 @@ def _speedup_reference(variants: dict) -> str:
     return "official-fp32" if "official-fp32" in variants else next(iter(variants))
 
 
-def profile(model_name: str, precision: str, batch: int, device: str, official_dir: str | None,
-            rows: int = 15) -> str:
+def profile(
+    model_name: str, precision: str, batch: int, device: str, official_dir: str | None, rows: int = 15
+) -> str:
     """Where the time of one forward goes: torch.profiler's top operators and kernels, for our
     model and (with ``official_dir``) the official one under autocast, on the same inputs."""
     from torch.profiler import ProfilerActivity
     from torch.profiler import profile as torch_profile
+
     variants = _variants(model_name, [precision], device, official_dir)
     names = [f"ours-{precision}"] + [n for n in variants if n.startswith("official-autocast")]
     sync = _synchronizer(device)
@@ -225,23 +320,35 @@ def profile(model_name: str, precision: str, batch: int, device: str, official_d
             with torch_profile(activities=activities) as prof:
                 forward(x)
                 sync()
-            tables.append(f"== {name}, batch {batch}\n" + prof.key_averages().table(sort_by=sort, row_limit=rows))
+            tables.append(
+                f"== {name}, batch {batch}\n" + prof.key_averages().table(sort_by=sort, row_limit=rows)
+            )
     return "\n".join(tables)
 
 
 def markdown_table(report: dict) -> str:
-    lines = ["| variant | batch | img/s (median) | min-max | p50 latency ms | top-1 vs ours fp32 |",
-             "|---|---:|---:|---:|---:|---:|"]
+    lines = [
+        "| variant | batch | img/s (median) | min-max | p50 latency ms | top-1 vs ours fp32 |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
     for r in report["results"]:
         agree = report["agreement"][r["variant"]]["top1_agreement_with_ours_fp32"]
-        lines.append(f"| {r['variant']} | {r['batch_size']} | {r['images_per_second']:.1f} | "
-                     f"{r['ips_min']:.1f}-{r['ips_max']:.1f} | {r['latency_ms_p50']:.1f} | "
-                     f"{agree:.0%} |")
+        lines.append(
+            f"| {r['variant']} | {r['batch_size']} | {r['images_per_second']:.1f} | "
+            f"{r['ips_min']:.1f}-{r['ips_max']:.1f} | {r['latency_ms_p50']:.1f} | "
+            f"{agree:.0%} |"
+        )
     if report.get("paired_speedups"):
-        lines += ["", "| variant | batch | speed-up over | median of paired rounds | min-max | rounds |",
-                  "|---|---:|---|---:|---:|---:|"]
-        lines += [f"| {r['variant']} | {r['batch_size']} | {r['reference']} | {r['median']:.2f}x | "
-                  f"{r['min']:.2f}-{r['max']:.2f} | {r['rounds']} |" for r in report["paired_speedups"]]
+        lines += [
+            "",
+            "| variant | batch | speed-up over | median of paired rounds | min-max | rounds |",
+            "|---|---:|---|---:|---:|---:|",
+        ]
+        lines += [
+            f"| {r['variant']} | {r['batch_size']} | {r['reference']} | {r['median']:.2f}x | "
+            f"{r['min']:.2f}-{r['max']:.2f} | {r['rounds']} |"
+            for r in report["paired_speedups"]
+        ]
     return "\n".join(lines)
 
 
@@ -252,6 +359,7 @@ def write_report(report: dict, out: str | Path) -> Path:
     (out / "model.md").write_text(markdown_table(report) + "\n")
     try:
         from .plots import throughput_vs_batch
+
         throughput_vs_batch(report, out / "model_throughput.png")
     except ImportError:
         print("matplotlib not installed: no plot")

@@ -46,8 +46,12 @@ def block_shapes(model_name: str, batch: int) -> list[tuple[tuple[int, int, int,
 def windows_attention(q, k, v, rpb, kernel, scale):
     """Each query's window of keys gathered, then one attention per query."""
     B, heads, H, W, d = q.shape
-    rows = torch.tensor(nb.window_starts(H, kernel), device=q.device)[:, None] + torch.arange(kernel, device=q.device)
-    cols = torch.tensor(nb.window_starts(W, kernel), device=q.device)[:, None] + torch.arange(kernel, device=q.device)
+    rows = torch.tensor(nb.window_starts(H, kernel), device=q.device)[:, None] + torch.arange(
+        kernel, device=q.device
+    )
+    cols = torch.tensor(nb.window_starts(W, kernel), device=q.device)[:, None] + torch.arange(
+        kernel, device=q.device
+    )
     index = (rows[:, None, :, None] * W + cols[None, :, None, :]).reshape(H * W, kernel * kernel)
     qi = torch.arange(H, device=q.device)
     qj = torch.arange(W, device=q.device)
@@ -91,8 +95,14 @@ def flex_attention_fn(device: str) -> AttentionFn | None:
             col = (ki % W - qi % W + kernel - 1).clamp(0, 2 * kernel - 2)
             return score + table[h, row, col]
 
-        out = compiled(q.flatten(2, 3), k.flatten(2, 3), v.flatten(2, 3), score_mod=bias,
-                       block_mask=cache[key], scale=scale)
+        out = compiled(
+            q.flatten(2, 3),
+            k.flatten(2, 3),
+            v.flatten(2, 3),
+            score_mod=bias,
+            block_mask=cache[key],
+            scale=scale,
+        )
         return out.view(B, heads, H, W, d)
 
     return run
@@ -103,15 +113,32 @@ def natten_reference(q, k, v, rpb, kernel, scale):
     return windows_attention(q.float(), k.float(), v.float(), rpb.float(), kernel, scale)
 
 
-def run(model_name: str, batch: int, device: str, dtype: torch.dtype, tiles: tuple[int, ...],
-        repeats: int, flex: bool, progress: Callable[[str], None] = print) -> dict:
+def run(
+    model_name: str,
+    batch: int,
+    device: str,
+    dtype: torch.dtype,
+    tiles: tuple[int, ...],
+    repeats: int,
+    flex: bool,
+    progress: Callable[[str], None] = print,
+) -> dict:
     torch.manual_seed(0)
     shapes = block_shapes(model_name, batch)
     inputs = []
     for shape, kernel, count in shapes:
         q, k, v = (torch.randn(shape, device=device, dtype=dtype) for _ in range(3))
-        inputs.append((q, k, v, torch.randn(shape[1], 2 * kernel - 1, 2 * kernel - 1, device=device),
-                       kernel, shape[-1] ** -0.5, count))
+        inputs.append(
+            (
+                q,
+                k,
+                v,
+                torch.randn(shape[1], 2 * kernel - 1, 2 * kernel - 1, device=device),
+                kernel,
+                shape[-1] ** -0.5,
+                count,
+            )
+        )
     variants: dict[str, AttentionFn] = {}
     for tile in tiles:
         variants[f"blocked-{tile}" + (" (default)" if tile == nb.TILE else "")] = _blocked(tile)
@@ -125,9 +152,14 @@ def run(model_name: str, batch: int, device: str, dtype: torch.dtype, tiles: tup
             for _ in range(count):
                 fn(q, k, v, rpb, kernel, scale)
 
-    report: dict = {"model": model_name, "batch": batch, "device": device, "dtype": str(dtype),
-                    "shapes": [{"shape": list(s), "kernel": kern, "blocks": c} for s, kern, c in shapes],
-                    "variants": {}}
+    report: dict = {
+        "model": model_name,
+        "batch": batch,
+        "device": device,
+        "dtype": str(dtype),
+        "shapes": [{"shape": list(s), "kernel": kern, "blocks": c} for s, kern, c in shapes],
+        "variants": {},
+    }
     durations: dict[str, list[float]] = {name: [] for name in variants}
     with torch.inference_mode():
         for name, fn in variants.items():
@@ -146,22 +178,31 @@ def run(model_name: str, batch: int, device: str, dtype: torch.dtype, tiles: tup
                 durations[name].append((time.perf_counter() - start) * 1000)
     for name, ds in durations.items():
         report["variants"][name].update(ms_median=statistics.median(ds), ms_min=min(ds), ms_max=max(ds))
-        progress(f"  {name:20s} {statistics.median(ds):8.1f} ms (min {min(ds):.1f}, max {max(ds):.1f}), "
-                 f"max |diff| {report['variants'][name]['max_abs_diff_vs_definition']:.1e}")
+        progress(
+            f"  {name:20s} {statistics.median(ds):8.1f} ms (min {min(ds):.1f}, max {max(ds):.1f}), "
+            f"max |diff| {report['variants'][name]['max_abs_diff_vs_definition']:.1e}"
+        )
     return report
 
 
 def _blocked(tile: int) -> AttentionFn:
     def run(q, k, v, rpb, kernel, scale):
         return nb.blocked_neighborhood_attention(q, k, v, rpb, kernel, scale, tile=tile)
+
     return run
 
 
 def markdown_table(report: dict) -> str:
-    lines = [f"{report['model']}'s N blocks, batch {report['batch']}, {report['device']} "
-             f"{report['dtype']}: ms per forward (median of turns)", "",
-             "| variant | ms | min-max | max abs diff vs NATTEN's definition |", "|---|---:|---:|---:|"]
+    lines = [
+        f"{report['model']}'s N blocks, batch {report['batch']}, {report['device']} "
+        f"{report['dtype']}: ms per forward (median of turns)",
+        "",
+        "| variant | ms | min-max | max abs diff vs NATTEN's definition |",
+        "|---|---:|---:|---:|",
+    ]
     for name, r in report["variants"].items():
-        lines.append(f"| {name} | {r['ms_median']:.1f} | {r['ms_min']:.1f}-{r['ms_max']:.1f} | "
-                     f"{r['max_abs_diff_vs_definition']:.1e} |")
+        lines.append(
+            f"| {name} | {r['ms_median']:.1f} | {r['ms_min']:.1f}-{r['ms_max']:.1f} | "
+            f"{r['max_abs_diff_vs_definition']:.1e} |"
+        )
     return "\n".join(lines)

@@ -46,7 +46,8 @@ def load_official_dat(models_dir: str | Path) -> type[nn.Module]:
     _timm_layers_stand_in()
     package = "official_dat_v1"
     spec = importlib.util.spec_from_file_location(
-        package, models_dir / "__init__.py", submodule_search_locations=[str(models_dir)])
+        package, models_dir / "__init__.py", submodule_search_locations=[str(models_dir)]
+    )
     module = importlib.util.module_from_spec(spec)
     sys.modules[package] = module
     spec.loader.exec_module(module)

@@ -14,8 +14,14 @@ from models import create_model
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-def run(model_name: str = "dat_tiny", device: str = "cuda", precisions=("fp32", "fp16", "bf16"),
-        batch_sizes=(1, 8, 64), seed: int = 0, progress=print) -> dict:
+def run(
+    model_name: str = "dat_tiny",
+    device: str = "cuda",
+    precisions=("fp32", "fp16", "bf16"),
+    batch_sizes=(1, 8, 64),
+    seed: int = 0,
+    progress=print,
+) -> dict:
     torch.manual_seed(seed)
     reference = create_model(model_name, pretrained=False)
     size = reference.input_size
@@ -32,12 +38,17 @@ def run(model_name: str = "dat_tiny", device: str = "cuda", precisions=("fp32", 
             with torch.inference_mode():
                 got = model(inputs[:batch].to(device, dtype)).float().cpu()
             want = expected[:batch]
-            row = {"precision": precision, "batch_size": batch,
-                   "max_abs_error": float((got - want).abs().max()),
-                   "mean_abs_logit": float(want.abs().mean()),
-                   "top1_agreement": float((got.argmax(1) == want.argmax(1)).float().mean())}
+            row = {
+                "precision": precision,
+                "batch_size": batch,
+                "max_abs_error": float((got - want).abs().max()),
+                "mean_abs_logit": float(want.abs().mean()),
+                "top1_agreement": float((got.argmax(1) == want.argmax(1)).float().mean()),
+            }
             results.append(row)
-            progress(f"  {precision} batch {batch:3d}: max abs error {row['max_abs_error']:.2e} "
-                     f"(mean |logit| {row['mean_abs_logit']:.2f}), top-1 agreement "
-                     f"{row['top1_agreement']:.1%}")
+            progress(
+                f"  {precision} batch {batch:3d}: max abs error {row['max_abs_error']:.2e} "
+                f"(mean |logit| {row['mean_abs_logit']:.2f}), top-1 agreement "
+                f"{row['top1_agreement']:.1%}"
+            )
     return {"model": model_name, "device": device, "results": results}

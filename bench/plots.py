@@ -8,8 +8,10 @@ from pathlib import Path
 
 def _pyplot():
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
     return plt
 
 
@@ -42,11 +44,22 @@ def latency_vs_throughput(server_report: dict, path: str | Path) -> Path:
         levels = medians_by_level(runs)
         of_rounds = " (median of rounds)" if len(levels) < len(runs) else ""
         for q, style in (("p50", "-"), ("p99", "--")):
-            (line,) = ax.plot([ips for ips, _ in levels], [ms[q] for _, ms in levels], style,
-                              marker=marker, label=f"{mode} loop {q}{of_rounds}")
+            (line,) = ax.plot(
+                [ips for ips, _ in levels],
+                [ms[q] for _, ms in levels],
+                style,
+                marker=marker,
+                label=f"{mode} loop {q}{of_rounds}",
+            )
             if of_rounds:
-                ax.plot([r["images_per_second"] for r in runs], [r["latency_ms"][q] for r in runs],
-                        marker, linestyle="none", color=line.get_color(), alpha=0.3)
+                ax.plot(
+                    [r["images_per_second"] for r in runs],
+                    [r["latency_ms"][q] for r in runs],
+                    marker,
+                    linestyle="none",
+                    color=line.get_color(),
+                    alpha=0.3,
+                )
     ax.set_xlabel("images / s served")
     ax.set_ylabel("latency (ms)")
     ax.set_yscale("log")
@@ -58,9 +71,13 @@ def medians_by_level(runs: list[dict]) -> list[tuple[float, dict[str, float]]]:
     by_level: dict[float, list[dict]] = {}
     for r in runs:
         by_level.setdefault(r["level"], []).append(r)
-    points = [(statistics.median(r["images_per_second"] for r in group),
-               {q: statistics.median(r["latency_ms"][q] for r in group) for q in ("p50", "p99")})
-              for group in by_level.values()]
+    points = [
+        (
+            statistics.median(r["images_per_second"] for r in group),
+            {q: statistics.median(r["latency_ms"][q] for r in group) for q in ("p50", "p99")},
+        )
+        for group in by_level.values()
+    ]
     return sorted(points, key=lambda point: point[0])
 
 

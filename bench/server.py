@@ -76,8 +76,14 @@ def _percentiles(latencies: list[float]) -> dict[str, float]:
 
     def pick(q: float) -> float:
         return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
-    return {"p50": pick(0.50), "p95": pick(0.95), "p99": pick(0.99), "max": ordered[-1] * 1000,
-            "mean": statistics.fmean(ordered) * 1000}
+
+    return {
+        "p50": pick(0.50),
+        "p95": pick(0.95),
+        "p99": pick(0.99),
+        "max": ordered[-1] * 1000,
+        "mean": statistics.fmean(ordered) * 1000,
+    }
 
 
 # -- the client side, run in worker processes ---------------------------------------------
@@ -109,6 +115,7 @@ async def _closed_loop(url, request, clients, duration):
             status, timing = await _post(pool)
             records.append((start, time.perf_counter() - start, status, timing))
         pool.close()
+
     await asyncio.gather(*(one_client(pool) for pool in pools))
     return records
 
@@ -155,6 +162,7 @@ def _run(coroutine):
 
 # -- orchestration ------------------------------------------------------------------------
 
+
 def read_batch_histogram(base_url: str) -> dict[str, float]:
     """The cumulative buckets of the server's dat_batch_size histogram."""
     text = httpx.get(f"{base_url}/metrics", timeout=10).text
@@ -166,8 +174,16 @@ def read_batch_histogram(base_url: str) -> dict[str, float]:
     return buckets
 
 
-def run_level(base_url: str, mode: str, level: float, duration: float, body: bytes,
-              content_type: str, images_per_request: int, processes: int) -> RunResult:
+def run_level(
+    base_url: str,
+    mode: str,
+    level: float,
+    duration: float,
+    body: bytes,
+    content_type: str,
+    images_per_request: int,
+    processes: int,
+) -> RunResult:
     url = f"{base_url}/classify"
     processes = max(1, min(processes, int(level) if mode == "closed" else processes))
     shares = []
@@ -182,26 +198,35 @@ def run_level(base_url: str, mode: str, level: float, duration: float, body: byt
         records = _worker(shares[0])
     else:
         # Ctrl-C reaches the parent alone, which stops the pool (and the server it started)
-        with mp.get_context("spawn").Pool(processes, initializer=signal.signal,
-                                          initargs=(signal.SIGINT, signal.SIG_IGN)) as pool:
+        with mp.get_context("spawn").Pool(
+            processes, initializer=signal.signal, initargs=(signal.SIGINT, signal.SIG_IGN)
+        ) as pool:
             records = [r for part in pool.map(_worker, shares) for r in part]
     after = read_batch_histogram(base_url)
     # the load's own span (perf_counter is system-wide on Linux), not the client processes' start-up
-    elapsed = (max((r[0] + r[1] for r in records), default=1.0) - min((r[0] for r in records), default=0.0)
-               if records else duration)
+    elapsed = (
+        max((r[0] + r[1] for r in records), default=1.0) - min((r[0] for r in records), default=0.0)
+        if records
+        else duration
+    )
 
     ok = [r for r in records if r[2] == 200]
     errors = Counter(str(r[2]) for r in records if r[2] != 200)
     means = {k: statistics.fmean(r[3][i] for r in ok) for i, k in enumerate(_STAGES)} if ok else {}
     return RunResult(
-        mode=mode, level=level, duration_s=elapsed, requests_ok=len(ok),
-        images_ok=len(ok) * images_per_request, errors=dict(errors),
+        mode=mode,
+        level=level,
+        duration_s=elapsed,
+        requests_ok=len(ok),
+        images_ok=len(ok) * images_per_request,
+        errors=dict(errors),
         images_per_second=len(ok) * images_per_request / elapsed,
         requests_per_second=len(ok) / elapsed,
         latency_ms=_percentiles([r[1] for r in ok]),
         mean_batch_size=means.pop("batch_size", None),
         batch_size_buckets={le: after.get(le, 0) - before.get(le, 0) for le in after},
-        server_ms=means)
+        server_ms=means,
+    )
 
 
 def free_port() -> int:
@@ -220,7 +245,10 @@ class ServerProcess:
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "service", "--host", "127.0.0.1", "--port", str(self.port), *args],
-            stdout=self.log, stderr=subprocess.STDOUT, env=env)
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
         deadline = time.monotonic() + ready_timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -255,17 +283,22 @@ def markdown_table(runs: list[dict], baseline_ips: float | None) -> str:
     """One row per run; an efficiency column (server img/s / raw backend img/s) against each
     run's own measured baseline, or ``baseline_ips`` for the runs without one."""
     with_efficiency = bool(baseline_ips) or any(r.get("baseline_ips") for r in runs)
-    header = ("| mode | level | img/s | req/s | p50 ms | p95 ms | p99 ms | errors | batch per image | "
-              "server preprocess / queue / inference ms |" + (" raw img/s | efficiency |" if with_efficiency else ""))
+    header = (
+        "| mode | level | img/s | req/s | p50 ms | p95 ms | p99 ms | errors | batch per image | "
+        "server preprocess / queue / inference ms |"
+        + (" raw img/s | efficiency |" if with_efficiency else "")
+    )
     lines = [header, "|" + "---|" * (header.count("|") - 1)]
     for r in runs:
         level = _level_name(r) + (f", round {r['round']}" if r.get("round") else "")
         lat = r["latency_ms"]
         errors = sum(r["errors"].values())
         mean_batch = f"{r['mean_batch_size']:.1f}" if r["mean_batch_size"] else "-"
-        row = (f"| {r['mode']} | {level} | {r['images_per_second']:.1f} | "
-               f"{r['requests_per_second']:.1f} | {lat.get('p50', 0):.1f} | {lat.get('p95', 0):.1f} | "
-               f"{lat.get('p99', 0):.1f} | {errors} | {mean_batch} | {stages(r.get('server_ms', {}))} |")
+        row = (
+            f"| {r['mode']} | {level} | {r['images_per_second']:.1f} | "
+            f"{r['requests_per_second']:.1f} | {lat.get('p50', 0):.1f} | {lat.get('p95', 0):.1f} | "
+            f"{lat.get('p99', 0):.1f} | {errors} | {mean_batch} | {stages(r.get('server_ms', {}))} |"
+        )
         if with_efficiency:
             raw = raw_ips(r, baseline_ips)
             row += f" {raw:.1f} | {r['images_per_second'] / raw:.0%} |" if raw else " - | - |"
@@ -296,16 +329,24 @@ def efficiency_by_level(runs: list[dict], baseline_ips: float | None) -> dict[st
         if len(level_runs) < 2:
             continue
         ratios = [r["images_per_second"] / raw_ips(r, baseline_ips) for r in level_runs]
-        summary[level] = {"rounds": len(level_runs), "median": statistics.median(ratios),
-                          "min": min(ratios), "max": max(ratios),
-                          "images_per_second": statistics.median(r["images_per_second"]
-                                                                 for r in level_runs)}
+        summary[level] = {
+            "rounds": len(level_runs),
+            "median": statistics.median(ratios),
+            "min": min(ratios),
+            "max": max(ratios),
+            "images_per_second": statistics.median(r["images_per_second"] for r in level_runs),
+        }
     return summary
 
 
 def efficiency_table(summary: dict[str, dict]) -> str:
-    lines = ["| level | rounds | median img/s | efficiency: median | min | max |", "|---|---|---|---|---|---|"]
+    lines = [
+        "| level | rounds | median img/s | efficiency: median | min | max |",
+        "|---|---|---|---|---|---|",
+    ]
     for level, s in summary.items():
-        lines.append(f"| {level} | {s['rounds']} | {s['images_per_second']:.1f} | {s['median']:.0%} | "
-                     f"{s['min']:.0%} | {s['max']:.0%} |")
+        lines.append(
+            f"| {level} | {s['rounds']} | {s['images_per_second']:.1f} | {s['median']:.0%} | "
+            f"{s['min']:.0%} | {s['max']:.0%} |"
+        )
     return "\n".join(lines)

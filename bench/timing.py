@@ -23,8 +23,16 @@ class Measurement:
         return asdict(self)
 
 
-def measure(variant: str, batch_size: int, run: Callable[[], object], *, warmup: int, repeats: int,
-            synchronize: Callable[[], None] = lambda: None, min_seconds: float = 0.0) -> Measurement:
+def measure(
+    variant: str,
+    batch_size: int,
+    run: Callable[[], object],
+    *,
+    warmup: int,
+    repeats: int,
+    synchronize: Callable[[], None] = lambda: None,
+    min_seconds: float = 0.0,
+) -> Measurement:
     """Times ``run`` (one batch) ``repeats`` times after ``warmup`` untimed calls.
 
     With ``min_seconds``, keeps repeating until that much time was measured (short runs on
@@ -43,13 +51,26 @@ def measure(variant: str, batch_size: int, run: Callable[[], object], *, warmup:
 
 def _summary(variant: str, batch_size: int, durations: list[float]) -> Measurement:
     rates = [batch_size / d for d in durations]
-    return Measurement(variant, batch_size, statistics.median(rates), min(rates), max(rates),
-                       statistics.median(durations) * 1000, len(durations),
-                       [round(d * 1000, 3) for d in durations])
+    return Measurement(
+        variant,
+        batch_size,
+        statistics.median(rates),
+        min(rates),
+        max(rates),
+        statistics.median(durations) * 1000,
+        len(durations),
+        [round(d * 1000, 3) for d in durations],
+    )
 
 
-def measure_interleaved(runs: dict[str, Callable[[], object]], batch_size: int, *, warmup: int,
-                        repeats: int, synchronize: Callable[[], None] = lambda: None) -> list[Measurement]:
+def measure_interleaved(
+    runs: dict[str, Callable[[], object]],
+    batch_size: int,
+    *,
+    warmup: int,
+    repeats: int,
+    synchronize: Callable[[], None] = lambda: None,
+) -> list[Measurement]:
     """Like :func:`measure` for several variants at once, taking turns: repeat i of every
     variant runs before repeat i + 1 of any, so a slow spell of a shared machine slows them
     all alike and their ratios hold."""
@@ -78,7 +99,15 @@ def paired_speedups(measured: list[Measurement], reference: str) -> list[dict]:
         if m.variant == reference:
             continue
         ratios = sorted(b / d for b, d in zip(base, m.durations_ms))
-        rows.append({"variant": m.variant, "batch_size": m.batch_size, "reference": reference,
-                     "median": statistics.median(ratios), "min": ratios[0], "max": ratios[-1],
-                     "rounds": len(ratios)})
+        rows.append(
+            {
+                "variant": m.variant,
+                "batch_size": m.batch_size,
+                "reference": reference,
+                "median": statistics.median(ratios),
+                "min": ratios[0],
+                "max": ratios[-1],
+                "rounds": len(ratios),
+            }
+        )
     return rows

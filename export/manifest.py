@@ -61,8 +61,10 @@ class BatchRange:
     def __post_init__(self) -> None:
         values = (self.min, self.opt, self.max)
         if not all(isinstance(v, int) for v in values) or not 1 <= self.min <= self.opt <= self.max:
-            raise ValueError(f"batch range must satisfy 1 <= min <= opt <= max, got "
-                             f"min={self.min} opt={self.opt} max={self.max}")
+            raise ValueError(
+                f"batch range must satisfy 1 <= min <= opt <= max, got "
+                f"min={self.min} opt={self.opt} max={self.max}"
+            )
 
     @property
     def dynamic(self) -> bool:
@@ -89,13 +91,11 @@ class TensorSpec:
     layout: str = ""
 
     def to_dict(self) -> dict:
-        return {"name": self.name, "dtype": self.dtype, "shape": list(self.shape),
-                "layout": self.layout}
+        return {"name": self.name, "dtype": self.dtype, "shape": list(self.shape), "layout": self.layout}
 
     @classmethod
     def from_dict(cls, data: dict) -> TensorSpec:
-        return cls(str(data["name"]), str(data["dtype"]), tuple(data["shape"]),
-                   str(data.get("layout", "")))
+        return cls(str(data["name"]), str(data["dtype"]), tuple(data["shape"]), str(data.get("layout", "")))
 
 
 @dataclass(frozen=True)
@@ -120,10 +120,15 @@ class Artifact:
 
     @classmethod
     def from_dict(cls, data: dict) -> Artifact:
-        return cls(file=str(data["file"]), kind=str(data["kind"]),
-                   grid_sample=str(data["grid_sample"]), sha256=str(data.get("sha256", "")),
-                   bytes=int(data.get("bytes", 0)), source=data.get("source"),
-                   extra=dict(data.get("extra") or {}))
+        return cls(
+            file=str(data["file"]),
+            kind=str(data["kind"]),
+            grid_sample=str(data["grid_sample"]),
+            sha256=str(data.get("sha256", "")),
+            bytes=int(data.get("bytes", 0)),
+            source=data.get("source"),
+            extra=dict(data.get("extra") or {}),
+        )
 
 
 @dataclass(frozen=True)
@@ -208,19 +213,26 @@ class Manifest:
 
     def to_dict(self) -> dict:
         return {
-            "format": FORMAT, "version": VERSION, "status": self.status,
-            "created": self.created, "task": self.task,
-            "model": {"name": self.model_name, "config": self.model_config,
-                      "weights": self.weights},
-            "inputs": [self.input.to_dict()], "outputs": [o.to_dict() for o in self.outputs],
+            "format": FORMAT,
+            "version": VERSION,
+            "status": self.status,
+            "created": self.created,
+            "task": self.task,
+            "model": {"name": self.model_name, "config": self.model_config, "weights": self.weights},
+            "inputs": [self.input.to_dict()],
+            "outputs": [o.to_dict() for o in self.outputs],
             "batch": self.batch.to_dict(),
             "preprocessing": self.preprocessing.to_dict(),
             "labels": list(self.labels),
             **({"category_ids": list(self.category_ids)} if self.category_ids else {}),
-            "precision": self.precision, "opset": self.opset, "grid_sample": self.grid_sample,
+            "precision": self.precision,
+            "opset": self.opset,
+            "grid_sample": self.grid_sample,
             "artifacts": {role: a.to_dict() for role, a in self.artifacts.items()},
-            "verification": self.verification, "tools": self.tools,
-            "timings_s": self.timings_s, "notes": list(self.notes),
+            "verification": self.verification,
+            "tools": self.tools,
+            "timings_s": self.timings_s,
+            "notes": list(self.notes),
         }
 
     @classmethod
@@ -228,18 +240,23 @@ class Manifest:
         if not isinstance(data, dict) or data.get("format") != FORMAT:
             raise ManifestError(f"not a {FORMAT} manifest")
         if data.get("version") != VERSION:
-            raise ManifestError(f"manifest version {data.get('version')!r} is not supported "
-                                f"(this code reads version {VERSION})")
+            raise ManifestError(
+                f"manifest version {data.get('version')!r} is not supported "
+                f"(this code reads version {VERSION})"
+            )
         try:
             inputs, outputs = data["inputs"], data["outputs"]
             if len(inputs) != 1 or not outputs:
                 raise ManifestError("expected exactly one input and at least one output")
             return cls(
-                status=str(data["status"]), task=str(data["task"]),
-                model_name=str(data["model"]["name"]), model_config=dict(data["model"]["config"]),
+                status=str(data["status"]),
+                task=str(data["task"]),
+                model_name=str(data["model"]["name"]),
+                model_config=dict(data["model"]["config"]),
                 preprocessing=preprocessing_from_dict(data["preprocessing"]),
                 labels=tuple(str(label) for label in data["labels"]),
-                precision=str(data["precision"]), opset=int(data["opset"]),
+                precision=str(data["precision"]),
+                opset=int(data["opset"]),
                 grid_sample=str(data["grid_sample"]),
                 input=TensorSpec.from_dict(inputs[0]),
                 outputs=tuple(TensorSpec.from_dict(o) for o in outputs),
@@ -248,10 +265,12 @@ class Manifest:
                 verification=dict(data.get("verification") or {}),
                 tools=dict(data.get("tools") or {}),
                 timings_s=dict(data.get("timings_s") or {}),
-                notes=tuple(data.get("notes") or ()), created=str(data.get("created", "")),
+                notes=tuple(data.get("notes") or ()),
+                created=str(data.get("created", "")),
                 weights=dict(data["model"].get("weights") or {}),
                 category_ids=tuple(int(i) for i in data.get("category_ids") or ()),
-                directory=directory)
+                directory=directory,
+            )
         except ManifestError:
             raise
         except (KeyError, TypeError, ValueError) as exc:
@@ -259,8 +278,9 @@ class Manifest:
             raise ManifestError(f"malformed manifest: {detail}") from None
 
     @classmethod
-    def load(cls, directory: str | Path, *, verify_hashes: bool = True,
-             allow_failed: bool = False) -> Manifest:
+    def load(
+        cls, directory: str | Path, *, verify_hashes: bool = True, allow_failed: bool = False
+    ) -> Manifest:
         """Reads ``directory/manifest.json`` and checks it; raises :class:`ManifestError`."""
         return read_manifest(directory, verify_hashes=verify_hashes, allow_failed=allow_failed)
 
@@ -276,36 +296,45 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
 def _check_consistency(m: Manifest) -> None:
     if "onnx" not in m.artifacts:
         raise ManifestError("manifest lists no onnx artifact")
-    if m.task == "classification" and m.output.shape and isinstance(m.output.shape[-1], int) \
-            and m.output.shape[-1] != len(m.labels):
+    if (
+        m.task == "classification"
+        and m.output.shape
+        and isinstance(m.output.shape[-1], int)
+        and m.output.shape[-1] != len(m.labels)
+    ):
         raise ManifestError(f"{len(m.labels)} labels for {m.output.shape[-1]} outputs")
     if m.category_ids and len(m.category_ids) != len(m.labels):
         raise ManifestError(f"{len(m.category_ids)} category ids for {len(m.labels)} labels")
     size = m.input.shape[-1] if m.input.shape else None
     if isinstance(size, int) and size != m.preprocessing.input_size:
-        raise ManifestError(f"preprocessing makes {m.preprocessing.input_size}px inputs but the "
-                            f"graph takes {size}px")
+        raise ManifestError(
+            f"preprocessing makes {m.preprocessing.input_size}px inputs but the graph takes {size}px"
+        )
 
 
-def read_manifest(directory: str | Path, *, verify_hashes: bool = True,
-                  allow_failed: bool = False) -> Manifest:
+def read_manifest(
+    directory: str | Path, *, verify_hashes: bool = True, allow_failed: bool = False
+) -> Manifest:
     """Loads and checks a manifest: format, version, status, consistency, every file's hash."""
     directory = Path(directory)
     path = directory / MANIFEST_NAME
     if not directory.is_dir():
         raise ManifestError(f"export directory not found: {directory}")
     if not path.is_file():
-        raise ManifestError(f"no {MANIFEST_NAME} in {directory} (not an export, or the export "
-                            "did not finish)")
+        raise ManifestError(
+            f"no {MANIFEST_NAME} in {directory} (not an export, or the export did not finish)"
+        )
     try:
         data = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ManifestError(f"{path}: unreadable manifest ({exc})") from None
     manifest = Manifest.from_dict(data, directory=directory)
     if manifest.status != "ok" and not allow_failed:
-        failures = [f"{runtime}: {v.get('summary', 'failed')}"
-                    for runtime, v in manifest.verification.items()
-                    if isinstance(v, dict) and not v.get("passed", False)]
+        failures = [
+            f"{runtime}: {v.get('summary', 'failed')}"
+            for runtime, v in manifest.verification.items()
+            if isinstance(v, dict) and not v.get("passed", False)
+        ]
         detail = "; ".join(failures) or "see the manifest"
         raise ManifestError(f"{directory}: the export failed verification ({detail})")
     _check_consistency(manifest)
@@ -315,8 +344,10 @@ def read_manifest(directory: str | Path, *, verify_hashes: bool = True,
             raise ManifestError(f"{role} file listed in the manifest is missing: {file}")
         if verify_hashes:
             if file.stat().st_size != artifact.bytes or sha256_file(file) != artifact.sha256:
-                raise ManifestError(f"{role} file {file} does not match the sha256 in the manifest "
-                                    "(modified or replaced after export)")
+                raise ManifestError(
+                    f"{role} file {file} does not match the sha256 in the manifest "
+                    "(modified or replaced after export)"
+                )
     return manifest
 
 
@@ -328,8 +359,9 @@ def write_manifest(directory: str | Path, manifest: Manifest) -> Path:
         file = directory / artifact.file
         if not file.is_file():
             raise ManifestError(f"cannot list {role}: {file} does not exist")
-        artifacts[role] = Artifact(**{**artifact.to_dict(), "sha256": sha256_file(file),
-                                      "bytes": file.stat().st_size})
+        artifacts[role] = Artifact(
+            **{**artifact.to_dict(), "sha256": sha256_file(file), "bytes": file.stat().st_size}
+        )
     data = Manifest(**{**manifest.__dict__, "artifacts": artifacts}).to_dict()
     text = json.dumps(_plain(data), indent=2, allow_nan=False) + "\n"
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=".manifest.", suffix=".json")

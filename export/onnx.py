@@ -80,9 +80,15 @@ def _rename_batch_axis(model, symbols: set[str]) -> None:
         value.shape = ir.Shape(dims)
 
 
-def export_onnx(model: nn.Module, path: str | Path, *, grid_sample: str = "native",
-                precision: str = "fp32", opset: int = DEFAULT_OPSET,
-                batch: BatchRange | None = None) -> OnnxExport:
+def export_onnx(
+    model: nn.Module,
+    path: str | Path,
+    *,
+    grid_sample: str = "native",
+    precision: str = "fp32",
+    opset: int = DEFAULT_OPSET,
+    batch: BatchRange | None = None,
+) -> OnnxExport:
     """Exports ``model`` (a DAT classifier or detector, eval mode) to ``path``; returns what was
     written. The outputs are named after the model's task (:data:`OUTPUT_NAMES`).
 
@@ -92,8 +98,9 @@ def export_onnx(model: nn.Module, path: str | Path, *, grid_sample: str = "nativ
 
     batch = batch or BatchRange()
     if opset not in SUPPORTED_OPSETS:
-        raise ValueError(f"opset {opset} is not supported; choose {SUPPORTED_OPSETS.start}-"
-                         f"{SUPPORTED_OPSETS.stop - 1}")
+        raise ValueError(
+            f"opset {opset} is not supported; choose {SUPPORTED_OPSETS.start}-{SUPPORTED_OPSETS.stop - 1}"
+        )
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     table = symbolics.translation_table(grid_sample, opset)
@@ -110,13 +117,21 @@ def export_onnx(model: nn.Module, path: str | Path, *, grid_sample: str = "nativ
     with warnings.catch_warnings():
         # torch's own pytree deprecation notice, raised inside torch.export; not actionable here.
         warnings.filterwarnings("ignore", message=".*LeafSpec.*", category=FutureWarning)
-        with torch.no_grad(), symbolics.opaque_seams(), \
-                symbolics.ExportPolicy(fp32_islands=precision == "fp16"):
-            program = torch.export.export(traced, (example,), dynamic_shapes=dynamic_shapes,
-                                          strict=False)
+        with (
+            torch.no_grad(),
+            symbolics.opaque_seams(),
+            symbolics.ExportPolicy(fp32_islands=precision == "fp16"),
+        ):
+            program = torch.export.export(traced, (example,), dynamic_shapes=dynamic_shapes, strict=False)
         onnx_program = torch.onnx.export(
-            program, dynamo=True, opset_version=opset, input_names=[INPUT_NAME],
-            output_names=output_names, custom_translation_table=table, verbose=False)
+            program,
+            dynamo=True,
+            opset_version=opset,
+            input_names=[INPUT_NAME],
+            output_names=output_names,
+            custom_translation_table=table,
+            verbose=False,
+        )
 
     graph_model = onnx_program.model
     symbols = {str(d) for d in graph_model.graph.inputs[0].shape if not isinstance(d, int)}
@@ -134,7 +149,13 @@ def export_onnx(model: nn.Module, path: str | Path, *, grid_sample: str = "nativ
     def shape_of(value) -> list:
         return [d if isinstance(d, int) else str(d) for d in value.shape]
 
-    return OnnxExport(path=path, grid_sample=grid_sample, precision=precision, opset=opset,
-                      batch=batch, input_shape=shape_of(graph_model.graph.inputs[0]),
-                      output_shapes={v.name: shape_of(v) for v in graph_model.graph.outputs},
-                      node_counts=dict(sorted(counts.items())))
+    return OnnxExport(
+        path=path,
+        grid_sample=grid_sample,
+        precision=precision,
+        opset=opset,
+        batch=batch,
+        input_shape=shape_of(graph_model.graph.inputs[0]),
+        output_shapes={v.name: shape_of(v) for v in graph_model.graph.outputs},
+        node_counts=dict(sorted(counts.items())),
+    )

@@ -99,8 +99,10 @@ def check_options(options: ExportOptions) -> None:
     try:  # every export is verified with it: say so before the slow part, not after
         import onnxruntime  # noqa: F401
     except ImportError:
-        raise ExportError("ONNX Runtime is not installed: every export is verified with it "
-                          "(pip install 'dat-serve[cpu]', or [gpu] on a GPU host)") from None
+        raise ExportError(
+            "ONNX Runtime is not installed: every export is verified with it "
+            "(pip install 'dat-serve[cpu]', or [gpu] on a GPU host)"
+        ) from None
     if options.task is not None and options.task not in TASKS:
         raise ExportError(f"task {options.task!r} is not supported yet; choose from {sorted(TASKS)}")
     if options.grid_sample not in GRID_SAMPLE_CHOICES:
@@ -109,13 +111,19 @@ def check_options(options: ExportOptions) -> None:
         ops = onnx_export.SUPPORTED_OPSETS
         raise ExportError(f"opset {options.opset} is not supported; choose {ops.start}-{ops.stop - 1}")
     if options.grid_sample == "native" and options.opset not in symbolics.NATIVE_OPSETS:
-        raise ExportError(f"--grid-sample native needs opset 18 or 19: opset {options.opset} names "
-                          "the bilinear mode 'linear', which TensorRT reads as nearest; use "
-                          "--grid-sample decomposed (or auto)")
+        raise ExportError(
+            f"--grid-sample native needs opset 18 or 19: opset {options.opset} names "
+            "the bilinear mode 'linear', which TensorRT reads as nearest; use "
+            "--grid-sample decomposed (or auto)"
+        )
     if options.model and options.config:
         raise ExportError("give either a registered model name or a config file, not both")
-    for what, path in (("config", options.config), ("checkpoint", options.checkpoint),
-                       ("labels", options.labels), *(("image", p) for p in options.verify_images)):
+    for what, path in (
+        ("config", options.config),
+        ("checkpoint", options.checkpoint),
+        ("labels", options.labels),
+        *(("image", p) for p in options.verify_images),
+    ):
         if path is not None and not Path(path).is_file():
             raise ExportError(f"{what} file not found: {path}")
 
@@ -133,12 +141,15 @@ def load_model(options: ExportOptions) -> torch.nn.Module:
             spec = models.get_spec(str(source))
         embedded = spec is not None and spec.weights is not None
         if options.checkpoint is None and not embedded and not options.random_weights:
-            raise ExportError(f"{source} has no embedded weights: pass --checkpoint FILE "
-                              "(or --random-weights for a smoke test)")
+            raise ExportError(
+                f"{source} has no embedded weights: pass --checkpoint FILE "
+                "(or --random-weights for a smoke test)"
+            )
         # --random-weights only stands in for weights that are absent, never replaces them.
         absent = options.random_weights and not (embedded and spec.weights.is_file())
-        model = models.create_model(source, labels=labels,
-                                    pretrained=options.checkpoint is None and not absent)
+        model = models.create_model(
+            source, labels=labels, pretrained=options.checkpoint is None and not absent
+        )
         if options.checkpoint is not None:
             models.load_checkpoint(model, options.checkpoint)
         if options.name:
@@ -170,20 +181,23 @@ def _verification_images(model: torch.nn.Module, paths) -> torch.Tensor | None:
     return torch.stack(tensors)
 
 
-def _check_detections(model: torch.nn.Module, images: torch.Tensor | None, options: ExportOptions,
-                      log: Log) -> None:
+def _check_detections(
+    model: torch.nn.Module, images: torch.Tensor | None, options: ExportOptions, log: Log
+) -> None:
     """Before the slow part: a detector's verification compares its detections, so PyTorch must
     find some in the inputs (an untrained head finds nothing in random noise); ExportError if not."""
     batch_sizes = validate.verification_batches(options.batch, options.verify_batches)
     inputs = images if images is not None else validate.sample_inputs(model.input_size, max(batch_sizes))
     found = 0
     for start in range(0, inputs.shape[0], 8):
-        labels = validate.reference_outputs(model, inputs[start:start + 8])[2]
+        labels = validate.reference_outputs(model, inputs[start : start + 8])[2]
         found += int((labels >= 0).sum())
     what = f"the {inputs.shape[0]} --verify-images" if images is not None else "seeded random inputs"
     if not found:
-        raise ExportError(f"the detector found no objects in {what}, so verifying the export would "
-                          "compare nothing: pass --verify-images with pictures it finds objects in")
+        raise ExportError(
+            f"the detector found no objects in {what}, so verifying the export would "
+            "compare nothing: pass --verify-images with pictures it finds objects in"
+        )
     log(f"    the reference finds {found} objects in {what}")
 
 
@@ -195,8 +209,7 @@ def _weights_info(options: ExportOptions) -> dict:
 
     spec = None if options.config else models.get_spec(options.model or DEFAULT_MODEL)
     if spec is not None and spec.weights is not None and spec.weights.is_file():
-        return {"source": "embedded", "file": spec.weights.name,
-                "sha256": mf.sha256_file(spec.weights)}
+        return {"source": "embedded", "file": spec.weights.name, "sha256": mf.sha256_file(spec.weights)}
     return {"source": "random", "file": None, "sha256": None}
 
 
@@ -206,9 +219,14 @@ def _tool_versions() -> dict[str, str]:
     import onnxruntime
     import onnxscript
 
-    tools = {"python": platform.python_version(), "torch": torch.__version__,
-             "onnx": onnx.__version__, "onnxscript": onnxscript.__version__,
-             "onnxruntime": onnxruntime.__version__, "numpy": numpy.__version__}
+    tools = {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "onnx": onnx.__version__,
+        "onnxscript": onnxscript.__version__,
+        "onnxruntime": onnxruntime.__version__,
+        "numpy": numpy.__version__,
+    }
     version = trt_export.tensorrt_version()
     if version:
         tools["tensorrt"] = version
@@ -229,11 +247,13 @@ def stale_reason(options: ExportOptions) -> str | None:
     wanted = _weights_info(options)
     if wanted["source"] == "random" or manifest.weights.get("sha256") != wanted["sha256"]:
         return "the weights differ from the ones exported"
-    for what, have, want in (("precision", manifest.precision, options.precision),
-                             ("opset", manifest.opset, options.opset),
-                             ("grid-sample mode", manifest.grid_sample, options.grid_sample),
-                             ("batch range", manifest.batch, options.batch),
-                             ("task", manifest.task, options.task or manifest.task)):
+    for what, have, want in (
+        ("precision", manifest.precision, options.precision),
+        ("opset", manifest.opset, options.opset),
+        ("grid-sample mode", manifest.grid_sample, options.grid_sample),
+        ("batch range", manifest.batch, options.batch),
+        ("task", manifest.task, options.task or manifest.task),
+    ):
         if have != want:
             return f"{what} {have} was exported, {want} is asked for"
     if options.engine is not False and trt_export.unavailable_reason() is None:
@@ -242,8 +262,10 @@ def stale_reason(options: ExportOptions) -> str | None:
         if manifest.engine_path is None:
             return "no TensorRT engine was built"
         if {k: info.get(k) for k in here} != here:
-            return (f"the engine was built with TensorRT {info.get('tensorrt')} on "
-                    f"{info.get('device')}; here: TensorRT {here['tensorrt']} on {here['device']}")
+            return (
+                f"the engine was built with TensorRT {info.get('tensorrt')} on "
+                f"{info.get('device')}; here: TensorRT {here['tensorrt']} on {here['device']}"
+            )
     return None
 
 
@@ -273,9 +295,11 @@ def run_export(options: ExportOptions, log: Log = print) -> mf.Manifest:
         model = load_model(options)
         cfg = model.config
         weights = _weights_info(options)
-        log(f"    {model.info.name} ({model.task}): "
+        log(
+            f"    {model.info.name} ({model.task}): "
             f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters, "
-            f"{model.input_size}px, {model.num_classes} classes, {weights['source']} weights")
+            f"{model.input_size}px, {model.num_classes} classes, {weights['source']} weights"
+        )
         images = _verification_images(model, options.verify_images)
         if weights["source"] == "random":
             notes.append("random weights: a smoke-test export, not a usable model")
@@ -296,31 +320,46 @@ def run_export(options: ExportOptions, log: Log = print) -> mf.Manifest:
     batch_sizes = validate.verification_batches(options.batch, options.verify_batches)
 
     def export(mode: str, file: str) -> onnx_export.OnnxExport:
-        with progress.step(f"onnx_{mode}", f"Exporting ONNX ({mode} grid sampling, "
-                           f"{options.precision}, opset {options.opset}) -> {out / file}"):
+        with progress.step(
+            f"onnx_{mode}",
+            f"Exporting ONNX ({mode} grid sampling, "
+            f"{options.precision}, opset {options.opset}) -> {out / file}",
+        ):
             result = onnx_export.export_onnx(
-                model, out / file, grid_sample=mode, precision=options.precision,
-                opset=options.opset, batch=options.batch)
+                model,
+                out / file,
+                grid_sample=mode,
+                precision=options.precision,
+                opset=options.opset,
+                batch=options.batch,
+            )
             grid = result.node_counts.get("GridSample", 0)
             outputs = ", ".join(f"{k} {v}" for k, v in result.output_shapes.items())
-            log(f"    {sum(result.node_counts.values())} nodes, {grid} GridSample; input "
-                f"{result.input_shape}, output {outputs}")
+            log(
+                f"    {sum(result.node_counts.values())} nodes, {grid} GridSample; input "
+                f"{result.input_shape}, output {outputs}"
+            )
         return result
 
     def verify_onnx(result: onnx_export.OnnxExport) -> validate.Verification:
-        with progress.step(f"verify_onnx_{result.grid_sample}",
-                           f"Verifying with onnx.checker and ONNX Runtime at batch sizes "
-                           f"{batch_sizes}"):
-            report = validate.verify_onnx(result.path, model, precision=options.precision,
-                                          batch_sizes=batch_sizes,
-                                          input_name=mf.INPUT_NAME, images=images)
+        with progress.step(
+            f"verify_onnx_{result.grid_sample}",
+            f"Verifying with onnx.checker and ONNX Runtime at batch sizes {batch_sizes}",
+        ):
+            report = validate.verify_onnx(
+                result.path,
+                model,
+                precision=options.precision,
+                batch_sizes=batch_sizes,
+                input_name=mf.INPUT_NAME,
+                images=images,
+            )
             log(f"    {report.summary()}")
         return report
 
     primary = export(first_mode, ONNX_FILE)
     verification = {"onnxruntime": verify_onnx(primary)}
-    if not verification["onnxruntime"].passed and options.grid_sample == "auto" \
-            and first_mode == "native":
+    if not verification["onnxruntime"].passed and options.grid_sample == "auto" and first_mode == "native":
         log("    native GridSample graph failed verification; falling back to decomposed")
         primary = export("decomposed", ONNX_FILE)
         verification["onnxruntime"] = verify_onnx(primary)
@@ -329,49 +368,73 @@ def run_export(options: ExportOptions, log: Log = print) -> mf.Manifest:
     artifacts = {"onnx": mf.Artifact(ONNX_FILE, "onnx", primary.grid_sample)}
     engine_attempts: list[dict] = []
     if passed and build_engine:
+
         def onnx_for(mode: str) -> Path:
             # The engine's fallback graph is exported only when it is needed.
-            return primary.path if mode == primary.grid_sample \
-                else export(mode, DECOMPOSED_ONNX_FILE).path
+            return primary.path if mode == primary.grid_sample else export(mode, DECOMPOSED_ONNX_FILE).path
 
         def build(onnx_path: Path, engine_path: Path) -> Path:
-            with progress.step(f"engine_build_{Path(onnx_path).stem}",
-                               f"Building a TensorRT engine from {Path(onnx_path).name}, "
-                               f"batch {options.batch.min}-{options.batch.max}"):
+            with progress.step(
+                f"engine_build_{Path(onnx_path).stem}",
+                f"Building a TensorRT engine from {Path(onnx_path).name}, "
+                f"batch {options.batch.min}-{options.batch.max}",
+            ):
                 return trt_export.build_engine(
-                    onnx_path, engine_path, input_name=mf.INPUT_NAME,
-                    batch=options.batch, image_size=model.input_size,
-                    workspace_gb=options.workspace_gb)
+                    onnx_path,
+                    engine_path,
+                    input_name=mf.INPUT_NAME,
+                    batch=options.batch,
+                    image_size=model.input_size,
+                    workspace_gb=options.workspace_gb,
+                )
 
         def verify(engine_path: Path) -> validate.Verification:
-            with progress.step(f"engine_verify_{len(progress.timings)}",
-                               "Verifying the engine against PyTorch on the GPU"):
+            with progress.step(
+                f"engine_verify_{len(progress.timings)}", "Verifying the engine against PyTorch on the GPU"
+            ):
                 return trt_export.verify_engine(
-                    engine_path, model, input_name=mf.INPUT_NAME,
-                    output_names=TASKS[model.task], precision=options.precision,
-                    batch_sizes=batch_sizes, images=images)
+                    engine_path,
+                    model,
+                    input_name=mf.INPUT_NAME,
+                    output_names=TASKS[model.task],
+                    precision=options.precision,
+                    batch_sizes=batch_sizes,
+                    images=images,
+                )
 
         result = trt_export.build_verified(
-            options.grid_sample, primary.grid_sample, onnx_for=onnx_for,
-            engine_for=lambda mode: out / ENGINE_FILE, build=build, verify=verify, log=log)
+            options.grid_sample,
+            primary.grid_sample,
+            onnx_for=onnx_for,
+            engine_for=lambda mode: out / ENGINE_FILE,
+            build=build,
+            verify=verify,
+            log=log,
+        )
         engine_attempts = [a.to_dict() for a in result.attempts]
         chosen = result.chosen
         if chosen is None:
             passed = False
             verification["tensorrt"] = result.attempts[-1].verification or validate.Verification(
-                runtime="tensorrt", artifact=ENGINE_FILE, precision=options.precision,
-                tolerance_rule="", error=result.attempts[-1].error)
+                runtime="tensorrt",
+                artifact=ENGINE_FILE,
+                precision=options.precision,
+                tolerance_rule="",
+                error=result.attempts[-1].error,
+            )
         else:
             verification["tensorrt"] = chosen.verification
-            extra = {"tensorrt": trt_export.tensorrt_version() or "",
-                     "device": torch.cuda.get_device_name()}
-            artifacts["engine"] = mf.Artifact(ENGINE_FILE, "tensorrt", chosen.grid_sample,
-                                              source=chosen.onnx, extra=extra)
+            extra = {"tensorrt": trt_export.tensorrt_version() or "", "device": torch.cuda.get_device_name()}
+            artifacts["engine"] = mf.Artifact(
+                ENGINE_FILE, "tensorrt", chosen.grid_sample, source=chosen.onnx, extra=extra
+            )
             if chosen.onnx != ONNX_FILE:
                 artifacts["engine_onnx"] = mf.Artifact(chosen.onnx, "onnx", chosen.grid_sample)
             if len(result.attempts) > 1:
-                notes.append(f"the engine was built from the {chosen.grid_sample} graph after "
-                             f"the {result.attempts[0].grid_sample} engine failed")
+                notes.append(
+                    f"the engine was built from the {chosen.grid_sample} graph after "
+                    f"the {result.attempts[0].grid_sample} engine failed"
+                )
 
     status = "ok" if passed else "failed"
     report = {runtime: {**v.to_dict(), "summary": v.summary()} for runtime, v in verification.items()}
@@ -379,21 +442,30 @@ def run_export(options: ExportOptions, log: Log = print) -> mf.Manifest:
         report["tensorrt_attempts"] = engine_attempts
     with progress.step("manifest", f"Writing {out / mf.MANIFEST_NAME} (status {status})"):
         manifest = mf.Manifest(
-            status=status, task=model.task, model_name=model.info.name,
-            model_config=cfg.to_dict(), preprocessing=model.info.preprocessing,
-            labels=tuple(model.info.labels), precision=options.precision, opset=options.opset,
+            status=status,
+            task=model.task,
+            model_name=model.info.name,
+            model_config=cfg.to_dict(),
+            preprocessing=model.info.preprocessing,
+            labels=tuple(model.info.labels),
+            precision=options.precision,
+            opset=options.opset,
             grid_sample=options.grid_sample,
-            input=mf.TensorSpec(mf.INPUT_NAME, "float32", tuple(primary.input_shape),
-                                "NCHW"),
-            outputs=tuple(mf.TensorSpec(name, "int64" if name == "labels" else "float32", tuple(shape))
-                          for name, shape in primary.output_shapes.items()),
+            input=mf.TensorSpec(mf.INPUT_NAME, "float32", tuple(primary.input_shape), "NCHW"),
+            outputs=tuple(
+                mf.TensorSpec(name, "int64" if name == "labels" else "float32", tuple(shape))
+                for name, shape in primary.output_shapes.items()
+            ),
             category_ids=tuple(model.info.category_ids),
-            batch=options.batch, artifacts=artifacts, verification=report,
+            batch=options.batch,
+            artifacts=artifacts,
+            verification=report,
             tools=_tool_versions(),
             timings_s={k: v for k, v in progress.timings.items() if k != "manifest"},
             notes=tuple(notes),
             created=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-            weights=weights)
+            weights=weights,
+        )
         mf.write_manifest(out, manifest)
     for note in notes:
         log(f"note: {note}")
@@ -401,6 +473,8 @@ def run_export(options: ExportOptions, log: Log = print) -> mf.Manifest:
         failed = "; ".join(v.summary() for v in verification.values() if not v.passed)
         raise VerificationFailed(f"verification failed: {failed}")
     total = sum(progress.timings.values())
-    log(f"export ok in {total:.1f}s: {', '.join(a.file for a in artifacts.values())} + "
-        f"{mf.MANIFEST_NAME} in {out}")
+    log(
+        f"export ok in {total:.1f}s: {', '.join(a.file for a in artifacts.values())} + "
+        f"{mf.MANIFEST_NAME} in {out}"
+    )
     return mf.Manifest.load(out)

@@ -48,8 +48,12 @@ from models import neighborhood, nms, sampling
 GRID_SAMPLE_MODES = ("native", "decomposed")
 # Opsets at which a GridSample node may be emitted: 16 introduced it, 20 renamed its mode.
 NATIVE_OPSETS = range(16, 20)
-SEAM_OPS = {"sample_kv": "deformable_kv", "interp_bias": "bias_interpolation", "nms_keep": "nms",
-            "neighborhood_attention": "neighborhood"}
+SEAM_OPS = {
+    "sample_kv": "deformable_kv",
+    "interp_bias": "bias_interpolation",
+    "nms_keep": "nms",
+    "neighborhood_attention": "neighborhood",
+}
 
 
 # --------------------------------------------------------------------------- custom ops
@@ -76,8 +80,13 @@ interp_bias.register_fake(_sampled_shape)
 
 
 @torch.library.custom_op("dat::nms_keep", mutates_args=())
-def nms_keep_op(boxes: torch.Tensor, scores: torch.Tensor, max_per_class: int, iou_threshold: float,
-                score_threshold: float) -> torch.Tensor:
+def nms_keep_op(
+    boxes: torch.Tensor,
+    scores: torch.Tensor,
+    max_per_class: int,
+    iou_threshold: float,
+    score_threshold: float,
+) -> torch.Tensor:
     """The detector's NMS seam as an opaque op: (B, N, 4), (B, C, N) -> keep mask (B, C, N)."""
     return nms.greedy_nms_keep(boxes, scores, max_per_class, iou_threshold, score_threshold)
 
@@ -88,8 +97,9 @@ def _(boxes, scores, max_per_class, iou_threshold, score_threshold):
 
 
 @torch.library.custom_op("dat::neighborhood_attention", mutates_args=())
-def neighborhood_attention_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, rpb: torch.Tensor,
-                              kernel: int, scale: float) -> torch.Tensor:
+def neighborhood_attention_op(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, rpb: torch.Tensor, kernel: int, scale: float
+) -> torch.Tensor:
     """The ``N`` blocks' seam as an opaque op: q, k, v (B, heads, H, W, d), rpb (heads, 2k-1,
     2k-1) -> (B, heads, H, W, d). Opaque also keeps the static layout tensors, which
     :func:`models.neighborhood.layout` caches, from being built (and cached) as fake tensors."""
@@ -105,10 +115,13 @@ def _(q, k, v, rpb, kernel, scale):
 def opaque_seams() -> Iterator[None]:
     """Routes the model's seams (both samplings, neighborhood attention, and a detector's NMS)
     through the custom ops while a model is traced."""
-    with sampling.override(deformable_kv=torch.ops.dat.sample_kv,
-                           bias_interpolation=torch.ops.dat.interp_bias), \
-            neighborhood.override(torch.ops.dat.neighborhood_attention), \
-            nms.override(torch.ops.dat.nms_keep):
+    with (
+        sampling.override(
+            deformable_kv=torch.ops.dat.sample_kv, bias_interpolation=torch.ops.dat.interp_bias
+        ),
+        neighborhood.override(torch.ops.dat.neighborhood_attention),
+        nms.override(torch.ops.dat.nms_keep),
+    ):
         yield
 
 
@@ -125,8 +138,9 @@ def _restore_dtype(result, like):
 
 def grid_sample_native(source, grid):
     """One pinned ``GridSample`` (float32 inside, input dtype outside)."""
-    result = op.GridSample(_to_float(source), _to_float(grid),
-                           mode="bilinear", padding_mode="zeros", align_corners=1)
+    result = op.GridSample(
+        _to_float(source), _to_float(grid), mode="bilinear", padding_mode="zeros", align_corners=1
+    )
     return _restore_dtype(result, source)
 
 
@@ -168,16 +182,20 @@ def grid_sample_decomposed(source, grid):
     first_row = op.Reshape(first_row, const([-1, 1, 1], i64))  # (N, 1, 1)
 
     def corner(x, y, weight):
-        inside = op.And(op.And(op.GreaterOrEqual(x, const(0.0)), op.LessOrEqual(x, const(w - 1.0))),
-                        op.And(op.GreaterOrEqual(y, const(0.0)), op.LessOrEqual(y, const(h - 1.0))))
+        inside = op.And(
+            op.And(op.GreaterOrEqual(x, const(0.0)), op.LessOrEqual(x, const(w - 1.0))),
+            op.And(op.GreaterOrEqual(y, const(0.0)), op.LessOrEqual(y, const(h - 1.0))),
+        )
         xi = op.Cast(op.Clip(x, const(0.0), const(w - 1.0)), to=i64)
         yi = op.Cast(op.Clip(y, const(0.0), const(h - 1.0)), to=i64)
         index = op.Add(first_row, op.Add(op.Mul(yi, const(w, i64)), xi))  # (N, Ho, Wo)
         weight = op.Where(inside, weight, const(0.0))
         return op.Mul(op.Gather(rows, index, axis=0), op.Unsqueeze(weight, const([-1], i64)))
 
-    total = op.Add(op.Add(corner(x0, y0, op.Mul(wx0, wy0)), corner(x1, y0, op.Mul(wx1, wy0))),
-                   op.Add(corner(x0, y1, op.Mul(wx0, wy1)), corner(x1, y1, op.Mul(wx1, wy1))))
+    total = op.Add(
+        op.Add(corner(x0, y0, op.Mul(wx0, wy0)), corner(x1, y0, op.Mul(wx1, wy0))),
+        op.Add(corner(x0, y1, op.Mul(wx0, wy1)), corner(x1, y1, op.Mul(wx1, wy1))),
+    )
     return _restore_dtype(op.Transpose(total, perm=[0, 3, 1, 2]), source)  # (N, C, Ho, Wo)
 
 
@@ -186,10 +204,13 @@ def nms_keep_onnx(boxes, scores, max_per_class: int, iou_threshold: float, score
     scattered as ones into a zero mask shaped like ``scores``."""
     f32, i64 = ir.DataType.FLOAT, ir.DataType.INT64
     selected = op.NonMaxSuppression(
-        _to_float(boxes), _to_float(scores),
+        _to_float(boxes),
+        _to_float(scores),
         op.Constant(value=ir.tensor([max_per_class], dtype=i64)),
         op.Constant(value=ir.tensor([iou_threshold], dtype=f32)),
-        op.Constant(value=ir.tensor([score_threshold], dtype=f32)), center_point_box=0)
+        op.Constant(value=ir.tensor([score_threshold], dtype=f32)),
+        center_point_box=0,
+    )
     count = op.Shape(selected, start=0, end=1)
     ones = op.Expand(op.Constant(value=ir.tensor(1.0, dtype=f32)), count)
     zeros = op.ConstantOfShape(op.Shape(scores), value=ir.tensor([0.0], dtype=f32))
@@ -239,10 +260,12 @@ class NeighborhoodPlan:
         # masked, but its index must still be a valid one.
         self.row_relative = rows.relative.clamp(0, side - 1).numpy().astype(np.int64)
         self.col_relative = cols.relative.clamp(0, side - 1).numpy().astype(np.int64)
-        self.row_mask = np.where(rows.inside.numpy(), 0, -np.inf).astype(np.float32) \
-            .reshape(th_, 1, th, 1, kh, 1)
-        self.col_mask = np.where(cols.inside.numpy(), 0, -np.inf).astype(np.float32) \
-            .reshape(1, tw_, 1, tw, 1, kw)
+        self.row_mask = (
+            np.where(rows.inside.numpy(), 0, -np.inf).astype(np.float32).reshape(th_, 1, th, 1, kh, 1)
+        )
+        self.col_mask = (
+            np.where(cols.inside.numpy(), 0, -np.inf).astype(np.float32).reshape(1, tw_, 1, tw, 1, kw)
+        )
 
 
 def neighborhood_attention_onnx(q, k, v, rpb, kernel: int, scale: float):
@@ -281,8 +304,10 @@ def neighborhood_attention_onnx(q, k, v, rpb, kernel: int, scale: float):
     float32, as :class:`ExportPolicy` keeps attention softmax for half graphs.
     """
     _, heads, h, w, d = q.shape
-    heads, h, w, d = (_static(x, what, "neighborhood attention") for x, what in
-                      ((heads, "head count"), (h, "height"), (w, "width"), (d, "head size")))
+    heads, h, w, d = (
+        _static(x, what, "neighborhood attention")
+        for x, what in ((heads, "head count"), (h, "height"), (w, "width"), (d, "head size"))
+    )
     plan = NeighborhoodPlan(h, w, kernel, NEIGHBORHOOD_TILE)
     tiles, lq, lk = plan.tiles, plan.queries_per_tile, plan.keys_per_tile
     f32 = ir.DataType.FLOAT
@@ -327,11 +352,15 @@ def translation_table(grid_sample: str, opset: int) -> dict:
     if grid_sample == "native" and opset not in NATIVE_OPSETS:
         raise ValueError(
             f"a native GridSample cannot be exported at opset {opset}: opset 20 renamed its mode "
-            "to 'linear', which TensorRT reads as nearest; use --opset 18 or --grid-sample decomposed")
+            "to 'linear', which TensorRT reads as nearest; use --opset 18 or --grid-sample decomposed"
+        )
     fn = grid_sample_native if grid_sample == "native" else grid_sample_decomposed
-    return {torch.ops.dat.sample_kv.default: fn, torch.ops.dat.interp_bias.default: fn,
-            torch.ops.dat.neighborhood_attention.default: neighborhood_attention_onnx,
-            torch.ops.dat.nms_keep.default: nms_keep_onnx}
+    return {
+        torch.ops.dat.sample_kv.default: fn,
+        torch.ops.dat.interp_bias.default: fn,
+        torch.ops.dat.neighborhood_attention.default: neighborhood_attention_onnx,
+        torch.ops.dat.nms_keep.default: nms_keep_onnx,
+    }
 
 
 # --------------------------------------------------------------------------- trace-time policy
@@ -359,8 +388,9 @@ class ExportPolicy(torch.overrides.TorchFunctionMode):
             return self._layer_norm(*args, **kwargs)
         return func(*args, **kwargs)
 
-    def _attention(self, q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None,
-                   enable_gqa=False):
+    def _attention(
+        self, q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, enable_gqa=False
+    ):
         if is_causal or enable_gqa:
             raise NotImplementedError("export supports non-causal attention without GQA only")
         scale = q.shape[-1] ** -0.5 if scale is None else scale
@@ -402,8 +432,9 @@ def name_nodes(model: ir.Model, wrapper: str = "") -> None:
     ``stages.2.attns.1/deformable_kv/GridSample`` or ``stages.0.mlps.1/linear/MatMul``.
 
     ``<step>`` is the seam name (``deformable_kv``, ``bias_interpolation``, ``neighborhood``,
-    ``nms``) for the nodes that translate a seam, otherwise the traced operation's name. Repeated names get a numeric
-    suffix. Nodes without export metadata (added by graph optimisation) keep their names.
+    ``nms``) for the nodes that translate a seam, otherwise the traced operation's name.
+    Repeated names get a numeric suffix. Nodes without export metadata (added by graph
+    optimisation) keep their names.
     ``wrapper`` is the attribute under which an export wrapper holds the model (e.g. ``model``);
     it is dropped from the paths so names read the same for every precision.
     """
@@ -415,7 +446,7 @@ def name_nodes(model: ir.Model, wrapper: str = "") -> None:
             continue
         module = next((s for s in reversed(scopes[:-1]) if s), "")
         if wrapper and (module == wrapper or module.startswith(wrapper + ".")):
-            module = module[len(wrapper) + 1:]
+            module = module[len(wrapper) + 1 :]
         target = _fx_target(node)
         seam = SEAM_OPS.get(target.split(".")[1], "") if target.startswith("dat.") else ""
         base = "/".join(p for p in (module, seam or scopes[-1], node.op_type) if p)

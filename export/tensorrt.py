@@ -56,8 +56,10 @@ def tensorrt_version() -> str | None:
 
 def profile_shapes(batch: BatchRange, image_size: int) -> dict[str, tuple[int, int, int, int]]:
     """The optimization profile of the image input: NCHW shapes at min / opt / max batch."""
-    return {name: (size, 3, image_size, image_size)
-            for name, size in (("min", batch.min), ("opt", batch.opt), ("max", batch.max))}
+    return {
+        name: (size, 3, image_size, image_size)
+        for name, size in (("min", batch.min), ("opt", batch.opt), ("max", batch.max))
+    }
 
 
 def _logger():
@@ -66,9 +68,15 @@ def _logger():
     return trt.Logger(trt.Logger.WARNING)
 
 
-def build_engine(onnx_path: str | Path, engine_path: str | Path, *, input_name: str,
-                 batch: BatchRange, image_size: int,
-                 workspace_gb: float = DEFAULT_WORKSPACE_GB) -> Path:
+def build_engine(
+    onnx_path: str | Path,
+    engine_path: str | Path,
+    *,
+    input_name: str,
+    batch: BatchRange,
+    image_size: int,
+    workspace_gb: float = DEFAULT_WORKSPACE_GB,
+) -> Path:
     """Parses ``onnx_path``, builds a strongly typed engine with one profile, writes it."""
     import tensorrt as trt
 
@@ -95,8 +103,9 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, *, input_name: 
 
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
-        raise EngineBuildError(f"TensorRT could not build an engine from {Path(onnx_path).name} "
-                               "(see the TensorRT log above)")
+        raise EngineBuildError(
+            f"TensorRT could not build an engine from {Path(onnx_path).name} (see the TensorRT log above)"
+        )
     engine_path = Path(engine_path)
     engine_path.write_bytes(bytes(serialized))
     return engine_path
@@ -114,10 +123,15 @@ def engine_runner(engine_path: str | Path, input_name: str, output_names: Sequen
         raise EngineBuildError(f"TensorRT could not load {Path(engine_path).name}")
     names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
     if input_name not in names or any(name not in names for name in output_names):
-        raise EngineBuildError(f"engine tensors are {names}, expected {input_name} and "
-                               f"{', '.join(output_names)}")
-    dtypes = {trt.DataType.FLOAT: torch.float32, trt.DataType.HALF: torch.float16,
-              trt.DataType.INT32: torch.int32, trt.DataType.INT64: torch.int64}
+        raise EngineBuildError(
+            f"engine tensors are {names}, expected {input_name} and {', '.join(output_names)}"
+        )
+    dtypes = {
+        trt.DataType.FLOAT: torch.float32,
+        trt.DataType.HALF: torch.float16,
+        trt.DataType.INT32: torch.int32,
+        trt.DataType.INT64: torch.int64,
+    }
     input_dtype = dtypes[engine.get_tensor_dtype(input_name)]
     output_dtypes = [dtypes[engine.get_tensor_dtype(name)] for name in output_names]
     context = engine.create_execution_context()
@@ -141,23 +155,43 @@ def engine_runner(engine_path: str | Path, input_name: str, output_names: Sequen
     return run
 
 
-def verify_engine(engine_path: str | Path, model, *, input_name: str, output_names: Sequence[str],
-                  precision: str, batch_sizes: Sequence[int], images=None) -> Verification:
+def verify_engine(
+    engine_path: str | Path,
+    model,
+    *,
+    input_name: str,
+    output_names: Sequence[str],
+    precision: str,
+    batch_sizes: Sequence[int],
+    images=None,
+) -> Verification:
     """The engine against PyTorch on the same GPU (TF32 off on both sides)."""
     import torch
 
     try:
         run = engine_runner(engine_path, input_name, output_names)
     except Exception as exc:
-        return Verification(runtime="tensorrt", artifact=Path(engine_path).name,
-                            precision=precision, tolerance_rule="", error=str(exc),
-                            task=model.task)
+        return Verification(
+            runtime="tensorrt",
+            artifact=Path(engine_path).name,
+            precision=precision,
+            tolerance_rule="",
+            error=str(exc),
+            task=model.task,
+        )
     matmul, cudnn = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
     try:
-        return verify_runner(run, model, runtime="tensorrt", artifact=engine_path,
-                             precision=precision, batch_sizes=batch_sizes, device="cuda",
-                             images=images)
+        return verify_runner(
+            run,
+            model,
+            runtime="tensorrt",
+            artifact=engine_path,
+            precision=precision,
+            batch_sizes=batch_sizes,
+            device="cuda",
+            images=images,
+        )
     finally:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = matmul, cudnn
         model.to("cpu")
@@ -179,9 +213,14 @@ class Attempt:
         return self.error is None and self.verification is not None and self.verification.passed
 
     def to_dict(self) -> dict:
-        return {"grid_sample": self.grid_sample, "onnx": self.onnx, "engine": self.engine,
-                "error": self.error, "passed": self.passed,
-                "verification": self.verification.to_dict() if self.verification else None}
+        return {
+            "grid_sample": self.grid_sample,
+            "onnx": self.onnx,
+            "engine": self.engine,
+            "error": self.error,
+            "passed": self.passed,
+            "verification": self.verification.to_dict() if self.verification else None,
+        }
 
 
 @dataclass
@@ -205,10 +244,16 @@ def modes_to_try(requested: str, first: str) -> list[str]:
     return [requested]
 
 
-def build_verified(requested: str, first: str, *, onnx_for: Callable[[str], Path],
-                   engine_for: Callable[[str], Path], build: Callable[[Path, Path], Path],
-                   verify: Callable[[Path], Verification],
-                   log: Callable[[str], None] = print) -> EngineResult:
+def build_verified(
+    requested: str,
+    first: str,
+    *,
+    onnx_for: Callable[[str], Path],
+    engine_for: Callable[[str], Path],
+    build: Callable[[Path, Path], Path],
+    verify: Callable[[Path], Verification],
+    log: Callable[[str], None] = print,
+) -> EngineResult:
     """Builds and verifies engines mode by mode until one matches PyTorch.
 
     ``onnx_for(mode)`` returns (exporting on demand) the ONNX graph of a mode, ``engine_for``

@@ -30,8 +30,7 @@ from .manifest import Manifest
 CONFIG_NAME = "config.pbtxt"
 LABELS_NAME = "labels.txt"
 VERSION = "1"
-PLATFORMS = {"onnxruntime": ("onnxruntime_onnx", "model.onnx"),
-             "tensorrt": ("tensorrt_plan", "model.plan")}
+PLATFORMS = {"onnxruntime": ("onnxruntime_onnx", "model.onnx"), "tensorrt": ("tensorrt_plan", "model.plan")}
 DATA_TYPES = {"float32": "TYPE_FP32", "float16": "TYPE_FP16", "int64": "TYPE_INT64"}
 DEFAULT_QUEUE_DELAY_US = 5000  # as the server's own default max_queue_delay_ms
 _NAME = re.compile(r"[A-Za-z0-9_.-]+")
@@ -62,8 +61,9 @@ def _platform(manifest: Manifest, choice: str) -> str:
     if choice == "auto":
         return "tensorrt" if manifest.engine_path is not None else "onnxruntime"
     if choice == "tensorrt" and manifest.engine_path is None:
-        raise TritonRepositoryError("the export has no TensorRT engine; export with --engine on a "
-                                    "GPU machine or use the ONNX model")
+        raise TritonRepositoryError(
+            "the export has no TensorRT engine; export with --engine on a GPU machine or use the ONNX model"
+        )
     if choice not in PLATFORMS:
         raise TritonRepositoryError(f"platform must be auto, onnxruntime or tensorrt, not {choice!r}")
     return choice
@@ -75,12 +75,15 @@ def model_config(manifest: Manifest, options: TritonOptions = TritonOptions()) -
     name = options.name or manifest.model_name
     for spec in (manifest.input, *manifest.outputs):
         if spec.dtype not in DATA_TYPES:
-            raise TritonRepositoryError(f"tensor {spec.name!r} has dtype {spec.dtype}, which this "
-                                        "writer does not map to Triton")
+            raise TritonRepositoryError(
+                f"tensor {spec.name!r} has dtype {spec.dtype}, which this writer does not map to Triton"
+            )
     dynamic = not isinstance(manifest.input.shape[0], int)
     if dynamic and manifest.batch.min > 1:
-        raise TritonRepositoryError(f"Triton forms batches from 1 but the export was verified from "
-                                    f"batch {manifest.batch.min}; export with --min-batch 1")
+        raise TritonRepositoryError(
+            f"Triton forms batches from 1 but the export was verified from "
+            f"batch {manifest.batch.min}; export with --min-batch 1"
+        )
     # With a batch axis Triton's dims leave it out; a fixed-batch graph keeps its full shape.
     in_dims = manifest.input.shape[1:] if dynamic else manifest.input.shape
     outputs = []
@@ -88,8 +91,14 @@ def model_config(manifest: Manifest, options: TritonOptions = TritonOptions()) -
         # The classification extension reads labels for a classifier's logits; a detector's
         # label indices map to the same file (one label per line) for the client to read.
         labels = [f"    label_filename: {_quote(LABELS_NAME)}"] if manifest.task == "classification" else []
-        outputs += ["  {", f"    name: {_quote(spec.name)}", f"    data_type: {DATA_TYPES[spec.dtype]}",
-                    f"    dims: {_dims(spec.shape[1:] if dynamic else spec.shape)}", *labels, "  },"]
+        outputs += [
+            "  {",
+            f"    name: {_quote(spec.name)}",
+            f"    data_type: {DATA_TYPES[spec.dtype]}",
+            f"    dims: {_dims(spec.shape[1:] if dynamic else spec.shape)}",
+            *labels,
+            "  },",
+        ]
     outputs[-1] = "  }"
     lines = [
         f"name: {_quote(name)}",
@@ -121,13 +130,16 @@ def model_config(manifest: Manifest, options: TritonOptions = TritonOptions()) -
     return "\n".join(lines) + "\n"
 
 
-def write_repository(manifest: Manifest, repository: str | Path,
-                     options: TritonOptions = TritonOptions()) -> Path:
+def write_repository(
+    manifest: Manifest, repository: str | Path, options: TritonOptions = TritonOptions()
+) -> Path:
     """Writes (or replaces) the model's folder in ``repository``; returns that folder."""
     name = options.name or manifest.model_name
     if not _NAME.fullmatch(name):
-        raise TritonRepositoryError(f"model name {name!r} cannot name a folder in a Triton "
-                                    "repository (use letters, digits, '_', '-' and '.')")
+        raise TritonRepositoryError(
+            f"model name {name!r} cannot name a folder in a Triton "
+            "repository (use letters, digits, '_', '-' and '.')"
+        )
     platform = _platform(manifest, options.platform)
     config = model_config(manifest, options)
     artifact = manifest.engine_path if platform == "tensorrt" else manifest.onnx_path

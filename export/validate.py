@@ -41,8 +41,10 @@ FP16_RELATIVE_TOLERANCE = 1e-2
 SEED = 0
 
 Runner = Callable[[np.ndarray], list[np.ndarray]]  # float32 NCHW -> the graph's outputs
-NOTHING_FOUND = ("the reference detector found no objects in the verification inputs, so no "
-                 "detection was compared: verify on pictures it finds objects in (--verify-images)")
+NOTHING_FOUND = (
+    "the reference detector found no objects in the verification inputs, so no "
+    "detection was compared: verify on pictures it finds objects in (--verify-images)"
+)
 BOX_RELATIVE_TOLERANCE = {"fp32": 1e-3, "fp16": 1e-2}
 
 
@@ -92,8 +94,12 @@ class Verification:
 
     @property
     def passed(self) -> bool:
-        return self.error is None and self.checker in ("ok", "not run") and bool(self.results) \
+        return (
+            self.error is None
+            and self.checker in ("ok", "not run")
+            and bool(self.results)
             and all(r.passed for r in self.results)
+        )
 
     @property
     def max_abs_error(self) -> float | None:
@@ -112,17 +118,20 @@ class Verification:
         sizes = ",".join(str(r.batch) for r in self.results)
         if self.task == "detection":
             found = sum(r.detections or 0 for r in self.results)
-            return (f"{self.runtime}: {verdict} - {found} detections, {self.top1_agreement:.0%} "
-                    f"matched, max relative box error {self.max_abs_error:.3g} "
-                    f"({self.tolerance_rule}), batches {sizes}")
-        return (f"{self.runtime}: {verdict} - max abs error {self.max_abs_error:.3g} "
-                f"({self.tolerance_rule}), top-1 agreement {self.top1_agreement:.0%}, "
-                f"batches {sizes}")
+            return (
+                f"{self.runtime}: {verdict} - {found} detections, {self.top1_agreement:.0%} "
+                f"matched, max relative box error {self.max_abs_error:.3g} "
+                f"({self.tolerance_rule}), batches {sizes}"
+            )
+        return (
+            f"{self.runtime}: {verdict} - max abs error {self.max_abs_error:.3g} "
+            f"({self.tolerance_rule}), top-1 agreement {self.top1_agreement:.0%}, "
+            f"batches {sizes}"
+        )
 
     def to_dict(self) -> dict:
         data = asdict(self)
-        data.update(passed=self.passed, max_abs_error=self.max_abs_error,
-                    top1_agreement=self.top1_agreement)
+        data.update(passed=self.passed, max_abs_error=self.max_abs_error, top1_agreement=self.top1_agreement)
         return data
 
 
@@ -143,9 +152,13 @@ def compare(reference: np.ndarray, candidate: np.ndarray, precision: str) -> Bat
         error = float("inf")
     agree = reference.argmax(1) == candidate.argmax(1)
     excused = all(_near_tie(reference, i, tolerance) for i in np.flatnonzero(~agree))
-    return BatchResult(batch=int(reference.shape[0]), max_abs_error=error,
-                       top1_agreement=float(agree.mean()), tolerance=tolerance,
-                       passed=error <= tolerance and excused)
+    return BatchResult(
+        batch=int(reference.shape[0]),
+        max_abs_error=error,
+        top1_agreement=float(agree.mean()),
+        tolerance=tolerance,
+        passed=error <= tolerance and excused,
+    )
 
 
 def _image_detections(boxes, scores, labels) -> list[tuple[np.ndarray, float, int]]:
@@ -158,8 +171,14 @@ Candidates = tuple[np.ndarray, np.ndarray]  # boxes (B, K, 4), class scores (B, 
 class _Judge:
     """Decides whether a detection kept on one side only is a near-tie (module docstring)."""
 
-    def __init__(self, cutoffs: list[float], tolerance: float, box_rtol: float, iou_threshold: float,
-                 candidates: Candidates | None):
+    def __init__(
+        self,
+        cutoffs: list[float],
+        tolerance: float,
+        box_rtol: float,
+        iou_threshold: float,
+        candidates: Candidates | None,
+    ):
         self.cutoffs, self.tolerance, self.box_rtol = cutoffs, tolerance, box_rtol
         self.iou_threshold, self.candidates = iou_threshold, candidates
 
@@ -174,15 +193,24 @@ class _Judge:
         box, score, label = detection
         if any(abs(score - c) <= self.tolerance for c in self.cutoffs):
             return True
-        return any(other_label == label and abs(other_score - score) <= self.tolerance
-                   and box_iou(box, other_box)[0, 0] > self.iou_threshold
-                   and self.is_candidate(box, score, label) and self.is_candidate(other_box, other_score, label)
-                   for other_box, other_score, other_label in others)
+        return any(
+            other_label == label
+            and abs(other_score - score) <= self.tolerance
+            and box_iou(box, other_box)[0, 0] > self.iou_threshold
+            and self.is_candidate(box, score, label)
+            and self.is_candidate(other_box, other_score, label)
+            for other_box, other_score, other_label in others
+        )
 
 
-def compare_detections(reference: Sequence[np.ndarray], candidate: Sequence[np.ndarray],
-                       precision: str, score_threshold: float, iou_threshold: float = 0.5,
-                       candidates: Candidates | None = None) -> BatchResult:
+def compare_detections(
+    reference: Sequence[np.ndarray],
+    candidate: Sequence[np.ndarray],
+    precision: str,
+    score_threshold: float,
+    iou_threshold: float = 0.5,
+    candidates: Candidates | None = None,
+) -> BatchResult:
     """One batch of (boxes, scores, labels): detections matched one to one (module docstring).
     ``candidates``: PyTorch's pre-NMS boxes and scores; without them no NMS tie is excused."""
     score_tol = tolerance_for(precision, np.ones(1))
@@ -198,9 +226,16 @@ def compare_detections(reference: Sequence[np.ndarray], candidate: Sequence[np.n
         free = list(range(len(cand)))
         lost = []
         for box, score, label in ref:
-            hit = next((j for j in free if cand[j][2] == label and abs(cand[j][1] - score) <= score_tol
-                        and np.all(np.abs(cand[j][0] - box) <= box_rtol * np.maximum(1, np.abs(box)))),
-                       None)
+            hit = next(
+                (
+                    j
+                    for j in free
+                    if cand[j][2] == label
+                    and abs(cand[j][1] - score) <= score_tol
+                    and np.all(np.abs(cand[j][0] - box) <= box_rtol * np.maximum(1, np.abs(box)))
+                ),
+                None,
+            )
             if hit is None:
                 lost.append((box, score, label))
                 continue
@@ -214,9 +249,14 @@ def compare_detections(reference: Sequence[np.ndarray], candidate: Sequence[np.n
         judge = _Judge(cutoffs, score_tol, box_rtol, iou_threshold, image_candidates)
         excused_all &= all(judge.excused(d, extra) for d in lost)
         excused_all &= all(judge.excused(d, lost) for d in extra)
-    return BatchResult(batch=int(reference[0].shape[0]), max_abs_error=worst,
-                       top1_agreement=matched / total if total else 1.0, tolerance=box_rtol,
-                       passed=excused_all, detections=total)
+    return BatchResult(
+        batch=int(reference[0].shape[0]),
+        max_abs_error=worst,
+        top1_agreement=matched / total if total else 1.0,
+        tolerance=box_rtol,
+        passed=excused_all,
+        detections=total,
+    )
 
 
 def sample_inputs(image_size: int, count: int, seed: int = SEED) -> torch.Tensor:
@@ -226,8 +266,9 @@ def sample_inputs(image_size: int, count: int, seed: int = SEED) -> torch.Tensor
 
 
 @torch.no_grad()
-def reference_outputs(model: torch.nn.Module, images: torch.Tensor,
-                      device: str | torch.device = "cpu") -> list[np.ndarray]:
+def reference_outputs(
+    model: torch.nn.Module, images: torch.Tensor, device: str | torch.device = "cpu"
+) -> list[np.ndarray]:
     """Float32 eager outputs, the yardstick for every runtime: [logits] for a classifier,
     [boxes, scores, labels] for a detector."""
     model = model.to(device).float().eval()
@@ -237,8 +278,9 @@ def reference_outputs(model: torch.nn.Module, images: torch.Tensor,
 
 
 @torch.no_grad()
-def reference_candidates(model: torch.nn.Module, images: torch.Tensor,
-                         device: str | torch.device = "cpu") -> Candidates:
+def reference_candidates(
+    model: torch.nn.Module, images: torch.Tensor, device: str | torch.device = "cpu"
+) -> Candidates:
     """A detector's pre-NMS boxes and class scores (float32 eager)."""
     model = model.to(device).float().eval()
     boxes, scores = model.candidates(*model.forward_raw(images.to(device)))
@@ -246,21 +288,37 @@ def reference_candidates(model: torch.nn.Module, images: torch.Tensor,
 
 
 def detection_tolerance_rule(precision: str) -> str:
-    return (f"box error <= {BOX_RELATIVE_TOLERANCE[precision]:g} * max(1, |coordinate|), "
-            f"same labels, {tolerance_rule(precision).replace('max_abs_error', 'score error')}")
+    return (
+        f"box error <= {BOX_RELATIVE_TOLERANCE[precision]:g} * max(1, |coordinate|), "
+        f"same labels, {tolerance_rule(precision).replace('max_abs_error', 'score error')}"
+    )
 
 
-def verify_runner(run: Runner, model: torch.nn.Module, *, runtime: str, artifact: str | Path,
-                  precision: str, batch_sizes: Sequence[int], device: str = "cpu",
-                  checker: str = "not run", images: torch.Tensor | None = None) -> Verification:
+def verify_runner(
+    run: Runner,
+    model: torch.nn.Module,
+    *,
+    runtime: str,
+    artifact: str | Path,
+    precision: str,
+    batch_sizes: Sequence[int],
+    device: str = "cpu",
+    checker: str = "not run",
+    images: torch.Tensor | None = None,
+) -> Verification:
     """Runs ``run`` (float32 NCHW numpy -> the graph's outputs) at each batch size and compares
     with the model. ``images`` replaces the seeded random inputs (a detector finds nothing in
     noise; real pictures make its comparison meaningful)."""
     detection = getattr(model, "task", "classification") == "detection"
     rule = detection_tolerance_rule(precision) if detection else tolerance_rule(precision)
-    report = Verification(runtime=runtime, artifact=Path(artifact).name, precision=precision,
-                          tolerance_rule=rule, checker=checker,
-                          task="detection" if detection else "classification")
+    report = Verification(
+        runtime=runtime,
+        artifact=Path(artifact).name,
+        precision=precision,
+        tolerance_rule=rule,
+        checker=checker,
+        task="detection" if detection else "classification",
+    )
     if images is None:
         images = sample_inputs(model.input_size, max(batch_sizes))
     elif images.shape[0] < max(batch_sizes):  # repeat real pictures up to the largest batch
@@ -271,9 +329,14 @@ def verify_runner(run: Runner, model: torch.nn.Module, *, runtime: str, artifact
         try:
             actual = [np.asarray(a) for a in run(x.numpy())]
             if detection:
-                result = compare_detections(expected, actual, precision, model.config.score_threshold,
-                                            model.config.iou_threshold,
-                                            reference_candidates(model, x, device))
+                result = compare_detections(
+                    expected,
+                    actual,
+                    precision,
+                    model.config.score_threshold,
+                    model.config.iou_threshold,
+                    reference_candidates(model, x, device),
+                )
             else:
                 result = compare(expected[0], actual[0], precision)
             report.results.append(result)
@@ -315,19 +378,43 @@ def onnxruntime_runner(path: str | Path, input_name: str) -> Runner:
     return run
 
 
-def verify_onnx(path: str | Path, model: torch.nn.Module, *, precision: str,
-                batch_sizes: Sequence[int], input_name: str,
-                images: torch.Tensor | None = None) -> Verification:
+def verify_onnx(
+    path: str | Path,
+    model: torch.nn.Module,
+    *,
+    precision: str,
+    batch_sizes: Sequence[int],
+    input_name: str,
+    images: torch.Tensor | None = None,
+) -> Verification:
     """onnx.checker, then ONNX Runtime (CPU) against PyTorch at each batch size."""
     checker = check_onnx(path)
     if checker != "ok":
-        return Verification(runtime="onnxruntime", artifact=Path(path).name, precision=precision,
-                            tolerance_rule=tolerance_rule(precision), checker=checker)
+        return Verification(
+            runtime="onnxruntime",
+            artifact=Path(path).name,
+            precision=precision,
+            tolerance_rule=tolerance_rule(precision),
+            checker=checker,
+        )
     try:
         run = onnxruntime_runner(path, input_name)
     except Exception as exc:
-        return Verification(runtime="onnxruntime", artifact=Path(path).name, precision=precision,
-                            tolerance_rule=tolerance_rule(precision), checker=checker,
-                            error=f"session: {type(exc).__name__}: {_first_line(exc)}")
-    return verify_runner(run, model, runtime="onnxruntime", artifact=path, precision=precision,
-                         batch_sizes=batch_sizes, checker=checker, images=images)
+        return Verification(
+            runtime="onnxruntime",
+            artifact=Path(path).name,
+            precision=precision,
+            tolerance_rule=tolerance_rule(precision),
+            checker=checker,
+            error=f"session: {type(exc).__name__}: {_first_line(exc)}",
+        )
+    return verify_runner(
+        run,
+        model,
+        runtime="onnxruntime",
+        artifact=path,
+        precision=precision,
+        batch_sizes=batch_sizes,
+        checker=checker,
+        images=images,
+    )

@@ -1,9 +1,9 @@
 """DAT (Vision Transformer with Deformable Attention) in pure PyTorch.
 
-    from models import create_model, load_checkpoint
-    model = create_model("dat_tiny")
-    load_checkpoint(model, "dat_tiny_in1k_224.pth")
-    logits = model.eval()(images)
+from models import create_model, load_checkpoint
+model = create_model("dat_tiny")
+load_checkpoint(model, "dat_tiny_in1k_224.pth")
+logits = model.eval()(images)
 """
 
 from .backbone import DATBackbone, create_backbone
@@ -25,10 +25,35 @@ from .registry import ModelSpec, create_model, get_spec, imagenet_labels, list_m
 from .transforms import KeepRatioResize, Letterbox, Preprocessing, preprocessing_from_dict
 
 __all__ = [
-    "DAT", "DATBackbone", "DATConfig", "CheckpointError", "Detections", "ImageInstances",
-    "InstanceDetections", "KeepRatioResize", "Letterbox", "MMDetRetinaNet", "MMDetRetinaNetConfig",
-    "ModelInfo", "ModelSpec", "Preprocessing", "RCNN", "RCNNConfig", "RetinaNet", "RetinaNetConfig",
-    "create_backbone", "create_detector", "create_model", "get_spec", "imagenet_labels", "list_models",
-    "load_backbone", "load_checkpoint", "paste_masks", "preprocessing_from_dict", "read_state_dict",
-    "register_model", "save_safetensors",
+    "DAT",
+    "DATBackbone",
+    "DATConfig",
+    "CheckpointError",
+    "Detections",
+    "ImageInstances",
+    "InstanceDetections",
+    "KeepRatioResize",
+    "Letterbox",
+    "MMDetRetinaNet",
+    "MMDetRetinaNetConfig",
+    "ModelInfo",
+    "ModelSpec",
+    "Preprocessing",
+    "RCNN",
+    "RCNNConfig",
+    "RetinaNet",
+    "RetinaNetConfig",
+    "create_backbone",
+    "create_detector",
+    "create_model",
+    "get_spec",
+    "imagenet_labels",
+    "list_models",
+    "load_backbone",
+    "load_checkpoint",
+    "paste_masks",
+    "preprocessing_from_dict",
+    "read_state_dict",
+    "register_model",
+    "save_safetensors",
 ]

@@ -59,30 +59,43 @@ class DATBackbone(DAT):
 
     task = "features"
 
-    def __init__(self, config: DATConfig, out_indices: Sequence[int] = DEFAULT_OUT_INDICES,
-                 info: ModelInfo | None = None):
+    def __init__(
+        self,
+        config: DATConfig,
+        out_indices: Sequence[int] = DEFAULT_OUT_INDICES,
+        info: ModelInfo | None = None,
+    ):
         out_indices = check_out_indices(out_indices)
-        super().__init__(config, info or ModelInfo("dat_backbone", Preprocessing(config.img_size)),
-                         layer_scale_name="gamma")
+        super().__init__(
+            config,
+            info or ModelInfo("dat_backbone", Preprocessing(config.img_size)),
+            layer_scale_name="gamma",
+        )
         del self.cls_norm, self.cls_head
         self.out_indices = out_indices
-        self.norms = nn.ModuleList(LayerNormProxy(d) if i in out_indices else nn.Identity()
-                                   for i, d in enumerate(config.dims))
+        self.norms = nn.ModuleList(
+            LayerNormProxy(d) if i in out_indices else nn.Identity() for i, d in enumerate(config.dims)
+        )
 
     def _check_input(self, x: torch.Tensor) -> None:
         # Any multiple of the total stride: the L/S blocks pad, the N/D blocks take any size.
         multiple = self.config.patch_size * 8
         if x.dim() != 4 or x.shape[1] != 3 or x.shape[2] % multiple or x.shape[3] % multiple:
-            raise ValueError(f"{self.info.name} expects images of shape (B, 3, H, W) with H and W "
-                             f"divisible by {multiple}, got {tuple(x.shape)}")
+            raise ValueError(
+                f"{self.info.name} expects images of shape (B, 3, H, W) with H and W "
+                f"divisible by {multiple}, got {tuple(x.shape)}"
+            )
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:  # type: ignore[override]
         features, _, _ = self._stages(x)
         return [self.norms[i](features[i]).permute(0, 3, 1, 2) for i in self.out_indices]
 
 
-def create_backbone(config: str | Path | Mapping[str, Any] | DATConfig = "dat_tiny",
-                    out_indices: Sequence[int] | None = None, **overrides: Any) -> DATBackbone:
+def create_backbone(
+    config: str | Path | Mapping[str, Any] | DATConfig = "dat_tiny",
+    out_indices: Sequence[int] | None = None,
+    **overrides: Any,
+) -> DATBackbone:
     """Builds the detection backbone (random weights, eval mode) of
 
     - a registered name: a classifier's config, or a registered detector's backbone and its
@@ -116,8 +129,9 @@ def create_backbone(config: str | Path | Mapping[str, Any] | DATConfig = "dat_ti
     if overrides:
         cfg = cfg.replace(**overrides)
     indices = out_indices if out_indices is not None else listed
-    backbone = DATBackbone(cfg, DEFAULT_OUT_INDICES if indices is None else indices,
-                           ModelInfo(name, Preprocessing(cfg.img_size)))
+    backbone = DATBackbone(
+        cfg, DEFAULT_OUT_INDICES if indices is None else indices, ModelInfo(name, Preprocessing(cfg.img_size))
+    )
     return backbone.eval()
 
 
@@ -126,8 +140,7 @@ def _from_mapping(mapping: Mapping[str, Any]) -> tuple[DATConfig, Any]:
     if "type" not in data:
         return DATConfig.from_mapping(data), data.get("out_indices")
     if data["type"] != MMDET_TYPE:
-        raise ValueError(f"an mmdet backbone config must have type={MMDET_TYPE!r}, got "
-                         f"type={data['type']!r}")
+        raise ValueError(f"an mmdet backbone config must have type={MMDET_TYPE!r}, got type={data['type']!r}")
     data = {**RELEASE_DEFAULTS, **data}
     plus_plus = None if "plus_plus" in data else True  # the release's code is DAT++
     return DATConfig.from_mapping(data, plus_plus=plus_plus), data.get("out_indices")

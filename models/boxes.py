@@ -17,8 +17,14 @@ from .nms import nms_keep
 MAX_LOG_RATIO = abs(math.log(16 / 1000))
 
 
-def anchor_grid(stride: int, scales: Sequence[float], ratios: Sequence[float], height: int, width: int,
-                device: torch.device | str = "cpu") -> torch.Tensor:
+def anchor_grid(
+    stride: int,
+    scales: Sequence[float],
+    ratios: Sequence[float],
+    height: int,
+    width: int,
+    device: torch.device | str = "cpu",
+) -> torch.Tensor:
     """mmdet's AnchorGenerator for one (height x width) level: (H*W*A, 4), location-major,
     ratio-major within a location, centres at (x * stride, y * stride), float32 as mmdet's."""
     h_ratios = torch.sqrt(torch.tensor(ratios, dtype=torch.float32))
@@ -34,8 +40,13 @@ def anchor_grid(stride: int, scales: Sequence[float], ratios: Sequence[float], h
     return (base[None] + shifts).reshape(-1, 4)
 
 
-def delta2bbox(rois: torch.Tensor, deltas: torch.Tensor, means: Sequence[float], stds: Sequence[float],
-               max_hw: torch.Tensor | None = None) -> torch.Tensor:
+def delta2bbox(
+    rois: torch.Tensor,
+    deltas: torch.Tensor,
+    means: Sequence[float],
+    stds: Sequence[float],
+    max_hw: torch.Tensor | None = None,
+) -> torch.Tensor:
     """mmdet's DeltaXYWHBBoxCoder.decode in its float32 order of operations: rois (..., 4) and
     deltas (..., 4) broadcast; ``max_hw`` (..., 2) (height, width) broadcast to them: boxes
     clipped to [0, width] x [0, height]."""
@@ -55,8 +66,14 @@ def delta2bbox(rois: torch.Tensor, deltas: torch.Tensor, means: Sequence[float],
     return boxes
 
 
-def batched_nms_keep(boxes: torch.Tensor, scores: torch.Tensor, groups: torch.Tensor, valid: torch.Tensor,
-                     iou_threshold: float, max_keep: int) -> torch.Tensor:
+def batched_nms_keep(
+    boxes: torch.Tensor,
+    scores: torch.Tensor,
+    groups: torch.Tensor,
+    valid: torch.Tensor,
+    iou_threshold: float,
+    max_keep: int,
+) -> torch.Tensor:
     """mmcv's batched_nms as one NMS call per image: boxes (B, K, 4), scores / groups / valid
     (B, K) -> (B, K) bool, the pairs kept (at most ``max_keep``, the best by score). Each
     group's boxes are shifted by ``group * (max coordinate of the valid boxes + 1)`` as mmcv
@@ -71,7 +88,9 @@ def batched_nms_keep(boxes: torch.Tensor, scores: torch.Tensor, groups: torch.Te
     return keep[:, 0] > 0
 
 
-def top_kept(scores: torch.Tensor, keep: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def top_kept(
+    scores: torch.Tensor, keep: torch.Tensor, k: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The ``k`` best kept entries of (B, N) scores, best first: (scores, indices, found)."""
     masked = torch.where(keep, scores, torch.full_like(scores, -math.inf))
     best, index = masked.topk(min(k, masked.shape[1]), dim=1)

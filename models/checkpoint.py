@@ -40,6 +40,7 @@ def read_state_dict(source: str | Path | Mapping[str, torch.Tensor]) -> dict[str
             raise CheckpointError(f"checkpoint not found: {path}")
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file
+
             try:
                 data = load_file(str(path))
             except Exception as exc:  # safetensors raises its own error types
@@ -49,15 +50,17 @@ def read_state_dict(source: str | Path | Mapping[str, torch.Tensor]) -> dict[str
                 data = torch.load(path, map_location="cpu", weights_only=True)
             except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as exc:
                 first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-                raise CheckpointError(f"{path}: not a loadable weights-only checkpoint "
-                                      f"({first_line})") from exc
+                raise CheckpointError(
+                    f"{path}: not a loadable weights-only checkpoint ({first_line})"
+                ) from exc
     for key in _WRAPPER_KEYS:
         if isinstance(data, Mapping) and isinstance(data.get(key), Mapping):
             data = data[key]
             break
     if not isinstance(data, Mapping) or not all(isinstance(v, torch.Tensor) for v in data.values()):
-        raise CheckpointError("checkpoint holds no state dict (expected tensors, or a 'model' / "
-                              "'state_dict' entry of tensors)")
+        raise CheckpointError(
+            "checkpoint holds no state dict (expected tensors, or a 'model' / 'state_dict' entry of tensors)"
+        )
     return {k.removeprefix("module."): v for k, v in data.items()}
 
 
@@ -71,7 +74,7 @@ def _resample_table(key: str, value: torch.Tensor, target: torch.Tensor) -> torc
             return None
         grid = value.reshape(1, side, side, heads).permute(0, 3, 1, 2).float()
         out = F.interpolate(grid, (target_side, target_side), mode="bicubic")
-        return out.reshape(heads, target_side ** 2).permute(1, 0).to(value.dtype)
+        return out.reshape(heads, target_side**2).permute(1, 0).to(value.dtype)
     if name == "rpe_table" and value.dim() == 3 and value.shape[0] == target.shape[0]:
         out = F.interpolate(value.unsqueeze(0).float(), target.shape[1:], mode="bicubic")
         return out.squeeze(0).to(value.dtype)
@@ -91,14 +94,12 @@ def adapt_state_dict(model: nn.Module, state_dict: Mapping[str, torch.Tensor]) -
         if value.shape != own[key].shape:
             value = _resample_table(key, value, own[key])
             if value is None:
-                misshaped.append(f"{key} {tuple(state_dict[key].shape)} vs model "
-                                 f"{tuple(own[key].shape)}")
+                misshaped.append(f"{key} {tuple(state_dict[key].shape)} vs model {tuple(own[key].shape)}")
                 continue
         adapted[key] = value
     if missing or unexpected or misshaped:
         parts = []
-        for label, keys in (("missing", missing), ("unexpected", unexpected),
-                            ("mis-shaped", misshaped)):
+        for label, keys in (("missing", missing), ("unexpected", unexpected), ("mis-shaped", misshaped)):
             if keys:
                 parts.append(f"{len(keys)} {label}: {', '.join(keys)}")
         raise CheckpointError("checkpoint does not fit the model: " + "; ".join(parts))
@@ -116,6 +117,10 @@ def load_checkpoint(model: nn.Module, source: str | Path | Mapping[str, torch.Te
 def save_safetensors(model: nn.Module, path: str | Path, metadata: dict[str, str] | None = None) -> None:
     """Saves the learned weights (derived buffers left out) as safetensors."""
     from safetensors.torch import save_file
-    tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()
-               if k.rsplit(".", 1)[-1] not in DERIVED_BUFFERS}
+
+    tensors = {
+        k: v.detach().contiguous().cpu()
+        for k, v in model.state_dict().items()
+        if k.rsplit(".", 1)[-1] not in DERIVED_BUFFERS
+    }
     save_file(tensors, str(path), metadata=metadata)

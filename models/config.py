@@ -19,26 +19,63 @@ from typing import Any
 import yaml
 
 _STAGES = 4
-BLOCK_KINDS = {"L": "window attention", "S": "shifted window attention",
-               "D": "deformable attention", "N": "neighborhood attention"}
+BLOCK_KINDS = {
+    "L": "window attention",
+    "S": "shifted window attention",
+    "D": "deformable attention",
+    "N": "neighborhood attention",
+}
 # Block kinds the official class also builds, none used by a released model.
-_UNSUPPORTED_BLOCKS = {"P": "pyramid attention", "Q": "QnA attention", "X": "ConvNeXt block",
-                       "E": "slide attention", "A": "local deformable attention"}
+_UNSUPPORTED_BLOCKS = {
+    "P": "pyramid attention",
+    "Q": "QnA attention",
+    "X": "ConvNeXt block",
+    "E": "slide attention",
+    "A": "local deformable attention",
+}
 
 # Keywords of the official constructors that change nothing at inference, or only configure
 # the block kinds above (which are refused by name): accepted and dropped.
-IGNORED_KEYS = frozenset({
-    "lower_lr_kvs", "use_checkpoint", "init_cfg", "pretrained", "type", "out_indices",
-    "heads_q", "ksize_qnas", "nqs", "qna_activation",  # Q blocks
-    "local_orf", "local_kv_sizes", "offset_pes",  # A blocks
-})
+IGNORED_KEYS = frozenset(
+    {
+        "lower_lr_kvs",
+        "use_checkpoint",
+        "init_cfg",
+        "pretrained",
+        "type",
+        "out_indices",
+        "heads_q",
+        "ksize_qnas",
+        "nqs",
+        "qna_activation",  # Q blocks
+        "local_orf",
+        "local_kv_sizes",
+        "offset_pes",  # A blocks
+    }
+)
 # Keywords only the DAT++ constructors take (the classifier's and the detection backbone's):
 # a mapping that has one was written for DAT++.
-PLUS_PLUS_KEYS = frozenset({
-    "ksizes", "nat_ksizes", "use_lpus", "layer_scale_values", "log_cpb", "lower_lr_kvs",
-    "heads_q", "ksize_qnas", "nqs", "qna_activation", "deform_groups", "use_cmt_mlps",
-    "local_orf", "local_kv_sizes", "offset_pes", "use_checkpoint", "out_indices",
-})
+PLUS_PLUS_KEYS = frozenset(
+    {
+        "ksizes",
+        "nat_ksizes",
+        "use_lpus",
+        "layer_scale_values",
+        "log_cpb",
+        "lower_lr_kvs",
+        "heads_q",
+        "ksize_qnas",
+        "nqs",
+        "qna_activation",
+        "deform_groups",
+        "use_cmt_mlps",
+        "local_orf",
+        "local_kv_sizes",
+        "offset_pes",
+        "use_checkpoint",
+        "out_indices",
+    }
+)
 PLUS_PLUS_NAME = "dat_plus_plus"  # MODEL.NAME of the official DAT++ YAML files
 
 
@@ -87,20 +124,41 @@ class DATConfig:
         self.validate()
 
     def validate(self) -> None:
-        per_stage = ("dims", "depths", "stage_spec", "heads", "window_sizes", "groups", "use_pes",
-                     "dwc_pes", "strides", "offset_range_factor", "no_offs", "fixed_pes",
-                     "use_dwc_mlps", "ksizes", "nat_ksizes", "use_lpus", "layer_scale_values",
-                     "log_cpb", "use_cmt_mlps")
+        per_stage = (
+            "dims",
+            "depths",
+            "stage_spec",
+            "heads",
+            "window_sizes",
+            "groups",
+            "use_pes",
+            "dwc_pes",
+            "strides",
+            "offset_range_factor",
+            "no_offs",
+            "fixed_pes",
+            "use_dwc_mlps",
+            "ksizes",
+            "nat_ksizes",
+            "use_lpus",
+            "layer_scale_values",
+            "log_cpb",
+            "use_cmt_mlps",
+        )
         for name in per_stage:
             if len(getattr(self, name)) != _STAGES:
                 raise ValueError(f"DAT config: {name} needs one entry per stage ({_STAGES})")
         if self.img_size % (self.patch_size * 2 ** (_STAGES - 1)):
-            raise ValueError(f"DAT config: img_size {self.img_size} must be divisible by "
-                             f"patch_size * 8 = {self.patch_size * 8}")
+            raise ValueError(
+                f"DAT config: img_size {self.img_size} must be divisible by "
+                f"patch_size * 8 = {self.patch_size * 8}"
+            )
         if self.plus_plus and self.use_conv_patches and self.patch_size % 4:
-            raise ValueError("DAT config: the DAT++ convolutional stem needs a patch_size "
-                             f"divisible by 4 (two stride-{self.patch_size // 2} convs), got "
-                             f"{self.patch_size}")
+            raise ValueError(
+                "DAT config: the DAT++ convolutional stem needs a patch_size "
+                f"divisible by 4 (two stride-{self.patch_size // 2} convs), got "
+                f"{self.patch_size}"
+            )
         for i in range(_STAGES):
             self._validate_stage(i)
 
@@ -111,50 +169,62 @@ class DATConfig:
             raise ValueError(f"DAT config: stage {i} has depth {depth} but stage_spec {spec}")
         for kind in sorted(set(spec)):
             if kind in _UNSUPPORTED_BLOCKS:
-                raise ValueError(f"DAT config: stage {i} uses '{kind}' blocks "
-                                 f"({_UNSUPPORTED_BLOCKS[kind]}), which no released DAT model "
-                                 "uses and this implementation does not support")
+                raise ValueError(
+                    f"DAT config: stage {i} uses '{kind}' blocks "
+                    f"({_UNSUPPORTED_BLOCKS[kind]}), which no released DAT model "
+                    "uses and this implementation does not support"
+                )
             if kind not in BLOCK_KINDS:
                 raise ValueError(f"DAT config: stage {i} has unknown block kind {kind!r}")
         if self.dims[i] % self.heads[i]:
-            raise ValueError(f"DAT config: stage {i} dim {self.dims[i]} is not divisible by "
-                             f"heads {self.heads[i]}")
+            raise ValueError(
+                f"DAT config: stage {i} dim {self.dims[i]} is not divisible by heads {self.heads[i]}"
+            )
         if {"L", "S"} & set(spec) and fmap % self.window_sizes[i]:
             raise ValueError(
                 f"DAT config: stage {i} feature map {fmap}x{fmap} is not divisible by window "
-                f"size {self.window_sizes[i]} (img_size {self.img_size})")
+                f"size {self.window_sizes[i]} (img_size {self.img_size})"
+            )
         if "N" in spec:
             k = self.nat_ksizes[i]
             if k < 3 or k % 2 == 0:
-                raise ValueError(f"DAT config: stage {i} neighborhood size {k} must be odd and "
-                                 "at least 3")
+                raise ValueError(f"DAT config: stage {i} neighborhood size {k} must be odd and at least 3")
             if not self.plus_plus:
-                raise ValueError(f"DAT config: stage {i} has N blocks, which only DAT++ has; "
-                                 "set plus_plus (MODEL.NAME: dat_plus_plus)")
+                raise ValueError(
+                    f"DAT config: stage {i} has N blocks, which only DAT++ has; "
+                    "set plus_plus (MODEL.NAME: dat_plus_plus)"
+                )
         if self.use_cmt_mlps[i] and self.use_dwc_mlps[i]:
-            raise ValueError(f"DAT config: stage {i} uses use_cmt_mlps, which no released DAT "
-                             "model uses and this implementation does not support")
-        if (self.use_lpus[i] or self.layer_scale_values[i] > 0 or self.log_cpb[i]) \
-                and not self.plus_plus:
-            raise ValueError(f"DAT config: stage {i} uses DAT++ options (use_lpus, "
-                             "layer_scale_values, log_cpb) in a DAT v1 config")
+            raise ValueError(
+                f"DAT config: stage {i} uses use_cmt_mlps, which no released DAT "
+                "model uses and this implementation does not support"
+            )
+        if (self.use_lpus[i] or self.layer_scale_values[i] > 0 or self.log_cpb[i]) and not self.plus_plus:
+            raise ValueError(
+                f"DAT config: stage {i} uses DAT++ options (use_lpus, "
+                "layer_scale_values, log_cpb) in a DAT v1 config"
+            )
         if "D" in spec:
             g = self.groups[i]
             if g <= 0 or self.dims[i] % g or self.heads[i] % g:
-                raise ValueError(f"DAT config: stage {i} offset groups {g} must divide both "
-                                 f"dim {self.dims[i]} and heads {self.heads[i]}")
+                raise ValueError(
+                    f"DAT config: stage {i} offset groups {g} must divide both "
+                    f"dim {self.dims[i]} and heads {self.heads[i]}"
+                )
             if self.strides[i] <= 0:
                 raise ValueError(f"DAT config: stage {i} needs a positive stride for D blocks")
             if self.ksizes[i] < 1:
-                raise ValueError(f"DAT config: stage {i} offset kernel {self.ksizes[i]} must be "
-                                 "positive")
+                raise ValueError(f"DAT config: stage {i} offset kernel {self.ksizes[i]} must be positive")
             if self.dwc_pes[i] or self.fixed_pes[i]:
                 raise ValueError(
                     f"DAT config: stage {i} uses dwc_pes/fixed_pes, which the released DAT "
-                    "models do not use and this implementation does not support")
+                    "models do not use and this implementation does not support"
+                )
             if self.plus_plus and self.no_offs[i]:
-                raise ValueError(f"DAT config: stage {i} uses no_offs, which no released DAT++ "
-                                 "model uses and this implementation does not support")
+                raise ValueError(
+                    f"DAT config: stage {i} uses no_offs, which no released DAT++ "
+                    "model uses and this implementation does not support"
+                )
 
     def stage_size(self, stage: int) -> int:
         """Side of the (square) feature map that stage ``stage`` works on at ``img_size``."""
@@ -171,6 +241,7 @@ class DATConfig:
     def to_dict(self) -> dict[str, Any]:
         def plain(v: Any) -> Any:
             return [plain(x) for x in v] if isinstance(v, tuple) else v
+
         return {k: plain(v) for k, v in dataclasses.asdict(self).items()}
 
     @classmethod

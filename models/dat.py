@@ -38,8 +38,14 @@ def _conv_channels_last(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
 
 
 class TransformerStage(nn.Module):
-    def __init__(self, cfg: DATConfig, stage: int, dim_in: int, drop_path: list[float],
-                 layer_scale_name: str = "weight"):
+    def __init__(
+        self,
+        cfg: DATConfig,
+        stage: int,
+        dim_in: int,
+        drop_path: list[float],
+        layer_scale_name: str = "weight",
+    ):
         super().__init__()
         dim = cfg.dims[stage]
         depth = cfg.depths[stage]
@@ -47,40 +53,59 @@ class TransformerStage(nn.Module):
         self.proj = nn.Conv2d(dim_in, dim, 1) if dim_in != dim else nn.Identity()
         self.layer_norms = nn.ModuleList(LayerNormProxy(dim) for _ in range(2 * depth))
         if cfg.use_dwc_mlps[stage]:
-            self.mlps = nn.ModuleList(TransformerMLPWithConv(dim, cfg.expansion, cfg.drop_rate,
-                                                             residual=cfg.plus_plus)
-                                      for _ in range(depth))
+            self.mlps = nn.ModuleList(
+                TransformerMLPWithConv(dim, cfg.expansion, cfg.drop_rate, residual=cfg.plus_plus)
+                for _ in range(depth)
+            )
         else:
-            self.mlps = nn.ModuleList(TransformerMLP(dim, cfg.expansion, cfg.drop_rate)
-                                      for _ in range(depth))
+            self.mlps = nn.ModuleList(TransformerMLP(dim, cfg.expansion, cfg.drop_rate) for _ in range(depth))
         self.attns = nn.ModuleList()
         for kind in cfg.stage_spec[stage]:
             heads, window = cfg.heads[stage], cfg.window_sizes[stage]
             if kind == "L":
                 attn = LocalAttention(dim, heads, window, cfg.attn_drop_rate, cfg.drop_rate)
             elif kind == "S":
-                attn = ShiftWindowAttention(dim, heads, window, cfg.attn_drop_rate, cfg.drop_rate,
-                                            fmap)
+                attn = ShiftWindowAttention(dim, heads, window, cfg.attn_drop_rate, cfg.drop_rate, fmap)
             elif kind == "N":
                 attn = NeighborhoodAttention(dim, cfg.nat_ksizes[stage], heads, cfg.drop_rate)
             else:
                 attn = DeformableAttention(
-                    dim, heads, cfg.groups[stage], fmap, cfg.strides[stage],
-                    cfg.offset_range_factor[stage], cfg.use_pes[stage], cfg.no_offs[stage],
-                    cfg.ksizes[stage], cfg.attn_drop_rate, cfg.drop_rate,
-                    plus_plus=cfg.plus_plus, log_cpb=cfg.log_cpb[stage])
+                    dim,
+                    heads,
+                    cfg.groups[stage],
+                    fmap,
+                    cfg.strides[stage],
+                    cfg.offset_range_factor[stage],
+                    cfg.use_pes[stage],
+                    cfg.no_offs[stage],
+                    cfg.ksizes[stage],
+                    cfg.attn_drop_rate,
+                    cfg.drop_rate,
+                    plus_plus=cfg.plus_plus,
+                    log_cpb=cfg.log_cpb[stage],
+                )
             self.attns.append(attn)
         self.drop_path = nn.ModuleList(DropPath(p) if p > 0 else nn.Identity() for p in drop_path)
         # DAT++: a residual depth-wise 3x3 conv before each block, and optional LayerScale.
         # Both lists exist (of Identities) whatever the switches, as in the official code;
         # Identities hold no keys.
         scale = cfg.layer_scale_values[stage]
-        self.layer_scales = nn.ModuleList(
-            LayerScale(dim, scale, layer_scale_name) if scale > 0 else nn.Identity()
-            for _ in range(2 * depth)) if cfg.plus_plus else None
-        self.local_perception_units = nn.ModuleList(
-            nn.Conv2d(dim, dim, 3, 1, 1, groups=dim) if cfg.use_lpus[stage] else nn.Identity()
-            for _ in range(depth)) if cfg.plus_plus else None
+        self.layer_scales = (
+            nn.ModuleList(
+                LayerScale(dim, scale, layer_scale_name) if scale > 0 else nn.Identity()
+                for _ in range(2 * depth)
+            )
+            if cfg.plus_plus
+            else None
+        )
+        self.local_perception_units = (
+            nn.ModuleList(
+                nn.Conv2d(dim, dim, 3, 1, 1, groups=dim) if cfg.use_lpus[stage] else nn.Identity()
+                for _ in range(depth)
+            )
+            if cfg.plus_plus
+            else None
+        )
         self.use_lpu = cfg.use_lpus[stage]
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, list, list]:
@@ -119,17 +144,19 @@ class DAT(nn.Module):
 
     task = "classification"
 
-    def __init__(self, config: DATConfig, info: ModelInfo | None = None,
-                 layer_scale_name: str = "weight"):
+    def __init__(self, config: DATConfig, info: ModelInfo | None = None, layer_scale_name: str = "weight"):
         super().__init__()
         self.config = cfg = config
         self.info = info or ModelInfo("dat", Preprocessing(input_size=cfg.img_size))
         if cfg.use_conv_patches and cfg.plus_plus:  # two stride-p/2 3x3 convs
             half = cfg.dim_stem // 2
             self.patch_proj = nn.Sequential(
-                nn.Conv2d(3, half, 3, cfg.patch_size // 2, 1), LayerNormProxy(half), nn.GELU(),
+                nn.Conv2d(3, half, 3, cfg.patch_size // 2, 1),
+                LayerNormProxy(half),
+                nn.GELU(),
                 nn.Conv2d(half, cfg.dim_stem, 3, cfg.patch_size // 2, 1),
-                LayerNormProxy(cfg.dim_stem))
+                LayerNormProxy(cfg.dim_stem),
+            )
         else:
             if cfg.use_conv_patches:  # v1: one 7x7 conv
                 stem = nn.Conv2d(3, cfg.dim_stem, 7, cfg.patch_size, 3)
@@ -142,8 +169,9 @@ class DAT(nn.Module):
         for i in range(4):
             dim_in = cfg.dim_stem if i == 0 else cfg.dims[i - 1] * 2
             start = sum(cfg.depths[:i])
-            self.stages.append(TransformerStage(cfg, i, dim_in, rates[start:start + cfg.depths[i]],
-                                                layer_scale_name))
+            self.stages.append(
+                TransformerStage(cfg, i, dim_in, rates[start : start + cfg.depths[i]], layer_scale_name)
+            )
 
         self.down_projs = nn.ModuleList()
         for i in range(3):
@@ -169,17 +197,19 @@ class DAT(nn.Module):
     def _check_input(self, x: torch.Tensor) -> None:
         cfg = self.config
         if x.dim() != 4 or x.shape[1] != 3:
-            raise ValueError(f"{self.info.name} expects images of shape (B, 3, H, W), got "
-                             f"{tuple(x.shape)}")
+            raise ValueError(f"{self.info.name} expects images of shape (B, 3, H, W), got {tuple(x.shape)}")
         if cfg.windowed:  # window attention: the size its windows and masks were built for
             if x.shape[2] != cfg.img_size or x.shape[3] != cfg.img_size:
-                raise ValueError(f"{self.info.name} expects images of shape (B, 3, "
-                                 f"{cfg.img_size}, {cfg.img_size}), got {tuple(x.shape)}")
+                raise ValueError(
+                    f"{self.info.name} expects images of shape (B, 3, "
+                    f"{cfg.img_size}, {cfg.img_size}), got {tuple(x.shape)}"
+                )
             return
         multiple = cfg.patch_size * 8
         if x.shape[2] % multiple or x.shape[3] % multiple:
-            raise ValueError(f"{self.info.name} expects a height and width divisible by "
-                             f"{multiple}, got {tuple(x.shape)}")
+            raise ValueError(
+                f"{self.info.name} expects a height and width divisible by {multiple}, got {tuple(x.shape)}"
+            )
 
     def _stem(self, x: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) -> (B, H/p, W/p, dim_stem): convs on NCHW, norms channels-last."""

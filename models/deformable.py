@@ -75,15 +75,28 @@ class LogCPB(nn.Sequential):
 
 
 class DeformableAttention(nn.Module):
-    def __init__(self, dim: int, heads: int, groups: int, fmap: int, stride: int,
-                 offset_range_factor: float, use_pe: bool, no_off: bool, kernel: int,
-                 attn_drop: float, proj_drop: float, *, plus_plus: bool = False,
-                 log_cpb: bool = False):
+    def __init__(
+        self,
+        dim: int,
+        heads: int,
+        groups: int,
+        fmap: int,
+        stride: int,
+        offset_range_factor: float,
+        use_pe: bool,
+        no_off: bool,
+        kernel: int,
+        attn_drop: float,
+        proj_drop: float,
+        *,
+        plus_plus: bool = False,
+        log_cpb: bool = False,
+    ):
         super().__init__()
         self.heads, self.groups = heads, groups
         self.head_dim = dim // heads
         self.group_channels = dim // groups
-        self.scale = self.head_dim ** -0.5
+        self.scale = self.head_dim**-0.5
         self.offset_range_factor = offset_range_factor
         self.no_off = no_off
         self.plus_plus = plus_plus
@@ -114,8 +127,7 @@ class DeformableAttention(nn.Module):
         self.fmap, self.sample_size = fmap, samples
         # Constant grids for the configured size, kept float32 whatever the model's dtype (see
         # _apply); other sizes get theirs from _grids.
-        self.register_buffer("reference", reference_points(samples, samples, plus_plus),
-                             persistent=False)
+        self.register_buffer("reference", reference_points(samples, samples, plus_plus), persistent=False)
         self.register_buffer("query_grid", query_points(fmap, fmap, plus_plus), persistent=False)
         # Offsets are scaled to at most offset_range_factor sample cells, (y, x). A buffer, so
         # that a forward pass makes no host-to-device copy (and can be captured as a graph).
@@ -138,28 +150,37 @@ class DeformableAttention(nn.Module):
         self._other_sizes, self._displacements = {}, {}
         return self
 
-    def _grids(self, height: int, width: int, hk: int, wk: int, device: torch.device
-               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _grids(
+        self, height: int, width: int, hk: int, wk: int, device: torch.device
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Reference points (hk, wk, 2), query grid (H*W, 2) and offset range (2,) for an
         input of height x width queries and hk x wk samples, float32 on ``device``."""
         if (height, width, hk, wk) == (self.fmap, self.fmap, self.sample_size, self.sample_size):
             return self.reference, self.query_grid, self.offset_range
         key = (height, width, hk, wk, device)
         if not _eager():  # a trace's (fake) tensors must not be kept for later calls
-            return (reference_points(hk, wk, self.plus_plus).to(device),
-                    query_points(height, width, self.plus_plus).to(device),
-                    self._offset_range(hk, wk).to(device))
+            return (
+                reference_points(hk, wk, self.plus_plus).to(device),
+                query_points(height, width, self.plus_plus).to(device),
+                self._offset_range(hk, wk).to(device),
+            )
         if key not in self._other_sizes:
             with torch.inference_mode(False):  # plain tensors: autograd may save them later
-                self._other_sizes[key] = tuple(t.to(device) for t in (
-                    reference_points(hk, wk, self.plus_plus),
-                    query_points(height, width, self.plus_plus), self._offset_range(hk, wk)))
+                self._other_sizes[key] = tuple(
+                    t.to(device)
+                    for t in (
+                        reference_points(hk, wk, self.plus_plus),
+                        query_points(height, width, self.plus_plus),
+                        self._offset_range(hk, wk),
+                    )
+                )
         return self._other_sizes[key]  # type: ignore[return-value]
 
     def _query_displacements(self, query_grid: torch.Tensor, samples: int) -> torch.Tensor:
         """The query grid as (x, y), halved, laid out over the samples: (1, H * W, samples, 2),
         contiguous. Constant for a size, so eager inference keeps it (one copy per block and
         forward less); traced graphs compute it, where it is a free broadcast."""
+
         def compute() -> torch.Tensor:
             queries = query_grid.flip(-1).mul(0.5)[None, :, None, :]
             return queries.expand(1, -1, samples, -1).contiguous()
@@ -179,8 +200,7 @@ class DeformableAttention(nn.Module):
         dwconv, norm, act, to_offset = self.conv_offset
         hidden = act(norm(dwconv(q_groups).permute(0, 2, 3, 1)))
         offset = linear(hidden, to_offset.weight.flatten(1)).float()  # (B*g, Hk, Wk, 2)
-        reference, query_grid, offset_range = self._grids(H, W, offset.shape[1], offset.shape[2],
-                                                          q.device)
+        reference, query_grid, offset_range = self._grids(H, W, offset.shape[1], offset.shape[2], q.device)
         scaled = self.offset_range_factor >= 0 if self.plus_plus else self.offset_range_factor > 0
         if scaled:
             offset = offset.tanh().mul(offset_range).mul(self.offset_range_factor)
@@ -222,14 +242,15 @@ class DeformableAttention(nn.Module):
             # The query grid is laid out over the samples first, so that both operands' last
             # two dims are contiguous: a broadcast with an innermost size of 2 ran 8x slower
             # on CPU (2.4 against 0.3 ms per DAT-T stage-3 block at batch 8).
-            displacement = self._query_displacements(query_grid, hk * wk) \
-                - pos_xy.mul(0.5).reshape(B * g, 1, hk * wk, 2)
+            displacement = self._query_displacements(query_grid, hk * wk) - pos_xy.mul(0.5).reshape(
+                B * g, 1, hk * wk, 2
+            )
             bias = interpolate_position_bias(table, displacement)
             bias = attention_mask(bias.reshape(B, heads, H * W, hk * wk), q)
 
         out = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=bias, scale=self.scale,
-            dropout_p=self.attn_drop if self.training else 0.0)
+            q, k, v, attn_mask=bias, scale=self.scale, dropout_p=self.attn_drop if self.training else 0.0
+        )
         out = out.transpose(1, 2).reshape(B, H, W, C)
         out = self.proj_drop(_pointwise(self.proj_out, out))
         positions = pos.view(B, g, hk, wk, 2)

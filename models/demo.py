@@ -59,8 +59,9 @@ def _digits() -> tuple[np.ndarray, np.ndarray]:
     try:
         from sklearn.datasets import load_digits
     except ImportError as exc:  # only training and evaluation need it, not serving
-        raise ImportError("the digits data set ships with scikit-learn: "
-                          "pip install scikit-learn (or the 'dev' extra)") from exc
+        raise ImportError(
+            "the digits data set ships with scikit-learn: pip install scikit-learn (or the 'dev' extra)"
+        ) from exc
     data = load_digits()
     return data.images.astype(np.float32), data.target.astype(np.int64)
 
@@ -110,8 +111,9 @@ def _font_glyph(digit: int, font_size: int, stroke: int) -> Image.Image:
     font = ImageFont.load_default(size=font_size)
     pad = font_size // 2 + stroke
     image = Image.new("L", (font_size * 2 + 2 * pad, font_size * 2 + 2 * pad), 0)
-    ImageDraw.Draw(image).text((pad, pad), str(digit), fill=255, font=font,
-                               stroke_width=stroke, stroke_fill=255)
+    ImageDraw.Draw(image).text(
+        (pad, pad), str(digit), fill=255, font=font, stroke_width=stroke, stroke_fill=255
+    )
     glyph = image.crop(image.getbbox())
     side = max(glyph.size)
     square = Image.new("L", (side, side), 0)
@@ -208,8 +210,10 @@ def predict(model: DAT, images: Sequence[Image.Image], batch_size: int = 256) ->
     """Class probabilities (N, 10) for RGB pictures."""
     was_training = model.training
     model.eval()
-    out = [model(to_batch(model, images[i:i + batch_size])).softmax(-1)
-           for i in range(0, len(images), batch_size)]
+    out = [
+        model(to_batch(model, images[i : i + batch_size])).softmax(-1)
+        for i in range(0, len(images), batch_size)
+    ]
     model.train(was_training)
     return torch.cat(out)
 
@@ -220,8 +224,14 @@ def accuracy(model: DAT, images: Sequence[Image.Image], labels: Sequence[int]) -
     return (predicted == torch.as_tensor(list(labels))).float().mean().item()
 
 
-def _training_set(model: DAT, scans: np.ndarray, labels: np.ndarray, font_digits: int,
-                  rng: np.random.Generator, aug: Augmentation) -> tuple[torch.Tensor, torch.Tensor]:
+def _training_set(
+    model: DAT,
+    scans: np.ndarray,
+    labels: np.ndarray,
+    font_digits: int,
+    rng: np.random.Generator,
+    aug: Augmentation,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """One epoch of freshly augmented pictures, preprocessed: every scan once plus
     ``font_digits`` typed digits (balanced over 0-9)."""
     inks = [_scan_ink_box(p) for p in scans]
@@ -234,12 +244,24 @@ def _training_set(model: DAT, scans: np.ndarray, labels: np.ndarray, font_digits
     return batch, torch.tensor(targets)
 
 
-def train(out: str | Path | None = None, *, epochs: int = DEFAULT_EPOCHS, seed: int = DEFAULT_SEED,
-          batch_size: int = 64, lr: float = 2e-3, weight_decay: float = 0.05, warmup_epochs: int = 2,
-          polarity_epochs: int = 10,
-          font_digits: int = DEFAULT_FONT_DIGITS, train_limit: int | None = None,
-          eval_every: int = 10, threads: int | None = None, log: Log = print,
-          command: str | None = None, augmentation: Augmentation = Augmentation()) -> dict:
+def train(
+    out: str | Path | None = None,
+    *,
+    epochs: int = DEFAULT_EPOCHS,
+    seed: int = DEFAULT_SEED,
+    batch_size: int = 64,
+    lr: float = 2e-3,
+    weight_decay: float = 0.05,
+    warmup_epochs: int = 2,
+    polarity_epochs: int = 10,
+    font_digits: int = DEFAULT_FONT_DIGITS,
+    train_limit: int | None = None,
+    eval_every: int = 10,
+    threads: int | None = None,
+    log: Log = print,
+    command: str | None = None,
+    augmentation: Augmentation = Augmentation(),
+) -> dict:
     """Trains ``dat_digits`` from scratch; writes ``out`` (safetensors) and ``out``.json.
 
     Deterministic for a given seed (on a given machine and thread count). Returns the record
@@ -254,13 +276,16 @@ def train(out: str | Path | None = None, *, epochs: int = DEFAULT_EPOCHS, seed: 
     model = digits_model(pretrained=False).train()
     decay = [p for n, p in model.named_parameters() if p.dim() > 1 and "rpe_table" not in n]
     no_decay = [p for n, p in model.named_parameters() if not (p.dim() > 1 and "rpe_table" not in n)]
-    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay},
-                                   {"params": no_decay, "weight_decay": 0.0}], lr=lr)
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=lr
+    )
     per_epoch = math.ceil((len(scans) + font_digits) / batch_size)
     total, warmup = epochs * per_epoch, min(warmup_epochs * per_epoch, epochs * per_epoch // 5)
-    log(f"training {MODEL_NAME}: {sum(p.numel() for p in model.parameters()):,} parameters, "
+    log(
+        f"training {MODEL_NAME}: {sum(p.numel() for p in model.parameters()):,} parameters, "
         f"{len(scans)} scans + {font_digits} typed digits per epoch, {epochs} epochs, "
-        f"seed {seed}, {torch.get_num_threads()} threads")
+        f"seed {seed}, {torch.get_num_threads()} threads"
+    )
 
     start, step = time.perf_counter(), 0
     for epoch in range(1, epochs + 1):
@@ -274,10 +299,13 @@ def train(out: str | Path | None = None, *, epochs: int = DEFAULT_EPOCHS, seed: 
         model.train()
         loss_sum = correct = 0.0
         for i in range(0, len(order), batch_size):
-            index = order[i:i + batch_size]
+            index = order[i : i + batch_size]
             step += 1
-            factor = step / max(warmup, 1) if step <= warmup else \
-                0.5 * (1 + math.cos(math.pi * (step - warmup) / max(total - warmup, 1)))
+            factor = (
+                step / max(warmup, 1)
+                if step <= warmup
+                else 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(total - warmup, 1)))
+            )
             for group in optimizer.param_groups:
                 group["lr"] = lr * factor
             logits = model(inputs[index])
@@ -288,8 +316,10 @@ def train(out: str | Path | None = None, *, epochs: int = DEFAULT_EPOCHS, seed: 
             optimizer.step()
             loss_sum += loss.item() * len(index)
             correct += (logits.argmax(-1) == targets[index]).sum().item()
-        message = (f"epoch {epoch:3d}/{epochs}  loss {loss_sum / len(order):.4f}  "
-                   f"train acc {correct / len(order):.4f}  {time.perf_counter() - start:6.1f}s")
+        message = (
+            f"epoch {epoch:3d}/{epochs}  loss {loss_sum / len(order):.4f}  "
+            f"train acc {correct / len(order):.4f}  {time.perf_counter() - start:6.1f}s"
+        )
         if eval_every and (epoch % eval_every == 0 or epoch == epochs):
             message += f"  held-out acc {accuracy(model, held_images, held_labels):.4f}"
         log(message)
@@ -321,16 +351,33 @@ def train(out: str | Path | None = None, *, epochs: int = DEFAULT_EPOCHS, seed: 
         "python": platform.python_version(),
         "config": model.config.to_dict(),
     }
-    log(f"held-out top-1 {held_out:.4f} ({len(held_labels)} images), light-on-dark {inverted:.4f}; "
-        f"trained in {seconds:.0f}s")
+    log(
+        f"held-out top-1 {held_out:.4f} ({len(held_labels)} images), light-on-dark {inverted:.4f}; "
+        f"trained in {seconds:.0f}s"
+    )
     if out is not None:
-        write_trained(model, out, record, log, {"model": MODEL_NAME, "held_out_top1": f"{held_out:.4f}",
-                                                "seed": str(seed), "epochs": str(epochs)})
+        write_trained(
+            model,
+            out,
+            record,
+            log,
+            {
+                "model": MODEL_NAME,
+                "held_out_top1": f"{held_out:.4f}",
+                "seed": str(seed),
+                "epochs": str(epochs),
+            },
+        )
     return record
 
 
-def write_trained(model: torch.nn.Module, out: str | Path, record: dict, log: Callable[[str], None],
-                  metadata: dict[str, str]) -> None:
+def write_trained(
+    model: torch.nn.Module,
+    out: str | Path,
+    record: dict,
+    log: Callable[[str], None],
+    metadata: dict[str, str],
+) -> None:
     """A trained demo model: its safetensors weights (with ``metadata``) and, beside them, the
     JSON record of how they were made."""
     out = Path(out)
@@ -345,6 +392,7 @@ def with_weights(build: Callable[..., M], weights: Path | None) -> M:
     model = build(pretrained=weights is None)
     if weights is not None:
         from .checkpoint import load_checkpoint
+
         load_checkpoint(model, weights)
     return model
 
@@ -352,8 +400,13 @@ def with_weights(build: Callable[..., M], weights: Path | None) -> M:
 # --------------------------------------------------------------------------- samples
 
 
-def _pen_drawing(strokes: Sequence[Sequence[tuple[float, float]]], size: tuple[int, int],
-                 width: int, ink: tuple[int, int, int], paper: tuple[int, int, int]) -> Image.Image:
+def _pen_drawing(
+    strokes: Sequence[Sequence[tuple[float, float]]],
+    size: tuple[int, int],
+    width: int,
+    ink: tuple[int, int, int],
+    paper: tuple[int, int, int],
+) -> Image.Image:
     """Strokes (points in 0..1 of the page) drawn with a round pen, as in a paint program."""
     image = Image.new("RGB", size, paper)
     draw = ImageDraw.Draw(image)
@@ -366,11 +419,17 @@ def _pen_drawing(strokes: Sequence[Sequence[tuple[float, float]]], size: tuple[i
     return image
 
 
-def _arc(cx: float, cy: float, rx: float, ry: float, start: float, end: float,
-         n: int = 24) -> list[tuple[float, float]]:
+def _arc(
+    cx: float, cy: float, rx: float, ry: float, start: float, end: float, n: int = 24
+) -> list[tuple[float, float]]:
     """Points along an ellipse arc; angles in degrees, 0 = right, 90 = down."""
-    return [(cx + rx * math.cos(math.radians(start + (end - start) * i / n)),
-             cy + ry * math.sin(math.radians(start + (end - start) * i / n))) for i in range(n + 1)]
+    return [
+        (
+            cx + rx * math.cos(math.radians(start + (end - start) * i / n)),
+            cy + ry * math.sin(math.radians(start + (end - start) * i / n)),
+        )
+        for i in range(n + 1)
+    ]
 
 
 def make_samples() -> dict[str, Image.Image]:
@@ -386,8 +445,12 @@ def make_samples() -> dict[str, Image.Image]:
     draw = ImageDraw.Draw(typed)
     font = ImageFont.load_default(size=150)
     left, top, right, bottom = draw.textbbox((0, 0), "5", font=font)
-    draw.text(((160 - (right - left)) / 2 - left, (200 - (bottom - top)) / 2 - top), "5",
-              fill=(40, 40, 48), font=font)
+    draw.text(
+        ((160 - (right - left)) / 2 - left, (200 - (bottom - top)) / 2 - top),
+        "5",
+        fill=(40, 40, 48),
+        font=font,
+    )
     samples["digit_5_typed.png"] = typed
     # Drawn with a mouse: a blue 2 on white, and a chalk 4 on a green board.
     two = [_arc(0.5, 0.36, 0.22, 0.2, 200, 380) + [(0.3, 0.8), (0.76, 0.8)]]
@@ -433,53 +496,94 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m models.demo",
         description="The embedded digits classifier dat_digits: train it, classify pictures, "
-                    "write the sample pictures.")
+        "write the sample pictures.",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("train", help="train dat_digits from scratch on scikit-learn's digits "
-                                     "(about 5 minutes on 2 CPU cores)",
-                       description="Trains dat_digits from scratch and writes its safetensors "
-                                   "weights plus a JSON record beside them (same name, .json).")
+    p = sub.add_parser(
+        "train",
+        help="train dat_digits from scratch on scikit-learn's digits (about 5 minutes on 2 CPU cores)",
+        description="Trains dat_digits from scratch and writes its safetensors "
+        "weights plus a JSON record beside them (same name, .json).",
+    )
     p.add_argument("--out", type=Path, required=True, help="weights file to write (.safetensors)")
-    p.add_argument("--epochs", type=int, default=DEFAULT_EPOCHS,
-                   help=f"passes over the training scans (default {DEFAULT_EPOCHS})")
-    p.add_argument("--seed", type=int, default=DEFAULT_SEED,
-                   help=f"seed of initialisation and augmentation (default {DEFAULT_SEED})")
+    p.add_argument(
+        "--epochs",
+        type=int,
+        default=DEFAULT_EPOCHS,
+        help=f"passes over the training scans (default {DEFAULT_EPOCHS})",
+    )
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=DEFAULT_SEED,
+        help=f"seed of initialisation and augmentation (default {DEFAULT_SEED})",
+    )
     p.add_argument("--batch-size", type=int, default=64, help="default 64")
     p.add_argument("--lr", type=float, default=2e-3, help="peak AdamW learning rate (default 2e-3)")
-    p.add_argument("--warmup-epochs", type=int, default=2,
-                   help="epochs of linear learning-rate warm-up before the cosine decay (default 2)")
-    p.add_argument("--polarity-epochs", type=int, default=10,
-                   help="epochs over which light-on-dark pictures are phased in, from none to "
-                        "half of them (default 10)")
-    p.add_argument("--font-digits", type=int, default=DEFAULT_FONT_DIGITS,
-                   help="digits typed in Pillow's font added to each epoch "
-                        f"(default {DEFAULT_FONT_DIGITS}; 0 for scans only)")
-    p.add_argument("--train-limit", type=int, default=None,
-                   help="use only the first N training scans (for quick checks)")
-    p.add_argument("--eval-every", type=int, default=10,
-                   help="print held-out accuracy every N epochs (default 10; 0 for the end only)")
+    p.add_argument(
+        "--warmup-epochs",
+        type=int,
+        default=2,
+        help="epochs of linear learning-rate warm-up before the cosine decay (default 2)",
+    )
+    p.add_argument(
+        "--polarity-epochs",
+        type=int,
+        default=10,
+        help="epochs over which light-on-dark pictures are phased in, from none to half of them (default 10)",
+    )
+    p.add_argument(
+        "--font-digits",
+        type=int,
+        default=DEFAULT_FONT_DIGITS,
+        help="digits typed in Pillow's font added to each epoch "
+        f"(default {DEFAULT_FONT_DIGITS}; 0 for scans only)",
+    )
+    p.add_argument(
+        "--train-limit", type=int, default=None, help="use only the first N training scans (for quick checks)"
+    )
+    p.add_argument(
+        "--eval-every",
+        type=int,
+        default=10,
+        help="print held-out accuracy every N epochs (default 10; 0 for the end only)",
+    )
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
 
-    p = sub.add_parser("predict", help="classify picture files with the committed weights",
-                       description="Classifies pictures (any format Pillow reads) with dat_digits.")
+    p = sub.add_parser(
+        "predict",
+        help="classify picture files with the committed weights",
+        description="Classifies pictures (any format Pillow reads) with dat_digits.",
+    )
     p.add_argument("images", nargs="+", type=Path)
-    p.add_argument("--weights", type=Path, default=None,
-                   help="weights to use instead of the committed ones")
+    p.add_argument("--weights", type=Path, default=None, help="weights to use instead of the committed ones")
 
-    p = sub.add_parser("samples", help="write the README's sample pictures",
-                       description="Writes the sample pictures; each name says its digit.")
+    p = sub.add_parser(
+        "samples",
+        help="write the README's sample pictures",
+        description="Writes the sample pictures; each name says its digit.",
+    )
     p.add_argument("--out", type=Path, default=Path("samples"), help="directory (default samples)")
 
     args = parser.parse_args(argv)
     if args.command == "train":
         command = "python -m models.demo " + " ".join(sys.argv[1:] if argv is None else argv)
-        record = train(args.out, epochs=args.epochs, seed=args.seed, batch_size=args.batch_size,
-                       lr=args.lr, warmup_epochs=args.warmup_epochs,
-                       polarity_epochs=args.polarity_epochs, font_digits=args.font_digits,
-                       train_limit=args.train_limit,
-                       eval_every=args.eval_every, threads=args.threads,
-                       log=lambda m: print(m, flush=True), command=command)
+        record = train(
+            args.out,
+            epochs=args.epochs,
+            seed=args.seed,
+            batch_size=args.batch_size,
+            lr=args.lr,
+            warmup_epochs=args.warmup_epochs,
+            polarity_epochs=args.polarity_epochs,
+            font_digits=args.font_digits,
+            train_limit=args.train_limit,
+            eval_every=args.eval_every,
+            threads=args.threads,
+            log=lambda m: print(m, flush=True),
+            command=command,
+        )
         return 0 if record["held_out_top1"] >= 0.95 or args.train_limit else 1
     if args.command == "predict":
         model = with_weights(digits_model, args.weights)

@@ -98,8 +98,9 @@ def _stroke(ink: Image.Image, rng: np.random.Generator) -> Image.Image:
     return ink.point([round(255 * min(max((v / 255 - low) / (high - low), 0.0), 1.0)) for v in range(256)])
 
 
-def _digit_alpha(ink: Image.Image, height: float, rng: np.random.Generator,
-                 style: SceneStyle) -> tuple[np.ndarray, tuple[int, int, int, int]] | None:
+def _digit_alpha(
+    ink: Image.Image, height: float, rng: np.random.Generator, style: SceneStyle
+) -> tuple[np.ndarray, tuple[int, int, int, int]] | None:
     """The square 'L' ink image drawn ``height`` pixels tall, rotated, sheared and stretched:
     an alpha patch (h, w) in [0, 1] and the tight box (x1, y1, x2, y2) of its ink, or None
     when the ink vanished."""
@@ -141,7 +142,9 @@ def _fits(box: np.ndarray, placed: list[np.ndarray], overlap: float) -> bool:
         w = min(box[2], other[2]) - max(box[0], other[0])
         h = min(box[3], other[3]) - max(box[1], other[1])
         if w > 0 and h > 0:
-            smaller = min((box[2] - box[0]) * (box[3] - box[1]), (other[2] - other[0]) * (other[3] - other[1]))
+            smaller = min(
+                (box[2] - box[0]) * (box[3] - box[1]), (other[2] - other[0]) * (other[3] - other[1])
+            )
             if w * h > overlap * smaller:
                 return False
     return True
@@ -152,7 +155,9 @@ def _render(rng: np.random.Generator, split: str, style: SceneStyle) -> tuple[Sc
     scans, scan_labels = _ink_sources(split)
     long_side = int(rng.integers(style.long_side[0], style.long_side[1] + 1))
     aspect = math.exp(rng.uniform(math.log(style.aspect[0]), math.log(style.aspect[1])))
-    width, height = (long_side, round(long_side / aspect)) if aspect >= 1 else (round(long_side * aspect), long_side)
+    width, height = (
+        (long_side, round(long_side / aspect)) if aspect >= 1 else (round(long_side * aspect), long_side)
+    )
     alpha = np.zeros((height, width), np.float32)
     boxes: list[np.ndarray] = []
     labels: list[int] = []
@@ -161,7 +166,9 @@ def _render(rng: np.random.Generator, split: str, style: SceneStyle) -> tuple[Sc
     for _ in range(wanted):
         if rng.random() < style.typed:
             label = int(rng.integers(10))
-            ink = ImageOps.expand(_font_glyph(label, int(rng.choice((24, 32, 48))), int(rng.integers(0, 3))), 5, 0)
+            ink = ImageOps.expand(
+                _font_glyph(label, int(rng.choice((24, 32, 48))), int(rng.integers(0, 3))), 5, 0
+            )
         else:
             i = int(rng.integers(len(scans)))
             label, ink = int(scan_labels[i]), _scan_ink_padded(scans[i])
@@ -176,7 +183,7 @@ def _render(rng: np.random.Generator, split: str, style: SceneStyle) -> tuple[Sc
             left, top = int(rng.integers(0, width - pw + 1)), int(rng.integers(0, height - ph + 1))
             box = np.array([left + x1, top + y1, left + x2, top + y2], np.float32)
             if _fits(box, boxes, style.overlap):
-                region = alpha[top:top + ph, left:left + pw]
+                region = alpha[top : top + ph, left : left + pw]
                 np.maximum(region, patch * rng.uniform(0.75, 1.0), out=region)
                 boxes.append(box)
                 labels.append(label)
@@ -186,8 +193,12 @@ def _render(rng: np.random.Generator, split: str, style: SceneStyle) -> tuple[Sc
     return (_paint(alpha, rng, style), box_array, np.asarray(labels, np.int64)), alpha
 
 
-def _paint(alpha: np.ndarray, rng: np.random.Generator, style: SceneStyle,
-           colours: tuple[Sequence[float], Sequence[float]] | None = None) -> Image.Image:
+def _paint(
+    alpha: np.ndarray,
+    rng: np.random.Generator,
+    style: SceneStyle,
+    colours: tuple[Sequence[float], Sequence[float]] | None = None,
+) -> Image.Image:
     """The page for an ink layer (H, W): paper and pen of either polarity with a little tint
     (or the given (paper, pen) RGB), an uneven light, sensor noise, maybe a slight blur."""
     height, width = alpha.shape
@@ -196,8 +207,10 @@ def _paint(alpha: np.ndarray, rng: np.random.Generator, style: SceneStyle,
     paper, pen = (dark, light) if rng.random() < style.inverted else (light, dark)
     if colours is not None:
         paper, pen = (np.asarray(c, np.float64) for c in colours)
-    shade = (rng.uniform(-20, 20) * np.linspace(-1, 1, width, dtype=np.float32)[None, :, None]
-             + rng.uniform(-20, 20) * np.linspace(-1, 1, height, dtype=np.float32)[:, None, None])
+    shade = (
+        rng.uniform(-20, 20) * np.linspace(-1, 1, width, dtype=np.float32)[None, :, None]
+        + rng.uniform(-20, 20) * np.linspace(-1, 1, height, dtype=np.float32)[:, None, None]
+    )
     rgb = paper.astype(np.float32) + shade + (pen - paper).astype(np.float32) * alpha[..., None]
     sigma = rng.uniform(0, style.noise)
     rgb += rng.standard_normal(rgb.shape, dtype=np.float32) * sigma
@@ -232,8 +245,9 @@ def held_out_scenes(n: int = HELD_OUT_SCENES, seed: int = HELD_OUT_SEED) -> list
 NEGATIVE, IGNORED = -1, -2
 
 
-def assign_anchors(anchors: torch.Tensor, gt_boxes: torch.Tensor, pos_iou: float = 0.5,
-                   neg_iou: float = 0.4) -> torch.Tensor:
+def assign_anchors(
+    anchors: torch.Tensor, gt_boxes: torch.Tensor, pos_iou: float = 0.5, neg_iou: float = 0.4
+) -> torch.Tensor:
     """mmdet's MaxIoUAssigner as RetinaNet configures it: for each anchor (N, 4) the index of
     its ground truth (K, 4), NEGATIVE or IGNORED. IoU >= ``pos_iou`` is positive, below
     ``neg_iou`` negative, in between ignored; then every ground truth also takes the anchors
@@ -254,8 +268,9 @@ def assign_anchors(anchors: torch.Tensor, gt_boxes: torch.Tensor, pos_iou: float
     return assigned
 
 
-def sigmoid_focal_loss(logits: torch.Tensor, targets: torch.Tensor, alpha: float = 0.25,
-                       gamma: float = 2.0) -> torch.Tensor:
+def sigmoid_focal_loss(
+    logits: torch.Tensor, targets: torch.Tensor, alpha: float = 0.25, gamma: float = 2.0
+) -> torch.Tensor:
     """Element-wise focal loss (Lin et al.) of sigmoid ``logits`` against 0/1 ``targets``."""
     p = logits.sigmoid()
     ce = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
@@ -264,8 +279,12 @@ def sigmoid_focal_loss(logits: torch.Tensor, targets: torch.Tensor, alpha: float
     return alpha_t * (1 - p_t) ** gamma * ce
 
 
-def detection_loss(logits: torch.Tensor, deltas: torch.Tensor, anchors: torch.Tensor,
-                   targets: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, dict[str, float]]:
+def detection_loss(
+    logits: torch.Tensor,
+    deltas: torch.Tensor,
+    anchors: torch.Tensor,
+    targets: Sequence[tuple[torch.Tensor, torch.Tensor]],
+) -> tuple[torch.Tensor, dict[str, float]]:
     """RetinaNet's loss on one batch: focal loss summed over the non-ignored anchors and all
     classes, plus L1 on the encoded deltas of the positives, both divided by the batch's
     number of positives. ``targets``: per image, boxes (K, 4) in canvas pixels and labels (K,)."""
@@ -295,28 +314,32 @@ def detector_model(pretrained: bool = True) -> RetinaNet:
     return create_model(MODEL_NAME, pretrained=pretrained)  # type: ignore[return-value]
 
 
-def to_batch(model: RetinaNet, scenes: Sequence[Scene]) -> tuple[torch.Tensor, list[tuple[torch.Tensor, torch.Tensor]]]:
+def to_batch(
+    model: RetinaNet, scenes: Sequence[Scene]
+) -> tuple[torch.Tensor, list[tuple[torch.Tensor, torch.Tensor]]]:
     """Scenes -> canvas batch through the serving letterbox, and their boxes in canvas pixels."""
     letterbox = model.info.preprocessing
     images, targets = [], []
     for image, boxes, labels in scenes:
         sx, sy = letterbox.scale(*image.size)
         images.append(letterbox(image))
-        targets.append((torch.from_numpy(boxes * np.array([sx, sy, sx, sy], np.float32)),
-                        torch.from_numpy(labels)))
+        targets.append(
+            (torch.from_numpy(boxes * np.array([sx, sy, sx, sy], np.float32)), torch.from_numpy(labels))
+        )
     return torch.stack(images), targets
 
 
 @torch.inference_mode()
-def detect(model: RetinaNet, images: Sequence[Image.Image],
-           batch_size: int = 64) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+def detect(
+    model: RetinaNet, images: Sequence[Image.Image], batch_size: int = 64
+) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """Per RGB picture: boxes (M, 4) in its own pixels, scores (M,), labels (M,), best first."""
     was_training = model.training
     model.eval()
     letterbox = model.info.preprocessing
     out = []
     for i in range(0, len(images), batch_size):
-        chunk = images[i:i + batch_size]
+        chunk = images[i : i + batch_size]
         found = model(torch.stack([letterbox(image) for image in chunk]))
         for j, image in enumerate(chunk):
             keep = found.labels[j] >= 0
@@ -330,8 +353,9 @@ def detect(model: RetinaNet, images: Sequence[Image.Image],
 def evaluate(model: RetinaNet, scenes: Sequence[Scene], iou_threshold: float = 0.5) -> float:
     """mAP@``iou_threshold`` of the model on scenes, through the serving letterbox."""
     predictions = detect(model, [image for image, _, _ in scenes])
-    return mean_average_precision(predictions, [(boxes, labels) for _, boxes, labels in scenes],
-                                  iou_threshold, model.num_classes)
+    return mean_average_precision(
+        predictions, [(boxes, labels) for _, boxes, labels in scenes], iou_threshold, model.num_classes
+    )
 
 
 # --------------------------------------------------------------------------- training
@@ -360,11 +384,23 @@ def _load_average() -> float | None:
         return None
 
 
-def train(out: str | Path | None = None, *, steps: int = DEFAULT_STEPS, seed: int = DEFAULT_SEED,
-          batch_size: int = DEFAULT_BATCH, lr: float = DEFAULT_LR, weight_decay: float = 0.05,
-          warmup_steps: int = 100, held_out: int = HELD_OUT_SCENES, eval_every: int = 250,
-          threads: int | None = None, backbone: str | Path | None = None, log: Log = print,
-          command: str | None = None, style: SceneStyle = TRAIN_STYLE) -> dict:
+def train(
+    out: str | Path | None = None,
+    *,
+    steps: int = DEFAULT_STEPS,
+    seed: int = DEFAULT_SEED,
+    batch_size: int = DEFAULT_BATCH,
+    lr: float = DEFAULT_LR,
+    weight_decay: float = 0.05,
+    warmup_steps: int = 100,
+    held_out: int = HELD_OUT_SCENES,
+    eval_every: int = 250,
+    threads: int | None = None,
+    backbone: str | Path | None = None,
+    log: Log = print,
+    command: str | None = None,
+    style: SceneStyle = TRAIN_STYLE,
+) -> dict:
     """Trains ``dat_digits_detector`` on freshly generated scenes (a new batch every step),
     its backbone initialised from the ``dat_digits`` classifier (``backbone``: another
     classifier checkpoint; default the committed one). Writes ``out`` (safetensors) and
@@ -378,12 +414,15 @@ def train(out: str | Path | None = None, *, steps: int = DEFAULT_STEPS, seed: in
     model.train()
     decay = [p for n, p in model.named_parameters() if p.dim() > 1 and "rpe_table" not in n]
     no_decay = [p for n, p in model.named_parameters() if not (p.dim() > 1 and "rpe_table" not in n)]
-    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay},
-                                   {"params": no_decay, "weight_decay": 0.0}], lr=lr)
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=lr
+    )
     warmup = min(warmup_steps, steps // 5)
     held_scenes = held_out_scenes(held_out) if held_out else []
-    log(f"training {MODEL_NAME}: {sum(p.numel() for p in model.parameters()):,} parameters, "
-        f"{steps} steps of {batch_size} new scenes, seed {seed}, {torch.get_num_threads()} threads")
+    log(
+        f"training {MODEL_NAME}: {sum(p.numel() for p in model.parameters()):,} parameters, "
+        f"{steps} steps of {batch_size} new scenes, seed {seed}, {torch.get_num_threads()} threads"
+    )
 
     data_seconds, sums = 0.0, {"loss": 0.0, "cls": 0.0, "box": 0.0, "pos": 0.0}
     for step in range(1, steps + 1):
@@ -391,8 +430,11 @@ def train(out: str | Path | None = None, *, steps: int = DEFAULT_STEPS, seed: in
         rng = np.random.default_rng([seed, step])
         images, targets = to_batch(model, [make_scene(rng, "train", style) for _ in range(batch_size)])
         data_seconds += time.perf_counter() - tick
-        factor = step / max(warmup, 1) if step <= warmup else \
-            0.5 * (1 + math.cos(math.pi * (step - warmup) / max(steps - warmup, 1)))
+        factor = (
+            step / max(warmup, 1)
+            if step <= warmup
+            else 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(steps - warmup, 1)))
+        )
         for group in optimizer.param_groups:
             group["lr"] = lr * factor
         logits, deltas = model.forward_raw(images)
@@ -406,9 +448,11 @@ def train(out: str | Path | None = None, *, steps: int = DEFAULT_STEPS, seed: in
             sums[key] += parts[key]
         if step % 50 == 0 or step == steps:
             n = 50 if step % 50 == 0 else step % 50
-            message = (f"step {step:5d}/{steps}  loss {sums['loss'] / n:.4f} (cls {sums['cls'] / n:.4f}, "
-                       f"box {sums['box'] / n:.4f}, {sums['pos'] / n / batch_size:.1f} pos/img)  "
-                       f"lr {lr * factor:.2e}  {time.perf_counter() - start:6.1f}s")
+            message = (
+                f"step {step:5d}/{steps}  loss {sums['loss'] / n:.4f} (cls {sums['cls'] / n:.4f}, "
+                f"box {sums['box'] / n:.4f}, {sums['pos'] / n / batch_size:.1f} pos/img)  "
+                f"lr {lr * factor:.2e}  {time.perf_counter() - start:6.1f}s"
+            )
             if eval_every and held_scenes and step % eval_every == 0 and step != steps:
                 message += f"  held-out mAP@0.5 {evaluate(model, held_scenes[:100]):.4f} (100 scenes)"
             log(message)
@@ -419,7 +463,8 @@ def train(out: str | Path | None = None, *, steps: int = DEFAULT_STEPS, seed: in
     held_map = evaluate(model, held_scenes) if held_scenes else float("nan")
     record = {
         "model": MODEL_NAME,
-        "command": command or f"python -m models.demo_detection train --out {out} --steps {steps} --seed {seed}",
+        "command": command
+        or f"python -m models.demo_detection train --out {out} --steps {steps} --seed {seed}",
         "seed": seed,
         "steps": steps,
         "batch_size": batch_size,
@@ -442,11 +487,23 @@ def train(out: str | Path | None = None, *, steps: int = DEFAULT_STEPS, seed: in
         "python": platform.python_version(),
         "config": model.config.to_dict(),
     }
-    log(f"held-out mAP@0.5 {held_map:.4f} ({len(held_scenes)} scenes); trained in {seconds:.0f}s "
-        f"({data_seconds:.0f}s making scenes)")
+    log(
+        f"held-out mAP@0.5 {held_map:.4f} ({len(held_scenes)} scenes); trained in {seconds:.0f}s "
+        f"({data_seconds:.0f}s making scenes)"
+    )
     if out is not None:
-        write_trained(model, out, record, log, {"model": MODEL_NAME, "held_out_map50": f"{held_map:.4f}",
-                                                "seed": str(seed), "steps": str(steps)})
+        write_trained(
+            model,
+            out,
+            record,
+            log,
+            {
+                "model": MODEL_NAME,
+                "held_out_map50": f"{held_map:.4f}",
+                "seed": str(seed),
+                "steps": str(steps),
+            },
+        )
     return record
 
 
@@ -456,15 +513,26 @@ def train(out: str | Path | None = None, *, steps: int = DEFAULT_STEPS, seed: in
 # x, centre y) in page pixels; "t" before a label types it in Pillow's font, else it is the
 # next held-out scan of that digit (never trained on).
 _SAMPLES = {
-    "scene_notebook.png": ((480, 320), ((242, 238, 222), (28, 40, 110)),
-                           [("2", 70, 90, 150), ("0", 72, 180, 145), ("2", 68, 270, 155), ("6", 74, 370, 148)]),
-    "scene_chalkboard.png": ((400, 300), ((40, 72, 56), (236, 236, 226)),
-                             [("3", 64, 90, 90), ("1", 60, 200, 85), ("4", 66, 310, 95),
-                              ("5", 70, 140, 210), ("9", 68, 270, 205)]),
-    "scene_typed.png": ((240, 360), ((214, 214, 208), (20, 20, 24)),
-                        [("t7", 60, 70, 80), ("t8", 90, 160, 150), ("t4", 50, 80, 250), ("8", 70, 170, 290)]),
-    "scene_small.png": ((160, 112), ((16, 16, 20), (250, 250, 250)),
-                        [("1", 40, 40, 50), ("7", 44, 85, 60), ("5", 40, 128, 52)]),
+    "scene_notebook.png": (
+        (480, 320),
+        ((242, 238, 222), (28, 40, 110)),
+        [("2", 70, 90, 150), ("0", 72, 180, 145), ("2", 68, 270, 155), ("6", 74, 370, 148)],
+    ),
+    "scene_chalkboard.png": (
+        (400, 300),
+        ((40, 72, 56), (236, 236, 226)),
+        [("3", 64, 90, 90), ("1", 60, 200, 85), ("4", 66, 310, 95), ("5", 70, 140, 210), ("9", 68, 270, 205)],
+    ),
+    "scene_typed.png": (
+        (240, 360),
+        ((214, 214, 208), (20, 20, 24)),
+        [("t7", 60, 70, 80), ("t8", 90, 160, 150), ("t4", 50, 80, 250), ("8", 70, 170, 290)],
+    ),
+    "scene_small.png": (
+        (160, 112),
+        ((16, 16, 20), (250, 250, 250)),
+        [("1", 40, 40, 50), ("7", 44, 85, 60), ("5", 40, 128, 52)],
+    ),
 }
 
 
@@ -489,12 +557,15 @@ def make_samples() -> dict[str, Scene]:
             assert drawn is not None
             patch, (x1, y1, x2, y2) = drawn
             left, top = round(cx - (x1 + x2) / 2), round(cy - (y1 + y2) / 2)
-            region = alpha[top:top + patch.shape[0], left:left + patch.shape[1]]
+            region = alpha[top : top + patch.shape[0], left : left + patch.shape[1]]
             np.maximum(region, patch, out=region)
             boxes.append([left + x1, top + y1, left + x2, top + y2])
             labels.append(label)
-        samples[name] = (_paint(alpha, rng, style, colours), np.asarray(boxes, np.float32),
-                         np.asarray(labels, np.int64))
+        samples[name] = (
+            _paint(alpha, rng, style, colours),
+            np.asarray(boxes, np.float32),
+            np.asarray(labels, np.int64),
+        )
     return samples
 
 
@@ -506,9 +577,12 @@ def write_samples(directory: str | Path) -> list[Path]:
     for name, (image, boxes, labels) in make_samples().items():
         image.save(directory / name)
         paths.append(directory / name)
-        truth[name] = {"size": list(image.size),
-                       "objects": [{"label": str(int(y)), "box": [round(float(v), 1) for v in b]}
-                                   for b, y in zip(boxes, labels)]}
+        truth[name] = {
+            "size": list(image.size),
+            "objects": [
+                {"label": str(int(y)), "box": [round(float(v), 1) for v in b]} for b, y in zip(boxes, labels)
+            ],
+        }
     (directory / "scenes.json").write_text(json.dumps(truth, indent=2) + "\n")
     return [*paths, directory / "scenes.json"]
 
@@ -532,51 +606,100 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m models.demo_detection",
         description="The embedded digits detector dat_digits_detector: train it, measure its "
-                    "held-out mAP, write the sample scenes.")
+        "held-out mAP, write the sample scenes.",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("train", help="train dat_digits_detector on generated scenes "
-                                     "(15-25 minutes on 2 CPU cores)",
-                       description="Trains dat_digits_detector (backbone from the dat_digits "
-                                   "classifier) and writes its safetensors weights plus a JSON "
-                                   "record beside them (same name, .json).")
+    p = sub.add_parser(
+        "train",
+        help="train dat_digits_detector on generated scenes (15-25 minutes on 2 CPU cores)",
+        description="Trains dat_digits_detector (backbone from the dat_digits "
+        "classifier) and writes its safetensors weights plus a JSON "
+        "record beside them (same name, .json).",
+    )
     p.add_argument("--out", type=Path, required=True, help="weights file to write (.safetensors)")
-    p.add_argument("--steps", type=int, default=DEFAULT_STEPS,
-                   help=f"optimizer steps, each on a batch of new scenes (default {DEFAULT_STEPS})")
+    p.add_argument(
+        "--steps",
+        type=int,
+        default=DEFAULT_STEPS,
+        help=f"optimizer steps, each on a batch of new scenes (default {DEFAULT_STEPS})",
+    )
     p.add_argument("--batch-size", type=int, default=DEFAULT_BATCH, help=f"default {DEFAULT_BATCH}")
-    p.add_argument("--seed", type=int, default=DEFAULT_SEED,
-                   help=f"seed of initialisation and scenes (default {DEFAULT_SEED})")
-    p.add_argument("--lr", type=float, default=DEFAULT_LR,
-                   help=f"peak AdamW learning rate (default {DEFAULT_LR:g})")
-    p.add_argument("--warmup-steps", type=int, default=100,
-                   help="steps of linear learning-rate warm-up before the cosine decay (default 100)")
-    p.add_argument("--held-out", type=int, default=HELD_OUT_SCENES,
-                   help=f"held-out scenes measured at the end (default {HELD_OUT_SCENES}; 0: none)")
-    p.add_argument("--eval-every", type=int, default=250,
-                   help="print mAP on 100 held-out scenes every N steps (default 250; 0: never)")
-    p.add_argument("--backbone", type=Path, default=None,
-                   help="classifier checkpoint for the backbone (default: the committed dat_digits)")
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=DEFAULT_SEED,
+        help=f"seed of initialisation and scenes (default {DEFAULT_SEED})",
+    )
+    p.add_argument(
+        "--lr", type=float, default=DEFAULT_LR, help=f"peak AdamW learning rate (default {DEFAULT_LR:g})"
+    )
+    p.add_argument(
+        "--warmup-steps",
+        type=int,
+        default=100,
+        help="steps of linear learning-rate warm-up before the cosine decay (default 100)",
+    )
+    p.add_argument(
+        "--held-out",
+        type=int,
+        default=HELD_OUT_SCENES,
+        help=f"held-out scenes measured at the end (default {HELD_OUT_SCENES}; 0: none)",
+    )
+    p.add_argument(
+        "--eval-every",
+        type=int,
+        default=250,
+        help="print mAP on 100 held-out scenes every N steps (default 250; 0: never)",
+    )
+    p.add_argument(
+        "--backbone",
+        type=Path,
+        default=None,
+        help="classifier checkpoint for the backbone (default: the committed dat_digits)",
+    )
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
 
-    p = sub.add_parser("evaluate", help="held-out mAP@0.5 of the committed (or given) weights",
-                       description="Measures mAP@0.5 on the held-out scenes and the sample scenes.")
+    p = sub.add_parser(
+        "evaluate",
+        help="held-out mAP@0.5 of the committed (or given) weights",
+        description="Measures mAP@0.5 on the held-out scenes and the sample scenes.",
+    )
     p.add_argument("--weights", type=Path, default=None, help="weights instead of the committed ones")
-    p.add_argument("--scenes", type=int, default=HELD_OUT_SCENES,
-                   help=f"held-out scenes (default {HELD_OUT_SCENES})")
-    p.add_argument("--samples", type=Path, default=Path("samples"),
-                   help="directory holding scenes.json (default samples)")
+    p.add_argument(
+        "--scenes", type=int, default=HELD_OUT_SCENES, help=f"held-out scenes (default {HELD_OUT_SCENES})"
+    )
+    p.add_argument(
+        "--samples",
+        type=Path,
+        default=Path("samples"),
+        help="directory holding scenes.json (default samples)",
+    )
 
-    p = sub.add_parser("samples", help="write the README's sample scenes and their scenes.json",
-                       description="Writes samples/scene_*.png and scenes.json (ground truth).")
+    p = sub.add_parser(
+        "samples",
+        help="write the README's sample scenes and their scenes.json",
+        description="Writes samples/scene_*.png and scenes.json (ground truth).",
+    )
     p.add_argument("--out", type=Path, default=Path("samples"), help="directory (default samples)")
 
     args = parser.parse_args(argv)
     if args.command == "train":
         command = "python -m models.demo_detection " + " ".join(sys.argv[1:] if argv is None else argv)
-        record = train(args.out, steps=args.steps, seed=args.seed, batch_size=args.batch_size,
-                       lr=args.lr, warmup_steps=args.warmup_steps, held_out=args.held_out,
-                       eval_every=args.eval_every, threads=args.threads, backbone=args.backbone,
-                       log=lambda m: print(m, flush=True), command=command)
+        record = train(
+            args.out,
+            steps=args.steps,
+            seed=args.seed,
+            batch_size=args.batch_size,
+            lr=args.lr,
+            warmup_steps=args.warmup_steps,
+            held_out=args.held_out,
+            eval_every=args.eval_every,
+            threads=args.threads,
+            backbone=args.backbone,
+            log=lambda m: print(m, flush=True),
+            command=command,
+        )
         return 0 if not args.held_out or record["held_out_map50"] >= 0.7 else 1
     if args.command == "evaluate":
         model = with_weights(detector_model, args.weights)

@@ -76,8 +76,11 @@ class RetinaNetConfig(DetectorConfig):
     max_per_img: int = 100
 
     def __post_init__(self) -> None:
-        if not self.out_indices or list(self.out_indices) != sorted(set(self.out_indices)) \
-                or not all(0 <= i < 4 for i in self.out_indices):
+        if (
+            not self.out_indices
+            or list(self.out_indices) != sorted(set(self.out_indices))
+            or not all(0 <= i < 4 for i in self.out_indices)
+        ):
             raise ValueError(f"out_indices must be increasing stage indices 0-3, got {self.out_indices}")
         if self.num_outs < len(self.out_indices):
             raise ValueError("num_outs must be at least the number of backbone stages used")
@@ -95,14 +98,14 @@ class RetinaNetConfig(DetectorConfig):
 
     @property
     def strides(self) -> tuple[int, ...]:
-        first = [self.backbone.patch_size * 2 ** i for i in self.out_indices]
+        first = [self.backbone.patch_size * 2**i for i in self.out_indices]
         extra = [first[-1] * 2 ** (k + 1) for k in range(self.num_outs - len(first))]
         return tuple(first + extra)
 
     @property
     def level_sizes(self) -> tuple[int, ...]:
         """Side of each level's square feature map (a stride-2 3x3 conv halves, rounding up)."""
-        sizes = [self.canvas // s for s in self.strides[:len(self.out_indices)]]
+        sizes = [self.canvas // s for s in self.strides[: len(self.out_indices)]]
         while len(sizes) < self.num_outs:
             sizes.append((sizes[-1] + 1) // 2)
         return tuple(sizes)
@@ -128,8 +131,9 @@ class Detections(NamedTuple):
 
 def base_anchors(stride: int, cfg: RetinaNetConfig) -> torch.Tensor:
     """The (A, 4) anchors centred on (0, 0), ratio-major as mmdet's AnchorGenerator."""
-    scales = cfg.octave_base_scale * 2 ** (torch.arange(cfg.scales_per_octave, dtype=torch.float64)
-                                           / cfg.scales_per_octave)
+    scales = cfg.octave_base_scale * 2 ** (
+        torch.arange(cfg.scales_per_octave, dtype=torch.float64) / cfg.scales_per_octave
+    )
     h_ratios = torch.tensor(cfg.ratios, dtype=torch.float64).sqrt()
     w_ratios = 1 / h_ratios
     ws = (stride * w_ratios[:, None] * scales[None, :]).reshape(-1)
@@ -199,8 +203,9 @@ class FPN(nn.Module):
     the last input, lateral or output, the others the previous level) or, with ``extra=None``,
     stride-2 max pooling of the last output."""
 
-    def __init__(self, in_channels: Sequence[int], out_channels: int, num_outs: int,
-                 extra: str | None = "on_input"):
+    def __init__(
+        self, in_channels: Sequence[int], out_channels: int, num_outs: int, extra: str | None = "on_input"
+    ):
         super().__init__()
         if extra not in (None, "on_input", "on_lateral", "on_output"):
             raise ValueError(f"unknown FPN extra levels {extra!r}")
@@ -214,8 +219,9 @@ class FPN(nn.Module):
     def forward(self, inputs: Sequence[torch.Tensor]) -> list[torch.Tensor]:
         laterals = [conv(x) for conv, x in zip(self.lateral_convs, inputs)]
         for i in range(len(laterals) - 1, 0, -1):
-            laterals[i - 1] = laterals[i - 1] + F.interpolate(laterals[i], size=laterals[i - 1].shape[2:],
-                                                              mode="nearest")
+            laterals[i - 1] = laterals[i - 1] + F.interpolate(
+                laterals[i], size=laterals[i - 1].shape[2:], mode="nearest"
+            )
         outs = [self.fpn_convs[i](lateral) for i, lateral in enumerate(laterals)]
         first = {"on_input": inputs[-1], "on_lateral": laterals[-1]}.get(self.extra or "", outs[-1])
         for k in range(len(laterals), self.num_outs):
@@ -229,14 +235,17 @@ class FPN(nn.Module):
 class RetinaHead(nn.Module):
     """Two towers of 3x3 conv + ReLU, shared across levels; sigmoid classes, box deltas."""
 
-    def __init__(self, num_classes: int, in_channels: int, feat_channels: int, stacked_convs: int,
-                 num_anchors: int):
+    def __init__(
+        self, num_classes: int, in_channels: int, feat_channels: int, stacked_convs: int, num_anchors: int
+    ):
         super().__init__()
         self.num_classes = num_classes
 
         def tower() -> nn.ModuleList:
-            return nn.ModuleList(ConvModule(in_channels if i == 0 else feat_channels, feat_channels, 3,
-                                            relu=True) for i in range(stacked_convs))
+            return nn.ModuleList(
+                ConvModule(in_channels if i == 0 else feat_channels, feat_channels, 3, relu=True)
+                for i in range(stacked_convs)
+            )
 
         self.cls_convs = tower()
         self.reg_convs = tower()
@@ -271,12 +280,14 @@ class RetinaNet(nn.Module):
     def __init__(self, config: RetinaNetConfig, info: ModelInfo | None = None):
         super().__init__()
         self.config = cfg = config
-        self.info = info or ModelInfo("retinanet", Letterbox(cfg.canvas),
-                                      [f"class_{i}" for i in range(cfg.num_classes)])
+        self.info = info or ModelInfo(
+            "retinanet", Letterbox(cfg.canvas), [f"class_{i}" for i in range(cfg.num_classes)]
+        )
         self.backbone = DATBackbone(cfg.backbone, cfg.out_indices)
         self.neck = FPN([cfg.backbone.dims[i] for i in cfg.out_indices], cfg.fpn_channels, cfg.num_outs)
-        self.bbox_head = RetinaHead(cfg.num_classes, cfg.fpn_channels, cfg.feat_channels,
-                                    cfg.stacked_convs, cfg.num_anchors)
+        self.bbox_head = RetinaHead(
+            cfg.num_classes, cfg.fpn_channels, cfg.feat_channels, cfg.stacked_convs, cfg.num_anchors
+        )
         # Derived from the config, never saved: mmdet checkpoints hold no anchors either.
         self.register_buffer("anchors", self._make_anchors(), persistent=False)
         self.level_sizes = tuple(n * n * cfg.num_anchors for n in cfg.level_sizes)
@@ -306,8 +317,10 @@ class RetinaNet(nn.Module):
         canvas = self.config.canvas
         # The backbone takes other sizes; the anchors are the canvas's.
         if images.dim() != 4 or tuple(images.shape[1:]) != (3, canvas, canvas):
-            raise ValueError(f"{self.info.name} expects images of shape (B, 3, {canvas}, {canvas}), "
-                             f"got {tuple(images.shape)}")
+            raise ValueError(
+                f"{self.info.name} expects images of shape (B, 3, {canvas}, {canvas}), "
+                f"got {tuple(images.shape)}"
+            )
         return self.bbox_head(self.neck(self.backbone(images)))
 
     def forward(self, images: torch.Tensor) -> Detections:
@@ -324,8 +337,9 @@ class RetinaNet(nn.Module):
         labels = torch.div(index, candidates, rounding_mode="floor")
         picked = torch.gather(boxes_, 1, (index % candidates)[..., None].expand(-1, -1, 4))
         found = best > cfg.score_threshold
-        return Detections(picked * found[..., None], best * found,
-                          torch.where(found, labels, torch.full_like(labels, -1)))
+        return Detections(
+            picked * found[..., None], best * found, torch.where(found, labels, torch.full_like(labels, -1))
+        )
 
     def candidates(self, logits: torch.Tensor, deltas: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """What NMS chooses from: per level the ``nms_pre`` best anchors' decoded boxes
@@ -378,19 +392,31 @@ class MMDetRetinaNet(RetinaNet):
     """
 
     def __init__(self, config: RetinaNetConfig, info: ModelInfo | None = None):
-        super().__init__(config, info or ModelInfo("retinanet", KeepRatioResize(),
-                                                   [f"class_{i}" for i in range(config.num_classes)]))
+        super().__init__(
+            config,
+            info
+            or ModelInfo("retinanet", KeepRatioResize(), [f"class_{i}" for i in range(config.num_classes)]),
+        )
 
-    def forward(self, images: torch.Tensor, image_sizes: torch.Tensor | None = None,  # type: ignore[override]
-                scale_factors: torch.Tensor | None = None) -> Detections:
+    def forward(
+        self,
+        images: torch.Tensor,
+        image_sizes: torch.Tensor | None = None,  # type: ignore[override]
+        scale_factors: torch.Tensor | None = None,
+    ) -> Detections:
         from .boxes import anchor_grid, batched_nms_keep, delta2bbox, top_kept
 
         cfg = self.config
         b, _, height, width = images.shape
-        sizes = (torch.tensor([[height, width]], dtype=torch.float32).expand(b, 2)
-                 if image_sizes is None else image_sizes.float()).to(images.device)
+        sizes = (
+            torch.tensor([[height, width]], dtype=torch.float32).expand(b, 2)
+            if image_sizes is None
+            else image_sizes.float()
+        ).to(images.device)
         factors = (torch.ones(b, 4) if scale_factors is None else scale_factors.float()).to(images.device)
-        scales = [cfg.octave_base_scale * 2 ** (i / cfg.scales_per_octave) for i in range(cfg.scales_per_octave)]
+        scales = [
+            cfg.octave_base_scale * 2 ** (i / cfg.scales_per_octave) for i in range(cfg.scales_per_octave)
+        ]
         boxes, scores, labels, valid = [], [], [], []
         for level, x in enumerate(self.neck(self.backbone(images))):
             logits, deltas = self.bbox_head([x])  # (B, h*w*A, C), (B, h*w*A, 4)
@@ -410,8 +436,9 @@ class MMDetRetinaNet(RetinaNet):
         keep = batched_nms_keep(boxes_, scores_, labels_, valid_, cfg.iou_threshold, cfg.max_per_img)
         best, index, found = top_kept(scores_, keep, cfg.max_per_img)
         picked = torch.gather(boxes_, 1, index[..., None].expand(-1, -1, 4)) * found[..., None]
-        return Detections(picked, best, torch.where(found, torch.gather(labels_, 1, index),
-                                                    torch.full_like(index, -1)))
+        return Detections(
+            picked, best, torch.where(found, torch.gather(labels_, 1, index), torch.full_like(index, -1))
+        )
 
     @torch.inference_mode()
     def predict(self, images: Sequence[Any]) -> list[ImageInstances]:
@@ -420,12 +447,15 @@ class MMDetRetinaNet(RetinaNet):
         batch, sizes, factors, metas = self.info.preprocessing.batch(list(images))
         device = next(self.parameters()).device
         found = self(batch.to(device), sizes, factors)
-        return [instances(found.boxes[i], found.scores[i], found.labels[i], meta.original_size)
-                for i, meta in enumerate(metas)]
+        return [
+            instances(found.boxes[i], found.scores[i], found.labels[i], meta.original_size)
+            for i, meta in enumerate(metas)
+        ]
 
 
-def instances(boxes: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor,
-              size: tuple[int, int]) -> ImageInstances:
+def instances(
+    boxes: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor, size: tuple[int, int]
+) -> ImageInstances:
     """One image's padded outputs -> its detections, boxes clipped to (height, width)."""
     kept = labels >= 0
     height, width = size
@@ -444,8 +474,11 @@ def load_backbone(detector: RetinaNet, source: Any) -> RetinaNet:
     from .checkpoint import adapt_state_dict, read_state_dict
 
     # The classifier's LayerScale parameter is ``weight``, the backbone's ``gamma``.
-    state = {_LAYER_SCALE.sub(r"\1.gamma", k): v for k, v in read_state_dict(source).items()
-             if not k.startswith(("cls_norm.", "cls_head."))}
+    state = {
+        _LAYER_SCALE.sub(r"\1.gamma", k): v
+        for k, v in read_state_dict(source).items()
+        if not k.startswith(("cls_norm.", "cls_head."))
+    }
     backbone = detector.backbone
     fresh = {k: v for k, v in backbone.state_dict().items() if k.startswith("norms.")}
     adapted = adapt_state_dict(backbone, {**fresh, **state})
@@ -459,6 +492,7 @@ COCO_LABELS_FILE = "coco.txt"
 def coco_categories() -> tuple[tuple[str, ...], tuple[int, ...]]:
     """COCO's 80 labels in training order and their category ids (1-90, with gaps)."""
     from .registry import LABELS_DIR
+
     names, ids = [], []
     for line in (LABELS_DIR / COCO_LABELS_FILE).read_text().splitlines():
         if line.strip():
@@ -466,4 +500,3 @@ def coco_categories() -> tuple[tuple[str, ...], tuple[int, ...]]:
             ids.append(int(category_id))
             names.append(name.strip())
     return tuple(names), tuple(ids)
-

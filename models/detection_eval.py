@@ -62,16 +62,25 @@ def _as_arrays(predictions: Sequence[Prediction], ground_truths: Sequence[Ground
     preds = []
     for boxes, scores, labels in predictions:
         boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
-        scores, labels = np.asarray(scores, np.float64).reshape(-1), np.asarray(labels).reshape(-1).astype(np.int64)
+        scores, labels = (
+            np.asarray(scores, np.float64).reshape(-1),
+            np.asarray(labels).reshape(-1).astype(np.int64),
+        )
         valid = labels >= 0
         preds.append((boxes[valid], scores[valid], labels[valid]))
-    truths = [(np.asarray(b, np.float64).reshape(-1, 4), np.asarray(y).reshape(-1).astype(np.int64))
-              for b, y in ground_truths]
+    truths = [
+        (np.asarray(b, np.float64).reshape(-1, 4), np.asarray(y).reshape(-1).astype(np.int64))
+        for b, y in ground_truths
+    ]
     return preds, truths
 
 
-def average_precision(predictions: Sequence[Prediction], ground_truths: Sequence[GroundTruth],
-                      label: int, iou_threshold: float = 0.5) -> float | None:
+def average_precision(
+    predictions: Sequence[Prediction],
+    ground_truths: Sequence[GroundTruth],
+    label: int,
+    iou_threshold: float = 0.5,
+) -> float | None:
     """AP of class ``label`` over all images, or None when it has no ground truth."""
     preds, truths = _as_arrays(predictions, ground_truths)
     return _class_ap(preds, truths, label, iou_threshold)
@@ -107,16 +116,24 @@ def _class_ap(preds, truths, label: int, iou_threshold: float) -> float | None:
     return interpolated_ap(tp, num_gt)
 
 
-def class_average_precisions(predictions: Sequence[Prediction], ground_truths: Sequence[GroundTruth],
-                             iou_threshold: float = 0.5, num_classes: int = 10) -> dict[int, float]:
+def class_average_precisions(
+    predictions: Sequence[Prediction],
+    ground_truths: Sequence[GroundTruth],
+    iou_threshold: float = 0.5,
+    num_classes: int = 10,
+) -> dict[int, float]:
     """AP per class, for the classes 0..num_classes-1 that have ground truth."""
     preds, truths = _as_arrays(predictions, ground_truths)
     aps = {c: _class_ap(preds, truths, c, iou_threshold) for c in range(num_classes)}
     return {c: ap for c, ap in aps.items() if ap is not None}
 
 
-def mean_average_precision(predictions: Sequence[Prediction], ground_truths: Sequence[GroundTruth],
-                           iou_threshold: float = 0.5, num_classes: int = 10) -> float:
+def mean_average_precision(
+    predictions: Sequence[Prediction],
+    ground_truths: Sequence[GroundTruth],
+    iou_threshold: float = 0.5,
+    num_classes: int = 10,
+) -> float:
     """mAP@``iou_threshold``: the mean AP over the classes with ground truth (0.0 if none)."""
     aps = class_average_precisions(predictions, ground_truths, iou_threshold, num_classes)
     return float(np.mean(list(aps.values()))) if aps else 0.0

@@ -63,8 +63,9 @@ class TransformerMLP(nn.Module):
         return linear(linear(x, first.weight, first.bias, gelu=True), second.weight, second.bias)
 
 
-def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, *,
-           gelu: bool = False) -> torch.Tensor:
+def linear(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, *, gelu: bool = False
+) -> torch.Tensor:
     """``F.linear`` (then exact GELU with ``gelu``). On CPU one oneDNN call does both and adds
     the bias in the kernel (``F.linear`` first copies the bias into the output, and the GELU is
     another pass over the stage's largest activation): bit-identical in fp32 and without the
@@ -72,8 +73,9 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
     1.03x more for the bias, each in interleaved pairs). Autograd, traced, exported and compiled
     graphs keep the plain ops."""
     if _onednn(x, weight):
-        return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "gelu" if gelu else "none", [],
-                                                 "none" if gelu else "")
+        return torch.ops.mkldnn._linear_pointwise(
+            x, weight, bias, "gelu" if gelu else "none", [], "none" if gelu else ""
+        )
     out = F.linear(x, weight, bias)
     return F.gelu(out) if gelu else out
 
@@ -81,16 +83,26 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
 def _onednn(x: torch.Tensor, weight: torch.Tensor) -> bool:
     # The fused op has no backward: anything autograd would record keeps the plain ops.
     records_grad = torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)
-    return (not records_grad and x.device.type == "cpu" and x.dtype in (torch.float32, torch.bfloat16)
-            and weight.dtype == x.dtype and x.is_contiguous() and _HAS_LINEAR_POINTWISE
-            and _eager())
+    return (
+        not records_grad
+        and x.device.type == "cpu"
+        and x.dtype in (torch.float32, torch.bfloat16)
+        and weight.dtype == x.dtype
+        and x.is_contiguous()
+        and _HAS_LINEAR_POINTWISE
+        and _eager()
+    )
 
 
 def _eager() -> bool:
     """Not being traced, exported or compiled: those graphs keep the portable ops, and nothing
     made during them (fake tensors, under torch.export) may be cached for later calls."""
-    return (not torch.jit.is_tracing() and not torch.onnx.is_in_onnx_export()
-            and not torch.compiler.is_compiling() and torch._guards.detect_fake_mode() is None)
+    return (
+        not torch.jit.is_tracing()
+        and not torch.onnx.is_in_onnx_export()
+        and not torch.compiler.is_compiling()
+        and torch._guards.detect_fake_mode() is None
+    )
 
 
 def attention_mask(bias: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
@@ -104,8 +116,12 @@ def attention_mask(bias: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
     return bias.to(q.dtype)
 
 
-_HAS_LINEAR_POINTWISE = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
-_HAS_CONV_POINTWISE = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_convolution_pointwise")
+_HAS_LINEAR_POINTWISE = torch.backends.mkldnn.is_available() and hasattr(
+    torch.ops.mkldnn, "_linear_pointwise"
+)
+_HAS_CONV_POINTWISE = torch.backends.mkldnn.is_available() and hasattr(
+    torch.ops.mkldnn, "_convolution_pointwise"
+)
 
 
 def plus_conv(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
@@ -115,8 +131,20 @@ def plus_conv(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
     nchw = x.permute(0, 3, 1, 2)  # a view with channels-last strides, as oneDNN wants
     if _onednn(x, conv.weight) and _HAS_CONV_POINTWISE:
         out = torch.ops.mkldnn._convolution_pointwise.binary(
-            nchw, nchw, conv.weight, conv.bias, list(conv.padding), list(conv.stride),
-            list(conv.dilation), conv.groups, "add", None, None, [], None)
+            nchw,
+            nchw,
+            conv.weight,
+            conv.bias,
+            list(conv.padding),
+            list(conv.stride),
+            list(conv.dilation),
+            conv.groups,
+            "add",
+            None,
+            None,
+            [],
+            None,
+        )
         return out.permute(0, 2, 3, 1)
     return x + conv(nchw).permute(0, 2, 3, 1)
 
@@ -132,8 +160,17 @@ def gelu_plus_conv(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
         weight = conv.weight.clone()
         weight[:, 0, conv.kernel_size[0] // 2, conv.kernel_size[1] // 2] += 1
         out = torch.ops.mkldnn._convolution_pointwise(
-            nchw, weight, conv.bias, list(conv.padding), list(conv.stride), list(conv.dilation),
-            conv.groups, "gelu", [], "none")
+            nchw,
+            weight,
+            conv.bias,
+            list(conv.padding),
+            list(conv.stride),
+            list(conv.dilation),
+            conv.groups,
+            "gelu",
+            [],
+            "none",
+        )
         return out.permute(0, 2, 3, 1)
     return F.gelu(x + conv(nchw).permute(0, 2, 3, 1))
 
@@ -241,8 +278,7 @@ class LocalAttention(nn.Module):
         self.proj_qkv = nn.Linear(dim, 3 * dim)
         self.proj_out = nn.Linear(dim, dim)
         self.proj_drop = nn.Dropout(proj_drop)
-        self.relative_position_bias_table = nn.Parameter(
-            torch.zeros((2 * window - 1) ** 2, heads))
+        self.relative_position_bias_table = nn.Parameter(torch.zeros((2 * window - 1) ** 2, heads))
         nn.init.trunc_normal_(self.relative_position_bias_table, std=0.01)
         self.register_buffer("relative_position_index", relative_position_index(window))
 
@@ -259,14 +295,21 @@ class LocalAttention(nn.Module):
         w, heads = self.window, self.heads
         rows, cols = H // w, W // w
         windows = x.reshape(B, rows, w, cols, w, C).transpose(2, 3).reshape(B, rows * cols, w * w, C)
-        qkv = linear(windows, self.proj_qkv.weight, self.proj_qkv.bias).view(B * rows * cols, w * w, 3, heads, C // heads)
+        qkv = linear(windows, self.proj_qkv.weight, self.proj_qkv.bias).view(
+            B * rows * cols, w * w, 3, heads, C // heads
+        )
         # strided views, no copies: 3 x (B * windows, heads, w*w, head_dim)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
         if bias.shape[0] > 1:  # one mask per window: repeat it for every image
             bias = bias.expand(B, -1, -1, -1, -1).reshape(B * rows * cols, heads, w * w, w * w)
         out = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=bias.to(q.dtype), scale=self.scale,
-            dropout_p=self.attn_drop if self.training else 0.0)
+            q,
+            k,
+            v,
+            attn_mask=bias.to(q.dtype),
+            scale=self.scale,
+            dropout_p=self.attn_drop if self.training else 0.0,
+        )
         out = out.transpose(1, 2).reshape(B, rows * cols, w * w, C)
         out = self.proj_drop(linear(out, self.proj_out.weight, self.proj_out.bias))
         return out.view(B, rows, cols, w, w, C).transpose(2, 3).reshape(B, H, W, C)
@@ -280,8 +323,7 @@ class LocalAttention(nn.Module):
 class ShiftWindowAttention(LocalAttention):
     """``S`` block: window attention on a feature map rolled by ceil(w / 2)."""
 
-    def __init__(self, dim: int, heads: int, window: int, attn_drop: float, proj_drop: float,
-                 fmap: int):
+    def __init__(self, dim: int, heads: int, window: int, attn_drop: float, proj_drop: float, fmap: int):
         super().__init__(dim, heads, window, attn_drop, proj_drop)
         self.shift = math.ceil(window / 2)
         if not 0 < self.shift < window:

@@ -23,9 +23,15 @@ from typing import Any
 BASE_KEY = "_base_"
 DELETE_KEY = "_delete_"
 
-_BINARY = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul,
-           ast.Div: operator.truediv, ast.FloorDiv: operator.floordiv, ast.Mod: operator.mod,
-           ast.Pow: operator.pow}
+_BINARY = {
+    ast.Add: operator.add,
+    ast.Sub: operator.sub,
+    ast.Mult: operator.mul,
+    ast.Div: operator.truediv,
+    ast.FloorDiv: operator.floordiv,
+    ast.Mod: operator.mod,
+    ast.Pow: operator.pow,
+}
 _UNARY = {ast.USub: operator.neg, ast.UAdd: operator.pos, ast.Not: operator.not_}
 
 
@@ -69,8 +75,10 @@ def merge(child: Mapping[str, Any], base: Mapping[str, Any]) -> dict[str, Any]:
             replace = value.pop(DELETE_KEY, False)
             if key in out and not replace:
                 if not isinstance(out[key], dict):
-                    raise ConfigError(f"{key}={value!r} merges a dict into the base's non-dict "
-                                      f"{out[key]!r} (set _delete_=True to replace it)")
+                    raise ConfigError(
+                        f"{key}={value!r} merges a dict into the base's non-dict "
+                        f"{out[key]!r} (set _delete_=True to replace it)"
+                    )
                 out[key] = merge(value, out[key])
             else:
                 out[key] = _strip_delete(value)
@@ -101,8 +109,10 @@ def _evaluate_file(path: Path) -> dict[str, Any]:
             for target in stmt.targets:
                 names[target.id] = value
             continue
-        raise ConfigError(f"{path}, line {stmt.lineno}: only assignments of literal values are read "
-                          f"(found {type(stmt).__name__}); a config file is never executed")
+        raise ConfigError(
+            f"{path}, line {stmt.lineno}: only assignments of literal values are read "
+            f"(found {type(stmt).__name__}); a config file is never executed"
+        )
     return {k: v for k, v in names.items() if not k.startswith("__")}
 
 
@@ -111,8 +121,10 @@ class _Evaluator:
         self.path, self.names = path, names
 
     def fail(self, node: ast.AST, what: str) -> ConfigError:
-        return ConfigError(f"{self.path}, line {getattr(node, 'lineno', '?')}: {what} is not read "
-                           "(config files are read as data, never executed)")
+        return ConfigError(
+            f"{self.path}, line {getattr(node, 'lineno', '?')}: {what} is not read "
+            "(config files are read as data, never executed)"
+        )
 
     def value(self, node: ast.expr) -> Any:
         if isinstance(node, ast.Constant):
@@ -211,8 +223,7 @@ def pipeline_settings(config: Mapping[str, Any]) -> dict[str, Any]:
                 settings["img_scale"] = scale[0] if isinstance(scale, list) and len(scale) == 1 else scale
             settings["keep_ratio"] = step.get("keep_ratio", True)
         elif kind == "Normalize":
-            settings.update(mean=tuple(step["mean"]), std=tuple(step["std"]),
-                            to_rgb=step.get("to_rgb", True))
+            settings.update(mean=tuple(step["mean"]), std=tuple(step["std"]), to_rgb=step.get("to_rgb", True))
         elif kind == "Pad":
             if "size" in step:
                 raise ConfigError("padding to a fixed size is not supported (only size_divisor)")

@@ -33,15 +33,22 @@ _BBOX_HEADS = {  # mmdet's ConvFCBBoxHead subclasses: (shared convs, shared fcs)
     "Shared4Conv1FCBBoxHead": (4, 1),
     "ConvFCBBoxHead": None,  # as the config says
 }
-_FPN_EXTRA = {False: None, True: "on_input", "on_input": "on_input", "on_lateral": "on_lateral",
-              "on_output": "on_output"}
+_FPN_EXTRA = {
+    False: None,
+    True: "on_input",
+    "on_input": "on_input",
+    "on_lateral": "on_lateral",
+    "on_output": "on_output",
+}
 
 
-def create_detector(config: str | Path | Mapping[str, Any], *, name: str | None = None,
-                    labels: list[str] | None = None) -> RCNN | MMDetRetinaNet:
+def create_detector(
+    config: str | Path | Mapping[str, Any], *, name: str | None = None, labels: list[str] | None = None
+) -> RCNN | MMDetRetinaNet:
     """The detector a config describes (random weights, eval mode); module docstring."""
     if isinstance(config, str) and not config.endswith(".py") and not Path(config).is_file():
         from .registry import create_model, get_spec
+
         spec = get_spec(config)  # raises for unknown names
         if not isinstance(spec.config, (RCNNConfig, MMDetRetinaNetConfig)):
             raise ValueError(f"{config!r} is not an mmdet-style detector")
@@ -55,14 +62,19 @@ def create_detector(config: str | Path | Mapping[str, Any], *, name: str | None 
     settings = pipeline_settings(data)
     if not settings["keep_ratio"]:
         raise ConfigError("a test Resize without keep_ratio is not supported")
-    preprocessing = KeepRatioResize(settings["img_scale"], settings["mean"], settings["std"],
-                                    settings["to_rgb"], settings["size_divisor"])
+    preprocessing = KeepRatioResize(
+        settings["img_scale"], settings["mean"], settings["std"], settings["to_rgb"], settings["size_divisor"]
+    )
     model_config = detector_config(_mapping(data, "model"))
     return build(model_config, name, preprocessing, labels)
 
 
-def build(config: RCNNConfig | MMDetRetinaNetConfig, name: str, preprocessing: KeepRatioResize,
-          labels: list[str] | None = None) -> RCNN | MMDetRetinaNet:
+def build(
+    config: RCNNConfig | MMDetRetinaNetConfig,
+    name: str,
+    preprocessing: KeepRatioResize,
+    labels: list[str] | None = None,
+) -> RCNN | MMDetRetinaNet:
     category_ids: list[int] = []
     if labels is None:
         if config.num_classes == 80:
@@ -97,8 +109,15 @@ def detector_config(model: Mapping[str, Any]) -> RCNNConfig | MMDetRetinaNetConf
 
 def _neck(neck: Mapping[str, Any], dims, out_indices) -> tuple[tuple[int, ...], str | None]:
     _expect(neck, "FPN", "model.neck")
-    _unsupported(neck, "model.neck", relu_before_extra_convs=False, no_norm_on_lateral=False,
-                 conv_cfg=None, norm_cfg=None, act_cfg=None)
+    _unsupported(
+        neck,
+        "model.neck",
+        relu_before_extra_convs=False,
+        no_norm_on_lateral=False,
+        conv_cfg=None,
+        norm_cfg=None,
+        act_cfg=None,
+    )
     if neck.get("upsample_cfg", {"mode": "nearest"}) != {"mode": "nearest"}:
         raise ConfigError(f"model.neck.upsample_cfg {neck['upsample_cfg']!r} is not supported (nearest only)")
     in_channels = list(neck["in_channels"])
@@ -106,7 +125,7 @@ def _neck(neck: Mapping[str, Any], dims, out_indices) -> tuple[tuple[int, ...], 
     end = neck.get("end_level", -1)
     stop = len(in_channels) if end in (-1, len(in_channels) - 1) else end + 1
     used = tuple(range(start, stop))
-    if in_channels != list(dims[:len(in_channels)]):
+    if in_channels != list(dims[: len(in_channels)]):
         raise ConfigError(f"model.neck.in_channels {in_channels} are not the backbone's {list(dims)}")
     if not set(used) <= set(out_indices):
         raise ConfigError(f"the FPN reads stages {list(used)}, the backbone normalises {list(out_indices)}")
@@ -126,16 +145,25 @@ def _retinanet(model, backbone, out_indices, neck, extra, test_cfg) -> MMDetReti
     if extra != "on_input":
         raise ConfigError("a RetinaNet needs add_extra_convs='on_input'")
     config = MMDetRetinaNetConfig(
-        backbone, num_classes=head["num_classes"], out_indices=out_indices,
-        fpn_channels=neck["out_channels"], num_outs=neck["num_outs"],
-        stacked_convs=head.get("stacked_convs", 4), feat_channels=head.get("feat_channels", 256),
+        backbone,
+        num_classes=head["num_classes"],
+        out_indices=out_indices,
+        fpn_channels=neck["out_channels"],
+        num_outs=neck["num_outs"],
+        stacked_convs=head.get("stacked_convs", 4),
+        feat_channels=head.get("feat_channels", 256),
         octave_base_scale=float(anchors.get("octave_base_scale", 4)),
         scales_per_octave=anchors.get("scales_per_octave", 3),
         ratios=tuple(float(r) for r in anchors.get("ratios", (0.5, 1.0, 2.0))),
-        score_threshold=test_cfg.get("score_thr", 0.05), nms_pre=test_cfg.get("nms_pre", 1000),
-        iou_threshold=_nms_iou(test_cfg, "model.test_cfg"), max_per_img=test_cfg.get("max_per_img", 100))
+        score_threshold=test_cfg.get("score_thr", 0.05),
+        nms_pre=test_cfg.get("nms_pre", 1000),
+        iou_threshold=_nms_iou(test_cfg, "model.test_cfg"),
+        max_per_img=test_cfg.get("max_per_img", 100),
+    )
     if tuple(anchors.get("strides", config.strides)) != config.strides:
-        raise ConfigError(f"anchor strides {anchors['strides']} are not the FPN levels' {list(config.strides)}")
+        raise ConfigError(
+            f"anchor strides {anchors['strides']} are not the FPN levels' {list(config.strides)}"
+        )
     return config
 
 
@@ -171,27 +199,45 @@ def _rcnn(model, kind, backbone, out_indices, neck, extra, test_cfg) -> RCNNConf
             masks = masks[0]
         mask_head = _mask_head(masks)
         mask_extractor = _extractor(roi, "mask_roi_extractor")
-        if (mask_extractor["strides"], mask_extractor["finest_scale"], mask_extractor["sampling_ratio"]) != \
-                (box_extractor["strides"], box_extractor["finest_scale"], box_extractor["sampling_ratio"]):
+        if (mask_extractor["strides"], mask_extractor["finest_scale"], mask_extractor["sampling_ratio"]) != (
+            box_extractor["strides"],
+            box_extractor["finest_scale"],
+            box_extractor["sampling_ratio"],
+        ):
             raise ConfigError("box and mask RoI extractors that read different levels are not supported")
         mask_size = mask_extractor["size"]
     if rcnn_test.get("mask_thr_binary", 0.5) < 0:
         raise ConfigError("mask_thr_binary < 0 (soft masks) is not supported")
     return RCNNConfig(
-        backbone, num_classes=num_classes, out_indices=out_indices, fpn_channels=neck["out_channels"],
-        fpn_extra=extra, num_outs=neck["num_outs"], rpn_channels=rpn.get("feat_channels", 256),
+        backbone,
+        num_classes=num_classes,
+        out_indices=out_indices,
+        fpn_channels=neck["out_channels"],
+        fpn_extra=extra,
+        num_outs=neck["num_outs"],
+        rpn_channels=rpn.get("feat_channels", 256),
         anchor_scales=tuple(float(s) for s in anchors["scales"]),
         anchor_ratios=tuple(float(r) for r in anchors.get("ratios", (0.5, 1.0, 2.0))),
         anchor_strides=tuple(int(s) for s in anchors["strides"]),
-        rpn_target_means=rpn_means, rpn_target_stds=rpn_stds,
-        rpn_nms_pre=rpn_test.get("nms_pre", 1000), rpn_iou_threshold=_nms_iou(rpn_test, "model.test_cfg.rpn"),
+        rpn_target_means=rpn_means,
+        rpn_target_stds=rpn_stds,
+        rpn_nms_pre=rpn_test.get("nms_pre", 1000),
+        rpn_iou_threshold=_nms_iou(rpn_test, "model.test_cfg.rpn"),
         rpn_max_per_img=rpn_test.get("max_per_img", rpn_test.get("max_num", 1000)),
         rpn_min_bbox_size=float(rpn_test.get("min_bbox_size", 0)),
-        roi_strides=box_extractor["strides"], finest_scale=box_extractor["finest_scale"],
-        sampling_ratio=box_extractor["sampling_ratio"], bbox_roi_size=box_extractor["size"],
-        mask_roi_size=mask_size, cascade=cascade, bbox_heads=heads, mask_head=mask_head,
-        score_threshold=rcnn_test.get("score_thr", 0.05), iou_threshold=_nms_iou(rcnn_test, "model.test_cfg.rcnn"),
-        max_per_img=rcnn_test.get("max_per_img", 100), mask_threshold=rcnn_test.get("mask_thr_binary", 0.5))
+        roi_strides=box_extractor["strides"],
+        finest_scale=box_extractor["finest_scale"],
+        sampling_ratio=box_extractor["sampling_ratio"],
+        bbox_roi_size=box_extractor["size"],
+        mask_roi_size=mask_size,
+        cascade=cascade,
+        bbox_heads=heads,
+        mask_head=mask_head,
+        score_threshold=rcnn_test.get("score_thr", 0.05),
+        iou_threshold=_nms_iou(rcnn_test, "model.test_cfg.rcnn"),
+        max_per_img=rcnn_test.get("max_per_img", 100),
+        mask_threshold=rcnn_test.get("mask_thr_binary", 0.5),
+    )
 
 
 def _extractor(roi: Mapping[str, Any], key: str) -> dict[str, Any]:
@@ -210,15 +256,20 @@ def _extractor(roi: Mapping[str, Any], key: str) -> dict[str, Any]:
         if len(set(size)) != 1:
             raise ConfigError(f"{where}: non-square output_size {size} is not supported")
         size = size[0]
-    return {"size": int(size), "sampling_ratio": int(layer.get("sampling_ratio", 0)),
-            "strides": tuple(int(s) for s in extractor["featmap_strides"]),
-            "finest_scale": float(extractor.get("finest_scale", 56))}
+    return {
+        "size": int(size),
+        "sampling_ratio": int(layer.get("sampling_ratio", 0)),
+        "strides": tuple(int(s) for s in extractor["featmap_strides"]),
+        "finest_scale": float(extractor.get("finest_scale", 56)),
+    }
 
 
 def _bbox_head(head: Mapping[str, Any], where: str) -> BBoxHeadConfig:
     kind = head.get("type")
     if kind not in _BBOX_HEADS:
-        raise ConfigError(f"{where}: box head type {kind!r} is not supported; supported: {', '.join(_BBOX_HEADS)}")
+        raise ConfigError(
+            f"{where}: box head type {kind!r} is not supported; supported: {', '.join(_BBOX_HEADS)}"
+        )
     convs, fcs = _BBOX_HEADS[kind] or (head.get("num_shared_convs", 0), head.get("num_shared_fcs", 0))
     for branch in ("num_cls_convs", "num_cls_fcs", "num_reg_convs", "num_reg_fcs"):
         if head.get(branch, 0):
@@ -228,28 +279,47 @@ def _bbox_head(head: Mapping[str, Any], where: str) -> BBoxHeadConfig:
     if norm is not None and norm.get("type") not in ("BN", "SyncBN"):
         raise ConfigError(f"{where}: norm {norm.get('type')!r} is not supported (BN / SyncBN)")
     means, stds = _delta_coder(head, where, (0.0,) * 4, (0.1, 0.1, 0.2, 0.2))
-    return BBoxHeadConfig(num_shared_convs=convs, num_shared_fcs=fcs,
-                          conv_out_channels=head.get("conv_out_channels", 256),
-                          fc_out_channels=head.get("fc_out_channels", 1024), norm=norm is not None,
-                          target_means=means, target_stds=stds,
-                          reg_class_agnostic=bool(head.get("reg_class_agnostic", False)))
+    return BBoxHeadConfig(
+        num_shared_convs=convs,
+        num_shared_fcs=fcs,
+        conv_out_channels=head.get("conv_out_channels", 256),
+        fc_out_channels=head.get("fc_out_channels", 1024),
+        norm=norm is not None,
+        target_means=means,
+        target_stds=stds,
+        reg_class_agnostic=bool(head.get("reg_class_agnostic", False)),
+    )
 
 
 def _mask_head(head: Mapping[str, Any]) -> MaskHeadConfig:
     where = "model.roi_head.mask_head"
     _expect(head, "FCNMaskHead", where)
-    _unsupported(head, where, conv_kernel_size=3, conv_cfg=None, norm_cfg=None, predictor_cfg=None,
-                 upsample_cfg={"type": "deconv", "scale_factor": 2})
-    return MaskHeadConfig(num_convs=head.get("num_convs", 4), conv_out_channels=head.get("conv_out_channels", 256),
-                          class_agnostic=bool(head.get("class_agnostic", False)))
+    _unsupported(
+        head,
+        where,
+        conv_kernel_size=3,
+        conv_cfg=None,
+        norm_cfg=None,
+        predictor_cfg=None,
+        upsample_cfg={"type": "deconv", "scale_factor": 2},
+    )
+    return MaskHeadConfig(
+        num_convs=head.get("num_convs", 4),
+        conv_out_channels=head.get("conv_out_channels", 256),
+        class_agnostic=bool(head.get("class_agnostic", False)),
+    )
 
 
-def _delta_coder(head: Mapping[str, Any], where: str, means, stds) -> tuple[tuple[float, ...], tuple[float, ...]]:
+def _delta_coder(
+    head: Mapping[str, Any], where: str, means, stds
+) -> tuple[tuple[float, ...], tuple[float, ...]]:
     coder = head.get("bbox_coder", {"type": "DeltaXYWHBBoxCoder"})
     _expect(coder, "DeltaXYWHBBoxCoder", f"{where}.bbox_coder")
     _unsupported(coder, f"{where}.bbox_coder", clip_border=True, add_ctr_clamp=False)
-    return (tuple(float(v) for v in coder.get("target_means", means)),
-            tuple(float(v) for v in coder.get("target_stds", stds)))
+    return (
+        tuple(float(v) for v in coder.get("target_means", means)),
+        tuple(float(v) for v in coder.get("target_stds", stds)),
+    )
 
 
 def _nms_iou(test_cfg: Mapping[str, Any], where: str) -> float:

@@ -33,8 +33,7 @@ import torch.nn.functional as F
 from .layers import _eager, attention_mask, linear
 
 # (q, k, v (B, heads, H, W, head_dim), rpb (heads, 2k-1, 2k-1), kernel, scale) -> like q
-AttentionFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, int, float],
-                       torch.Tensor]
+AttentionFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, int, float], torch.Tensor]
 
 # Queries per tile side (AxisPlan). A query's band holds (TILE + k - 1)^2 keys, so small tiles
 # waste less work, but the attention kernels want rows in multiples of their blocks and each
@@ -72,8 +71,10 @@ def axis_plan(length: int, kernel: int, tile: int = TILE) -> AxisPlan:
         tiles = [list(range(first, first + tile)) for first in firsts]
     width = min(length, band)
     # A tile's windows span starts[last] + k - starts[first] <= band keys: one band holds them.
-    keys = [list(range(min(starts[rows[0]], length - width), min(starts[rows[0]], length - width)
-                       + width)) for rows in tiles]
+    keys = [
+        list(range(min(starts[rows[0]], length - width), min(starts[rows[0]], length - width) + width))
+        for rows in tiles
+    ]
     query_t, key_t = torch.tensor(tiles), torch.tensor(keys)
     offset = key_t[:, None, :] - torch.tensor(starts)[query_t][..., None]  # (T, t, K)
     relative = key_t[:, None, :] - query_t[..., None] + kernel - 1
@@ -123,9 +124,13 @@ def _build_layout(height: int, width: int, kernel: int, device: torch.device, ti
     if Th * Tw > 1:  # tile-major rows back to raster order
         owner = torch.empty(height * width, dtype=torch.long)
         owner[queries] = torch.arange(len(queries))  # a position in two tiles: the later one
-    return Layout(queries.to(device), keys.to(device), None if owner is None else owner.to(device),
-                  index.clamp(0, side * side - 1).reshape(shape).to(device),
-                  torch.zeros(shape).masked_fill(~inside.reshape(shape), float("-inf")).to(device))
+    return Layout(
+        queries.to(device),
+        keys.to(device),
+        None if owner is None else owner.to(device),
+        index.clamp(0, side * side - 1).reshape(shape).to(device),
+        torch.zeros(shape).masked_fill(~inside.reshape(shape), float("-inf")).to(device),
+    )
 
 
 def _gather(x: torch.Tensor, positions: torch.Tensor, tiles: int) -> torch.Tensor:
@@ -155,9 +160,15 @@ def _window_bias(rpb: torch.Tensor, plan: Layout) -> torch.Tensor:
     return cached[1]
 
 
-def blocked_neighborhood_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-                                   rpb: torch.Tensor, kernel: int, scale: float,
-                                   tile: int = TILE) -> torch.Tensor:
+def blocked_neighborhood_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    rpb: torch.Tensor,
+    kernel: int,
+    scale: float,
+    tile: int = TILE,
+) -> torch.Tensor:
     """Neighborhood attention with relative position bias, NATTEN 0.14.6 semantics (module
     docstring). q, k, v (B, heads, H, W, head_dim) with H, W >= kernel; rpb (heads, 2k-1, 2k-1).
     Returns (B, heads, H, W, head_dim)."""
@@ -166,8 +177,12 @@ def blocked_neighborhood_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Te
     tiles = plan.mask.shape[0]
     bias = attention_mask(_window_bias(rpb, plan), q)
     out = F.scaled_dot_product_attention(
-        _gather(q, plan.queries, tiles), _gather(k, plan.keys, tiles),
-        _gather(v, plan.keys, tiles), attn_mask=bias, scale=scale)  # (B, heads * T, Lq, d)
+        _gather(q, plan.queries, tiles),
+        _gather(k, plan.keys, tiles),
+        _gather(v, plan.keys, tiles),
+        attn_mask=bias,
+        scale=scale,
+    )  # (B, heads * T, Lq, d)
     out = out.view(B, heads, -1, d)
     if plan.owner is not None:
         out = out.index_select(2, plan.owner)
@@ -177,8 +192,9 @@ def blocked_neighborhood_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Te
 _SEAM: dict[str, AttentionFn] = {"neighborhood": blocked_neighborhood_attention}
 
 
-def neighborhood_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, rpb: torch.Tensor,
-                           kernel: int, scale: float) -> torch.Tensor:
+def neighborhood_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, rpb: torch.Tensor, kernel: int, scale: float
+) -> torch.Tensor:
     """The neighborhood attention seam; same contract as :func:`blocked_neighborhood_attention`."""
     return _SEAM["neighborhood"](q, k, v, rpb, kernel, scale)
 
@@ -205,7 +221,7 @@ class NeighborhoodAttention(nn.Module):
             raise ValueError(f"neighborhood size must be odd and at least 3, got {kernel}")
         self.heads, self.kernel = heads, kernel
         self.head_dim = dim // heads
-        self.scale = self.head_dim ** -0.5
+        self.scale = self.head_dim**-0.5
         self.qkv = nn.Linear(dim, 3 * dim)
         self.rpb = nn.Parameter(torch.zeros(heads, 2 * kernel - 1, 2 * kernel - 1))
         nn.init.trunc_normal_(self.rpb, std=0.02, mean=0.0, a=-2.0, b=2.0)

@@ -36,8 +36,13 @@ def pairwise_iou(boxes: np.ndarray) -> np.ndarray:
     return np.where(valid, inter / np.where(union > 0, union, 1), 0.0)
 
 
-def greedy_nms_keep(boxes: torch.Tensor, scores: torch.Tensor, max_per_class: int,
-                    iou_threshold: float, score_threshold: float) -> torch.Tensor:
+def greedy_nms_keep(
+    boxes: torch.Tensor,
+    scores: torch.Tensor,
+    max_per_class: int,
+    iou_threshold: float,
+    score_threshold: float,
+) -> torch.Tensor:
     """boxes (B, N, 4) x1y1x2y2, scores (B, C, N) -> keep mask (B, C, N), scores' dtype."""
     keep = torch.zeros(scores.shape, dtype=torch.bool)
     all_boxes = boxes.detach().float().cpu().numpy()
@@ -66,8 +71,13 @@ def greedy_nms_keep(boxes: torch.Tensor, scores: torch.Tensor, max_per_class: in
 _SEAM: dict[str, KeepFn] = {"nms": greedy_nms_keep}
 
 
-def nms_keep(boxes: torch.Tensor, scores: torch.Tensor, max_per_class: int, iou_threshold: float,
-             score_threshold: float) -> torch.Tensor:
+def nms_keep(
+    boxes: torch.Tensor,
+    scores: torch.Tensor,
+    max_per_class: int,
+    iou_threshold: float,
+    score_threshold: float,
+) -> torch.Tensor:
     """The seam: which (class, box) pairs survive NMS, as a 0/1 mask shaped like ``scores``."""
     return _SEAM["nms"](boxes, scores, max_per_class, iou_threshold, score_threshold)
 

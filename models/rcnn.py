@@ -112,14 +112,18 @@ class RCNNConfig(DetectorConfig):
     mask_threshold: float = 0.5
 
     def __post_init__(self) -> None:
-        if not self.out_indices or list(self.out_indices) != sorted(set(self.out_indices)) \
-                or not all(0 <= i < 4 for i in self.out_indices):
+        if (
+            not self.out_indices
+            or list(self.out_indices) != sorted(set(self.out_indices))
+            or not all(0 <= i < 4 for i in self.out_indices)
+        ):
             raise ValueError(f"out_indices must be increasing stage indices 0-3, got {self.out_indices}")
         if self.num_outs < len(self.out_indices) or len(self.anchor_strides) != self.num_outs:
             raise ValueError("num_outs must cover the backbone stages used and match the anchor strides")
         if self.fpn_extra not in (None, "on_input", "on_lateral", "on_output"):
-            raise ValueError(f"fpn_extra must be None, 'on_input', 'on_lateral' or 'on_output', "
-                             f"got {self.fpn_extra!r}")
+            raise ValueError(
+                f"fpn_extra must be None, 'on_input', 'on_lateral' or 'on_output', got {self.fpn_extra!r}"
+            )
         if not self.bbox_heads or (not self.cascade and len(self.bbox_heads) != 1):
             raise ValueError("a Mask R-CNN has one box head; a cascade one per stage")
         if len(self.roi_strides) > self.num_outs:
@@ -217,14 +221,16 @@ class BBoxHead(nn.Module):
         channels = in_channels
         if cfg.num_shared_convs:
             block = ConvNormReLU if cfg.norm else ConvReLU
-            self.shared_convs = nn.ModuleList(block(channels if i == 0 else cfg.conv_out_channels,
-                                                    cfg.conv_out_channels)
-                                              for i in range(cfg.num_shared_convs))
+            self.shared_convs = nn.ModuleList(
+                block(channels if i == 0 else cfg.conv_out_channels, cfg.conv_out_channels)
+                for i in range(cfg.num_shared_convs)
+            )
             channels = cfg.conv_out_channels
         features = channels * roi_size * roi_size
-        self.shared_fcs = nn.ModuleList(nn.Linear(features if i == 0 else cfg.fc_out_channels,
-                                                  cfg.fc_out_channels)
-                                        for i in range(cfg.num_shared_fcs))
+        self.shared_fcs = nn.ModuleList(
+            nn.Linear(features if i == 0 else cfg.fc_out_channels, cfg.fc_out_channels)
+            for i in range(cfg.num_shared_fcs)
+        )
         if cfg.num_shared_fcs:
             features = cfg.fc_out_channels
         self.fc_cls = nn.Linear(features, num_classes + 1)
@@ -245,8 +251,9 @@ class MaskHead(nn.Module):
     def __init__(self, cfg: MaskHeadConfig, in_channels: int, num_classes: int):
         super().__init__()
         width = cfg.conv_out_channels
-        self.convs = nn.ModuleList(ConvReLU(in_channels if i == 0 else width, width)
-                                   for i in range(cfg.num_convs))
+        self.convs = nn.ModuleList(
+            ConvReLU(in_channels if i == 0 else width, width) for i in range(cfg.num_convs)
+        )
         last = width if cfg.num_convs else in_channels
         self.upsample = nn.ConvTranspose2d(last, width, 2, stride=2)
         self.conv_logits = nn.Conv2d(width, 1 if cfg.class_agnostic else num_classes, 1)
@@ -266,8 +273,10 @@ class RoIHead(nn.Module):
         heads = [BBoxHead(h, cfg.fpn_channels, cfg.bbox_roi_size, cfg.num_classes) for h in cfg.bbox_heads]
         self.bbox_head = nn.ModuleList(heads) if cfg.cascade else heads[0]
         if cfg.mask_head is not None:
-            masks = [MaskHead(cfg.mask_head, cfg.fpn_channels, cfg.num_classes)
-                     for _ in range(cfg.num_stages if cfg.cascade else 1)]
+            masks = [
+                MaskHead(cfg.mask_head, cfg.fpn_channels, cfg.num_classes)
+                for _ in range(cfg.num_stages if cfg.cascade else 1)
+            ]
             self.mask_head = nn.ModuleList(masks) if cfg.cascade else masks[0]
 
     def box_heads(self) -> list[BBoxHead]:
@@ -295,20 +304,31 @@ class RCNN(nn.Module):
         super().__init__()
         self.config = cfg = config
         self.task = "instance_segmentation" if cfg.mask_head is not None else "detection"
-        self.info = info or ModelInfo("rcnn", KeepRatioResize(), [f"class_{i}" for i in range(cfg.num_classes)])
+        self.info = info or ModelInfo(
+            "rcnn", KeepRatioResize(), [f"class_{i}" for i in range(cfg.num_classes)]
+        )
         self.backbone = DATBackbone(cfg.backbone, cfg.out_indices)
-        self.neck = FPN([cfg.backbone.dims[i] for i in cfg.out_indices], cfg.fpn_channels, cfg.num_outs,
-                        extra=cfg.fpn_extra)
-        self.rpn_head = RPNHead(cfg.fpn_channels, cfg.rpn_channels,
-                                len(cfg.anchor_scales) * len(cfg.anchor_ratios))
+        self.neck = FPN(
+            [cfg.backbone.dims[i] for i in cfg.out_indices],
+            cfg.fpn_channels,
+            cfg.num_outs,
+            extra=cfg.fpn_extra,
+        )
+        self.rpn_head = RPNHead(
+            cfg.fpn_channels, cfg.rpn_channels, len(cfg.anchor_scales) * len(cfg.anchor_ratios)
+        )
         self.roi_head = RoIHead(cfg)
 
     @property
     def num_classes(self) -> int:
         return self.config.num_classes
 
-    def forward(self, images: torch.Tensor, image_sizes: torch.Tensor | None = None,
-                scale_factors: torch.Tensor | None = None) -> InstanceDetections:
+    def forward(
+        self,
+        images: torch.Tensor,
+        image_sizes: torch.Tensor | None = None,
+        scale_factors: torch.Tensor | None = None,
+    ) -> InstanceDetections:
         sizes, factors = self._meta(images, image_sizes, scale_factors)
         features = self.features(images)
         proposals = self.propose(features, sizes)
@@ -333,20 +353,23 @@ class RCNN(nn.Module):
                 # mmdet pastes its RoIs (the boxes times the scale factors) divided again, unclipped
                 factor = factors[i].to(device)
                 boxes = found.boxes[i][kept] * factor / factor
-                result = result._replace(masks=paste_masks(found.masks[i][kept], boxes, *meta.original_size,
-                                                           self.config.mask_threshold).cpu())
+                result = result._replace(
+                    masks=paste_masks(
+                        found.masks[i][kept], boxes, *meta.original_size, self.config.mask_threshold
+                    ).cpu()
+                )
             out.append(result)
         return out
 
-    def _meta(self, images: torch.Tensor, image_sizes: torch.Tensor | None,
-              scale_factors: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    def _meta(
+        self, images: torch.Tensor, image_sizes: torch.Tensor | None, scale_factors: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         b, _, h, w = images.shape
         if image_sizes is None:
             image_sizes = torch.tensor([[h, w]], dtype=torch.float32).expand(b, 2)
         if scale_factors is None:
             scale_factors = torch.ones(b, 4)
-        return (image_sizes.to(images.device, torch.float32),
-                scale_factors.to(images.device, torch.float32))
+        return (image_sizes.to(images.device, torch.float32), scale_factors.to(images.device, torch.float32))
 
     def features(self, images: torch.Tensor) -> list[torch.Tensor]:
         """The FPN's ``num_outs`` levels (the backbone checks the size)."""
@@ -360,16 +383,24 @@ class RCNN(nn.Module):
             b, _, h, w = logits.shape
             level_scores = logits.permute(0, 2, 3, 1).reshape(b, -1).float().sigmoid()
             level_deltas = deltas.permute(0, 2, 3, 1).reshape(b, -1, 4).float()
-            anchors = anchor_grid(cfg.anchor_strides[level], cfg.anchor_scales, cfg.anchor_ratios, h, w,
-                                  logits.device)
+            anchors = anchor_grid(
+                cfg.anchor_strides[level], cfg.anchor_scales, cfg.anchor_ratios, h, w, logits.device
+            )
             if cfg.rpn_nms_pre > 0 and cfg.rpn_nms_pre < level_scores.shape[1]:
                 level_scores, top = level_scores.topk(cfg.rpn_nms_pre, dim=1)
                 level_deltas = torch.gather(level_deltas, 1, top[..., None].expand(-1, -1, 4))
                 level_anchors = anchors[top]
             else:
                 level_anchors = anchors.expand(b, -1, -1)
-            boxes.append(delta2bbox(level_anchors, level_deltas, cfg.rpn_target_means, cfg.rpn_target_stds,
-                                    image_sizes[:, None, :]))
+            boxes.append(
+                delta2bbox(
+                    level_anchors,
+                    level_deltas,
+                    cfg.rpn_target_means,
+                    cfg.rpn_target_stds,
+                    image_sizes[:, None, :],
+                )
+            )
             scores.append(level_scores)
             levels.append(torch.full_like(level_scores, level, dtype=torch.long))
         boxes_, scores_, levels_ = torch.cat(boxes, 1), torch.cat(scores, 1), torch.cat(levels, 1)
@@ -380,17 +411,24 @@ class RCNN(nn.Module):
         picked = torch.gather(boxes_, 1, index[..., None].expand(-1, -1, 4))
         return Proposals(picked * found[..., None], best, found)
 
-    def _box_forward(self, stage: int, features: Sequence[torch.Tensor], rois: torch.Tensor
-                     ) -> tuple[torch.Tensor, torch.Tensor]:
+    def _box_forward(
+        self, stage: int, features: Sequence[torch.Tensor], rois: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         cfg = self.config
         b, k = rois.shape[:2]
-        pooled = extract_roi_features(features, rois, cfg.bbox_roi_size, cfg.roi_strides, cfg.sampling_ratio,
-                                      cfg.finest_scale)
+        pooled = extract_roi_features(
+            features, rois, cfg.bbox_roi_size, cfg.roi_strides, cfg.sampling_ratio, cfg.finest_scale
+        )
         logits, deltas = self.roi_head.box_heads()[stage](pooled)
         return logits.float().view(b, k, -1), deltas.float().view(b, k, -1, 4)
 
-    def detect(self, features: Sequence[torch.Tensor], proposals: Proposals, image_sizes: torch.Tensor,
-               scale_factors: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def detect(
+        self,
+        features: Sequence[torch.Tensor],
+        proposals: Proposals,
+        image_sizes: torch.Tensor,
+        scale_factors: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The box head(s) on the proposals, then class-aware NMS: boxes (B, M, 4) divided by
         the scale factors, scores (B, M), labels (B, M) (-1 past the last), best first."""
         cfg = self.config
@@ -404,12 +442,18 @@ class RCNN(nn.Module):
                 label = logits[..., :-1].argmax(dim=-1)
                 if not head.config.reg_class_agnostic:
                     deltas = torch.gather(deltas, 2, label[..., None, None].expand(-1, -1, 1, 4))
-                rois = delta2bbox(rois, deltas[:, :, 0], head.config.target_means, head.config.target_stds,
-                                  image_sizes[:, None, :])
+                rois = delta2bbox(
+                    rois,
+                    deltas[:, :, 0],
+                    head.config.target_means,
+                    head.config.target_stds,
+                    image_sizes[:, None, :],
+                )
         last = heads[-1].config
         # mmdet averages the stages' logits, then takes the softmax
-        scores = F.softmax(torch.stack(stage_logits).mean(dim=0) if len(stage_logits) > 1
-                           else stage_logits[0], dim=-1)[..., :-1]
+        scores = F.softmax(
+            torch.stack(stage_logits).mean(dim=0) if len(stage_logits) > 1 else stage_logits[0], dim=-1
+        )[..., :-1]
         boxes = delta2bbox(rois[:, :, None, :], deltas, last.target_means, last.target_stds, sizes)
         boxes = boxes / scale_factors[:, None, None, :]
         b, k, c = scores.shape
@@ -423,15 +467,21 @@ class RCNN(nn.Module):
         labels = torch.where(found, torch.gather(classes, 1, index), torch.full_like(index, -1))
         return picked, best, labels
 
-    def segment(self, features: Sequence[torch.Tensor], boxes: torch.Tensor, labels: torch.Tensor,
-                scale_factors: torch.Tensor) -> torch.Tensor:
+    def segment(
+        self,
+        features: Sequence[torch.Tensor],
+        boxes: torch.Tensor,
+        labels: torch.Tensor,
+        scale_factors: torch.Tensor,
+    ) -> torch.Tensor:
         """Mask probabilities (B, M, 28, 28) of each detection's class: the detections (original
         pixels) times the scale factors are the RoIs, as mmdet's simple_test_mask."""
         cfg = self.config
         b, m = labels.shape
         rois = boxes * scale_factors[:, None, :]
-        pooled = extract_roi_features(features, rois, cfg.mask_roi_size, cfg.roi_strides, cfg.sampling_ratio,
-                                      cfg.finest_scale)
+        pooled = extract_roi_features(
+            features, rois, cfg.mask_roi_size, cfg.roi_strides, cfg.sampling_ratio, cfg.finest_scale
+        )
         found = labels >= 0
         channel = labels.clamp(min=0).reshape(-1)
         probabilities = []
@@ -446,8 +496,9 @@ class RCNN(nn.Module):
         return masks.view(b, m, *masks.shape[1:]) * found[..., None, None]
 
 
-def paste_masks(masks: torch.Tensor, boxes: torch.Tensor, height: int, width: int,
-                threshold: float | None = 0.5) -> torch.Tensor:
+def paste_masks(
+    masks: torch.Tensor, boxes: torch.Tensor, height: int, width: int, threshold: float | None = 0.5
+) -> torch.Tensor:
     """mmdet 2.x's ``_do_paste_mask`` + threshold: (M, S, S) probabilities, (M, 4) boxes in the
     target image's pixels -> (M, height, width) bool (``>= threshold``), or the float32
     probabilities with ``threshold=None``. Pixel centres are sampled bilinearly

@@ -25,8 +25,9 @@ import torch
 _CHUNK_ELEMENTS = 1 << 24  # gathered feature values per chunk (64 MiB of float32)
 
 
-def _axis_weights(start: torch.Tensor, bin_size: torch.Tensor, grid: torch.Tensor, pooled: int,
-                  size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _axis_weights(
+    start: torch.Tensor, bin_size: torch.Tensor, grid: torch.Tensor, pooled: int, size: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Along one axis, for N RoIs: the first pixel of each RoI's window (N,), the window's
     length (N,), and the weights (N, P, L) of its pixels in each bin, L = the longest window.
     Summed over the bin's samples, each split between its low and high neighbour."""
@@ -52,14 +53,22 @@ def _axis_weights(start: torch.Tensor, bin_size: torch.Tensor, grid: torch.Tenso
     first = torch.where(last >= 0, first, torch.zeros_like(first))  # nothing sampled: 1 pixel
     length = (last - first + 1).clamp(min=1)
     local = torch.where(taken, index - first.view(-1, 1, 1), torch.zeros_like(index))
-    window = torch.zeros(n, pooled, int(length.max().item()) if n else 1, dtype=start.dtype,
-                         device=start.device)
+    window = torch.zeros(
+        n, pooled, int(length.max().item()) if n else 1, dtype=start.dtype, device=start.device
+    )
     window.scatter_add_(2, local, weights)
     return first, length, window
 
 
-def roi_align(features: torch.Tensor, boxes: torch.Tensor, batch_index: torch.Tensor, output_size: int,
-              spatial_scale: float, sampling_ratio: int = 0, aligned: bool = True) -> torch.Tensor:
+def roi_align(
+    features: torch.Tensor,
+    boxes: torch.Tensor,
+    batch_index: torch.Tensor,
+    output_size: int,
+    spatial_scale: float,
+    sampling_ratio: int = 0,
+    aligned: bool = True,
+) -> torch.Tensor:
     """features (B, C, H, W), boxes (N, 4) x1 y1 x2 y2 in image pixels, batch_index (N,) ->
     (N, C, P, P) pooled features, P = ``output_size``."""
     n = boxes.shape[0]
@@ -114,8 +123,11 @@ def roi_align(features: torch.Tensor, boxes: torch.Tensor, batch_index: torch.Te
 
 def _bucket(length: torch.Tensor) -> torch.Tensor:
     octave = 2 ** torch.floor(torch.log2(length.float()))  # largest power of two <= length
-    return torch.where(length <= octave, octave, torch.where(length <= octave * 1.5, octave * 1.5,
-                                                              octave * 2)).ceil().long()
+    return (
+        torch.where(length <= octave, octave, torch.where(length <= octave * 1.5, octave * 1.5, octave * 2))
+        .ceil()
+        .long()
+    )
 
 
 def _fit(weights: torch.Tensor, length: int) -> torch.Tensor:
@@ -133,12 +145,17 @@ def map_roi_levels(boxes: torch.Tensor, num_levels: int, finest_scale: float = 5
     return levels.clamp(min=0, max=num_levels - 1).long()
 
 
-def extract_roi_features(features: Sequence[torch.Tensor], boxes: torch.Tensor, output_size: int,
-                         strides: Sequence[int], sampling_ratio: int = 0,
-                         finest_scale: float = 56.0) -> torch.Tensor:
+def extract_roi_features(
+    features: Sequence[torch.Tensor],
+    boxes: torch.Tensor,
+    output_size: int,
+    strides: Sequence[int],
+    sampling_ratio: int = 0,
+    finest_scale: float = 56.0,
+) -> torch.Tensor:
     """mmdet's SingleRoIExtractor: boxes (B, K, 4) in input pixels over the first
     ``len(strides)`` feature levels -> (B * K, C, P, P), image-major."""
-    levels = features[:len(strides)]
+    levels = features[: len(strides)]
     b, k = boxes.shape[:2]
     flat_boxes = boxes.reshape(-1, 4)
     batch_index = torch.arange(b, device=boxes.device).repeat_interleave(k)
@@ -147,7 +164,7 @@ def extract_roi_features(features: Sequence[torch.Tensor], boxes: torch.Tensor, 
     for level, (feature, stride) in enumerate(zip(levels, strides)):
         index = (target == level).nonzero().squeeze(1)
         if index.numel():
-            out[index] = roi_align(feature, flat_boxes[index], batch_index[index], output_size,
-                                   1.0 / stride, sampling_ratio)
+            out[index] = roi_align(
+                feature, flat_boxes[index], batch_index[index], output_size, 1.0 / stride, sampling_ratio
+            )
     return out
-

@@ -92,17 +92,23 @@ class Preprocessing:
         if not self.runs_on_tensors:
             raise ValueError(f"no tensor resize matches Pillow's {self.interpolation!r}")
         if pixels.dtype != torch.uint8 or pixels.dim() not in (3, 4) or pixels.shape[-1] != 3:
-            raise ValueError(f"expected uint8 (H, W, 3) or (N, H, W, 3) pixels, got {pixels.dtype} "
-                             f"{tuple(pixels.shape)}")
+            raise ValueError(
+                f"expected uint8 (H, W, 3) or (N, H, W, 3) pixels, got {pixels.dtype} {tuple(pixels.shape)}"
+            )
         one = pixels.dim() == 3
         size = self.resize_size
         x = (pixels[None] if one else pixels).permute(0, 3, 1, 2).float()
         for target in ((x.shape[2], size), (size, size)):
             if tuple(x.shape[2:]) != target:
-                x = F.interpolate(x, size=target, mode=self.interpolation, antialias=True,
-                                  align_corners=False).round_().clamp_(0, 255)
+                x = (
+                    F.interpolate(
+                        x, size=target, mode=self.interpolation, antialias=True, align_corners=False
+                    )
+                    .round_()
+                    .clamp_(0, 255)
+                )
         top = int(round((size - self.input_size) / 2.0))
-        x = x[:, :, top:top + self.input_size, top:top + self.input_size] / 255.0
+        x = x[:, :, top : top + self.input_size, top : top + self.input_size] / 255.0
         x = ((x - _per_channel(self.mean, x.device)) / _per_channel(self.std, x.device)).contiguous()
         return x[0] if one else x
 
@@ -129,8 +135,10 @@ class Letterbox:
     def resized_size(self, width: int, height: int) -> tuple[int, int]:
         """(width, height) of the image inside the canvas."""
         ratio = min(self.input_size / width, self.input_size / height)
-        return (max(1, min(self.input_size, int(width * ratio + 0.5))),
-                max(1, min(self.input_size, int(height * ratio + 0.5))))
+        return (
+            max(1, min(self.input_size, int(width * ratio + 0.5))),
+            max(1, min(self.input_size, int(height * ratio + 0.5))),
+        )
 
     def scale(self, width: int, height: int) -> tuple[float, float]:
         """(sx, sy): canvas pixels per original pixel, horizontally and vertically."""
@@ -151,7 +159,7 @@ class Letterbox:
             raise ValueError(f"expected an RGB image, got mode {image.mode!r}")
         resized = image.resize(self.resized_size(*image.size), _INTERPOLATIONS[self.interpolation])
         canvas = np.zeros((3, self.input_size, self.input_size), np.float32)
-        normalize_into(canvas[:, :resized.height, :resized.width], np.asarray(resized), self.mean, self.std)
+        normalize_into(canvas[:, : resized.height, : resized.width], np.asarray(resized), self.mean, self.std)
         return torch.from_numpy(canvas)
 
 
@@ -189,8 +197,10 @@ class KeepRatioResize:
 
     def __post_init__(self) -> None:
         if len(self.img_scale) != 2 or min(self.img_scale) < 1 or self.size_divisor < 1:
-            raise ValueError(f"img_scale must be two positive sides and size_divisor positive, got "
-                             f"{self.img_scale}, {self.size_divisor}")
+            raise ValueError(
+                f"img_scale must be two positive sides and size_divisor positive, got "
+                f"{self.img_scale}, {self.size_divisor}"
+            )
 
     def resized_size(self, width: int, height: int) -> tuple[int, int]:
         """(width, height) of the resized image (mmcv.rescale_size)."""
@@ -214,8 +224,9 @@ class KeepRatioResize:
     @classmethod
     def from_dict(cls, data: dict) -> KeepRatioResize:
         keys = {"img_scale", "mean", "std", "to_rgb", "size_divisor"}
-        return cls(**{k: tuple(v) if k in ("img_scale", "mean", "std") else v
-                      for k, v in data.items() if k in keys})
+        return cls(
+            **{k: tuple(v) if k in ("img_scale", "mean", "std") else v for k, v in data.items() if k in keys}
+        )
 
     def prepare(self, image: Image.Image) -> tuple[torch.Tensor, ImageMeta]:
         """An RGB PIL image -> the normalised, padded float32 (3, H, W) input and its meta."""
@@ -230,13 +241,19 @@ class KeepRatioResize:
         out = np.zeros((3, pad_h, pad_w), np.float32)
         table = _mmcv_normalization_table(tuple(self.mean), tuple(self.std))
         for channel in range(3):
-            np.take(table[channel], resized[..., channel], out=out[channel, :resized.shape[0], :resized.shape[1]])
+            np.take(
+                table[channel],
+                resized[..., channel],
+                out=out[channel, : resized.shape[0], : resized.shape[1]],
+            )
         return torch.from_numpy(out), meta
 
     def __call__(self, image: Image.Image) -> torch.Tensor:
         return self.prepare(image)[0]
 
-    def batch(self, images: list[Image.Image]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[ImageMeta]]:
+    def batch(
+        self, images: list[Image.Image]
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[ImageMeta]]:
         """Images -> (B, 3, H, W) inputs padded to the largest, their (B, 2) resized (height,
         width), (B, 4) scale factors, and metas (the detector's ``image_sizes`` and
         ``scale_factors``)."""
@@ -245,7 +262,7 @@ class KeepRatioResize:
         width = max(x.shape[2] for x, _ in prepared)
         batch = torch.zeros(len(prepared), 3, height, width)
         for i, (x, _) in enumerate(prepared):
-            batch[i, :, :x.shape[1], :x.shape[2]] = x
+            batch[i, :, : x.shape[1], : x.shape[2]] = x
         metas = [meta for _, meta in prepared]
         sizes = torch.tensor([meta.image_size for meta in metas], dtype=torch.float32)
         factors = torch.tensor([meta.scale_factor for meta in metas], dtype=torch.float32)
@@ -264,8 +281,12 @@ def _cv2_linear_taps(source: int, target: int, clamp: bool) -> tuple[torch.Tenso
         first = np.clip(first, 0, source - 1)
     w0 = np.rint((np.float32(1) - f) * np.float32(2048)).astype(np.int32)  # cvRound: half to even
     w1 = np.rint(f * np.float32(2048)).astype(np.int32)
-    return (torch.from_numpy(np.clip(first, 0, source - 1)), torch.from_numpy(np.clip(first + 1, 0, source - 1)),
-            torch.from_numpy(w0), torch.from_numpy(w1))
+    return (
+        torch.from_numpy(np.clip(first, 0, source - 1)),
+        torch.from_numpy(np.clip(first + 1, 0, source - 1)),
+        torch.from_numpy(w0),
+        torch.from_numpy(w1),
+    )
 
 
 def cv2_resize_linear(pixels: np.ndarray, width: int, height: int) -> np.ndarray:
@@ -283,14 +304,17 @@ def cv2_resize_linear(pixels: np.ndarray, width: int, height: int) -> np.ndarray
 
 
 @functools.lru_cache(maxsize=16)
-def _mmcv_normalization_table(mean: tuple[float, float, float], std: tuple[float, float, float]) -> np.ndarray:
+def _mmcv_normalization_table(
+    mean: tuple[float, float, float], std: tuple[float, float, float]
+) -> np.ndarray:
     """(3, 256): (value - mean) / std in float32 for each 0-255 value, as mmcv's imnormalize."""
     values = np.arange(256, dtype=np.float32)[None, :]
     return (values - np.asarray(mean, np.float32)[:, None]) / np.asarray(std, np.float32)[:, None]
 
 
-def normalize_into(out: np.ndarray, pixels: np.ndarray, mean: tuple[float, float, float],
-                   std: tuple[float, float, float]) -> np.ndarray:
+def normalize_into(
+    out: np.ndarray, pixels: np.ndarray, mean: tuple[float, float, float], std: tuple[float, float, float]
+) -> np.ndarray:
     """uint8 RGB pixels (H, W, 3) -> ``out`` (3, H, W) float32, ``(pixels / 255 - mean) / std``.
 
     A pixel has 256 values per channel, so the arithmetic is done once per value (in float32,

@@ -51,8 +51,9 @@ def main() -> None:
         while not stop.is_set():
             started = time.monotonic()
             try:
-                status: int | str = httpx.post(f"{args.url}/classify", content=PNG, timeout=10,
-                                               headers={"content-type": "image/png"}).status_code
+                status: int | str = httpx.post(
+                    f"{args.url}/classify", content=PNG, timeout=10, headers={"content-type": "image/png"}
+                ).status_code
             except httpx.HTTPError as exc:
                 status = type(exc).__name__
             normal.append((round(started - sent, 2), status, round(time.monotonic() - started, 3)))
@@ -88,12 +89,24 @@ def main() -> None:
     for _, status, _ in normal:
         statuses[str(status)] = statuses.get(str(status), 0) + 1
     latencies = sorted(seconds for _, status, seconds in normal if status == 200)
-    print(json.dumps({
-        "mode": args.mode, "stalled": args.connections, "watched_s": args.watch,
-        "closed": len(closed),
-        "closed_after_s": [round(min(closed.values()), 2), round(max(closed.values()), 2)] if closed else None,
-        "answers": sorted(answers), "normal_statuses": statuses,
-        "normal_200_s_median_max": [latencies[len(latencies) // 2], latencies[-1]] if latencies else None}))
+    print(
+        json.dumps(
+            {
+                "mode": args.mode,
+                "stalled": args.connections,
+                "watched_s": args.watch,
+                "closed": len(closed),
+                "closed_after_s": [round(min(closed.values()), 2), round(max(closed.values()), 2)]
+                if closed
+                else None,
+                "answers": sorted(answers),
+                "normal_statuses": statuses,
+                "normal_200_s_median_max": [latencies[len(latencies) // 2], latencies[-1]]
+                if latencies
+                else None,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """``python -m service``: DAT behind HTTP, concurrent requests batched onto one backend.
 
-    from service import Settings, create_app
-    app = create_app(Settings(model="dat_digits"))
+from service import Settings, create_app
+app = create_app(Settings(model="dat_digits"))
 """
 
 from .app import create_app

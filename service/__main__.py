@@ -33,9 +33,11 @@ def main(argv: list[str] | None = None) -> int:
     log_onnxruntime()
     if settings.workers > 1:
         from .workers import serve_workers
+
         return serve_workers(settings, argv)
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):  # set by hand: no earlier server's files
         from .workers import metrics_directory
+
         metrics_directory()
     return serve(settings)
 
@@ -47,13 +49,18 @@ def log_onnxruntime() -> None:
 
     ort = runtime_summary()
     if ort is None:
-        log.warning("onnxruntime is not installed: the onnxruntime backend and the CPU default's "
-                    "export are unavailable (install the cpu or the gpu extra)")
+        log.warning(
+            "onnxruntime is not installed: the onnxruntime backend and the CPU default's "
+            "export are unavailable (install the cpu or the gpu extra)"
+        )
         return
     text = f"ONNX Runtime {ort['version']} providers: {', '.join(ort['providers'])}"
     if len(ort["distributions"]) > 1:
-        log.warning(f"{text}; both onnxruntime and onnxruntime-gpu are installed and overwrite each "
-                    "other's files: uninstall both, then install one (the cpu or the gpu extra)", extra=ort)
+        log.warning(
+            f"{text}; both onnxruntime and onnxruntime-gpu are installed and overwrite each "
+            "other's files: uninstall both, then install one (the cpu or the gpu extra)",
+            extra=ort,
+        )
     else:
         log.info(text, extra=ort)
 

@@ -17,13 +17,20 @@ from .routes import ROUTERS
 from .runtime import ServiceState
 from .settings import Settings
 
-DESCRIPTION = ("DAT (Vision Transformer with Deformable Attention) behind HTTP. Concurrent requests "
-               "are batched into one forward pass; errors are JSON with a clear message. The same "
-               "models are served over the Open Inference Protocol (v2) for Triton and KServe clients.")
+DESCRIPTION = (
+    "DAT (Vision Transformer with Deformable Attention) behind HTTP. Concurrent requests "
+    "are batched into one forward pass; errors are JSON with a clear message. The same "
+    "models are served over the Open Inference Protocol (v2) for Triton and KServe clients."
+)
 
 
-def create_app(settings: Settings | None = None, *, backend: Backend | None = None,
-               detector: Backend | None = None, load_before_serving: bool = False) -> FastAPI:
+def create_app(
+    settings: Settings | None = None,
+    *,
+    backend: Backend | None = None,
+    detector: Backend | None = None,
+    load_before_serving: bool = False,
+) -> FastAPI:
     """``backend`` / ``detector`` replace the classifier's / detector's backend the settings
     describe (tests pass instrumented ones). ``load_before_serving``: startup waits for the
     models (a worker sharing a port must not take connections it can only refuse)."""
@@ -40,8 +47,7 @@ def create_app(settings: Settings | None = None, *, backend: Backend | None = No
         finally:
             await service.stop()
 
-    app = FastAPI(title="DAT model server", description=DESCRIPTION, version="0.1.0",
-                  lifespan=lifespan)
+    app = FastAPI(title="DAT model server", description=DESCRIPTION, version="0.1.0", lifespan=lifespan)
     app.state.service = service
     install_error_handlers(app)
     open_paths = BearerAuth.open_paths_for(settings.protect_health, settings.protect_metrics)

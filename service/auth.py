@@ -42,8 +42,11 @@ class BearerAuth:
 
     @staticmethod
     def open_paths_for(protect_health: bool, protect_metrics: bool) -> frozenset[str]:
-        return (DOCS_PATHS | (frozenset() if protect_health else HEALTH_PATHS)
-                | (frozenset() if protect_metrics else METRICS_PATHS))
+        return (
+            DOCS_PATHS
+            | (frozenset() if protect_health else HEALTH_PATHS)
+            | (frozenset() if protect_metrics else METRICS_PATHS)
+        )
 
     def allows(self, presented: bytes) -> bool:
         digest = _digest(presented)
@@ -63,14 +66,25 @@ class BearerAuth:
             return
         # RFC 6750: a wrong token is invalid_token; no token at all gets the challenge alone
         challenge = REALM + (', error="invalid_token"' if token else "")
-        message = ("the API key is not valid" if token else
-                   "an API key is required: send 'Authorization: Bearer <key>'")
+        message = (
+            "the API key is not valid"
+            if token
+            else "an API key is required: send 'Authorization: Bearer <key>'"
+        )
         if scope["path"].startswith("/v2"):
             body = {"error": message}  # the Open Inference Protocol's error shape
         else:
             body = error_body(401, "unauthorized", message)
         content = json.dumps(body).encode()
-        await send({"type": "http.response.start", "status": 401, "headers": [
-            (b"content-type", b"application/json"), (b"content-length", str(len(content)).encode()),
-            (b"www-authenticate", challenge.encode())]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 401,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(content)).encode()),
+                    (b"www-authenticate", challenge.encode()),
+                ],
+            }
+        )
         await send({"type": "http.response.body", "body": content})

@@ -54,11 +54,29 @@ class State(enum.Enum):
 class Work:
     """One request in the queue: its images and what happened to them."""
 
-    __slots__ = ("inputs", "size", "want_points", "deadline", "enqueued_at", "future", "loop",
-                 "state", "queue_s", "inference_s", "batch_size", "request_id")
+    __slots__ = (
+        "inputs",
+        "size",
+        "want_points",
+        "deadline",
+        "enqueued_at",
+        "future",
+        "loop",
+        "state",
+        "queue_s",
+        "inference_s",
+        "batch_size",
+        "request_id",
+    )
 
-    def __init__(self, inputs: torch.Tensor, deadline: float, want_points: bool,
-                 loop: asyncio.AbstractEventLoop, request_id: str | None = None) -> None:
+    def __init__(
+        self,
+        inputs: torch.Tensor,
+        deadline: float,
+        want_points: bool,
+        loop: asyncio.AbstractEventLoop,
+        request_id: str | None = None,
+    ) -> None:
         self.inputs = inputs
         self.size = int(inputs.shape[0])
         self.want_points = want_points
@@ -93,11 +111,21 @@ def _settle(future: asyncio.Future, result: Any, error: BaseException | None) ->
 
 
 class Batcher:
-    def __init__(self, run: RunBatch, *, max_batch_size: int, max_queue_delay_s: float,
-                 max_queue_size: int, metrics: Metrics | None = None, task: str = "classification",
-                 setup: Callable[[], None] | None = None, name: str = "inference",
-                 unhealthy_after: int = 3, probe: Callable[[], Any] | None = None,
-                 probe_interval_s: float = 5.0) -> None:
+    def __init__(
+        self,
+        run: RunBatch,
+        *,
+        max_batch_size: int,
+        max_queue_delay_s: float,
+        max_queue_size: int,
+        metrics: Metrics | None = None,
+        task: str = "classification",
+        setup: Callable[[], None] | None = None,
+        name: str = "inference",
+        unhealthy_after: int = 3,
+        probe: Callable[[], Any] | None = None,
+        probe_interval_s: float = 5.0,
+    ) -> None:
         if max_batch_size < 1 or max_queue_size < 1 or max_queue_delay_s < 0:
             raise ValueError("max_batch_size and max_queue_size must be >= 1, delay >= 0")
         self._run = run
@@ -177,8 +205,9 @@ class Batcher:
         return None
 
     # -- requests (event loop side) --------------------------------------------------------
-    def submit(self, inputs: torch.Tensor, deadline: float, want_points: bool = False,
-               request_id: str | None = None) -> Work:
+    def submit(
+        self, inputs: torch.Tensor, deadline: float, want_points: bool = False, request_id: str | None = None
+    ) -> Work:
         """Queues a request, or refuses it at once (503) when it does not fit."""
         size = int(inputs.shape[0])
         if not 1 <= size <= self.max_batch_size:
@@ -186,15 +215,22 @@ class Batcher:
         work = Work(inputs, deadline, want_points, asyncio.get_running_loop(), request_id)
         with self._cond:
             if self.died is not None:
-                raise Unavailable(f"the inference thread has stopped ({type(self.died).__name__}: "
-                                  f"{self.died}); the server must be restarted")
+                raise Unavailable(
+                    f"the inference thread has stopped ({type(self.died).__name__}: "
+                    f"{self.died}); the server must be restarted"
+                )
             if self._stopping or not self._thread.is_alive():
-                raise Unavailable("the server is shutting down" if self.started.done()
-                                  and self.started.exception() is None else "the model is not loaded")
+                raise Unavailable(
+                    "the server is shutting down"
+                    if self.started.done() and self.started.exception() is None
+                    else "the model is not loaded"
+                )
             if self._queued_images + size > self.max_queue_size:
                 self.metrics.dropped.labels("queue_full").inc()
-                raise Unavailable(f"overloaded: the queue holds {self._queued_images} of "
-                                  f"{self.max_queue_size} images; retry later")
+                raise Unavailable(
+                    f"overloaded: the queue holds {self._queued_images} of "
+                    f"{self.max_queue_size} images; retry later"
+                )
             self._queue.append(work)
             self._queued_images += size
             self._update_gauges()
@@ -207,8 +243,7 @@ class Batcher:
         try:
             waiters: set[asyncio.Future] = {work.future} | ({watch} if watch else set())
             timeout = max(0.0, work.deadline - time.monotonic())
-            done, _ = await asyncio.wait(waiters, timeout=timeout,
-                                         return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
         except asyncio.CancelledError:
             self._abandon(work, "cancelled")
             raise
@@ -268,8 +303,7 @@ class Batcher:
             with self._cond:
                 self.died = exc
                 self._stopping = True
-            self._refuse_queued(Unavailable("the inference thread has stopped; the server must "
-                                            "be restarted"))
+            self._refuse_queued(Unavailable("the inference thread has stopped; the server must be restarted"))
 
     def _refuse_queued(self, error: Exception, dropped_as: str | None = None) -> None:
         """Empties the queue; every request waiting in it gets ``error``."""
@@ -346,8 +380,9 @@ class Batcher:
             if len(outputs) != images:
                 raise RuntimeError(f"the backend returned {len(outputs)} outputs for {images} images")
         except BaseException as exc:  # noqa: BLE001 - one failing batch must not stop the worker
-            log.exception("batch of %d images failed", images,
-                          extra={"request_ids": [w.request_id for w in batch]})
+            log.exception(
+                "batch of %d images failed", images, extra={"request_ids": [w.request_id for w in batch]}
+            )
             error = exc
             if not isinstance(exc, Exception):
                 fatal = exc  # answered below, then it ends the thread (_main)
@@ -369,10 +404,11 @@ class Batcher:
             if abandoned:
                 pass  # its caller already answered 504 / went away; the outputs are discarded
             elif error is not None:
-                self._deliver(work, None, InferenceFailed(f"inference failed: {type(error).__name__}: "
-                                                          f"{error}"))
+                self._deliver(
+                    work, None, InferenceFailed(f"inference failed: {type(error).__name__}: {error}")
+                )
             else:
-                self._deliver(work, list(outputs[offset:offset + work.size]), None)
+                self._deliver(work, list(outputs[offset : offset + work.size]), None)
             offset += work.size
         if fatal is not None:
             raise fatal
@@ -388,8 +424,11 @@ class Batcher:
         self.last_error = f"{type(error).__name__}: {error}"
         if self.consecutive_failures == self.unhealthy_after:
             self._next_probe = time.monotonic() + self.probe_interval_s
-            log.error("%d batches in a row failed: not ready until a batch or probe succeeds "
-                      "(last: %s)", self.consecutive_failures, self.last_error)
+            log.error(
+                "%d batches in a row failed: not ready until a batch or probe succeeds (last: %s)",
+                self.consecutive_failures,
+                self.last_error,
+            )
 
     def _run_probe(self) -> None:
         """One small batch of zeros while failing and idle; its success ends ``failing``."""

@@ -48,17 +48,31 @@ V2_PREFIX = b"/v2"
 
 def _response(status: int, reason: str, body: dict[str, Any], headers: dict[str, str] | None = None) -> bytes:
     content = json.dumps(body).encode()
-    lines = [f"HTTP/1.1 {status} {reason}", "content-type: application/json",
-             f"content-length: {len(content)}", "connection: close",
-             *(f"{k}: {v}" for k, v in (headers or {}).items())]
+    lines = [
+        f"HTTP/1.1 {status} {reason}",
+        "content-type: application/json",
+        f"content-length: {len(content)}",
+        "connection: close",
+        *(f"{k}: {v}" for k, v in (headers or {}).items()),
+    ]
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + content
 
 
-def _error(status: int, reason: str, type_: str, message: str, request_id: str | None = None,
-           v2: bool = False, headers: dict[str, str] | None = None) -> bytes:
+def _error(
+    status: int,
+    reason: str,
+    type_: str,
+    message: str,
+    request_id: str | None = None,
+    v2: bool = False,
+    headers: dict[str, str] | None = None,
+) -> bytes:
     """Our JSON error (errors.error_body's shape), or the v2 protocol's for its paths."""
-    body = ({"error": message} if v2 else
-            {"error": {"status": status, "type": type_, "message": message, "request_id": request_id}})
+    body = (
+        {"error": message}
+        if v2
+        else {"error": {"status": status, "type": type_, "message": message, "request_id": request_id}}
+    )
     return _response(status, reason, body, headers)
 
 
@@ -104,9 +118,15 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         if self._in_head and self.parser is not None and not self.transport.is_closing():
             self._head_bytes += len(data)
             if self._head_bytes > MAX_HEAD_BYTES:
-                self._close("header_too_large", _error(
-                    431, "Request Header Fields Too Large", "header_too_large",
-                    f"the request head exceeds {MAX_HEAD_BYTES:,} bytes"))
+                self._close(
+                    "header_too_large",
+                    _error(
+                        431,
+                        "Request Header Fields Too Large",
+                        "header_too_large",
+                        f"the request head exceeds {MAX_HEAD_BYTES:,} bytes",
+                    ),
+                )
 
     # -- parser callbacks ------------------------------------------------------------------
     def on_message_begin(self) -> None:
@@ -146,32 +166,41 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         if self.transport is None or self.transport.is_closing():
             return
         if reason == "header_timeout":
-            self._close_waiting(reason, f"the request head did not arrive within "
-                                        f"{self.header_timeout_s:g} s")
+            self._close_waiting(reason, f"the request head did not arrive within {self.header_timeout_s:g} s")
             return
         cycle = self.cycle
         state = self.scope.get("state", {}) if self.scope else {}
         answer = None
         if cycle is not None and not cycle.response_started:
             state["read_timeout"] = True  # the access log and metrics say 408, not 499
-            answer = _error(408, "Request Timeout", "request_timeout",
-                            f"the request body did not arrive within {self.body_timeout_s:g} s",
-                            state.get("request_id"), v2=self.scope.get("path", "").startswith("/v2"))
+            answer = _error(
+                408,
+                "Request Timeout",
+                "request_timeout",
+                f"the request body did not arrive within {self.body_timeout_s:g} s",
+                state.get("request_id"),
+                v2=self.scope.get("path", "").startswith("/v2"),
+            )
             # the app sees its client go away, and its own answer, if any, goes nowhere
             cycle.disconnected = True
             cycle.message_event.set()
-        log.info("request body timed out", extra={"client": self._client(),
-                                                  "request_id": state.get("request_id")})
+        log.info(
+            "request body timed out", extra={"client": self._client(), "request_id": state.get("request_id")}
+        )
         self._close(reason, answer)
 
     def _close_waiting(self, reason: str, message: str) -> None:
         """Closes a connection that waits for a request head: 408 if part of one came, else
         nothing (a preconnected or keep-alive socket that sent nothing)."""
         url = getattr(self, "url", b"")
-        answer = (_error(408, "Request Timeout", "request_timeout", message, v2=url.startswith(V2_PREFIX))
-                  if self._in_head and (self._head_bytes or url) else None)
-        log.debug("closed a connection waiting for a request", extra={"client": self._client(),
-                                                                       "reason": reason})
+        answer = (
+            _error(408, "Request Timeout", "request_timeout", message, v2=url.startswith(V2_PREFIX))
+            if self._in_head and (self._head_bytes or url)
+            else None
+        )
+        log.debug(
+            "closed a connection waiting for a request", extra={"client": self._client(), "reason": reason}
+        )
         self._close(reason, answer)
 
     def _close(self, reason: str, answer: bytes | None) -> None:
@@ -188,13 +217,17 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         """At the cap, closes the connection that has waited longest for a request head, if
         any: a real client sends its head at once, so under a flood of stalled heads or idle
         sockets the one evicted is nearly always one of them."""
-        waiting = [c for c in self.connections if getattr(c, "_idle_since", None) is not None
-                   and not c.transport.is_closing()]
+        waiting = [
+            c
+            for c in self.connections
+            if getattr(c, "_idle_since", None) is not None and not c.transport.is_closing()
+        ]
         if not waiting:
             return False
         oldest = min(waiting, key=lambda c: c._idle_since)
-        oldest._close_waiting("evicted", "the server is at its connection limit and this "
-                                         "connection had not sent a request")
+        oldest._close_waiting(
+            "evicted", "the server is at its connection limit and this connection had not sent a request"
+        )
         return True
 
     def _refuse(self, transport: asyncio.Transport) -> None:
@@ -203,9 +236,15 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self.transport = transport
         if self.metrics is not None:
             self.metrics.closed_connections.labels("connection_limit").inc()
-        transport.write(_error(503, "Service Unavailable", "unavailable",
-                               f"overloaded: {self.max_connections} connections are busy; retry later",
-                               headers={"retry-after": "1"}))
+        transport.write(
+            _error(
+                503,
+                "Service Unavailable",
+                "unavailable",
+                f"overloaded: {self.max_connections} connections are busy; retry later",
+                headers={"retry-after": "1"},
+            )
+        )
         if transport.can_write_eof():
             transport.write_eof()
         self._deadline = self.loop.call_later(REFUSED_LINGER_S, transport.abort)
@@ -221,9 +260,16 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
 def http_protocol(settings: Settings, metrics: Metrics | None) -> type[GuardedHttpToolsProtocol]:
     """The protocol class for one server (uvicorn's ``http=``), with its settings."""
-    return type("GuardedHttpToolsProtocol", (GuardedHttpToolsProtocol,), {
-        "header_timeout_s": settings.header_timeout_s, "body_timeout_s": settings.body_timeout_s,
-        "max_connections": settings.max_connections, "metrics": metrics})
+    return type(
+        "GuardedHttpToolsProtocol",
+        (GuardedHttpToolsProtocol,),
+        {
+            "header_timeout_s": settings.header_timeout_s,
+            "body_timeout_s": settings.body_timeout_s,
+            "max_connections": settings.max_connections,
+            "metrics": metrics,
+        },
+    )
 
 
 def raise_open_files_limit(connections: int) -> None:
@@ -237,5 +283,8 @@ def raise_open_files_limit(connections: int) -> None:
     if target > soft:
         resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
     if target < wanted:
-        log.warning("the open files limit (%d) is below --max-connections + 256: the server may "
-                    "refuse connections with EMFILE before the cap", target)
+        log.warning(
+            "the open files limit (%d) is below --max-connections + 256: the server may "
+            "refuse connections with EMFILE before the cap",
+            target,
+        )

@@ -27,12 +27,16 @@ def normalize_device(device: str) -> str:
     if parsed.type != "cuda":
         raise ValueError(f"device must be {CHOICES}, not {device!r}")
     if not torch.cuda.is_available():
-        raise ValueError(f"device {device} requested but CUDA is not available (no NVIDIA GPU "
-                         "visible, or a CPU build of PyTorch)")
+        raise ValueError(
+            f"device {device} requested but CUDA is not available (no NVIDIA GPU "
+            "visible, or a CPU build of PyTorch)"
+        )
     index = 0 if parsed.index is None else parsed.index
     count = torch.cuda.device_count()
     if index >= count:
         present = "cuda:0" if count == 1 else f"cuda:0 to cuda:{count - 1}"
-        raise ValueError(f"device {device} requested but this machine has {count} GPU"
-                         f"{'' if count == 1 else 's'} ({present})")
+        raise ValueError(
+            f"device {device} requested but this machine has {count} GPU"
+            f"{'' if count == 1 else 's'} ({present})"
+        )
     return f"cuda:{index}"

@@ -1,6 +1,6 @@
 """Errors a client can cause or meet, each one HTTP status and one JSON shape:
 
-    {"error": {"status": 413, "type": "image_too_large", "message": "...", "request_id": "..."}}
+{"error": {"status": 413, "type": "image_too_large", "message": "...", "request_id": "..."}}
 """
 
 from __future__ import annotations
@@ -19,8 +19,7 @@ class ServiceError(Exception):
     status = 500
     type = "internal_error"
 
-    def __init__(self, message: str, *, headers: dict[str, str] | None = None,
-                 details: Any = None) -> None:
+    def __init__(self, message: str, *, headers: dict[str, str] | None = None, details: Any = None) -> None:
         super().__init__(message)
         self.message = message
         self.headers = headers or {}
@@ -79,8 +78,12 @@ class ClientDisconnected(Exception):
 
 
 def error_body(status: int, type_: str, message: str, details: Any = None) -> dict[str, Any]:
-    error: dict[str, Any] = {"status": status, "type": type_, "message": message,
-                             "request_id": request_id_var.get()}
+    error: dict[str, Any] = {
+        "status": status,
+        "type": type_,
+        "message": message,
+        "request_id": request_id_var.get(),
+    }
     if details is not None:
         error["details"] = details
     return {"error": error}
@@ -97,18 +100,26 @@ def _validation_message(errors: list[dict[str, Any]]) -> str:
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ServiceError)
     async def _service_error(request: Request, exc: ServiceError) -> JSONResponse:
-        return JSONResponse(error_body(exc.status, exc.type, exc.message, exc.details),
-                            status_code=exc.status, headers=exc.headers)
+        return JSONResponse(
+            error_body(exc.status, exc.type, exc.message, exc.details),
+            status_code=exc.status,
+            headers=exc.headers,
+        )
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-        details = [{"loc": list(e.get("loc", ())), "msg": e.get("msg"), "type": e.get("type")}
-                   for e in exc.errors()]
-        return JSONResponse(error_body(422, InvalidParameter.type, _validation_message(details),
-                                       details), status_code=422)
+        details = [
+            {"loc": list(e.get("loc", ())), "msg": e.get("msg"), "type": e.get("type")} for e in exc.errors()
+        ]
+        return JSONResponse(
+            error_body(422, InvalidParameter.type, _validation_message(details), details), status_code=422
+        )
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         kind = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-        return JSONResponse(error_body(exc.status_code, kind, str(exc.detail)),
-                            status_code=exc.status_code, headers=getattr(exc, "headers", None))
+        return JSONResponse(
+            error_body(exc.status_code, kind, str(exc.detail)),
+            status_code=exc.status_code,
+            headers=getattr(exc, "headers", None),
+        )

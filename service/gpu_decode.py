@@ -82,8 +82,11 @@ class JpegFrame:
         looks elsewhere would show them as YCbCr."""
         if len(self.component_ids) == 1:
             return True
-        return (len(self.component_ids) == 3 and self.adobe_transform in (None, 1)
-                and self.component_ids != _RGB_IDS)
+        return (
+            len(self.component_ids) == 3
+            and self.adobe_transform in (None, 1)
+            and self.component_ids != _RGB_IDS
+        )
 
 
 def read_frame(data: bytes) -> JpegFrame | None:
@@ -94,17 +97,17 @@ def read_frame(data: bytes) -> JpegFrame | None:
     frames, adobe_transform = [], None
     pos = len(_SOI)
     while True:
-        if data[pos:pos + 1] != b"\xff":
+        if data[pos : pos + 1] != b"\xff":
             return None
-        while data[pos:pos + 1] == b"\xff":  # fill bytes
+        while data[pos : pos + 1] == b"\xff":  # fill bytes
             pos += 1
         if pos + 3 > len(data):
             return None
         marker = data[pos]
-        length = int.from_bytes(data[pos + 1:pos + 3], "big")
+        length = int.from_bytes(data[pos + 1 : pos + 3], "big")
         if marker in _STANDALONE or length < 2 or pos + 1 + length > len(data):
             return None  # no segment follows a second SOI, an EOI or RSTn before the scan
-        segment = data[pos + 3:pos + 1 + length]
+        segment = data[pos + 3 : pos + 1 + length]
         if marker == _SOS:
             break
         if marker in _SOF:
@@ -193,9 +196,15 @@ class _Job:
 class GpuJpegDecoder:
     """Decodes JPEGs in batches on one thread, into the model's input tensors on ``device``."""
 
-    def __init__(self, preprocessing: Preprocessing, device: torch.device, decode: DecodeBatch,
-                 max_batch_images: int = MAX_BATCH_IMAGES, max_batch_pixels: int = MAX_BATCH_PIXELS,
-                 on_batch: Callable[[int, int], None] | None = None) -> None:
+    def __init__(
+        self,
+        preprocessing: Preprocessing,
+        device: torch.device,
+        decode: DecodeBatch,
+        max_batch_images: int = MAX_BATCH_IMAGES,
+        max_batch_pixels: int = MAX_BATCH_PIXELS,
+        on_batch: Callable[[int, int], None] | None = None,
+    ) -> None:
         self.preprocessing = preprocessing
         self.device = device
         self.decode = decode
@@ -308,8 +317,9 @@ class GpuJpegDecoder:
                 continue
             upright = orient(pixels, job.header.orientation)
             if tuple(upright.shape) != (3, job.header.height, job.header.width):
-                outcomes[i] = Refused(f"decoded {tuple(upright.shape)}, the header says "
-                                      f"{job.header.width}x{job.header.height}")
+                outcomes[i] = Refused(
+                    f"decoded {tuple(upright.shape)}, the header says {job.header.width}x{job.header.height}"
+                )
                 continue
             same_size.setdefault((job.header.height, job.header.width), []).append((i, upright))
         # Images of one size are transformed together: a few kernel launches for all of them,
@@ -317,7 +327,7 @@ class GpuJpegDecoder:
         for (height, width), group in same_size.items():
             per_call = max(1, TRANSFORM_PIXELS // (height * width))
             for start in range(0, len(group), per_call):
-                part = group[start:start + per_call]
+                part = group[start : start + per_call]
                 pixels = torch.stack([upright for _, upright in part]).permute(0, 2, 3, 1)
                 for (i, _), tensor in zip(part, self.preprocessing.from_pixels(pixels), strict=True):
                     outcomes[i] = tensor

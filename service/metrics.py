@@ -20,7 +20,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 # True in a worker of --workers N: every value lives in a per-process file
 MULTIPROCESS = bool(getattr(values.ValueClass, "_multiprocess", False))
 
-_LATENCY_BUCKETS = (.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30)
+_LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 _BATCH_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 256)
 _RATE_WINDOW_S = 10.0
 
@@ -55,58 +55,118 @@ class Metrics:
 
     def __init__(self) -> None:
         self.registry = r = CollectorRegistry()
-        self.requests = Counter("dat_requests", "HTTP requests by endpoint and status",
-                                ["endpoint", "status"], registry=r)
-        self.request_latency = Histogram("dat_request_duration_seconds",
-                                         "total time of a request in the server",
-                                         ["endpoint"], buckets=_LATENCY_BUCKETS, registry=r)
+        self.requests = Counter(
+            "dat_requests", "HTTP requests by endpoint and status", ["endpoint", "status"], registry=r
+        )
+        self.request_latency = Histogram(
+            "dat_request_duration_seconds",
+            "total time of a request in the server",
+            ["endpoint"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
         # Per batcher: one for the classifier, one for the detector (label ``task``).
-        self.queue_wait = Histogram("dat_queue_wait_seconds",
-                                    "time a request waited in the batch queue",
-                                    ["task"], buckets=_LATENCY_BUCKETS, registry=r)
-        self.preprocess = Histogram("dat_preprocess_seconds",
-                                    "decode + resize + normalise of one request's images",
-                                    buckets=_LATENCY_BUCKETS, registry=r)
-        self.inference = Histogram("dat_inference_seconds", "backend time of one batch",
-                                   ["task"], buckets=_LATENCY_BUCKETS, registry=r)
-        self.batch_size = Histogram("dat_batch_size", "images per forward pass",
-                                    ["task"], buckets=_BATCH_BUCKETS, registry=r)
-        self.queue_images = Gauge("dat_queue_images", "images waiting in the batch queue",
-                                  ["task"], multiprocess_mode="livesum", registry=r)
-        self.queue_requests = Gauge("dat_queue_requests", "requests waiting in the batch queue",
-                                    ["task"], multiprocess_mode="livesum", registry=r)
-        self.inflight = Gauge("dat_inflight_requests", "requests decoded, queued or run (their "
-                              "bodies complete)", multiprocess_mode="livesum", registry=r)
+        self.queue_wait = Histogram(
+            "dat_queue_wait_seconds",
+            "time a request waited in the batch queue",
+            ["task"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.preprocess = Histogram(
+            "dat_preprocess_seconds",
+            "decode + resize + normalise of one request's images",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.inference = Histogram(
+            "dat_inference_seconds",
+            "backend time of one batch",
+            ["task"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.batch_size = Histogram(
+            "dat_batch_size", "images per forward pass", ["task"], buckets=_BATCH_BUCKETS, registry=r
+        )
+        self.queue_images = Gauge(
+            "dat_queue_images",
+            "images waiting in the batch queue",
+            ["task"],
+            multiprocess_mode="livesum",
+            registry=r,
+        )
+        self.queue_requests = Gauge(
+            "dat_queue_requests",
+            "requests waiting in the batch queue",
+            ["task"],
+            multiprocess_mode="livesum",
+            registry=r,
+        )
+        self.inflight = Gauge(
+            "dat_inflight_requests",
+            "requests decoded, queued or run (their bodies complete)",
+            multiprocess_mode="livesum",
+            registry=r,
+        )
         # Reading is budgeted apart from compute: a slow client holds a connection, not a slot.
-        self.reading = Gauge("dat_reading_requests", "requests whose bodies are being read",
-                             multiprocess_mode="livesum", registry=r)
-        self.reading_bytes = Gauge("dat_reading_bytes", "body bytes received by requests still "
-                                   "being read", multiprocess_mode="livesum", registry=r)
-        self.open_connections = Gauge("dat_open_connections", "open HTTP connections",
-                                      multiprocess_mode="livesum", registry=r)
-        self.closed_connections = Counter("dat_closed_connections", "connections the server closed "
-                                          "or refused, by reason (header_timeout, body_timeout, "
-                                          "header_too_large, evicted, connection_limit)", ["reason"],
-                                          registry=r)
-        self.images = Counter("dat_inference_images", "images run through the backend",
-                              ["task"], registry=r)
-        self.batches = Counter("dat_batches", "forward passes by outcome", ["task", "outcome"],
-                               registry=r)
-        self.dropped = Counter("dat_dropped_requests",
-                               "requests never computed, by reason (queue_full, overloaded, "
-                               "reading_budget, deadline, disconnected, shutdown)", ["reason"], registry=r)
-        self.gpu_decode_batch_size = Histogram("dat_gpu_decode_batch_size",
-                                               "JPEGs per call of the GPU decoder (--gpu-decode)",
-                                               buckets=_BATCH_BUCKETS, registry=r)
-        self.gpu_decode_images = Counter("dat_gpu_decode_images", "JPEGs given to the GPU decoder, "
-                                         "by outcome (decoded, or refused and left to Pillow)",
-                                         ["outcome"], registry=r)
-        self.ready = Gauge("dat_ready", "1 when the model is loaded and warmed up (with --workers, "
-                           "every worker)", multiprocess_mode="livemin", registry=r)
+        self.reading = Gauge(
+            "dat_reading_requests",
+            "requests whose bodies are being read",
+            multiprocess_mode="livesum",
+            registry=r,
+        )
+        self.reading_bytes = Gauge(
+            "dat_reading_bytes",
+            "body bytes received by requests still being read",
+            multiprocess_mode="livesum",
+            registry=r,
+        )
+        self.open_connections = Gauge(
+            "dat_open_connections", "open HTTP connections", multiprocess_mode="livesum", registry=r
+        )
+        self.closed_connections = Counter(
+            "dat_closed_connections",
+            "connections the server closed "
+            "or refused, by reason (header_timeout, body_timeout, "
+            "header_too_large, evicted, connection_limit)",
+            ["reason"],
+            registry=r,
+        )
+        self.images = Counter("dat_inference_images", "images run through the backend", ["task"], registry=r)
+        self.batches = Counter("dat_batches", "forward passes by outcome", ["task", "outcome"], registry=r)
+        self.dropped = Counter(
+            "dat_dropped_requests",
+            "requests never computed, by reason (queue_full, overloaded, "
+            "reading_budget, deadline, disconnected, shutdown)",
+            ["reason"],
+            registry=r,
+        )
+        self.gpu_decode_batch_size = Histogram(
+            "dat_gpu_decode_batch_size",
+            "JPEGs per call of the GPU decoder (--gpu-decode)",
+            buckets=_BATCH_BUCKETS,
+            registry=r,
+        )
+        self.gpu_decode_images = Counter(
+            "dat_gpu_decode_images",
+            "JPEGs given to the GPU decoder, by outcome (decoded, or refused and left to Pillow)",
+            ["outcome"],
+            registry=r,
+        )
+        self.ready = Gauge(
+            "dat_ready",
+            "1 when the model is loaded and warmed up (with --workers, every worker)",
+            multiprocess_mode="livemin",
+            registry=r,
+        )
         self.throughput = _Throughput()
-        self.images_per_second = Gauge("dat_images_per_second", f"images computed per second over "
-                                       f"the last {_RATE_WINDOW_S:g} s", multiprocess_mode="livesum",
-                                       registry=r)
+        self.images_per_second = Gauge(
+            "dat_images_per_second",
+            f"images computed per second over the last {_RATE_WINDOW_S:g} s",
+            multiprocess_mode="livesum",
+            registry=r,
+        )
         if not MULTIPROCESS:  # read at scrape time; a worker's file is written by refresh()
             self.images_per_second.set_function(self.throughput.rate)
 

@@ -53,8 +53,16 @@ class RequestContext:
             if not status:
                 status = 500
                 body = json.dumps(error_body(500, "internal_error", "internal server error")).encode()
-                await send_with_id({"type": "http.response.start", "status": 500, "headers": [
-                    (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+                await send_with_id(
+                    {
+                        "type": "http.response.start",
+                        "status": 500,
+                        "headers": [
+                            (b"content-type", b"application/json"),
+                            (b"content-length", str(len(body)).encode()),
+                        ],
+                    }
+                )
                 await send({"type": "http.response.body", "body": body})
         finally:
             elapsed = time.monotonic() - started
@@ -68,8 +76,17 @@ class RequestContext:
             path = scope.get("path", "")
             level = logging.DEBUG if path.startswith(_QUIET) and status < 400 else logging.INFO
             client = scope.get("client")
-            log.log(level, "request", extra={
-                "method": scope.get("method"), "path": path, "status": status,
-                "duration_ms": round(elapsed * 1000, 2), "endpoint": endpoint,
-                "client": f"{client[0]}:{client[1]}" if client else None, **scope["state"].get("log", {})})
+            log.log(
+                level,
+                "request",
+                extra={
+                    "method": scope.get("method"),
+                    "path": path,
+                    "status": status,
+                    "duration_ms": round(elapsed * 1000, 2),
+                    "endpoint": endpoint,
+                    "client": f"{client[0]}:{client[1]}" if client else None,
+                    **scope["state"].get("log", {}),
+                },
+            )
             request_id_var.reset(token)

@@ -86,9 +86,11 @@ def _bounds(schema: dict[str, Any], settings: Settings, service: ServiceState) -
     if not (settings.allow_points and classifier.backend.supports_points):
         points = _parameter(classify, "points")
         points["enum"] = [False]
-        points["description"] = ("always false here: " + ("points are disabled on this server"
-                                 if not settings.allow_points else f"the {classifier.backend.name} "
-                                 "backend cannot give them"))
+        points["description"] = "always false here: " + (
+            "points are disabled on this server"
+            if not settings.allow_points
+            else f"the {classifier.backend.name} backend cannot give them"
+        )
     if service.detector is not None:
         limit = service.detector.meta.max_detections
         _parameter(paths["/detect"]["post"], "max_detections")["maximum"] = limit
@@ -111,8 +113,8 @@ def _declare_auth(schema: dict[str, Any], open_paths: frozenset[str]) -> None:
         operation.setdefault("responses", {})["401"] = {
             "description": "no API key, or not a valid one",
             "headers": {"WWW-Authenticate": {"schema": {"type": "string"}}},
-            "content": {"application/json": {"schema": _V2_ERROR if path.startswith(V2_PREFIX)
-                                             else _ERROR}}}
+            "content": {"application/json": {"schema": _V2_ERROR if path.startswith(V2_PREFIX) else _ERROR}},
+        }
 
 
 def install_openapi(app: FastAPI, settings: Settings, open_paths: frozenset[str]) -> None:
@@ -122,8 +124,9 @@ def install_openapi(app: FastAPI, settings: Settings, open_paths: frozenset[str]
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is not None:
             return app.openapi_schema
-        schema = get_openapi(title=app.title, version=app.version, description=app.description,
-                             routes=app.routes)
+        schema = get_openapi(
+            title=app.title, version=app.version, description=app.description, routes=app.routes
+        )
         _errors(schema)
         _bounds(schema, settings, service)
         if settings.api_key_list:

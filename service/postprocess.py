@@ -36,20 +36,35 @@ def block_points(points: Sequence[Points]) -> list[BlockPoints]:
     out = []
     for p in points:
         groups, height, width, _ = p.yx.shape
-        out.append(BlockPoints(stage=p.stage, block=p.block, groups=groups, height=height,
-                               width=width, yx=np.round(p.yx.astype(np.float64), POINT_DECIMALS).tolist()))
+        out.append(
+            BlockPoints(
+                stage=p.stage,
+                block=p.block,
+                groups=groups,
+                height=height,
+                width=width,
+                yx=np.round(p.yx.astype(np.float64), POINT_DECIMALS).tolist(),
+            )
+        )
     return out
 
 
-def classify(output: ImageOutput, labels: Sequence[str], k: int,
-             with_points: bool) -> tuple[list[Prediction], list[BlockPoints] | None]:
+def classify(
+    output: ImageOutput, labels: Sequence[str], k: int, with_points: bool
+) -> tuple[list[Prediction], list[BlockPoints] | None]:
     predictions = top_k(output.logits, labels, k)
     points = block_points(output.points) if with_points and output.points is not None else None
     return predictions, points
 
 
-def detect(output: DetectionOutput, meta: ModelMeta, width: int, height: int, score_threshold: float,
-           max_detections: int) -> list[Detection]:
+def detect(
+    output: DetectionOutput,
+    meta: ModelMeta,
+    width: int,
+    height: int,
+    score_threshold: float,
+    max_detections: int,
+) -> list[Detection]:
     """Canvas boxes -> boxes on the (width x height) image the canvas was letterboxed from,
     clipped to it; detections under ``score_threshold`` or left without area are dropped."""
     sx, sy = meta.preprocessing.scale(width, height)
@@ -64,14 +79,32 @@ def detect(output: DetectionOutput, meta: ModelMeta, width: int, height: int, sc
         index = int(label)
         category = meta.category_ids[index] if meta.category_ids else index + 1
         x1, y1, x2, y2 = (round(float(v), BOX_DECIMALS) for v in box)
-        found.append(Detection(box=Box(x1=x1, y1=y1, x2=x2, y2=y2), label=meta.labels[index], index=index,
-                               category_id=category, score=float(score)))
+        found.append(
+            Detection(
+                box=Box(x1=x1, y1=y1, x2=x2, y2=y2),
+                label=meta.labels[index],
+                index=index,
+                category_id=category,
+                score=float(score),
+            )
+        )
     return found
 
 
 def coco_results(results: Sequence[DetectionResult]) -> list[CocoDetection]:
     """The COCO results format: one entry per detection, bbox as x, y, width, height."""
-    return [CocoDetection(image_id=r.index, category_id=d.category_id, score=d.score,
-                          bbox=[d.box.x1, d.box.y1, round(d.box.x2 - d.box.x1, BOX_DECIMALS),
-                                round(d.box.y2 - d.box.y1, BOX_DECIMALS)])
-            for r in results for d in r.detections]
+    return [
+        CocoDetection(
+            image_id=r.index,
+            category_id=d.category_id,
+            score=d.score,
+            bbox=[
+                d.box.x1,
+                d.box.y1,
+                round(d.box.x2 - d.box.x1, BOX_DECIMALS),
+                round(d.box.y2 - d.box.y1, BOX_DECIMALS),
+            ],
+        )
+        for r in results
+        for d in r.detections
+    ]

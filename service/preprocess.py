@@ -57,16 +57,19 @@ def open_image(data: bytes, max_pixels: int) -> Image.Image:
         size = f"{int(found.group(1)):,} pixels" if found else "its size"
         raise PayloadTooLarge(f"image of {size} exceeds the limit of {max_pixels:,} pixels") from exc
     except UnidentifiedImageError as exc:
-        raise BadImage("cannot identify the image; supported formats: "
-                       "JPEG, PNG, GIF, WebP, BMP, TIFF") from exc
+        raise BadImage(
+            "cannot identify the image; supported formats: JPEG, PNG, GIF, WebP, BMP, TIFF"
+        ) from exc
     except Exception as exc:  # noqa: BLE001 - any parser failure on hostile input is a 400
         raise BadImage(f"cannot read the image header ({type(exc).__name__}: {exc})") from exc
     width, height = image.size
     if width < 1 or height < 1:
         raise BadImage(f"the image has no pixels ({width}x{height})")
     if width * height > max_pixels:
-        raise PayloadTooLarge(f"image of {width}x{height} = {width * height:,} pixels exceeds the "
-                              f"limit of {max_pixels:,} pixels")
+        raise PayloadTooLarge(
+            f"image of {width}x{height} = {width * height:,} pixels exceeds the "
+            f"limit of {max_pixels:,} pixels"
+        )
     return image
 
 
@@ -107,12 +110,14 @@ def decode(data: bytes, max_pixels: int) -> tuple[Image.Image, str]:
     except MemoryError as exc:
         raise PayloadTooLarge("image too large to decode") from exc
     except Exception as exc:  # noqa: BLE001 - truncated / corrupt data of any kind
-        raise BadImage(f"cannot decode the image, it is truncated or corrupt "
-                       f"({type(exc).__name__}: {exc})") from exc
+        raise BadImage(
+            f"cannot decode the image, it is truncated or corrupt ({type(exc).__name__}: {exc})"
+        ) from exc
 
 
-def prepare(data: bytes, preprocessing: Preprocessing, max_pixels: int,
-            device: torch.device | None = None) -> Decoded:
+def prepare(
+    data: bytes, preprocessing: Preprocessing, max_pixels: int, device: torch.device | None = None
+) -> Decoded:
     """Decode, then the model's own resize / crop / normalise: with Pillow, or with torch on
     ``device`` (a ``Preprocessing`` whose ``runs_on_tensors``)."""
     image, fmt = decode(data, max_pixels)

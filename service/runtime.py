@@ -59,12 +59,19 @@ class ModelRuntime:
         self.metrics = metrics
         self.preprocess_device: torch.device | None = None  # None: Pillow on the CPU
         self.jpeg_decoder: GpuJpegDecoder | None = None  # --gpu-decode
-        self.batcher = Batcher(backend.run, max_batch_size=settings.max_batch_size,
-                               max_queue_delay_s=settings.max_queue_delay_s,
-                               max_queue_size=settings.max_queue_size, metrics=metrics, task=task,
-                               setup=self._setup, name=f"inference-{task}",
-                               unhealthy_after=settings.unhealthy_after_failures, probe=self._probe,
-                               probe_interval_s=settings.probe_interval_s)
+        self.batcher = Batcher(
+            backend.run,
+            max_batch_size=settings.max_batch_size,
+            max_queue_delay_s=settings.max_queue_delay_s,
+            max_queue_size=settings.max_queue_size,
+            metrics=metrics,
+            task=task,
+            setup=self._setup,
+            name=f"inference-{task}",
+            unhealthy_after=settings.unhealthy_after_failures,
+            probe=self._probe,
+            probe_interval_s=settings.probe_interval_s,
+        )
 
     def _setup(self) -> None:  # on the inference thread
         started = time.monotonic()
@@ -76,9 +83,15 @@ class ModelRuntime:
             # Every batch size the batcher can form: oneDNN / cuDNN / ORT pick and build kernels
             # per shape, and a first call at a new size cost up to 0.7 s on CPU (measured).
             self.backend.warmup(range(1, self.settings.max_batch_size + 1))
-        log.info("model loaded", extra={"model": meta.name, "version": meta.version,
-                                        "seconds": round(time.monotonic() - started, 3),
-                                        **self.backend.describe()})
+        log.info(
+            "model loaded",
+            extra={
+                "model": meta.name,
+                "version": meta.version,
+                "seconds": round(time.monotonic() - started, 3),
+                **self.backend.describe(),
+            },
+        )
 
     def _probe(self) -> None:  # on the inference thread, while failing and idle
         size = self.meta.input_size
@@ -89,9 +102,11 @@ class ModelRuntime:
         batcher = self.batcher
         if not batcher.failing:
             return None
-        return (f"{self.task} model: {batcher.consecutive_failures} consecutive batches failed "
-                f"(last: {batcher.last_error}); a probe batch tries again every "
-                f"{batcher.probe_interval_s:g} s")
+        return (
+            f"{self.task} model: {batcher.consecutive_failures} consecutive batches failed "
+            f"(last: {batcher.last_error}); a probe batch tries again every "
+            f"{batcher.probe_interval_s:g} s"
+        )
 
     def liveness_problem(self) -> tuple[str, str] | None:
         """("dead" | "stuck", why) for the inference thread (None: it works)."""
@@ -103,22 +118,30 @@ class ModelRuntime:
         model's transform runs on tensors; None keeps Pillow on the CPU."""
         device = torch.device(self.backend.device)
         wanted = self.settings.gpu_preprocess or self.settings.gpu_decode
-        if not (wanted and device.type == "cuda" and self.backend.takes_device_inputs
-                and isinstance(meta.preprocessing, Preprocessing) and meta.preprocessing.runs_on_tensors):
+        if not (
+            wanted
+            and device.type == "cuda"
+            and self.backend.takes_device_inputs
+            and isinstance(meta.preprocessing, Preprocessing)
+            and meta.preprocessing.runs_on_tensors
+        ):
             return None
         return device if device.index is not None else torch.device("cuda", torch.cuda.current_device())
 
     def _start_jpeg_decoder(self, meta: ModelMeta) -> GpuJpegDecoder | None:
         if self.preprocess_device is None:
-            log.warning("--gpu-decode needs a classifier on a GPU whose preprocessing runs on "
-                        "tensors: Pillow decodes its images")
+            log.warning(
+                "--gpu-decode needs a classifier on a GPU whose preprocessing runs on "
+                "tensors: Pillow decodes its images"
+            )
             return None
         try:
             decode = torchvision_decoder(self.preprocess_device)
         except ImportError as exc:
             raise RuntimeError(f"--gpu-decode needs torchvision built with nvJPEG ({exc})") from exc
-        decoder = GpuJpegDecoder(meta.preprocessing, self.preprocess_device, decode,
-                                 on_batch=self.metrics.observe_gpu_decode).start()
+        decoder = GpuJpegDecoder(
+            meta.preprocessing, self.preprocess_device, decode, on_batch=self.metrics.observe_gpu_decode
+        ).start()
         try:
             decoder.warm_up()
         except BaseException:
@@ -140,19 +163,29 @@ class ModelRuntime:
         s = self.settings
         meta = self.backend.meta
         return {
-            "name": meta.name if meta else None, "task": self.task, "ready": ready,
+            "name": meta.name if meta else None,
+            "task": self.task,
+            "ready": ready,
             "version": meta.version if meta else None,
             **self.backend.describe(),
             "input_size": meta.input_size if meta else None,
             "num_labels": len(meta.labels) if meta else None,
             "preprocessing": meta.preprocessing.to_dict() if meta else None,
             "preprocessing_device": str(self.preprocess_device or "cpu"),
-            "gpu_decode": None if self.jpeg_decoder is None else {
-                "calls": self.jpeg_decoder.calls, "images": self.jpeg_decoder.images,
-                "refused": self.jpeg_decoder.refused},
-            "batching": {"max_batch_size": s.max_batch_size, "max_queue_delay_ms": s.max_queue_delay_ms,
-                         "max_queue_size": s.max_queue_size, "default_timeout_ms": s.default_timeout_ms,
-                         "max_images_per_request": s.max_images_per_request},
+            "gpu_decode": None
+            if self.jpeg_decoder is None
+            else {
+                "calls": self.jpeg_decoder.calls,
+                "images": self.jpeg_decoder.images,
+                "refused": self.jpeg_decoder.refused,
+            },
+            "batching": {
+                "max_batch_size": s.max_batch_size,
+                "max_queue_delay_ms": s.max_queue_delay_ms,
+                "max_queue_size": s.max_queue_size,
+                "default_timeout_ms": s.default_timeout_ms,
+                "max_images_per_request": s.max_images_per_request,
+            },
         }
 
 
@@ -167,23 +200,27 @@ class ReadingShare:
         service = self.service
         if service.reading_bytes + size > service.settings.max_reading_bytes:
             service.metrics.dropped.labels("reading_budget").inc()
-            raise Unavailable(f"overloaded: {service.reading_bytes:,} bytes of request bodies are "
-                              f"being read; retry later")
+            raise Unavailable(
+                f"overloaded: {service.reading_bytes:,} bytes of request bodies are being read; retry later"
+            )
         self.bytes += size
         service.reading_bytes += size
         service.metrics.reading_bytes.set(service.reading_bytes)
 
 
 class ServiceState:
-    def __init__(self, settings: Settings, backend: Backend | None = None,
-                 detector: Backend | None = None) -> None:
+    def __init__(
+        self, settings: Settings, backend: Backend | None = None, detector: Backend | None = None
+    ) -> None:
         self.settings = settings
         self.metrics = Metrics()
-        self.classifier = ModelRuntime(backend or create_backend(settings), settings, self.metrics,
-                                       "classification")
+        self.classifier = ModelRuntime(
+            backend or create_backend(settings), settings, self.metrics, "classification"
+        )
         detector = detector or create_detector_backend(settings)
-        self.detector = None if detector is None else ModelRuntime(detector, settings, self.metrics,
-                                                                   "detection")
+        self.detector = (
+            None if detector is None else ModelRuntime(detector, settings, self.metrics, "detection")
+        )
         self.ready = False
         self.draining = False
         self.failure: BaseException | None = None
@@ -203,8 +240,9 @@ class ServiceState:
     async def start(self) -> None:
         """Starts loading in the background: the server answers /health/live meanwhile."""
         configure_pillow(self.settings.max_image_pixels)
-        self._pool = ThreadPoolExecutor(self.settings.preprocess_workers, thread_name_prefix="preprocess",
-                                        initializer=keep_aten_serial)
+        self._pool = ThreadPoolExecutor(
+            self.settings.preprocess_workers, thread_name_prefix="preprocess", initializer=keep_aten_serial
+        )
         self._loaded = asyncio.ensure_future(self._load())
         if MULTIPROCESS:
             self._refresher = asyncio.ensure_future(self._refresh_metrics())
@@ -272,8 +310,9 @@ class ServiceState:
             return "loading", "the model is loading and warming up"
         runtimes = self.runtimes if runtime is None else [runtime]
         for status, problems in (
-                ("dead", [p[1] for r in runtimes if (p := r.liveness_problem()) and p[0] == "dead"]),
-                ("failing", [p for r in runtimes if (p := r.readiness_problem())])):
+            ("dead", [p[1] for r in runtimes if (p := r.liveness_problem()) and p[0] == "dead"]),
+            ("failing", [p for r in runtimes if (p := r.readiness_problem())]),
+        ):
             if problems:
                 return status, "; ".join(problems)
         return None
@@ -286,8 +325,9 @@ class ServiceState:
         if self.draining:
             raise Unavailable("the server is shutting down")
         if not self.ready:
-            raise Unavailable("the model is not loaded yet" if self.failure is None
-                              else "the model failed to load")
+            raise Unavailable(
+                "the model is not loaded yet" if self.failure is None else "the model failed to load"
+            )
 
     def check_admission(self, runtime: ModelRuntime) -> None:
         """Refuses at once (503) a request that ``admit`` would refuse now: called before the
@@ -356,8 +396,13 @@ class ServiceState:
 
     def _prepare_with_pillow(self, runtime: ModelRuntime, data: bytes) -> asyncio.Future[Decoded]:
         return asyncio.get_running_loop().run_in_executor(
-            self._pool, prepare, data, runtime.meta.preprocessing, self.settings.max_image_pixels,
-            runtime.preprocess_device)
+            self._pool,
+            prepare,
+            data,
+            runtime.meta.preprocessing,
+            self.settings.max_image_pixels,
+            runtime.preprocess_device,
+        )
 
     async def _prepare_on_gpu(self, runtime: ModelRuntime, decoder: GpuJpegDecoder, data: bytes) -> Decoded:
         """``--gpu-decode``: the header read on the pool, then the GPU decoder; Pillow for the
@@ -372,16 +417,29 @@ class ServiceState:
                 pass
         return await self._prepare_with_pillow(runtime, data)
 
-    def submit(self, runtime: ModelRuntime, decoded: Sequence[Decoded], deadline: float,
-               want_points: bool, request_id: str | None) -> Work:
+    def submit(
+        self,
+        runtime: ModelRuntime,
+        decoded: Sequence[Decoded],
+        deadline: float,
+        want_points: bool,
+        request_id: str | None,
+    ) -> Work:
         inputs = stack(decoded)
         return self.submit_tensor(runtime, inputs, deadline, want_points, request_id)
 
-    def submit_tensor(self, runtime: ModelRuntime, inputs: torch.Tensor, deadline: float,
-                      want_points: bool, request_id: str | None) -> Work:
+    def submit_tensor(
+        self,
+        runtime: ModelRuntime,
+        inputs: torch.Tensor,
+        deadline: float,
+        want_points: bool,
+        request_id: str | None,
+    ) -> Work:
         """Queues model inputs a client sent ready-made: float32 (N, 3, S, S), S the model's size."""
         size = runtime.meta.input_size
         if inputs.dtype != torch.float32 or tuple(inputs.shape[1:]) != (3, size, size):
-            raise ValueError(f"expected float32 (N, 3, {size}, {size}), got {inputs.dtype} "
-                             f"{tuple(inputs.shape)}")
+            raise ValueError(
+                f"expected float32 (N, 3, {size}, {size}), got {inputs.dtype} {tuple(inputs.shape)}"
+            )
         return runtime.batcher.submit(inputs, deadline, want_points, request_id)

@@ -21,7 +21,8 @@ class BlockPoints(BaseModel):
     width: int = Field(description="Wk, columns of sampling points")
     yx: list[list[list[list[float]]]] = Field(
         description="(groups, Hk, Wk, 2): (y, x) in [-1, 1] over the model input, "
-                    "-1 and 1 being the centres of the first and last pixel")
+        "-1 and 1 being the centres of the first and last pixel"
+    )
 
 
 class ImageOfRequest(BaseModel):
@@ -36,7 +37,8 @@ class ImageOfRequest(BaseModel):
 class ImageResult(ImageOfRequest):
     predictions: list[Prediction]
     points: list[BlockPoints] | None = Field(
-        None, description="sampling points of every deformable (D) block, with ?points=true")
+        None, description="sampling points of every deformable (D) block, with ?points=true"
+    )
 
 
 class ModelRef(BaseModel):

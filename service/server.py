@@ -55,8 +55,9 @@ class DrainingServer(uvicorn.Server):
                 signal.signal(sig, handler)
 
 
-def serve(settings: Settings, sockets: list[socket.socket] | None = None, *,
-          load_before_serving: bool = False) -> int:
+def serve(
+    settings: Settings, sockets: list[socket.socket] | None = None, *, load_before_serving: bool = False
+) -> int:
     """Runs until a signal (or a fatal load error); the process's exit status."""
     if settings.switch_interval_ms:
         sys.setswitchinterval(settings.switch_interval_ms / 1000)
@@ -68,10 +69,17 @@ def serve(settings: Settings, sockets: list[socket.socket] | None = None, *,
         return 2
     service: ServiceState = app.state.service
     raise_open_files_limit(settings.max_connections)
-    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_config=None,
-                            access_log=False, lifespan="on", log_level=settings.log_level,
-                            timeout_graceful_shutdown=settings.shutdown_timeout_s or None,
-                            http=http_protocol(settings, service.metrics))
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        access_log=False,
+        lifespan="on",
+        log_level=settings.log_level,
+        timeout_graceful_shutdown=settings.shutdown_timeout_s or None,
+        http=http_protocol(settings, service.metrics),
+    )
     server = DrainingServer(config, service)
 
     def fatal(exc: BaseException) -> None:

@@ -19,24 +19,37 @@ from .errors import NotFound
 
 STATIC = Path(__file__).with_name("static")
 PREFIX = "/ui"
-_TYPES = {".html": "text/html; charset=utf-8", ".css": "text/css; charset=utf-8",
-          ".js": "text/javascript; charset=utf-8", ".svg": "image/svg+xml",
-          ".png": "image/png", ".jpg": "image/jpeg"}
+_TYPES = {
+    ".html": "text/html; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+    ".js": "text/javascript; charset=utf-8",
+    ".svg": "image/svg+xml",
+    ".png": "image/png",
+    ".jpg": "image/jpeg",
+}
 # The files the page may load, fixed at import: no path from a request reaches the disk.
-FILES = {p.relative_to(STATIC).as_posix(): p for p in sorted(STATIC.rglob("*"))
-         if p.is_file() and p.suffix in _TYPES and p.name != "index.html"}
+FILES = {
+    p.relative_to(STATIC).as_posix(): p
+    for p in sorted(STATIC.rglob("*"))
+    if p.is_file() and p.suffix in _TYPES and p.name != "index.html"
+}
 # Exact paths for BearerAuth's open set.
 PATHS = frozenset({"/", *(f"{PREFIX}/{name}" for name in FILES)})
 
 # Only the page's own files; the picture shown is a blob: URL of the chosen file. No inline
 # script or style (the script sets styles through the CSSOM, which CSP allows).
-CSP = ("default-src 'self'; img-src 'self' blob:; script-src 'self'; style-src 'self'; "
-       "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'none'; "
-       "frame-ancestors 'none'")
-HEADERS = {"Content-Security-Policy": CSP, "X-Content-Type-Options": "nosniff",
-           "Referrer-Policy": "no-referrer",
-           # revalidated each time (ETag): a new server version never runs an old script
-           "Cache-Control": "no-cache"}
+CSP = (
+    "default-src 'self'; img-src 'self' blob:; script-src 'self'; style-src 'self'; "
+    "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'none'; "
+    "frame-ancestors 'none'"
+)
+HEADERS = {
+    "Content-Security-Policy": CSP,
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    # revalidated each time (ETag): a new server version never runs an old script
+    "Cache-Control": "no-cache",
+}
 
 router = APIRouter(include_in_schema=False)  # a page, not part of the API
 

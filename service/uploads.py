@@ -53,8 +53,9 @@ class _Body:
             except ValueError:
                 raise BadRequest(f"invalid Content-Length {declared!r}") from None
             if length > limit:
-                raise PayloadTooLarge(f"request body of {length:,} bytes exceeds the limit of "
-                                      f"{limit:,} bytes")
+                raise PayloadTooLarge(
+                    f"request body of {length:,} bytes exceeds the limit of {limit:,} bytes"
+                )
 
     async def chunks(self):
         try:
@@ -78,8 +79,9 @@ async def read_body(request: Request, max_body_bytes: int, budget: Budget | None
     return bytes(data)
 
 
-async def read_images(request: Request, *, max_body_bytes: int, max_images: int,
-                      budget: Budget | None = None) -> list[Upload]:
+async def read_images(
+    request: Request, *, max_body_bytes: int, max_images: int, budget: Budget | None = None
+) -> list[Upload]:
     """The request's images, in order. Raises the service's 400/413/415/422 errors (503 when
     ``budget`` cannot hold the body)."""
     mime, params = _mime(request.headers.get("content-type"))
@@ -91,8 +93,10 @@ async def read_images(request: Request, *, max_body_bytes: int, max_images: int,
     if _is_image_type(mime, allow_empty=False):
         return [Upload(await read_body(request, max_body_bytes, budget), None, mime)]
     shown = mime or "none"
-    raise UnsupportedMediaType(f"unsupported content type ({shown}): send multipart/form-data with "
-                               f"'file' or 'files' parts, or a raw body with an image/* type")
+    raise UnsupportedMediaType(
+        f"unsupported content type ({shown}): send multipart/form-data with "
+        f"'file' or 'files' parts, or a raw body with an image/* type"
+    )
 
 
 @dataclass
@@ -131,12 +135,15 @@ async def _read_multipart(body: _Body, boundary: bytes, max_images: int) -> list
             raise BadRequest("multipart part without a 'Content-Disposition: form-data; name=...'")
         name = options[b"name"].decode("utf-8", "replace")
         if name not in IMAGE_FIELDS:
-            raise InvalidParameter(f"unexpected form field {name!r}: send images as 'file' or "
-                                   f"'files' parts and parameters in the query string")
+            raise InvalidParameter(
+                f"unexpected form field {name!r}: send images as 'file' or "
+                f"'files' parts and parameters in the query string"
+            )
         content_type, _ = _mime(current.headers.get("content-type"))
         if not _is_image_type(content_type, allow_empty=True):
-            raise UnsupportedMediaType(f"part {name!r} has content type {content_type}; expected "
-                                       f"image/* or application/octet-stream")
+            raise UnsupportedMediaType(
+                f"part {name!r} has content type {content_type}; expected image/* or application/octet-stream"
+            )
         if len(uploads) + 1 > max_images:
             raise PayloadTooLarge(f"more than {max_images} images in one request")
         current.is_image = True
@@ -152,11 +159,18 @@ async def _read_multipart(body: _Body, boundary: bytes, max_images: int) -> list
             uploads.append(Upload(bytes(current.data), current.filename, current.content_type))
         current.data = bytearray()
 
-    parser = MultipartParser(boundary, {
-        "on_part_begin": on_part_begin, "on_header_field": on_header_field,
-        "on_header_value": on_header_value, "on_header_end": on_header_end,
-        "on_headers_finished": on_headers_finished, "on_part_data": on_part_data,
-        "on_part_end": on_part_end})
+    parser = MultipartParser(
+        boundary,
+        {
+            "on_part_begin": on_part_begin,
+            "on_header_field": on_header_field,
+            "on_header_value": on_header_value,
+            "on_header_end": on_header_end,
+            "on_headers_finished": on_headers_finished,
+            "on_part_data": on_part_data,
+            "on_part_end": on_part_end,
+        },
+    )
     try:
         async for chunk in body.chunks():
             parser.write(chunk)

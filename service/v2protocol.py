@@ -35,10 +35,23 @@ BINARY_DATA_SIZE = "binary_data_size"
 NUMERIC = {"FP32": np.dtype("<f4"), "FP16": np.dtype("<f2")}  # accepted as inputs
 OUTPUT_TYPES = {**NUMERIC, "INT64": np.dtype("<i8")}  # a detector's labels are INT64
 BYTES = "BYTES"
-KNOWN_DATATYPES = ("BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32",
-                   "INT64", "FP16", "FP32", "FP64", "BF16", BYTES)
-_UNSUPPORTED_PARAMETERS = ("shared_memory_region", "shared_memory_byte_size",
-                           "shared_memory_offset")
+KNOWN_DATATYPES = (
+    "BOOL",
+    "UINT8",
+    "UINT16",
+    "UINT32",
+    "UINT64",
+    "INT8",
+    "INT16",
+    "INT32",
+    "INT64",
+    "FP16",
+    "FP32",
+    "FP64",
+    "BF16",
+    BYTES,
+)
+_UNSUPPORTED_PARAMETERS = ("shared_memory_region", "shared_memory_byte_size", "shared_memory_offset")
 _LENGTH = struct.Struct("<I")
 _DIGITS = re.compile(r"[0-9]{1,19}")
 
@@ -181,8 +194,7 @@ def _output(item: Any, index: int, binary_default: bool) -> RequestedOutput:
     classification = parameters.get("classification", 0)
     if not _is_int(classification) or classification < 0:
         raise BadRequest(f"{where}: 'classification' must be a non-negative integer")
-    return RequestedOutput(name, _bool(parameters, "binary_data", where, binary_default),
-                           classification)
+    return RequestedOutput(name, _bool(parameters, "binary_data", where, binary_default), classification)
 
 
 def parse_request(body: bytes, json_size: int | None) -> InferRequest:
@@ -217,13 +229,16 @@ def parse_request(body: bytes, json_size: int | None) -> InferRequest:
                 raise BadRequest(
                     f"input {tensor.name!r} declares {size} bytes of binary data but only "
                     f"{len(binary) - offset} remain after the JSON header"
-                    + ("" if json_size is not None else f" (no {HEADER_LENGTH} header)"))
-            tensor.raw = binary[offset:offset + size]
+                    + ("" if json_size is not None else f" (no {HEADER_LENGTH} header)")
+                )
+            tensor.raw = binary[offset : offset + size]
             offset += size
         inputs.append(tensor)
     if offset != len(binary):
-        raise BadRequest(f"{len(binary) - offset} bytes after the JSON header belong to no input "
-                         f"(the inputs' {BINARY_DATA_SIZE} add up to {offset})")
+        raise BadRequest(
+            f"{len(binary) - offset} bytes after the JSON header belong to no input "
+            f"(the inputs' {BINARY_DATA_SIZE} add up to {offset})"
+        )
 
     outputs = None
     if "outputs" in request:
@@ -244,8 +259,10 @@ def numeric_tensor(tensor: RequestInput) -> np.ndarray:
     if tensor.raw is not None:
         expected = tensor.elements * dtype.itemsize
         if len(tensor.raw) != expected:
-            raise BadRequest(f"{where}: shape {list(tensor.shape)} of {tensor.datatype} needs "
-                             f"{expected} bytes, got {len(tensor.raw)}")
+            raise BadRequest(
+                f"{where}: shape {list(tensor.shape)} of {tensor.datatype} needs "
+                f"{expected} bytes, got {len(tensor.raw)}"
+            )
         array = np.frombuffer(tensor.raw, dtype=dtype).reshape(tensor.shape)
     else:
         try:
@@ -255,9 +272,11 @@ def numeric_tensor(tensor: RequestInput) -> np.ndarray:
         if values.dtype.kind not in "iuf" or values.ndim == 0:
             raise BadRequest(f"{where}: 'data' must be an array of numbers")
         if values.size != tensor.elements or (values.ndim > 1 and values.shape != tensor.shape):
-            raise BadRequest(f"{where}: 'data' holds {values.size} values in shape "
-                             f"{list(values.shape)}; shape {list(tensor.shape)} needs "
-                             f"{tensor.elements}")
+            raise BadRequest(
+                f"{where}: 'data' holds {values.size} values in shape "
+                f"{list(values.shape)}; shape {list(tensor.shape)} needs "
+                f"{tensor.elements}"
+            )
         array = values.reshape(tensor.shape).astype(dtype)  # FP16 data rounds as FP16 would
     if not np.isfinite(array).all():
         raise BadRequest(f"{where} holds NaN or infinite values")
@@ -280,13 +299,16 @@ def bytes_elements(tensor: RequestInput) -> list[bytes]:
             (length,) = _LENGTH.unpack_from(raw, offset)
             offset += 4
             if offset + length > len(raw):
-                raise BadRequest(f"{where}: element {len(elements)} declares {length} bytes but "
-                                 f"only {len(raw) - offset} remain")
-            elements.append(raw[offset:offset + length])
+                raise BadRequest(
+                    f"{where}: element {len(elements)} declares {length} bytes but "
+                    f"only {len(raw) - offset} remain"
+                )
+            elements.append(raw[offset : offset + length])
             offset += length
     if len(elements) != tensor.elements:
-        raise BadRequest(f"{where}: shape {list(tensor.shape)} needs {tensor.elements} elements, "
-                         f"got {len(elements)}")
+        raise BadRequest(
+            f"{where}: shape {list(tensor.shape)} needs {tensor.elements} elements, got {len(elements)}"
+        )
     return elements
 
 
@@ -325,15 +347,19 @@ def _serialise_bytes(elements: Sequence[bytes]) -> bytes:
     return b"".join(_LENGTH.pack(len(e)) + e for e in elements)
 
 
-def encode_response(model_name: str, model_version: str, request_id: str | None,
-                    outputs: Sequence[ResponseOutput]) -> tuple[bytes, int | None]:
+def encode_response(
+    model_name: str, model_version: str, request_id: str | None, outputs: Sequence[ResponseOutput]
+) -> tuple[bytes, int | None]:
     """The response body, and the JSON header's length when any output is binary."""
     entries, blobs = [], []
     for out in outputs:
         entry: dict[str, Any] = {"name": out.name, "datatype": out.datatype, "shape": list(out.shape)}
         if out.binary:
-            blob = (_serialise_bytes(out.data) if out.datatype == BYTES
-                    else np.ascontiguousarray(out.data, OUTPUT_TYPES[out.datatype]).tobytes())
+            blob = (
+                _serialise_bytes(out.data)
+                if out.datatype == BYTES
+                else np.ascontiguousarray(out.data, OUTPUT_TYPES[out.datatype]).tobytes()
+            )
             entry["parameters"] = {BINARY_DATA_SIZE: len(blob)}
             blobs.append(blob)
         elif out.datatype == BYTES:
@@ -348,8 +374,9 @@ def encode_response(model_name: str, model_version: str, request_id: str | None,
     try:
         header = json.dumps(response, separators=(",", ":"), allow_nan=False).encode()
     except ValueError:
-        raise ValueError("the model produced NaN or infinite values, which JSON cannot carry; "
-                         "ask for the output in binary") from None
+        raise ValueError(
+            "the model produced NaN or infinite values, which JSON cannot carry; ask for the output in binary"
+        ) from None
     if not blobs:
         return header, None
     return header + b"".join(blobs), len(header)

@@ -49,6 +49,7 @@ def bind(host: str, port: int) -> socket.socket:
 def _worker(argv: list[str], sock: socket.socket) -> None:
     """A worker process: the same settings, the shared socket."""
     from .server import serve
+
     settings = Settings(_cli_parse_args=argv)
     configure_logging(settings.log_level)
     sys.exit(serve(settings, [sock], load_before_serving=True))
@@ -83,12 +84,16 @@ def serve_workers(settings: Settings, argv: list[str]) -> int:
 def _serve_workers(settings: Settings, argv: list[str], metrics_dir: str) -> int:
     sock = bind(settings.host, settings.port)
     context = multiprocessing.get_context("spawn")
-    workers = [context.Process(target=_worker, args=(argv, sock), name=f"worker-{i}")
-               for i in range(settings.workers)]
+    workers = [
+        context.Process(target=_worker, args=(argv, sock), name=f"worker-{i}")
+        for i in range(settings.workers)
+    ]
     for worker in workers:
         worker.start()
-    log.info("started workers", extra={"pids": [w.pid for w in workers],
-                                       "port": sock.getsockname()[1], "metrics_dir": metrics_dir})
+    log.info(
+        "started workers",
+        extra={"pids": [w.pid for w in workers], "port": sock.getsockname()[1], "metrics_dir": metrics_dir},
+    )
     stopping = False
 
     def stop_all(sig: int | None = None, frame: FrameType | None = None) -> None:

@@ -64,8 +64,10 @@ def official_fixture(name: str) -> dict:
     there is one), checkpoint and expected outputs; skips where the fixtures are absent."""
     folder = FIXTURES / name
     if not folder.is_dir():
-        pytest.skip(f"official fixtures not found at {FIXTURES} (they live beside the repo in "
-                    "../shared; a plain clone does not have them)")
+        pytest.skip(
+            f"official fixtures not found at {FIXTURES} (they live beside the repo in "
+            "../shared; a plain clone does not have them)"
+        )
     config = folder / "config.yaml"
     return {
         "config": config if config.is_file() else folder / "config.json",
@@ -98,17 +100,26 @@ def pp_export(pp_fixture, tmp_path_factory) -> Path:
     from export.pipeline import ExportOptions, run_export
 
     out = tmp_path_factory.mktemp("pp-export")
-    run_export(ExportOptions(out=out, config=pp_fixture["config"], checkpoint=pp_fixture["checkpoint"],
-                             name="dat_pp_mini", batch=BatchRange(*PP_BATCH), grid_sample="native",
-                             engine=False), log=lambda line: None)
+    run_export(
+        ExportOptions(
+            out=out,
+            config=pp_fixture["config"],
+            checkpoint=pp_fixture["checkpoint"],
+            name="dat_pp_mini",
+            batch=BatchRange(*PP_BATCH),
+            grid_sample="native",
+            engine=False,
+        ),
+        log=lambda line: None,
+    )
     return out
-
 
 
 @pytest.fixture
 def tiny_model():
     torch.manual_seed(0)
     from models import create_model
+
     return create_model(TINY_CONFIG)
 
 
@@ -119,6 +130,7 @@ def tiny_model():
 def fake_cuda(monkeypatch):
     """One fake GPU: torch.cuda answers as on a GPU host, CUDA tensors live in CPU memory."""
     from tests.fake_gpu import FakeCuda
+
     return FakeCuda(monkeypatch, count=1)
 
 
@@ -126,6 +138,7 @@ def fake_cuda(monkeypatch):
 def fake_tensorrt(monkeypatch, fake_cuda):
     """A TensorRT 10 test double importable as ``tensorrt`` (with a fake GPU: engines need one)."""
     from tests.fake_gpu import FakeTensorRT
+
     fake = FakeTensorRT()
     fake.install(monkeypatch)
     return fake
@@ -135,6 +148,7 @@ def fake_tensorrt(monkeypatch, fake_cuda):
 def fake_onnxruntime_gpu(monkeypatch, fake_cuda):
     """onnxruntime as onnxruntime-gpu presents it, recording each session's providers."""
     from tests.fake_gpu import FakeOnnxRuntime
+
     fake = FakeOnnxRuntime()
     fake.install(monkeypatch)
     return fake
@@ -158,6 +172,14 @@ def tiny_engine_export(tmp_path_factory) -> Path:
     with pytest.MonkeyPatch.context() as mp:
         FakeCuda(mp)
         FakeTensorRT().install(mp)
-        run_export(ExportOptions(out=root / "export", config=config, checkpoint=root / "tiny.safetensors",
-                                 batch=BatchRange(1, 2, 4), grid_sample="native"), log=lambda line: None)
+        run_export(
+            ExportOptions(
+                out=root / "export",
+                config=config,
+                checkpoint=root / "tiny.safetensors",
+                batch=BatchRange(1, 2, 4),
+                grid_sample="native",
+            ),
+            log=lambda line: None,
+        )
     return root / "export"

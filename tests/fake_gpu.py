@@ -142,9 +142,14 @@ class FakeCuda:
 
 # ------------------------------------------------------------------------------- TensorRT
 
-_ONNX_TYPES = {onnx.TensorProto.FLOAT: "FLOAT", onnx.TensorProto.FLOAT16: "HALF",
-               onnx.TensorProto.INT32: "INT32", onnx.TensorProto.INT64: "INT64",
-               onnx.TensorProto.BFLOAT16: "BF16", onnx.TensorProto.INT8: "INT8"}
+_ONNX_TYPES = {
+    onnx.TensorProto.FLOAT: "FLOAT",
+    onnx.TensorProto.FLOAT16: "HALF",
+    onnx.TensorProto.INT32: "INT32",
+    onnx.TensorProto.INT64: "INT64",
+    onnx.TensorProto.BFLOAT16: "BF16",
+    onnx.TensorProto.INT8: "INT8",
+}
 _NUMPY = {"FLOAT": np.float32, "HALF": np.float16, "INT32": np.int32, "INT64": np.int64}
 _MAGIC = b"FAKE-TRT-PLAN\n"
 
@@ -172,8 +177,9 @@ def _tensors(values) -> list[dict]:
     out = []
     for value in values:
         dims = [d.dim_value if d.HasField("dim_value") else -1 for d in value.type.tensor_type.shape.dim]
-        out.append({"name": value.name, "dtype": _ONNX_TYPES[value.type.tensor_type.elem_type],
-                    "shape": dims})
+        out.append(
+            {"name": value.name, "dtype": _ONNX_TYPES[value.type.tensor_type.elem_type], "shape": dims}
+        )
     return out
 
 
@@ -358,28 +364,42 @@ class FakeTensorRT:
                 return IOptimizationProfile()
 
             def build_serialized_network(self, network: INetworkDefinition, config: IBuilderConfig):
-                fake.record("Builder.build_serialized_network", network.flags, sorted(f.name for f in config.flags))
+                fake.record(
+                    "Builder.build_serialized_network", network.flags, sorted(f.name for f in config.flags)
+                )
                 if fake.build_fails or network.graph is None:
                     return None
                 inputs = []
                 for tensor in network.inputs:
                     shape = list(tensor["shape"])
                     if -1 in shape:  # TensorRT: a dynamic input needs a profile, within bounds
-                        found = [p.shapes[tensor["name"]] for p in config.profiles if tensor["name"] in p.shapes]
+                        found = [
+                            p.shapes[tensor["name"]] for p in config.profiles if tensor["name"] in p.shapes
+                        ]
                         if not found:
                             return None
                         lo, opt, hi = (list(d) for d in found[0])
-                        fixed_ok = all(s in (-1, a) and a == b == c for s, a, b, c in zip(shape, lo, opt, hi)
-                                       if s != -1)
-                        if len(lo) != len(shape) or not fixed_ok or not all(a <= b <= c for a, b, c in
-                                                                            zip(lo, opt, hi)):
+                        fixed_ok = all(
+                            s in (-1, a) and a == b == c for s, a, b, c in zip(shape, lo, opt, hi) if s != -1
+                        )
+                        if (
+                            len(lo) != len(shape)
+                            or not fixed_ok
+                            or not all(a <= b <= c for a, b, c in zip(lo, opt, hi))
+                        ):
                             return None
                         tensor = {**tensor, "profile": [lo, opt, hi]}
                     inputs.append(tensor)
-                header = {"version": fake.version, "inputs": inputs, "outputs": network.outputs,
-                          "strongly_typed": bool(network.flags & (1 << NetworkDefinitionCreationFlag.STRONGLY_TYPED)),
-                          "tf32": BuilderFlag.TF32 in config.flags,
-                          "workspace": config.pools.get(MemoryPoolType.WORKSPACE)}
+                header = {
+                    "version": fake.version,
+                    "inputs": inputs,
+                    "outputs": network.outputs,
+                    "strongly_typed": bool(
+                        network.flags & (1 << NetworkDefinitionCreationFlag.STRONGLY_TYPED)
+                    ),
+                    "tf32": BuilderFlag.TF32 in config.flags,
+                    "workspace": config.pools.get(MemoryPoolType.WORKSPACE),
+                }
                 blob = json.dumps(header).encode()
                 return _MAGIC + len(blob).to_bytes(8, "little") + blob + network.graph
 
@@ -393,14 +413,14 @@ class FakeTensorRT:
                 data = bytes(serialized_engine)
                 if not data.startswith(_MAGIC):
                     return None  # TensorRT logs an error and returns None
-                size = int.from_bytes(data[len(_MAGIC):len(_MAGIC) + 8], "little")
+                size = int.from_bytes(data[len(_MAGIC) : len(_MAGIC) + 8], "little")
                 start = len(_MAGIC) + 8
-                header = json.loads(data[start:start + size])
+                header = json.loads(data[start : start + size])
                 if header["version"] != fake.version:
                     return None  # plans are tied to the TensorRT version that built them
                 if fake.edit_engine is not None:
                     fake.edit_engine(header)
-                return ICudaEngine(header, data[start + size:])
+                return ICudaEngine(header, data[start + size :])
 
         class ICudaEngine:
             def __init__(self, header: dict, graph: bytes) -> None:
@@ -486,14 +506,17 @@ class FakeTensorRT:
                 if set(self.shapes) != set(inputs) or set(self.addresses) != set(self.engine.tensors):
                     return False  # TensorRT: every input shape and every address must be set
                 if self._session is None:
-                    self._session = onnxruntime.InferenceSession(self.engine.graph,
-                                                                 providers=["CPUExecutionProvider"])
+                    self._session = onnxruntime.InferenceSession(
+                        self.engine.graph, providers=["CPUExecutionProvider"]
+                    )
                 feeds = {}
                 for name in inputs:
                     dtype = _NUMPY[self.engine.tensors[name][1]["dtype"]]
                     feeds[name] = _view(self.addresses[name], self.shapes[name], dtype).copy()
                 outputs = self._session.run(None, feeds)
-                output_tensors = [(n, t) for n, (m, t) in self.engine.tensors.items() if m is TensorIOMode.OUTPUT]
+                output_tensors = [
+                    (n, t) for n, (m, t) in self.engine.tensors.items() if m is TensorIOMode.OUTPUT
+                ]
                 for (name, tensor), value in zip(output_tensors, outputs):
                     shape = list(self.get_tensor_shape(name))
                     if list(value.shape) != shape:
@@ -503,11 +526,22 @@ class FakeTensorRT:
                 return True
 
         for name, value in {
-            "DataType": DataType, "Logger": Logger, "NetworkDefinitionCreationFlag": NetworkDefinitionCreationFlag,
-            "MemoryPoolType": MemoryPoolType, "BuilderFlag": BuilderFlag, "TensorIOMode": TensorIOMode,
-            "Builder": Builder, "OnnxParser": OnnxParser, "Runtime": Runtime, "Dims": Dims,
-            "float32": DataType.FLOAT, "float16": DataType.HALF, "int8": DataType.INT8,
-            "int32": DataType.INT32, "int64": DataType.INT64, "bfloat16": DataType.BF16,
+            "DataType": DataType,
+            "Logger": Logger,
+            "NetworkDefinitionCreationFlag": NetworkDefinitionCreationFlag,
+            "MemoryPoolType": MemoryPoolType,
+            "BuilderFlag": BuilderFlag,
+            "TensorIOMode": TensorIOMode,
+            "Builder": Builder,
+            "OnnxParser": OnnxParser,
+            "Runtime": Runtime,
+            "Dims": Dims,
+            "float32": DataType.FLOAT,
+            "float16": DataType.HALF,
+            "int8": DataType.INT8,
+            "int32": DataType.INT32,
+            "int64": DataType.INT64,
+            "bfloat16": DataType.BF16,
             "bool": DataType.BOOL,
         }.items():
             setattr(trt, name, value)
@@ -549,8 +583,9 @@ class FakeOnnxRuntime:
                     raise ValueError(f"unknown providers {sorted(unknown)}")
                 fake.sessions.append({"path": path_or_bytes, "providers": list(providers or [])})
                 self._providers = [n for n in names if fake.cuda_starts or n != "CUDAExecutionProvider"]
-                self._session = onnxruntime.InferenceSession(path_or_bytes, sess_options,
-                                                             providers=["CPUExecutionProvider"])
+                self._session = onnxruntime.InferenceSession(
+                    path_or_bytes, sess_options, providers=["CPUExecutionProvider"]
+                )
 
             def get_providers(self) -> list[str]:
                 return self._providers

@@ -19,12 +19,21 @@ from pathlib import Path
 from ..settings import Settings
 from .base import Backend, BackendError, DetectionOutput, ImageOutput, ModelMeta, Points
 
-__all__ = ["Backend", "BackendError", "DetectionOutput", "ImageOutput", "ModelMeta", "Points",
-           "create_backend", "create_detector_backend"]
+__all__ = [
+    "Backend",
+    "BackendError",
+    "DetectionOutput",
+    "ImageOutput",
+    "ModelMeta",
+    "Points",
+    "create_backend",
+    "create_detector_backend",
+]
 
 
 def _has_engine(artifacts: Path) -> bool:
     from .manifest import load_manifest
+
     engine = getattr(load_manifest(artifacts), "engine_path", None)
     return bool(engine)
 
@@ -32,8 +41,13 @@ def _has_engine(artifacts: Path) -> bool:
 def _onnx_measured_faster(settings: Settings) -> bool:
     from .auto import ONNX_ON_CPU
     from .torch import resolve_device
-    return (settings.auto_export and settings.model in ONNX_ON_CPU
-            and settings.precision in ("auto", "fp32") and resolve_device(settings.device) == "cpu")
+
+    return (
+        settings.auto_export
+        and settings.model in ONNX_ON_CPU
+        and settings.precision in ("auto", "fp32")
+        and resolve_device(settings.device) == "cpu"
+    )
 
 
 def _cached_onnx_or_torch(settings: Settings) -> Backend:
@@ -42,14 +56,24 @@ def _cached_onnx_or_torch(settings: Settings) -> Backend:
     from .torch import TorchBackend
 
     def onnx() -> Backend:
-        artifacts = ensure_export(settings.model, checkpoint=settings.checkpoint, labels=settings.labels,
-                                  cache_dir=settings.export_cache or default_cache_dir(),
-                                  max_batch=settings.max_batch_size)
+        artifacts = ensure_export(
+            settings.model,
+            checkpoint=settings.checkpoint,
+            labels=settings.labels,
+            cache_dir=settings.export_cache or default_cache_dir(),
+            max_batch=settings.max_batch_size,
+        )
         return OnnxRuntimeBackend(artifacts, device="cpu", threads=settings.cpu_threads)
 
     def eager() -> Backend:
-        return TorchBackend(settings.model, checkpoint=settings.checkpoint, labels=settings.labels,
-                            device="cpu", precision=settings.precision, threads=settings.cpu_threads)
+        return TorchBackend(
+            settings.model,
+            checkpoint=settings.checkpoint,
+            labels=settings.labels,
+            device="cpu",
+            precision=settings.precision,
+            threads=settings.cpu_threads,
+        )
 
     return FirstThatLoads(onnx, eager)
 
@@ -63,19 +87,33 @@ def create_backend(settings: Settings) -> Backend:
                 return _cached_onnx_or_torch(settings)
         else:
             from .tensorrt import tensorrt_available
+
             choice = "tensorrt" if tensorrt_available() and _has_engine(settings.artifacts) else "onnxruntime"
     if choice == "torch":
         from .torch import TorchBackend
-        return TorchBackend(settings.model, checkpoint=settings.checkpoint, labels=settings.labels,
-                            device=settings.device, precision=settings.precision,
-                            threads=settings.cpu_threads, cuda_graphs=settings.cuda_graphs,
-                            compile=settings.torch_compile)
+
+        return TorchBackend(
+            settings.model,
+            checkpoint=settings.checkpoint,
+            labels=settings.labels,
+            device=settings.device,
+            precision=settings.precision,
+            threads=settings.cpu_threads,
+            cuda_graphs=settings.cuda_graphs,
+            compile=settings.torch_compile,
+        )
     if choice == "onnxruntime":
         from .onnxruntime import OnnxRuntimeBackend
-        return OnnxRuntimeBackend(settings.artifacts, device=settings.device, threads=settings.cpu_threads,
-                                  precision=settings.precision)
+
+        return OnnxRuntimeBackend(
+            settings.artifacts,
+            device=settings.device,
+            threads=settings.cpu_threads,
+            precision=settings.precision,
+        )
     if choice == "tensorrt":
         from .tensorrt import TensorRTBackend
+
         return TensorRTBackend(settings.artifacts, device=settings.device, precision=settings.precision)
     raise BackendError(f"unknown backend {choice!r}")
 
@@ -86,12 +124,22 @@ def create_detector_backend(settings: Settings) -> Backend | None:
         return None
     if settings.detector_artifacts is not None:
         from .tensorrt import tensorrt_available
+
         if tensorrt_available() and _has_engine(settings.detector_artifacts):
             from .tensorrt import TensorRTBackend
+
             return TensorRTBackend(settings.detector_artifacts, device=settings.device)
         from .onnxruntime import OnnxRuntimeBackend
-        return OnnxRuntimeBackend(settings.detector_artifacts, device=settings.device,
-                                  threads=settings.cpu_threads)
+
+        return OnnxRuntimeBackend(
+            settings.detector_artifacts, device=settings.device, threads=settings.cpu_threads
+        )
     from .torch import TorchBackend
-    return TorchBackend(settings.detector, checkpoint=settings.detector_checkpoint, device=settings.device,
-                        precision=settings.precision, threads=settings.cpu_threads)
+
+    return TorchBackend(
+        settings.detector,
+        checkpoint=settings.detector_checkpoint,
+        device=settings.device,
+        precision=settings.precision,
+        threads=settings.cpu_threads,
+    )

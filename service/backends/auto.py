@@ -54,16 +54,23 @@ def cache_key(model: str, checkpoint: Path | None, labels: Path | None, max_batc
     weights = checkpoint or (spec.weights if spec is not None else None)
     if weights is None or not Path(weights).is_file():
         raise BackendError(f"{model}: no weights file to export (checkpoint or embedded weights)")
-    parts = {"model": name, "config": config.to_dict(), "weights": _sha256(Path(weights)),
-             "preprocessing": spec.preprocessing.to_dict() if spec is not None else None,
-             "labels": _sha256(labels) if labels else None, "max_batch": max_batch,
-             "format": [mf.FORMAT, mf.VERSION], "torch": torch.__version__}
+    parts = {
+        "model": name,
+        "config": config.to_dict(),
+        "weights": _sha256(Path(weights)),
+        "preprocessing": spec.preprocessing.to_dict() if spec is not None else None,
+        "labels": _sha256(labels) if labels else None,
+        "max_batch": max_batch,
+        "format": [mf.FORMAT, mf.VERSION],
+        "torch": torch.__version__,
+    }
     digest = hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
     return f"{name}-{digest}"
 
 
-def ensure_export(model: str, *, checkpoint: Path | None, labels: Path | None, cache_dir: Path,
-                  max_batch: int) -> Path:
+def ensure_export(
+    model: str, *, checkpoint: Path | None, labels: Path | None, cache_dir: Path, max_batch: int
+) -> Path:
     """The cached, verified export of ``model``; made (once) if absent or unreadable."""
     from export.manifest import BatchRange
     from export.pipeline import ExportOptions, run_export
@@ -81,10 +88,18 @@ def ensure_export(model: str, *, checkpoint: Path | None, labels: Path | None, c
     work = Path(tempfile.mkdtemp(prefix=".export-", dir=cache_dir))
     try:
         is_file = not _registered(model)
-        run_export(ExportOptions(out=work, model=None if is_file else model,
-                                 config=model if is_file else None, checkpoint=checkpoint,
-                                 labels=labels, batch=BatchRange(1, min(8, max_batch), max_batch),
-                                 engine=False), log=lambda line: log.debug(line.strip()))
+        run_export(
+            ExportOptions(
+                out=work,
+                model=None if is_file else model,
+                config=model if is_file else None,
+                checkpoint=checkpoint,
+                labels=labels,
+                batch=BatchRange(1, min(8, max_batch), max_batch),
+                engine=False,
+            ),
+            log=lambda line: log.debug(line.strip()),
+        )
         try:
             work.rename(target)  # atomic; another process may have won the race
         except OSError:
@@ -97,6 +112,7 @@ def ensure_export(model: str, *, checkpoint: Path | None, labels: Path | None, c
 
 def _registered(model: str) -> bool:
     from models import list_models
+
     return model in list_models()
 
 

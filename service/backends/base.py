@@ -71,8 +71,13 @@ def split_detections(boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray) 
     out = []
     for b in range(labels.shape[0]):
         keep = labels[b] >= 0
-        out.append(DetectionOutput(boxes[b][keep].astype(np.float32), scores[b][keep].astype(np.float32),
-                                   labels[b][keep].astype(np.int64)))
+        out.append(
+            DetectionOutput(
+                boxes[b][keep].astype(np.float32),
+                scores[b][keep].astype(np.float32),
+                labels[b][keep].astype(np.int64),
+            )
+        )
     return out
 
 
@@ -106,8 +111,12 @@ class Backend(ABC):
             self.run(torch.zeros(n, 3, size, size), points=self.supports_points)
 
     def describe(self) -> dict[str, Any]:
-        return {"backend": self.name, "device": self.device, "precision": self.precision,
-                "supports_points": self.supports_points}
+        return {
+            "backend": self.name,
+            "device": self.device,
+            "precision": self.precision,
+            "supports_points": self.supports_points,
+        }
 
 
 def file_version(path: str | Path) -> str:
@@ -119,15 +128,16 @@ def file_version(path: str | Path) -> str:
     return f"sha256:{digest.hexdigest()[:12]}"
 
 
-def run_in_chunks(run_fixed, images: torch.Tensor, max_batch: int | None,
-                  fixed: int | None = None) -> list[np.ndarray]:
+def run_in_chunks(
+    run_fixed, images: torch.Tensor, max_batch: int | None, fixed: int | None = None
+) -> list[np.ndarray]:
     """Splits ``images`` into chunks a runtime accepts: at most ``max_batch`` each, and padded
     with zeros to exactly ``fixed`` when the graph has a static batch dimension.
     ``run_fixed`` returns the graph's outputs (a list); each comes back concatenated."""
     step = fixed or max_batch or images.shape[0]
     chunks: list[list[np.ndarray]] = []
     for start in range(0, images.shape[0], step):
-        chunk = images[start:start + step]
+        chunk = images[start : start + step]
         n = chunk.shape[0]
         if fixed and n < fixed:
             chunk = torch.cat([chunk, chunk.new_zeros((fixed - n, *chunk.shape[1:]))])

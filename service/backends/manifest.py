@@ -31,10 +31,15 @@ def meta_from_manifest(manifest: Any, artifact: Path) -> ModelMeta:
         preprocessing = preprocessing_from_dict(dict(preprocessing))
     weights_sha = (getattr(manifest, "weights", None) or {}).get("sha256")
     version = f"sha256:{weights_sha[:12]}" if weights_sha else file_version(artifact)
-    return ModelMeta(str(manifest.model_name), version, tuple(manifest.labels), preprocessing,
-                     task=str(getattr(manifest, "task", "classification")),
-                     category_ids=tuple(getattr(manifest, "category_ids", ()) or ()),
-                     max_detections=_kept_per_image(manifest))
+    return ModelMeta(
+        str(manifest.model_name),
+        version,
+        tuple(manifest.labels),
+        preprocessing,
+        task=str(getattr(manifest, "task", "classification")),
+        category_ids=tuple(getattr(manifest, "category_ids", ()) or ()),
+        max_detections=_kept_per_image(manifest),
+    )
 
 
 def _kept_per_image(manifest: Any) -> int:
@@ -49,6 +54,8 @@ def check_precision(manifest: Any, requested: str) -> str:
     """The artifact's precision; a different explicit request is refused, not ignored."""
     precision = str(getattr(manifest, "precision", None) or "fp32")
     if requested not in ("auto", precision):
-        raise BackendError(f"precision {requested} requested but the artifacts were exported "
-                           f"as {precision}; export again or leave precision on auto")
+        raise BackendError(
+            f"precision {requested} requested but the artifacts were exported "
+            f"as {precision}; export again or leave precision on auto"
+        )
     return precision

@@ -37,15 +37,24 @@ def runtime_summary() -> dict[str, Any] | None:
         except importlib.metadata.PackageNotFoundError:
             continue
         builds.append(name)
-    return {"version": ort.__version__, "providers": list(ort.get_available_providers()),
-            "distributions": builds}
+    return {
+        "version": ort.__version__,
+        "providers": list(ort.get_available_providers()),
+        "distributions": builds,
+    }
 
 
 class OnnxRuntimeBackend(Backend):
     name = "onnxruntime"
 
-    def __init__(self, artifacts: str | Path, *, device: str = "auto", threads: int | None = None,
-                 precision: str = "auto") -> None:
+    def __init__(
+        self,
+        artifacts: str | Path,
+        *,
+        device: str = "auto",
+        threads: int | None = None,
+        precision: str = "auto",
+    ) -> None:
         super().__init__()
         self._precision_request = precision
         self._artifacts = Path(artifacts)
@@ -66,8 +75,10 @@ class OnnxRuntimeBackend(Backend):
         device = resolve_device(device)  # "cpu" or "cuda:N", N a GPU that is present
         if device.startswith("cuda"):
             if "CUDAExecutionProvider" not in available:
-                raise BackendError(f"device {device} requested but this onnxruntime has no "
-                                   "CUDAExecutionProvider (install onnxruntime-gpu: the gpu extra)")
+                raise BackendError(
+                    f"device {device} requested but this onnxruntime has no "
+                    "CUDAExecutionProvider (install onnxruntime-gpu: the gpu extra)"
+                )
             index = torch.device(device).index
             self.device = device
             return [("CUDAExecutionProvider", {"device_id": index}), "CPUExecutionProvider"]
@@ -96,8 +107,10 @@ class OnnxRuntimeBackend(Backend):
         self._input = manifest.input_name
         self._outputs = list(manifest.output_names)
         if self._input not in inputs or not set(self._outputs) <= outputs:
-            raise BackendError(f"{onnx_path}: the graph has inputs {sorted(inputs)} and outputs "
-                               f"{sorted(outputs)}; the manifest names {self._input!r} -> {self._outputs}")
+            raise BackendError(
+                f"{onnx_path}: the graph has inputs {sorted(inputs)} and outputs "
+                f"{sorted(outputs)}; the manifest names {self._input!r} -> {self._outputs}"
+            )
         meta = meta_from_manifest(manifest, onnx_path)
         spec = inputs[self._input]
         if spec.type not in _NUMPY_TYPES:
@@ -105,8 +118,10 @@ class OnnxRuntimeBackend(Backend):
         self._dtype = _NUMPY_TYPES[spec.type]
         shape = list(spec.shape)
         if len(shape) != 4 or shape[1:] != [3, meta.input_size, meta.input_size]:
-            raise BackendError(f"{onnx_path}: input shape {shape} does not match the manifest's "
-                               f"preprocessing (N, 3, {meta.input_size}, {meta.input_size})")
+            raise BackendError(
+                f"{onnx_path}: input shape {shape} does not match the manifest's "
+                f"preprocessing (N, 3, {meta.input_size}, {meta.input_size})"
+            )
         self._fixed_batch = shape[0] if isinstance(shape[0], int) and shape[0] > 0 else None
         batch = getattr(manifest, "batch", None)
         self._max_batch = int(batch.max) if batch is not None else None  # the verified range
@@ -122,10 +137,14 @@ class OnnxRuntimeBackend(Backend):
     def run(self, images: torch.Tensor, points: bool = False) -> list[ImageOutput] | list[DetectionOutput]:
         if self._session is None:
             raise BackendError("run before load")
-        arrays = run_in_chunks(self._run_chunk, images.contiguous(), self._max_batch,
-                               self._fixed_batch)
+        arrays = run_in_chunks(self._run_chunk, images.contiguous(), self._max_batch, self._fixed_batch)
         return outputs_for(self.meta.task, arrays)
 
     def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "artifacts": str(self._artifacts), "threads": self._threads,
-                "static_batch": self._fixed_batch, "max_batch": self._max_batch}
+        return {
+            **super().describe(),
+            "artifacts": str(self._artifacts),
+            "threads": self._threads,
+            "static_batch": self._fixed_batch,
+            "max_batch": self._max_batch,
+        }

@@ -50,8 +50,10 @@ class TensorRTBackend(Backend):
         try:
             import tensorrt as trt
         except ImportError as exc:
-            raise BackendError("the tensorrt backend needs the 'tensorrt' package (NVIDIA's "
-                               "wheel index); it is not installed") from exc
+            raise BackendError(
+                "the tensorrt backend needs the 'tensorrt' package (NVIDIA's "
+                "wheel index); it is not installed"
+            ) from exc
         if not self.device.startswith("cuda") or not torch.cuda.is_available():
             raise BackendError("the tensorrt backend needs a CUDA device")
         manifest = load_manifest(self._artifacts)
@@ -62,13 +64,17 @@ class TensorRTBackend(Backend):
         logger = trt.Logger(trt.Logger.WARNING)
         engine = trt.Runtime(logger).deserialize_cuda_engine(Path(engine_path).read_bytes())
         if engine is None:
-            raise BackendError(f"{engine_path}: TensorRT could not deserialize the engine "
-                               f"(built by another TensorRT version or for another GPU?)")
+            raise BackendError(
+                f"{engine_path}: TensorRT could not deserialize the engine "
+                f"(built by another TensorRT version or for another GPU?)"
+            )
         names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
         self._input, self._outputs = manifest.input_name, list(manifest.output_names)
         if self._input not in names or not set(self._outputs) <= set(names):
-            raise BackendError(f"{engine_path}: engine tensors {names}; the manifest names "
-                               f"{self._input!r} -> {self._outputs}")
+            raise BackendError(
+                f"{engine_path}: engine tensors {names}; the manifest names "
+                f"{self._input!r} -> {self._outputs}"
+            )
         self._in_dtype = _torch_dtype(trt, engine.get_tensor_dtype(self._input))
         self._out_dtypes = [_torch_dtype(trt, engine.get_tensor_dtype(o)) for o in self._outputs]
         shape = list(engine.get_tensor_shape(self._input))
@@ -79,8 +85,10 @@ class TensorRTBackend(Backend):
             self._max_batch = int(shape[0])
         meta = meta_from_manifest(manifest, Path(engine_path))
         if shape[1:] != [3, meta.input_size, meta.input_size]:
-            raise BackendError(f"{engine_path}: input shape {shape} does not match the manifest's "
-                               f"preprocessing (N, 3, {meta.input_size}, {meta.input_size})")
+            raise BackendError(
+                f"{engine_path}: input shape {shape} does not match the manifest's "
+                f"preprocessing (N, 3, {meta.input_size}, {meta.input_size})"
+            )
         self.precision = check_precision(manifest, self._precision_request)
         self._engine, self._context = engine, engine.create_execution_context()
         self._stream = torch.cuda.Stream(device=self.device)
@@ -92,7 +100,9 @@ class TensorRTBackend(Backend):
         x = chunk.to(self.device, self._in_dtype).contiguous()
         ctx = self._context
         if not ctx.set_input_shape(self._input, tuple(x.shape)):
-            raise RuntimeError(f"TensorRT refused input shape {tuple(x.shape)} (outside the engine's profile)")
+            raise RuntimeError(
+                f"TensorRT refused input shape {tuple(x.shape)} (outside the engine's profile)"
+            )
         ctx.set_tensor_address(self._input, x.data_ptr())
         outs = []
         for name, dtype in zip(self._outputs, self._out_dtypes):
@@ -114,13 +124,16 @@ class TensorRTBackend(Backend):
         return outputs_for(self.meta.task, arrays)
 
     def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "artifacts": str(self._artifacts),
-                "engine_max_batch": self._max_batch}
+        return {**super().describe(), "artifacts": str(self._artifacts), "engine_max_batch": self._max_batch}
 
 
 def _torch_dtype(trt: Any, dtype: Any) -> torch.dtype:
-    table = {trt.float32: torch.float32, trt.float16: torch.float16, trt.int32: torch.int32,
-             trt.int64: torch.int64}
+    table = {
+        trt.float32: torch.float32,
+        trt.float16: torch.float16,
+        trt.int32: torch.int32,
+        trt.int64: torch.int64,
+    }
     if hasattr(trt, "bfloat16"):
         table[trt.bfloat16] = torch.bfloat16
     if dtype not in table:

@@ -67,10 +67,18 @@ class TorchBackend(Backend):
     supports_points = True
     takes_device_inputs = True
 
-    def __init__(self, model: str | Path | Mapping[str, Any] | DAT | RetinaNet = "dat_digits", *,
-                 checkpoint: str | Path | None = None, labels: str | Path | None = None,
-                 device: str = "auto", precision: str = "auto", threads: int | None = None,
-                 cuda_graphs: bool = False, compile: bool = False) -> None:
+    def __init__(
+        self,
+        model: str | Path | Mapping[str, Any] | DAT | RetinaNet = "dat_digits",
+        *,
+        checkpoint: str | Path | None = None,
+        labels: str | Path | None = None,
+        device: str = "auto",
+        precision: str = "auto",
+        threads: int | None = None,
+        cuda_graphs: bool = False,
+        compile: bool = False,
+    ) -> None:
         super().__init__()
         self._source = model
         self._checkpoint = Path(checkpoint) if checkpoint else None
@@ -95,8 +103,9 @@ class TorchBackend(Backend):
             model = create_model(self._source, labels=labels)
             weights = _embedded_weights(self._source)
             if weights is None:
-                log.warning("serving %s with random weights (no checkpoint given and none embedded)",
-                            model.info.name)
+                log.warning(
+                    "serving %s with random weights (no checkpoint given and none embedded)", model.info.name
+                )
                 return model, "untrained"
             return model, file_version(weights)
         state = read_state_dict(self._checkpoint)
@@ -116,15 +125,22 @@ class TorchBackend(Backend):
             raise BackendError(
                 f"{model.info.name}: the release's mmdet detectors (keep-ratio resize, RPN and RoI "
                 "heads, instance masks) are built in models/ (models.create_detector) but not "
-                "served yet; /detect serves RetinaNets on a square canvas")
+                "served yet; /detect serves RetinaNets on a square canvas"
+            )
         # Half precision runs a half model (not autocast): faster, and the model keeps its
         # sampling positions and grid samples in float32 by itself.
         self.dtype = _DTYPES.get(self.precision, torch.float32)
         self.model = model.eval().to(self.device, self.dtype)
         info = model.info
-        self.meta = ModelMeta(info.name, version, tuple(info.labels), info.preprocessing,
-                              task=model.task, category_ids=tuple(info.category_ids),
-                              max_detections=getattr(model.config, "max_per_img", 0))
+        self.meta = ModelMeta(
+            info.name,
+            version,
+            tuple(info.labels),
+            info.preprocessing,
+            task=model.task,
+            category_ids=tuple(info.category_ids),
+            max_detections=getattr(model.config, "max_per_img", 0),
+        )
         if model.task != "classification":
             self.supports_points = False
             self._use_graphs = False
@@ -156,8 +172,7 @@ class TorchBackend(Backend):
                     pos_np = pos.float().cpu().numpy()
                     for i in range(len(per_image)):
                         per_image[i].append(Points(s, b, pos_np[i]))
-        return [ImageOutput(row, tuple(per_image[i]) if points else None)
-                for i, row in enumerate(logits_np)]
+        return [ImageOutput(row, tuple(per_image[i]) if points else None) for i, row in enumerate(logits_np)]
 
     def warmup(self, batch_sizes) -> None:  # noqa: ANN001 - as Backend.warmup
         if self._use_graphs and self.model is not None:
@@ -171,22 +186,31 @@ class TorchBackend(Backend):
         what = "compiled " if compiled else ""
         try:
             with torch.inference_mode():
-                graphs = CudaGraphs(self.model, max_batch, self.meta.input_size, self.device, self.dtype,
-                                    compiled=compiled)
+                graphs = CudaGraphs(
+                    self.model, max_batch, self.meta.input_size, self.device, self.dtype, compiled=compiled
+                )
                 graphs.check_against(self.model)
-            log.info(f"captured {what}CUDA graphs", extra={"buckets": graphs.sizes,
-                                                           "compiled_bucket": graphs.compiled_bucket})
+            log.info(
+                f"captured {what}CUDA graphs",
+                extra={"buckets": graphs.sizes, "compiled_bucket": graphs.compiled_bucket},
+            )
             return graphs
         except Exception as exc:  # noqa: BLE001 - eager (or uncompiled graphs) still work
             torch.cuda.synchronize(self.device)
-            log.warning(f"{what}CUDA graph capture failed, running "
-                        f"{'uncompiled graphs' if compiled else 'eager'}: %s", exc)
+            log.warning(
+                f"{what}CUDA graph capture failed, running "
+                f"{'uncompiled graphs' if compiled else 'eager'}: %s",
+                exc,
+            )
             return None
 
     def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "threads": self.cpu_threads if self.device == "cpu" else None,
-                "cuda_graphs": self._graphs.sizes if self._graphs is not None else None,
-                "compiled_batch": self._graphs.compiled_bucket if self._graphs is not None else None}
+        return {
+            **super().describe(),
+            "threads": self.cpu_threads if self.device == "cpu" else None,
+            "cuda_graphs": self._graphs.sizes if self._graphs is not None else None,
+            "compiled_batch": self._graphs.compiled_bucket if self._graphs is not None else None,
+        }
 
 
 class CudaGraphs:
@@ -195,8 +219,9 @@ class CudaGraphs:
     before the next replay, so sharing the pool's scratch memory is safe). ``compiled``: the
     largest bucket captures the ``torch.compile``'d forward instead."""
 
-    def __init__(self, model: DAT, max_batch: int, size: int, device: str, dtype: torch.dtype,
-                 compiled: bool = False) -> None:
+    def __init__(
+        self, model: DAT, max_batch: int, size: int, device: str, dtype: torch.dtype, compiled: bool = False
+    ) -> None:
         self.max_batch = max_batch
         self.sizes = sorted({min(2**i, max_batch) for i in range(max_batch.bit_length() + 1)})
         self.compiled_bucket = self.sizes[-1] if compiled else None
@@ -232,8 +257,10 @@ class CudaGraphs:
             error = ((replayed - eager).abs().max() / scale).item()
             tolerance = 1e-3 if static.dtype == torch.float32 else 3e-2
             if not error <= tolerance:
-                raise RuntimeError(f"CUDA graph replay differs from eager at batch {n} "
-                                   f"(relative error {error:.2e} > {tolerance:g})")
+                raise RuntimeError(
+                    f"CUDA graph replay differs from eager at batch {n} "
+                    f"(relative error {error:.2e} > {tolerance:g})"
+                )
 
     def run(self, x: torch.Tensor) -> tuple[torch.Tensor, list]:
         n = x.shape[0]

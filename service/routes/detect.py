@@ -19,27 +19,51 @@ router = APIRouter(tags=["detection"])
 DEFAULT_SCORE_THRESHOLD = 0.5  # class-aware NMS keeps second readings of an object, scoring lower
 _COCO = TypeAdapter(list[CocoDetection])
 # With --detector none the route answers 404 and leaves the OpenAPI document (service.openapi).
-RESPONSES = {**ERRORS,
-             200: {"model": DetectResponse | list[CocoDetection],
-                   "description": "detections per image; with format=coco a JSON array in the "
-                                  "COCO results format"}}
+RESPONSES = {
+    **ERRORS,
+    200: {
+        "model": DetectResponse | list[CocoDetection],
+        "description": "detections per image; with format=coco a JSON array in the COCO results format",
+    },
+}
 
 
-@router.post("/detect", response_model=None, responses=RESPONSES, openapi_extra=IMAGE_BODY,
-             summary="Find objects in one or several images")
+@router.post(
+    "/detect",
+    response_model=None,
+    responses=RESPONSES,
+    openapi_extra=IMAGE_BODY,
+    summary="Find objects in one or several images",
+)
 async def detect(
     request: Request,
     service: Service,
-    score_threshold: Annotated[float, Query(ge=0.0, le=1.0, description="lowest score returned "
-                                            "(the model itself keeps nothing under its own "
-                                            "threshold, 0.05 for the release settings)")] = DEFAULT_SCORE_THRESHOLD,
-    max_detections: Annotated[int | None, Query(ge=1, description="most detections per image "
-                                                "(default and upper bound: the model's, 100)")] = None,
-    format: Annotated[Literal["json", "coco"], Query(description="coco: a flat array in the COCO "
-                                                     "results format (image_id = position in the "
-                                                     "request, bbox = x, y, w, h)")] = "json",
-    timeout_ms: Annotated[int | None, Query(ge=1, description="deadline for this request; "
-                                            "can only shorten the server's default")] = None,
+    score_threshold: Annotated[
+        float,
+        Query(
+            ge=0.0,
+            le=1.0,
+            description="lowest score returned "
+            "(the model itself keeps nothing under its own "
+            "threshold, 0.05 for the release settings)",
+        ),
+    ] = DEFAULT_SCORE_THRESHOLD,
+    max_detections: Annotated[
+        int | None,
+        Query(ge=1, description="most detections per image (default and upper bound: the model's, 100)"),
+    ] = None,
+    format: Annotated[
+        Literal["json", "coco"],
+        Query(
+            description="coco: a flat array in the COCO "
+            "results format (image_id = position in the "
+            "request, bbox = x, y, w, h)"
+        ),
+    ] = "json",
+    timeout_ms: Annotated[
+        int | None,
+        Query(ge=1, description="deadline for this request; can only shorten the server's default"),
+    ] = None,
     x_timeout_ms: Annotated[int | None, Header(ge=1, description="same as timeout_ms")] = None,
 ) -> Response:
     runtime = service.detector
@@ -49,20 +73,44 @@ async def detect(
     def check(meta: ModelMeta) -> None:
         limit = meta.max_detections
         if max_detections is not None and max_detections > limit:
-            raise InvalidParameter(f"max_detections must be between 1 and {limit} (the model "
-                                   f"keeps at most {limit} per image), got {max_detections}")
+            raise InvalidParameter(
+                f"max_detections must be between 1 and {limit} (the model "
+                f"keeps at most {limit} per image), got {max_detections}"
+            )
 
-    done = await compute(request, service, runtime, timeout_ms=timeout_ms, x_timeout_ms=x_timeout_ms,
-                         check=check)
-    results = [DetectionResult(index=i, filename=upload.filename, width=image.width, height=image.height,
-                               detections=postprocess.detect(output, done.meta, image.width, image.height,
-                                                             score_threshold, max_detections or done.meta.max_detections))
-               for i, (upload, image, output) in enumerate(zip(done.uploads, done.decoded, done.outputs,
-                                                               strict=True))]
-    request.state.log = {"images": len(results), "batch_size": done.work.batch_size,
-                         "detections": sum(len(r.detections) for r in results)}
+    done = await compute(
+        request, service, runtime, timeout_ms=timeout_ms, x_timeout_ms=x_timeout_ms, check=check
+    )
+    results = [
+        DetectionResult(
+            index=i,
+            filename=upload.filename,
+            width=image.width,
+            height=image.height,
+            detections=postprocess.detect(
+                output,
+                done.meta,
+                image.width,
+                image.height,
+                score_threshold,
+                max_detections or done.meta.max_detections,
+            ),
+        )
+        for i, (upload, image, output) in enumerate(
+            zip(done.uploads, done.decoded, done.outputs, strict=True)
+        )
+    ]
+    request.state.log = {
+        "images": len(results),
+        "batch_size": done.work.batch_size,
+        "detections": sum(len(r.detections) for r in results),
+    }
     if format == "coco":
         return Response(_COCO.dump_json(postprocess.coco_results(results)), media_type="application/json")
-    body = DetectResponse(model=model_ref(runtime, done.meta), results=results, timing=done.timing(),
-                          request_id=request.state.request_id)
+    body = DetectResponse(
+        model=model_ref(runtime, done.meta),
+        results=results,
+        timing=done.timing(),
+        request_id=request.state.request_id,
+    )
     return Response(body.model_dump_json(), media_type="application/json")

@@ -24,35 +24,50 @@ IMAGE_BODY = {
     "requestBody": {
         "required": True,
         "description": "Images as multipart/form-data parts named 'file' or 'files' (repeatable), "
-                       "or one image as the raw body with an image/* content type. JPEG, PNG, GIF "
-                       "(first frame), WebP, BMP, TIFF; EXIF orientation is honoured.",
+        "or one image as the raw body with an image/* content type. JPEG, PNG, GIF "
+        "(first frame), WebP, BMP, TIFF; EXIF orientation is honoured.",
         "content": {
             # one of the two fields (the server also takes both, and repeated 'file' parts, up to
             # max_images_per_request in all); any other field is refused (422)
-            "multipart/form-data": {"schema": {
-                "type": "object", "additionalProperties": False, "minProperties": 1, "maxProperties": 1,
-                "properties": {
-                    "file": {"type": "string", "format": "binary"},
-                    "files": {"type": "array", "minItems": 1,
-                              "items": {"type": "string", "format": "binary"}}}},
-                "encoding": {"file": {"contentType": "image/*, application/octet-stream"},
-                             "files": {"contentType": "image/*, application/octet-stream"}}},
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "minProperties": 1,
+                    "maxProperties": 1,
+                    "properties": {
+                        "file": {"type": "string", "format": "binary"},
+                        "files": {
+                            "type": "array",
+                            "minItems": 1,
+                            "items": {"type": "string", "format": "binary"},
+                        },
+                    },
+                },
+                "encoding": {
+                    "file": {"contentType": "image/*, application/octet-stream"},
+                    "files": {"contentType": "image/*, application/octet-stream"},
+                },
+            },
             "image/*": {"schema": {"type": "string", "format": "binary"}},
             "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
         },
     }
 }
 RETRY_AFTER = {"Retry-After": {"description": "seconds to wait", "schema": {"type": "integer"}}}
-ERRORS = {code: {"model": ErrorResponse, "description": text} for code, text in {
-    400: "undecodable, truncated or empty image; malformed body",
-    408: "the body did not arrive before the deadline",
-    413: "body, images per request or pixels per image over the limit",
-    415: "unsupported content type",
-    422: "bad parameters",
-    500: "the batch that held the request failed",
-    503: "not ready, shutting down or overloaded (with Retry-After)",
-    504: "the deadline passed; the request was not computed",
-}.items()}
+ERRORS = {
+    code: {"model": ErrorResponse, "description": text}
+    for code, text in {
+        400: "undecodable, truncated or empty image; malformed body",
+        408: "the body did not arrive before the deadline",
+        413: "body, images per request or pixels per image over the limit",
+        415: "unsupported content type",
+        422: "bad parameters",
+        500: "the batch that held the request failed",
+        503: "not ready, shutting down or overloaded (with Retry-After)",
+        504: "the deadline passed; the request was not computed",
+    }.items()
+}
 ERRORS[503]["headers"] = RETRY_AFTER
 
 
@@ -69,19 +84,34 @@ class Computed:
     preprocessed: float
 
     def timing(self) -> Timing:
-        return Timing(preprocess_ms=_ms(self.preprocessed - self.started), queue_ms=_ms(self.work.queue_s),
-                      inference_ms=_ms(self.work.inference_s), total_ms=_ms(time.monotonic() - self.started),
-                      batch_size=self.work.batch_size)
+        return Timing(
+            preprocess_ms=_ms(self.preprocessed - self.started),
+            queue_ms=_ms(self.work.queue_s),
+            inference_ms=_ms(self.work.inference_s),
+            total_ms=_ms(time.monotonic() - self.started),
+            batch_size=self.work.batch_size,
+        )
 
 
 def model_ref(runtime: ModelRuntime, meta: ModelMeta) -> ModelRef:
-    return ModelRef(name=meta.name, version=meta.version, backend=runtime.backend.name,
-                    precision=runtime.backend.precision)
+    return ModelRef(
+        name=meta.name,
+        version=meta.version,
+        backend=runtime.backend.name,
+        precision=runtime.backend.precision,
+    )
 
 
-async def compute(request: Request, service: ServiceState, runtime: ModelRuntime, *,
-                  timeout_ms: int | None, x_timeout_ms: int | None, want_points: bool = False,
-                  check: Callable[[ModelMeta], None] | None = None) -> Computed:
+async def compute(
+    request: Request,
+    service: ServiceState,
+    runtime: ModelRuntime,
+    *,
+    timeout_ms: int | None,
+    x_timeout_ms: int | None,
+    want_points: bool = False,
+    check: Callable[[ModelMeta], None] | None = None,
+) -> Computed:
     """``check`` (parameter checks that need the loaded model), the body within the deadline
     on the reading budget, then admission to compute, decoding on the pool, and the batch.
     Raises the service's errors."""
@@ -96,8 +126,12 @@ async def compute(request: Request, service: ServiceState, runtime: ModelRuntime
     try:
         async with asyncio.timeout(timeout):
             with service.reading() as budget:
-                uploads = await read_images(request, max_body_bytes=settings.max_body_bytes,
-                                            max_images=settings.max_images_per_request, budget=budget)
+                uploads = await read_images(
+                    request,
+                    max_body_bytes=settings.max_body_bytes,
+                    max_images=settings.max_images_per_request,
+                    budget=budget,
+                )
     except TimeoutError:
         raise RequestTimeout(f"the request body did not arrive within {timeout * 1000:.0f} ms") from None
     # only a complete request takes an inference slot: a slow client cannot hold one

@@ -12,5 +12,6 @@ router = APIRouter(tags=["models"])
 
 @router.get("/models", response_model=ModelsResponse, summary="The served models")
 async def models(service: Service) -> ModelsResponse:
-    return ModelsResponse(models=[ModelDescription(**runtime.describe(service.ready))
-                                  for runtime in service.runtimes])
+    return ModelsResponse(
+        models=[ModelDescription(**runtime.describe(service.ready)) for runtime in service.runtimes]
+    )

@@ -75,8 +75,9 @@ class V2Route(APIRoute):
             except ServiceError as exc:
                 return _error(exc.status, exc.message, exc.headers)
             except RequestValidationError as exc:
-                parts = [f"{'.'.join(str(p) for p in e.get('loc', ())[1:])}: {e.get('msg')}"
-                         for e in exc.errors()]
+                parts = [
+                    f"{'.'.join(str(p) for p in e.get('loc', ())[1:])}: {e.get('msg')}" for e in exc.errors()
+                ]
                 return _error(400, "; ".join(parts) or "invalid request")
             except StarletteHTTPException as exc:
                 return _error(exc.status_code, str(exc.detail), exc.headers)
@@ -89,45 +90,78 @@ def _error(status: int, message: str, headers: dict[str, str] | None = None) -> 
 
 
 router = APIRouter(prefix=PREFIX, tags=["open inference protocol (v2)"], route_class=V2Route)
-ERRORS = {code: {"model": V2Error, "description": text} for code, text in {
-    400: "malformed request: JSON, tensor names, datatypes, shapes, byte counts, images",
-    404: "no such model or version",
-    408: "the body did not arrive before the deadline",
-    413: "body or images per request over the limit",
-    415: "compressed request bodies are not supported",
-    500: "the batch that held the request failed",
-    503: "not ready, shutting down or overloaded (with Retry-After)",
-    504: "the deadline passed; the request was not computed",
-}.items()}
+ERRORS = {
+    code: {"model": V2Error, "description": text}
+    for code, text in {
+        400: "malformed request: JSON, tensor names, datatypes, shapes, byte counts, images",
+        404: "no such model or version",
+        408: "the body did not arrive before the deadline",
+        413: "body or images per request over the limit",
+        415: "compressed request bodies are not supported",
+        500: "the batch that held the request failed",
+        503: "not ready, shutting down or overloaded (with Retry-After)",
+        504: "the deadline passed; the request was not computed",
+    }.items()
+}
 ERRORS[503]["headers"] = RETRY_AFTER
 # what a model's metadata and readiness can answer: no body, no batch
-MODEL_ERRORS = {404: ERRORS[404], 503: {**ERRORS[503], "description": "the models are still loading "
-                                                                     "(with Retry-After)"}}
-READY_ERRORS = {404: ERRORS[404], 503: {"model": V2ModelReady | V2Error, "headers": RETRY_AFTER,
-                                        "description": "not ready (the model's readiness and why), "
-                                                       "or still loading"}}
-_TENSOR = {"type": "object", "required": ["name", "datatype", "shape"], "properties": {
-    "name": {"type": "string", "enum": [INPUT_NAME, BYTES_INPUT]},
-    "datatype": {"type": "string", "enum": ["FP32", "FP16", v2.BYTES]},
-    "shape": {"type": "array", "items": {"type": "integer", "minimum": 0}},
-    "data": {"type": "array", "description": "row-major values; their count is the shape's product"},
-    "parameters": {"type": "object", "description": "binary_data_size: the tensor's bytes after "
-                                                    "the JSON header instead of 'data'"}}}
+MODEL_ERRORS = {
+    404: ERRORS[404],
+    503: {**ERRORS[503], "description": "the models are still loading (with Retry-After)"},
+}
+READY_ERRORS = {
+    404: ERRORS[404],
+    503: {
+        "model": V2ModelReady | V2Error,
+        "headers": RETRY_AFTER,
+        "description": "not ready (the model's readiness and why), or still loading",
+    },
+}
+_TENSOR = {
+    "type": "object",
+    "required": ["name", "datatype", "shape"],
+    "properties": {
+        "name": {"type": "string", "enum": [INPUT_NAME, BYTES_INPUT]},
+        "datatype": {"type": "string", "enum": ["FP32", "FP16", v2.BYTES]},
+        "shape": {"type": "array", "items": {"type": "integer", "minimum": 0}},
+        "data": {"type": "array", "description": "row-major values; their count is the shape's product"},
+        "parameters": {
+            "type": "object",
+            "description": "binary_data_size: the tensor's bytes after the JSON header instead of 'data'",
+        },
+    },
+}
 INFER_BODY = {
     "requestBody": {
         "required": True,
         "description": "An inference request: a JSON object, or with the binary tensor extension "
-                       "a JSON header of Inference-Header-Content-Length bytes followed by the "
-                       "tensors' raw bytes. Exactly one input; its data must fill its shape.",
-        "content": {"application/json": {"schema": {"type": "object", "required": ["inputs"], "properties": {
-            "id": {"type": "string"},
-            "parameters": {"type": "object", "description": "binary_data_output (bool), timeout "
-                                                            "(microseconds)"},
-            "inputs": {"type": "array", "items": _TENSOR, "minItems": 1, "maxItems": 1},
-            "outputs": {"type": "array", "items": {
-                "type": "object", "required": ["name"], "properties": {
-                    "name": {"type": "string"}, "parameters": {"type": "object"}}}}}}},
-            "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+        "a JSON header of Inference-Header-Content-Length bytes followed by the "
+        "tensors' raw bytes. Exactly one input; its data must fill its shape.",
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "required": ["inputs"],
+                    "properties": {
+                        "id": {"type": "string"},
+                        "parameters": {
+                            "type": "object",
+                            "description": "binary_data_output (bool), timeout (microseconds)",
+                        },
+                        "inputs": {"type": "array", "items": _TENSOR, "minItems": 1, "maxItems": 1},
+                        "outputs": {
+                            "type": "array",
+                            "items": {
+                                "type": "object",
+                                "required": ["name"],
+                                "properties": {"name": {"type": "string"}, "parameters": {"type": "object"}},
+                            },
+                        },
+                    },
+                }
+            },
+            "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+        },
     }
 }
 
@@ -142,8 +176,9 @@ def _find(service: ServiceState, name: str, version: str | None) -> ModelRuntime
             break
     else:
         if any(runtime.backend.meta is None for runtime in service.runtimes):
-            raise Unavailable("the models are still loading" if service.failure is None
-                              else "the model failed to load")
+            raise Unavailable(
+                "the models are still loading" if service.failure is None else "the model failed to load"
+            )
         served = ", ".join(repr(r.meta.name) for r in service.runtimes)
         raise NotFound(f"unknown model {name!r}; this server serves {served}")
     if version is not None and version != VERSION:
@@ -153,16 +188,21 @@ def _find(service: ServiceState, name: str, version: str | None) -> ModelRuntime
 
 def _inputs(runtime: ModelRuntime) -> list[v2.TensorSpec]:
     size = runtime.meta.input_size
-    return [v2.TensorSpec(INPUT_NAME, "FP32", (-1, 3, size, size)),
-            v2.TensorSpec(BYTES_INPUT, v2.BYTES, (-1,))]
+    return [
+        v2.TensorSpec(INPUT_NAME, "FP32", (-1, 3, size, size)),
+        v2.TensorSpec(BYTES_INPUT, v2.BYTES, (-1,)),
+    ]
 
 
 def _outputs(runtime: ModelRuntime) -> list[v2.TensorSpec]:
     if runtime.task == "detection":
         kept = runtime.meta.max_detections
         boxes, scores, labels = OUTPUT_NAMES["detection"]
-        return [v2.TensorSpec(boxes, "FP32", (-1, kept, 4)), v2.TensorSpec(scores, "FP32", (-1, kept)),
-                v2.TensorSpec(labels, "INT64", (-1, kept))]
+        return [
+            v2.TensorSpec(boxes, "FP32", (-1, kept, 4)),
+            v2.TensorSpec(scores, "FP32", (-1, kept)),
+            v2.TensorSpec(labels, "INT64", (-1, kept)),
+        ]
     return [v2.TensorSpec(OUTPUT_NAME, "FP32", (-1, len(runtime.meta.labels)))]
 
 
@@ -174,8 +214,12 @@ async def server_metadata(request: Request) -> V2ServerMetadata:
     return V2ServerMetadata(name="dat-serve", version=request.app.version, extensions=EXTENSIONS)
 
 
-@router.get("/health/live", response_model=V2Live, responses={503: {"model": V2Live}},
-            summary="200 while the process runs; 503 as /health/live (an inference thread dead or stuck)")
+@router.get(
+    "/health/live",
+    response_model=V2Live,
+    responses={503: {"model": V2Live}},
+    summary="200 while the process runs; 503 as /health/live (an inference thread dead or stuck)",
+)
 async def live(service: Service) -> JSONResponse:
     problem = service.liveness_problem()
     if problem is None:
@@ -183,9 +227,13 @@ async def live(service: Service) -> JSONResponse:
     return JSONResponse({"live": False, "reason": problem[1]}, status_code=503)
 
 
-@router.get("/health/ready", response_model=V2Ready, responses={503: {"model": V2Ready}},
-            summary="200 once every model is loaded and warmed up; 503 before, while draining and "
-                    "while a model's batches keep failing")
+@router.get(
+    "/health/ready",
+    response_model=V2Ready,
+    responses={503: {"model": V2Ready}},
+    summary="200 once every model is loaded and warmed up; 503 before, while draining and "
+    "while a model's batches keep failing",
+)
 async def ready(service: Service) -> JSONResponse:
     problem = service.not_ready()
     if problem is None:
@@ -196,22 +244,31 @@ async def ready(service: Service) -> JSONResponse:
 def _metadata(service: ServiceState, name: str, version: str | None) -> V2ModelMetadata:
     runtime = _find(service, name, version)
     return V2ModelMetadata(
-        name=runtime.meta.name, versions=[VERSION],
+        name=runtime.meta.name,
+        versions=[VERSION],
         platform=PLATFORMS.get(runtime.backend.name, runtime.backend.name),
         inputs=[t.to_dict() for t in _inputs(runtime)],
-        outputs=[t.to_dict() for t in _outputs(runtime)])
+        outputs=[t.to_dict() for t in _outputs(runtime)],
+    )
 
 
-@router.get("/models/{model_name}", response_model=V2ModelMetadata, responses=MODEL_ERRORS,
-            summary="Model metadata: versions, platform, input and output tensors")
+@router.get(
+    "/models/{model_name}",
+    response_model=V2ModelMetadata,
+    responses=MODEL_ERRORS,
+    summary="Model metadata: versions, platform, input and output tensors",
+)
 async def model_metadata(service: Service, model_name: str) -> V2ModelMetadata:
     return _metadata(service, model_name, None)
 
 
-@router.get("/models/{model_name}/versions/{model_version}", response_model=V2ModelMetadata,
-            responses=MODEL_ERRORS, summary="Model metadata of one version")
-async def model_version_metadata(service: Service, model_name: str,
-                                 model_version: str) -> V2ModelMetadata:
+@router.get(
+    "/models/{model_name}/versions/{model_version}",
+    response_model=V2ModelMetadata,
+    responses=MODEL_ERRORS,
+    summary="Model metadata of one version",
+)
+async def model_version_metadata(service: Service, model_name: str, model_version: str) -> V2ModelMetadata:
     return _metadata(service, model_name, model_version)
 
 
@@ -220,19 +277,30 @@ def _ready(service: ServiceState, name: str, version: str | None) -> JSONRespons
     problem = service.not_ready(runtime)
     if problem is None:
         return JSONResponse({"name": runtime.meta.name, "ready": True})
-    return JSONResponse({"name": runtime.meta.name, "ready": False, "reason": problem[1]}, status_code=503,
-                        headers={"Retry-After": "1"})
+    return JSONResponse(
+        {"name": runtime.meta.name, "ready": False, "reason": problem[1]},
+        status_code=503,
+        headers={"Retry-After": "1"},
+    )
 
 
-@router.get("/models/{model_name}/ready", response_model=V2ModelReady, responses=READY_ERRORS,
-            summary="200 when the model can take requests; 503 while loading, draining or while its "
-                    "batches keep failing")
+@router.get(
+    "/models/{model_name}/ready",
+    response_model=V2ModelReady,
+    responses=READY_ERRORS,
+    summary="200 when the model can take requests; 503 while loading, draining or while its "
+    "batches keep failing",
+)
 async def model_ready(service: Service, model_name: str) -> JSONResponse:
     return _ready(service, model_name, None)
 
 
-@router.get("/models/{model_name}/versions/{model_version}/ready", response_model=V2ModelReady,
-            responses=READY_ERRORS, summary="Readiness of one model version")
+@router.get(
+    "/models/{model_name}/versions/{model_version}/ready",
+    response_model=V2ModelReady,
+    responses=READY_ERRORS,
+    summary="Readiness of one model version",
+)
 async def model_version_ready(service: Service, model_name: str, model_version: str) -> JSONResponse:
     return _ready(service, model_name, model_version)
 
@@ -240,8 +308,9 @@ async def model_version_ready(service: Service, model_name: str, model_version: 
 # -- inference -----------------------------------------------------------------------------
 
 
-async def _model_input(service: ServiceState, runtime: ModelRuntime,
-                       request: v2.InferRequest) -> torch.Tensor:
+async def _model_input(
+    service: ServiceState, runtime: ModelRuntime, request: v2.InferRequest
+) -> torch.Tensor:
     """The request's one input as the batch the backend takes: float32 (N, 3, S, S)."""
     names = f"{INPUT_NAME!r} (FP32 or FP16) or {BYTES_INPUT!r} (BYTES, encoded images)"
     if len(request.inputs) != 1:
@@ -251,19 +320,24 @@ async def _model_input(service: ServiceState, runtime: ModelRuntime,
     size = runtime.meta.input_size
     if tensor.name == INPUT_NAME:
         if tensor.datatype not in v2.NUMERIC:
-            raise BadRequest(f"input {INPUT_NAME!r} must be FP32 or FP16, got {tensor.datatype}"
-                             f" (encoded images go in {BYTES_INPUT!r} as BYTES)")
+            raise BadRequest(
+                f"input {INPUT_NAME!r} must be FP32 or FP16, got {tensor.datatype}"
+                f" (encoded images go in {BYTES_INPUT!r} as BYTES)"
+            )
         if len(tensor.shape) != 4 or tensor.shape[1:] != (3, size, size) or tensor.shape[0] < 1:
-            raise BadRequest(f"input {INPUT_NAME!r} must have shape [N, 3, {size}, {size}] with "
-                             f"N >= 1, got {list(tensor.shape)}")
+            raise BadRequest(
+                f"input {INPUT_NAME!r} must have shape [N, 3, {size}, {size}] with "
+                f"N >= 1, got {list(tensor.shape)}"
+            )
         _check_images(tensor.shape[0], limit)
         return torch.from_numpy(await service.offload(v2.numeric_tensor, tensor))
     if tensor.name == BYTES_INPUT:
         if tensor.datatype != v2.BYTES:
             raise BadRequest(f"input {BYTES_INPUT!r} must be BYTES, got {tensor.datatype}")
         if len(tensor.shape) not in (1, 2) or tensor.shape[1:] not in ((), (1,)) or tensor.shape[0] < 1:
-            raise BadRequest(f"input {BYTES_INPUT!r} must have shape [N] (or [N, 1]) with N >= 1, "
-                             f"got {list(tensor.shape)}")
+            raise BadRequest(
+                f"input {BYTES_INPUT!r} must have shape [N] (or [N, 1]) with N >= 1, got {list(tensor.shape)}"
+            )
         _check_images(tensor.shape[0], limit)
         uploads = [Upload(data) for data in v2.bytes_elements(tensor)]
         try:
@@ -286,11 +360,15 @@ def _requested(runtime: ModelRuntime, request: v2.InferRequest) -> list[v2.Reque
         return [v2.RequestedOutput(name, request.binary_output) for name in sorted(known)]
     for output in request.outputs:
         if output.name not in known:
-            raise BadRequest(f"unknown output {output.name!r}; model {runtime.meta.name!r} has "
-                             f"{', '.join(repr(n) for n in sorted(known))}")
+            raise BadRequest(
+                f"unknown output {output.name!r}; model {runtime.meta.name!r} has "
+                f"{', '.join(repr(n) for n in sorted(known))}"
+            )
         if output.classification and runtime.task != "classification":
-            raise BadRequest(f"the classification parameter applies to a classifier's logits; "
-                             f"{runtime.meta.name!r} is a {runtime.task} model")
+            raise BadRequest(
+                f"the classification parameter applies to a classifier's logits; "
+                f"{runtime.meta.name!r} is a {runtime.task} model"
+            )
     return request.outputs
 
 
@@ -308,8 +386,9 @@ def _tensors(runtime: ModelRuntime, results: list) -> dict[str, np.ndarray]:
     return dict(zip(OUTPUT_NAMES["detection"], (boxes, scores, labels)))
 
 
-def _response_output(output: v2.RequestedOutput, tensors: dict[str, np.ndarray],
-                     labels: tuple[str, ...]) -> v2.ResponseOutput:
+def _response_output(
+    output: v2.RequestedOutput, tensors: dict[str, np.ndarray], labels: tuple[str, ...]
+) -> v2.ResponseOutput:
     values = tensors[output.name]
     if output.classification:
         elements = v2.classification(values, output.classification, labels)
@@ -319,32 +398,56 @@ def _response_output(output: v2.RequestedOutput, tensors: dict[str, np.ndarray],
     return v2.ResponseOutput(output.name, datatype, values.shape, values, output.binary)
 
 
-TimeoutHeader = Annotated[int | None, Header(ge=1, description="deadline for this request in ms; "
-                                             "can only shorten the server's default")]
+TimeoutHeader = Annotated[
+    int | None,
+    Header(ge=1, description="deadline for this request in ms; can only shorten the server's default"),
+]
 
 
-@router.post("/models/{model_name}/infer", response_model=V2InferResponse, responses=ERRORS,
-             openapi_extra=INFER_BODY, summary="Inference (JSON or binary tensors), batched")
-async def infer(request: Request, service: Service, model_name: str,
-                x_timeout_ms: TimeoutHeader = None) -> Response:
+@router.post(
+    "/models/{model_name}/infer",
+    response_model=V2InferResponse,
+    responses=ERRORS,
+    openapi_extra=INFER_BODY,
+    summary="Inference (JSON or binary tensors), batched",
+)
+async def infer(
+    request: Request, service: Service, model_name: str, x_timeout_ms: TimeoutHeader = None
+) -> Response:
     return await _infer(request, service, model_name, None, x_timeout_ms)
 
 
-@router.post("/models/{model_name}/versions/{model_version}/infer", response_model=V2InferResponse,
-             responses=ERRORS, openapi_extra=INFER_BODY, summary="Inference on one model version")
-async def infer_version(request: Request, service: Service, model_name: str, model_version: str,
-                        x_timeout_ms: TimeoutHeader = None) -> Response:
+@router.post(
+    "/models/{model_name}/versions/{model_version}/infer",
+    response_model=V2InferResponse,
+    responses=ERRORS,
+    openapi_extra=INFER_BODY,
+    summary="Inference on one model version",
+)
+async def infer_version(
+    request: Request,
+    service: Service,
+    model_name: str,
+    model_version: str,
+    x_timeout_ms: TimeoutHeader = None,
+) -> Response:
     return await _infer(request, service, model_name, model_version, x_timeout_ms)
 
 
-async def _infer(request: Request, service: ServiceState, model_name: str,
-                 model_version: str | None, x_timeout_ms: int | None) -> Response:
+async def _infer(
+    request: Request,
+    service: ServiceState,
+    model_name: str,
+    model_version: str | None,
+    x_timeout_ms: int | None,
+) -> Response:
     started = time.monotonic()
     runtime = _find(service, model_name, model_version)
     encoding = request.headers.get("content-encoding", "identity").strip().lower()
     if encoding != "identity":
-        raise UnsupportedMediaType(f"Content-Encoding {encoding} is not supported; send the body "
-                                   "uncompressed")
+        raise UnsupportedMediaType(
+            f"Content-Encoding {encoding} is not supported; send the body uncompressed"
+        )
     settings = service.settings
     service.check_admission(runtime)  # refused now, the body is not worth reading
     meta = runtime.meta
@@ -371,10 +474,10 @@ async def _infer(request: Request, service: ServiceState, model_name: str,
     request.state.log = {"images": len(results), "batch_size": work.batch_size}
     try:
         content, header = v2.encode_response(
-            meta.name, VERSION, parsed.id, [_response_output(o, tensors, meta.labels) for o in outputs])
+            meta.name, VERSION, parsed.id, [_response_output(o, tensors, meta.labels) for o in outputs]
+        )
     except ValueError as exc:
         raise InferenceFailed(str(exc)) from None
     if header is None:
         return Response(content, media_type="application/json")
-    return Response(content, media_type="application/octet-stream",
-                    headers={v2.HEADER_LENGTH: str(header)})
+    return Response(content, media_type="application/octet-stream", headers={v2.HEADER_LENGTH: str(header)})

@@ -29,8 +29,10 @@ def test_interleaved_variants_take_turns_repeat_by_repeat():
     assert calls[:3] == ["a", "b", "c"]  # one warm-up each
     assert calls[3:] == ["a", "b", "c"] * 3
     assert [m.variant for m in measured] == ["a", "b", "c"]
-    assert all(m.repeats == 3 and m.batch_size == 4 and m.ips_min <= m.images_per_second <= m.ips_max
-               for m in measured)
+    assert all(
+        m.repeats == 3 and m.batch_size == 4 and m.ips_min <= m.images_per_second <= m.ips_max
+        for m in measured
+    )
 
 
 def test_speed_ups_are_taken_round_by_round():
@@ -48,36 +50,73 @@ def test_load_is_only_aimed_at_loopback():
 
 
 def _bench(*args: str, timeout: float = 300) -> str:
-    done = subprocess.run([sys.executable, "-m", "bench", *args], cwd=REPO, capture_output=True,
-                          text=True, timeout=timeout)
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", *args], cwd=REPO, capture_output=True, text=True, timeout=timeout
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     return done.stdout
 
 
 @pytest.mark.slow
 def test_model_benchmark_writes_every_variant_and_batch(tmp_path):
-    _bench("model", "--model", "dat_digits", "--precisions", "fp32,bf16", "--batch-sizes", "1,2",
-           "--repeats", "2", "--warmup", "1", "--interleave", "--out", str(tmp_path))
+    _bench(
+        "model",
+        "--model",
+        "dat_digits",
+        "--precisions",
+        "fp32,bf16",
+        "--batch-sizes",
+        "1,2",
+        "--repeats",
+        "2",
+        "--warmup",
+        "1",
+        "--interleave",
+        "--out",
+        str(tmp_path),
+    )
     report = json.loads((tmp_path / "model.json").read_text())
     assert report["interleaved"] and report["device"] == "cpu"
     assert {(r["variant"], r["batch_size"]) for r in report["results"]} == {
-        (v, b) for v in ("ours-fp32", "ours-bf16") for b in (1, 2)}
+        (v, b) for v in ("ours-fp32", "ours-bf16") for b in (1, 2)
+    }
     assert all(r["images_per_second"] > 0 for r in report["results"])
     assert report["agreement"]["ours-fp32"]["top1_agreement_with_ours_fp32"] == 1.0
     assert {(r["variant"], r["reference"], r["batch_size"]) for r in report["paired_speedups"]} == {
-        ("ours-bf16", "ours-fp32", 1), ("ours-bf16", "ours-fp32", 2)}
+        ("ours-bf16", "ours-fp32", 1),
+        ("ours-bf16", "ours-fp32", 2),
+    }
     assert all(len(r["durations_ms"]) == 2 for r in report["results"])
     assert (tmp_path / "model.md").read_text().startswith("| variant |")
 
 
 def test_another_model_is_measured_beside_ours_with_paired_speed_ups(tmp_path):
     """--beside: DAT-T++ beside DAT-T is the DAT++ speed bar; here the digits model beside itself."""
-    _bench("model", "--model", "dat_digits", "--beside", "dat_digits", "--precisions",
-           "fp32,bf16", "--batch-sizes", "1", "--repeats", "2", "--warmup", "1", "--interleave",
-           "--out", str(tmp_path))
+    _bench(
+        "model",
+        "--model",
+        "dat_digits",
+        "--beside",
+        "dat_digits",
+        "--precisions",
+        "fp32,bf16",
+        "--batch-sizes",
+        "1",
+        "--repeats",
+        "2",
+        "--warmup",
+        "1",
+        "--interleave",
+        "--out",
+        str(tmp_path),
+    )
     report = json.loads((tmp_path / "model.json").read_text())
     assert {r["variant"] for r in report["results"]} == {
-        "ours-fp32", "ours-bf16", "dat_digits-fp32", "dat_digits-bf16"}
+        "ours-fp32",
+        "ours-bf16",
+        "dat_digits-fp32",
+        "dat_digits-bf16",
+    }
     pairs = {(r["variant"], r["reference"]) for r in report["paired_speedups"]}
     assert ("ours-fp32", "dat_digits-fp32") in pairs and ("ours-bf16", "dat_digits-bf16") in pairs
     # a beside model's precisions are compared with its own fp32 (its own random weights)
@@ -92,9 +131,23 @@ def test_a_model_that_cannot_take_the_same_inputs_is_refused_beside():
 
 @pytest.mark.slow
 def test_model_benchmark_measures_the_export_under_a_serving_backend_with_the_same_weights(tmp_path):
-    out = _bench("model", "--model", "dat_digits", "--precisions", "fp32", "--batch-sizes", "2",
-                 "--repeats", "2", "--warmup", "1", "--exported", "onnxruntime,tensorrt",
-                 "--out", str(tmp_path))
+    out = _bench(
+        "model",
+        "--model",
+        "dat_digits",
+        "--precisions",
+        "fp32",
+        "--batch-sizes",
+        "2",
+        "--repeats",
+        "2",
+        "--warmup",
+        "1",
+        "--exported",
+        "onnxruntime,tensorrt",
+        "--out",
+        str(tmp_path),
+    )
     report = json.loads((tmp_path / "model.json").read_text())
     assert [r["variant"] for r in report["results"]][-1] == "onnxruntime-fp32"
     assert report["agreement"]["onnxruntime-fp32"]["max_abs_diff_vs_ours_fp32"] < 1e-3  # same weights
@@ -104,10 +157,26 @@ def test_model_benchmark_measures_the_export_under_a_serving_backend_with_the_sa
 
 @pytest.mark.slow
 def test_server_benchmark_drives_a_real_server_and_reads_its_timings(tmp_path):
-    out = _bench("server", "--server-args", "--model dat_digits --backend torch --detector none "
-                 "--no-warmup --max-batch-size 8", "--concurrency", "2", "--rates", "half",
-                 "--duration", "1", "--processes", "1", "--images-per-request", "2",
-                 "--measure-baseline", "--rounds", "2", "--out", str(tmp_path))
+    out = _bench(
+        "server",
+        "--server-args",
+        "--model dat_digits --backend torch --detector none --no-warmup --max-batch-size 8",
+        "--concurrency",
+        "2",
+        "--rates",
+        "half",
+        "--duration",
+        "1",
+        "--processes",
+        "1",
+        "--images-per-request",
+        "2",
+        "--measure-baseline",
+        "--rounds",
+        "2",
+        "--out",
+        str(tmp_path),
+    )
     report = json.loads((tmp_path / "server.json").read_text())
     first, second, opened = report["runs"]
     for closed in (first, second):
@@ -130,6 +199,7 @@ def test_server_benchmark_drives_a_real_server_and_reads_its_timings(tmp_path):
 
 def test_a_levels_progress_line_shows_its_efficiency_against_either_baseline(capsys):
     from bench.server_cli import _print_run
+
     run = bench_server.RunResult("closed", 8, 10.0, 80, 80, {}, 8.0, 8.0, {"p50": 1.0, "p99": 2.0})
     _print_run(run, None)
     assert "efficiency" not in capsys.readouterr().out
@@ -143,53 +213,99 @@ def test_a_levels_progress_line_shows_its_efficiency_against_either_baseline(cap
 def test_efficiency_by_level_summarises_the_rounds_of_each_closed_level():
     def run(level, ips, baseline=None, mode="closed"):
         return {"mode": mode, "level": level, "images_per_second": ips, "baseline_ips": baseline}
-    runs = [run(8, 9.0, 10.0), run(16, 18.0, 20.0), run(8, 6.0, 12.0), run(16, 16.0),
-            run(8, 7.0, 10.0), run(4, 5.0, 10.0), run(30.0, 20.0, mode="open")]
+
+    runs = [
+        run(8, 9.0, 10.0),
+        run(16, 18.0, 20.0),
+        run(8, 6.0, 12.0),
+        run(16, 16.0),
+        run(8, 7.0, 10.0),
+        run(4, 5.0, 10.0),
+        run(30.0, 20.0, mode="open"),
+    ]
     summary = bench_server.efficiency_by_level(runs, baseline_ips=None)
     assert set(summary) == {"8 clients"}  # 16: one round with a baseline; 4: one round; open loop: none
-    assert summary["8 clients"] == {"rounds": 3, "median": pytest.approx(0.7), "min": pytest.approx(0.5),
-                                    "max": pytest.approx(0.9), "images_per_second": 7.0}
+    assert summary["8 clients"] == {
+        "rounds": 3,
+        "median": pytest.approx(0.7),
+        "min": pytest.approx(0.5),
+        "max": pytest.approx(0.9),
+        "images_per_second": 7.0,
+    }
     fixed = bench_server.efficiency_by_level(runs, baseline_ips=20.0)  # for the runs without their own
-    assert fixed["16 clients"] == {"rounds": 2, "median": pytest.approx(0.85), "min": pytest.approx(0.8),
-                                   "max": pytest.approx(0.9), "images_per_second": 17.0}
+    assert fixed["16 clients"] == {
+        "rounds": 2,
+        "median": pytest.approx(0.85),
+        "min": pytest.approx(0.8),
+        "max": pytest.approx(0.9),
+        "images_per_second": 17.0,
+    }
     assert "| 8 clients | 3 | 7.0 | 70% | 50% | 90% |" in bench_server.efficiency_table(summary)
 
 
 def test_the_latency_plot_draws_a_level_run_in_rounds_at_its_medians():
     def run(level, ips, p50, p99):
         return {"level": level, "images_per_second": ips, "latency_ms": {"p50": p50, "p99": p99}}
-    runs = [run(16, 30.0, 500, 700), run(1, 13.0, 70, 90), run(16, 20.0, 700, 900),
-            run(16, 25.0, 600, 800), run(1, 14.0, 75, 80)]
-    assert medians_by_level(runs) == [(13.5, {"p50": 72.5, "p99": 85.0}),
-                                       (25.0, {"p50": 600, "p99": 800})]
+
+    runs = [
+        run(16, 30.0, 500, 700),
+        run(1, 13.0, 70, 90),
+        run(16, 20.0, 700, 900),
+        run(16, 25.0, 600, 800),
+        run(1, 14.0, 75, 80),
+    ]
+    assert medians_by_level(runs) == [(13.5, {"p50": 72.5, "p99": 85.0}), (25.0, {"p50": 600, "p99": 800})]
 
 
 def test_a_measured_baseline_needs_the_server_args():
-    done = subprocess.run([sys.executable, "-m", "bench", "server", "--url", "http://127.0.0.1:9",
-                           "--measure-baseline"], cwd=REPO, capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", "server", "--url", "http://127.0.0.1:9", "--measure-baseline"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 2 and "--baseline-ips" in done.stderr
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the answer on a machine without CUDA")
 def test_asking_for_cuda_without_a_gpu_is_a_usage_error_not_a_traceback():
-    done = subprocess.run([sys.executable, "-m", "bench", "profile"], cwd=REPO, capture_output=True,
-                          text=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", "profile"], cwd=REPO, capture_output=True, text=True, timeout=60
+    )
     assert done.returncode == 2 and "no CUDA GPU here" in done.stderr and "Traceback" not in done.stderr
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("processes", ["1", "2"])
 def test_ctrl_c_stops_the_load_and_the_server_it_started(processes):
-    bench = subprocess.Popen([sys.executable, "-m", "bench", "server", "--server-args",
-                              "--model dat_digits --backend torch --detector none --no-warmup",
-                              "--concurrency", "2", "--duration", "120", "--processes", processes],
-                             cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    bench = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "bench",
+            "server",
+            "--server-args",
+            "--model dat_digits --backend torch --detector none --no-warmup",
+            "--concurrency",
+            "2",
+            "--duration",
+            "120",
+            "--processes",
+            processes,
+        ],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     servers: list[int] = []
     try:
         while "closed loop" not in (line := bench.stdout.readline()):
             assert line, "the benchmark ended before its load began"
-        found = subprocess.run(["pgrep", "-P", str(bench.pid), "-f", "--", "service --host"],
-                               capture_output=True, text=True).stdout
+        found = subprocess.run(
+            ["pgrep", "-P", str(bench.pid), "-f", "--", "service --host"], capture_output=True, text=True
+        ).stdout
         servers = [int(pid) for pid in found.split()]
         assert len(servers) == 1
         time.sleep(2)  # well inside the load
@@ -227,6 +343,7 @@ def test_bench_decode_measures_pillow_and_the_gpu_decoders_inputs(monkeypatch):
 def test_the_model_benchmark_sweeps_batch_sizes_up_to_the_servers_default_max_batch():
     from bench.__main__ import DEFAULT_BATCH_SIZES
     from service.settings import Settings
+
     max_batch = Settings.model_fields["max_batch_size"].default
     assert DEFAULT_BATCH_SIZES[0] == 1 and DEFAULT_BATCH_SIZES[-1] == max_batch
     assert all(b == 2 * a for a, b in zip(DEFAULT_BATCH_SIZES, DEFAULT_BATCH_SIZES[1:]))
@@ -235,16 +352,23 @@ def test_the_model_benchmark_sweeps_batch_sizes_up_to_the_servers_default_max_ba
 def test_the_ceiling_preprocesses_a_full_batch_beside_the_raw_backend_each_round(monkeypatch):
     from bench import ceiling
     from bench.server_cli import sample_jpeg
+
     prepared = []
 
     def counting_prepare(data, preprocessing, max_pixels):
         prepared.append(threading.current_thread().name)
         return real_prepare(data, preprocessing, max_pixels)
+
     real_prepare = ceiling.prepare
     monkeypatch.setattr(ceiling, "prepare", counting_prepare)
-    report = ceiling.run("--model dat_digits --backend torch --detector none --max-batch-size 4 "
-                         "--max-images-per-request 4 "
-                         "--preprocess-workers 2", sample_jpeg(), rounds=3, warmup=1)
+    report = ceiling.run(
+        "--model dat_digits --backend torch --detector none --max-batch-size 4 "
+        "--max-images-per-request 4 "
+        "--preprocess-workers 2",
+        sample_jpeg(),
+        rounds=3,
+        warmup=1,
+    )
     # two of the three variants preprocess 4 images in each of 1 warm-up and 3 rounds
     assert len(prepared) == 2 * 4 * (1 + 3)
     assert all(name.startswith("preprocess") for name in prepared)  # on the pool, as the server
@@ -258,8 +382,21 @@ def test_the_ceiling_preprocesses_a_full_batch_beside_the_raw_backend_each_round
 
 def test_bench_neighborhood_times_each_way_against_the_definition(tmp_path):
     out = tmp_path / "neighborhood.json"
-    _bench("neighborhood", "--model", "dat_pp_tiny", "--batch-size", "1", "--precision", "fp32",
-           "--tiles", "7,8", "--repeats", "1", "--out", str(out))
+    _bench(
+        "neighborhood",
+        "--model",
+        "dat_pp_tiny",
+        "--batch-size",
+        "1",
+        "--precision",
+        "fp32",
+        "--tiles",
+        "7,8",
+        "--repeats",
+        "1",
+        "--out",
+        str(out),
+    )
     report = json.loads(out.read_text())
     assert [s["blocks"] for s in report["shapes"]] == [1, 2, 9]  # DAT-T++'s N blocks per stage
     assert set(report["variants"]) == {"blocked-7", "blocked-8 (default)", "windows"}

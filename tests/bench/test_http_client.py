@@ -30,8 +30,13 @@ async def test_one_connection_is_kept_alive_until_the_server_closes_it():
 
     async def answer_each(reader, writer):
         while head := await reader.readuntil(b"\r\n\r\n"):
-            length = int(next(line.split(b":")[1] for line in head.split(b"\r\n")
-                              if line.lower().startswith(b"content-length")))
+            length = int(
+                next(
+                    line.split(b":")[1]
+                    for line in head.split(b"\r\n")
+                    if line.lower().startswith(b"content-length")
+                )
+            )
             requests.append(head + await reader.readexactly(length))
             answer = next(answers)
             writer.write(answer)

@@ -23,8 +23,9 @@ MINI_BATCH = (1, 2, 8)
 
 def run_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
     """``python -m export ARGS`` from the repository root."""
-    return subprocess.run([sys.executable, "-m", "export", *args], cwd=REPO, capture_output=True,
-                          text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "export", *args], cwd=REPO, capture_output=True, text=True, timeout=timeout
+    )
 
 
 @pytest.fixture(scope="session")
@@ -47,9 +48,17 @@ def _api_export(mini, tmp_path_factory, name: str, **options):
     from export.pipeline import ExportOptions, run_export
 
     out = tmp_path_factory.mktemp(name)
-    run_export(ExportOptions(out=out, config=mini["config"], checkpoint=mini["checkpoint"],
-                             batch=BatchRange(*MINI_BATCH), engine=False, **options),
-               log=lambda line: None)
+    run_export(
+        ExportOptions(
+            out=out,
+            config=mini["config"],
+            checkpoint=mini["checkpoint"],
+            batch=BatchRange(*MINI_BATCH),
+            engine=False,
+            **options,
+        ),
+        log=lambda line: None,
+    )
     return out
 
 
@@ -68,10 +77,22 @@ def mini_fp16(mini, tmp_path_factory) -> Path:
 def mini_decomposed_cli(mini, tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
     """The fixture model exported by a real ``python -m export`` run, decomposed sampling."""
     out = tmp_path_factory.mktemp("decomposed")
-    done = run_cli("--config", str(mini["config"]), "--checkpoint", str(mini["checkpoint"]),
-                   "--out", str(out), "--grid-sample", "decomposed",
-                   "--min-batch", str(MINI_BATCH[0]), "--opt-batch", str(MINI_BATCH[1]),
-                   "--max-batch", str(MINI_BATCH[2]))
+    done = run_cli(
+        "--config",
+        str(mini["config"]),
+        "--checkpoint",
+        str(mini["checkpoint"]),
+        "--out",
+        str(out),
+        "--grid-sample",
+        "decomposed",
+        "--min-batch",
+        str(MINI_BATCH[0]),
+        "--opt-batch",
+        str(MINI_BATCH[1]),
+        "--max-batch",
+        str(MINI_BATCH[2]),
+    )
     return out, done
 
 
@@ -82,9 +103,18 @@ def pp_fp16(pp_fixture, tmp_path_factory) -> Path:
     from export.pipeline import ExportOptions, run_export
 
     out = tmp_path_factory.mktemp("pp-fp16")
-    run_export(ExportOptions(out=out, config=pp_fixture["config"], checkpoint=pp_fixture["checkpoint"],
-                             batch=BatchRange(*MINI_BATCH), grid_sample="native", precision="fp16",
-                             engine=False), log=lambda line: None)
+    run_export(
+        ExportOptions(
+            out=out,
+            config=pp_fixture["config"],
+            checkpoint=pp_fixture["checkpoint"],
+            batch=BatchRange(*MINI_BATCH),
+            grid_sample="native",
+            precision="fp16",
+            engine=False,
+        ),
+        log=lambda line: None,
+    )
     return out
 
 

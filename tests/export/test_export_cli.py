@@ -21,50 +21,79 @@ def _one_line_error(done, code: int, *fragments: str) -> None:
 def test_help_explains_each_option(export_cli):
     done = export_cli("--help")
     assert done.returncode == 0
-    for option in ("--model", "--config", "--checkpoint", "--out", "--fp16", "--opset",
-                   "--min-batch", "--opt-batch", "--max-batch", "--grid-sample", "--task",
-                   "--engine", "--no-engine", "--triton", "--triton-only", "--triton-platform",
-                   "exit status"):
+    for option in (
+        "--model",
+        "--config",
+        "--checkpoint",
+        "--out",
+        "--fp16",
+        "--opset",
+        "--min-batch",
+        "--opt-batch",
+        "--max-batch",
+        "--grid-sample",
+        "--task",
+        "--engine",
+        "--no-engine",
+        "--triton",
+        "--triton-only",
+        "--triton-platform",
+        "exit status",
+    ):
         assert option in done.stdout
 
 
 def test_unknown_model(export_cli, tmp_path):
-    _one_line_error(export_cli("--model", "dat_huge", "--out", str(tmp_path)), 2,
-                    "unknown model 'dat_huge'", "dat_tiny")
+    _one_line_error(
+        export_cli("--model", "dat_huge", "--out", str(tmp_path)), 2, "unknown model 'dat_huge'", "dat_tiny"
+    )
 
 
 def test_missing_files(export_cli, tmp_path):
     missing = str(tmp_path / "missing.yaml")
-    _one_line_error(export_cli("--config", missing, "--out", str(tmp_path)), 2,
-                    "config file not found", missing)
-    _one_line_error(export_cli("--model", "dat_tiny", "--checkpoint", str(tmp_path / "x.pth"),
-                               "--out", str(tmp_path)), 2, "checkpoint file not found")
+    _one_line_error(
+        export_cli("--config", missing, "--out", str(tmp_path)), 2, "config file not found", missing
+    )
+    _one_line_error(
+        export_cli("--model", "dat_tiny", "--checkpoint", str(tmp_path / "x.pth"), "--out", str(tmp_path)),
+        2,
+        "checkpoint file not found",
+    )
 
 
 def test_checkpoint_that_does_not_fit(export_cli, tmp_path, mini):
-    _one_line_error(export_cli("--model", "dat_tiny", "--checkpoint", str(mini["checkpoint"]),
-                               "--out", str(tmp_path)), 2, "checkpoint does not fit the model")
+    _one_line_error(
+        export_cli("--model", "dat_tiny", "--checkpoint", str(mini["checkpoint"]), "--out", str(tmp_path)),
+        2,
+        "checkpoint does not fit the model",
+    )
     assert not (tmp_path / "manifest.json").exists()
 
 
 def test_not_a_checkpoint(export_cli, tmp_path, small_config_file):
     junk = tmp_path / "junk.pth"
     junk.write_bytes(b"\x00garbage")
-    _one_line_error(export_cli("--config", str(small_config_file), "--checkpoint", str(junk),
-                               "--out", str(tmp_path)), 2, "junk.pth")
+    _one_line_error(
+        export_cli("--config", str(small_config_file), "--checkpoint", str(junk), "--out", str(tmp_path)),
+        2,
+        "junk.pth",
+    )
 
 
 def test_model_without_weights_needs_a_checkpoint(export_cli, tmp_path):
-    _one_line_error(export_cli("--model", "dat_tiny", "--out", str(tmp_path)), 2,
-                    "no embedded weights", "--checkpoint")
+    _one_line_error(
+        export_cli("--model", "dat_tiny", "--out", str(tmp_path)), 2, "no embedded weights", "--checkpoint"
+    )
 
 
 def test_bad_options(export_cli, tmp_path):
-    _one_line_error(export_cli("--opset", "20", "--grid-sample", "native", "--out", str(tmp_path)),
-                    2, "linear", "nearest")
+    _one_line_error(
+        export_cli("--opset", "20", "--grid-sample", "native", "--out", str(tmp_path)), 2, "linear", "nearest"
+    )
     _one_line_error(export_cli("--opset", "12", "--out", str(tmp_path)), 2, "opset 12")
-    _one_line_error(export_cli("--min-batch", "8", "--max-batch", "2", "--out", str(tmp_path)),
-                    2, "min <= opt <= max")
+    _one_line_error(
+        export_cli("--min-batch", "8", "--max-batch", "2", "--out", str(tmp_path)), 2, "min <= opt <= max"
+    )
     _one_line_error(export_cli("--max-batch", "0", "--out", str(tmp_path)), 2, "at least 1")
     _one_line_error(export_cli("--grid-sample", "bicubic", "--out", str(tmp_path)), 2, "bicubic")
     _one_line_error(export_cli("--model", "dat_tiny"), 2, "--out")
@@ -72,8 +101,13 @@ def test_bad_options(export_cli, tmp_path):
 
 @pytest.mark.skipif(importlib.util.find_spec("tensorrt") is not None, reason="TensorRT is installed")
 def test_requested_engine_without_tensorrt(export_cli, tmp_path, small_config_file):
-    _one_line_error(export_cli("--config", str(small_config_file), "--random-weights", "--engine",
-                               "--out", str(tmp_path)), 3, "TensorRT engine was requested")
+    _one_line_error(
+        export_cli(
+            "--config", str(small_config_file), "--random-weights", "--engine", "--out", str(tmp_path)
+        ),
+        3,
+        "TensorRT engine was requested",
+    )
     assert not (tmp_path / "model.onnx").exists()
 
 
@@ -81,8 +115,19 @@ def test_requested_engine_without_tensorrt(export_cli, tmp_path, small_config_fi
 def test_small_model_export_without_tensorrt(export_cli, tmp_path, small_config_file):
     """Without --engine a missing TensorRT is said plainly and the ONNX part completes."""
     out = tmp_path / "out"
-    done = export_cli("--config", str(small_config_file), "--random-weights", "--out", str(out),
-                      "--max-batch", "4", "--opt-batch", "2", "--verify-batches", "3")
+    done = export_cli(
+        "--config",
+        str(small_config_file),
+        "--random-weights",
+        "--out",
+        str(out),
+        "--max-batch",
+        "4",
+        "--opt-batch",
+        "2",
+        "--verify-batches",
+        "3",
+    )
     assert done.returncode == 0, done.stderr
     for step in ("[1] Loading the model", "Exporting ONNX", "Verifying", "done in", "export ok"):
         assert step in done.stdout

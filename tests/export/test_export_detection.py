@@ -50,8 +50,11 @@ def test_graph_holds_decoding_and_nms(exported):
     ops = {n.op_type for n in graph.graph.node}
     assert {"NonMaxSuppression", "ScatterND", "TopK", "GridSample"} <= ops
     assert [o.name for o in graph.graph.output] == ["boxes", "scores", "labels"]
-    assert result.output_shapes == {"boxes": ["batch", 100, 4], "scores": ["batch", 100],
-                                    "labels": ["batch", 100]}
+    assert result.output_shapes == {
+        "boxes": ["batch", 100, 4],
+        "scores": ["batch", 100],
+        "labels": ["batch", 100],
+    }
     nms = next(n for n in graph.graph.node if n.op_type == "NonMaxSuppression")
     assert nms.name.endswith("nms/NonMaxSuppression")
 
@@ -94,8 +97,17 @@ def test_comparison_catches_a_moved_box_or_a_wrong_label(busy_detector):
 def test_cli_exports_the_trained_detector_verified_on_the_sample_scenes(tmp_path):
     out = tmp_path / "detector"
     scenes = sorted(str(p) for p in (REPO / "samples").glob("scene_*.png"))
-    done = run_cli("--model", "dat_digits_detector", "--out", str(out), "--max-batch", "4", "--no-engine",
-                   "--verify-images", *scenes)
+    done = run_cli(
+        "--model",
+        "dat_digits_detector",
+        "--out",
+        str(out),
+        "--max-batch",
+        "4",
+        "--no-engine",
+        "--verify-images",
+        *scenes,
+    )
     assert done.returncode == 0, done.stderr
     manifest = Manifest.load(out)
     assert manifest.task == "detection" and manifest.output_names == ("boxes", "scores", "labels")
@@ -108,7 +120,9 @@ def test_cli_exports_the_trained_detector_verified_on_the_sample_scenes(tmp_path
     assert manifest.preprocessing.to_dict()["mode"] == "letterbox"
     data = json.loads((out / "manifest.json").read_text())
     assert data["outputs"][1]["shape"] == ["batch", 100]
-    wrong = run_cli("--model", "dat_digits_detector", "--task", "classification", "--out", str(tmp_path / "x"))
+    wrong = run_cli(
+        "--model", "dat_digits_detector", "--task", "classification", "--out", str(tmp_path / "x")
+    )
     assert wrong.returncode == 2 and "is a detection model" in wrong.stderr
 
     # ... and a Triton repository for it, checked with Triton's own model-config schema
@@ -120,8 +134,10 @@ def test_cli_exports_the_trained_detector_verified_on_the_sample_scenes(tmp_path
     folder = write_repository(manifest, tmp_path / "repository")
     config = text_format.Parse((folder / "config.pbtxt").read_text(), model_config_pb2.ModelConfig())
     assert [(o.name, o.data_type, list(o.dims)) for o in config.output] == [
-        ("boxes", model_config_pb2.TYPE_FP32, [100, 4]), ("scores", model_config_pb2.TYPE_FP32, [100]),
-        ("labels", model_config_pb2.TYPE_INT64, [100])]
+        ("boxes", model_config_pb2.TYPE_FP32, [100, 4]),
+        ("scores", model_config_pb2.TYPE_FP32, [100]),
+        ("labels", model_config_pb2.TYPE_INT64, [100]),
+    ]
     assert config.max_batch_size == 4 and not any(o.label_filename for o in config.output)
 
 
@@ -129,8 +145,11 @@ def test_an_nms_tie_is_excused_only_between_boxes_pytorch_considered():
     a, b = [10.0, 10.0, 50.0, 50.0], [12.0, 10.0, 52.0, 50.0]  # IoU 0.9: NMS keeps one of them
 
     def kept(box, score):
-        return [np.array([[box, [0, 0, 0, 0]]], np.float32), np.array([[score, 0]], np.float32),
-                np.array([[4, -1]])]
+        return [
+            np.array([[box, [0, 0, 0, 0]]], np.float32),
+            np.array([[score, 0]], np.float32),
+            np.array([[4, -1]]),
+        ]
 
     reference, runtime = kept(a, 0.8), kept(b, 0.80005)
     candidates = (np.array([[a, b]], np.float32), np.zeros((1, 10, 2), np.float32))
@@ -152,8 +171,14 @@ def test_a_verification_that_compared_no_detection_fails():
 
     from export.validate import verify_runner
 
-    report = verify_runner(same_as_pytorch, untrained, runtime="onnxruntime", artifact="model.onnx",
-                           precision="fp32", batch_sizes=[1, 2])
+    report = verify_runner(
+        same_as_pytorch,
+        untrained,
+        runtime="onnxruntime",
+        artifact="model.onnx",
+        precision="fp32",
+        batch_sizes=[1, 2],
+    )
     assert [r.detections for r in report.results] == [0, 0]
     assert not report.passed and "found no objects" in report.error and "--verify-images" in report.error
     assert "FAILED" in report.summary()
@@ -166,15 +191,30 @@ def test_a_detector_export_needs_pictures_it_finds_objects_in(tmp_path, monkeypa
 
     blank = tmp_path / "blank.png"
     Image.new("RGB", (96, 96), "white").save(blank)
-    done = run_cli("--model", "dat_digits_detector", "--out", str(tmp_path / "out"), "--max-batch", "2",
-                   "--no-engine", "--verify-images", str(blank))
+    done = run_cli(
+        "--model",
+        "dat_digits_detector",
+        "--out",
+        str(tmp_path / "out"),
+        "--max-batch",
+        "2",
+        "--no-engine",
+        "--verify-images",
+        str(blank),
+    )
     assert done.returncode == 2, done.stderr
     assert "the detector found no objects in the 1 --verify-images" in done.stderr
     assert not (tmp_path / "out").exists()  # refused before the slow part
     # seeded random inputs, where no --verify-images are given: an untrained head finds nothing
     untrained = create_model("dat_digits_detector", pretrained=False).eval()
     monkeypatch.setattr(pipeline, "load_model", lambda options: untrained)
-    with pytest.raises(pipeline.ExportError, match="found no objects in seeded random inputs.*--verify-images"):
-        pipeline.run_export(pipeline.ExportOptions(out=tmp_path / "random", model="dat_digits_detector",
-                                                   engine=False, batch=BatchRange(1, 1, 2)), log=lambda line: None)
+    with pytest.raises(
+        pipeline.ExportError, match="found no objects in seeded random inputs.*--verify-images"
+    ):
+        pipeline.run_export(
+            pipeline.ExportOptions(
+                out=tmp_path / "random", model="dat_digits_detector", engine=False, batch=BatchRange(1, 1, 2)
+            ),
+            log=lambda line: None,
+        )
     assert not (tmp_path / "random").exists()

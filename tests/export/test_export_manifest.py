@@ -21,15 +21,29 @@ from models import Preprocessing
 
 def _manifest(status: str = "ok", **changes) -> Manifest:
     fields = dict(
-        status=status, task="classification", model_name="dat_test",
-        model_config={"img_size": 32}, preprocessing=Preprocessing(32, crop_pct=1.0),
-        labels=("a", "b", "c"), precision="fp32", opset=18, grid_sample="auto",
+        status=status,
+        task="classification",
+        model_name="dat_test",
+        model_config={"img_size": 32},
+        preprocessing=Preprocessing(32, crop_pct=1.0),
+        labels=("a", "b", "c"),
+        precision="fp32",
+        opset=18,
+        grid_sample="auto",
         input=TensorSpec("images", "float32", ("batch", 3, 32, 32), "NCHW"),
-        outputs=(TensorSpec("logits", "float32", ("batch", 3)),), batch=BatchRange(1, 4, 16),
+        outputs=(TensorSpec("logits", "float32", ("batch", 3)),),
+        batch=BatchRange(1, 4, 16),
         artifacts={"onnx": Artifact("model.onnx", "onnx", "native")},
-        verification={"onnxruntime": {"passed": status == "ok", "summary": "onnxruntime: ok",
-                                      "max_abs_error": float("inf") if status != "ok" else 1e-7}},
-        tools={"torch": "x"}, created="2026-01-01T00:00:00+00:00")
+        verification={
+            "onnxruntime": {
+                "passed": status == "ok",
+                "summary": "onnxruntime: ok",
+                "max_abs_error": float("inf") if status != "ok" else 1e-7,
+            }
+        },
+        tools={"torch": "x"},
+        created="2026-01-01T00:00:00+00:00",
+    )
     fields.update(changes)
     return Manifest(**fields)
 
@@ -44,8 +58,7 @@ def export_dir(tmp_path):
 def test_round_trip(export_dir):
     m = Manifest.load(export_dir)
     assert m.onnx_path == export_dir / "model.onnx" and m.engine_path is None
-    assert (m.input_name, m.output_name, m.input_dtype, m.image_size) == ("images", "logits",
-                                                                         "float32", 32)
+    assert (m.input_name, m.output_name, m.input_dtype, m.image_size) == ("images", "logits", "float32", 32)
     assert m.preprocessing == Preprocessing(32, crop_pct=1.0)
     assert m.labels == ("a", "b", "c") and m.num_classes == 3
     assert m.batch == BatchRange(1, 4, 16)
@@ -56,9 +69,16 @@ def test_round_trip(export_dir):
 def test_engine_path_and_info(tmp_path):
     (tmp_path / "model.onnx").write_bytes(b"graph")
     (tmp_path / "model.plan").write_bytes(b"engine")
-    artifacts = {"onnx": Artifact("model.onnx", "onnx", "native"),
-                 "engine": Artifact("model.plan", "tensorrt", "decomposed", source="model.onnx",
-                                    extra={"tensorrt": "11.0", "device": "GPU"})}
+    artifacts = {
+        "onnx": Artifact("model.onnx", "onnx", "native"),
+        "engine": Artifact(
+            "model.plan",
+            "tensorrt",
+            "decomposed",
+            source="model.onnx",
+            extra={"tensorrt": "11.0", "device": "GPU"},
+        ),
+    }
     write_manifest(tmp_path, _manifest(artifacts=artifacts))
     m = Manifest.load(tmp_path)
     assert m.engine_path == tmp_path / "model.plan"
@@ -94,14 +114,17 @@ def test_failed_export_is_refused(tmp_path):
     assert Manifest.load(tmp_path, allow_failed=True).status == "failed"
 
 
-@pytest.mark.parametrize("edit, message", [
-    (lambda d: d.update(format="something else"), "not a"),
-    (lambda d: d.update(version=99), "version"),
-    (lambda d: d.pop("labels"), "missing field"),
-    (lambda d: d.update(labels=["a"]), "1 labels for 3 outputs"),
-    (lambda d: d["preprocessing"].update(input_size=64), "preprocessing"),
-    (lambda d: d["batch"].update(min=9), "batch range"),
-])
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda d: d.update(format="something else"), "not a"),
+        (lambda d: d.update(version=99), "version"),
+        (lambda d: d.pop("labels"), "missing field"),
+        (lambda d: d.update(labels=["a"]), "1 labels for 3 outputs"),
+        (lambda d: d["preprocessing"].update(input_size=64), "preprocessing"),
+        (lambda d: d["batch"].update(min=9), "batch range"),
+    ],
+)
 def test_inconsistent_manifest_is_refused(export_dir, edit, message):
     path = export_dir / MANIFEST_NAME
     data = json.loads(path.read_text())

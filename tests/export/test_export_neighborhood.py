@@ -24,8 +24,11 @@ class _Seam(torch.nn.Module):
     def __init__(self, heads: int, kernel: int, dtype=torch.float32):
         super().__init__()
         # std 1, not the model's 0.02: a bias read at the wrong place must show.
-        self.rpb = torch.nn.Parameter(torch.randn(heads, 2 * kernel - 1, 2 * kernel - 1,
-                                                  generator=torch.Generator().manual_seed(kernel)))
+        self.rpb = torch.nn.Parameter(
+            torch.randn(
+                heads, 2 * kernel - 1, 2 * kernel - 1, generator=torch.Generator().manual_seed(kernel)
+            )
+        )
         self.kernel, self.dtype = kernel, dtype
 
     def forward(self, q, k, v):
@@ -42,8 +45,13 @@ def _export(module, inputs, path) -> onnx.ModelProto:
     batch = torch.export.Dim("batch", min=1, max=16)
     with symbolics.opaque_seams():
         program = torch.export.export(module, inputs, dynamic_shapes=tuple({0: batch} for _ in inputs))
-    onnx_program = torch.onnx.export(program, dynamo=True, opset_version=18, verbose=False,
-                                     custom_translation_table=symbolics.translation_table("native", 18))
+    onnx_program = torch.onnx.export(
+        program,
+        dynamo=True,
+        opset_version=18,
+        verbose=False,
+        custom_translation_table=symbolics.translation_table("native", 18),
+    )
     symbolics.name_nodes(onnx_program.model)
     onnx_program.save(str(path))
     return onnx.load(path)
@@ -59,12 +67,15 @@ def _eager(module, inputs) -> torch.Tensor:
         return neighborhood.blocked_neighborhood_attention(*inputs, module.rpb, module.kernel, SCALE)
 
 
-@pytest.mark.parametrize("height, width, kernel", [
-    (14, 14, 7),  # DAT-T++ stage 3 at 224: 2 x 2 tiles, every key band shifted at a border
-    (7, 7, 7),  # the map is one window: one tile, no gathers
-    (13, 30, 5),  # not square; tiles that do not divide the map, the last ones shifted back
-    (16, 9, 3),
-])
+@pytest.mark.parametrize(
+    "height, width, kernel",
+    [
+        (14, 14, 7),  # DAT-T++ stage 3 at 224: 2 x 2 tiles, every key band shifted at a border
+        (7, 7, 7),  # the map is one window: one tile, no gathers
+        (13, 30, 5),  # not square; tiles that do not divide the map, the last ones shifted back
+        (16, 9, 3),
+    ],
+)
 def test_translation_matches_the_eager_attention(height, width, kernel, tmp_path):
     heads = 2
     module = _Seam(heads, kernel)
@@ -108,8 +119,10 @@ def test_half_inputs_attend_in_float32_between_half_products(tmp_path):
     module = _Seam(heads, kernel, dtype=torch.float16)
     graph = _export(module, _inputs(2, heads, height, width, seed=0), tmp_path / "half.onnx")
     inferred = onnx.shape_inference.infer_shapes(graph)
-    types = {v.name: v.type.tensor_type.elem_type
-             for v in (*inferred.graph.value_info, *inferred.graph.input, *inferred.graph.output)}
+    types = {
+        v.name: v.type.tensor_type.elem_type
+        for v in (*inferred.graph.value_info, *inferred.graph.input, *inferred.graph.output)
+    }
     types.update({t.name: t.data_type for t in inferred.graph.initializer})
     nodes = {n.op_type: n for n in graph.graph.node}
     assert types[nodes["Softmax"].input[0]] == onnx.TensorProto.FLOAT
@@ -150,8 +163,7 @@ def test_plan_indices_are_those_of_the_blocked_layout():
     np.testing.assert_array_equal(plan.queries, layout.queries.numpy())
     np.testing.assert_array_equal(plan.keys, layout.keys.numpy())
     side = 2 * kernel - 1
-    index = plan.row_relative[:, None, :, None, :, None] * side \
-        + plan.col_relative[None, :, None, :, None, :]
+    index = plan.row_relative[:, None, :, None, :, None] * side + plan.col_relative[None, :, None, :, None, :]
     inside = np.isfinite(plan.row_mask + plan.col_mask)
     shape = layout.mask.shape
     inside = inside.reshape(shape)

@@ -12,8 +12,11 @@ from export.manifest import Manifest
 
 pytestmark = pytest.mark.slow
 
-SEAM_NODES = {f"stages.{s}.attns.1/{seam}/GridSample"
-              for s in (2, 3) for seam in ("deformable_kv", "bias_interpolation")}
+SEAM_NODES = {
+    f"stages.{s}.attns.1/{seam}/GridSample"
+    for s in (2, 3)
+    for seam in ("deformable_kv", "bias_interpolation")
+}
 
 
 def tile(x: torch.Tensor, batch: int) -> torch.Tensor:
@@ -107,8 +110,7 @@ def test_fp16_graph_runs_with_top1_agreement(mini_fp16, mini):
 
 def test_fp16_keeps_precision_critical_ops_in_float32(mini_fp16):
     graph = onnx.shape_inference.infer_shapes(onnx.load(mini_fp16 / "model.onnx"))
-    types = {v.name: v.type.tensor_type.elem_type
-             for v in (*graph.graph.value_info, *graph.graph.input)}
+    types = {v.name: v.type.tensor_type.elem_type for v in (*graph.graph.value_info, *graph.graph.input)}
     types.update({t.name: t.data_type for t in graph.graph.initializer})
     assert {n.name for n in graph.graph.node if n.op_type == "GridSample"} == SEAM_NODES
     for node in graph.graph.node:

@@ -26,16 +26,29 @@ class Fakes:
         Path(path).write_bytes(f"{grid_sample} graph".encode())
         self.exported.append((grid_sample, Path(path).name))
         size, classes = model.input_size, model.num_classes
-        return OnnxExport(Path(path), grid_sample, precision, opset, batch,
-                          ["batch", 3, size, size], {"logits": ["batch", classes]},
-                          {"GridSample": 4 if grid_sample == "native" else 0})
+        return OnnxExport(
+            Path(path),
+            grid_sample,
+            precision,
+            opset,
+            batch,
+            ["batch", 3, size, size],
+            {"logits": ["batch", classes]},
+            {"GridSample": 4 if grid_sample == "native" else 0},
+        )
 
     def verify_onnx(self, path, model, *, precision, batch_sizes, input_name, images=None):
         mode = Path(path).read_text().split()[0]
         passed = mode not in self.failing
         results = [BatchResult(b, 1e-7 if passed else 0.3, 1.0, 1e-4, passed) for b in batch_sizes]
-        return Verification("onnxruntime", Path(path).name, precision, "max_abs_error <= 0.0001",
-                            checker="ok", results=results)
+        return Verification(
+            "onnxruntime",
+            Path(path).name,
+            precision,
+            "max_abs_error <= 0.0001",
+            checker="ok",
+            results=results,
+        )
 
 
 @pytest.fixture
@@ -45,12 +58,14 @@ def fakes(monkeypatch):
         monkeypatch.setattr(pipeline.onnx_export, "export_onnx", fake.export_onnx)
         monkeypatch.setattr(validate_mod, "verify_onnx", fake.verify_onnx)
         return fake
+
     return install
 
 
 def _options(out, config, **changes):
-    return pipeline.ExportOptions(out=out, config=config, random_weights=True, engine=False,
-                                  batch=BatchRange(1, 2, 4), **changes)
+    return pipeline.ExportOptions(
+        out=out, config=config, random_weights=True, engine=False, batch=BatchRange(1, 2, 4), **changes
+    )
 
 
 def test_auto_falls_back_to_decomposed_when_onnxruntime_disagrees(fakes, tmp_path, small_config_file):
@@ -65,8 +80,9 @@ def test_auto_falls_back_to_decomposed_when_onnxruntime_disagrees(fakes, tmp_pat
 def test_explicit_native_does_not_fall_back(fakes, tmp_path, small_config_file):
     fake = fakes(failing=("native",))
     with pytest.raises(pipeline.VerificationFailed, match="onnxruntime: FAILED"):
-        pipeline.run_export(_options(tmp_path, small_config_file, grid_sample="native"),
-                            log=lambda line: None)
+        pipeline.run_export(
+            _options(tmp_path, small_config_file, grid_sample="native"), log=lambda line: None
+        )
     assert fake.exported == [("native", "model.onnx")]
     data = json.loads((tmp_path / MANIFEST_NAME).read_text())
     assert data["status"] == "failed"
@@ -77,35 +93,55 @@ def test_explicit_native_does_not_fall_back(fakes, tmp_path, small_config_file):
 
 def test_failed_verification_exits_non_zero(fakes, tmp_path, small_config_file, capsys):
     fakes(failing=("native", "decomposed"))
-    code = main(["--config", str(small_config_file), "--random-weights", "--no-engine",
-                 "--out", str(tmp_path), "--max-batch", "4"])
+    code = main(
+        [
+            "--config",
+            str(small_config_file),
+            "--random-weights",
+            "--no-engine",
+            "--out",
+            str(tmp_path),
+            "--max-batch",
+            "4",
+        ]
+    )
     assert code == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "verification failed" in err[0]
     assert json.loads((tmp_path / MANIFEST_NAME).read_text())["status"] == "failed"
 
 
-def test_a_stale_manifest_never_survives_a_failed_export(monkeypatch, tmp_path, small_config_file,
-                                                         capsys):
+def test_a_stale_manifest_never_survives_a_failed_export(monkeypatch, tmp_path, small_config_file, capsys):
     (tmp_path / MANIFEST_NAME).write_text("{}")
 
     def crash(*args, **kwargs):
         raise RuntimeError("exporter crashed\nsecond line")
 
     monkeypatch.setattr(pipeline.onnx_export, "export_onnx", crash)
-    code = main(["--config", str(small_config_file), "--random-weights", "--no-engine",
-                 "--out", str(tmp_path)])
+    code = main(
+        ["--config", str(small_config_file), "--random-weights", "--no-engine", "--out", str(tmp_path)]
+    )
     assert code == 1 and not (tmp_path / MANIFEST_NAME).exists()
     err = capsys.readouterr().err.strip().splitlines()
-    assert err == ["python -m export: error: export failed: RuntimeError: exporter crashed "
-                   "(rerun with --debug for the traceback)"]
+    assert err == [
+        "python -m export: error: export failed: RuntimeError: exporter crashed "
+        "(rerun with --debug for the traceback)"
+    ]
 
 
 def test_checkpoint_provenance_and_name(fakes, tmp_path, mini):
     fakes()
-    m = pipeline.run_export(pipeline.ExportOptions(
-        out=tmp_path, config=mini["config"], checkpoint=mini["checkpoint"], name="dat_v1_mini",
-        engine=False, batch=BatchRange(1, 1, 1)), log=lambda line: None)
+    m = pipeline.run_export(
+        pipeline.ExportOptions(
+            out=tmp_path,
+            config=mini["config"],
+            checkpoint=mini["checkpoint"],
+            name="dat_v1_mini",
+            engine=False,
+            batch=BatchRange(1, 1, 1),
+        ),
+        log=lambda line: None,
+    )
     assert m.model_name == "dat_v1_mini"
     assert m.weights["source"] == "checkpoint" and m.weights["file"] == "checkpoint.pth"
     assert len(m.weights["sha256"]) == 64
@@ -117,8 +153,9 @@ def test_unsupported_task_is_a_request_error(tmp_path):
         pipeline.run_export(pipeline.ExportOptions(out=tmp_path, task="detection"))
 
 
-def test_without_onnxruntime_the_export_stops_at_once_naming_the_extras(monkeypatch, tmp_path, small_config_file,
-                                                                      capsys):
+def test_without_onnxruntime_the_export_stops_at_once_naming_the_extras(
+    monkeypatch, tmp_path, small_config_file, capsys
+):
     import sys
 
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # neither the cpu nor the gpu extra

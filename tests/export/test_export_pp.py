@@ -19,8 +19,13 @@ from tests.tiny import TINY_PP_CONFIG
 pytestmark = pytest.mark.slow
 
 N_BLOCKS = {f"stages.{s}.attns.0" for s in (0, 1, 2)}
-D_BLOCKS = {"stages.0.attns.1", "stages.1.attns.1", "stages.2.attns.1", "stages.3.attns.0",
-            "stages.3.attns.1"}
+D_BLOCKS = {
+    "stages.0.attns.1",
+    "stages.1.attns.1",
+    "stages.2.attns.1",
+    "stages.3.attns.0",
+    "stages.3.attns.1",
+}
 
 
 def tile(x: torch.Tensor, batch: int) -> np.ndarray:
@@ -76,8 +81,7 @@ def test_fp16_graph_keeps_attention_in_float32_and_the_official_answers(pp_fp16,
     m = Manifest.load(pp_fp16)
     assert m.precision == "fp16" and m.verification["onnxruntime"]["passed"]
     graph = onnx.shape_inference.infer_shapes(onnx.load(m.onnx_path))
-    types = {v.name: v.type.tensor_type.elem_type
-             for v in (*graph.graph.value_info, *graph.graph.input)}
+    types = {v.name: v.type.tensor_type.elem_type for v in (*graph.graph.value_info, *graph.graph.input)}
     types.update({t.name: t.data_type for t in graph.graph.initializer})
     attention = [n for n in graph.graph.node if "/neighborhood/" in n.name]
     assert _blocks(graph, "neighborhood") == N_BLOCKS
@@ -108,13 +112,26 @@ def test_a_tiny_dat_pp_served_at_another_size_than_img_size(monkeypatch, tmp_pat
     from export.triton import write_repository
     from models import DATConfig
 
-    monkeypatch.setitem(_REGISTRY, "tiny_pp_at_96", ModelSpec(
-        DATConfig.from_mapping(TINY_PP_AT_96), Preprocessing(96, crop_pct=1.0),
-        labels=lambda: tuple("abcdefghij")))
+    monkeypatch.setitem(
+        _REGISTRY,
+        "tiny_pp_at_96",
+        ModelSpec(
+            DATConfig.from_mapping(TINY_PP_AT_96),
+            Preprocessing(96, crop_pct=1.0),
+            labels=lambda: tuple("abcdefghij"),
+        ),
+    )
     torch.manual_seed(0)
-    m = run_export(ExportOptions(out=tmp_path / "export", model="tiny_pp_at_96", random_weights=True,
-                                 batch=BatchRange(1, 2, 8), grid_sample="decomposed"),
-                   log=lambda line: None)
+    m = run_export(
+        ExportOptions(
+            out=tmp_path / "export",
+            model="tiny_pp_at_96",
+            random_weights=True,
+            batch=BatchRange(1, 2, 8),
+            grid_sample="decomposed",
+        ),
+        log=lambda line: None,
+    )
     assert m.model_config["img_size"] == 64 and m.preprocessing.input_size == 96
     assert m.input.shape == ("batch", 3, 96, 96)
     for runtime in ("onnxruntime", "tensorrt"):
@@ -122,7 +139,8 @@ def test_a_tiny_dat_pp_served_at_another_size_than_img_size(monkeypatch, tmp_pat
         assert report["passed"] and [r["batch"] for r in report["results"]] == [1, 2, 7, 8], report
         assert report["max_abs_error"] < 1e-4
     assert fake_tensorrt.called("IOptimizationProfile.set_shape") == [
-        ("IOptimizationProfile.set_shape", "images", (1, 3, 96, 96), (2, 3, 96, 96), (8, 3, 96, 96))]
+        ("IOptimizationProfile.set_shape", "images", (1, 3, 96, 96), (2, 3, 96, 96), (8, 3, 96, 96))
+    ]
     graph = onnx.load(m.onnx_path)
     assert _blocks(graph, "neighborhood") == N_BLOCKS
     assert "GridSample" not in {n.op_type for n in graph.graph.node}

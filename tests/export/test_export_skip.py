@@ -11,8 +11,14 @@ MINI_BATCH = (1, 2, 8)  # the range the mini_native fixture was exported with
 
 
 def _options(mini, out, **changes):
-    base = dict(out=out, config=mini["config"], checkpoint=mini["checkpoint"],
-                batch=BatchRange(*MINI_BATCH), engine=False, grid_sample="native")
+    base = dict(
+        out=out,
+        config=mini["config"],
+        checkpoint=mini["checkpoint"],
+        batch=BatchRange(*MINI_BATCH),
+        engine=False,
+        grid_sample="native",
+    )
     return ExportOptions(**{**base, **changes})
 
 
@@ -42,9 +48,23 @@ def test_a_tampered_or_failed_export_is_stale(mini, mini_native, tmp_path):
 
 
 def test_cli_skips_current_exports(export_cli, mini, mini_native):
-    done = export_cli("--config", str(mini["config"]), "--checkpoint", str(mini["checkpoint"]),
-                      "--out", str(mini_native), "--grid-sample", "native", "--no-engine",
-                      "--min-batch", str(MINI_BATCH[0]), "--opt-batch", str(MINI_BATCH[1]),
-                      "--max-batch", str(MINI_BATCH[2]), "--skip-if-current")
+    done = export_cli(
+        "--config",
+        str(mini["config"]),
+        "--checkpoint",
+        str(mini["checkpoint"]),
+        "--out",
+        str(mini_native),
+        "--grid-sample",
+        "native",
+        "--no-engine",
+        "--min-batch",
+        str(MINI_BATCH[0]),
+        "--opt-batch",
+        str(MINI_BATCH[1]),
+        "--max-batch",
+        str(MINI_BATCH[2]),
+        "--skip-if-current",
+    )
     assert done.returncode == 0, done.stderr
     assert "is current: nothing to do" in done.stdout

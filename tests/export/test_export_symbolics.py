@@ -20,16 +20,23 @@ class _Seams(torch.nn.Module):
     """Both seams side by side, as the model calls them."""
 
     def forward(self, source, grid, table, displacement):
-        return (sampling.sample_keys_values(source, grid),
-                sampling.interpolate_position_bias(table, displacement))
+        return (
+            sampling.sample_keys_values(source, grid),
+            sampling.interpolate_position_bias(table, displacement),
+        )
 
 
 def _export(module, inputs, path, mode: str, opset: int = 18):
     batch = torch.export.Dim("batch", min=1, max=16)
     with symbolics.opaque_seams():
         program = torch.export.export(module, inputs, dynamic_shapes=tuple({0: batch} for _ in inputs))
-    onnx_program = torch.onnx.export(program, dynamo=True, opset_version=opset, verbose=False,
-                                     custom_translation_table=symbolics.translation_table(mode, opset))
+    onnx_program = torch.onnx.export(
+        program,
+        dynamo=True,
+        opset_version=opset,
+        verbose=False,
+        custom_translation_table=symbolics.translation_table(mode, opset),
+    )
     symbolics.name_nodes(onnx_program.model)
     onnx_program.save(str(path))
     return onnx.load(path)
@@ -55,8 +62,10 @@ def test_translation_matches_grid_sample(mode, tmp_path):
     names = [i.name for i in session.get_inputs()]
     for batch in (1, 3, 5):  # none of them the traced batch
         inputs = _inputs(batch, seed=batch)
-        want = [F.grid_sample(s, g, mode="bilinear", padding_mode="zeros", align_corners=True)
-                for s, g in (inputs[:2], inputs[2:])]
+        want = [
+            F.grid_sample(s, g, mode="bilinear", padding_mode="zeros", align_corners=True)
+            for s, g in (inputs[:2], inputs[2:])
+        ]
         got = session.run(None, {n: t.numpy() for n, t in zip(names, inputs)})
         for w, o in zip(want, got):
             assert o.shape == tuple(w.shape)

@@ -16,9 +16,13 @@ from tests.export.conftest import REPO
 
 def _verification(passed: bool) -> Verification:
     error = 1e-6 if passed else 0.5
-    return Verification(runtime="tensorrt", artifact="model.plan", precision="fp32",
-                        tolerance_rule="max_abs_error <= 0.0001",
-                        results=[BatchResult(1, error, 1.0 if passed else 0.0, 1e-4, passed)])
+    return Verification(
+        runtime="tensorrt",
+        artifact="model.plan",
+        precision="fp32",
+        tolerance_rule="max_abs_error <= 0.0001",
+        results=[BatchResult(1, error, 1.0 if passed else 0.0, 1e-4, passed)],
+    )
 
 
 class FakeBuilder:
@@ -44,8 +48,14 @@ class FakeBuilder:
 
     def run(self, requested: str, first: str = "native") -> trt_export.EngineResult:
         return trt_export.build_verified(
-            requested, first, onnx_for=self.onnx_for, engine_for=lambda m: self.tmp_path / "model.plan",
-            build=self.build, verify=self.verify, log=lambda line: None)
+            requested,
+            first,
+            onnx_for=self.onnx_for,
+            engine_for=lambda m: self.tmp_path / "model.plan",
+            build=self.build,
+            verify=self.verify,
+            log=lambda line: None,
+        )
 
 
 def test_profile_shapes():
@@ -124,9 +134,12 @@ def test_pipeline_engine_fallback_with_a_fake_tensorrt(monkeypatch, tmp_path, sm
     monkeypatch.setattr(trt_export, "verify_engine", verify_engine)
     monkeypatch.setattr(pipeline.torch.cuda, "get_device_name", lambda *a: "fake GPU")
     out = tmp_path / "out"
-    pipeline.run_export(pipeline.ExportOptions(
-        out=out, config=small_config_file, random_weights=True, batch=BatchRange(1, 2, 4)),
-        log=lambda line: None)
+    pipeline.run_export(
+        pipeline.ExportOptions(
+            out=out, config=small_config_file, random_weights=True, batch=BatchRange(1, 2, 4)
+        ),
+        log=lambda line: None,
+    )
     assert built == ["model.onnx", "model.decomposed.onnx"]
     m = Manifest.load(out)
     assert m.artifacts["onnx"].grid_sample == "native"
@@ -143,8 +156,16 @@ def test_real_engine_matches_pytorch(mini, tmp_path):
     pytest.importorskip("tensorrt", reason="TensorRT is not installed")
     from export.pipeline import ExportOptions, run_export
 
-    m = run_export(ExportOptions(out=tmp_path, config=mini["config"], checkpoint=mini["checkpoint"],
-                                 batch=BatchRange(1, 2, 8), engine=True), log=print)
+    m = run_export(
+        ExportOptions(
+            out=tmp_path,
+            config=mini["config"],
+            checkpoint=mini["checkpoint"],
+            batch=BatchRange(1, 2, 8),
+            engine=True,
+        ),
+        log=print,
+    )
     assert m.engine_path is not None and m.engine_path.is_file()
     report = m.verification["tensorrt"]
     assert report["passed"] and report["max_abs_error"] < 1e-4
@@ -156,8 +177,16 @@ def test_real_detector_engine_keeps_pytorchs_detections(tmp_path):
     from export.pipeline import ExportOptions, run_export
 
     scenes = sorted(str(p) for p in (REPO / "samples").glob("scene_*.png"))
-    m = run_export(ExportOptions(out=tmp_path, model="dat_digits_detector", batch=BatchRange(1, 2, 8),
-                                 engine=True, verify_images=tuple(scenes)), log=print)
+    m = run_export(
+        ExportOptions(
+            out=tmp_path,
+            model="dat_digits_detector",
+            batch=BatchRange(1, 2, 8),
+            engine=True,
+            verify_images=tuple(scenes),
+        ),
+        log=print,
+    )
     assert m.engine_path is not None and m.engine_path.is_file() and m.task == "detection"
     report = m.verification["tensorrt"]
     assert report["passed"] and report["top1_agreement"] == 1.0
@@ -186,32 +215,51 @@ def tiny_model_module(tiny_engine_export):
 
 def test_build_engine_makes_the_calls_tensorrt_10_documents(fake_tensorrt, tiny_onnx, tmp_path):
     trt = fake_tensorrt.module
-    engine = trt_export.build_engine(tiny_onnx, tmp_path / "model.plan", input_name="images",
-                                     batch=BatchRange(1, 2, 4), image_size=32, workspace_gb=0.5)
+    engine = trt_export.build_engine(
+        tiny_onnx,
+        tmp_path / "model.plan",
+        input_name="images",
+        batch=BatchRange(1, 2, 4),
+        image_size=32,
+        workspace_gb=0.5,
+    )
     assert engine == tmp_path / "model.plan" and engine.stat().st_size > 0
     assert fake_tensorrt.called("Builder.create_network") == [
-        ("Builder.create_network", 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))]
-    assert fake_tensorrt.called("OnnxParser.parse_from_file") == [("OnnxParser.parse_from_file", str(tiny_onnx))]
+        ("Builder.create_network", 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
+    ]
+    assert fake_tensorrt.called("OnnxParser.parse_from_file") == [
+        ("OnnxParser.parse_from_file", str(tiny_onnx))
+    ]
     assert fake_tensorrt.called("IBuilderConfig.set_memory_pool_limit") == [
-        ("IBuilderConfig.set_memory_pool_limit", trt.MemoryPoolType.WORKSPACE, 1 << 29)]
-    assert fake_tensorrt.called("IBuilderConfig.clear_flag") == [("IBuilderConfig.clear_flag", trt.BuilderFlag.TF32)]
+        ("IBuilderConfig.set_memory_pool_limit", trt.MemoryPoolType.WORKSPACE, 1 << 29)
+    ]
+    assert fake_tensorrt.called("IBuilderConfig.clear_flag") == [
+        ("IBuilderConfig.clear_flag", trt.BuilderFlag.TF32)
+    ]
     assert fake_tensorrt.called("IOptimizationProfile.set_shape") == [
-        ("IOptimizationProfile.set_shape", "images", (1, 3, 32, 32), (2, 3, 32, 32), (4, 3, 32, 32))]
+        ("IOptimizationProfile.set_shape", "images", (1, 3, 32, 32), (2, 3, 32, 32), (4, 3, 32, 32))
+    ]
     # strongly typed, TF32 off: the build saw what the exporter asked for
     assert fake_tensorrt.called("Builder.build_serialized_network") == [
-        ("Builder.build_serialized_network", 2, [])]
+        ("Builder.build_serialized_network", 2, [])
+    ]
 
 
-def test_engine_runner_answers_as_the_onnx_graph(fake_tensorrt, fake_cuda, tiny_onnx, tiny_model_module, tmp_path):
+def test_engine_runner_answers_as_the_onnx_graph(
+    fake_tensorrt, fake_cuda, tiny_onnx, tiny_model_module, tmp_path
+):
     import numpy as np
     import onnxruntime as ort
 
-    engine = trt_export.build_engine(tiny_onnx, tmp_path / "model.plan", input_name="images",
-                                     batch=BatchRange(1, 2, 4), image_size=32)
+    engine = trt_export.build_engine(
+        tiny_onnx, tmp_path / "model.plan", input_name="images", batch=BatchRange(1, 2, 4), image_size=32
+    )
     run = trt_export.engine_runner(engine, "images", ["logits"])
     x = np.random.default_rng(0).standard_normal((3, 3, 32, 32)).astype(np.float32)
     (logits,) = run(x)
-    want = ort.InferenceSession(str(tiny_onnx), providers=["CPUExecutionProvider"]).run(None, {"images": x})[0]
+    want = ort.InferenceSession(str(tiny_onnx), providers=["CPUExecutionProvider"]).run(None, {"images": x})[
+        0
+    ]
     assert logits.dtype == np.float32 and np.array_equal(logits, want)
     assert fake_tensorrt.executed == [{"images": [3, 3, 32, 32]}] and set(fake_cuda.devices) == {"cuda"}
     with pytest.raises(RuntimeError, match="batch 5 is outside the engine's profile"):
@@ -219,20 +267,35 @@ def test_engine_runner_answers_as_the_onnx_graph(fake_tensorrt, fake_cuda, tiny_
     fake_tensorrt.execute_fails = True
     with pytest.raises(RuntimeError, match="execute_async_v3 failed"):
         run(x)
-    report = trt_export.verify_engine(engine, tiny_model_module, input_name="images", output_names=["logits"],
-                                      precision="fp32", batch_sizes=[1, 2])
+    report = trt_export.verify_engine(
+        engine,
+        tiny_model_module,
+        input_name="images",
+        output_names=["logits"],
+        precision="fp32",
+        batch_sizes=[1, 2],
+    )
     assert not report.passed and "execute_async_v3 failed" in report.error
     fake_tensorrt.execute_fails = False
-    report = trt_export.verify_engine(engine, tiny_model_module, input_name="images", output_names=["logits"],
-                                      precision="fp32", batch_sizes=[1, 2, 4])
+    report = trt_export.verify_engine(
+        engine,
+        tiny_model_module,
+        input_name="images",
+        output_names=["logits"],
+        precision="fp32",
+        batch_sizes=[1, 2, 4],
+    )
     assert report.passed and report.max_abs_error < 1e-4, report.summary()
 
 
-def test_engine_build_and_load_failures_are_engine_build_errors(fake_tensorrt, fake_cuda, tiny_onnx, tmp_path,
-                                                                tiny_model_module):
+def test_engine_build_and_load_failures_are_engine_build_errors(
+    fake_tensorrt, fake_cuda, tiny_onnx, tmp_path, tiny_model_module
+):
     build = dict(input_name="images", batch=BatchRange(1, 2, 4), image_size=32)
     fake_tensorrt.parse_errors = ["Unsupported operator GridSample"]
-    with pytest.raises(trt_export.EngineBuildError, match="could not parse model.onnx: In node -1: Unsupported"):
+    with pytest.raises(
+        trt_export.EngineBuildError, match="could not parse model.onnx: In node -1: Unsupported"
+    ):
         trt_export.build_engine(tiny_onnx, tmp_path / "a.plan", **build)
     fake_tensorrt.parse_errors = []
     fake_tensorrt.build_fails = True
@@ -248,8 +311,14 @@ def test_engine_build_and_load_failures_are_engine_build_errors(fake_tensorrt, f
     (tmp_path / "junk.plan").write_bytes(b"not a plan")
     with pytest.raises(trt_export.EngineBuildError, match="could not load junk.plan"):
         trt_export.engine_runner(tmp_path / "junk.plan", "images", ["logits"])
-    report = trt_export.verify_engine(tmp_path / "junk.plan", tiny_model_module, input_name="images",
-                                      output_names=["logits"], precision="fp32", batch_sizes=[1])
+    report = trt_export.verify_engine(
+        tmp_path / "junk.plan",
+        tiny_model_module,
+        input_name="images",
+        output_names=["logits"],
+        precision="fp32",
+        batch_sizes=[1],
+    )
     assert not report.passed and report.runtime == "tensorrt" and "could not load" in report.error
 
 
@@ -277,8 +346,9 @@ def test_unavailable_reason_and_version_with_the_double(monkeypatch, fake_tensor
         return real_import(name, *args, **kwargs)
 
     monkeypatch.setattr(builtins, "__import__", importing)
-    assert trt_export.unavailable_reason() == ("tensorrt cannot be imported (OSError: libnvinfer.so.10: "
-                                               "cannot open shared object file)")
+    assert trt_export.unavailable_reason() == (
+        "tensorrt cannot be imported (OSError: libnvinfer.so.10: cannot open shared object file)"
+    )
 
 
 def test_the_pipeline_builds_verifies_and_records_an_engine(tiny_engine_export):
@@ -286,5 +356,9 @@ def test_the_pipeline_builds_verifies_and_records_an_engine(tiny_engine_export):
     m = Manifest.load(tiny_engine_export)
     assert m.engine_path == tiny_engine_export / "model.plan" and m.engine_info["device"] == "Fake GPU"
     report = m.verification["tensorrt"]
-    assert report["passed"] and report["max_abs_error"] < 1e-4 and [r["batch"] for r in report["results"]] == [1, 2, 4]
+    assert (
+        report["passed"]
+        and report["max_abs_error"] < 1e-4
+        and [r["batch"] for r in report["results"]] == [1, 2, 4]
+    )
     assert m.tools["tensorrt"] == "10.13.0.fake" and m.artifacts["engine"].grid_sample == "native"

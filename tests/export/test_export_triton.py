@@ -62,8 +62,9 @@ def test_the_default_models_repository_is_a_valid_triton_model_config(digits_cli
 
 def test_repository_from_an_existing_export(export_cli, mini_native, tmp_path):
     repository = tmp_path / "models"
-    done = export_cli("--out", str(mini_native), "--triton", str(repository), "--triton-only",
-                      "--name", "dat_v1_mini")
+    done = export_cli(
+        "--out", str(mini_native), "--triton", str(repository), "--triton-only", "--name", "dat_v1_mini"
+    )
     assert done.returncode == 0, done.stderr
     assert "Exporting" not in done.stdout  # nothing was exported again
     folder = repository / "dat_v1_mini"
@@ -74,8 +75,12 @@ def test_repository_from_an_existing_export(export_cli, mini_native, tmp_path):
     _check_model_folder(folder, Manifest.load(mini_native), config)
     # written again: replaced, not merged
     (folder / "stale.txt").write_text("x")
-    assert export_cli("--out", str(mini_native), "--triton", str(repository), "--triton-only",
-                      "--name", "dat_v1_mini").returncode == 0
+    assert (
+        export_cli(
+            "--out", str(mini_native), "--triton", str(repository), "--triton-only", "--name", "dat_v1_mini"
+        ).returncode
+        == 0
+    )
     assert not (folder / "stale.txt").exists()
     assert [p.name for p in repository.iterdir()] == ["dat_v1_mini"]  # no work folder left behind
 
@@ -115,9 +120,11 @@ def test_fp16_static_batch_and_impossible_requests(manifest, tmp_path):
     half = dataclasses.replace(manifest, input=dataclasses.replace(manifest.input, dtype="float16"))
     assert parse(model_config(half)).input[0].data_type == model_config_pb2.TYPE_FP16
     fixed = dataclasses.replace(
-        manifest, batch=BatchRange(4, 4, 4),
+        manifest,
+        batch=BatchRange(4, 4, 4),
         input=TensorSpec("images", "float32", (4, 3, 224, 224), "NCHW"),
-        outputs=(TensorSpec("logits", "float32", (4, 10)),))
+        outputs=(TensorSpec("logits", "float32", (4, 10)),),
+    )
     config = parse(model_config(fixed))
     assert config.max_batch_size == 0 and list(config.input[0].dims) == [4, 3, 224, 224]
     assert not config.HasField("dynamic_batching")

@@ -30,30 +30,67 @@ MMDET_RETINANET = FIXTURES / "mmdet_retinanet_mini"
 # The twelve released DAT-Detection configs (configs/dat/*.py): RetinaNet reads stages 1-3
 # (out_indices (1, 2, 3), FPN start_level 1), Mask and Cascade Mask R-CNN all four.
 RELEASED = {
-    "cmrcn_base_3x_8n_dp08_lr4": "base", "cmrcn_small_3x_4n_dp05_lr4": "small",
-    "cmrcn_tiny_1x_4n_dp00_lr4": "tiny", "cmrcn_tiny_3x_4n_dp01_lr4": "tiny",
-    "mrcn_small_1x_4n_dp01_lr4": "small", "mrcn_small_3x_4n_dp05_lr4": "small",
-    "mrcn_tiny_1x_4n_dp00_lr4": "tiny", "mrcn_tiny_3x_4n_dp03_lr4": "tiny",
-    "rtn_small_1x_4n_dp01_lr2": "small", "rtn_small_3x_4n_dp05_lr2": "small",
-    "rtn_tiny_1x_4n_dp00_lr2": "tiny", "rtn_tiny_3x_4n_dp02_lr2": "tiny",
+    "cmrcn_base_3x_8n_dp08_lr4": "base",
+    "cmrcn_small_3x_4n_dp05_lr4": "small",
+    "cmrcn_tiny_1x_4n_dp00_lr4": "tiny",
+    "cmrcn_tiny_3x_4n_dp01_lr4": "tiny",
+    "mrcn_small_1x_4n_dp01_lr4": "small",
+    "mrcn_small_3x_4n_dp05_lr4": "small",
+    "mrcn_tiny_1x_4n_dp00_lr4": "tiny",
+    "mrcn_tiny_3x_4n_dp03_lr4": "tiny",
+    "rtn_small_1x_4n_dp01_lr2": "small",
+    "rtn_small_3x_4n_dp05_lr2": "small",
+    "rtn_tiny_1x_4n_dp00_lr2": "tiny",
+    "rtn_tiny_3x_4n_dp02_lr2": "tiny",
 }
 # rtn_tiny_1x's model.backbone as mmdet passes it to the constructor: the base config
 # (retinanet_dat_fpn.py) merged with the model config's changes.
 RTN_TINY_BACKBONE = dict(
-    type="DAT", img_size=224, patch_size=4, num_classes=1000, expansion=4,
-    dim_stem=64, dims=[64, 128, 256, 512], depths=[2, 4, 18, 2],
-    heads=[2, 4, 8, 16], heads_q=[6, 12, 24, 48], window_sizes=[7, 7, 7, 7],
-    drop_rate=0.0, attn_drop_rate=0.0, drop_path_rate=0.0, strides=[8, 4, 2, 1],
-    offset_range_factor=[-1, -1, -1, -1], local_orf=[-1, -1, -1, -1],
-    local_kv_sizes=[-1, -1, -1, -1], offset_pes=[False, False, False, False],
+    type="DAT",
+    img_size=224,
+    patch_size=4,
+    num_classes=1000,
+    expansion=4,
+    dim_stem=64,
+    dims=[64, 128, 256, 512],
+    depths=[2, 4, 18, 2],
+    heads=[2, 4, 8, 16],
+    heads_q=[6, 12, 24, 48],
+    window_sizes=[7, 7, 7, 7],
+    drop_rate=0.0,
+    attn_drop_rate=0.0,
+    drop_path_rate=0.0,
+    strides=[8, 4, 2, 1],
+    offset_range_factor=[-1, -1, -1, -1],
+    local_orf=[-1, -1, -1, -1],
+    local_kv_sizes=[-1, -1, -1, -1],
+    offset_pes=[False, False, False, False],
     stage_spec=[["N", "D"], ["N", "D"] * 2, ["N", "D"] * 9, ["D", "D"]],
-    groups=[1, 2, 4, 8], use_pes=[True, True, True, True], dwc_pes=[False] * 4,
-    sr_ratios=[8, 4, 2, 1], lower_lr_kvs={}, fixed_pes=[False] * 4, no_offs=[False] * 4,
-    ns_per_pts=[4, 4, 4, 4], use_dwc_mlps=[True] * 4, use_conv_patches=True,
-    ksizes=[9, 7, 5, 3], ksize_qnas=[3, 3, 3, 3], nqs=[2, 2, 2, 2], qna_activation="exp",
-    deform_groups=[0, 0, 0, 0], nat_ksizes=[7, 7, 7, 7], layer_scale_values=[-1, -1, -1, -1],
-    use_lpus=[True] * 4, use_cmt_mlps=[False] * 4, out_indices=(1, 2, 3), use_checkpoint=True,
-    init_cfg=dict(type="Pretrained", checkpoint="<path-to-pretrained-model>"))
+    groups=[1, 2, 4, 8],
+    use_pes=[True, True, True, True],
+    dwc_pes=[False] * 4,
+    sr_ratios=[8, 4, 2, 1],
+    lower_lr_kvs={},
+    fixed_pes=[False] * 4,
+    no_offs=[False] * 4,
+    ns_per_pts=[4, 4, 4, 4],
+    use_dwc_mlps=[True] * 4,
+    use_conv_patches=True,
+    ksizes=[9, 7, 5, 3],
+    ksize_qnas=[3, 3, 3, 3],
+    nqs=[2, 2, 2, 2],
+    qna_activation="exp",
+    deform_groups=[0, 0, 0, 0],
+    nat_ksizes=[7, 7, 7, 7],
+    layer_scale_values=[-1, -1, -1, -1],
+    use_lpus=[True] * 4,
+    use_cmt_mlps=[False] * 4,
+    out_indices=(1, 2, 3),
+    use_checkpoint=True,
+    init_cfg=dict(type="Pretrained", checkpoint="<path-to-pretrained-model>"),
+)
+
+
 @pytest.fixture(scope="module")
 def detection_shapes() -> dict:
     if not DETECTION_SHAPES.is_file():
@@ -105,21 +142,23 @@ def test_an_mmdet_backbone_dict_builds_the_release(detection_shapes):
     backbone = create_backbone(RTN_TINY_BACKBONE)
     assert backbone.out_indices == (1, 2, 3) and backbone.config.plus_plus
     # the registry's DAT-T++, but for what only unbuilt blocks read (P blocks' sr_ratios)
-    assert backbone.config.replace(sr_ratios=(-1,) * 4, drop_path_rate=0.2) == \
-        get_spec("dat_pp_tiny").config
+    assert backbone.config.replace(sr_ratios=(-1,) * 4, drop_path_rate=0.2) == get_spec("dat_pp_tiny").config
     want = detection_shapes["rtn_tiny_1x_4n_dp00_lr2"]
-    assert {f"backbone.{k}": v for k, v in shapes_of(backbone).items()} == \
-        {k: v for k, v in want.items() if k.startswith("backbone.")}
+    assert {f"backbone.{k}": v for k, v in shapes_of(backbone).items()} == {
+        k: v for k, v in want.items() if k.startswith("backbone.")
+    }
 
 
 def _mmdet_model_entry(config: Path, key: str) -> dict:
     """``model[key]`` of a flattened mmdet config, read as data (never executed)."""
+
     def value(node: ast.expr):
         if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "dict":
             return {kw.arg: value(kw.value) for kw in node.keywords}
         if isinstance(node, (ast.List, ast.Tuple)):
             return [value(e) for e in node.elts]
         return ast.literal_eval(node)
+
     for stmt in ast.parse(config.read_text()).body:
         if isinstance(stmt, ast.Assign) and getattr(stmt.targets[0], "id", None) == "model":
             return next(value(kw.value) for kw in stmt.value.keywords if kw.arg == key)
@@ -135,9 +174,16 @@ def test_mmdets_retinanet_neck_from_its_backbone_dict():
     assert (neck["start_level"], neck["add_extra_convs"]) == (1, "on_input")
     backbone = create_backbone(_mmdet_model_entry(MMDET_RETINANET / "config.py", "backbone"))
     assert backbone.out_indices == (1, 2, 3)
-    detector = RetinaNet(RetinaNetConfig(backbone.config, num_classes=80, out_indices=backbone.out_indices,
-                                         fpn_channels=neck["out_channels"], feat_channels=64,
-                                         num_outs=neck["num_outs"]))
+    detector = RetinaNet(
+        RetinaNetConfig(
+            backbone.config,
+            num_classes=80,
+            out_indices=backbone.out_indices,
+            fpn_channels=neck["out_channels"],
+            feat_channels=64,
+            num_outs=neck["num_outs"],
+        )
+    )
     load_checkpoint(detector, MMDET_RETINANET / "checkpoint.pth")  # strict, mmdet's state_dict
     expected = torch.load(MMDET_RETINANET / "expected.pt", weights_only=True)
     with torch.inference_mode():
@@ -172,8 +218,12 @@ def test_dat_plus_plus_backbone_runs_at_other_sizes():
     backbone = create_backbone(TINY_PP_CONFIG)  # tables built at 64
     with torch.no_grad():
         features = backbone(torch.randn(1, 3, 96, 160))
-    assert [tuple(f.shape) for f in features] == [(1, 16, 24, 40), (1, 32, 12, 20), (1, 64, 6, 10),
-                                                  (1, 128, 3, 5)]
+    assert [tuple(f.shape) for f in features] == [
+        (1, 16, 24, 40),
+        (1, 32, 12, 20),
+        (1, 64, 6, 10),
+        (1, 128, 3, 5),
+    ]
     assert all(torch.isfinite(f).all() for f in features)
 
 
@@ -185,8 +235,9 @@ def test_config_forms_and_out_indices(tmp_path):
     backbone = create_backbone("dat_digits_detector")
     detector = create_model("dat_digits_detector", pretrained=False)
     assert backbone.out_indices == (1, 2, 3) and backbone.config == detector.config.backbone
-    assert shapes_of(backbone) == {k.removeprefix("backbone."): v for k, v in
-                                   shapes_of(detector).items() if k.startswith("backbone.")}
+    assert shapes_of(backbone) == {
+        k.removeprefix("backbone."): v for k, v in shapes_of(detector).items() if k.startswith("backbone.")
+    }
     # a classifier: every stage by default, or the argument's
     assert create_backbone("dat_tiny").out_indices == (0, 1, 2, 3)
     assert create_backbone("dat_digits", out_indices=[2, 3]).out_indices == (2, 3)
@@ -196,7 +247,11 @@ def test_config_forms_and_out_indices(tmp_path):
     from_file = create_backbone(path)
     assert from_file.out_indices == (1, 3) and not from_file.config.plus_plus
     assert [k for k in from_file.state_dict() if k.startswith("norms.")] == [
-        "norms.1.norm.weight", "norms.1.norm.bias", "norms.3.norm.weight", "norms.3.norm.bias"]
+        "norms.1.norm.weight",
+        "norms.1.norm.bias",
+        "norms.3.norm.weight",
+        "norms.3.norm.bias",
+    ]
     assert create_backbone(path, out_indices=(0,)).out_indices == (0,)
     assert create_backbone({**TINY_CONFIG, "out_indices": [2]}).config.plus_plus
     with pytest.raises(ValueError, match="increasing stage indices"):
@@ -236,8 +291,7 @@ def test_v1_backbone_is_the_classifiers_stages_plus_norms(v1_pair, size, monkeyp
         features = backbone(x)
     for i, (feature, stage) in enumerate(zip(features, stages)):
         want = backbone.norms[i](stage).permute(0, 3, 1, 2)
-        assert feature.shape == (2, TINY_CONFIG["dims"][i], size[0] // 2 // 2 ** i,
-                                 size[1] // 2 // 2 ** i)
+        assert feature.shape == (2, TINY_CONFIG["dims"][i], size[0] // 2 // 2**i, size[1] // 2 // 2**i)
         assert torch.equal(feature, want), i
 
 
@@ -247,8 +301,12 @@ def test_v1_backbone_runs_where_windows_do_not_fit(v1_pair):
     x = torch.randn(1, 3, 32, 48)
     with torch.no_grad():
         features = backbone(x)
-    assert [tuple(f.shape) for f in features] == [(1, 16, 16, 24), (1, 32, 8, 12), (1, 64, 4, 6),
-                                                  (1, 128, 2, 3)]
+    assert [tuple(f.shape) for f in features] == [
+        (1, 16, 16, 24),
+        (1, 32, 8, 12),
+        (1, 64, 4, 6),
+        (1, 128, 2, 3),
+    ]
     assert all(torch.isfinite(f).all() for f in features)
     with pytest.raises(ValueError, match=r"expects images of shape \(B, 3, 32, 32\)"):
         classifier(x)  # a classifier keeps its exact size
@@ -259,13 +317,22 @@ def test_v1_backbone_runs_where_windows_do_not_fit(v1_pair):
 def test_v1_backbone_pads_its_shifted_windows():
     """DAT-T's windows (7) at a detection size: every S block pads (200 x 304 -> 203 x 308 at
     stage 0, ...); a tiny DAT with DAT-T's windows shows it at 96 x 160."""
-    config = {**TINY_CONFIG, "img_size": 224, "window_sizes": [7, 7, 7, 7],
-              "stage_spec": [["L", "S"], ["L", "S"], ["L", "S"], ["L", "D"]], "patch_size": 4}
+    config = {
+        **TINY_CONFIG,
+        "img_size": 224,
+        "window_sizes": [7, 7, 7, 7],
+        "stage_spec": [["L", "S"], ["L", "S"], ["L", "S"], ["L", "D"]],
+        "patch_size": 4,
+    }
     backbone = create_backbone(config, out_indices=(1, 2, 3))
     with torch.no_grad():
         features = backbone(torch.randn(1, 3, 96, 160))
     assert [tuple(f.shape[2:]) for f in features] == [(12, 20), (6, 10), (3, 5)]
     assert all(torch.isfinite(f).all() for f in features)
-    masks = {size for block in backbone.modules() if isinstance(block, ShiftWindowAttention)
-             for size in block._other_masks}
+    masks = {
+        size
+        for block in backbone.modules()
+        if isinstance(block, ShiftWindowAttention)
+        for size in block._other_masks
+    }
     assert masks == {(28, 42), (14, 21), (7, 14)}

@@ -80,8 +80,9 @@ def test_arbitrary_pickles_are_never_unpickled(tmp_path, capsys):
     assert "unpickled" not in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("content, message", [
-    (b"", "not a loadable"), (b"\x00garbage" * 10, "not a loadable")])
+@pytest.mark.parametrize(
+    "content, message", [(b"", "not a loadable"), (b"\x00garbage" * 10, "not a loadable")]
+)
 def test_garbage_files_are_clear_errors(tmp_path, content, message):
     path = tmp_path / "bad.pth"
     path.write_bytes(content)
@@ -105,12 +106,14 @@ def test_a_checkpoint_serves_at_another_resolution_and_window(official_state, mi
     assert torch.equal(state["stages.2.attns.1.rpe_table"], want)
     bias = official_state["stages.0.attns.0.relative_position_bias_table"]  # (169, heads)
     want = F.interpolate(bias.reshape(1, 13, 13, -1).permute(0, 3, 1, 2), (23, 23), mode="bicubic")
-    assert torch.equal(state["stages.0.attns.0.relative_position_bias_table"],
-                       want.reshape(-1, 23 * 23).permute(1, 0))
+    assert torch.equal(
+        state["stages.0.attns.0.relative_position_bias_table"], want.reshape(-1, 23 * 23).permute(1, 0)
+    )
     assert state["stages.0.attns.1.attn_mask"].shape == (64, 144, 144)
     # Weights that do not depend on the resolution are loaded unchanged.
-    assert torch.equal(state["stages.2.attns.1.proj_q.weight"],
-                       official_state["stages.2.attns.1.proj_q.weight"])
+    assert torch.equal(
+        state["stages.2.attns.1.proj_q.weight"], official_state["stages.2.attns.1.proj_q.weight"]
+    )
     logits = _logits(model, torch.randn(1, 3, 384, 384))
     assert logits.shape == (1, 10) and torch.isfinite(logits).all()
 

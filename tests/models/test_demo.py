@@ -82,6 +82,7 @@ def test_samples_exist():
 
 def test_render_digit_polarity():
     import numpy as np
+
     pixels = np.zeros((8, 8), np.float32)
     pixels[2:6, 3:5] = 16
     dark_on_light = render_digit(pixels, 80)
@@ -95,8 +96,9 @@ def test_render_digit_polarity():
 def test_short_training_run_writes_loadable_weights(tmp_path):
     out = tmp_path / "digits.safetensors"
     lines: list[str] = []
-    record = train(out, epochs=1, train_limit=64, font_digits=10, batch_size=32, eval_every=0,
-                   log=lines.append)
+    record = train(
+        out, epochs=1, train_limit=64, font_digits=10, batch_size=32, eval_every=0, log=lines.append
+    )
     assert out.is_file() and out.with_suffix(".json").is_file()
     assert json.loads(out.with_suffix(".json").read_text())["epochs"] == 1
     assert 0.0 <= record["held_out_top1"] <= 1.0

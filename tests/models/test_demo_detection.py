@@ -123,8 +123,10 @@ def test_held_out_scenes_use_only_held_out_scans(monkeypatch):
 
 
 def _gt():
-    return [(np.array([[10, 10, 30, 40], [50, 10, 70, 40]], np.float32), np.array([3, 5])),
-            (np.array([[0, 0, 20, 20]], np.float32), np.array([3]))]
+    return [
+        (np.array([[10, 10, 30, 40], [50, 10, 70, 40]], np.float32), np.array([3, 5])),
+        (np.array([[0, 0, 20, 20]], np.float32), np.array([3])),
+    ]
 
 
 def test_map_perfect_predictions():
@@ -152,13 +154,23 @@ def test_map_false_positive_ranked_between_two_hits():
     # recall 0.5 / 0.5 / 1, precision 1 / 0.5 / 2/3: the envelope is 1 up to recall 0.5 and
     # 2/3 after it, so 51 of the 101 recall points see 1 and 50 see 2/3.
     gt = [(np.array([[10, 10, 30, 40], [50, 10, 70, 40]]), np.array([3, 3]))]
-    predictions = [(np.array([[10, 10, 30, 40], [100, 100, 120, 130], [50, 12, 70, 42]]),
-                    np.array([0.9, 0.8, 0.7]), np.array([3, 3, 3]))]
+    predictions = [
+        (
+            np.array([[10, 10, 30, 40], [100, 100, 120, 130], [50, 12, 70, 42]]),
+            np.array([0.9, 0.8, 0.7]),
+            np.array([3, 3, 3]),
+        )
+    ]
     assert average_precision(predictions, gt, 3) == pytest.approx((51 + 50 * 2 / 3) / 101)
     assert average_precision(predictions, gt, 4) is None
     # a duplicate of an already matched object is a false positive too
-    duplicate = [(np.array([[10, 10, 30, 40], [11, 10, 31, 40], [50, 10, 70, 40]]),
-                  np.array([0.9, 0.8, 0.7]), np.array([3, 3, 3]))]
+    duplicate = [
+        (
+            np.array([[10, 10, 30, 40], [11, 10, 31, 40], [50, 10, 70, 40]]),
+            np.array([0.9, 0.8, 0.7]),
+            np.array([3, 3, 3]),
+        )
+    ]
     assert average_precision(duplicate, gt, 3) == pytest.approx((51 + 50 * 2 / 3) / 101)
     # IoU threshold: the second hit overlaps its object by 0.82
     assert average_precision(predictions, gt, 3, iou_threshold=0.9) == pytest.approx(51 / 101)
@@ -168,8 +180,9 @@ def test_map_false_positive_ranked_between_two_hits():
 
 
 def test_anchor_equal_to_a_ground_truth_is_positive():
-    anchors = torch.tensor([[0, 0, 10, 10], [0, 0, 9, 10], [20, 20, 40, 40], [0, 0, 30, 30], [4, 0, 14, 10]],
-                           dtype=torch.float32)
+    anchors = torch.tensor(
+        [[0, 0, 10, 10], [0, 0, 9, 10], [20, 20, 40, 40], [0, 0, 30, 30], [4, 0, 14, 10]], dtype=torch.float32
+    )
     assigned = assign_anchors(anchors, torch.tensor([[0.0, 0.0, 10.0, 10.0]]))
     assert assigned.tolist() == [0, 0, NEGATIVE, NEGATIVE, IGNORED]  # IoU 1, 0.9, 0, 0.11, 0.43
     # a ground truth no anchor reaches 0.5 with still gets its best anchor

@@ -24,8 +24,12 @@ from models.detection import (
 from models.nms import greedy_nms_keep
 from tests.tiny import TINY_CONFIG, TINY_PP_CONFIG
 
-DETECTION_SHAPES = (Path(__file__).resolve().parents[2].parent / "shared" / "fixtures"
-                    / "official_dat_pp_detection_state_dict_shapes.json")
+DETECTION_SHAPES = (
+    Path(__file__).resolve().parents[2].parent
+    / "shared"
+    / "fixtures"
+    / "official_dat_pp_detection_state_dict_shapes.json"
+)
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +44,7 @@ def test_anchors_follow_mmdets_generator():
     assert anchors.shape == (9, 4)
     # ratio-major: (ratio 0.5, scale 1) first; h/w = 0.5 at area (4 * 8)^2
     w, h = anchors[0, 2] - anchors[0, 0], anchors[0, 3] - anchors[0, 1]
-    assert float(h / w) == pytest.approx(0.5) and float(w * h) == pytest.approx(32.0 ** 2)
+    assert float(h / w) == pytest.approx(0.5) and float(w * h) == pytest.approx(32.0**2)
     sides = (anchors[3:6, 2] - anchors[3:6, 0]).tolist()  # ratio 1: 32, 32 * 2^(1/3), 32 * 2^(2/3)
     assert sides == pytest.approx([32.0, 32 * 2 ** (1 / 3), 32 * 2 ** (2 / 3)])
     grid = grid_anchors(8, 3, cfg)
@@ -76,10 +80,25 @@ def test_box_iou():
 
 
 def test_nms_has_onnx_semantics():
-    boxes = torch.tensor([[[0.0, 0.0, 10.0, 10.0], [1.0, 0.0, 11.0, 10.0], [0.0, 5.0, 10.0, 15.0],
-                           [50.0, 50.0, 60.0, 60.0], [70.0, 70.0, 70.0, 80.0]]])
-    scores = torch.tensor([[[0.9, 0.8, 0.7, 0.05, 0.6],    # class 0
-                            [0.0, 0.85, 0.0, 0.3, 0.0]]])  # class 1
+    boxes = torch.tensor(
+        [
+            [
+                [0.0, 0.0, 10.0, 10.0],
+                [1.0, 0.0, 11.0, 10.0],
+                [0.0, 5.0, 10.0, 15.0],
+                [50.0, 50.0, 60.0, 60.0],
+                [70.0, 70.0, 70.0, 80.0],
+            ]
+        ]
+    )
+    scores = torch.tensor(
+        [
+            [
+                [0.9, 0.8, 0.7, 0.05, 0.6],  # class 0
+                [0.0, 0.85, 0.0, 0.3, 0.0],
+            ]
+        ]
+    )  # class 1
     keep = greedy_nms_keep(boxes, scores, max_per_class=10, iou_threshold=0.5, score_threshold=0.05)
     # box 1 overlaps box 0 (IoU 0.82) in class 0 only; box 2 (IoU 1/3) stays; 0.05 is not above
     # the threshold; the zero-area box is kept and suppresses nothing
@@ -116,10 +135,16 @@ def test_detections_come_sorted_and_above_the_threshold(detector):
 
 def test_state_dict_uses_mmdets_names(detector):
     keys = set(detector.state_dict())
-    for key in ("backbone.patch_proj.0.weight", "backbone.norms.1.norm.weight",
-                "neck.lateral_convs.0.conv.weight", "neck.fpn_convs.4.conv.bias",
-                "bbox_head.cls_convs.1.conv.weight", "bbox_head.reg_convs.0.conv.bias",
-                "bbox_head.retina_cls.weight", "bbox_head.retina_reg.bias"):
+    for key in (
+        "backbone.patch_proj.0.weight",
+        "backbone.norms.1.norm.weight",
+        "neck.lateral_convs.0.conv.weight",
+        "neck.fpn_convs.4.conv.bias",
+        "bbox_head.cls_convs.1.conv.weight",
+        "bbox_head.reg_convs.0.conv.bias",
+        "bbox_head.retina_cls.weight",
+        "bbox_head.retina_reg.bias",
+    ):
         assert key in keys, key
     assert not any(k.startswith(("backbone.cls_", "backbone.norms.0.")) or "anchors" in k for k in keys)
     assert detector.bbox_head.retina_cls.out_channels == 9 * 10
@@ -132,20 +157,30 @@ def test_mmdet_checkpoints_load_strictly():
     from models import get_spec, load_checkpoint
 
     if not DETECTION_SHAPES.is_file():
-        pytest.skip(f"official fixtures not found at {DETECTION_SHAPES.parent} (they live beside the "
-                    "repository in ../shared; a plain clone does not have them)")
+        pytest.skip(
+            f"official fixtures not found at {DETECTION_SHAPES.parent} (they live beside the "
+            "repository in ../shared; a plain clone does not have them)"
+        )
     released = json.loads(DETECTION_SHAPES.read_text())["rtn_tiny_1x_4n_dp00_lr2"]
     assert {k: v for k, v in released.items() if k.startswith("neck.lateral_convs.")} == {
-        "neck.lateral_convs.0.conv.weight": [256, 128, 1, 1], "neck.lateral_convs.0.conv.bias": [256],
-        "neck.lateral_convs.1.conv.weight": [256, 256, 1, 1], "neck.lateral_convs.1.conv.bias": [256],
-        "neck.lateral_convs.2.conv.weight": [256, 512, 1, 1], "neck.lateral_convs.2.conv.bias": [256]}
+        "neck.lateral_convs.0.conv.weight": [256, 128, 1, 1],
+        "neck.lateral_convs.0.conv.bias": [256],
+        "neck.lateral_convs.1.conv.weight": [256, 256, 1, 1],
+        "neck.lateral_convs.1.conv.bias": [256],
+        "neck.lateral_convs.2.conv.weight": [256, 512, 1, 1],
+        "neck.lateral_convs.2.conv.bias": [256],
+    }
     generator = torch.Generator().manual_seed(0)
     state = {key: torch.randn(shape, generator=generator) for key, shape in released.items()}
     ours = RetinaNet(RetinaNetConfig(get_spec("dat_pp_tiny").config, num_classes=80))
     load_checkpoint(ours, {"meta": {}, "state_dict": state})  # mmdet's wrapper
     loaded = ours.state_dict()
-    for key in ("backbone.stages.2.attns.17.rpe_table", "backbone.norms.3.norm.weight",
-                "neck.fpn_convs.3.conv.weight", "bbox_head.retina_cls.bias"):
+    for key in (
+        "backbone.stages.2.attns.17.rpe_table",
+        "backbone.norms.3.norm.weight",
+        "neck.fpn_convs.3.conv.weight",
+        "bbox_head.retina_cls.bias",
+    ):
         assert torch.equal(loaded[key], state[key]), key
     state.pop("neck.fpn_convs.4.conv.bias")
     with pytest.raises(ValueError, match="1 missing: neck.fpn_convs.4.conv.bias"):
@@ -155,8 +190,15 @@ def test_mmdet_checkpoints_load_strictly():
 def test_backbone_initialises_from_a_classification_checkpoint():
     torch.manual_seed(0)
     classifier = DAT(DATConfig.from_mapping(TINY_CONFIG))
-    detector = RetinaNet(RetinaNetConfig(DATConfig.from_mapping({**TINY_CONFIG, "img_size": 64}),
-                                         num_classes=3, fpn_channels=16, feat_channels=16, stacked_convs=1))
+    detector = RetinaNet(
+        RetinaNetConfig(
+            DATConfig.from_mapping({**TINY_CONFIG, "img_size": 64}),
+            num_classes=3,
+            fpn_channels=16,
+            feat_channels=16,
+            stacked_convs=1,
+        )
+    )
     norms_before = detector.backbone.norms[3].norm.weight.clone()
     load_backbone(detector, classifier.state_dict())
     ours, theirs = detector.backbone.state_dict(), classifier.state_dict()
@@ -174,11 +216,19 @@ def test_load_backbone_renames_layer_scale_to_gamma():
     classifier = create_model(TINY_PP_CONFIG)
     with torch.no_grad():
         classifier.stages[2].layer_scales[3].weight.uniform_()
-    detector = RetinaNet(RetinaNetConfig(DATConfig.from_mapping(TINY_PP_CONFIG), num_classes=2,
-                                         fpn_channels=8, feat_channels=8, stacked_convs=1))
+    detector = RetinaNet(
+        RetinaNetConfig(
+            DATConfig.from_mapping(TINY_PP_CONFIG),
+            num_classes=2,
+            fpn_channels=8,
+            feat_channels=8,
+            stacked_convs=1,
+        )
+    )
     load_backbone(detector, classifier.state_dict())
-    assert torch.equal(detector.backbone.stages[2].layer_scales[3].gamma,
-                       classifier.stages[2].layer_scales[3].weight)
+    assert torch.equal(
+        detector.backbone.stages[2].layer_scales[3].gamma, classifier.stages[2].layer_scales[3].weight
+    )
 
 
 def test_detector_takes_only_its_canvas(detector):
@@ -226,7 +276,9 @@ def test_greedy_nms_matches_a_brute_force_reference():
     for c in range(2):
         kept: list[int] = []
         for i in sorted(range(40), key=lambda i: -float(scores[0, c, i])):
-            if scores[0, c, i] > 0.2 and all(box_iou(boxes[0, [i]], boxes[0, [j]]).item() <= 0.5 for j in kept):
+            if scores[0, c, i] > 0.2 and all(
+                box_iou(boxes[0, [i]], boxes[0, [j]]).item() <= 0.5 for j in kept
+            ):
                 kept.append(i)
         assert sorted(kept) == torch.nonzero(keep[0, c]).flatten().tolist()
 
@@ -241,12 +293,14 @@ def mmdet_retinanet_fixture():
     from models.transforms import KeepRatioResize
     from tests.conftest import FIXTURES, official_fixture
     from tests.models.test_backbone import _mmdet_model_entry
+
     reference = official_fixture("mmdet_retinanet_mini")
     config = FIXTURES / "mmdet_retinanet_mini" / "config.py"
     backbone = create_backbone(_mmdet_model_entry(config, "backbone"))
-    detector = MMDetRetinaNet(MMDetRetinaNetConfig(backbone.config, out_indices=(1, 2, 3), fpn_channels=64,
-                                                   feat_channels=64),
-                              ModelInfo("retinanet_mini", KeepRatioResize((480, 320))))
+    detector = MMDetRetinaNet(
+        MMDetRetinaNetConfig(backbone.config, out_indices=(1, 2, 3), fpn_channels=64, feat_channels=64),
+        ModelInfo("retinanet_mini", KeepRatioResize((480, 320))),
+    )
     load_checkpoint(detector, reference["checkpoint"])
     return detector.eval(), reference["expected"]
 
@@ -257,8 +311,13 @@ def assert_same_detections(boxes, scores, labels, expected):
     free = set(range(len(labels)))
     assert len(labels) == len(expected["labels"])
     for box, score, label in zip(expected["boxes"], expected["scores"], expected["labels"]):
-        close = [j for j in free if labels[j] == label and abs(scores[j] - score) <= 1e-4
-                 and ((boxes[j] - box).abs() / box.abs().clamp(min=1)).max() <= 1e-3]
+        close = [
+            j
+            for j in free
+            if labels[j] == label
+            and abs(scores[j] - score) <= 1e-4
+            and ((boxes[j] - box).abs() / box.abs().clamp(min=1)).max() <= 1e-3
+        ]
         assert close, f"no counterpart for label {int(label)} score {float(score):.5f} box {box.tolist()}"
         free.remove(min(close, key=lambda j: abs(float(scores[j] - score))))
 
@@ -270,6 +329,7 @@ def test_mmdet_retinanet_reproduces_mmdet():
     from PIL import Image
 
     from tests.conftest import FIXTURES
+
     detector, expected = mmdet_retinanet_fixture()
     sizes = torch.tensor([[319.0, 480.0]])
     factors = torch.tensor([[480 / 451, 319 / 300] * 2])
@@ -286,10 +346,18 @@ def test_mmdet_retinanet_takes_the_best_anchor_class_pairs():
     """Per level the nms_pre best (anchor, class) pairs above the threshold, one anchor
     possibly several times: not the best anchors' every class."""
     from models import MMDetRetinaNet, MMDetRetinaNetConfig
+
     torch.manual_seed(0)
-    config = MMDetRetinaNetConfig(DATConfig.from_mapping(dict(TINY_PP_CONFIG)), num_classes=3, fpn_channels=16,
-                                  feat_channels=16, stacked_convs=1, nms_pre=4, max_per_img=30,
-                                  score_threshold=0.2)
+    config = MMDetRetinaNetConfig(
+        DATConfig.from_mapping(dict(TINY_PP_CONFIG)),
+        num_classes=3,
+        fpn_channels=16,
+        feat_channels=16,
+        stacked_convs=1,
+        nms_pre=4,
+        max_per_img=30,
+        score_threshold=0.2,
+    )
     detector = MMDetRetinaNet(config).eval()
     with torch.no_grad():
         detector.bbox_head.retina_reg.weight.zero_()

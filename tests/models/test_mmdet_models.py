@@ -52,8 +52,18 @@ def test_the_retinanet_fixture_config():
     detector = create_detector(fixture_path("retinanet"))
     assert isinstance(detector, MMDetRetinaNet) and detector.task == "detection"
     config = detector.config
-    assert (config.out_indices, config.fpn_channels, config.feat_channels, config.num_outs) == ((1, 2, 3), 64, 64, 5)
-    assert (config.nms_pre, config.score_threshold, config.iou_threshold, config.max_per_img) == (1000, 0.05, 0.5, 100)
+    assert (config.out_indices, config.fpn_channels, config.feat_channels, config.num_outs) == (
+        (1, 2, 3),
+        64,
+        64,
+        5,
+    )
+    assert (config.nms_pre, config.score_threshold, config.iou_threshold, config.max_per_img) == (
+        1000,
+        0.05,
+        0.5,
+        100,
+    )
     load_checkpoint(detector, FIXTURES / "mmdet_retinanet_mini" / "checkpoint.pth")  # strict
 
 
@@ -65,6 +75,7 @@ def test_create_model_takes_a_config_file():
 
 def test_create_backbone_takes_detector_configs():
     from models import create_backbone
+
     assert create_backbone("dat_pp_small_retinanet_3x").out_indices == (1, 2, 3)  # the stages its FPN reads
     backbone = create_backbone(fixture_path("cascade_mask_rcnn"))
     assert backbone.out_indices == (0, 1, 2, 3) and backbone.config.dims == (32, 64, 128, 256)
@@ -81,18 +92,49 @@ def test_unsupported_settings_are_named():
         ({**base, "backbone": {"type": "ResNet", "depth": 50}}, "model.backbone: .*type='DAT'"),
         ({**base, "neck": {**base["neck"], "type": "PAFPN"}}, "model.neck: type 'PAFPN'"),
         ({**base, "neck": {**base["neck"], "in_channels": [64, 64, 128, 256]}}, "not the backbone's"),
-        ({**base, "test_cfg": {**base["test_cfg"], "rcnn": {**base["test_cfg"]["rcnn"],
-                                                            "nms": {"type": "soft_nms", "iou_threshold": 0.5}}}},
-         "model.test_cfg.rcnn.nms type 'soft_nms'"),
-        ({**base, "roi_head": {**base["roi_head"], "bbox_head": {**base["roi_head"]["bbox_head"],
-                                                                  "type": "DoubleConvFCBBoxHead"}}},
-         "box head type 'DoubleConvFCBBoxHead'"),
-        ({**base, "roi_head": {**base["roi_head"], "mask_head": {**base["roi_head"]["mask_head"],
-                                                                  "upsample_cfg": {"type": "bilinear"}}}},
-         "upsample_cfg"),
-        ({**base, "roi_head": {**base["roi_head"], "bbox_roi_extractor": {
-            **base["roi_head"]["bbox_roi_extractor"],
-            "roi_layer": {"type": "RoIAlign", "output_size": 7, "aligned": False}}}}, "aligned=False"),
+        (
+            {
+                **base,
+                "test_cfg": {
+                    **base["test_cfg"],
+                    "rcnn": {**base["test_cfg"]["rcnn"], "nms": {"type": "soft_nms", "iou_threshold": 0.5}},
+                },
+            },
+            "model.test_cfg.rcnn.nms type 'soft_nms'",
+        ),
+        (
+            {
+                **base,
+                "roi_head": {
+                    **base["roi_head"],
+                    "bbox_head": {**base["roi_head"]["bbox_head"], "type": "DoubleConvFCBBoxHead"},
+                },
+            },
+            "box head type 'DoubleConvFCBBoxHead'",
+        ),
+        (
+            {
+                **base,
+                "roi_head": {
+                    **base["roi_head"],
+                    "mask_head": {**base["roi_head"]["mask_head"], "upsample_cfg": {"type": "bilinear"}},
+                },
+            },
+            "upsample_cfg",
+        ),
+        (
+            {
+                **base,
+                "roi_head": {
+                    **base["roi_head"],
+                    "bbox_roi_extractor": {
+                        **base["roi_head"]["bbox_roi_extractor"],
+                        "roi_layer": {"type": "RoIAlign", "output_size": 7, "aligned": False},
+                    },
+                },
+            },
+            "aligned=False",
+        ),
     ]
     for model, message in cases:
         with pytest.raises(ConfigError, match=message):
@@ -105,9 +147,15 @@ def test_a_faster_rcnn_has_no_mask_head():
     roi = {k: v for k, v in base["roi_head"].items() if k not in ("mask_head", "mask_roi_extractor")}
     config = detector_config({**base, "type": "FasterRCNN", "roi_head": roi})
     assert config.mask_head is None
-    detector = create_detector({"model": {**base, "type": "FasterRCNN", "roi_head": roi},
-                                "test_pipeline": read_mmdet_config(fixture_path("mask_rcnn"))["test_pipeline"]})
-    assert detector.task == "detection" and not any(k.startswith("roi_head.mask_head") for k in detector.state_dict())
+    detector = create_detector(
+        {
+            "model": {**base, "type": "FasterRCNN", "roi_head": roi},
+            "test_pipeline": read_mmdet_config(fixture_path("mask_rcnn"))["test_pipeline"],
+        }
+    )
+    assert detector.task == "detection" and not any(
+        k.startswith("roi_head.mask_head") for k in detector.state_dict()
+    )
     with pytest.raises(ConfigError, match="needs model.roi_head.mask_head"):
         detector_config({**base, "roi_head": roi})
 
@@ -129,6 +177,7 @@ def test_mask_rcnn_from_its_config_and_a_jpeg():
     """config.py + checkpoint.pth + chelsea.jpg, nothing else: mmdet's 100 detections and
     their masks at the original 451 x 300 (pixels within 1e-3 of the threshold excused)."""
     from tests.models.test_detection import assert_same_detections
+
     reference = official_fixture("mmdet_mask_rcnn_mini")
     expected = reference["expected"]
     detector = create_detector(fixture_path("mask_rcnn"))
@@ -136,7 +185,9 @@ def test_mask_rcnn_from_its_config_and_a_jpeg():
     [result] = detector.predict([Image.open(FIXTURES / "chelsea.jpg").convert("RGB")])
     assert_same_detections(result.boxes, result.scores, result.labels, expected)
     height, width = expected["masks_shape"][1:]
-    want = torch.from_numpy(np.unpackbits(expected["masks_packed"].numpy(), axis=-1)[..., :width].astype(bool))
+    want = torch.from_numpy(
+        np.unpackbits(expected["masks_packed"].numpy(), axis=-1)[..., :width].astype(bool)
+    )
     assert result.masks.shape == (100, height, width) and result.masks.dtype == torch.bool
     # the same order of detections on both sides once sorted by (label, score)
     ours = sorted(range(100), key=lambda i: (int(result.labels[i]), -float(result.scores[i])))
@@ -169,11 +220,17 @@ def test_registered_releases_have_the_released_layouts(name, detection_shapes):
 
 def test_every_release_is_registered(detection_shapes):
     assert sorted(v[3] for v in RELEASED_DETECTORS.values()) == sorted(detection_shapes)
-    assert {"dat_pp_tiny_mask_rcnn_3x", "dat_pp_tiny_cascade_mask_rcnn_1x", "dat_pp_small_retinanet_3x",
-            "dat_pp_base_cascade_mask_rcnn_3x"} <= set(RELEASED_DETECTORS)
+    assert {
+        "dat_pp_tiny_mask_rcnn_3x",
+        "dat_pp_tiny_cascade_mask_rcnn_1x",
+        "dat_pp_small_retinanet_3x",
+        "dat_pp_base_cascade_mask_rcnn_3x",
+    } <= set(RELEASED_DETECTORS)
 
 
 def test_registered_releases_are_their_config_files(release_configs):  # noqa: F811
     """The registry's configs equal what create_detector reads from configs/dat/*.py."""
     for name, (_, _, _, release) in RELEASED_DETECTORS.items():
-        assert get_spec(name).config == detector_config(read_mmdet_config(release_configs / "dat" / f"{release}.py")["model"]), name
+        assert get_spec(name).config == detector_config(
+            read_mmdet_config(release_configs / "dat" / f"{release}.py")["model"]
+        ), name

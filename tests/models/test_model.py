@@ -16,7 +16,7 @@ def test_each_image_is_independent_of_its_batch_and_deterministic(tiny_model):
     with torch.inference_mode():
         batched = tiny_model(images)
         again = tiny_model(images)
-        alone = torch.cat([tiny_model(images[i:i + 1]) for i in range(5)])
+        alone = torch.cat([tiny_model(images[i : i + 1]) for i in range(5)])
         reordered = tiny_model(images.flip(0)).flip(0)
     assert torch.equal(batched, again)
     assert (batched - alone).abs().max().item() < 1e-5
@@ -27,7 +27,11 @@ def test_forward_features_gives_the_four_stage_maps(tiny_model):
     with torch.inference_mode():
         features = tiny_model.forward_features(torch.randn(2, 3, 32, 32))
     assert [tuple(f.shape) for f in features] == [
-        (2, 16, 16, 16), (2, 32, 8, 8), (2, 64, 4, 4), (2, 128, 2, 2)]
+        (2, 16, 16, 16),
+        (2, 32, 8, 8),
+        (2, 64, 4, 4),
+        (2, 128, 2, 2),
+    ]
 
 
 def test_points_follow_the_official_layout(tiny_model):
@@ -35,7 +39,11 @@ def test_points_follow_the_official_layout(tiny_model):
         logits, positions, references = tiny_model.forward_with_points(torch.randn(3, 3, 32, 32))
     assert logits.shape == (3, 10)
     assert [[p is None for p in stage] for stage in positions] == [
-        [True, True], [True, True], [True, False], [True, False]]
+        [True, True],
+        [True, True],
+        [True, False],
+        [True, False],
+    ]
     assert positions[2][1].shape == (3, 2, 4, 4, 2) and positions[3][1].shape == (3, 4, 2, 2, 2)
     assert references[3][1].shape == (3, 4, 2, 2, 2)
     # offset_range_factor 2 bounds each offset by 2 / Hk around its reference point
@@ -47,11 +55,11 @@ def test_wrong_input_shape_is_a_clear_error(tiny_model):
         tiny_model(torch.randn(1, 3, 64, 64))
 
 
-
 def test_official_yaml_file_is_accepted(tmp_path):
-    official = {"MODEL": {"TYPE": "dat", "NAME": "dat_tiny",
-                          "DAT": create_model("dat_tiny").config.to_dict()},
-                "TRAIN": {"EPOCHS": 300}}
+    official = {
+        "MODEL": {"TYPE": "dat", "NAME": "dat_tiny", "DAT": create_model("dat_tiny").config.to_dict()},
+        "TRAIN": {"EPOCHS": 300},
+    }
     path = tmp_path / "dat_tiny.yaml"
     path.write_text(yaml.safe_dump(official))
     model = create_model(path)
@@ -59,16 +67,19 @@ def test_official_yaml_file_is_accepted(tmp_path):
     assert model.info.name == "dat_tiny" and len(model.info.labels) == 1000
 
 
-@pytest.mark.parametrize("change, message", [
-    ({"img_size": 100}, "divisible by patch_size"),
-    ({"window_sizes": (5, 7, 7, 7)}, "not divisible by window size"),
-    ({"groups": (-1, -1, 5, 6)}, "offset groups"),
-    ({"stage_spec": (("L", "S"), ("L", "S"), ("L", "D") * 3, ("L", "Z"))}, "unknown block kind"),
-    ({"stage_spec": (("L", "S"), ("L", "S"), ("L", "D") * 3, ("L", "X"))}, "'X' blocks .* not support"),
-    ({"stage_spec": (("N", "S"), ("L", "S"), ("L", "D") * 3, ("L", "D"))}, "only DAT\\+\\+ has"),
-    ({"use_lpus": (True, False, False, False)}, "DAT\\+\\+ options"),
-    ({"depths": (2, 2, 6, 3)}, "depth"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"img_size": 100}, "divisible by patch_size"),
+        ({"window_sizes": (5, 7, 7, 7)}, "not divisible by window size"),
+        ({"groups": (-1, -1, 5, 6)}, "offset groups"),
+        ({"stage_spec": (("L", "S"), ("L", "S"), ("L", "D") * 3, ("L", "Z"))}, "unknown block kind"),
+        ({"stage_spec": (("L", "S"), ("L", "S"), ("L", "D") * 3, ("L", "X"))}, "'X' blocks .* not support"),
+        ({"stage_spec": (("N", "S"), ("L", "S"), ("L", "D") * 3, ("L", "D"))}, "only DAT\\+\\+ has"),
+        ({"use_lpus": (True, False, False, False)}, "DAT\\+\\+ options"),
+        ({"depths": (2, 2, 6, 3)}, "depth"),
+    ],
+)
 def test_invalid_configs_are_rejected_with_a_reason(change, message):
     with pytest.raises(ValueError, match=message):
         DATConfig().replace(**change)
@@ -84,6 +95,7 @@ def test_unknown_names_and_keys_are_clear_errors():
 
 def test_imagenet_labels_are_in_sorted_wordnet_order():
     from models.registry import LABELS_DIR
+
     lines = (LABELS_DIR / "imagenet1k.txt").read_text().splitlines()
     wnids = [line.split("\t")[0] for line in lines]
     assert len(wnids) == 1000 == len(set(wnids)) and wnids == sorted(wnids)
@@ -98,6 +110,7 @@ def test_sampling_seams_can_be_replaced_and_restored(tiny_model):
         def sample(source, grid):
             calls.append(name)
             return sampling.bilinear_grid_sample(source, grid)
+
         return sample
 
     x = torch.randn(1, 3, 32, 32)
@@ -131,6 +144,7 @@ def test_half_precision_keeps_sampling_in_float32(tiny_model, batch):
 @pytest.mark.filterwarnings("ignore:`torch.jit.trace")  # torch deprecates it; what it sees is checked
 def test_cpu_linears_run_as_one_onednn_call_without_changing_the_answer(dtype, monkeypatch):
     from models import layers
+
     if not layers._HAS_LINEAR_POINTWISE:
         pytest.skip("this torch build has no oneDNN linear fusion")
     torch.manual_seed(0)
@@ -138,8 +152,12 @@ def test_cpu_linears_run_as_one_onednn_call_without_changing_the_answer(dtype, m
     x = torch.randn(2, 5, 7, 32).to(dtype)
     calls = []
     fused = torch.ops.mkldnn._linear_pointwise
-    monkeypatch.setattr(layers.torch.ops.mkldnn, "_linear_pointwise",
-                        lambda *args: calls.append(args[3]) or fused(*args), raising=False)
+    monkeypatch.setattr(
+        layers.torch.ops.mkldnn,
+        "_linear_pointwise",
+        lambda *args: calls.append(args[3]) or fused(*args),
+        raising=False,
+    )
     with torch.inference_mode():
         got, want = mlp(x), mlp.chunk(x)
     assert calls == ["gelu", "none"]

@@ -29,23 +29,26 @@ def natten_reference(q, k, v, rpb, kernel, scale):
         ni, pi = starts(i, H)
         for j in range(W):
             nj, pj = starts(j, W)
-            keys = k[:, :, ni:ni + kernel, nj:nj + kernel].reshape(B, heads, -1, d)
-            values = v[:, :, ni:ni + kernel, nj:nj + kernel].reshape(B, heads, -1, d)
-            bias = rpb[:, pi:pi + kernel, pj:pj + kernel].reshape(heads, -1)
+            keys = k[:, :, ni : ni + kernel, nj : nj + kernel].reshape(B, heads, -1, d)
+            values = v[:, :, ni : ni + kernel, nj : nj + kernel].reshape(B, heads, -1, d)
+            bias = rpb[:, pi : pi + kernel, pj : pj + kernel].reshape(heads, -1)
             logits = torch.einsum("bhd,bhnd->bhn", q[:, :, i, j] * scale, keys) + bias
             out[:, :, i, j] = torch.einsum("bhn,bhnd->bhd", logits.softmax(-1), values)
     return out
 
 
-@pytest.mark.parametrize("height, width, kernel", [
-    (7, 7, 7),  # the map is one window
-    (8, 9, 7),  # one tile, keys shifted at both borders
-    (14, 14, 7),  # DAT-T++ stage 3 at 224
-    (56, 56, 7),  # stage 1: tiles that divide the map
-    (13, 30, 5),  # tiles that do not: the last one shifted back
-    (20, 17, 3),
-    (9, 9, 9),
-])
+@pytest.mark.parametrize(
+    "height, width, kernel",
+    [
+        (7, 7, 7),  # the map is one window
+        (8, 9, 7),  # one tile, keys shifted at both borders
+        (14, 14, 7),  # DAT-T++ stage 3 at 224
+        (56, 56, 7),  # stage 1: tiles that divide the map
+        (13, 30, 5),  # tiles that do not: the last one shifted back
+        (20, 17, 3),
+        (9, 9, 9),
+    ],
+)
 def test_blocked_attention_equals_natten(height, width, kernel):
     torch.manual_seed(height * width + kernel)
     q, k, v = (torch.randn(2, 3, height, width, 8) for _ in range(3))

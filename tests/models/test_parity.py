@@ -32,7 +32,8 @@ def test_reproduces_official_deformed_points(mini_model, mini_fixture):
     assert (logits - expected["logits"]).abs().max().item() < TOL
     d_blocks = 0
     for got_stage, want_stage, got_refs, want_refs in zip(
-            positions, expected["positions"], references, expected["references"], strict=True):
+        positions, expected["positions"], references, expected["references"], strict=True
+    ):
         assert len(got_stage) == len(want_stage)
         for got, want, got_ref, want_ref in zip(got_stage, want_stage, got_refs, want_refs):
             if want is None:

@@ -55,8 +55,12 @@ def test_reproduces_official_points(pp_model, pp_fixture):
     points are DAT++'s: centres divided by n - 1."""
     with torch.inference_mode():
         _, positions, references = pp_model.forward_with_points(pp_fixture["expected"]["input"])
-    blocks = [(p, r) for stage_p, stage_r in zip(positions, references)
-              for p, r in zip(stage_p, stage_r) if p is not None]
+    blocks = [
+        (p, r)
+        for stage_p, stage_r in zip(positions, references)
+        for p, r in zip(stage_p, stage_r)
+        if p is not None
+    ]
     assert len(blocks) == 5
     for pos, ref in blocks:
         assert pos.abs().max() <= 1.0
@@ -91,8 +95,7 @@ def test_the_384_model_runs_at_384_with_tables_built_at_224():
 
 def test_a_released_checkpoint_layout_loads_strictly_and_a_wrong_one_does_not(official_pp_shapes):
     model = create_model("dat_pp_tiny", pretrained=False)
-    released = {k: torch.zeros(shape) for k, shape in
-                official_pp_shapes["dat_pp_tiny"]["state_dict"].items()}
+    released = {k: torch.zeros(shape) for k, shape in official_pp_shapes["dat_pp_tiny"]["state_dict"].items()}
     load_checkpoint(model, {"model": released})
     assert model.stages[0].attns[0].rpb.abs().sum() == 0
     del released["stages.0.attns.0.rpb"]
@@ -105,14 +108,22 @@ def test_a_bare_mapping_with_dat_plus_plus_keys_is_dat_plus_plus(official_pp_sha
     assert DATConfig.from_mapping(mapping).plus_plus
     v1 = create_model("dat_tiny", pretrained=False).config.to_dict()
     del v1["plus_plus"]
-    assert not DATConfig.from_mapping({k: v1[k] for k in
-                                       ("dims", "depths", "stage_spec", "heads", "groups")}).plus_plus
+    assert not DATConfig.from_mapping(
+        {k: v1[k] for k in ("dims", "depths", "stage_spec", "heads", "groups")}
+    ).plus_plus
     assert DATConfig.from_mapping({"ksizes": [9, 7, 5, 3]}, plus_plus=False).plus_plus is False
 
 
 def test_training_only_and_unused_block_options_are_accepted():
-    config = DATConfig.from_mapping({"lower_lr_kvs": {}, "use_checkpoint": True, "heads_q": [1] * 4,
-                                     "qna_activation": "exp", "drop_path_rate": 0.3})
+    config = DATConfig.from_mapping(
+        {
+            "lower_lr_kvs": {},
+            "use_checkpoint": True,
+            "heads_q": [1] * 4,
+            "qna_activation": "exp",
+            "drop_path_rate": 0.3,
+        }
+    )
     assert config.plus_plus and config.drop_path_rate == 0.3
     with pytest.raises(ValueError, match="use_cmt_mlps"):
         DATConfig.from_mapping({"use_cmt_mlps": [True] * 4, "use_dwc_mlps": [True] * 4})
@@ -130,14 +141,14 @@ def test_reproduces_official_logits_on_cuda(pp_model, pp_fixture, dtype, toleran
 def test_another_resolution_resamples_the_position_tables(official_pp_shapes):
     """As for v1 (the official load_pretrained): a 224 checkpoint into a model built at 384
     gets its D blocks' rpe tables resampled bicubically; the N blocks' rpb do not depend on size."""
-    released = {k: torch.randn(shape) for k, shape in
-                official_pp_shapes["dat_pp_tiny"]["state_dict"].items()}
+    released = {k: torch.randn(shape) for k, shape in official_pp_shapes["dat_pp_tiny"]["state_dict"].items()}
     model = create_model("dat_pp_tiny", pretrained=False, img_size=384)
     load_checkpoint(model, released)
     table = model.stages[0].attns[1].rpe_table
     assert table.shape == (2, 191, 191)  # 2 * 96 - 1
-    want = torch.nn.functional.interpolate(released["stages.0.attns.1.rpe_table"][None], (191, 191),
-                                           mode="bicubic")[0]  # the official load_pretrained
+    want = torch.nn.functional.interpolate(
+        released["stages.0.attns.1.rpe_table"][None], (191, 191), mode="bicubic"
+    )[0]  # the official load_pretrained
     assert torch.equal(table.detach(), want)
     assert torch.equal(model.stages[0].attns[0].rpb, released["stages.0.attns.0.rpb"])
     with torch.inference_mode():

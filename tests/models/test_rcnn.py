@@ -65,7 +65,9 @@ def test_delta2bbox_denormalises_clamps_and_clips():
     # clipped per image to its (height, width): x to [0, w], y to [0, h]
     rois2 = rois.expand(2, 1, 4)
     sizes = torch.tensor([[40.0, 25.0], [100.0, 100.0]])
-    clipped = delta2bbox(rois2, torch.tensor([0.0, 0.0, 1.0, 1.0]), (0, 0, 0, 0), (1, 1, 1, 1), sizes[:, None])
+    clipped = delta2bbox(
+        rois2, torch.tensor([0.0, 0.0, 1.0, 1.0]), (0, 0, 0, 0), (1, 1, 1, 1), sizes[:, None]
+    )
     assert clipped[0, 0].tolist() == [0.0, 0.0, 25.0, 40.0]
     half_w, half_h = 10 * math.e, 20 * math.e
     assert clipped[1, 0].tolist() == pytest.approx([0.0, 0.0, 20 + half_w, 40 + half_h], abs=1e-4)
@@ -80,7 +82,9 @@ def test_batched_nms_suppresses_within_groups_only():
     keep = batched_nms_keep(boxes, scores, groups, valid, 0.5, 10)
     # 1: same box, other group, kept; 2: overlaps 0 in its group, suppressed; 4: invalid
     assert keep.tolist() == [[True, True, False, True, False]]
-    assert batched_nms_keep(boxes, scores, groups, valid, 0.5, 2).tolist() == [[True, True, False, False, False]]
+    assert batched_nms_keep(boxes, scores, groups, valid, 0.5, 2).tolist() == [
+        [True, True, False, False, False]
+    ]
 
 
 def test_batched_nms_is_per_group_greedy_nms():
@@ -107,8 +111,15 @@ def test_pasting_over_the_box_region_is_pasting_everywhere():
     torch.manual_seed(4)
     masks = torch.rand(5, 28, 28)
     masks[0] = 1.0  # saturated: the region's edge is where the box ends
-    boxes = torch.tensor([[10.3, 5.7, 40.2, 30.9], [0.0, 0.0, 60.0, 45.0], [50.5, 30.5, 90.0, 70.0],
-                          [-5.0, -3.0, 12.0, 9.0], [20.0, 20.0, 20.0, 25.0]])
+    boxes = torch.tensor(
+        [
+            [10.3, 5.7, 40.2, 30.9],
+            [0.0, 0.0, 60.0, 45.0],
+            [50.5, 30.5, 90.0, 70.0],
+            [-5.0, -3.0, 12.0, 9.0],
+            [20.0, 20.0, 20.0, 25.0],
+        ]
+    )
     got = paste_masks(masks, boxes, 48, 64)
     ys = torch.arange(48).float() + 0.5
     xs = torch.arange(64).float() + 0.5
@@ -129,11 +140,29 @@ def tiny_rcnn(cascade: bool = False, **changes) -> RCNN:
     backbone = DATConfig.from_mapping(dict(TINY_PP_CONFIG))
     heads = (BBoxHeadConfig(fc_out_channels=32),)
     if cascade:
-        heads = tuple(BBoxHeadConfig(num_shared_convs=2, num_shared_fcs=1, conv_out_channels=16,
-                                     fc_out_channels=32, norm=True, target_stds=s) for s in CASCADE_TARGET_STDS)
-    config = RCNNConfig(backbone, num_classes=5, fpn_channels=16, rpn_channels=16, cascade=cascade,
-                        anchor_strides=(2, 4, 8, 16, 32), roi_strides=(2, 4, 8, 16), bbox_heads=heads,
-                        mask_head=MaskHeadConfig(num_convs=2, conv_out_channels=16), **changes)
+        heads = tuple(
+            BBoxHeadConfig(
+                num_shared_convs=2,
+                num_shared_fcs=1,
+                conv_out_channels=16,
+                fc_out_channels=32,
+                norm=True,
+                target_stds=s,
+            )
+            for s in CASCADE_TARGET_STDS
+        )
+    config = RCNNConfig(
+        backbone,
+        num_classes=5,
+        fpn_channels=16,
+        rpn_channels=16,
+        cascade=cascade,
+        anchor_strides=(2, 4, 8, 16, 32),
+        roi_strides=(2, 4, 8, 16),
+        bbox_heads=heads,
+        mask_head=MaskHeadConfig(num_convs=2, conv_out_channels=16),
+        **changes,
+    )
     return RCNN(config).eval()
 
 
@@ -165,14 +194,27 @@ def test_outputs_keep_static_shapes_with_padding(cascade):
 
 def test_mmdet_key_layout():
     keys = set(tiny_rcnn().state_dict())
-    assert {"neck.lateral_convs.0.conv.weight", "neck.fpn_convs.4.conv.weight", "rpn_head.rpn_conv.weight",
-            "rpn_head.rpn_cls.bias", "rpn_head.rpn_reg.weight", "roi_head.bbox_head.shared_fcs.1.weight",
-            "roi_head.bbox_head.fc_cls.weight", "roi_head.bbox_head.fc_reg.bias",
-            "roi_head.mask_head.convs.1.conv.weight", "roi_head.mask_head.upsample.weight",
-            "roi_head.mask_head.conv_logits.bias", "backbone.norms.0.norm.weight"} <= keys
+    assert {
+        "neck.lateral_convs.0.conv.weight",
+        "neck.fpn_convs.4.conv.weight",
+        "rpn_head.rpn_conv.weight",
+        "rpn_head.rpn_cls.bias",
+        "rpn_head.rpn_reg.weight",
+        "roi_head.bbox_head.shared_fcs.1.weight",
+        "roi_head.bbox_head.fc_cls.weight",
+        "roi_head.bbox_head.fc_reg.bias",
+        "roi_head.mask_head.convs.1.conv.weight",
+        "roi_head.mask_head.upsample.weight",
+        "roi_head.mask_head.conv_logits.bias",
+        "backbone.norms.0.norm.weight",
+    } <= keys
     keys = set(tiny_rcnn(cascade=True, fpn_extra=None).state_dict())
-    assert {"roi_head.bbox_head.2.shared_convs.1.conv.weight", "roi_head.bbox_head.0.shared_convs.0.bn.running_var",
-            "roi_head.bbox_head.1.shared_fcs.0.weight", "roi_head.mask_head.2.conv_logits.weight"} <= keys
+    assert {
+        "roi_head.bbox_head.2.shared_convs.1.conv.weight",
+        "roi_head.bbox_head.0.shared_convs.0.bn.running_var",
+        "roi_head.bbox_head.1.shared_fcs.0.weight",
+        "roi_head.mask_head.2.conv_logits.weight",
+    } <= keys
     assert not any(k.startswith("neck.fpn_convs.4") for k in keys)  # max-pooled P6
     assert not any("shared_convs.0.conv.bias" in k for k in keys)  # BN: the conv has no bias
 
@@ -184,16 +226,35 @@ def fixture_config(name: str) -> RCNNConfig:
     """The fixture's detector by hand: narrowed neck and heads, every other setting the
     release's (create_detector must read the same from its config.py)."""
     from tests.models.test_backbone import _mmdet_model_entry
+
     backbone = create_backbone(_mmdet_model_entry(FIXTURES / f"mmdet_{name}_mini" / "config.py", "backbone"))
     if name == "mask_rcnn":
-        return RCNNConfig(backbone.config, fpn_channels=64, rpn_channels=64,
-                          bbox_heads=(BBoxHeadConfig(fc_out_channels=256),),
-                          mask_head=MaskHeadConfig(conv_out_channels=64))
-    return RCNNConfig(backbone.config, fpn_channels=64, rpn_channels=64, fpn_extra=None, cascade=True,
-                      bbox_heads=tuple(BBoxHeadConfig(num_shared_convs=4, num_shared_fcs=1, conv_out_channels=64,
-                                                      fc_out_channels=256, norm=True, target_stds=stds)
-                                       for stds in CASCADE_TARGET_STDS),
-                      mask_head=MaskHeadConfig(conv_out_channels=64))
+        return RCNNConfig(
+            backbone.config,
+            fpn_channels=64,
+            rpn_channels=64,
+            bbox_heads=(BBoxHeadConfig(fc_out_channels=256),),
+            mask_head=MaskHeadConfig(conv_out_channels=64),
+        )
+    return RCNNConfig(
+        backbone.config,
+        fpn_channels=64,
+        rpn_channels=64,
+        fpn_extra=None,
+        cascade=True,
+        bbox_heads=tuple(
+            BBoxHeadConfig(
+                num_shared_convs=4,
+                num_shared_fcs=1,
+                conv_out_channels=64,
+                fc_out_channels=256,
+                norm=True,
+                target_stds=stds,
+            )
+            for stds in CASCADE_TARGET_STDS
+        ),
+        mask_head=MaskHeadConfig(conv_out_channels=64),
+    )
 
 
 def fixture_model(name: str) -> tuple[RCNN, dict, dict]:
@@ -219,8 +280,18 @@ def run(request) -> dict:
         proposals = model.propose(features, sizes)
         boxes, scores, labels = model.detect(features, proposals, sizes, factors)
         masks = model.segment(features, boxes, labels, factors)
-    return dict(name=request.param, expected=expected, meta=meta, features=features, proposals=proposals,
-                boxes=boxes[0], scores=scores[0], labels=labels[0], masks=masks[0], factors=factors[0])
+    return dict(
+        name=request.param,
+        expected=expected,
+        meta=meta,
+        features=features,
+        proposals=proposals,
+        boxes=boxes[0],
+        scores=scores[0],
+        labels=labels[0],
+        masks=masks[0],
+        factors=factors[0],
+    )
 
 
 @pytest.mark.slow  # the detector runs once per architecture, ~15 s on 2 cores
@@ -255,11 +326,17 @@ def match(run) -> list[tuple[int, int]]:
     pairs, free = [], set(found.nonzero().squeeze(1).tolist())
     for i in range(len(want["labels"])):
         box = want["boxes"][i]
-        candidates = [j for j in free if run["labels"][j] == want["labels"][i]
-                      and ((run["boxes"][j] - box).abs() / box.abs().clamp(min=1)).max() <= BOX_RTOL
-                      and abs(run["scores"][j] - want["scores"][i]) <= SCORE_TOL]
-        assert candidates, f"no counterpart for detection {i}: label {int(want['labels'][i])}, " \
-                           f"score {float(want['scores'][i]):.5f}, box {box.tolist()}"
+        candidates = [
+            j
+            for j in free
+            if run["labels"][j] == want["labels"][i]
+            and ((run["boxes"][j] - box).abs() / box.abs().clamp(min=1)).max() <= BOX_RTOL
+            and abs(run["scores"][j] - want["scores"][i]) <= SCORE_TOL
+        ]
+        assert candidates, (
+            f"no counterpart for detection {i}: label {int(want['labels'][i])}, "
+            f"score {float(want['scores'][i]):.5f}, box {box.tolist()}"
+        )
         j = min(candidates, key=lambda j: float((run["boxes"][j] - box).abs().max()))
         free.remove(j)
         pairs.append((i, j))
@@ -299,12 +376,15 @@ def test_predict_maps_back_to_each_image():
 
     from models.dat import ModelInfo
     from models.transforms import KeepRatioResize
+
     model = tiny_rcnn(score_threshold=0.0, max_per_img=10, rpn_max_per_img=100)
     assert model.info.preprocessing == KeepRatioResize()  # mmdet's default pipeline
     model.info = ModelInfo("tiny", KeepRatioResize((96, 64)), model.info.labels)
     rng = np.random.default_rng(0)
-    images = [Image.fromarray(rng.integers(0, 256, (50, 70, 3), dtype=np.uint8)),
-              Image.fromarray(rng.integers(0, 256, (90, 40, 3), dtype=np.uint8))]
+    images = [
+        Image.fromarray(rng.integers(0, 256, (50, 70, 3), dtype=np.uint8)),
+        Image.fromarray(rng.integers(0, 256, (90, 40, 3), dtype=np.uint8)),
+    ]
     results = model.predict(images)
     for result, image in zip(results, images):
         n = len(result.scores)

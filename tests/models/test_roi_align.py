@@ -12,8 +12,9 @@ import torch
 from models.roi_align import extract_roi_features, map_roi_levels, roi_align
 
 
-def kernel_roi_align(feature: np.ndarray, box, pooled: int, scale: float, sampling_ratio: int = 0,
-                     aligned: bool = True) -> np.ndarray:
+def kernel_roi_align(
+    feature: np.ndarray, box, pooled: int, scale: float, sampling_ratio: int = 0, aligned: bool = True
+) -> np.ndarray:
     """mmcv's roi_align_cpu for one RoI, loop by loop, in float32 (feature (C, H, W))."""
     f32 = np.float32
     channels, height, width = feature.shape
@@ -50,25 +51,31 @@ def kernel_roi_align(feature: np.ndarray, box, pooled: int, scale: float, sampli
                         x_high = x_low + 1
                     ly, lx = yy - f32(y_low), xx - f32(x_low)
                     hy, hx = f32(1) - ly, f32(1) - lx
-                    total += (hy * hx * feature[:, y_low, x_low] + hy * lx * feature[:, y_low, x_high]
-                              + ly * hx * feature[:, y_high, x_low] + ly * lx * feature[:, y_high, x_high])
+                    total += (
+                        hy * hx * feature[:, y_low, x_low]
+                        + hy * lx * feature[:, y_low, x_high]
+                        + ly * hx * feature[:, y_high, x_low]
+                        + ly * lx * feature[:, y_high, x_high]
+                    )
             out[:, ph, pw] = total / f32(count)
     return out
 
 
 BOXES = [
-    [10.0, 12.0, 50.0, 40.0],    # inside, 2 x 2 samples per bin at stride 4 and size 7
-    [0.0, 0.0, 3.0, 2.0],        # smaller than a bin: 1 sample, near the top-left border
+    [10.0, 12.0, 50.0, 40.0],  # inside, 2 x 2 samples per bin at stride 4 and size 7
+    [0.0, 0.0, 3.0, 2.0],  # smaller than a bin: 1 sample, near the top-left border
     [100.0, 20.0, 127.9, 63.5],  # against the right and bottom edges (64 x 128 image)
-    [-10.0, -6.0, 20.0, 30.0],   # starts outside the image: samples below -1 count as 0
-    [30.0, 5.0, 126.0, 9.0],     # elongated: 4 samples across a bin, 1 down
+    [-10.0, -6.0, 20.0, 30.0],  # starts outside the image: samples below -1 count as 0
+    [30.0, 5.0, 126.0, 9.0],  # elongated: 4 samples across a bin, 1 down
     [200.0, 80.0, 260.0, 120.0],  # entirely outside: all zeros
-    [20.0, 20.0, 20.0, 20.0],    # no area: zeros
+    [20.0, 20.0, 20.0, 20.0],  # no area: zeros
 ]
 
 
-@pytest.mark.parametrize("scale,pooled,sampling_ratio,aligned", [
-    (0.25, 7, 0, True), (0.125, 7, 0, True), (0.25, 14, 0, True), (0.25, 7, 2, True), (0.25, 7, 0, False)])
+@pytest.mark.parametrize(
+    "scale,pooled,sampling_ratio,aligned",
+    [(0.25, 7, 0, True), (0.125, 7, 0, True), (0.25, 14, 0, True), (0.25, 7, 2, True), (0.25, 7, 0, False)],
+)
 def test_roi_align_is_mmcvs_kernel(scale, pooled, sampling_ratio, aligned):
     torch.manual_seed(0)
     features = torch.randn(2, 5, int(64 * scale), int(128 * scale))
@@ -87,6 +94,7 @@ def test_roi_align_is_mmcvs_kernel(scale, pooled, sampling_ratio, aligned):
 def test_roi_align_chunks_and_buckets_agree(monkeypatch):
     """The same RoIs one at a time, and all at once in small chunks: identical results."""
     import models.roi_align as module
+
     torch.manual_seed(1)
     features = torch.randn(1, 8, 32, 48)
     boxes = torch.rand(60, 4) * torch.tensor([190.0, 120.0, 190.0, 120.0])
@@ -96,14 +104,24 @@ def test_roi_align_chunks_and_buckets_agree(monkeypatch):
     monkeypatch.setattr(module, "_CHUNK_ELEMENTS", 1)  # one RoI per chunk
     apart = roi_align(features, boxes, batch, 7, 0.25)
     assert torch.allclose(together, apart, atol=1e-6)
-    single = torch.cat([roi_align(features, boxes[i:i + 1], batch[:1], 7, 0.25) for i in range(60)])
+    single = torch.cat([roi_align(features, boxes[i : i + 1], batch[:1], 7, 0.25) for i in range(60)])
     assert torch.allclose(together, single, atol=1e-6)
 
 
 def test_levels_follow_the_finest_scale():
     # sqrt(area) < 112 -> 0, < 224 -> 1, < 448 -> 2, else 3 (finest_scale 56)
-    boxes = torch.tensor([[0, 0, 111, 111], [0, 0, 112, 112], [0, 0, 223, 223], [0, 0, 224, 224],
-                          [0, 0, 447, 447], [0, 0, 448, 448], [0, 0, 2000, 1000], [0, 0, 0, 0.0]])
+    boxes = torch.tensor(
+        [
+            [0, 0, 111, 111],
+            [0, 0, 112, 112],
+            [0, 0, 223, 223],
+            [0, 0, 224, 224],
+            [0, 0, 447, 447],
+            [0, 0, 448, 448],
+            [0, 0, 2000, 1000],
+            [0, 0, 0, 0.0],
+        ]
+    )
     assert map_roi_levels(boxes, 4).tolist() == [0, 1, 1, 2, 2, 3, 3, 0]
     # an elongated box goes by its area, not its length
     assert map_roi_levels(torch.tensor([[0.0, 0.0, 480.0, 9.0]]), 4).tolist() == [0]
@@ -113,15 +131,20 @@ def test_extractor_reads_each_rois_level():
     torch.manual_seed(2)
     strides = (4, 8, 16, 32)
     features = [torch.randn(2, 3, 256 // s, 256 // s) for s in strides]
-    boxes = torch.tensor([[[10.0, 10.0, 60.0, 60.0], [0.0, 0.0, 150.0, 150.0]],
-                          [[20.0, 30.0, 250.0, 250.0], [5.0, 5.0, 250.0, 255.0]]])
+    boxes = torch.tensor(
+        [
+            [[10.0, 10.0, 60.0, 60.0], [0.0, 0.0, 150.0, 150.0]],
+            [[20.0, 30.0, 250.0, 250.0], [5.0, 5.0, 250.0, 255.0]],
+        ]
+    )
     out = extract_roi_features(features, boxes, 7, strides)
     assert out.shape == (4, 3, 7, 7)
     levels = map_roi_levels(boxes.reshape(-1, 4), 4).tolist()
     assert levels == [0, 1, 2, 2]
     for i, level in enumerate(levels):
-        want = roi_align(features[level], boxes.reshape(-1, 4)[i:i + 1], torch.tensor([i // 2]), 7,
-                         1 / strides[level])
+        want = roi_align(
+            features[level], boxes.reshape(-1, 4)[i : i + 1], torch.tensor([i // 2]), 7, 1 / strides[level]
+        )
         assert torch.equal(out[i], want[0])
 
 

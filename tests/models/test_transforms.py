@@ -27,8 +27,9 @@ def test_pipeline_is_square_bicubic_resize_centre_crop_and_imagenet_normalisatio
     np.testing.assert_allclose(got.numpy(), want, atol=1e-5)
 
 
-@pytest.mark.parametrize("mean, std", [((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
-                                       ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))])
+@pytest.mark.parametrize(
+    "mean, std", [((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)), ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))]
+)
 def test_normalisation_is_bit_identical_to_to_tensor_and_normalize(mean, std):
     # every value of every channel, once: the lookup must equal float32 (x / 255 - mean) / std
     pixels = np.stack([np.arange(256, dtype=np.uint8).reshape(16, 16)] * 3, axis=-1)
@@ -93,6 +94,7 @@ def test_tensor_transform_refuses_what_it_cannot_match():
 
 def test_keep_ratio_resize_is_mmcvs_rescale():
     from models.transforms import KeepRatioResize
+
     fixture = KeepRatioResize((480, 320))
     assert fixture.resized_size(451, 300) == (480, 319)  # scale min(480 / 451, 320 / 300)
     assert fixture.padded_size(451, 300) == (480, 320)
@@ -109,6 +111,7 @@ def test_keep_ratio_resize_is_mmcvs_rescale():
 
 def test_cv2_linear_resize_by_hand():
     from models.transforms import cv2_resize_linear
+
     row = np.array([[[0], [255]]], np.uint8)  # 1 x 2, one channel
     # taps at -0.25 (clamped to column 0), 0.25, 0.75, 1.25 (clamped to 1), 11-bit weights:
     # 255 * 512 / 2048 = 63.75 -> 64, 255 * 1536 / 2048 = 191.25 -> 191
@@ -128,6 +131,7 @@ def test_keep_ratio_resize_reproduces_mmdets_input():
     """The fixture's input: chelsea.jpg (451 x 300) through mmdet 2.28's test pipeline (cv2)."""
     from models.transforms import KeepRatioResize, preprocessing_from_dict
     from tests.conftest import FIXTURES, official_fixture
+
     expected = official_fixture("mmdet_mask_rcnn_mini")["expected"]
     pipeline = KeepRatioResize((480, 320))
     image = Image.open(FIXTURES / "chelsea.jpg").convert("RGB")
@@ -138,6 +142,7 @@ def test_keep_ratio_resize_reproduces_mmdets_input():
 
 def test_keep_ratio_resize_channels_padding_and_batches():
     from models.transforms import KeepRatioResize
+
     rng = np.random.default_rng(1)
     small = Image.fromarray(rng.integers(0, 256, (30, 50, 3), dtype=np.uint8))
     tall = Image.fromarray(rng.integers(0, 256, (70, 20, 3), dtype=np.uint8))

@@ -33,8 +33,9 @@ def _reference_window_attention(block: LocalAttention, x: torch.Tensor) -> torch
     q, k, v = (z.reshape(B, r1 * r2, w * w, heads, C // heads).transpose(2, 3) for z in (q, k, v))
     attn = (q * block.scale) @ k.transpose(-1, -2)
     cells = [(i, j) for i in range(w) for j in range(w)]
-    index = torch.tensor([[(a[0] - b[0] + w - 1) * (2 * w - 1) + a[1] - b[1] + w - 1 for b in cells]
-                          for a in cells])
+    index = torch.tensor(
+        [[(a[0] - b[0] + w - 1) * (2 * w - 1) + a[1] - b[1] + w - 1 for b in cells] for a in cells]
+    )
     attn = attn + block.relative_position_bias_table[index].permute(2, 0, 1)
     if shifted:
         regions = labels.reshape(r1, w, r2, w).permute(0, 2, 1, 3).reshape(r1 * r2, w * w)

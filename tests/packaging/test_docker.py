@@ -124,7 +124,7 @@ def _pip_installs(stage: list[tuple[str, str]]) -> set[str]:
             words = command.split()
             if "pip" not in words or "install" not in words:
                 continue
-            args = words[words.index("install") + 1:]
+            args = words[words.index("install") + 1 :]
             skip = False
             for word in args:
                 if skip or word.startswith("-"):
@@ -145,8 +145,10 @@ def test_each_image_installs_exactly_one_onnxruntime():
     """onnxruntime and onnxruntime-gpu install the same package folder and overwrite each
     other's files: the CPU image gets the first, the GPU image the second, never both."""
     stages = _stages(REPO / "Dockerfile")
-    runtimes = {name: {d for d in _pip_installs(stage) if d.startswith("onnxruntime")}
-                for name, stage in stages.items()}
+    runtimes = {
+        name: {d for d in _pip_installs(stage) if d.startswith("onnxruntime")}
+        for name, stage in stages.items()
+    }
     assert runtimes == {"cpu": {"onnxruntime"}, "gpu": {"onnxruntime-gpu"}}
 
 
@@ -162,7 +164,7 @@ def test_onnxruntime_is_an_extra_and_the_cpu_venv_installs_it():
     makefile = (REPO / "Makefile").read_text()
     assert re.search(r"^EXTRAS \?= dev,cpu$", makefile, re.M)
     assert "EXTRAS=$(EXTRAS)" in makefile
-    assert 'EXTRAS=${EXTRAS:-dev,cpu}' in (REPO / "scripts/setup-venv.sh").read_text()
+    assert "EXTRAS=${EXTRAS:-dev,cpu}" in (REPO / "scripts/setup-venv.sh").read_text()
 
 
 def test_the_export_step_verifies_a_detector_on_pictures(tmp_path):
@@ -177,16 +179,25 @@ def test_the_export_step_verifies_a_detector_on_pictures(tmp_path):
 
     def run(**env) -> list[str]:
         calls.unlink(missing_ok=True)
-        subprocess.run(["bash", str(REPO / "docker/export.sh")], check=True, timeout=30,
-                       env={"PATH": f"{bin_dir}:/usr/bin:/bin", **env})
+        subprocess.run(
+            ["bash", str(REPO / "docker/export.sh")],
+            check=True,
+            timeout=30,
+            env={"PATH": f"{bin_dir}:/usr/bin:/bin", **env},
+        )
         return calls.read_text().splitlines()
 
     classifier, detector = run()
     assert "--verify-images" not in classifier  # a classifier verifies on seeded random inputs
     assert detector.endswith("--verify-images /app/samples/scene_*.png")  # the image's copy of samples/
     assert (REPO / "samples").is_dir() and sorted((REPO / "samples").glob("scene_*.png"))
-    _, detector = run(DAT_DETECTOR="dat_tiny_retinanet", DAT_DETECTOR_CHECKPOINT="/checkpoints/rtn.pth",
-                      DAT_EXPORT_VERIFY_IMAGES=f"{tmp_path}/*.png {tmp_path}/b.jpg")
-    assert detector.endswith(f"--checkpoint /checkpoints/rtn.pth --verify-images {tmp_path}/a.png {tmp_path}/b.jpg")
+    _, detector = run(
+        DAT_DETECTOR="dat_tiny_retinanet",
+        DAT_DETECTOR_CHECKPOINT="/checkpoints/rtn.pth",
+        DAT_EXPORT_VERIFY_IMAGES=f"{tmp_path}/*.png {tmp_path}/b.jpg",
+    )
+    assert detector.endswith(
+        f"--checkpoint /checkpoints/rtn.pth --verify-images {tmp_path}/a.png {tmp_path}/b.jpg"
+    )
     _, detector = run(DAT_DETECTOR="dat_tiny_retinanet")
     assert "--verify-images" not in detector  # the export itself then refuses, naming the option

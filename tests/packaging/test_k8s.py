@@ -14,8 +14,12 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 K8S = REPO / "deploy" / "k8s"
-API_VERSIONS = {"Deployment": "apps/v1", "Service": "v1", "HorizontalPodAutoscaler": "autoscaling/v2",
-                "PodDisruptionBudget": "policy/v1"}
+API_VERSIONS = {
+    "Deployment": "apps/v1",
+    "Service": "v1",
+    "HorizontalPodAutoscaler": "autoscaling/v2",
+    "PodDisruptionBudget": "policy/v1",
+}
 
 
 @pytest.fixture(scope="module")
@@ -57,8 +61,11 @@ def test_every_manifest_is_listed_and_well_formed(manifests):
 def test_selectors_match_the_pods(manifests, pod):
     labels = pod["metadata"]["labels"]
     deployment, service, pdb = manifests["Deployment"], manifests["Service"], manifests["PodDisruptionBudget"]
-    for selector in (deployment["spec"]["selector"]["matchLabels"], service["spec"]["selector"],
-                     pdb["spec"]["selector"]["matchLabels"]):
+    for selector in (
+        deployment["spec"]["selector"]["matchLabels"],
+        service["spec"]["selector"],
+        pdb["spec"]["selector"]["matchLabels"],
+    ):
         assert selector and selector.items() <= labels.items()
     target = manifests["HorizontalPodAutoscaler"]["spec"]["scaleTargetRef"]
     assert (target["apiVersion"], target["kind"], target["name"]) == ("apps/v1", "Deployment", "dat-serve")
@@ -78,8 +85,9 @@ def test_ports_are_consistent(manifests, pod):
 def test_probes_use_routes_the_server_has(pod):
     from service import Settings, create_app
 
-    routes = {path for path, operations in create_app(Settings()).openapi()["paths"].items()
-              if "get" in operations}
+    routes = {
+        path for path, operations in create_app(Settings()).openapi()["paths"].items() if "get" in operations
+    }
     server = container(pod, "server")
     probes = {kind: server[kind]["httpGet"] for kind in ("startupProbe", "readinessProbe", "livenessProbe")}
     for kind, probe in probes.items():

@@ -29,21 +29,29 @@ def test_the_minimum_python_is_stated_alike_everywhere():
 
 
 def test_the_minimum_covers_what_the_request_path_uses():
-    uses_timeout = [p.relative_to(REPO) for p in (REPO / "service").rglob("*.py")
-                    if "asyncio.timeout(" in p.read_text()]
+    uses_timeout = [
+        p.relative_to(REPO) for p in (REPO / "service").rglob("*.py") if "asyncio.timeout(" in p.read_text()
+    ]
     if uses_timeout:  # asyncio.timeout came in Python 3.11
         assert _minimum() >= (3, 11), f"{uses_timeout} use asyncio.timeout"
 
 
 def test_setup_refuses_an_older_python_with_the_reason(tmp_path):
     old = tmp_path / "python3.10"
-    old.write_text('#!/bin/sh\n[ "$1" = -c ] && { echo 3.10; exit 0; }\n'
-                   'echo "python3.10 must not be used: $*" >&2; exit 1\n')
+    old.write_text(
+        '#!/bin/sh\n[ "$1" = -c ] && { echo 3.10; exit 0; }\n'
+        'echo "python3.10 must not be used: $*" >&2; exit 1\n'
+    )
     old.chmod(0o755)
     venv = tmp_path / "venv"
-    done = subprocess.run(["bash", str(REPO / "scripts/setup-venv.sh")], cwd=REPO, capture_output=True,
-                          text=True, env={"PATH": "/usr/bin:/bin", "PYTHON": str(old), "VENV": str(venv)},
-                          timeout=60)
+    done = subprocess.run(
+        ["bash", str(REPO / "scripts/setup-venv.sh")],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env={"PATH": "/usr/bin:/bin", "PYTHON": str(old), "VENV": str(venv)},
+        timeout=60,
+    )
     assert done.returncode != 0
     major, minor = _minimum()
     assert f"needs Python {major}.{minor} or newer" in done.stderr and "3.10" in done.stderr

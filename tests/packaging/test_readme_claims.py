@@ -10,11 +10,13 @@ README = (REPO / "README.md").read_text()
 
 
 def test_the_parity_claim_is_the_bound_the_parity_tests_assert():
-    bounds = {re.search(r"^TOL = (\S+)$", (REPO / "tests/models" / name).read_text(), re.M)[1]
-              for name in ("test_parity.py", "test_parity_pp.py")}
+    bounds = {
+        re.search(r"^TOL = (\S+)$", (REPO / "tests/models" / name).read_text(), re.M)[1]
+        for name in ("test_parity.py", "test_parity_pp.py")
+    }
     assert len(bounds) == 1
     (bound,) = bounds
-    models = README[README.index("- **`models/`**"):README.index("- **`export/`**")]
+    models = README[README.index("- **`models/`**") : README.index("- **`export/`**")]
     claim = re.search(r"official code's logits within (\S+) \(max abs", models)
     assert claim and claim[1] == bound, "the models/ bullet must state the bound the parity tests assert"
     assert "tests/models/test_parity.py" in models

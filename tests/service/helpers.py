@@ -76,8 +76,7 @@ async def serve(app, *, wait_ready: bool = True) -> AsyncIterator[httpx.AsyncCli
         if wait_ready:
             await app.state.service.wait_ready()
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://testserver",
-                                     timeout=30) as client:
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver", timeout=30) as client:
             yield client
 
 
@@ -117,7 +116,7 @@ def metric(text: str, name: str, **labels: str) -> float:
         if line.startswith("#") or not (line.startswith(name + "{") or line.startswith(name + " ")):
             continue
         series, value = line.rsplit(" ", 1)
-        found = dict(re.findall(r'(\w+)="([^"]*)"', series[len(name):]))
+        found = dict(re.findall(r'(\w+)="([^"]*)"', series[len(name) :]))
         if all(found.get(k) == v for k, v in labels.items()):
             total += float(value)
     return total
@@ -134,9 +133,14 @@ def start(*args: str, env: dict[str, str] | None = None) -> tuple[subprocess.Pop
     returns the process and its URL."""
     port = free_port()
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "DAT_LOG_LEVEL": "info", **(env or {})}
-    process = subprocess.Popen([sys.executable, "-m", "service", "--host", "127.0.0.1",
-                                "--port", str(port), *args], cwd=REPO, env=env,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "service", "--host", "127.0.0.1", "--port", str(port), *args],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     return process, f"http://127.0.0.1:{port}"
 
 

@@ -21,8 +21,7 @@ async def test_classify_returns_top_k_model_and_timing(backend, tiny_model):
         response = await client.post("/classify", content=image, headers=PNG, params={"top_k": 3})
     assert response.status_code == 200
     body = response.json()
-    assert body["model"] == {"name": "dat", "version": "in-memory", "backend": "torch",
-                             "precision": "fp32"}
+    assert body["model"] == {"name": "dat", "version": "in-memory", "backend": "torch", "precision": "fp32"}
     assert body["request_id"] == response.headers["x-request-id"]
     (result,) = body["results"]
     assert (result["index"], result["filename"], result["width"], result["height"]) == (0, None, 40, 30)
@@ -36,6 +35,7 @@ async def test_classify_returns_top_k_model_and_timing(backend, tiny_model):
     assert timing["total_ms"] >= timing["inference_ms"] > 0 and timing["preprocess_ms"] > 0
     # the same numbers as the model itself
     from service.preprocess import prepare
+
     x = prepare(image, tiny_model.info.preprocessing, 10**7).tensor[None]
     expected = np.asarray(tiny_model(x).softmax(-1)[0].detach())
     assert predictions[0]["index"] == int(expected.argmax())
@@ -44,14 +44,21 @@ async def test_classify_returns_top_k_model_and_timing(backend, tiny_model):
 
 async def test_points_of_the_deformable_blocks(backend):
     async with served(backend) as client:
-        response = await client.post("/classify?points=true", files=[
-            ("files", ("a.png", sample_png(1), "image/png")), ("files", ("b.png", sample_png(2), "image/png"))])
+        response = await client.post(
+            "/classify?points=true",
+            files=[
+                ("files", ("a.png", sample_png(1), "image/png")),
+                ("files", ("b.png", sample_png(2), "image/png")),
+            ],
+        )
     assert response.status_code == 200
     for result in response.json()["results"]:
         points = result["points"]
         # TINY_CONFIG: one D block in each of stages 2 and 3, 2 and 4 offset groups, 4x4 and 2x2 maps
         assert [(p["stage"], p["block"], p["groups"], p["height"], p["width"]) for p in points] == [
-            (2, 1, 2, 4, 4), (3, 1, 4, 2, 2)]
+            (2, 1, 2, 4, 4),
+            (3, 1, 4, 2, 2),
+        ]
         yx = np.array(points[0]["yx"])
         assert yx.shape == (2, 4, 4, 2) and np.abs(yx).max() <= 1.5
     first, second = response.json()["results"]
@@ -81,9 +88,13 @@ async def test_health_models_metrics_and_docs(backend):
     assert metrics.headers["content-type"].startswith("text/plain")
     assert metric(text, "dat_requests_total", endpoint="/classify", status="200") == 1
     assert metric(text, "dat_request_duration_seconds_count", endpoint="/classify") == 1
-    for name in ("dat_queue_wait_seconds_count",
-                 "dat_preprocess_seconds_count", "dat_inference_seconds_count", "dat_batch_size_count",
-                 "dat_inference_images_total"):
+    for name in (
+        "dat_queue_wait_seconds_count",
+        "dat_preprocess_seconds_count",
+        "dat_inference_seconds_count",
+        "dat_batch_size_count",
+        "dat_inference_images_total",
+    ):
         assert metric(text, name) >= 1, name
     for name in ("dat_images_per_second", "dat_ready"):
         assert f"\n{name} " in text, name
@@ -153,8 +164,10 @@ async def test_stop_finishes_queued_requests(backend):
     app = create_app(settings(max_queue_delay_ms=30_000), backend=backend)
     batcher = app.state.service.classifier.batcher
     async with serve(app) as client:
-        pending = [asyncio.create_task(client.post("/classify", content=sample_png(i), headers=PNG))
-                   for i in range(3)]
+        pending = [
+            asyncio.create_task(client.post("/classify", content=sample_png(i), headers=PNG))
+            for i in range(3)
+        ]
         while batcher.queued_requests < 3:
             await asyncio.sleep(0.005)
         app.state.service.begin_drain()

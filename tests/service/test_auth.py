@@ -31,8 +31,9 @@ async def test_inference_and_models_need_a_key_health_and_metrics_do_not(backend
     async with serve(create_app(settings(api_keys=KEYS), backend=backend)) as client:
         missing = await client.post("/classify", content=IMAGE, headers=PNG)
         wrong = await client.post("/classify", content=IMAGE, headers={**PNG, **bearer("nope")})
-        basic = await client.post("/classify", content=IMAGE,
-                                  headers={**PNG, "authorization": f"Basic {FIRST}"})
+        basic = await client.post(
+            "/classify", content=IMAGE, headers={**PNG, "authorization": f"Basic {FIRST}"}
+        )
         first = await client.post("/classify", content=IMAGE, headers={**PNG, **bearer(FIRST)})
         second = await client.post("/classify", content=IMAGE, headers={**PNG, **bearer(SECOND)})
         models = await client.get("/models")
@@ -40,8 +41,17 @@ async def test_inference_and_models_need_a_key_health_and_metrics_do_not(backend
         v2_infer = await client.post("/v2/models/x/infer", json={"inputs": []})
         v2_metadata = await client.get("/v2")
         unknown_path = await client.get("/no/such/route")
-        open_ = [await client.get(path) for path in ("/health/live", "/health/ready", "/v2/health/live",
-                                                     "/v2/health/ready", "/metrics", "/openapi.json")]
+        open_ = [
+            await client.get(path)
+            for path in (
+                "/health/live",
+                "/health/ready",
+                "/v2/health/live",
+                "/v2/health/ready",
+                "/metrics",
+                "/openapi.json",
+            )
+        ]
     for refused in (missing, wrong, basic, models, unknown_path):
         assert refused.status_code == 401
         assert refused.headers["www-authenticate"].startswith("Bearer")
@@ -59,18 +69,25 @@ async def test_inference_and_models_need_a_key_health_and_metrics_do_not(backend
 async def test_health_and_metrics_can_be_protected_too(backend):
     app = create_app(settings(api_keys=KEYS, protect_health=True, protect_metrics=True), backend=backend)
     async with serve(app) as client:
-        closed = [await client.get(path) for path in ("/health/live", "/health/ready",
-                                                      "/v2/health/live", "/v2/health/ready", "/metrics")]
-        opened = [await client.get(path, headers=bearer(FIRST))
-                  for path in ("/health/live", "/health/ready", "/metrics")]
+        closed = [
+            await client.get(path)
+            for path in ("/health/live", "/health/ready", "/v2/health/live", "/v2/health/ready", "/metrics")
+        ]
+        opened = [
+            await client.get(path, headers=bearer(FIRST))
+            for path in ("/health/live", "/health/ready", "/metrics")
+        ]
     assert [r.status_code for r in closed] == [401] * 5
     assert [r.status_code for r in opened] == [200] * 3
 
 
 async def test_without_keys_nothing_asks_for_one(backend):
     async with serve(create_app(settings(protect_health=True), backend=backend)) as client:
-        answers = [await client.post("/classify", content=IMAGE, headers=PNG),
-                   await client.get("/models"), await client.get("/health/live")]
+        answers = [
+            await client.post("/classify", content=IMAGE, headers=PNG),
+            await client.get("/models"),
+            await client.get("/health/live"),
+        ]
         schema = (await client.get("/openapi.json")).json()
     assert [r.status_code for r in answers] == [200, 200, 200]
     assert "securitySchemes" not in schema.get("components", {})
@@ -81,7 +98,11 @@ async def test_the_schema_says_which_routes_need_a_key(backend):
         schema = (await client.get("/openapi.json")).json()
     assert schema["components"]["securitySchemes"]["bearer"] == {"type": "http", "scheme": "bearer"}
     paths = schema["paths"]
-    for path, method in (("/classify", "post"), ("/models", "get"), ("/v2/models/{model_name}/infer", "post")):
+    for path, method in (
+        ("/classify", "post"),
+        ("/models", "get"),
+        ("/v2/models/{model_name}/infer", "post"),
+    ):
         assert paths[path][method]["security"] == [{"bearer": []}], path
         assert "401" in paths[path][method]["responses"], path
     for path in ("/health/live", "/metrics", "/v2/health/ready"):
@@ -101,8 +122,9 @@ def test_keys_never_reach_the_settings_repr_nor_an_error(monkeypatch, capsys):
 
 
 def test_tritonclient_sends_the_key_as_a_header_and_keys_stay_out_of_the_logs(tiny_config_file):
-    process, url = start("--model", str(tiny_config_file), "--no-warmup", "--detector", "none",
-                         env={"DAT_API_KEYS": KEYS})
+    process, url = start(
+        "--model", str(tiny_config_file), "--no-warmup", "--detector", "none", env={"DAT_API_KEYS": KEYS}
+    )
     try:
         wait_ready(process, url)
         name = httpx.get(f"{url}/models", headers=bearer(FIRST)).json()["models"][0]["name"]

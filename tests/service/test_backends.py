@@ -36,27 +36,33 @@ def exported(tiny_model, tmp_path_factory) -> dict[str, Path]:
     labels = root / "labels.txt"
     labels.write_text("\n".join(tiny_model.info.labels) + "\n")
     cache = root / "cache"
-    artifacts = ensure_export(str(config), checkpoint=weights, labels=labels, cache_dir=cache,
-                              max_batch=8)
+    artifacts = ensure_export(str(config), checkpoint=weights, labels=labels, cache_dir=cache, max_batch=8)
     assert artifacts.parent == cache and [p.name for p in cache.iterdir()] == [artifacts.name]
-    return {"config": config, "weights": weights, "labels": labels, "artifacts": artifacts,
-            "cache": cache}
+    return {"config": config, "weights": weights, "labels": labels, "artifacts": artifacts, "cache": cache}
 
 
 @pytest.mark.slow
 @pytest.mark.anyio
 async def test_onnxruntime_serves_the_export_with_the_same_answers_as_torch(exported):
     images = [sample_png(i) for i in range(3)]
-    torch_backend = TorchBackend(str(exported["config"]), checkpoint=exported["weights"],
-                                 labels=exported["labels"], device="cpu", precision="fp32")
+    torch_backend = TorchBackend(
+        str(exported["config"]),
+        checkpoint=exported["weights"],
+        labels=exported["labels"],
+        device="cpu",
+        precision="fp32",
+    )
     ort_backend = create_backend(Settings(artifacts=exported["artifacts"], device="cpu"))
     assert isinstance(ort_backend, OnnxRuntimeBackend)  # auto + artifacts, no TensorRT here
     answers = {}
     for backend in (torch_backend, ort_backend):
         async with served(backend, max_batch_size=16, max_images_per_request=16) as client:
             # 11 images: more than the export's verified batch range (8), so it runs in chunks
-            many = await client.post("/classify", params={"top_k": 10}, files=[
-                ("files", (f"{i}.png", images[i % 3], "image/png")) for i in range(11)])
+            many = await client.post(
+                "/classify",
+                params={"top_k": 10},
+                files=[("files", (f"{i}.png", images[i % 3], "image/png")) for i in range(11)],
+            )
             models = (await client.get("/models")).json()["models"][0]
         assert many.status_code == 200, many.text
         answers[backend.name] = many.json()
@@ -139,9 +145,15 @@ def test_torch_compile_is_for_cuda_graphs_and_leaves_a_cpu_model_eager(tiny_mode
 
 
 def _auto_settings(exported, **kw) -> Settings:
-    return Settings(model=str(exported["config"]), checkpoint=exported["weights"],
-                    labels=exported["labels"], export_cache=exported["cache"], max_batch_size=8,
-                    device="cpu", **kw)
+    return Settings(
+        model=str(exported["config"]),
+        checkpoint=exported["weights"],
+        labels=exported["labels"],
+        export_cache=exported["cache"],
+        max_batch_size=8,
+        device="cpu",
+        **kw,
+    )
 
 
 @pytest.mark.slow

@@ -75,8 +75,11 @@ async def test_batch_size_counts_images_and_requests_are_never_split():
     try:
         first = batcher.submit(images(0), far())
         await run.wait_started()  # the worker is busy: the next requests queue up
-        works = [batcher.submit(images(1, 2, 3), far()), batcher.submit(images(4, 5), far()),
-                 batcher.submit(images(6), far())]
+        works = [
+            batcher.submit(images(1, 2, 3), far()),
+            batcher.submit(images(4, 5), far()),
+            batcher.submit(images(6), far()),
+        ]
         run.gate.set()
         results = await asyncio.gather(batcher.result(first), *(batcher.result(w) for w in works))
         # FIFO; (4, 5) does not fit beside (1, 2, 3) in a batch of 4, so it waits for the next
@@ -155,8 +158,7 @@ async def test_a_failing_batch_fails_only_its_own_requests():
 
 
 async def test_outputs_must_match_inputs_one_to_one():
-    batcher = Batcher(lambda inputs, points: [1], max_batch_size=4, max_queue_delay_s=0,
-                      max_queue_size=8)
+    batcher = Batcher(lambda inputs, points: [1], max_batch_size=4, max_queue_delay_s=0, max_queue_size=8)
     batcher.start().result(5)
     try:
         work = batcher.submit(images(1, 2), far())
@@ -183,8 +185,7 @@ async def test_a_failed_setup_is_reported_and_nothing_is_accepted():
     def setup() -> None:
         raise RuntimeError("no weights")
 
-    batcher = Batcher(Recorder(), max_batch_size=2, max_queue_delay_s=0, max_queue_size=2,
-                      setup=setup)
+    batcher = Batcher(Recorder(), max_batch_size=2, max_queue_delay_s=0, max_queue_size=2, setup=setup)
     with pytest.raises(RuntimeError, match="no weights"):
         batcher.start().result(5)
     with pytest.raises(Unavailable):

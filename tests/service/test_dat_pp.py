@@ -39,7 +39,8 @@ async def infer(client, x: np.ndarray, binary: bool) -> np.ndarray:
     assert response.status_code == 200, response.text
     length = response.headers.get("Inference-Header-Content-Length")
     result = triton.InferenceServerClient.parse_response_body(
-        response.content, header_length=int(length) if length is not None else None)
+        response.content, header_length=int(length) if length is not None else None
+    )
     return result.as_numpy("logits")
 
 
@@ -59,8 +60,7 @@ def reference(config, pp_fixture):
 @pytest.fixture(params=["torch", "onnxruntime"])
 def backend(request, config, pp_fixture):
     if request.param == "torch":
-        return TorchBackend(str(config), checkpoint=pp_fixture["checkpoint"], device="cpu",
-                            precision="fp32")
+        return TorchBackend(str(config), checkpoint=pp_fixture["checkpoint"], device="cpu", precision="fp32")
     return OnnxRuntimeBackend(request.getfixturevalue("pp_export"), device="cpu")
 
 
@@ -72,8 +72,7 @@ async def test_v2_tensors_give_the_official_logits(backend, pp_fixture):
             np.testing.assert_allclose(await infer(client, x, binary), expected, atol=TOLERANCE, rtol=0)
 
 
-async def test_the_official_probabilities_and_a_picture_through_classify(backend, pp_fixture,
-                                                                         reference):
+async def test_the_official_probabilities_and_a_picture_through_classify(backend, pp_fixture, reference):
     expected = pp_fixture["expected"]
     meta = backend.load()
     assert meta.name == MODEL and meta.input_size == 224 and len(meta.labels) == 10
@@ -83,33 +82,38 @@ async def test_the_official_probabilities_and_a_picture_through_classify(backend
         predictions, _ = classify(output, meta.labels, 10, with_points=False)
         want = softmax(logits)
         assert [p.index for p in predictions] == list(np.argsort(-want, kind="stable"))
-        np.testing.assert_allclose([p.probability for p in predictions], np.sort(want)[::-1],
-                                   atol=TOLERANCE, rtol=0)
+        np.testing.assert_allclose(
+            [p.probability for p in predictions], np.sort(want)[::-1], atol=TOLERANCE, rtol=0
+        )
     # A picture through HTTP, against PyTorch on the service's own preprocessing of it.
     png = sample_png(3, size=(300, 260))
     with torch.inference_mode():
         want = softmax(reference(prepare(png, reference.info.preprocessing, 10**7).tensor[None])[0].numpy())
     async with served(backend) as client:
-        response = await client.post("/classify", params={"top_k": 10}, content=png,
-                                     headers={"content-type": "image/png"})
+        response = await client.post(
+            "/classify", params={"top_k": 10}, content=png, headers={"content-type": "image/png"}
+        )
     assert response.status_code == 200, response.text
     body = response.json()
     assert body["model"]["name"] == MODEL and body["model"]["backend"] == backend.name
     predictions = body["results"][0]["predictions"]
     assert [p["index"] for p in predictions] == list(np.argsort(-want, kind="stable"))
-    np.testing.assert_allclose([p["probability"] for p in predictions], np.sort(want)[::-1],
-                               atol=TOLERANCE, rtol=0)
+    np.testing.assert_allclose(
+        [p["probability"] for p in predictions], np.sort(want)[::-1], atol=TOLERANCE, rtol=0
+    )
 
 
 async def test_points_come_from_the_d_blocks_only(config, pp_fixture, pp_export, reference):
     png = sample_png(4, size=(224, 224))
     with torch.inference_mode():
         _, positions, _ = reference.forward_with_points(
-            prepare(png, reference.info.preprocessing, 10**7).tensor[None])
+            prepare(png, reference.info.preprocessing, 10**7).tensor[None]
+        )
     backend = TorchBackend(str(config), checkpoint=pp_fixture["checkpoint"], device="cpu", precision="fp32")
     async with served(backend) as client:
-        response = await client.post("/classify?points=true", content=png,
-                                     headers={"content-type": "image/png"})
+        response = await client.post(
+            "/classify?points=true", content=png, headers={"content-type": "image/png"}
+        )
     assert response.status_code == 200, response.text
     points = response.json()["results"][0]["points"]
     assert {(p["stage"], p["block"]): p["groups"] for p in points} == D_BLOCKS
@@ -119,8 +123,9 @@ async def test_points_come_from_the_d_blocks_only(config, pp_fixture, pp_export,
         np.testing.assert_allclose(p["yx"], want, atol=1e-4, rtol=0)
     assert all(positions[s][0] is None for s in (0, 1, 2))  # the N blocks: none to give
     async with served(OnnxRuntimeBackend(pp_export, device="cpu")) as client:
-        refused = await client.post("/classify?points=true", content=png,
-                                    headers={"content-type": "image/png"})
+        refused = await client.post(
+            "/classify?points=true", content=png, headers={"content-type": "image/png"}
+        )
     assert refused.status_code == 422
 
 
@@ -146,14 +151,28 @@ def dat_pp_tiny(tmp_path_factory):
 
 def test_python_m_service_serves_dat_pp_tiny(dat_pp_tiny):
     model, checkpoint = dat_pp_tiny
-    process, url = start("--model", "dat_pp_tiny", "--checkpoint", str(checkpoint), "--device", "cpu",
-                         "--detector", "none", "--no-warmup")
+    process, url = start(
+        "--model",
+        "dat_pp_tiny",
+        "--checkpoint",
+        str(checkpoint),
+        "--device",
+        "cpu",
+        "--detector",
+        "none",
+        "--no-warmup",
+    )
     try:
         wait_ready(process, url, timeout=180)
         models = httpx.get(f"{url}/models", timeout=30).json()["models"][0]
         png = sample_png(5, size=(320, 240))
-        response = httpx.post(f"{url}/classify", params={"top_k": 3, "points": "true"}, content=png,
-                              headers={"content-type": "image/png"}, timeout=120)
+        response = httpx.post(
+            f"{url}/classify",
+            params={"top_k": 3, "points": "true"},
+            content=png,
+            headers={"content-type": "image/png"},
+            timeout=120,
+        )
     finally:
         stop(process)
     assert models["name"] == "dat_pp_tiny" and models["backend"] == "torch"
@@ -164,7 +183,8 @@ def test_python_m_service_serves_dat_pp_tiny(dat_pp_tiny):
         want = softmax(model(prepare(png, model.info.preprocessing, 10**7).tensor[None])[0].numpy())
     top = np.argsort(-want, kind="stable")[:3]
     assert [p["index"] for p in result["predictions"]] == list(top)
-    np.testing.assert_allclose([p["probability"] for p in result["predictions"]], want[top],
-                               atol=1e-6, rtol=0)
+    np.testing.assert_allclose(
+        [p["probability"] for p in result["predictions"]], want[top], atol=1e-6, rtol=0
+    )
     # DAT-T++: one D block after each N block in stages 1-3, two in stage 4
     assert len(result["points"]) == 1 + 2 + 9 + 2

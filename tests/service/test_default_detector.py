@@ -43,8 +43,9 @@ async def test_sample_scenes_get_a_box_on_every_digit():
     assert len(truth) >= 3, "the README's sample scenes are missing"
     async with serve(detector_app()) as client:
         for name, entry in truth.items():
-            response = await client.post("/detect", content=(SAMPLES / name).read_bytes(),
-                                         headers={"content-type": "image/png"})
+            response = await client.post(
+                "/detect", content=(SAMPLES / name).read_bytes(), headers={"content-type": "image/png"}
+            )
             assert response.status_code == 200, response.text
             result = response.json()["results"][0]
             assert [result["width"], result["height"]] == entry["size"]
@@ -71,10 +72,13 @@ async def test_held_out_map_through_the_http_api():
 
         async def detect(start: int) -> list[dict]:
             async with clients:
-                files = [("files", (f"{i}.png", _png(scenes[i][0]), "image/png"))
-                         for i in range(start, min(start + per_request, len(scenes)))]
-                response = await client.post("/detect", files=files,
-                                             params={"score_threshold": 0.05, "max_detections": 100})
+                files = [
+                    ("files", (f"{i}.png", _png(scenes[i][0]), "image/png"))
+                    for i in range(start, min(start + per_request, len(scenes)))
+                ]
+                response = await client.post(
+                    "/detect", files=files, params={"score_threshold": 0.05, "max_detections": 100}
+                )
                 assert response.status_code == 200, response.text
                 return response.json()["results"]
 
@@ -91,6 +95,7 @@ async def test_concurrent_requests_each_get_their_own_detections():
     scenes = held_out_scenes(6)
     bodies = [_png(image) for image, _, _ in scenes]
     async with serve(detector_app(max_queue_delay_ms=200)) as client:
+
         async def detect(body: bytes) -> dict:
             response = await client.post("/detect", content=body, headers={"content-type": "image/png"})
             assert response.status_code == 200, response.text

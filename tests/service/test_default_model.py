@@ -39,8 +39,10 @@ async def test_held_out_top1_through_the_http_api(tmp_path):
                 return await _classify(start)
 
         async def _classify(start: int) -> list[int]:
-            files = [("files", (f"{i}.png", _png(images[i]), "image/png"))
-                     for i in range(start, min(start + per_request, len(images)))]
+            files = [
+                ("files", (f"{i}.png", _png(images[i]), "image/png"))
+                for i in range(start, min(start + per_request, len(images)))
+            ]
             response = await client.post("/classify", files=files, params={"top_k": 1})
             assert response.status_code == 200, response.text
             return [int(r["predictions"][0]["label"]) for r in response.json()["results"]]
@@ -60,8 +62,9 @@ async def test_samples_get_their_digit(tmp_path):
     async with serve(app) as client:
         for path in paths:
             content_type = "image/jpeg" if path.suffix == ".jpg" else "image/png"
-            response = await client.post("/classify", content=path.read_bytes(),
-                                         headers={"content-type": content_type})
+            response = await client.post(
+                "/classify", content=path.read_bytes(), headers={"content-type": content_type}
+            )
             assert response.status_code == 200, response.text
             top = response.json()["results"][0]["predictions"][0]["label"]
             assert top == demo.sample_label(path), path.name

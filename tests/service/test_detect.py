@@ -30,16 +30,23 @@ class FixedDetector(Backend):
         self.batches: list[int] = []
 
     def load(self) -> ModelMeta:
-        self.meta = ModelMeta("fixed_detector", "v1", tuple("0123456789"),
-                              Letterbox(CANVAS, mean=(0.5,) * 3, std=(0.5,) * 3), task="detection",
-                              max_detections=100)
+        self.meta = ModelMeta(
+            "fixed_detector",
+            "v1",
+            tuple("0123456789"),
+            Letterbox(CANVAS, mean=(0.5,) * 3, std=(0.5,) * 3),
+            task="detection",
+            max_detections=100,
+        )
         return self.meta
 
     def run(self, images: torch.Tensor, points: bool = False) -> list[DetectionOutput]:
         self.batches.append(images.shape[0])
         boxes = np.array([[10, 20, 60, 100], [0, 0, 8, 8], [20, 100, 40, 127]], np.float32)
-        return [DetectionOutput(boxes, np.array([0.9, 0.2, 0.1], np.float32), np.array([3, 7, 1]))
-                for _ in range(images.shape[0])]
+        return [
+            DetectionOutput(boxes, np.array([0.9, 0.2, 0.1], np.float32), np.array([3, 7, 1]))
+            for _ in range(images.shape[0])
+        ]
 
 
 def picture(width: int, height: int) -> bytes:
@@ -62,43 +69,72 @@ async def test_boxes_come_back_in_the_original_images_pixels(client):
     assert (result["width"], result["height"]) == (256, 128)
     (found,) = result["detections"]  # the 0.2 and 0.1 ones fall under the default threshold 0.5
     assert found["box"] == {"x1": 20.0, "y1": 40.0, "x2": 120.0, "y2": 128.0}  # y2 clipped from 200
-    assert (found["label"], found["index"], found["category_id"], found["score"]) == ("3", 3, 4, pytest.approx(0.9))
+    assert (found["label"], found["index"], found["category_id"], found["score"]) == (
+        "3",
+        3,
+        4,
+        pytest.approx(0.9),
+    )
     assert body["model"]["name"] == "fixed_detector" and body["timing"]["batch_size"] == 1
 
 
 async def test_score_threshold_and_max_detections_filter(client):
-    response = await client.post("/detect", params={"score_threshold": 0.05},
-                                 files=[("files", ("a.png", picture(128, 128), "image/png"))])
+    response = await client.post(
+        "/detect",
+        params={"score_threshold": 0.05},
+        files=[("files", ("a.png", picture(128, 128), "image/png"))],
+    )
     detections = response.json()["results"][0]["detections"]
     assert [d["label"] for d in detections] == ["3", "7", "1"]  # best first
-    response = await client.post("/detect", params={"score_threshold": 0.05, "max_detections": 2},
-                                 content=picture(128, 128), headers={"content-type": "image/png"})
+    response = await client.post(
+        "/detect",
+        params={"score_threshold": 0.05, "max_detections": 2},
+        content=picture(128, 128),
+        headers={"content-type": "image/png"},
+    )
     assert [d["label"] for d in response.json()["results"][0]["detections"]] == ["3", "7"]
 
 
 async def test_a_box_left_in_the_padding_is_dropped(client):
     # 128 x 64 fills the canvas's upper half: the 1's box (y from 100) lies in the padding.
-    response = await client.post("/detect", params={"score_threshold": 0.05},
-                                 content=picture(128, 64), headers={"content-type": "image/png"})
+    response = await client.post(
+        "/detect",
+        params={"score_threshold": 0.05},
+        content=picture(128, 64),
+        headers={"content-type": "image/png"},
+    )
     assert [d["label"] for d in response.json()["results"][0]["detections"]] == ["3", "7"]
 
 
 async def test_coco_results_format(client):
-    response = await client.post("/detect", params={"format": "coco"},
-                                 files=[("files", ("a.png", picture(256, 128), "image/png")),
-                                        ("files", ("b.png", picture(128, 128), "image/png"))])
+    response = await client.post(
+        "/detect",
+        params={"format": "coco"},
+        files=[
+            ("files", ("a.png", picture(256, 128), "image/png")),
+            ("files", ("b.png", picture(128, 128), "image/png")),
+        ],
+    )
     assert response.status_code == 200
     assert response.json() == [
         {"image_id": 0, "category_id": 4, "bbox": [20.0, 40.0, 100.0, 88.0], "score": pytest.approx(0.9)},
-        {"image_id": 1, "category_id": 4, "bbox": [10.0, 20.0, 50.0, 80.0], "score": pytest.approx(0.9)}]
+        {"image_id": 1, "category_id": 4, "bbox": [10.0, 20.0, 50.0, 80.0], "score": pytest.approx(0.9)},
+    ]
 
 
-@pytest.mark.parametrize("params, fragment", [
-    ({"max_detections": 101}, "between 1 and 100"), ({"max_detections": 0}, "max_detections"),
-    ({"score_threshold": 1.5}, "score_threshold"), ({"format": "voc"}, "format")])
+@pytest.mark.parametrize(
+    "params, fragment",
+    [
+        ({"max_detections": 101}, "between 1 and 100"),
+        ({"max_detections": 0}, "max_detections"),
+        ({"score_threshold": 1.5}, "score_threshold"),
+        ({"format": "voc"}, "format"),
+    ],
+)
 async def test_bad_parameters_are_422(client, params, fragment):
-    response = await client.post("/detect", params=params, content=picture(64, 64),
-                                 headers={"content-type": "image/png"})
+    response = await client.post(
+        "/detect", params=params, content=picture(64, 64), headers={"content-type": "image/png"}
+    )
     assert response.status_code == 422 and fragment in response.text
 
 
@@ -111,33 +147,44 @@ async def test_bad_images_get_the_same_errors_as_classify(client):
 
 async def test_no_detector_is_404_and_classify_still_works(backend):
     async with serve(create_app(settings(), backend=backend)) as client:
-        response = await client.post("/detect", content=picture(64, 64), headers={"content-type": "image/png"})
+        response = await client.post(
+            "/detect", content=picture(64, 64), headers={"content-type": "image/png"}
+        )
         assert response.status_code == 404 and "no detector" in response.json()["error"]["message"]
         models = (await client.get("/models")).json()["models"]
         assert [m["task"] for m in models] == ["classification"]
-        assert (await client.post("/classify", content=picture(32, 32),
-                                  headers={"content-type": "image/png"})).status_code == 200
+        assert (
+            await client.post("/classify", content=picture(32, 32), headers={"content-type": "image/png"})
+        ).status_code == 200
 
 
 async def test_models_lists_the_detector(client):
     models = (await client.get("/models")).json()["models"]
-    assert [(m["task"], m["name"]) for m in models] == [("classification", "dat"),
-                                                        ("detection", "fixed_detector")]
+    assert [(m["task"], m["name"]) for m in models] == [
+        ("classification", "dat"),
+        ("detection", "fixed_detector"),
+    ]
 
 
 async def test_v2_serves_the_detectors_tensors(client):
     metadata = (await client.get("/v2/models/fixed_detector")).json()
     assert [(o["name"], o["datatype"], o["shape"]) for o in metadata["outputs"]] == [
-        ("boxes", "FP32", [-1, 100, 4]), ("scores", "FP32", [-1, 100]), ("labels", "INT64", [-1, 100])]
+        ("boxes", "FP32", [-1, 100, 4]),
+        ("scores", "FP32", [-1, 100]),
+        ("labels", "INT64", [-1, 100]),
+    ]
     x = np.zeros((2, 3, CANVAS, CANVAS), np.float32)
-    request = {"inputs": [{"name": "images", "datatype": "FP32", "shape": list(x.shape),
-                           "data": x.ravel().tolist()}]}
+    request = {
+        "inputs": [{"name": "images", "datatype": "FP32", "shape": list(x.shape), "data": x.ravel().tolist()}]
+    }
     response = await client.post("/v2/models/fixed_detector/infer", json=request)
     assert response.status_code == 200, response.text
     outputs = {o["name"]: o for o in response.json()["outputs"]}
     labels = np.array(outputs["labels"]["data"]).reshape(outputs["labels"]["shape"])
     boxes = np.array(outputs["boxes"]["data"]).reshape(outputs["boxes"]["shape"])
-    assert labels.shape == (2, 100) and labels[:, :3].tolist() == [[3, 7, 1]] * 2 and (labels[:, 3:] == -1).all()
+    assert (
+        labels.shape == (2, 100) and labels[:, :3].tolist() == [[3, 7, 1]] * 2 and (labels[:, 3:] == -1).all()
+    )
     assert boxes[1, 0].tolist() == [10, 20, 60, 100]  # canvas pixels, as the exported graph gives them
     request["outputs"] = [{"name": "labels", "parameters": {"classification": 2}}]
     refused = await client.post("/v2/models/fixed_detector/infer", json=request)

@@ -42,6 +42,7 @@ def test_cuda_graph_replays_of_dat_plus_plus_match_the_eager_model(precision):
     and DAT++ D blocks replayed as graphs."""
     from models import create_model
     from tests.tiny import TINY_PP_CONFIG
+
     torch.manual_seed(0)
     model = create_model(TINY_PP_CONFIG)
     graphs = TorchBackend(model, device="cuda", precision=precision, cuda_graphs=True)
@@ -60,8 +61,10 @@ def test_cuda_graph_replays_of_dat_plus_plus_match_the_eager_model(precision):
 async def test_classify_over_http_on_cuda(tiny_model):
     backend = TorchBackend(tiny_model, device="cuda", precision="fp16", cuda_graphs=True)
     async with served(backend, warmup=True, max_batch_size=8) as client:
-        response = await client.post("/classify?points=true", files=[
-            ("files", (f"{i}.png", sample_png(i), "image/png")) for i in range(3)])
+        response = await client.post(
+            "/classify?points=true",
+            files=[("files", (f"{i}.png", sample_png(i), "image/png")) for i in range(3)],
+        )
         models = (await client.get("/models")).json()["models"][0]
     assert response.status_code == 200, response.text
     assert len(response.json()["results"]) == 3 and response.json()["results"][0]["points"]
@@ -70,8 +73,9 @@ async def test_classify_over_http_on_cuda(tiny_model):
 
 @pytest.mark.anyio
 async def test_images_preprocessed_on_the_gpu_answer_as_pillow_preprocessed_ones(tiny_model):
-    files = [("files", (f"{i}.png", sample_png(i, (40 + 30 * i, 30 + 20 * i)), "image/png"))
-             for i in range(4)]
+    files = [
+        ("files", (f"{i}.png", sample_png(i, (40 + 30 * i, 30 + 20 * i)), "image/png")) for i in range(4)
+    ]
     answers = {}
     for on_gpu in (True, False):
         backend = TorchBackend(tiny_model, device="cuda", precision="fp32")
@@ -89,6 +93,7 @@ async def test_images_preprocessed_on_the_gpu_answer_as_pillow_preprocessed_ones
 
 def test_a_batch_may_mix_gpu_images_and_cpu_tensors():
     from service.batcher import _concatenate
+
     gpu, cpu = torch.ones(2, 3, 4, 4, device="cuda"), torch.zeros(1, 3, 4, 4)
     batch = _concatenate([cpu, gpu])
     assert batch.is_cuda and batch.shape == (3, 3, 4, 4) and batch[0].sum() == 0 and batch[1:].min() == 1
@@ -121,8 +126,14 @@ def test_nvjpeg_decodes_jpegs_as_pillow_does_within_a_few_levels():
 async def test_gpu_decoded_jpegs_answer_as_pillow_decoded_ones(tiny_model):
     _nvjpeg_or_skip()
     from tests.service.test_gpu_decode import jpeg, photo
-    files = [("files", (f"{i}.jpg", jpeg(photo(60 + 20 * i, 50 + 10 * i, seed=i), orientation=1 + i),
-                        "image/jpeg")) for i in range(4)]
+
+    files = [
+        (
+            "files",
+            (f"{i}.jpg", jpeg(photo(60 + 20 * i, 50 + 10 * i, seed=i), orientation=1 + i), "image/jpeg"),
+        )
+        for i in range(4)
+    ]
     answers = {}
     for on_gpu in (True, False):
         backend = TorchBackend(tiny_model, device="cuda", precision="fp32")

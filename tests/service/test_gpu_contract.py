@@ -20,22 +20,33 @@ PNG = {"content-type": "image/png"}
 
 def compose_settings(monkeypatch, artifacts, **env: str) -> Settings:
     """The server's settings as docker-compose.yml and deploy/k8s set them (environment only)."""
-    values = {"DAT_DEVICE": "cuda", "DAT_ARTIFACTS": str(artifacts), "DAT_BACKEND": "auto",
-              "DAT_DETECTOR": "none", "DAT_MAX_BATCH_SIZE": "8", "DAT_PREPROCESS_WORKERS": "2", **env}
+    values = {
+        "DAT_DEVICE": "cuda",
+        "DAT_ARTIFACTS": str(artifacts),
+        "DAT_BACKEND": "auto",
+        "DAT_DETECTOR": "none",
+        "DAT_MAX_BATCH_SIZE": "8",
+        "DAT_PREPROCESS_WORKERS": "2",
+        **env,
+    }
     for key, value in values.items():
         monkeypatch.setenv(key, value)
     return Settings()
 
 
 @pytest.mark.anyio
-async def test_compose_settings_start_and_serve_a_tensorrt_engine(monkeypatch, fake_tensorrt, fake_cuda,
-                                                                 tiny_engine_export):
+async def test_compose_settings_start_and_serve_a_tensorrt_engine(
+    monkeypatch, fake_tensorrt, fake_cuda, tiny_engine_export
+):
     settings = compose_settings(monkeypatch, tiny_engine_export)
     async with serve(create_app(settings)) as client:
         models = (await client.get("/models")).json()["models"][0]
         assert (models["backend"], models["device"], models["engine_max_batch"]) == ("tensorrt", "cuda:0", 4)
-        six = await client.post("/classify", params={"top_k": 10}, files=[
-            ("files", (f"{i}.png", sample_png(i), "image/png")) for i in range(6)])
+        six = await client.post(
+            "/classify",
+            params={"top_k": 10},
+            files=[("files", (f"{i}.png", sample_png(i), "image/png")) for i in range(6)],
+        )
         assert six.status_code == 200, six.text
         assert (await client.get("/health/ready")).status_code == 200
     assert settings.device == "cuda:0"  # normalised once: every backend gets an indexed device
@@ -69,12 +80,17 @@ def test_every_backend_gets_the_normalised_device(monkeypatch, fake_tensorrt, ti
     # the calls TensorRT saw, in order: engine, context, then per run shape, addresses, execute
     names = [c[0] for c in fake_tensorrt.calls]
     assert names[:3] == ["Logger", "Runtime", "Runtime.deserialize_cuda_engine"]
-    run = names[names.index("IExecutionContext.set_input_shape"):]
-    assert run == ["IExecutionContext.set_input_shape", "IExecutionContext.set_tensor_address",
-                   "IExecutionContext.set_tensor_address", "IExecutionContext.execute_async_v3"]
+    run = names[names.index("IExecutionContext.set_input_shape") :]
+    assert run == [
+        "IExecutionContext.set_input_shape",
+        "IExecutionContext.set_tensor_address",
+        "IExecutionContext.set_tensor_address",
+        "IExecutionContext.execute_async_v3",
+    ]
     assert fake_tensorrt.called("IExecutionContext.set_input_shape")[0][1:] == ("images", (3, 3, 32, 32))
-    torch_backend = create_backend(compose_settings(monkeypatch, tiny_engine_export, DAT_BACKEND="torch",
-                                                    DAT_MODEL="dat_digits"))
+    torch_backend = create_backend(
+        compose_settings(monkeypatch, tiny_engine_export, DAT_BACKEND="torch", DAT_MODEL="dat_digits")
+    )
     assert torch_backend.device == "cuda:0"
 
 
@@ -91,8 +107,9 @@ def test_the_second_gpu_is_used_when_named(monkeypatch, tiny_engine_export):
     assert {s.device for s in cuda.streams} == {torch.device("cuda:1")}
 
 
-def test_onnxruntime_gets_the_cuda_provider_on_the_named_gpu(monkeypatch, fake_onnxruntime_gpu,
-                                                            tiny_engine_export):
+def test_onnxruntime_gets_the_cuda_provider_on_the_named_gpu(
+    monkeypatch, fake_onnxruntime_gpu, tiny_engine_export
+):
     fake_cuda_count = torch.cuda.device_count()
     assert fake_cuda_count == 1
     settings = compose_settings(monkeypatch, tiny_engine_export, DAT_BACKEND="onnxruntime")
@@ -100,7 +117,9 @@ def test_onnxruntime_gets_the_cuda_provider_on_the_named_gpu(monkeypatch, fake_o
     assert isinstance(backend, OnnxRuntimeBackend)
     meta = backend.load()
     assert fake_onnxruntime_gpu.sessions[-1]["providers"] == [
-        ("CUDAExecutionProvider", {"device_id": 0}), "CPUExecutionProvider"]
+        ("CUDAExecutionProvider", {"device_id": 0}),
+        "CPUExecutionProvider",
+    ]
     assert backend.device == "cuda:0" and backend.describe()["device"] == "cuda:0"
     assert len(backend.run(torch.zeros(2, 3, meta.input_size, meta.input_size))) == 2
 
@@ -133,6 +152,7 @@ def test_tensorrt_is_available_only_with_the_package_and_a_gpu(monkeypatch, fake
 def test_a_fixed_batch_engine_runs_padded_batches(fake_tensorrt, tiny_engine_export):
     def fixed(engine: dict) -> None:
         engine["inputs"][0]["shape"][0] = 4
+
     fake_tensorrt.edit_engine = fixed
     backend = TensorRTBackend(tiny_engine_export, device="cuda")
     backend.load()
@@ -147,11 +167,20 @@ def test_a_fixed_batch_engine_runs_padded_batches(fake_tensorrt, tiny_engine_exp
     assert all(np.allclose(a.logits, b.logits, atol=1e-5) for a, b in zip(padded, plain, strict=True))
 
 
-@pytest.mark.parametrize("edit, words", [
-    (lambda e: e["outputs"][0].update(name="probabilities"), r"the manifest names 'images' -> \['logits'\]"),
-    (lambda e: e["inputs"][0].update(shape=[-1, 3, 64, 64]), "does not match the manifest's preprocessing"),
-    (lambda e: e["outputs"][0].update(dtype="INT8"), r"unsupported TensorRT I/O type DataType\.INT8"),
-])
+@pytest.mark.parametrize(
+    "edit, words",
+    [
+        (
+            lambda e: e["outputs"][0].update(name="probabilities"),
+            r"the manifest names 'images' -> \['logits'\]",
+        ),
+        (
+            lambda e: e["inputs"][0].update(shape=[-1, 3, 64, 64]),
+            "does not match the manifest's preprocessing",
+        ),
+        (lambda e: e["outputs"][0].update(dtype="INT8"), r"unsupported TensorRT I/O type DataType\.INT8"),
+    ],
+)
 def test_an_engine_that_does_not_fit_its_manifest_is_refused(fake_tensorrt, tiny_engine_export, edit, words):
     fake_tensorrt.edit_engine = edit
     with pytest.raises(BackendError, match=words):
@@ -163,7 +192,9 @@ def test_tensorrt_backend_failures_are_clear(fake_tensorrt, tiny_engine_export, 
         TensorRTBackend(tiny_engine_export).run(torch.zeros(1, 3, 32, 32))
     with pytest.raises(BackendError, match="needs a CUDA device"):
         TensorRTBackend(tiny_engine_export, device="cpu").load()
-    with pytest.raises(BackendError, match="precision fp16 requested but the artifacts were exported as fp32"):
+    with pytest.raises(
+        BackendError, match="precision fp16 requested but the artifacts were exported as fp32"
+    ):
         TensorRTBackend(tiny_engine_export, precision="fp16").load()
     fake_tensorrt.version = "11.0.0.fake"  # the engine was built by another TensorRT
     with pytest.raises(BackendError, match="could not deserialize the engine"):
@@ -172,6 +203,7 @@ def test_tensorrt_backend_failures_are_clear(fake_tensorrt, tiny_engine_export, 
 
     def min_two(engine: dict) -> None:
         engine["inputs"][0]["profile"][0][0] = 2
+
     fake_tensorrt.edit_engine = min_two
     backend = TensorRTBackend(tiny_engine_export)
     backend.load()
@@ -230,8 +262,11 @@ def test_startup_warns_without_onnxruntime_or_with_both_builds(monkeypatch, caps
     assert line["level"] == "warning" and "install the cpu or the gpu extra" in line["msg"]
     monkeypatch.delitem(sys.modules, "onnxruntime")
     real_version = importlib.metadata.version
-    monkeypatch.setattr(importlib.metadata, "version",
-                        lambda name: "1.32.0" if name == "onnxruntime-gpu" else real_version(name))
+    monkeypatch.setattr(
+        importlib.metadata,
+        "version",
+        lambda name: "1.32.0" if name == "onnxruntime-gpu" else real_version(name),
+    )
     assert entry.main(["--detector", "none"]) == 0
     (line,) = [r for r in _log_lines(capsys.readouterr().err) if "providers" in r]
     assert line["level"] == "warning" and "both onnxruntime and onnxruntime-gpu are installed" in line["msg"]

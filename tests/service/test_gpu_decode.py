@@ -56,7 +56,7 @@ def jpeg(image: Image.Image | None = None, orientation: int | None = None, **sav
 def segment_at(data: bytes, marker: int) -> tuple[int, int]:
     """(start, end) of the first ``marker`` segment, its FF and length included."""
     start = data.index(bytes([0xFF, marker]))
-    return start, start + 2 + int.from_bytes(data[start + 2:start + 4], "big")
+    return start, start + 2 + int.from_bytes(data[start + 2 : start + 4], "big")
 
 
 def without_jfif(data: bytes) -> bytes:
@@ -72,7 +72,7 @@ def with_bytes_after_jfif(data: bytes, junk: bytes) -> bytes:
 def with_component_ids(data: bytes, ids: bytes) -> bytes:
     start, _ = segment_at(data, 0xC0)
     patched = bytearray(data)
-    patched[start + 10:start + 19:3] = ids  # after FF C0, length, precision, size, count
+    patched[start + 10 : start + 19 : 3] = ids  # after FF C0, length, precision, size, count
     return bytes(patched)
 
 
@@ -83,7 +83,7 @@ def with_adobe(data: bytes, transform: int) -> bytes:
 
 def with_frame_marker(data: bytes, marker: int) -> bytes:
     start, _ = segment_at(data, 0xC0)
-    return data[:start + 1] + bytes([marker]) + data[start + 2:]
+    return data[: start + 1] + bytes([marker]) + data[start + 2 :]
 
 
 def with_two_frames(data: bytes) -> bytes:
@@ -124,34 +124,41 @@ def test_baseline_jpegs_go_to_the_gpu_with_their_upright_size():
     assert read_header(jpeg(photo().convert("L")), 10**8) == JpegHeader(48, 40, 1)
 
 
-@pytest.mark.parametrize("why,data", [
-    ("PNG", image_bytes(photo(), "PNG")),
-    ("progressive", jpeg(progressive=True)),
-    ("CMYK", image_bytes(photo().convert("CMYK"), "JPEG")),
-    ("bytes after EOI", jpeg() + b"trailer"),
-    ("truncated", jpeg()[:-200]),
-    ("arithmetic-coded", with_frame_marker(jpeg(), 0xC9)),
-    ("two frame headers", with_two_frames(jpeg())),
-    ("Adobe transform 0: RGB", with_adobe(jpeg(), 0)),
-    ("ids R, G, B without JFIF: RGB", with_component_ids(without_jfif(jpeg()), b"RGB")),
-    ("ids R, G, B under JFIF: YCbCr to libjpeg, unsure elsewhere", with_component_ids(jpeg(), b"RGB")),
-    ("bytes between segments", with_bytes_after_jfif(jpeg(), b"\x00")),
-])
+@pytest.mark.parametrize(
+    "why,data",
+    [
+        ("PNG", image_bytes(photo(), "PNG")),
+        ("progressive", jpeg(progressive=True)),
+        ("CMYK", image_bytes(photo().convert("CMYK"), "JPEG")),
+        ("bytes after EOI", jpeg() + b"trailer"),
+        ("truncated", jpeg()[:-200]),
+        ("arithmetic-coded", with_frame_marker(jpeg(), 0xC9)),
+        ("two frame headers", with_two_frames(jpeg())),
+        ("Adobe transform 0: RGB", with_adobe(jpeg(), 0)),
+        ("ids R, G, B without JFIF: RGB", with_component_ids(without_jfif(jpeg()), b"RGB")),
+        ("ids R, G, B under JFIF: YCbCr to libjpeg, unsure elsewhere", with_component_ids(jpeg(), b"RGB")),
+        ("bytes between segments", with_bytes_after_jfif(jpeg(), b"\x00")),
+    ],
+)
 def test_other_images_stay_with_pillow(why, data):
     assert gpu_decodable(open_image(data, 10**8), data) is None, why
 
 
-@pytest.mark.parametrize("why,data", [
-    ("ids 1, 2, 3 without JFIF", without_jfif(jpeg())),
-    ("Adobe transform 1: YCbCr", with_adobe(jpeg(), 1)),
-    ("extended sequential", with_frame_marker(jpeg(), 0xC1)),
-])
+@pytest.mark.parametrize(
+    "why,data",
+    [
+        ("ids 1, 2, 3 without JFIF", without_jfif(jpeg())),
+        ("Adobe transform 1: YCbCr", with_adobe(jpeg(), 1)),
+        ("extended sequential", with_frame_marker(jpeg(), 0xC1)),
+    ],
+)
 def test_jpegs_every_decoder_reads_as_ycbcr_go_to_the_gpu(why, data):
     assert gpu_decodable(open_image(data, 10**8), data) == JpegHeader(48, 40, 1), why
 
 
 def test_the_header_check_still_refuses_what_pillow_refuses():
     from service.errors import BadImage, PayloadTooLarge
+
     with pytest.raises(BadImage):
         read_header(b"not an image", 10**8)
     with pytest.raises(PayloadTooLarge):
@@ -239,8 +246,10 @@ def test_images_of_one_size_are_transformed_together(decode, monkeypatch):
         decode.gate.clear()
         futures = [decoder.submit(jpeg(), header_of(jpeg()))]
         assert decode.entered.wait(10)
-        datas = [jpeg(photo(seed=i)) for i in range(3)] + [jpeg(photo(30, 60)),
-                                                          jpeg(photo(seed=4), orientation=6)]
+        datas = [jpeg(photo(seed=i)) for i in range(3)] + [
+            jpeg(photo(30, 60)),
+            jpeg(photo(seed=4), orientation=6),
+        ]
         futures += [decoder.submit(d, header_of(d)) for d in datas]
         decode.gate.set()
         results = [f.result(10) for f in futures]
@@ -254,8 +263,7 @@ def test_images_of_one_size_are_transformed_together(decode, monkeypatch):
 
 
 def test_a_call_holds_at_most_its_pixel_budget(decode):
-    decoder = GpuJpegDecoder(PREPROCESSING, torch.device("cpu"), decode,
-                             max_batch_pixels=2 * 48 * 40).start()
+    decoder = GpuJpegDecoder(PREPROCESSING, torch.device("cpu"), decode, max_batch_pixels=2 * 48 * 40).start()
     try:
         decode.gate.clear()
         futures = [decoder.submit(jpeg(), header_of(jpeg()))]
@@ -331,21 +339,23 @@ def cpu_as_gpu(monkeypatch, decode):
 
 
 @pytest.mark.anyio
-async def test_the_server_sends_jpegs_to_the_decoder_and_the_rest_to_pillow(tiny_model, decode,
-                                                                             cpu_as_gpu):
+async def test_the_server_sends_jpegs_to_the_decoder_and_the_rest_to_pillow(tiny_model, decode, cpu_as_gpu):
     photos = [photo(56, 44, seed=i) for i in range(3)]
     turned, refused = jpeg(photos[0], orientation=6), jpeg(photos[2])
     decode.refuse.add(refused)
-    files = [("files", ("a.jpg", turned, "image/jpeg")),
-             ("files", ("b.jpg", jpeg(photos[1], progressive=True), "image/jpeg")),
-             ("files", ("c.jpg", refused, "image/jpeg")),
-             ("files", ("d.png", sample_png(3, (50, 40)), "image/png"))]
+    files = [
+        ("files", ("a.jpg", turned, "image/jpeg")),
+        ("files", ("b.jpg", jpeg(photos[1], progressive=True), "image/jpeg")),
+        ("files", ("c.jpg", refused, "image/jpeg")),
+        ("files", ("d.png", sample_png(3, (50, 40)), "image/png")),
+    ]
     answers = {}
     for on in (True, False):
         async with served(CountingBackend(tiny_model), max_batch_size=8, gpu_decode=on) as client:
             response = await client.post("/classify?top_k=3", files=files)
-            broken = await client.post("/classify", content=jpeg()[:-300],
-                                       headers={"content-type": "image/jpeg"})
+            broken = await client.post(
+                "/classify", content=jpeg()[:-300], headers={"content-type": "image/jpeg"}
+            )
             models = (await client.get("/models")).json()["models"][0]
             scraped = (await client.get("/metrics")).text
         assert response.status_code == 200, response.text

@@ -34,8 +34,11 @@ async def test_consecutive_failed_batches_turn_readiness_503_and_a_probe_restore
         assert {code for code, _ in readiness.values()} == {503}
         status, body = readiness["/health/ready"]
         assert body["status"] == "failing"
-        for reason in (body["detail"], readiness["/v2/health/ready"][1]["reason"],
-                       readiness["/v2/models/dat/ready"][1]["reason"]):
+        for reason in (
+            body["detail"],
+            readiness["/v2/health/ready"][1]["reason"],
+            readiness["/v2/models/dat/ready"][1]["reason"],
+        ):
             assert "classification model: 2 consecutive batches failed" in reason
             assert "RuntimeError: injected failure" in reason
         assert readiness["/v2/health/ready"][1]["ready"] is False
@@ -49,7 +52,7 @@ async def test_consecutive_failed_batches_turn_readiness_503_and_a_probe_restore
             if (await client.get("/health/ready")).status_code == 200:
                 break
             await asyncio.sleep(0.01)
-        assert backend.batches[len(computed):] == [1]  # what made it ready: the probe, one image
+        assert backend.batches[len(computed) :] == [1]  # what made it ready: the probe, one image
         readiness = await _readiness(client)
         assert {code for code, _ in readiness.values()} == {200}, readiness
         assert "reason" not in readiness["/v2/health/ready"][1]

@@ -42,7 +42,11 @@ async def test_no_parameter_offers_null_a_request_cannot_send(backend):
             assert "null" not in str(p["schema"]), (path, method, p)  # a header or query is text
     classify = schema["paths"]["/classify"]["post"]
     assert parameter(classify, "x-timeout-ms") == {
-        "type": "integer", "minimum": 1, "title": "X-Timeout-Ms", "description": "same as timeout_ms"}
+        "type": "integer",
+        "minimum": 1,
+        "title": "X-Timeout-Ms",
+        "description": "same as timeout_ms",
+    }
     assert parameter(classify, "timeout_ms")["type"] == "integer"
 
 
@@ -62,10 +66,12 @@ async def test_the_image_body_must_hold_images_and_nothing_else(backend):
 async def test_points_are_offered_only_where_the_backend_gives_them(backend, tiny_model):
     given = parameter((await document(backend))["paths"]["/classify"]["post"], "points")
     assert given["type"] == "boolean" and "enum" not in given
-    disabled = parameter((await document(backend, allow_points=False))["paths"]["/classify"]["post"],
-                         "points")
+    disabled = parameter(
+        (await document(backend, allow_points=False))["paths"]["/classify"]["post"], "points"
+    )
     assert disabled["enum"] == [False]
     from tests.service.helpers import CountingBackend
+
     pointless = CountingBackend(tiny_model)
     pointless.supports_points = False  # as ONNX Runtime and TensorRT
     refused = parameter((await document(pointless))["paths"]["/classify"]["post"], "points")
@@ -91,8 +97,17 @@ async def test_every_status_a_route_answers_is_declared_with_its_error_schema(ba
         ("/classify", "post"): {"200", "400", "408", "413", "415", "422", "500", "503", "504"},
         ("/detect", "post"): {"200", "400", "408", "413", "415", "422", "500", "503", "504"},
         ("/models", "get"): {"200"},
-        ("/v2/models/{model_name}/infer", "post"): {"200", "400", "404", "408", "413", "415", "500",
-                                                    "503", "504"},
+        ("/v2/models/{model_name}/infer", "post"): {
+            "200",
+            "400",
+            "404",
+            "408",
+            "413",
+            "415",
+            "500",
+            "503",
+            "504",
+        },
         ("/v2/models/{model_name}", "get"): {"200", "404", "503"},
         ("/v2/models/{model_name}/ready", "get"): {"200", "404", "503"},
     }

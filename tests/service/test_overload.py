@@ -27,8 +27,9 @@ def classify(client, **params):
 
 async def test_overload_is_refused_at_once_while_accepted_requests_succeed(backend):
     backend.gate.clear()
-    async with served(backend, max_batch_size=1, max_images_per_request=1, max_queue_size=2,
-                      max_queue_delay_ms=0) as client:
+    async with served(
+        backend, max_batch_size=1, max_images_per_request=1, max_queue_size=2, max_queue_delay_ms=0
+    ) as client:
         batcher = client._transport.app.state.service.classifier.batcher
         running = asyncio.create_task(classify(client))
         await backend.wait_entered()
@@ -129,10 +130,20 @@ async def test_a_client_that_disconnects_costs_no_compute(backend):
         async def send(message: dict) -> None:
             sent.append(message)
 
-        scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
-                 "scheme": "http", "path": "/classify", "raw_path": b"/classify", "query_string": b"",
-                 "root_path": "", "headers": [(b"content-type", b"image/png"), (b"host", b"testserver")],
-                 "client": ("127.0.0.1", 50000), "server": ("testserver", 80)}
+        scope = {
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": "POST",
+            "scheme": "http",
+            "path": "/classify",
+            "raw_path": b"/classify",
+            "query_string": b"",
+            "root_path": "",
+            "headers": [(b"content-type", b"image/png"), (b"host", b"testserver")],
+            "client": ("127.0.0.1", 50000),
+            "server": ("testserver", 80),
+        }
         leaving = asyncio.create_task(app(scope, receive, send))
         await wait_until(lambda: batcher.queued_requests == 1)
         gone.set()
@@ -175,11 +186,24 @@ def stalled_upload(app, sent: bytes, declared: int):
     async def send(message: dict) -> None:
         pass
 
-    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
-             "scheme": "http", "path": "/classify", "raw_path": b"/classify", "query_string": b"",
-             "root_path": "", "client": ("127.0.0.1", 50001), "server": ("testserver", 80),
-             "headers": [(b"content-type", b"image/png"), (b"host", b"testserver"),
-                         (b"content-length", str(declared).encode())]}
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/classify",
+        "raw_path": b"/classify",
+        "query_string": b"",
+        "root_path": "",
+        "client": ("127.0.0.1", 50001),
+        "server": ("testserver", 80),
+        "headers": [
+            (b"content-type", b"image/png"),
+            (b"host", b"testserver"),
+            (b"content-length", str(declared).encode()),
+        ],
+    }
     return asyncio.create_task(app(scope, receive, send)), leave
 
 
@@ -200,8 +224,9 @@ async def test_a_request_still_being_read_holds_no_inference_slot(backend):
 async def test_bytes_of_unfinished_bodies_have_their_own_budget(backend):
     # 6,000 bytes held by a body that has not finished: a second body that would take the
     # bytes being read past 8,192 is refused while the first is still arriving
-    app = create_app(settings(max_body_bytes=8192, max_reading_bytes=8192, max_queue_delay_ms=0),
-                     backend=backend)
+    app = create_app(
+        settings(max_body_bytes=8192, max_reading_bytes=8192, max_queue_delay_ms=0), backend=backend
+    )
     async with serve(app) as client:
         service = app.state.service
         stalled, leave = stalled_upload(app, b"\x89PNG" + bytes(5996), 8000)

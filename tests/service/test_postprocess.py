@@ -13,9 +13,11 @@ def test_top_k_is_the_stable_sort_of_the_probabilities(k):
     rng = np.random.default_rng(k)
     labels = [f"class {i}" for i in range(1000)]
     # rounded: many exact ties, which must come lower index first
-    for logits in (rng.standard_normal(1000).astype(np.float32),
-                   np.round(rng.standard_normal(1000), 1).astype(np.float32),
-                   np.zeros(1000, np.float32)):
+    for logits in (
+        rng.standard_normal(1000).astype(np.float32),
+        np.round(rng.standard_normal(1000), 1).astype(np.float32),
+        np.zeros(1000, np.float32),
+    ):
         probs = softmax(logits)
         want = np.argsort(-probs, kind="stable")[:k]
         got = top_k(logits, labels, k)

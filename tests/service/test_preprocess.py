@@ -48,8 +48,14 @@ def test_sixteen_bit_png_round_trip():
 
 
 def test_other_modes_become_rgb():
-    for mode, value in [("L", 7), ("1", 1), ("CMYK", (0, 0, 0, 0)), ("YCbCr", (16, 128, 128)),
-                        ("I", 65535), ("P", 2)]:
+    for mode, value in [
+        ("L", 7),
+        ("1", 1),
+        ("CMYK", (0, 0, 0, 0)),
+        ("YCbCr", (16, 128, 128)),
+        ("I", 65535),
+        ("P", 2),
+    ]:
         image = to_rgb(Image.new(mode, (3, 2), value))
         assert image.mode == "RGB" and image.size == (3, 2), mode
     assert pixel(Image.new("CMYK", (1, 1), (0, 0, 0, 0))) == (255, 255, 255)
@@ -97,6 +103,7 @@ def test_preprocessing_with_torch_agrees_with_pillow(size):
 
 def test_batches_mix_tensors_from_any_device():
     from service.batcher import _concatenate
+
     a, b = torch.zeros(1, 3, 4, 4), torch.ones(2, 3, 4, 4)
     assert _concatenate([a]) is a
     assert torch.equal(_concatenate([a, b]), torch.cat([a, b]))

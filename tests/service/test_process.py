@@ -36,19 +36,41 @@ def ended(process: subprocess.Popen) -> Iterator[list[dict]]:
 
 
 def test_a_real_server_serves_batches_and_drains_on_sigterm(tiny_config_file):
-    process, url = start("--model", str(tiny_config_file), "--max-queue-delay-ms", "3000",
-                         "--max-batch-size", "8", "--no-warmup", "--shutdown-timeout-s", "20")
+    process, url = start(
+        "--model",
+        str(tiny_config_file),
+        "--max-queue-delay-ms",
+        "3000",
+        "--max-batch-size",
+        "8",
+        "--no-warmup",
+        "--shutdown-timeout-s",
+        "20",
+    )
     with ended(process) as logs:
         wait_ready(process, url)
-        single = httpx.post(f"{url}/classify", files={"file": ("x.png", sample_png(0), "image/png")},
-                            headers={"X-Request-ID": "req-1"}, params={"timeout_ms": 5000}, timeout=10)
+        single = httpx.post(
+            f"{url}/classify",
+            files={"file": ("x.png", sample_png(0), "image/png")},
+            headers={"X-Request-ID": "req-1"},
+            params={"timeout_ms": 5000},
+            timeout=10,
+        )
         assert single.status_code == 200 and single.headers["x-request-id"] == "req-1"
         assert single.json()["results"][0]["filename"] == "x.png"
 
         # three requests wait in the queue (3 s delay, batch of 8 not full) when SIGTERM comes
         with concurrent.futures.ThreadPoolExecutor(3) as pool:
-            pending = [pool.submit(httpx.post, f"{url}/classify", content=sample_png(i),
-                                   headers={"content-type": "image/png"}, timeout=30) for i in range(3)]
+            pending = [
+                pool.submit(
+                    httpx.post,
+                    f"{url}/classify",
+                    content=sample_png(i),
+                    headers={"content-type": "image/png"},
+                    timeout=30,
+                )
+                for i in range(3)
+            ]
             deadline = time.monotonic() + 20
             while metric(httpx.get(f"{url}/metrics").text, "dat_queue_requests") < 3:
                 assert time.monotonic() < deadline, "requests never queued"
@@ -70,15 +92,22 @@ def test_a_real_server_serves_batches_and_drains_on_sigterm(tiny_config_file):
 
 
 def test_workers_share_the_port_each_with_its_model_and_all_drain(tiny_config_file):
-    process, url = start("--model", str(tiny_config_file), "--workers", "2", "--no-warmup",
-                         "--max-queue-delay-ms", "1")
+    process, url = start(
+        "--model", str(tiny_config_file), "--workers", "2", "--no-warmup", "--max-queue-delay-ms", "1"
+    )
     with ended(process) as logs:
         wait_ready(process, url)
         statuses = []
         for i in range(24):  # a new connection each: the kernel spreads them over the workers
             with httpx.Client() as client:
-                statuses.append(client.post(f"{url}/classify", content=sample_png(i),
-                                            headers={"content-type": "image/png"}, timeout=10).status_code)
+                statuses.append(
+                    client.post(
+                        f"{url}/classify",
+                        content=sample_png(i),
+                        headers={"content-type": "image/png"},
+                        timeout=10,
+                    ).status_code
+                )
         assert statuses == [200] * 24
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=60) == 0
@@ -114,8 +143,23 @@ def test_bad_settings_exit_2_and_help_lists_the_flags(capsys, monkeypatch):
         main(["--help"])
     assert exit_info.value.code == 0
     text = capsys.readouterr().out
-    for flag in ("--host", "--port", "--model", "--checkpoint", "--artifacts", "--backend", "--device",
-                 "--precision", "--max-batch-size", "--max-queue-delay-ms", "--max-queue-size",
-                 "--default-timeout-ms", "--max-body-bytes", "--max-images-per-request",
-                 "--max-image-pixels", "--shutdown-timeout-s", "DAT_MAX_BATCH_SIZE"):
+    for flag in (
+        "--host",
+        "--port",
+        "--model",
+        "--checkpoint",
+        "--artifacts",
+        "--backend",
+        "--device",
+        "--precision",
+        "--max-batch-size",
+        "--max-queue-delay-ms",
+        "--max-queue-size",
+        "--default-timeout-ms",
+        "--max-body-bytes",
+        "--max-images-per-request",
+        "--max-image-pixels",
+        "--shutdown-timeout-s",
+        "DAT_MAX_BATCH_SIZE",
+    ):
         assert flag in text, flag

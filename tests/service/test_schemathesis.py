@@ -28,14 +28,41 @@ def test_the_server_keeps_what_its_openapi_document_promises(tiny_config_file, t
     threading.Thread(target=process.stderr.read, daemon=True).start()  # its log: never blocks it
     try:
         wait_ready(process, url)
-        env = {**os.environ, "SCHEMATHESIS_HOOKS": "tests.service.schemathesis_hooks",
-               "PYTHONPATH": str(REPO), "NO_COLOR": "1"}
+        env = {
+            **os.environ,
+            "SCHEMATHESIS_HOOKS": "tests.service.schemathesis_hooks",
+            "PYTHONPATH": str(REPO),
+            "NO_COLOR": "1",
+        }
         run = subprocess.run(
-            [sys.executable, "-m", "schemathesis.cli", "--config-file", str(HERE / "schemathesis.toml"),
-             "run", f"{url}/openapi.json", "--checks", "all", "--max-examples", str(EXAMPLES),
-             "--seed", "19", "--workers", "1", "--request-timeout", "20", "--max-failures", "20"],
+            [
+                sys.executable,
+                "-m",
+                "schemathesis.cli",
+                "--config-file",
+                str(HERE / "schemathesis.toml"),
+                "run",
+                f"{url}/openapi.json",
+                "--checks",
+                "all",
+                "--max-examples",
+                str(EXAMPLES),
+                "--seed",
+                "19",
+                "--workers",
+                "1",
+                "--request-timeout",
+                "20",
+                "--max-failures",
+                "20",
+            ],
             # in tmp_path: schemathesis keeps a crash cache in .schemathesis/ and replays it
-            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240)
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=240,
+        )
     finally:
         stop(process)
     report = run.stdout + run.stderr

@@ -24,13 +24,16 @@ def test_environment_then_flags(monkeypatch):
     assert (s.port, s.max_batch_size, s.max_queue_delay_s, s.warmup) == (9002, 4, 0.0015, False)
 
 
-@pytest.mark.parametrize("kwargs, words", [
-    ({"max_batch_size": 0}, "greater than or equal to 1"),
-    ({"max_images_per_request": 9, "max_batch_size": 8}, "must not exceed max_batch_size"),
-    ({"max_queue_size": 4, "max_images_per_request": 8}, "must hold at least one full request"),
-    ({"backend": "tensorrt"}, "needs --artifacts"),
-    ({"precision": "int8"}, "precision"),
-])
+@pytest.mark.parametrize(
+    "kwargs, words",
+    [
+        ({"max_batch_size": 0}, "greater than or equal to 1"),
+        ({"max_images_per_request": 9, "max_batch_size": 8}, "must not exceed max_batch_size"),
+        ({"max_queue_size": 4, "max_images_per_request": 8}, "must hold at least one full request"),
+        ({"backend": "tensorrt"}, "needs --artifacts"),
+        ({"precision": "int8"}, "precision"),
+    ],
+)
 def test_inconsistent_settings_are_refused(kwargs, words):
     with pytest.raises(ValidationError, match=words):
         Settings(**kwargs)
@@ -59,11 +62,19 @@ def test_device_is_normalised_once_for_every_backend(monkeypatch):
         Settings(device="tpu")
     FakeCuda(monkeypatch, count=2)
     assert [Settings(device=d).device for d in ("auto", "cuda", "CUDA:1", "cuda:0", "cpu")] == [
-        "cuda:0", "cuda:0", "cuda:1", "cuda:0", "cpu"]
+        "cuda:0",
+        "cuda:0",
+        "cuda:1",
+        "cuda:0",
+        "cpu",
+    ]
     monkeypatch.setenv("DAT_DEVICE", "cuda")
     assert Settings().device == "cuda:0"
-    with pytest.raises(ValidationError, match=r"device cuda:2 requested but this machine has 2 GPUs "
-                                              r"\(cuda:0 to cuda:1\)"):
+    with pytest.raises(
+        ValidationError,
+        match=r"device cuda:2 requested but this machine has 2 GPUs "
+        r"\(cuda:0 to cuda:1\)",
+    ):
         Settings(device="cuda:2")
 
 

@@ -27,8 +27,16 @@ PNG = sample_png(0)
 
 @contextlib.contextmanager
 def server(tiny_config_file, **env: str) -> Iterator[str]:
-    process, url = start("--model", str(tiny_config_file), "--no-warmup", "--detector", "none",
-                         "--max-queue-delay-ms", "1", env={"DAT_DEFAULT_TIMEOUT_MS": "30000", **env})
+    process, url = start(
+        "--model",
+        str(tiny_config_file),
+        "--no-warmup",
+        "--detector",
+        "none",
+        "--max-queue-delay-ms",
+        "1",
+        env={"DAT_DEFAULT_TIMEOUT_MS": "30000", **env},
+    )
     # the access log of an attack is long: read it, or the server blocks on a full pipe
     drain = threading.Thread(target=process.stderr.read, daemon=True)
     drain.start()
@@ -52,8 +60,9 @@ def head(path: str = "/classify", length: int | None = None) -> bytes:
     return ("\r\n".join(lines) + "\r\n\r\n").encode()
 
 
-def closing_times(sockets: list[socket.socket], within: float,
-                  started: float | None = None) -> list[float | None]:
+def closing_times(
+    sockets: list[socket.socket], within: float, started: float | None = None
+) -> list[float | None]:
     """Seconds from ``started`` (default: now) until each socket was closed by the server
     (its answer read and dropped), None for those still open ``within`` s after ``started``."""
     started = time.monotonic() if started is None else started
@@ -78,8 +87,9 @@ def classify(url: str) -> tuple[int, float]:
     """A well-behaved client: a new connection, the whole request at once."""
     started = time.monotonic()
     with httpx.Client(timeout=10) as client:
-        status = client.post(f"{url}/classify", content=PNG,
-                             headers={"content-type": "image/png"}).status_code
+        status = client.post(
+            f"{url}/classify", content=PNG, headers={"content-type": "image/png"}
+        ).status_code
     return status, time.monotonic() - started
 
 
@@ -131,8 +141,12 @@ def test_bodies_that_never_finish_hold_no_inference_slot_and_are_cut_at_the_body
                 sock.sendall(head(length=100_000) + PNG[:4])
             # every attacker is in: reading (or, were they admitted before their bodies, holding
             # every inference slot)
-            wait_for_metrics(url, lambda text: metric(text, "dat_reading_requests") == 40
-                             or metric(text, "dat_inflight_requests") == 8)
+            wait_for_metrics(
+                url,
+                lambda text: (
+                    metric(text, "dat_reading_requests") == 40 or metric(text, "dat_inflight_requests") == 8
+                ),
+            )
             with WellBehaved(url) as clients:
                 closed = closing_times(attackers, within=5, started=sent)
             metrics = httpx.get(f"{url}/metrics", timeout=5).text
@@ -239,8 +253,9 @@ def test_when_every_connection_is_busy_a_new_one_is_refused_at_once(tiny_config_
             refused = []
             for _ in range(3):
                 started = time.monotonic()
-                response = httpx.post(f"{url}/classify", content=PNG,
-                                      headers={"content-type": "image/png"}, timeout=5)
+                response = httpx.post(
+                    f"{url}/classify", content=PNG, headers={"content-type": "image/png"}, timeout=5
+                )
                 refused.append((response, time.monotonic() - started))
             closed = closing_times(busy, within=4)
             after = classify(url)

@@ -38,8 +38,9 @@ async def test_decoding_threads_are_serial_and_the_inference_thread_keeps_its_co
     backend = CountingBackend(tiny_model, threads=2)
     app = create_app(settings(), backend=backend)
     async with serve(app) as client:
-        response = await client.post("/classify", content=sample_png(0),
-                                     headers={"content-type": "image/png"})
+        response = await client.post(
+            "/classify", content=sample_png(0), headers={"content-type": "image/png"}
+        )
         decoding = await app.state.service.offload(torch.get_num_threads)
     assert response.status_code == 200
     assert decoding == 1

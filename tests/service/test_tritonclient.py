@@ -28,10 +28,23 @@ def server(mini_fixture, tmp_path_factory):
 
     config = tmp_path_factory.mktemp("v2") / f"{MODEL}.json"  # the file's stem names the model
     shutil.copy(MINI / "config.json", config)
-    process, url = start("--model", str(config), "--checkpoint", str(mini_fixture["checkpoint"]),
-                         "--backend", "torch", "--device", "cpu", "--no-warmup",
-                         "--max-batch-size", "4", "--max-images-per-request", "4",
-                         "--max-queue-delay-ms", "3000")
+    process, url = start(
+        "--model",
+        str(config),
+        "--checkpoint",
+        str(mini_fixture["checkpoint"]),
+        "--backend",
+        "torch",
+        "--device",
+        "cpu",
+        "--no-warmup",
+        "--max-batch-size",
+        "4",
+        "--max-images-per-request",
+        "4",
+        "--max-queue-delay-ms",
+        "3000",
+    )
     try:
         wait_ready(process, url, timeout=120)
         yield url
@@ -49,12 +62,14 @@ def reference(mini_fixture):
     def logits(x: np.ndarray) -> np.ndarray:
         with torch.inference_mode():
             return model(torch.from_numpy(x)).numpy()
+
     return logits
 
 
 def client(url: str) -> triton.InferenceServerClient:
-    return triton.InferenceServerClient(url.removeprefix("http://"), connection_timeout=30,
-                                        network_timeout=60)
+    return triton.InferenceServerClient(
+        url.removeprefix("http://"), connection_timeout=30, network_timeout=60
+    )
 
 
 def infer(url: str, x: np.ndarray, binary: bool, **output) -> triton.InferResult:
@@ -104,14 +119,16 @@ def test_concurrent_clients_are_batched_and_each_gets_its_own_logits(server, min
         results = list(pool.map(lambda x: infer(server, x, True), inputs))
     after = httpx.get(f"{server}/metrics").text
     logits = [r.as_numpy("logits") for r in results]
-    np.testing.assert_allclose(np.concatenate(logits[:2]), mini_fixture["expected"]["logits"].numpy(),
-                               atol=TOLERANCE, rtol=0)
+    np.testing.assert_allclose(
+        np.concatenate(logits[:2]), mini_fixture["expected"]["logits"].numpy(), atol=TOLERANCE, rtol=0
+    )
     for x, got in zip(inputs, logits, strict=True):
         np.testing.assert_allclose(got, reference(x), atol=TOLERANCE, rtol=0)
     assert len({tuple(np.round(g[0], 3)) for g in logits}) == 4  # the answers really differ
 
     def batches(text: str, le: str | None = None) -> float:
         return metric(text, "dat_batch_size_bucket", le=le) if le else metric(text, "dat_batch_size_count")
+
     new_batches = batches(after) - batches(before)
     new_singles = batches(after, "1.0") - batches(before, "1.0")
     assert metric(after, "dat_batch_size_sum") - metric(before, "dat_batch_size_sum") == 4
@@ -127,9 +144,11 @@ def test_classification_through_the_client(server, mini_fixture):
         strings = result.as_numpy("logits")
         assert strings.shape == (2, 3)
         for row, image_logits in zip(strings, expected, strict=True):
-            values, indices, labels = zip(*((s.decode() if isinstance(s, bytes) else s).split(":")
-                                            for s in row), strict=True)
+            values, indices, labels = zip(
+                *((s.decode() if isinstance(s, bytes) else s).split(":") for s in row), strict=True
+            )
             assert [int(i) for i in indices] == list(np.argsort(-image_logits)[:3])
-            np.testing.assert_allclose([float(v) for v in values], np.sort(image_logits)[::-1][:3],
-                                       atol=TOLERANCE)
+            np.testing.assert_allclose(
+                [float(v) for v in values], np.sort(image_logits)[::-1][:3], atol=TOLERANCE
+            )
             assert list(labels) == [f"class_{i}" for i in indices]

@@ -56,9 +56,16 @@ async def test_the_page_and_its_files_are_served_with_a_csp_that_allows_only_the
         assert "<style" not in html and " style=" not in html and "javascript:" not in html
         assert not re.search(r"(src|href)=\"(https?:)?//", html)
         referenced = re.findall(r"(?:src|href)=\"(ui/[^\"]+)\"", html)
-        assert {"ui/ui.js", "ui/ui.css", "ui/samples/digit_3.png", "ui/samples/scene_typed.png"} <= set(referenced)
-        types = {".js": "text/javascript", ".css": "text/css", ".png": "image/png", ".jpg": "image/jpeg",
-                 ".svg": "image/svg+xml"}
+        assert {"ui/ui.js", "ui/ui.css", "ui/samples/digit_3.png", "ui/samples/scene_typed.png"} <= set(
+            referenced
+        )
+        types = {
+            ".js": "text/javascript",
+            ".css": "text/css",
+            ".png": "image/png",
+            ".jpg": "image/jpeg",
+            ".svg": "image/svg+xml",
+        }
         for path in referenced:
             response = await client.get("/" + path)
             assert response.status_code == 200, path
@@ -68,8 +75,15 @@ async def test_the_page_and_its_files_are_served_with_a_csp_that_allows_only_the
 
 async def test_only_the_page_s_own_files_are_served(backend):
     async with serve(create_app(settings(), backend=backend)) as client:
-        for path in ("/ui/nope.js", "/ui/../service/app.py", "/ui/%2e%2e/ui.py", "/ui/..%2fui.py",
-                     "/ui/index.html", "/ui/", "/ui/samples/README.md"):
+        for path in (
+            "/ui/nope.js",
+            "/ui/../service/app.py",
+            "/ui/%2e%2e/ui.py",
+            "/ui/..%2fui.py",
+            "/ui/index.html",
+            "/ui/",
+            "/ui/samples/README.md",
+        ):
             response = await client.get(path)
             assert response.status_code == 404, path
             assert response.json()["error"]["type"] == "not_found"
@@ -96,14 +110,18 @@ async def test_no_ui_answers_404_and_opens_nothing(backend, monkeypatch):
 
 
 def test_the_package_ships_the_page_and_its_samples_are_the_repo_s():
-    patterns = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["service"]
+    patterns = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"][
+        "service"
+    ]
     files = [p.relative_to(REPO / "service").as_posix() for p in STATIC.rglob("*") if p.is_file()]
     assert "static/index.html" in files and "static/ui.js" in files
     for name in files:
         assert any(fnmatch.fnmatch(name, pattern) for pattern in patterns), f"{name} not in package-data"
     for name in ui.FILES:
         if name.startswith("samples/"):
-            assert (STATIC / name).read_bytes() == (REPO / name).read_bytes(), f"{name} differs from the repo's"
+            assert (STATIC / name).read_bytes() == (REPO / name).read_bytes(), (
+                f"{name} differs from the repo's"
+            )
 
 
 # -- in a browser -----------------------------------------------------------------------------
@@ -120,8 +138,10 @@ def chromium() -> tuple[str, str]:
     binary = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
     driver = shutil.which("chromedriver")
     if not binary or not driver:
-        pytest.skip("no Chromium or chromedriver on PATH: run scripts/install-browser.sh (make test does; "
-                    "it needs apt-get and root or password-less sudo)")
+        pytest.skip(
+            "no Chromium or chromedriver on PATH: run scripts/install-browser.sh (make test does; "
+            "it needs apt-get and root or password-less sudo)"
+        )
     return binary, driver
 
 
@@ -134,8 +154,15 @@ def browser(chromium):
     binary, driver = chromium
     options = webdriver.ChromeOptions()
     options.binary_location = binary
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
-                "--window-size=1280,820", "--force-device-scale-factor=1", "--lang=en-US"):
+    for arg in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-dev-shm-usage",
+        "--disable-gpu",
+        "--window-size=1280,820",
+        "--force-device-scale-factor=1",
+        "--lang=en-US",
+    ):
         options.add_argument(arg)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL", "performance": "ALL"})
     # the driver's own path: Selenium Manager would otherwise try to download one
@@ -152,16 +179,21 @@ def keyed_server(chromium):
     try:
         wait_ready(process, url)
         # warm (no --warmup, for a quick start): the screenshot shows a warm server's timing
-        httpx.post(f"{url}/classify", files={"file": ("warm.png", sample_png(0), "image/png")},
-                   headers={"Authorization": f"Bearer {KEY}"}, timeout=60).raise_for_status()
+        httpx.post(
+            f"{url}/classify",
+            files={"file": ("warm.png", sample_png(0), "image/png")},
+            headers={"Authorization": f"Bearer {KEY}"},
+            timeout=60,
+        ).raise_for_status()
         yield url
     finally:
         process.kill()
         process.wait()
 
 
-def _expected_position(yx: tuple[float, float], stage: int, pre: Preprocessing, width: int,
-                       height: int) -> tuple[float, float]:
+def _expected_position(
+    yx: tuple[float, float], stage: int, pre: Preprocessing, width: int, height: int
+) -> tuple[float, float]:
     """Where a D block's normalised (y, x) falls on the uploaded picture, from the model itself:
     grid_sample (align_corners=True) over the stage's feature map, each cell at its centre in
     input pixels; then back through the square resize and centre crop."""
@@ -213,8 +245,15 @@ def test_the_page_in_chromium_classifies_detects_shows_points_and_errors(keyed_s
     wait.until(lambda b: "dat_digits" in text("card"))
     assert browser.execute_script("return sessionStorage.getItem('dat-serve.api-key')") == KEY
     card = text("card")
-    for shown in ("sha256:", "torch on cpu", "fp32", "32 x 32", "10", "up to 16 images per batch",
-                  "8 images per request"):
+    for shown in (
+        "sha256:",
+        "torch on cpu",
+        "fp32",
+        "32 x 32",
+        "10",
+        "up to 16 images per batch",
+        "8 images per request",
+    ):
         assert shown in card, shown
 
     # upload a digit: its top-5 with bars, the 3 first
@@ -230,8 +269,10 @@ def test_the_page_in_chromium_classifies_detects_shows_points_and_errors(keyed_s
     browser.find_element(By.ID, "show-points").click()
     wait.until(lambda b: css(By.CSS_SELECTOR, "circle.point"))
     block = Select(browser.find_element(By.ID, "points-block"))
-    assert [o.text for o in block.options] == ["stage 2, block 1: 4 x 4 x 2 groups",
-                                               "stage 3, block 1: 2 x 2 x 4 groups"]
+    assert [o.text for o in block.options] == [
+        "stage 2, block 1: 4 x 4 x 2 groups",
+        "stage 3, block 1: 2 x 2 x 4 groups",
+    ]
     points = css(By.CSS_SELECTOR, "circle.point")
     assert len(points) == 2 * 4 * 4 and len(css(By.CSS_SELECTOR, "rect.reference")) == 4 * 4
     pre = get_spec("dat_digits").preprocessing
@@ -257,7 +298,9 @@ def test_the_page_in_chromium_classifies_detects_shows_points_and_errors(keyed_s
     labels = [e.text for e in css(By.CSS_SELECTOR, "text.box-label")]
     assert sorted(label.split()[0] for label in labels) == ["4", "7", "8", "8"]  # samples/scenes.json
     assert all(float(label.split()[1]) >= 0.5 for label in labels)
-    boxes = [(float(r.get_attribute("x")), float(r.get_attribute("y"))) for r in css(By.CSS_SELECTOR, "rect.box")]
+    boxes = [
+        (float(r.get_attribute("x")), float(r.get_attribute("y"))) for r in css(By.CSS_SELECTOR, "rect.box")
+    ]
     assert min(boxes, key=lambda b: b[1]) == pytest.approx((44, 51), abs=3)  # the 7 at (46, 50)
     assert "dat_digits_detector" in text("card")
     browser.find_element(By.ID, "score").send_keys(Keys.END)  # threshold 1: none left
@@ -273,8 +316,15 @@ def test_the_page_in_chromium_classifies_detects_shows_points_and_errors(keyed_s
 
     assert _severe(browser.get_log("browser")) == []
     # everything it showed came from the public API
-    assert _paths_requested(browser, url) == {"/", "/ui/ui.js", "/ui/ui.css", "/ui/favicon.svg", "/models",
-                                              "/classify", "/detect"} | {f"/ui/samples/{n}" for n in SAMPLES}
+    assert _paths_requested(browser, url) == {
+        "/",
+        "/ui/ui.js",
+        "/ui/ui.css",
+        "/ui/favicon.svg",
+        "/models",
+        "/classify",
+        "/detect",
+    } | {f"/ui/samples/{n}" for n in SAMPLES}
 
 
 @pytest.mark.slow
@@ -294,8 +344,12 @@ def test_the_page_maps_points_through_resize_and_centre_crop(keyed_server, brows
     mapped = browser.execute_script(
         "const [pre, w, h, y, x] = arguments;"
         "return window.datUi.pointMapper(pre, w, h, pre.input_size, pre.input_size)(y, x);",
-        pre.to_dict(), width, height,
+        pre.to_dict(),
+        width,
+        height,
         # normalised so that one feature cell is one input pixel
-        (v - 0.5) / (pre.input_size - 1) * 2 - 1, (u - 0.5) / (pre.input_size - 1) * 2 - 1)
+        (v - 0.5) / (pre.input_size - 1) * 2 - 1,
+        (u - 0.5) / (pre.input_size - 1) * 2 - 1,
+    )
     assert mapped == pytest.approx(centre, abs=0.5)
     assert browser.execute_script("return window.datUi.roundHalfEven(16.5)") == 16  # as Python's round

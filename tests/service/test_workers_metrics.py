@@ -23,8 +23,17 @@ pytestmark = pytest.mark.slow
 
 def test_with_two_workers_every_scrape_adds_up_both(tiny_config_file):
     # a batch leaves after 4 s unless 16 images wait: requests stay queued long enough to scrape
-    process, url = start("--model", str(tiny_config_file), "--workers", "2", "--no-warmup",
-                         "--detector", "none", "--max-queue-delay-ms", "4000")
+    process, url = start(
+        "--model",
+        str(tiny_config_file),
+        "--workers",
+        "2",
+        "--no-warmup",
+        "--detector",
+        "none",
+        "--max-queue-delay-ms",
+        "4000",
+    )
     logs: list[dict] = []
 
     def read_logs() -> None:
@@ -51,8 +60,16 @@ def test_with_two_workers_every_scrape_adds_up_both(tiny_config_file):
 
         png = sample_png(0)
         with ThreadPoolExecutor(8) as pool:
-            queued = [pool.submit(httpx.post, f"{url}/classify", content=png, timeout=30,
-                                  headers={"content-type": "image/png"}) for _ in range(8)]
+            queued = [
+                pool.submit(
+                    httpx.post,
+                    f"{url}/classify",
+                    content=png,
+                    timeout=30,
+                    headers={"content-type": "image/png"},
+                )
+                for _ in range(8)
+            ]
             deadline = time.monotonic() + 3
             while metric(httpx.get(f"{url}/metrics").text, "dat_queue_requests") != 8:
                 assert time.monotonic() < deadline, "the scrapes never saw all 8 queued requests"
@@ -84,8 +101,11 @@ def test_with_two_workers_every_scrape_adds_up_both(tiny_config_file):
         assert metric(text, "dat_inference_images_total") == 8
         assert metric(text, "dat_queue_requests") == 0 and metric(text, "dat_inflight_requests") == 0
     # both workers took part: no single worker's own figures could have added up to these
-    answered = {e["pid"] for e in logs if e.get("logger") == "service.access"
-                and e.get("path") in ("/models", "/classify")}
+    answered = {
+        e["pid"]
+        for e in logs
+        if e.get("logger") == "service.access" and e.get("path") in ("/models", "/classify")
+    }
     assert len(answered) == 2, answered
     assert process.returncode == 0
     (started,) = [e for e in logs if e["msg"] == "started workers"]
