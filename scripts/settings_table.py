@@ -52,7 +52,9 @@ def check_machine_defaults() -> None:
     fields = Settings.model_fields
     if fields["threads"].default is not None or Settings().cpu_threads != max(1, CPU_CORES // 2):
         raise AssertionError("threads: the default is no longer half the cores; update MACHINE_DEFAULTS")
-    if fields["preprocess_workers"].default != DEFAULT_WORKERS or DEFAULT_WORKERS != max(1, min(4, CPU_CORES)):
+    if fields["preprocess_workers"].default != DEFAULT_WORKERS or DEFAULT_WORKERS != max(
+        1, min(4, CPU_CORES)
+    ):
         raise AssertionError("preprocess_workers: the default is no longer the cores, at most 4")
 
 

@@ -39,15 +39,6 @@ def test_inconsistent_settings_are_refused(kwargs, words):
         Settings(**kwargs)
 
 
-def test_the_readme_lists_every_setting():
-    from pathlib import Path
-
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
-    for name in Settings.model_fields:
-        flag, env = f"`--{name.replace('_', '-')}`", f"`DAT_{name.upper()}`"
-        assert f"| {flag} | {env} |" in readme, name
-
-
 def test_device_is_normalised_once_for_every_backend(monkeypatch):
     """compose and k8s set DAT_DEVICE=cuda; torch.cuda.set_device refuses an index-less device."""
     import torch
