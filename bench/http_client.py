@@ -1,9 +1,10 @@
 """A lean HTTP/1.1 client for the load generator: one prepared request, sent again and again.
 
 The load generator shares the machine with the server it measures (on a 2-core box, every
-millisecond the client spends is one the server loses). httpx cost about 3 ms of CPU per
-request there; this client encodes the request once (with httpx, so multipart stays right)
-and per request only writes those bytes and parses a status line, headers and a body.
+millisecond the client spends is one the server loses). httpx cost several times this client's
+CPU per request there (docs/benchmarks.md); this client encodes the request once (with httpx,
+so multipart stays right) and per request only writes those bytes and parses a status line,
+headers and a body.
 """
 
 from __future__ import annotations

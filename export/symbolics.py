@@ -276,29 +276,16 @@ def neighborhood_attention_onnx(q, k, v, rpb, kernel: int, scale: float):
     one more Gather puts the outputs back in raster order. H, W, heads and head size are
     static in the traced graph, the batch stays dynamic.
 
-    Why this form, measured with ONNX Runtime 1.32 on the CPU (one thread, the op alone at
-    DAT-T++'s shapes, kernel 7, best of 24 runs on a shared 2-core machine), in ms at batch
-    1 / 8:
-
-    ============================  ============  ============  =============
-    stage map, heads              56x56, 2      28x28, 4      14x14, 8
-    ============================  ============  ============  =============
-    blocked, tiles of 7 (this)    4.3 / 47      2.0 / 17      0.9 / 8.0
-    blocked, tiles of 8           5.7 / 54      2.7 / 32      0.8 / 7.3
-    blocked, plain -inf mask      11.2 / 85     4.6 / 42      2.2 / 18
-    per-query window gather       19.2 / 141    6.3 / 73      2.5 / 34
-    ============================  ============  ============  =============
-
-    The per-query form gathers every key k*k times (a (H*W, k*k, d) copy per head) and turns
-    the attention into H*W one-row products; tiles make (49 x 169) products that MLAS runs at
-    speed, for 169 keys per query instead of 49. Tiles of 7 divide every DAT++ map at 224
-    (56, 28, 14); at 14x14 the single 196-key tile of 8 is within 10% of them. The mask: a
-    -inf logit leaves exp() in the denormal range, where ORT's Softmax and the MatMul after
-    it run at a fraction of their speed (the Softmax alone, 75% masked: 69 ms against 8
-    unmasked; the ``session.set_denormal_as_zero`` option removes it too, but the graph must
-    be fast in any ORT, Triton's included). So each masked logit is lifted to the row's
-    largest minus :data:`MASK_FLOOR` (60): its weight, at most e^-60 = 9e-27 of the largest,
-    vanishes in the float32 sum (at least 1), and the result is the -inf form's to rounding.
+    Why this form (measured under ONNX Runtime on the CPU: docs/benchmarks.md): the per-query
+    form gathers every key k*k times (a (H*W, k*k, d) copy per head) and turns the attention
+    into H*W one-row products; tiles make (49 x 169) products that MLAS runs at speed, for 169
+    keys per query instead of 49. Tiles of 7 divide every DAT++ map at 224 (56, 28, 14). The
+    mask: a -inf logit leaves exp() in the denormal range, where ORT's Softmax and the MatMul
+    after it run at a fraction of their speed (the ``session.set_denormal_as_zero`` option
+    removes it too, but the graph must be fast in any ORT, Triton's included). So each masked
+    logit is lifted to the row's largest minus :data:`MASK_FLOOR` (60): its weight, at most
+    e^-60 = 9e-27 of the largest, vanishes in the float32 sum (at least 1), and the result is
+    the -inf form's to rounding.
 
     Half inputs: the products run in the input dtype and the bias, mask and softmax in
     float32, as :class:`ExportPolicy` keeps attention softmax for half graphs.

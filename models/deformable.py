@@ -240,8 +240,8 @@ class DeformableAttention(nn.Module):
             # Flipped and halved before the broadcast (halving is exact in binary floating
             # point): one pass over the (B * g, H * W, Ns, 2) displacements instead of three.
             # The query grid is laid out over the samples first, so that both operands' last
-            # two dims are contiguous: a broadcast with an innermost size of 2 ran 8x slower
-            # on CPU (2.4 against 0.3 ms per DAT-T stage-3 block at batch 8).
+            # two dims are contiguous: a broadcast with an innermost size of 2 ran several
+            # times slower on CPU (docs/benchmarks.md).
             displacement = self._query_displacements(query_grid, hk * wk) - pos_xy.mul(0.5).reshape(
                 B * g, 1, hk * wk, 2
             )

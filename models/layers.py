@@ -69,9 +69,9 @@ def linear(
     """``F.linear`` (then exact GELU with ``gelu``). On CPU one oneDNN call does both and adds
     the bias in the kernel (``F.linear`` first copies the bias into the output, and the GELU is
     another pass over the stage's largest activation): bit-identical in fp32 and without the
-    GELU, within one rounding of the hidden layer in bf16 (DAT-T bf16 b8: 1.046x for the GELU,
-    1.03x more for the bias, each in interleaved pairs). Autograd, traced, exported and compiled
-    graphs keep the plain ops."""
+    GELU, within one rounding of the hidden layer in bf16 (faster for DAT-T in bf16, measured in
+    interleaved pairs: docs/benchmarks.md). Autograd, traced, exported and compiled graphs keep
+    the plain ops."""
     if _onednn(x, weight):
         return torch.ops.mkldnn._linear_pointwise(
             x, weight, bias, "gelu" if gelu else "none", [], "none" if gelu else ""
@@ -108,9 +108,9 @@ def _eager() -> bool:
 def attention_mask(bias: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
     """An additive float32 attention bias in the form ``scaled_dot_product_attention`` takes
     with ``q``: kept float32 by the CPU's flash kernel (which accepts it with bf16 queries: no
-    rounding of the bias, and no cast of a D block's largest tensor, 0.7 ms of 4.7 per DAT-T
-    stage-3 attention at batch 8), cast to ``q``'s dtype for every other kernel and for
-    exported graphs, which want one dtype."""
+    rounding of the bias, and no cast of a D block's largest tensor; the saving is in
+    docs/benchmarks.md), cast to ``q``'s dtype for every other kernel and for exported graphs,
+    which want one dtype."""
     if q.device.type == "cpu" and _eager():
         return bias
     return bias.to(q.dtype)
@@ -284,7 +284,7 @@ class LocalAttention(nn.Module):
 
     def attention_bias(self) -> torch.Tensor:
         """(heads, w*w, w*w) relative position bias, contiguous: as a permuted view it made
-        the S blocks' sum with their window masks 8x slower on CPU (1.0 against 0.12 ms)."""
+        the S blocks' sum with their window masks several times slower on CPU (docs/benchmarks.md)."""
         n = self.window * self.window
         bias = self.relative_position_bias_table[self.relative_position_index.view(-1)]
         return bias.view(n, n, self.heads).permute(2, 0, 1).contiguous()

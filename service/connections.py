@@ -3,9 +3,9 @@ head's size and on open connections.
 
 uvicorn has none of these (0.54: ``timeout_keep_alive`` only runs between requests, the first
 byte of a request cancels it, and its httptools parser buffers headers without bound;
-``limit_concurrency`` answers 503 only once a head is complete). Measured on the default server
-before this module: 800 connections that sent half a request head were all still open after
-70 s. So the server runs uvicorn's httptools protocol with three additions:
+``limit_concurrency`` answers 503 only once a head is complete). Before this module, connections
+that sent half a request head stayed open for as long as the client liked (docs/benchmarks.md,
+slow clients). So the server runs uvicorn's httptools protocol with three additions:
 
 - the head must be complete within ``header_timeout_s`` of the connection opening (first
   request) or of its first byte (later ones): a deadline, not an idle timer, so a byte now and

@@ -1,8 +1,8 @@
 """``--gpu-decode``: baseline JPEGs decoded on the model's GPU, many requests' images per call.
 
-Why: on an H100 host Pillow decoded 1,044 500x375 JPEGs per second per core and resized them at
-half that speed, while the model ran 4,961 img/s; nvJPEG decoded the same JPEG 24,354 times per
-second in batches of 64. Decoding and resizing on the GPU leave the host's cores to HTTP.
+Why: on an H100 host the model computes many times more images per second than Pillow decodes
+and resizes on all the host's cores, while nvJPEG decodes batches of JPEGs faster than the model
+runs (docs/benchmarks.md). Decoding and resizing on the GPU leave the host's cores to HTTP.
 
 Which images: a JPEG (not MPO) whose markers hold one frame header, sequential Huffman-coded
 (not progressive, not arithmetic), 8-bit YCbCr or greyscale, and whose data ends in its EOI

@@ -25,7 +25,7 @@ def top_k(logits: np.ndarray, labels: Sequence[str], k: int) -> list[Prediction]
     """The ``k`` most probable classes, most probable first (ties: lower index first)."""
     probs = softmax(logits)
     candidates = np.arange(probs.size)
-    if k < probs.size:  # only those at least as probable as the k-th: 8 µs, a full sort 20 (1000)
+    if k < probs.size:  # only those at least as probable as the k-th: cheaper than a full sort
         kth = np.partition(probs, probs.size - k)[probs.size - k]
         candidates = np.flatnonzero(probs >= kth)
     order = candidates[np.lexsort((candidates, -probs[candidates]))][:k]

@@ -36,8 +36,8 @@ def keep_aten_serial() -> None:
 
     Each thread that runs a parallel ATen op (stacking a request's images is one) gets its own
     OpenMP team. Once the teams hold more threads than there are cores, libgomp stops spinning
-    at barriers, and the inference threads sleep and wake at every op: a 2-core server left
-    13% of its CPU idle at saturation. Only the inference threads should own teams: the decoding
+    at barriers, and the inference threads sleep and wake at every op: a saturated server left
+    part of its CPU idle (docs/benchmarks.md). Only the inference threads should own teams: the decoding
     threads call this, and so does ``python -m service`` on its event loop.
     """
     default = torch.get_num_threads()
@@ -81,7 +81,7 @@ class ModelRuntime:
             self.jpeg_decoder = self._start_jpeg_decoder(meta)
         if self.settings.warmup:
             # Every batch size the batcher can form: oneDNN / cuDNN / ORT pick and build kernels
-            # per shape, and a first call at a new size cost up to 0.7 s on CPU (measured).
+            # per shape, and a first call at a new size costs far more than a warm one.
             self.backend.warmup(range(1, self.settings.max_batch_size + 1))
         log.info(
             "model loaded",

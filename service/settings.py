@@ -100,16 +100,16 @@ class Settings(BaseSettings):
     cuda_graphs: bool = Field(
         True,
         description="torch on CUDA: capture the forward as CUDA graphs "
-        "per batch-size bucket at warm-up, checked against eager (DAT-T fp16 "
-        "on an H100: 5.6x eager at batch 1, 3.5x at 8, 1.06x at 64)",
+        "per batch-size bucket at warm-up, checked against eager (one launch "
+        "per batch instead of one per kernel; gains most at small batches)",
     )
     torch_compile: bool = Field(
         False,
         description="torch on CUDA with --cuda-graphs: the largest "
         "batch's graph replays the forward compiled by torch.compile "
         "(inductor; one compile at start-up), checked "
-        "against eager; uncompiled graphs if it fails (DAT-T fp16 at batch 64 "
-        "on an H100: compiled 1.5x eager, 2.2x the official autocast)",
+        "against eager; uncompiled graphs if it fails (inductor fuses the "
+        "memory-bound glue between the matmuls)",
     )
     auto_export: bool = Field(
         True,
@@ -123,7 +123,7 @@ class Settings(BaseSettings):
     warmup: bool = Field(
         True,
         description="run every batch size 1..max before ready (kernels are "
-        "built per shape: a cold size cost up to 0.7 s on CPU)",
+        "built per shape: a batch of a size not seen yet is slow)",
     )
 
     # -- dynamic batching (Triton's semantics) -------------------------------------------
@@ -203,9 +203,9 @@ class Settings(BaseSettings):
         description="resize, crop and normalise a classifier's "
         "images on its GPU, when it runs on one (decoding stays on the "
         "CPU; agrees with Pillow to one level in 255). Slower than Pillow "
-        "for 500x375 JPEGs on an H100 host (468 against 726 img/s, one "
-        "process, 64 clients): it pays only where resizing large images "
-        "dominates",
+        "for small JPEGs on an H100 host (its copies and launches cost "
+        "more CPU than the resize): it pays only where resizing large "
+        "images dominates",
     )
     gpu_decode: bool = Field(
         False,

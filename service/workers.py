@@ -1,12 +1,12 @@
 """``--workers N``: N server processes on one listening socket, each with its own model copy.
 
-One Python process cannot feed a GPU: parsing HTTP and decoding images hold the GIL (measured
-on an H100: one process served 5-15% of what the model computes). The parent binds the port
-once and starts the workers (spawned, so none inherits CUDA state); the kernel spreads
-connections over them. A worker takes connections only once its models have loaded. SIGTERM /
-SIGINT go on to every worker, which drain as a single server does; if a worker dies on its
-own, the others are stopped and the parent exits with its status, for the supervisor
-(compose, Kubernetes) to restart the whole.
+One Python process cannot feed a GPU: parsing HTTP and decoding images hold the GIL (on an
+H100 one process served a small fraction of what the model computes: docs/benchmarks.md). The
+parent binds the port once and starts the workers (spawned, so none inherits CUDA state); the
+kernel spreads connections over them. A worker takes connections only once its models have
+loaded. SIGTERM / SIGINT go on to every worker, which drain as a single server does; if a
+worker dies on its own, the others are stopped and the parent exits with its status, for the
+supervisor (compose, Kubernetes) to restart the whole.
 
 Metrics: the workers write theirs to files in one directory per server, and each one's
 /metrics sums them all (``service.metrics``). The directory is ``PROMETHEUS_MULTIPROC_DIR`` if

@@ -1,11 +1,11 @@
 """``--backend auto`` on a CPU without ``--artifacts``: the backend measured fastest there.
 
 For the small embedded model, ONNX Runtime beats eager PyTorch several times over on CPU
-(framework overhead dominates a 32 px DAT; ``python -m bench backends``, figures in the
-README), so it is exported once per (model, weights, config) into a cache folder through the
+(framework overhead dominates a 32 px DAT; ``python -m bench backends``, figures in
+docs/benchmarks.md), so it is exported once per (model, weights, config) into a cache folder through the
 exporter's own pipeline, verified there, and served from the cache on every later start.
-Larger models stay on torch, where the measured order is reversed (DAT-T at batch 8, 2 cores:
-torch bf16 46 img/s, ONNX Runtime 11). Whatever goes wrong while exporting, the server falls
+Larger models stay on torch, where the measured order is reversed (DAT-T: eager bf16 beats
+ONNX Runtime on the CPU). Whatever goes wrong while exporting, the server falls
 back to torch and says so in its log.
 """
 

@@ -9,8 +9,8 @@ thousand kernels per forward from Python, and every launch must win the GIL back
 event loop and the decoding threads; a replay is a single call.
 
 With ``compile`` as well, the largest bucket's graph replays the forward compiled by
-``torch.compile`` (inductor fuses the memory-bound glue between the matmuls: DAT-T fp16 at
-batch 64 on an H100 ran 1.5x eager). Only that bucket: torch.compile recompiles for ranges
+``torch.compile`` (inductor fuses the memory-bound glue between the matmuls, which is much of
+a large batch's time on a GPU: docs/benchmarks.md). Only that bucket: torch.compile recompiles for ranges
 of batch sizes (on the CPU 1, 2-3, 4-7, 8+), each a compile of its own, and a saturated
 server runs full batches.
 """
@@ -56,7 +56,7 @@ def resolve_device(device: str) -> str:
 
 def resolve_precision(precision: str, device: str) -> str:
     """auto: fp16 on CUDA; fp32 on CPU, where bf16 only pays off for large models on CPUs
-    with AMX (DAT-T 2.3x) and is slower than fp32 for the small default model (measured)."""
+    with AMX and is slower than fp32 for the small default model (docs/benchmarks.md)."""
     if precision != "auto":
         return precision
     return "fp16" if device.startswith("cuda") else "fp32"
