@@ -6,7 +6,7 @@ TorchServe turned token auth on by default after CVE-2023-43654; here it is opt-
 the loopback, or behind an ingress that authenticates, needs none) but one setting away. Keys
 are compared as SHA-256 digests with ``hmac.compare_digest``, against every key each time: the
 time taken tells neither a key's bytes, nor its length, nor which key matched. TLS is the
-ingress's (README, "Access control and TLS").
+ingress's (docs/deploy.md, "Access control and TLS").
 """
 
 from __future__ import annotations
