@@ -196,7 +196,10 @@ class DeformableAttention(nn.Module):
         """Deformed sampling points (B * groups, Hk, Wk, 2), (y, x) in [-1, 1], float32; with
         the reference points and the query grid they were computed against."""
         B, H, W, _ = q.shape
-        q_groups = q.permute(0, 3, 1, 2).reshape(B * self.groups, self.group_channels, H, W)
+        # Groups to the batch, channels-last: the NCHW view with channels-last strides runs the
+        # depth-wise conv several times faster on CPU than an NCHW copy does.
+        q_groups = q.view(B, H, W, self.groups, self.group_channels).permute(0, 3, 1, 2, 4)
+        q_groups = q_groups.reshape(B * self.groups, H, W, self.group_channels).permute(0, 3, 1, 2)
         dwconv, norm, act, to_offset = self.conv_offset
         hidden = act(norm(dwconv(q_groups).permute(0, 2, 3, 1)))
         offset = linear(hidden, to_offset.weight.flatten(1)).float()  # (B*g, Hk, Wk, 2)
@@ -224,7 +227,8 @@ class DeformableAttention(nn.Module):
         features = x.permute(0, 3, 1, 2).reshape(B * g, self.group_channels, H, W).float()
         pos_xy = pos.flip(-1)  # both samplings take (x, y) grids
         sampled = sample_keys_values(features, pos_xy).to(x.dtype)
-        sampled = sampled.reshape(B, C, hk * wk).transpose(1, 2)  # (B, Ns, C)
+        # (B, Ns, C), contiguous: the oneDNN projections take contiguous rows only
+        sampled = sampled.reshape(B, C, hk * wk).transpose(1, 2).contiguous()
         k = _pointwise(self.proj_k, sampled).view(B, -1, heads, hd).transpose(1, 2)
         v = _pointwise(self.proj_v, sampled).view(B, -1, heads, hd).transpose(1, 2)
         q = q.view(B, H * W, heads, hd).transpose(1, 2)

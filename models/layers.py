@@ -126,27 +126,23 @@ _HAS_CONV_POINTWISE = torch.backends.mkldnn.is_available() and hasattr(
 
 def plus_conv(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
     """``x + conv(x)`` for channels-last x (B, H, W, C) and a stride-1, same-size conv (DAT++'s
-    local perception units and its MLPs' depth-wise conv). On CPU one oneDNN call adds the input
-    in the kernel, saving a pass over the activation; exact in fp32, one rounding in bf16."""
+    local perception units). On CPU, for a depth-wise conv, the identity is folded into the
+    kernel's centre tap: one plain convolution over the channels-last view, which oneDNN runs
+    faster than both the separate add and its own fused add (``docs/benchmarks.md``). Exact in
+    fp32 up to one rounding of the tap; in bf16 the tap is rounded once, as the sum would be."""
     nchw = x.permute(0, 3, 1, 2)  # a view with channels-last strides, as oneDNN wants
-    if _onednn(x, conv.weight) and _HAS_CONV_POINTWISE:
-        out = torch.ops.mkldnn._convolution_pointwise.binary(
-            nchw,
-            nchw,
-            conv.weight,
-            conv.bias,
-            list(conv.padding),
-            list(conv.stride),
-            list(conv.dilation),
-            conv.groups,
-            "add",
-            None,
-            None,
-            [],
-            None,
-        )
-        return out.permute(0, 2, 3, 1)
+    if _onednn(x, conv.weight) and conv.groups == conv.in_channels == conv.out_channels:
+        return F.conv2d(
+            nchw, _centre_plus_one(conv), conv.bias, conv.stride, conv.padding, conv.dilation, conv.groups
+        ).permute(0, 2, 3, 1)
     return x + conv(nchw).permute(0, 2, 3, 1)
+
+
+def _centre_plus_one(conv: nn.Conv2d) -> torch.Tensor:
+    """A depth-wise conv's weight with 1 added at the centre tap: ``conv(x) + x`` as one conv."""
+    weight = conv.weight.clone()
+    weight[:, 0, conv.kernel_size[0] // 2, conv.kernel_size[1] // 2] += 1
+    return weight
 
 
 def gelu_plus_conv(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
@@ -157,11 +153,9 @@ def gelu_plus_conv(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
     dat_pp_mini logits no further from fp32 than the unfused bf16 path does."""
     nchw = x.permute(0, 3, 1, 2)
     if _onednn(x, conv.weight) and _HAS_CONV_POINTWISE and conv.groups == conv.in_channels:
-        weight = conv.weight.clone()
-        weight[:, 0, conv.kernel_size[0] // 2, conv.kernel_size[1] // 2] += 1
         out = torch.ops.mkldnn._convolution_pointwise(
             nchw,
-            weight,
+            _centre_plus_one(conv),
             conv.bias,
             list(conv.padding),
             list(conv.stride),

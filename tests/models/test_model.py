@@ -171,3 +171,25 @@ def test_cpu_linears_run_as_one_onednn_call_without_changing_the_answer(dtype, m
     assert "mkldnn" not in str(traced.graph) and "gelu" in str(traced.graph)
     mlp(x.requires_grad_()).float().sum().backward()  # eval mode with autograd: plain ops too
     assert calls == ["gelu", "none"] and mlp.chunk.linear1.weight.grad is not None
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_depthwise_convs_with_the_identity_folded_in_give_the_plain_answer(dtype):
+    """DAT++'s local perception units (x + conv(x)) and MLP middle (GELU(x + conv(x))) fold
+    the identity into the conv's centre tap on CPU; the answer is the plain ops'."""
+    from models import layers
+
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(16, 16, 3, 1, 1, groups=16).eval().to(dtype)
+    x = torch.randn(2, 6, 5, 16).to(dtype)  # channels-last (B, H, W, C)
+    with torch.inference_mode():
+        reference = torch.nn.functional.conv2d(
+            x.float().permute(0, 3, 1, 2), conv.weight.float(), conv.bias.float(), padding=1, groups=16
+        )
+        plain = x.float() + reference.permute(0, 2, 3, 1)
+        folded, gelu_folded = layers.plus_conv(conv, x), layers.gelu_plus_conv(conv, x)
+    tolerance = 1e-6 if dtype == torch.float32 else 3e-2  # bf16: the tap or the sum rounded once
+    assert (folded.float() - plain).abs().max() <= tolerance
+    assert (gelu_folded.float() - torch.nn.functional.gelu(plain)).abs().max() <= tolerance
+    assert folded.is_contiguous() and gelu_folded.is_contiguous()  # channels-last out, no copy
+    assert not torch.equal(conv.weight, layers._centre_plus_one(conv))  # the weight is untouched
