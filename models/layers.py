@@ -128,8 +128,8 @@ def plus_conv(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
     """``x + conv(x)`` for channels-last x (B, H, W, C) and a stride-1, same-size conv (DAT++'s
     local perception units). On CPU, for a depth-wise conv, the identity is folded into the
     kernel's centre tap: one plain convolution over the channels-last view, which oneDNN runs
-    faster than both the separate add and its own fused add (``docs/benchmarks.md``). Exact in
-    fp32 up to one rounding of the tap; in bf16 the tap is rounded once, as the sum would be."""
+    faster than both the separate add and its own fused add. Exact in fp32 up to one rounding
+    of the tap; in bf16 the tap is rounded once, as the sum would be."""
     nchw = x.permute(0, 3, 1, 2)  # a view with channels-last strides, as oneDNN wants
     if _onednn(x, conv.weight) and conv.groups == conv.in_channels == conv.out_channels:
         return F.conv2d(
