@@ -33,12 +33,13 @@ from .timing import measure
 def _inputs(model_name: str, preprocessing, count: int) -> tuple[torch.Tensor, str]:
     if model_name == "dat_digits":
         try:
-            from models import demo
+            from training.classifier_data import render_digit
+            from training.digit_ink import digit_scans
 
-            scans, _ = demo.digit_scans("held_out")
-            images = [demo.render_digit(s, 64, inverted=bool(i % 2)) for i, s in enumerate(scans[:count])]
+            scans, _ = digit_scans("held_out")
+            images = [render_digit(s, 64, inverted=bool(i % 2)) for i, s in enumerate(scans[:count])]
             return torch.stack([preprocessing(im) for im in images]), f"{len(images)} held-out digits"
-        except Exception as exc:  # noqa: BLE001 - scikit-learn missing, demo changed: fall back
+        except Exception as exc:  # noqa: BLE001 - training/scikit-learn missing: fall back
             print(f"(digits unavailable: {exc}; using random images)")
     g = torch.Generator().manual_seed(0)
     size = preprocessing.input_size

@@ -131,7 +131,7 @@ def check_options(options: ExportOptions) -> None:
 def load_model(options: ExportOptions) -> torch.nn.Module:
     """The model to export, in eval mode, with its weights; raises ExportError."""
     import models
-    from models.registry import read_labels
+    from models.labels import read_labels
 
     source = options.config or options.model or DEFAULT_MODEL
     try:

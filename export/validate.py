@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from models.detection_eval import box_iou
+from models.boxes import box_iou
 
 from .manifest import BatchRange
 
@@ -168,6 +168,11 @@ def _image_detections(boxes, scores, labels) -> list[tuple[np.ndarray, float, in
 Candidates = tuple[np.ndarray, np.ndarray]  # boxes (B, K, 4), class scores (B, C, K)
 
 
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    """The IoU of two x1y1x2y2 boxes, in float64."""
+    return box_iou(*(torch.as_tensor(box, dtype=torch.float64).reshape(1, 4) for box in (a, b))).item()
+
+
 class _Judge:
     """Decides whether a detection kept on one side only is a near-tie (module docstring)."""
 
@@ -196,7 +201,7 @@ class _Judge:
         return any(
             other_label == label
             and abs(other_score - score) <= self.tolerance
-            and box_iou(box, other_box)[0, 0] > self.iou_threshold
+            and _iou(box, other_box) > self.iou_threshold
             and self.is_candidate(box, score, label)
             and self.is_candidate(other_box, other_score, label)
             for other_box, other_score, other_label in others

@@ -6,7 +6,7 @@ load_checkpoint(model, "dat_tiny_in1k_224.pth")
 logits = model.eval()(images)
 """
 
-from .backbone import DATBackbone, create_backbone
+from .backbone import DATBackbone
 from .checkpoint import CheckpointError, load_checkpoint, read_state_dict, save_safetensors
 from .config import DATConfig
 from .dat import DAT, ModelInfo
@@ -19,9 +19,10 @@ from .detection import (
     RetinaNetConfig,
     load_backbone,
 )
-from .mmdet_models import create_detector
+from .factory import create_backbone, create_detector
+from .labels import imagenet_labels
 from .rcnn import RCNN, InstanceDetections, RCNNConfig, paste_masks
-from .registry import ModelSpec, create_model, get_spec, imagenet_labels, list_models, register_model
+from .registry import ModelSpec, create_model, get_spec, list_models, register_model
 from .transforms import KeepRatioResize, Letterbox, Preprocessing, preprocessing_from_dict
 
 __all__ = [

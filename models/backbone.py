@@ -1,4 +1,5 @@
-"""The DAT detection backbone: ``create_backbone(config)`` -> :class:`DATBackbone`.
+"""The DAT detection backbone: :class:`DATBackbone` (built from a name, file or mapping by
+:func:`models.factory.create_backbone`).
 
 The backbone of the DAT detection release (LeapLabTHU/DAT-Detection, ``models/backbones/dat.py``)
 for DAT v1 and DAT++ configs: a DAT without its classifier (no ``cls_norm`` / ``cls_head``),
@@ -91,51 +92,17 @@ class DATBackbone(DAT):
         return [self.norms[i](features[i]).permute(0, 3, 1, 2) for i in self.out_indices]
 
 
-def create_backbone(
-    config: str | Path | Mapping[str, Any] | DATConfig = "dat_tiny",
-    out_indices: Sequence[int] | None = None,
-    **overrides: Any,
+def build_backbone(
+    config: DATConfig, out_indices: Sequence[int] | None = None, name: str = "dat_backbone"
 ) -> DATBackbone:
-    """Builds the detection backbone (random weights, eval mode) of
-
-    - a registered name: a classifier's config, or a registered detector's backbone and its
-      ``out_indices``;
-    - an official YAML file, or a JSON file with a ``config`` mapping;
-    - a ``MODEL.DAT`` mapping (official key names), or a :class:`DATConfig`;
-    - an mmdet ``model.backbone`` dict (``type='DAT'`` and the DAT-Detection constructor's
-      keywords): DAT++ semantics, as that code has, and its defaults for absent keys.
-
-    ``out_indices`` (default: the file's or mapping's ``out_indices``, else 0-3) selects the
-    stages returned and normalised. As :meth:`DATConfig.from_mapping` decides, a mapping or
-    file that has ``out_indices`` was written for the DAT++ constructors and is DAT++ unless
-    it says ``plus_plus: false``; for a v1 config pass ``out_indices`` as the argument.
-    ``overrides`` replace config fields (e.g. ``img_size``).
-    """
-    from .registry import resolve_config
-
-    name, listed = "dat_backbone", None
-    if isinstance(config, DATConfig):
-        cfg = config
-    elif isinstance(config, Mapping):
-        cfg, listed = _from_mapping(config)
-    else:
-        name, resolved, spec = resolve_config(config)
-        if isinstance(resolved, DATConfig):
-            cfg = resolved
-            if spec is None:  # a file: its out_indices, which DATConfig drops
-                listed = _file_mapping(Path(config)).get("out_indices")
-        else:  # a registered detector: its backbone and the stages its neck reads
-            cfg, listed = resolved.backbone, resolved.out_indices
-    if overrides:
-        cfg = cfg.replace(**overrides)
-    indices = out_indices if out_indices is not None else listed
-    backbone = DATBackbone(
-        cfg, DEFAULT_OUT_INDICES if indices is None else indices, ModelInfo(name, Preprocessing(cfg.img_size))
-    )
-    return backbone.eval()
+    """The backbone of ``config`` (random weights, eval mode), stages 0-3 unless ``out_indices``."""
+    indices = DEFAULT_OUT_INDICES if out_indices is None else out_indices
+    return DATBackbone(config, indices, ModelInfo(name, Preprocessing(config.img_size))).eval()
 
 
-def _from_mapping(mapping: Mapping[str, Any]) -> tuple[DATConfig, Any]:
+def backbone_config(mapping: Mapping[str, Any]) -> tuple[DATConfig, Any]:
+    """The config of a ``MODEL.DAT`` mapping or an mmdet ``model.backbone`` dict, and the
+    ``out_indices`` it lists (None if it lists none)."""
     data = dict(mapping)
     if "type" not in data:
         return DATConfig.from_mapping(data), data.get("out_indices")
@@ -146,12 +113,13 @@ def _from_mapping(mapping: Mapping[str, Any]) -> tuple[DATConfig, Any]:
     return DATConfig.from_mapping(data, plus_plus=plus_plus), data.get("out_indices")
 
 
-def _file_mapping(path: Path) -> dict[str, Any]:
-    """The constructor keywords of a config file, unwrapped as :meth:`DATConfig.from_yaml` does."""
+def file_out_indices(path: Path) -> Any:
+    """The ``out_indices`` a config file lists (None if it lists none), its constructor keywords
+    unwrapped as :meth:`DATConfig.from_yaml` does."""
     with open(path) as f:
         data = yaml.safe_load(f)
     if isinstance(data.get("MODEL"), dict):
         data = data["MODEL"].get("DAT") or {}
     elif isinstance(data.get("config"), dict):
         data = data["config"]
-    return data
+    return data.get("out_indices")

@@ -1,6 +1,6 @@
-"""mmdet 2.x's box arithmetic at test time, in its float32 order of operations: the anchor
-generator, DeltaXYWH decoding, and mmcv's batched (class- or level-aware) NMS as one call of
-:func:`models.nms.nms_keep` with static shapes.
+"""Box arithmetic: the IoU of two sets of boxes, and mmdet 2.x's at test time in its float32
+order of operations: the anchor generator, DeltaXYWH decoding, and mmcv's batched (class- or
+level-aware) NMS as one call of :func:`models.nms.nms_keep` with static shapes.
 """
 
 from __future__ import annotations
@@ -38,6 +38,16 @@ def anchor_grid(
     yy, xx = torch.meshgrid(shift_y, shift_x, indexing="ij")
     shifts = torch.stack([xx, yy, xx, yy], dim=-1).reshape(-1, 1, 4)
     return (base[None] + shifts).reshape(-1, 4)
+
+
+def box_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """(N, 4) x (M, 4) x1y1x2y2 -> (N, M) IoU, in the boxes' dtype (0 where the union is empty)."""
+    area_a = (a[:, 2] - a[:, 0]).clamp(min=0) * (a[:, 3] - a[:, 1]).clamp(min=0)
+    area_b = (b[:, 2] - b[:, 0]).clamp(min=0) * (b[:, 3] - b[:, 1]).clamp(min=0)
+    lt = torch.maximum(a[:, None, :2], b[None, :, :2])
+    rb = torch.minimum(a[:, None, 2:], b[None, :, 2:])
+    inter = (rb - lt).clamp(min=0).prod(dim=-1)
+    return inter / (area_a[:, None] + area_b[None] - inter).clamp(min=1e-12)
 
 
 def delta2bbox(

@@ -171,16 +171,6 @@ def decode_boxes(anchors: torch.Tensor, deltas: torch.Tensor, max_size: float | 
     return boxes.clamp(0.0, float(max_size)) if max_size is not None else boxes
 
 
-def box_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """(N, 4) x (M, 4) x1y1x2y2 -> (N, M) IoU."""
-    area_a = (a[:, 2] - a[:, 0]).clamp(min=0) * (a[:, 3] - a[:, 1]).clamp(min=0)
-    area_b = (b[:, 2] - b[:, 0]).clamp(min=0) * (b[:, 3] - b[:, 1]).clamp(min=0)
-    lt = torch.maximum(a[:, None, :2], b[None, :, :2])
-    rb = torch.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = (rb - lt).clamp(min=0).prod(dim=-1)
-    return inter / (area_a[:, None] + area_b[None] - inter).clamp(min=1e-12)
-
-
 # --------------------------------------------------------------------------- modules
 
 
@@ -484,19 +474,3 @@ def load_backbone(detector: RetinaNet, source: Any) -> RetinaNet:
     adapted = adapt_state_dict(backbone, {**fresh, **state})
     backbone.load_state_dict(adapted, strict=True)
     return detector
-
-
-COCO_LABELS_FILE = "coco.txt"
-
-
-def coco_categories() -> tuple[tuple[str, ...], tuple[int, ...]]:
-    """COCO's 80 labels in training order and their category ids (1-90, with gaps)."""
-    from .registry import LABELS_DIR
-
-    names, ids = [], []
-    for line in (LABELS_DIR / COCO_LABELS_FILE).read_text().splitlines():
-        if line.strip():
-            category_id, name = line.split("\t", 1)
-            ids.append(int(category_id))
-            names.append(name.strip())
-    return tuple(names), tuple(ids)

@@ -1,13 +1,14 @@
-"""Detectors from mmdet 2.x configs: ``create_detector(config)``.
+"""Detectors from mmdet 2.x configs: ``detector_from_config(config)`` (and, taking a registered
+detector's name as well, :func:`models.create_detector`).
 
 ``config`` is a config file (read as data by :mod:`models.mmdet_config`, never executed: the
-release's ``configs/dat/*.py`` with their ``_base_`` chain, or a flattened dump), the mapping
-that reading returns, or a registered detector's name. ``model.type`` picks the detector:
+release's ``configs/dat/*.py`` with their ``_base_`` chain, or a flattened dump) or the mapping
+that reading returns. ``model.type`` picks the detector:
 
 - ``MaskRCNN`` / ``FasterRCNN`` / ``CascadeRCNN``: :class:`models.rcnn.RCNN`;
 - ``RetinaNet``: :class:`models.detection.MMDetRetinaNet`.
 
-The backbone is ``model.backbone`` (``type='DAT'``, through :func:`models.create_backbone`);
+The backbone is ``model.backbone`` (``type='DAT'``, read by :func:`models.backbone.backbone_config`);
 the neck, heads and ``test_cfg`` are read key by key, mmdet's defaults for absent keys, and
 anything the detectors do not implement (another neck or head type, soft-NMS, test-time
 augmentation, ...) is an error that names it. The test pipeline becomes the model's
@@ -20,9 +21,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from .backbone import create_backbone
+from .backbone import backbone_config, build_backbone
 from .dat import ModelInfo
-from .detection import MMDetRetinaNet, MMDetRetinaNetConfig, coco_categories
+from .detection import MMDetRetinaNet, MMDetRetinaNetConfig
+from .labels import coco_categories
 from .mmdet_config import ConfigError, pipeline_settings, read_mmdet_config
 from .rcnn import RCNN, BBoxHeadConfig, MaskHeadConfig, RCNNConfig
 from .transforms import KeepRatioResize
@@ -42,17 +44,10 @@ _FPN_EXTRA = {
 }
 
 
-def create_detector(
+def detector_from_config(
     config: str | Path | Mapping[str, Any], *, name: str | None = None, labels: list[str] | None = None
 ) -> RCNN | MMDetRetinaNet:
-    """The detector a config describes (random weights, eval mode); module docstring."""
-    if isinstance(config, str) and not config.endswith(".py") and not Path(config).is_file():
-        from .registry import create_model, get_spec
-
-        spec = get_spec(config)  # raises for unknown names
-        if not isinstance(spec.config, (RCNNConfig, MMDetRetinaNetConfig)):
-            raise ValueError(f"{config!r} is not an mmdet-style detector")
-        return create_model(config, labels=labels, pretrained=False)
+    """The detector a config file or mapping describes (random weights, eval mode); module docstring."""
     if isinstance(config, Mapping):
         data = dict(config)
         name = name or "detector"
@@ -96,7 +91,7 @@ def detector_config(model: Mapping[str, Any]) -> RCNNConfig | MMDetRetinaNetConf
     if kind not in SUPPORTED_TYPES:
         raise ConfigError(f"model type {kind!r} is not supported; supported: {', '.join(SUPPORTED_TYPES)}")
     try:
-        backbone = create_backbone(dict(_mapping(model, "backbone")))
+        backbone = build_backbone(*backbone_config(_mapping(model, "backbone")))
     except (ValueError, TypeError) as exc:
         raise ConfigError(f"model.backbone: {exc}") from None
     neck = _mapping(model, "neck")

@@ -8,29 +8,15 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
-from functools import cache
 from pathlib import Path
 from typing import Any
 
 from .config import DATConfig
 from .dat import DAT, ModelInfo
-from .detection import MMDetRetinaNet, MMDetRetinaNetConfig, RetinaNet, RetinaNetConfig, coco_categories
+from .detection import MMDetRetinaNet, MMDetRetinaNetConfig, RetinaNet, RetinaNetConfig
+from .labels import coco_categories, imagenet_labels
 from .rcnn import CASCADE_TARGET_STDS, RCNN, BBoxHeadConfig, RCNNConfig
 from .transforms import KeepRatioResize, Letterbox, Preprocessing
-
-LABELS_DIR = Path(__file__).parent / "labels"
-
-
-@cache
-def imagenet_labels() -> tuple[str, ...]:
-    """ImageNet-1k class names in training order (sorted WordNet ids): the first lemma."""
-    lines = (LABELS_DIR / "imagenet1k.txt").read_text().splitlines()
-    return tuple(line.split("\t", 1)[1].split(",")[0].strip() for line in lines)
-
-
-def read_labels(path: str | Path) -> list[str]:
-    """One label per line (blank lines ignored)."""
-    return [line.strip() for line in Path(path).read_text().splitlines() if line.strip()]
 
 
 @dataclass(frozen=True)
@@ -137,7 +123,7 @@ _REGISTRY["dat_pp_base_384"] = ModelSpec(
 
 
 # The embedded default classifier: a small DAT (L/S blocks early, D blocks with offset groups
-# and position bias later) trained on handwritten digits by ``python -m models.demo train``.
+# and position bias later) trained on handwritten digits by ``python -m training.digits train``.
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 DIGITS_CONFIG = DATConfig(
     img_size=32,
@@ -163,7 +149,7 @@ _REGISTRY["dat_digits"] = ModelSpec(
     labels=lambda: tuple("0123456789"),
     weights=WEIGHTS_DIR / "dat_digits.safetensors",
     description="small DAT with deformable attention, handwritten digits 0-9, 32 "
-    "(trained by python -m models.demo train)",
+    "(trained by python -m training.digits train)",
 )
 
 
@@ -182,7 +168,7 @@ for _backbone, _title in (("dat_tiny", "DAT-T"), ("dat_small", "DAT-S")):
     )
 
 # The embedded default detector: the default classifier's backbone on a 128 canvas, a slim
-# FPN and head, trained on scenes of several digits by ``python -m models.demo_detection train``.
+# FPN and head, trained on scenes of several digits by ``python -m training.digits_detection train``.
 DIGITS_DETECTOR_CONFIG = RetinaNetConfig(
     DIGITS_CONFIG.replace(img_size=128), num_classes=10, fpn_channels=64, feat_channels=64, stacked_convs=2
 )
@@ -192,7 +178,7 @@ _REGISTRY["dat_digits_detector"] = ModelSpec(
     labels=lambda: tuple("0123456789"),
     weights=WEIGHTS_DIR / "dat_digits_detector.safetensors",
     description="RetinaNet on the small digits DAT: finds and reads the digits in an image "
-    "(trained by python -m models.demo_detection train)",
+    "(trained by python -m training.digits_detection train)",
 )
 
 
@@ -325,16 +311,16 @@ def create_model(
 
     ``model`` is a registered name (:func:`list_models`), a path to an official YAML (or a
     JSON with a ``config`` mapping), an mmdet 2.x config file (``.py``, read as data:
-    :func:`models.mmdet_models.create_detector`), or a mapping with the official
+    :func:`models.mmdet_models.detector_from_config`), or a mapping with the official
     ``MODEL.DAT`` keys.
     ``overrides`` replace config fields (e.g. ``num_classes=10``, ``img_size=384``; for a
     detector its RetinaNet fields, and ``canvas`` for the backbone's image size).
     Registered models that ship weights in the repo load them unless ``pretrained=False``.
     """
     if isinstance(model, (str, Path)) and str(model).endswith(".py") and model not in _REGISTRY:
-        from .mmdet_models import build, create_detector
+        from .mmdet_models import build, detector_from_config
 
-        detector = create_detector(model, labels=labels)
+        detector = detector_from_config(model, labels=labels)
         if overrides:
             detector = build(
                 detector.config.replace(**overrides), detector.info.name, detector.info.preprocessing, labels

@@ -26,7 +26,7 @@ from typing import Any
 import torch
 
 from models import DAT, RetinaNet, create_model, get_spec, load_checkpoint, read_state_dict
-from models.registry import read_labels
+from models.labels import read_labels
 from models.transforms import KeepRatioResize
 
 from ..devices import normalize_device

@@ -12,15 +12,15 @@ import pytest
 import torch
 
 from models import DAT, DATConfig, Letterbox, RetinaNet, RetinaNetConfig, create_model, load_backbone
+from models.boxes import box_iou
 from models.detection import (
     MAX_LOG_RATIO,
     base_anchors,
-    box_iou,
-    coco_categories,
     decode_boxes,
     encode_boxes,
     grid_anchors,
 )
+from models.labels import coco_categories
 from models.nms import greedy_nms_keep
 from tests.tiny import TINY_CONFIG, TINY_PP_CONFIG
 

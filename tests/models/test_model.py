@@ -7,7 +7,7 @@ import torch
 import yaml
 
 from models import DATConfig, create_model, list_models, sampling
-from models.registry import imagenet_labels
+from models.labels import imagenet_labels
 
 
 def test_each_image_is_independent_of_its_batch_and_deterministic(tiny_model):
@@ -94,7 +94,7 @@ def test_unknown_names_and_keys_are_clear_errors():
 
 
 def test_imagenet_labels_are_in_sorted_wordnet_order():
-    from models.registry import LABELS_DIR
+    from models.labels import LABELS_DIR
 
     lines = (LABELS_DIR / "imagenet1k.txt").read_text().splitlines()
     wnids = [line.split("\t")[0] for line in lines]

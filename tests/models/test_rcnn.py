@@ -13,9 +13,9 @@ import torch
 import torch.nn.functional as F
 
 from models import create_detector, load_checkpoint
-from models.backbone import create_backbone
 from models.boxes import anchor_grid, batched_nms_keep, delta2bbox
 from models.config import DATConfig
+from models.factory import create_backbone
 from models.nms import greedy_nms_keep
 from models.rcnn import (
     CASCADE_TARGET_STDS,

@@ -11,10 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from models.demo_detection import held_out_scenes
-from models.detection_eval import box_iou, mean_average_precision
 from service import create_app
 from tests.service.helpers import serve, settings
+from training.detection_eval import iou_matrix, mean_average_precision
+from training.scenes import held_out_scenes
 
 REPO = Path(__file__).resolve().parents[2]
 SAMPLES = REPO / "samples"
@@ -52,7 +52,7 @@ async def test_sample_scenes_get_a_box_on_every_digit():
             boxes, scores, labels = _found(result)
             want = np.array([o["box"] for o in entry["objects"]], np.float64)
             assert boxes.size, f"{name}: nothing found"
-            iou = box_iou(want, boxes)
+            iou = iou_matrix(want, boxes)
             for k, obj in enumerate(entry["objects"]):
                 on_it = np.flatnonzero(iou[k] >= 0.5)
                 assert on_it.size, f"{name}: digit {obj['label']} not found"

@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from models import demo
 from service import create_app
 from tests.service.helpers import serve, settings
+from training.classifier_data import held_out_split
+from training.classifier_samples import sample_label
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
@@ -25,7 +26,7 @@ def _png(image) -> bytes:
 async def test_held_out_top1_through_the_http_api(tmp_path):
     """>= 95% top-1 on the fixed held-out digits, each posted as a PNG to the default server
     (default backend: the cached, verified ONNX export on CPU), several clients at once."""
-    images, labels = demo.held_out_split()
+    images, labels = held_out_split()
     app = create_app(settings(warmup=True, export_cache=tmp_path / "exports", max_batch_size=16))
     per_request = 8
     async with serve(app) as client:
@@ -67,4 +68,4 @@ async def test_samples_get_their_digit(tmp_path):
             )
             assert response.status_code == 200, response.text
             top = response.json()["results"][0]["predictions"][0]["label"]
-            assert top == demo.sample_label(path), path.name
+            assert top == sample_label(path), path.name

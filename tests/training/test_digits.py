@@ -9,7 +9,11 @@ import pytest
 import torch
 
 from models import create_model, get_spec, load_checkpoint
-from models.demo import accuracy, held_out_split, load_rgb, main, predict, render_digit, sample_label, train
+from training.classifier_data import held_out_split, render_digit
+from training.classifier_samples import sample_label
+from training.classifier_training import accuracy, predict, train
+from training.digit_ink import load_rgb
+from training.digits import main
 
 pytest.importorskip("sklearn", reason="the digits data set ships with scikit-learn")
 
@@ -32,7 +36,7 @@ def test_committed_weights_load_and_fit_a_few_mb(model):
     assert "D" in sum(model.config.stage_spec, ()), "the demo model must use deformable attention"
     record = json.loads(spec.weights.with_suffix(".json").read_text())
     assert record["held_out_top1"] >= 0.95
-    assert record["command"].startswith("python -m models.demo train")
+    assert record["command"].startswith("python -m training.digits train")
 
 
 def test_held_out_split_is_fixed():

@@ -1,4 +1,4 @@
-"""Detection mAP in pure numpy: COCO-style AP at one IoU threshold (AP50 by default).
+"""Detection mAP in numpy: COCO-style AP at one IoU threshold (AP50 by default).
 
 Per class, detections of all images are ranked by score (a stable sort, so ties keep image
 order). Going down the ranking, a detection is a true positive when some ground truth of its
@@ -20,6 +20,9 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+import torch
+
+from models.boxes import box_iou
 
 RECALL_POINTS = np.linspace(0.0, 1.0, 101)
 
@@ -27,16 +30,11 @@ Prediction = tuple[Any, Any, Any]  # boxes (M, 4), scores (M,), labels (M,)
 GroundTruth = tuple[Any, Any]  # boxes (K, 4), labels (K,)
 
 
-def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """(N, 4) x (M, 4) x1y1x2y2 -> (N, M) IoU (0 where the union is empty)."""
-    a, b = np.asarray(a, np.float64).reshape(-1, 4), np.asarray(b, np.float64).reshape(-1, 4)
-    area_a = np.clip(a[:, 2] - a[:, 0], 0, None) * np.clip(a[:, 3] - a[:, 1], 0, None)
-    area_b = np.clip(b[:, 2] - b[:, 0], 0, None) * np.clip(b[:, 3] - b[:, 1], 0, None)
-    w = np.clip(np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0]), 0, None)
-    h = np.clip(np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1]), 0, None)
-    inter = w * h
-    union = area_a[:, None] + area_b[None] - inter
-    return np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
+def iou_matrix(a, b) -> np.ndarray:
+    """(N, 4) x (M, 4) x1y1x2y2 (any array-likes) -> (N, M) IoU: :func:`models.boxes.box_iou`
+    in float64."""
+    a, b = (torch.as_tensor(np.asarray(x, np.float64)).reshape(-1, 4) for x in (a, b))
+    return box_iou(a, b).numpy()
 
 
 def interpolated_ap(true_positive: Sequence[bool], num_ground_truth: int) -> float:
@@ -107,7 +105,7 @@ def _class_ap(preds, truths, label: int, iou_threshold: float) -> float | None:
         if gt_boxes[i].size == 0:
             continue
         if i not in ious:
-            ious[i] = box_iou(preds[i][0], gt_boxes[i])
+            ious[i] = iou_matrix(preds[i][0], gt_boxes[i])
         overlap = np.where(taken[i], -1.0, ious[i][j])
         best = int(np.argmax(overlap))
         if overlap[best] >= iou_threshold:

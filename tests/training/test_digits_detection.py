@@ -11,28 +11,17 @@ import pytest
 import torch
 
 from models import RetinaNetConfig, create_model, get_spec
-from models.demo_detection import (
-    IGNORED,
-    NEGATIVE,
-    TRAIN_STYLE,
-    _render,
-    assign_anchors,
-    detect,
-    detection_loss,
-    evaluate,
-    held_out_scenes,
-    main,
-    make_samples,
-    make_scene,
-    read_samples,
-    to_batch,
-)
-from models.detection_eval import (
+from training.detection_eval import (
     average_precision,
-    box_iou,
     class_average_precisions,
+    iou_matrix,
     mean_average_precision,
 )
+from training.detector_loss import IGNORED, NEGATIVE, assign_anchors, detection_loss
+from training.detector_training import detect, evaluate, to_batch
+from training.digits_detection import main
+from training.scene_samples import make_samples, read_samples
+from training.scenes import TRAIN_STYLE, held_out_scenes, make_scene, render_scene
 
 pytest.importorskip("sklearn", reason="the digits data set ships with scikit-learn")
 
@@ -63,7 +52,7 @@ def test_scene_boxes_inside_the_picture_and_tight_around_the_ink():
     rng = np.random.default_rng(0)
     sizes, counts, heights = set(), [], []
     for _ in range(40):
-        (image, boxes, labels), alpha = _render(rng, "train", TRAIN_STYLE)
+        (image, boxes, labels), alpha = render_scene(rng, "train", TRAIN_STYLE)
         w, h = image.size
         sizes.add((w, h))
         assert image.mode == "RGB" and alpha.shape == (h, w)
@@ -87,7 +76,7 @@ def test_scene_boxes_inside_the_picture_and_tight_around_the_ink():
 def test_single_digit_box_holds_all_of_its_ink():
     rng = np.random.default_rng(1)
     for _ in range(20):
-        (image, boxes, labels), alpha = _render(rng, "held_out", replace(TRAIN_STYLE, digits=(1, 1)))
+        (image, boxes, labels), alpha = render_scene(rng, "held_out", replace(TRAIN_STYLE, digits=(1, 1)))
         assert len(labels) == 1
         x1, y1, x2, y2 = boxes[0].astype(int)
         outside = alpha >= 0.35
@@ -103,19 +92,21 @@ def test_both_page_polarities():
 
 
 def test_held_out_scenes_use_only_held_out_scans(monkeypatch):
-    import models.demo_detection as dd
-    from models.demo import digit_scans
+    import training.scenes as scenes
+    from training.digit_ink import digit_scans
 
     train, _ = digit_scans("train")
     held, _ = digit_scans("held_out")
     assert not set(map(bytes, train.reshape(len(train), -1))) & set(map(bytes, held.reshape(len(held), -1)))
     used: list[bytes] = []
-    original = dd._scan_ink_padded
-    monkeypatch.setattr(dd, "_scan_ink_padded", lambda p: used.append(np.asarray(p).tobytes()) or original(p))
-    monkeypatch.setattr(dd, "_font_glyph", lambda *a: pytest.fail("typed digit in a held-out scene"))
-    scenes = held_out_scenes(30)
+    original = scenes.scan_ink_padded
+    monkeypatch.setattr(
+        scenes, "scan_ink_padded", lambda p: used.append(np.asarray(p).tobytes()) or original(p)
+    )
+    monkeypatch.setattr(scenes, "font_glyph", lambda *a: pytest.fail("typed digit in a held-out scene"))
+    made = held_out_scenes(30)
     held_set = {p.tobytes() for p in held}
-    assert len(used) == sum(len(labels) for _, _, labels in scenes) or len(used) >= len(scenes)
+    assert len(used) == sum(len(labels) for _, _, labels in made) or len(used) >= len(made)
     assert used and all(p in held_set for p in used)
 
 
@@ -219,7 +210,7 @@ def test_committed_weights_and_record(detector):
     assert spec.weights.stat().st_size < 8_000_000
     record = json.loads(spec.weights.with_suffix(".json").read_text())
     assert record["held_out_map50"] >= 0.7 and record["held_out_scenes"] >= 200
-    assert record["command"].startswith("python -m models.demo_detection train")
+    assert record["command"].startswith("python -m training.digits_detection train")
     # The record predates DAT++'s keys: read back, it must be the same config.
     assert RetinaNetConfig.from_mapping(record["config"]) == detector.config
     assert detector.info.labels == [str(d) for d in range(10)]
@@ -242,7 +233,7 @@ def test_sample_scenes_are_found(detector):
     for name, (image, boxes, labels), (pred_boxes, scores, pred_labels) in zip(names, scenes, found):
         assert list(image.size) == names[name]["size"] and min(image.size) >= 100 and len(labels) >= 3
         confident = scores >= 0.3
-        iou = box_iou(boxes, pred_boxes[confident])
+        iou = iou_matrix(boxes, pred_boxes[confident])
         for k, label in enumerate(labels):
             hits = (iou[k] >= 0.5) & (pred_labels[confident] == label)
             assert hits.any(), f"{name}: digit {label} at {boxes[k].tolist()} not found"
