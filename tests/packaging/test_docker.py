@@ -201,3 +201,24 @@ def test_the_export_step_verifies_a_detector_on_pictures(tmp_path):
     )
     _, detector = run(DAT_DETECTOR="dat_tiny_retinanet")
     assert "--verify-images" not in detector  # the export itself then refuses, naming the option
+
+
+def test_the_images_hold_the_server_but_not_the_training_code():
+    """training/ (the demo models' data, training loops and CLIs) stays out of both images, and
+    so does its train extra; the packages the server imports go in."""
+    for name, stage in _stages(REPO / "Dockerfile").items():
+        sources = {
+            source.rstrip("/")
+            for keyword, rest in stage
+            if keyword == "COPY"
+            for source in rest.split()[:-1]
+            if not source.startswith("--")
+        }
+        assert {"models", "export", "service"} <= sources, name
+        assert not {s for s in sources if s in (".", "training") or s.startswith("training/")}, name
+        assert "scikit-learn" not in _pip_installs(stage), name
+    import tomllib
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())
+    assert "scikit-learn" in _requirement_names(project["project"]["optional-dependencies"]["train"])
+    assert "training*" in project["tool"]["setuptools"]["packages"]["find"]["include"]
