@@ -131,6 +131,13 @@ def test_map_perfect_predictions():
     assert set(class_average_precisions(padded, gt)) == {3, 5}
 
 
+def test_iou_matrix_in_float64_and_zero_for_empty_boxes():
+    iou = iou_matrix([[0, 0, 2, 2], [5, 5, 5, 5]], np.array([[1, 0, 3, 2], [5, 5, 5, 5]], np.float32))
+    assert iou.dtype == np.float64 and iou.shape == (2, 2)
+    np.testing.assert_array_equal(iou, [[1 / 3, 0.0], [0.0, 0.0]])
+    assert iou_matrix([1, 1, 4, 4], [1, 1, 4, 4]).tolist() == [[1.0]]  # a single box is (1, 4)
+
+
 def test_map_boxes_shifted_off_or_wrong_labels():
     gt = _gt()
     shifted = [(boxes + 100, np.ones(len(labels)), labels) for boxes, labels in gt]
