@@ -15,7 +15,7 @@ For the service::
     m.input_dtype, m.image_size               # "float32", 224 (input is NCHW, float32)
     m.batch.min, m.batch.opt, m.batch.max     # the dynamic batch range
     m.preprocessing(pil_rgb_image)            # a models.Preprocessing, the single definition
-    m.labels, m.num_classes, m.precision, m.model_name, m.task  # task: classification | detection
+    m.labels, m.num_classes, m.precision, m.model_name, m.task  # a models.Task (name in the JSON)
     m.category_ids                            # detectors: COCO category id of each label
 
 ``ManifestError`` (a ValueError) names what is wrong: missing directory or manifest, another
@@ -33,15 +33,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from models import Letterbox, Preprocessing, preprocessing_from_dict
+from models import Letterbox, Preprocessing, Task, preprocessing_from_dict, task_named
 
 MANIFEST_NAME = "manifest.json"
 # The graph's input and output names: the ONNX export writes them, the service and Triton
 # model repositories name the same tensors.
 INPUT_NAME = "images"
 OUTPUT_NAME = "logits"
-# The graph's outputs per task, in order (a detector returns models.Detections).
-OUTPUT_NAMES = {"classification": (OUTPUT_NAME,), "detection": ("boxes", "scores", "labels")}
 FORMAT = "dat-serve/export"
 VERSION = 1
 
@@ -137,7 +135,7 @@ class Manifest:
     its file; ``verification`` maps a runtime to its parity figures (see export.validate)."""
 
     status: str  # "ok" or "failed"
-    task: str
+    task: Task
     model_name: str
     model_config: dict
     preprocessing: Preprocessing | Letterbox
@@ -217,7 +215,7 @@ class Manifest:
             "version": VERSION,
             "status": self.status,
             "created": self.created,
-            "task": self.task,
+            "task": self.task.name,
             "model": {"name": self.model_name, "config": self.model_config, "weights": self.weights},
             "inputs": [self.input.to_dict()],
             "outputs": [o.to_dict() for o in self.outputs],
@@ -250,7 +248,7 @@ class Manifest:
                 raise ManifestError("expected exactly one input and at least one output")
             return cls(
                 status=str(data["status"]),
-                task=str(data["task"]),
+                task=task_named(data["task"]),
                 model_name=str(data["model"]["name"]),
                 model_config=dict(data["model"]["config"]),
                 preprocessing=preprocessing_from_dict(data["preprocessing"]),
@@ -297,7 +295,7 @@ def _check_consistency(m: Manifest) -> None:
     if "onnx" not in m.artifacts:
         raise ManifestError("manifest lists no onnx artifact")
     if (
-        m.task == "classification"
+        m.task.labelled_outputs
         and m.output.shape
         and isinstance(m.output.shape[-1], int)
         and m.output.shape[-1] != len(m.labels)

@@ -27,7 +27,7 @@ import torch
 import torch.nn as nn
 
 from . import symbolics
-from .manifest import INPUT_NAME, OUTPUT_NAMES, BatchRange
+from .manifest import INPUT_NAME, BatchRange
 
 BATCH_AXIS = "batch"
 DEFAULT_OPSET = 18
@@ -90,7 +90,7 @@ def export_onnx(
     batch: BatchRange | None = None,
 ) -> OnnxExport:
     """Exports ``model`` (a DAT classifier or detector, eval mode) to ``path``; returns what was
-    written. The outputs are named after the model's task (:data:`OUTPUT_NAMES`).
+    written. The outputs are named by the model's task (``model.task.output_names``).
 
     Raises ValueError for options that cannot be honoured (opset, precision, grid mode).
     """
@@ -107,7 +107,7 @@ def export_onnx(
     _quiet_exporter()
 
     size = model.input_size
-    output_names = list(OUTPUT_NAMES[model.task])
+    output_names = list(model.task.output_names)
     traced = _Float16Graph(model) if precision == "fp16" else model.eval()
     example = torch.randn(batch.clip(2) if batch.dynamic else batch.min, 3, size, size)
     dynamic_shapes = None

@@ -21,6 +21,8 @@ from pathlib import Path
 
 import torch
 
+import models as model_zoo
+
 from . import manifest as mf
 from . import onnx as onnx_export
 from . import symbolics, validate
@@ -29,8 +31,8 @@ from .manifest import BatchRange
 
 DEFAULT_MODEL = "dat_digits"
 GRID_SAMPLE_CHOICES = ("auto", "native", "decomposed")
-# A task fixes the graph's outputs and how they are compared.
-TASKS = mf.OUTPUT_NAMES
+# The tasks whose graphs the export writes (a task fixes the outputs and how they are compared).
+TASKS = {name: task for name, task in model_zoo.TASKS.items() if task.exportable}
 ONNX_FILE = "model.onnx"
 DECOMPOSED_ONNX_FILE = "model.decomposed.onnx"
 ENGINE_FILE = "model.plan"
@@ -59,7 +61,7 @@ class ExportOptions:
     random_weights: bool = False  # allow a model without weights (smoke tests only)
     name: str | None = None  # model name for the manifest (default: registered name / file stem)
     labels: str | Path | None = None
-    task: str | None = None  # classification / detection; None: the model's own
+    task: str | None = None  # a name in TASKS (classification / detection); None: the model's own
     verify_images: tuple[str | Path, ...] = ()  # real pictures to verify on (detectors)
     precision: str = "fp32"
     opset: int = onnx_export.DEFAULT_OPSET
@@ -154,8 +156,13 @@ def load_model(options: ExportOptions) -> torch.nn.Module:
             models.load_checkpoint(model, options.checkpoint)
         if options.name:
             model.info.name = options.name
-        if options.task is not None and options.task != model.task:
+        if options.task is not None and TASKS[options.task] is not model.task:
             raise ExportError(f"{source} is a {model.task} model, not {options.task}")
+        if not model.task.exportable:
+            raise ExportError(
+                f"{source} is an {model.task} model: its ONNX export is not written yet "
+                f"(exportable tasks: {', '.join(sorted(TASKS))})"
+            )
     except ExportError:
         raise
     except (KeyError, ValueError, OSError) as exc:  # unknown name, bad config, CheckpointError
@@ -252,7 +259,7 @@ def stale_reason(options: ExportOptions) -> str | None:
         ("opset", manifest.opset, options.opset),
         ("grid-sample mode", manifest.grid_sample, options.grid_sample),
         ("batch range", manifest.batch, options.batch),
-        ("task", manifest.task, options.task or manifest.task),
+        ("task", manifest.task.name, options.task or manifest.task.name),
     ):
         if have != want:
             return f"{what} {have} was exported, {want} is asked for"
@@ -303,7 +310,7 @@ def run_export(options: ExportOptions, log: Log = print) -> mf.Manifest:
         images = _verification_images(model, options.verify_images)
         if weights["source"] == "random":
             notes.append("random weights: a smoke-test export, not a usable model")
-        if model.task == "detection":
+        if model.task.finds_objects:
             _check_detections(model, images, options, log)
 
     try:
@@ -396,7 +403,7 @@ def run_export(options: ExportOptions, log: Log = print) -> mf.Manifest:
                     engine_path,
                     model,
                     input_name=mf.INPUT_NAME,
-                    output_names=TASKS[model.task],
+                    output_names=model.task.output_names,
                     precision=options.precision,
                     batch_sizes=batch_sizes,
                     images=images,
@@ -453,7 +460,7 @@ def run_export(options: ExportOptions, log: Log = print) -> mf.Manifest:
             grid_sample=options.grid_sample,
             input=mf.TensorSpec(mf.INPUT_NAME, "float32", tuple(primary.input_shape), "NCHW"),
             outputs=tuple(
-                mf.TensorSpec(name, "int64" if name == "labels" else "float32", tuple(shape))
+                mf.TensorSpec(name, model.task.output(name).dtype, tuple(shape))
                 for name, shape in primary.output_shapes.items()
             ),
             category_ids=tuple(model.info.category_ids),

@@ -90,7 +90,8 @@ def model_config(manifest: Manifest, options: TritonOptions = TritonOptions()) -
     for spec in manifest.outputs:
         # The classification extension reads labels for a classifier's logits; a detector's
         # label indices map to the same file (one label per line) for the client to read.
-        labels = [f"    label_filename: {_quote(LABELS_NAME)}"] if manifest.task == "classification" else []
+        labelled = spec.name in manifest.task.labelled_outputs
+        labels = [f"    label_filename: {_quote(LABELS_NAME)}"] if labelled else []
         outputs += [
             "  {",
             f"    name: {_quote(spec.name)}",

@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from models import CLASSIFICATION, Task
 from models.boxes import box_iou
 
 from .manifest import BatchRange
@@ -90,7 +91,7 @@ class Verification:
     checker: str = "not run"  # "ok" / "not run" / the checker's message
     results: list[BatchResult] = field(default_factory=list)
     error: str | None = None  # the runtime failed to load or run
-    task: str = "classification"
+    task: Task = CLASSIFICATION
 
     @property
     def passed(self) -> bool:
@@ -116,7 +117,7 @@ class Verification:
             return f"{self.runtime}: FAILED (onnx.checker: {self.checker})"
         verdict = "ok" if self.passed else "FAILED"
         sizes = ",".join(str(r.batch) for r in self.results)
-        if self.task == "detection":
+        if self.task.finds_objects:
             found = sum(r.detections or 0 for r in self.results)
             return (
                 f"{self.runtime}: {verdict} - {found} detections, {self.top1_agreement:.0%} "
@@ -131,7 +132,12 @@ class Verification:
 
     def to_dict(self) -> dict:
         data = asdict(self)
-        data.update(passed=self.passed, max_abs_error=self.max_abs_error, top1_agreement=self.top1_agreement)
+        data.update(
+            task=self.task.name,
+            passed=self.passed,
+            max_abs_error=self.max_abs_error,
+            top1_agreement=self.top1_agreement,
+        )
         return data
 
 
@@ -314,7 +320,8 @@ def verify_runner(
     """Runs ``run`` (float32 NCHW numpy -> the graph's outputs) at each batch size and compares
     with the model. ``images`` replaces the seeded random inputs (a detector finds nothing in
     noise; real pictures make its comparison meaningful)."""
-    detection = getattr(model, "task", "classification") == "detection"
+    task = getattr(model, "task", CLASSIFICATION)
+    detection = task.finds_objects
     rule = detection_tolerance_rule(precision) if detection else tolerance_rule(precision)
     report = Verification(
         runtime=runtime,
@@ -322,7 +329,7 @@ def verify_runner(
         precision=precision,
         tolerance_rule=rule,
         checker=checker,
-        task="detection" if detection else "classification",
+        task=task,
     )
     if images is None:
         images = sample_inputs(model.input_size, max(batch_sizes))

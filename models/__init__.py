@@ -23,9 +23,16 @@ from .factory import create_backbone, create_detector
 from .labels import imagenet_labels
 from .rcnn import RCNN, InstanceDetections, RCNNConfig, paste_masks
 from .registry import ModelSpec, create_model, get_spec, list_models, register_model
+from .tasks import CLASSIFICATION, DETECTION, INSTANCE_SEGMENTATION, TASKS, Task, task_named
 from .transforms import KeepRatioResize, Letterbox, Preprocessing, preprocessing_from_dict
 
 __all__ = [
+    "CLASSIFICATION",
+    "DETECTION",
+    "INSTANCE_SEGMENTATION",
+    "TASKS",
+    "Task",
+    "task_named",
     "DAT",
     "DATBackbone",
     "DATConfig",

@@ -30,6 +30,7 @@ import yaml
 from .config import DATConfig
 from .dat import DAT, ModelInfo
 from .layers import LayerNormProxy
+from .tasks import FEATURES
 from .transforms import Preprocessing
 
 DEFAULT_OUT_INDICES = (0, 1, 2, 3)
@@ -58,7 +59,7 @@ class DATBackbone(DAT):
     """``backbone(images)`` -> the normalised maps of ``out_indices``, each (B, C_i, H/s_i, W/s_i)
     with s_i = patch_size * 2^i; images (B, 3, H, W), H and W multiples of patch_size * 8."""
 
-    task = "features"
+    task = FEATURES
 
     def __init__(
         self,

@@ -26,6 +26,7 @@ from .layers import (
     plus_conv,
 )
 from .neighborhood import NeighborhoodAttention
+from .tasks import CLASSIFICATION
 from .transforms import Letterbox, Preprocessing
 
 # Per stage, per block: None for L/S blocks, a (B, groups, Hk, Wk, 2) tensor for D blocks.
@@ -142,7 +143,7 @@ class ModelInfo:
 class DAT(nn.Module):
     """``model(images)`` -> logits; images float (B, 3, S, S), normalised, S = ``input_size``."""
 
-    task = "classification"
+    task = CLASSIFICATION
 
     def __init__(self, config: DATConfig, info: ModelInfo | None = None, layer_scale_name: str = "weight"):
         super().__init__()

@@ -35,6 +35,7 @@ from .backbone import DATBackbone
 from .config import DATConfig
 from .dat import ModelInfo
 from .nms import nms_keep
+from .tasks import DETECTION
 from .transforms import KeepRatioResize, Letterbox
 
 # dw, dh clamp of mmdet's DeltaXYWHBBoxCoder: |log(16 / 1000)|
@@ -265,7 +266,7 @@ class RetinaHead(nn.Module):
 class RetinaNet(nn.Module):
     """``detector(images)`` -> :class:`Detections`; images (B, 3, S, S) normalised, S = canvas."""
 
-    task = "detection"
+    task = DETECTION
 
     def __init__(self, config: RetinaNetConfig, info: ModelInfo | None = None):
         super().__init__()

@@ -47,6 +47,7 @@ from .config import DATConfig
 from .dat import ModelInfo
 from .detection import FPN, DetectorConfig, ImageInstances, instances
 from .roi_align import extract_roi_features
+from .tasks import DETECTION, INSTANCE_SEGMENTATION
 from .transforms import KeepRatioResize
 
 CASCADE_TARGET_STDS = ((0.1, 0.1, 0.2, 0.2), (0.05, 0.05, 0.1, 0.1), (0.033, 0.033, 0.067, 0.067))
@@ -303,7 +304,7 @@ class RCNN(nn.Module):
     def __init__(self, config: RCNNConfig, info: ModelInfo | None = None):
         super().__init__()
         self.config = cfg = config
-        self.task = "instance_segmentation" if cfg.mask_head is not None else "detection"
+        self.task = INSTANCE_SEGMENTATION if cfg.mask_head is not None else DETECTION
         self.info = info or ModelInfo(
             "rcnn", KeepRatioResize(), [f"class_{i}" for i in range(cfg.num_classes)]
         )

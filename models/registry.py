@@ -16,6 +16,7 @@ from .dat import DAT, ModelInfo
 from .detection import MMDetRetinaNet, MMDetRetinaNetConfig, RetinaNet, RetinaNetConfig
 from .labels import coco_categories, imagenet_labels
 from .rcnn import CASCADE_TARGET_STDS, RCNN, BBoxHeadConfig, RCNNConfig
+from .tasks import CLASSIFICATION, DETECTION, INSTANCE_SEGMENTATION, Task
 from .transforms import KeepRatioResize, Letterbox, Preprocessing
 
 
@@ -29,10 +30,10 @@ class ModelSpec:
     category_ids: Callable[[], tuple[int, ...]] | None = None  # detectors: ids for COCO output
 
     @property
-    def task(self) -> str:
+    def task(self) -> Task:
         if isinstance(self.config, RCNNConfig):
-            return "instance_segmentation" if self.config.mask_head is not None else "detection"
-        return "detection" if isinstance(self.config, RetinaNetConfig) else "classification"
+            return INSTANCE_SEGMENTATION if self.config.mask_head is not None else DETECTION
+        return DETECTION if isinstance(self.config, RetinaNetConfig) else CLASSIFICATION
 
 
 _DEEP_STAGE3 = (("L", "S"), ("L", "S"), ("L", "D") * 9, ("L", "D"))
@@ -266,12 +267,12 @@ def get_spec(name: str) -> ModelSpec:
     try:
         return _REGISTRY[name]
     except KeyError:
-        by_task: dict[str, list[str]] = {}
+        by_task: dict[Task, list[str]] = {}
         for known in list_models():  # classifiers first: the list is long, and cut in one-line errors
             by_task.setdefault(_REGISTRY[known].task, []).append(known)
         listing = "; ".join(
             f"{task}: {', '.join(names)}"
-            for task, names in sorted(by_task.items(), key=lambda item: item[0] != "classification")
+            for task, names in sorted(by_task.items(), key=lambda item: item[0] is not CLASSIFICATION)
         )
         raise KeyError(f"unknown model {name!r}; known models, {listing}") from None
 

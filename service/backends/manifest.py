@@ -36,7 +36,7 @@ def meta_from_manifest(manifest: Any, artifact: Path) -> ModelMeta:
         version,
         tuple(manifest.labels),
         preprocessing,
-        task=str(getattr(manifest, "task", "classification")),
+        task=manifest.task,
         category_ids=tuple(getattr(manifest, "category_ids", ()) or ()),
         max_detections=_kept_per_image(manifest),
     )
@@ -44,7 +44,7 @@ def meta_from_manifest(manifest: Any, artifact: Path) -> ModelMeta:
 
 def _kept_per_image(manifest: Any) -> int:
     """A detector graph's second axis (boxes: batch x kept x 4); 0 for a classifier."""
-    if getattr(manifest, "task", "classification") != "detection":
+    if not manifest.task.finds_objects:
         return 0
     shape = manifest.outputs[0].shape
     return int(shape[1]) if len(shape) > 1 and isinstance(shape[1], int) else 0

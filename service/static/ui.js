@@ -107,7 +107,7 @@
     }
     hideError();
     state.models = {};
-    for (const model of body.models) state.models[model.task === "detection" ? "detect" : "classify"] = model;
+    for (const model of body.models) state.models[model.task === "classification" ? "classify" : "detect"] = model;
     for (const radio of document.querySelectorAll("input[name=task]")) {
       radio.disabled = !state.models[radio.value];
       radio.parentElement.title = radio.disabled ? "not served by this server" : "";

@@ -14,7 +14,7 @@ import torch
 from export.manifest import BatchRange, Manifest
 from export.onnx import export_onnx
 from export.validate import compare_detections, verify_onnx
-from models import create_model
+from models import DETECTION, create_model
 from tests.export.conftest import REPO, run_cli
 
 pytestmark = pytest.mark.slow
@@ -79,7 +79,7 @@ def test_onnxruntime_keeps_the_same_detections(exported, busy_detector, batch):
 def test_the_exporters_verification_agrees(exported, busy_detector):
     path, _ = exported
     report = verify_onnx(path, busy_detector, precision="fp32", batch_sizes=[1, 3], input_name="images")
-    assert report.passed and report.task == "detection", report.summary()
+    assert report.passed and report.task is DETECTION, report.summary()
     assert all(r.detections > 0 for r in report.results)
 
 
@@ -110,7 +110,7 @@ def test_cli_exports_the_trained_detector_verified_on_the_sample_scenes(tmp_path
     )
     assert done.returncode == 0, done.stderr
     manifest = Manifest.load(out)
-    assert manifest.task == "detection" and manifest.output_names == ("boxes", "scores", "labels")
+    assert manifest.task is DETECTION and manifest.output_names == ("boxes", "scores", "labels")
     report = manifest.verification["onnxruntime"]
     # batches 1, 2 and 4 of the scenes (repeated to fill a batch): every digit kept alike
     assert report["passed"] and report["top1_agreement"] == 1.0

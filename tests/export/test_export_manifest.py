@@ -16,13 +16,13 @@ from export.manifest import (
     read_manifest,
     write_manifest,
 )
-from models import Preprocessing
+from models import CLASSIFICATION, Preprocessing
 
 
 def _manifest(status: str = "ok", **changes) -> Manifest:
     fields = dict(
         status=status,
-        task="classification",
+        task=CLASSIFICATION,
         model_name="dat_test",
         model_config={"img_size": 32},
         preprocessing=Preprocessing(32, crop_pct=1.0),
@@ -123,6 +123,7 @@ def test_failed_export_is_refused(tmp_path):
         (lambda d: d.update(labels=["a"]), "1 labels for 3 outputs"),
         (lambda d: d["preprocessing"].update(input_size=64), "preprocessing"),
         (lambda d: d["batch"].update(min=9), "batch range"),
+        (lambda d: d.update(task="segmentation"), "unknown task 'segmentation'; known tasks: classification"),
     ],
 )
 def test_inconsistent_manifest_is_refused(export_dir, edit, message):

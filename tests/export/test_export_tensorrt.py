@@ -11,6 +11,7 @@ import pytest
 from export import tensorrt as trt_export
 from export.manifest import BatchRange, Manifest
 from export.validate import BatchResult, Verification
+from models import DETECTION
 from tests.export.conftest import REPO
 
 
@@ -187,7 +188,7 @@ def test_real_detector_engine_keeps_pytorchs_detections(tmp_path):
         ),
         log=print,
     )
-    assert m.engine_path is not None and m.engine_path.is_file() and m.task == "detection"
+    assert m.engine_path is not None and m.engine_path.is_file() and m.task is DETECTION
     report = m.verification["tensorrt"]
     assert report["passed"] and report["top1_agreement"] == 1.0
     assert sum(r["detections"] for r in report["results"]) > 0

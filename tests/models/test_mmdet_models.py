@@ -12,6 +12,8 @@ import torch
 from PIL import Image
 
 from models import (
+    DETECTION,
+    INSTANCE_SEGMENTATION,
     RCNN,
     KeepRatioResize,
     MMDetRetinaNet,
@@ -42,7 +44,7 @@ def test_the_fixture_configs(name):
     detector = create_detector(fixture_path(name))
     assert isinstance(detector, RCNN) and not detector.training
     assert detector.config == fixture_config(name)
-    assert detector.info.name == "config" and detector.task == "instance_segmentation"
+    assert detector.info.name == "config" and detector.task is INSTANCE_SEGMENTATION
     assert detector.info.preprocessing == KeepRatioResize((480, 320))  # the fixture's test pipeline
     assert len(detector.info.labels) == 80 and detector.info.labels[0] == "person"
     assert detector.info.category_ids[:3] == [1, 2, 3] and detector.info.category_ids[-1] == 90
@@ -50,7 +52,7 @@ def test_the_fixture_configs(name):
 
 def test_the_retinanet_fixture_config():
     detector = create_detector(fixture_path("retinanet"))
-    assert isinstance(detector, MMDetRetinaNet) and detector.task == "detection"
+    assert isinstance(detector, MMDetRetinaNet) and detector.task is DETECTION
     config = detector.config
     assert (config.out_indices, config.fpn_channels, config.feat_channels, config.num_outs) == (
         (1, 2, 3),
@@ -153,7 +155,7 @@ def test_a_faster_rcnn_has_no_mask_head():
             "test_pipeline": read_mmdet_config(fixture_path("mask_rcnn"))["test_pipeline"],
         }
     )
-    assert detector.task == "detection" and not any(
+    assert detector.task is DETECTION and not any(
         k.startswith("roi_head.mask_head") for k in detector.state_dict()
     )
     with pytest.raises(ConfigError, match="needs model.roi_head.mask_head"):
@@ -213,7 +215,7 @@ def test_registered_releases_have_the_released_layouts(name, detection_shapes):
     release = RELEASED_DETECTORS[name][3]
     assert {k: list(v.shape) for k, v in detector.state_dict().items()} == detection_shapes[release]
     spec = get_spec(name)
-    assert detector.task == spec.task == ("detection" if "retinanet" in name else "instance_segmentation")
+    assert detector.task is spec.task is (DETECTION if "retinanet" in name else INSTANCE_SEGMENTATION)
     assert detector.info.preprocessing == KeepRatioResize() and detector.info.name == name
     assert detector.info.labels[0] == "person" and detector.info.category_ids[-1] == 90
 
