@@ -8,6 +8,7 @@ normalises with the ImageNet mean and std.
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import NamedTuple
 
@@ -257,7 +258,13 @@ class KeepRatioResize:
         """Images -> (B, 3, H, W) inputs padded to the largest, their (B, 2) resized (height,
         width), (B, 4) scale factors, and metas (the detector's ``image_sizes`` and
         ``scale_factors``)."""
-        prepared = [self.prepare(image) for image in images]
+        return self.collate([self.prepare(image) for image in images])
+
+    @staticmethod
+    def collate(
+        prepared: Sequence[tuple[torch.Tensor, ImageMeta]],
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[ImageMeta]]:
+        """Prepared images (each input and its meta) -> the batch, as :meth:`batch`."""
         height = max(x.shape[1] for x, _ in prepared)
         width = max(x.shape[2] for x, _ in prepared)
         batch = torch.zeros(len(prepared), 3, height, width)

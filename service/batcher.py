@@ -15,7 +15,9 @@
   are refused, and :meth:`Batcher.liveness_problem` says so (or that one batch runs too long).
 
 The batcher knows nothing about models: ``run(inputs, want_points)`` gets the requests'
-inputs concatenated along dim 0 and returns one output per image, in order.
+inputs concatenated along dim 0 (a tensor per request), or joined (a list of per-image inputs
+per request, for models whose images keep their own shapes) and returns one output per image,
+in order.
 """
 
 from __future__ import annotations
@@ -40,7 +42,8 @@ log = logging.getLogger("service.batcher")
 _NEVER_RAN = "the deadline passed before the request could run; it was not computed"
 _RAN_LATE = "the deadline passed while the request's batch was running"
 
-RunBatch = Callable[[torch.Tensor, bool], Sequence[Any]]
+Inputs = torch.Tensor | list  # a batch of images, or one input per image
+RunBatch = Callable[[Inputs, bool], Sequence[Any]]
 
 
 class State(enum.Enum):
@@ -71,14 +74,14 @@ class Work:
 
     def __init__(
         self,
-        inputs: torch.Tensor,
+        inputs: Inputs,
         deadline: float,
         want_points: bool,
         loop: asyncio.AbstractEventLoop,
         request_id: str | None = None,
     ) -> None:
         self.inputs = inputs
-        self.size = int(inputs.shape[0])
+        self.size = len(inputs)
         self.want_points = want_points
         self.deadline = deadline
         self.enqueued_at = time.monotonic()
@@ -93,10 +96,12 @@ class Work:
         self.request_id = request_id
 
 
-def _concatenate(parts: list[torch.Tensor]) -> torch.Tensor:
+def _concatenate(parts: list[Inputs]) -> Inputs:
     """One batch; images preprocessed on a GPU and tensors sent from the CPU may mix."""
     if len(parts) == 1:
         return parts[0]
+    if isinstance(parts[0], list):
+        return [image for part in parts for image in part]
     device = next((p.device for p in parts if p.device.type != "cpu"), parts[0].device)
     return torch.cat([p.to(device) for p in parts])
 
@@ -206,10 +211,10 @@ class Batcher:
 
     # -- requests (event loop side) --------------------------------------------------------
     def submit(
-        self, inputs: torch.Tensor, deadline: float, want_points: bool = False, request_id: str | None = None
+        self, inputs: Inputs, deadline: float, want_points: bool = False, request_id: str | None = None
     ) -> Work:
         """Queues a request, or refuses it at once (503) when it does not fit."""
-        size = int(inputs.shape[0])
+        size = len(inputs)
         if not 1 <= size <= self.max_batch_size:
             raise ValueError(f"a request must have 1..{self.max_batch_size} images, got {size}")
         work = Work(inputs, deadline, want_points, asyncio.get_running_loop(), request_id)

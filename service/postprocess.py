@@ -1,5 +1,5 @@
 """Backend outputs -> response objects (softmax, top-k, sampling points; boxes back in the
-original image's pixels)."""
+original image's pixels, instance masks pasted there and encoded)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from . import masks as mask_codec
 from .backends.base import DetectionOutput, ImageOutput, ModelMeta, Points
 from .schemas import BlockPoints, Box, CocoDetection, Detection, DetectionResult, Prediction
 
@@ -64,14 +65,20 @@ def detect(
     height: int,
     score_threshold: float,
     max_detections: int,
+    masks: mask_codec.MaskFormat = "none",
 ) -> list[Detection]:
-    """Canvas boxes -> boxes on the (width x height) image the canvas was letterboxed from,
-    clipped to it; detections under ``score_threshold`` or left without area are dropped."""
-    sx, sy = meta.preprocessing.scale(width, height)
-    boxes = output.boxes.astype(np.float64) / np.array([sx, sy, sx, sy])
+    """Canvas boxes -> boxes on the (width x height) image the canvas was letterboxed from
+    (or already there: ``in_image_pixels``), clipped to it; detections under
+    ``score_threshold`` or left without area are dropped. ``masks``: each kept detection's
+    mask pasted at the image's size (its unclipped box, as mmdet) and encoded."""
+    boxes = output.boxes.astype(np.float64)
+    if not output.in_image_pixels:
+        sx, sy = meta.preprocessing.scale(width, height)
+        boxes = boxes / np.array([sx, sy, sx, sy])
+    unclipped = boxes
     boxes = np.clip(boxes, 0, [width, height, width, height])
     found = []
-    for box, score, label in zip(boxes, output.scores, output.labels):
+    for k, (box, score, label) in enumerate(zip(boxes, output.scores, output.labels)):
         if len(found) == max_detections or score < score_threshold:
             break  # outputs are best first
         if box[2] <= box[0] or box[3] <= box[1]:
@@ -79,6 +86,10 @@ def detect(
         index = int(label)
         category = meta.category_ids[index] if meta.category_ids else index + 1
         x1, y1, x2, y2 = (round(float(v), BOX_DECIMALS) for v in box)
+        segmentation = None
+        if masks != "none" and output.masks is not None:
+            pasted = mask_codec.paste(output.masks[k], unclipped[k], width, height, meta.mask_threshold)
+            segmentation = mask_codec.encode(pasted, masks)
         found.append(
             Detection(
                 box=Box(x1=x1, y1=y1, x2=x2, y2=y2),
@@ -86,6 +97,7 @@ def detect(
                 index=index,
                 category_id=category,
                 score=float(score),
+                segmentation=segmentation,
             )
         )
     return found
@@ -98,6 +110,7 @@ def coco_results(results: Sequence[DetectionResult]) -> list[CocoDetection]:
             image_id=r.index,
             category_id=d.category_id,
             score=d.score,
+            segmentation=d.segmentation,
             bbox=[
                 d.box.x1,
                 d.box.y1,

@@ -18,8 +18,9 @@ import numpy as np
 import torch
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
-from models import Preprocessing
+from models import KeepRatioResize, Preprocessing
 
+from .backends.base import KeepRatioInput
 from .errors import BadImage, PayloadTooLarge
 
 # Formats a client may send (JPEG includes MPO). Restricting ``Image.open`` also keeps Pillow
@@ -133,6 +134,11 @@ def stack(decoded: Sequence[Decoded]) -> torch.Tensor:
         for tensor in tensors:
             tensor.record_stream(torch.cuda.current_stream(inputs.device))
     return inputs
+
+
+def keep_ratio_inputs(decoded: Sequence[Decoded], preprocessing: KeepRatioResize) -> list[KeepRatioInput]:
+    """A request's images for a keep-ratio detector: each input (its own shape) and its meta."""
+    return [(d.tensor, preprocessing.meta(d.width, d.height)) for d in decoded]
 
 
 _thread_streams = threading.local()

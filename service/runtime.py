@@ -16,14 +16,15 @@ from typing import Any, TypeVar
 
 import torch
 
-from models import Preprocessing
+from models import CLASSIFICATION, DETECTION, Preprocessing, Task
 
-from .backends import Backend, ModelMeta, create_backend, create_detector_backend
+from .backends import Backend, BackendError, ModelMeta, create_backend, create_detector_backend
+from .backends.base import ImageBatch
 from .batcher import Batcher, Work
 from .errors import BadImage, PayloadTooLarge, ServiceError, Unavailable
 from .gpu_decode import GpuJpegDecoder, Refused, read_header, torchvision_decoder
 from .metrics import MULTIPROCESS, Metrics
-from .preprocess import Decoded, configure_pillow, prepare, stack
+from .preprocess import Decoded, configure_pillow, keep_ratio_inputs, prepare, stack
 from .settings import Settings
 from .uploads import Upload
 
@@ -50,12 +51,14 @@ def keep_aten_serial() -> None:
 
 
 class ModelRuntime:
-    """One model: its backend, owned by the batcher's worker thread."""
+    """One model: its backend, owned by the batcher's worker thread. ``role`` is the slot it
+    fills: the classifier (CLASSIFICATION) or the detector (DETECTION: any task that finds
+    objects); its name labels the metrics and the inference thread."""
 
-    def __init__(self, backend: Backend, settings: Settings, metrics: Metrics, task: str) -> None:
+    def __init__(self, backend: Backend, settings: Settings, metrics: Metrics, role: Task) -> None:
         self.backend = backend
         self.settings = settings
-        self.task = task
+        self.role = role
         self.metrics = metrics
         self.preprocess_device: torch.device | None = None  # None: Pillow on the CPU
         self.jpeg_decoder: GpuJpegDecoder | None = None  # --gpu-decode
@@ -65,9 +68,9 @@ class ModelRuntime:
             max_queue_delay_s=settings.max_queue_delay_s,
             max_queue_size=settings.max_queue_size,
             metrics=metrics,
-            task=task,
+            task=role.name,
             setup=self._setup,
-            name=f"inference-{task}",
+            name=f"inference-{role.name}",
             unhealthy_after=settings.unhealthy_after_failures,
             probe=self._probe,
             probe_interval_s=settings.probe_interval_s,
@@ -76,8 +79,9 @@ class ModelRuntime:
     def _setup(self) -> None:  # on the inference thread
         started = time.monotonic()
         meta = self.backend.load()
+        self._check_role(meta)
         self.preprocess_device = self._preprocess_device(meta)
-        if self.settings.gpu_decode and self.task == "classification":
+        if self.settings.gpu_decode and meta.task is CLASSIFICATION:
             self.jpeg_decoder = self._start_jpeg_decoder(meta)
         if self.settings.warmup:
             # Every batch size the batcher can form: oneDNN / cuDNN / ORT pick and build kernels
@@ -93,9 +97,21 @@ class ModelRuntime:
             },
         )
 
+    def _check_role(self, meta: ModelMeta) -> None:
+        fits = meta.task.finds_objects if self.role is DETECTION else meta.task is self.role
+        if not fits:
+            raise BackendError(
+                f"{meta.name} is a {meta.task} model; it cannot serve as the {self.role.name} model"
+            )
+
+    @property
+    def task(self) -> Task:
+        """The loaded model's task (the role's until it is loaded)."""
+        meta = self.backend.meta
+        return meta.task if meta is not None else self.role
+
     def _probe(self) -> None:  # on the inference thread, while failing and idle
-        size = self.meta.input_size
-        self.backend.run(torch.zeros(1, 3, size, size))
+        self.backend.run(self.backend.sample_batch(1))
 
     def readiness_problem(self) -> str | None:
         """Why this model is not fit to serve although loaded (None: it is)."""
@@ -103,7 +119,7 @@ class ModelRuntime:
         if not batcher.failing:
             return None
         return (
-            f"{self.task} model: {batcher.consecutive_failures} consecutive batches failed "
+            f"{self.role.name} model: {batcher.consecutive_failures} consecutive batches failed "
             f"(last: {batcher.last_error}); a probe batch tries again every "
             f"{batcher.probe_interval_s:g} s"
         )
@@ -111,7 +127,9 @@ class ModelRuntime:
     def liveness_problem(self) -> tuple[str, str] | None:
         """("dead" | "stuck", why) for the inference thread (None: it works)."""
         problem = self.batcher.liveness_problem(self.settings.stuck_batch_timeout_s)
-        return None if problem is None else (problem[0], f"the {self.task} inference thread {problem[1]}")
+        return (
+            None if problem is None else (problem[0], f"the {self.role.name} inference thread {problem[1]}")
+        )
 
     def _preprocess_device(self, meta: ModelMeta) -> torch.device | None:
         """The model's GPU when ``--gpu-preprocess`` or ``--gpu-decode`` asks for it and the
@@ -164,7 +182,7 @@ class ModelRuntime:
         meta = self.backend.meta
         return {
             "name": meta.name if meta else None,
-            "task": self.task,
+            "task": self.task.name,
             "ready": ready,
             "version": meta.version if meta else None,
             **self.backend.describe(),
@@ -215,11 +233,11 @@ class ServiceState:
         self.settings = settings
         self.metrics = Metrics()
         self.classifier = ModelRuntime(
-            backend or create_backend(settings), settings, self.metrics, "classification"
+            backend or create_backend(settings), settings, self.metrics, CLASSIFICATION
         )
         detector = detector or create_detector_backend(settings)
         self.detector = (
-            None if detector is None else ModelRuntime(detector, settings, self.metrics, "detection")
+            None if detector is None else ModelRuntime(detector, settings, self.metrics, DETECTION)
         )
         self.ready = False
         self.draining = False
@@ -425,20 +443,25 @@ class ServiceState:
         want_points: bool,
         request_id: str | None,
     ) -> Work:
-        inputs = stack(decoded)
+        meta = runtime.meta
+        inputs = keep_ratio_inputs(decoded, meta.preprocessing) if meta.keeps_ratio else stack(decoded)
         return self.submit_tensor(runtime, inputs, deadline, want_points, request_id)
 
     def submit_tensor(
         self,
         runtime: ModelRuntime,
-        inputs: torch.Tensor,
+        inputs: ImageBatch,
         deadline: float,
         want_points: bool,
         request_id: str | None,
     ) -> Work:
-        """Queues model inputs a client sent ready-made: float32 (N, 3, S, S), S the model's size."""
+        """Queues model inputs: float32 (N, 3, S, S), S the model's size, or a keep-ratio
+        detector's list of inputs."""
         size = runtime.meta.input_size
-        if inputs.dtype != torch.float32 or tuple(inputs.shape[1:]) != (3, size, size):
+        if isinstance(inputs, list):
+            if not runtime.meta.keeps_ratio:
+                raise ValueError(f"expected float32 (N, 3, {size}, {size}), got a list of images")
+        elif inputs.dtype != torch.float32 or tuple(inputs.shape[1:]) != (3, size, size):
             raise ValueError(
                 f"expected float32 (N, 3, {size}, {size}), got {inputs.dtype} {tuple(inputs.shape)}"
             )

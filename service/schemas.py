@@ -73,12 +73,27 @@ class Box(BaseModel):
     y2: float = Field(description="bottom edge")
 
 
+class RleMask(BaseModel):
+    """COCO's compressed run-length encoding (``pycocotools.mask.decode`` reads it)."""
+
+    size: list[int] = Field(description="[height, width] of the image")
+    counts: str = Field(description="column-major run lengths, COCO's compressed string")
+
+
+SEGMENTATION = (
+    "the detection's mask at the image's size: with masks=rle a COCO compressed RLE, with "
+    "masks=polygon the outer contour of each region as a flat [x1, y1, x2, y2, ...] list "
+    "(instance segmentation models)"
+)
+
+
 class Detection(BaseModel):
     box: Box
     label: str
     index: int = Field(description="class index in the model's label list")
     category_id: int = Field(description="COCO category id (1-90 for COCO models), else index + 1")
-    score: float = Field(description="sigmoid class score")
+    score: float = Field(description="class score (sigmoid or softmax, as the model has it)")
+    segmentation: RleMask | list[list[float]] | None = Field(None, description=SEGMENTATION)
 
 
 class DetectionResult(ImageOfRequest):
@@ -99,6 +114,9 @@ class CocoDetection(BaseModel):
     category_id: int
     bbox: list[float] = Field(description="x, y, width, height in image pixels")
     score: float
+    segmentation: RleMask | list[list[float]] | None = Field(
+        None, description=SEGMENTATION + "; left out with masks=none"
+    )
 
 
 # -- /models --------------------------------------------------------------------------

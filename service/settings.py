@@ -67,10 +67,14 @@ class Settings(BaseSettings):
     )
     detector: str = Field(
         "dat_digits_detector",
-        description="registered detector served at /detect (RetinaNet on DAT), or 'none' for no /detect",
+        description="detector served at /detect: a registered name (RetinaNet on DAT, or a release's "
+        "Mask R-CNN / Cascade Mask R-CNN / RetinaNet) or an mmdet 2.x config file (read as data, "
+        "never run), or 'none' for no /detect",
     )
     detector_checkpoint: Path | None = Field(
-        None, description="weights for --detector (an mmdet-layout .pth or .safetensors); default: embedded"
+        None,
+        description="weights for --detector: an mmdet checkpoint (.pth holding {'state_dict': ...}) "
+        "or .safetensors; default: embedded",
     )
     detector_artifacts: Path | None = Field(
         None,
@@ -190,6 +194,12 @@ class Settings(BaseSettings):
     # -- input limits --------------------------------------------------------------------
     max_body_bytes: int = Field(20 * 2**20, ge=1024, description="request body limit (413)")
     max_images_per_request: int = Field(8, ge=1, description="images in one request (413)")
+    max_response_bytes: int = Field(
+        16 * 2**20,
+        ge=1024,
+        description="largest /detect response body, masks included (413 beyond: ask for fewer "
+        "detections, a higher score_threshold or another mask format)",
+    )
     max_image_pixels: int = Field(
         40_000_000, ge=1, description="width*height of one image, read from its header before decoding (413)"
     )

@@ -16,7 +16,8 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from models import Letterbox, Preprocessing
+from models import CLASSIFICATION, KeepRatioResize, Letterbox, Preprocessing, Task
+from models.transforms import ImageMeta
 
 
 class BackendError(RuntimeError):
@@ -30,14 +31,21 @@ class ModelMeta:
     name: str
     version: str
     labels: tuple[str, ...]
-    preprocessing: Preprocessing | Letterbox
-    task: str = "classification"
+    preprocessing: Preprocessing | Letterbox | KeepRatioResize
+    task: Task = CLASSIFICATION
     category_ids: tuple[int, ...] = ()  # detectors: COCO category id of each label
     max_detections: int = 0  # detectors: detections kept per image
+    mask_threshold: float = 0.5  # instance masks: probability from which a pixel belongs
 
     @property
-    def input_size(self) -> int:
-        return self.preprocessing.input_size
+    def input_size(self) -> int | None:
+        """The square input's side; None where the input keeps each image's aspect ratio."""
+        return getattr(self.preprocessing, "input_size", None)
+
+    @property
+    def keeps_ratio(self) -> bool:
+        """Inputs are each image resized to fit, of its own shape (``KeepRatioInput`` lists)."""
+        return isinstance(self.preprocessing, KeepRatioResize)
 
 
 @dataclass(frozen=True)
@@ -58,11 +66,19 @@ class ImageOutput:
 
 @dataclass(frozen=True)
 class DetectionOutput:
-    """One image's kept detections, best first, on the model's canvas."""
+    """One image's kept detections, best first, on the model's canvas (``in_image_pixels``: in
+    the original image's pixels already, as mmdet's detectors give them)."""
 
     boxes: np.ndarray  # (K, 4) float32, x1 y1 x2 y2 in canvas pixels
     scores: np.ndarray  # (K,) float32
     labels: np.ndarray  # (K,) int64 class indices
+    masks: np.ndarray | None = None  # (K, S, S) float32 probabilities over each box (instance masks)
+    in_image_pixels: bool = False
+
+
+# One image for a keep-ratio detector: its padded input (3, H, W) and where it came from
+KeepRatioInput = tuple[torch.Tensor, ImageMeta]
+ImageBatch = torch.Tensor | list[KeepRatioInput]
 
 
 def split_detections(boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray) -> list[DetectionOutput]:
@@ -97,18 +113,31 @@ class Backend(ABC):
         """Loads weights / artifacts onto the device; sets and returns ``meta``."""
 
     @abstractmethod
-    def run(self, images: torch.Tensor, points: bool = False) -> list[ImageOutput] | list[DetectionOutput]:
+    def run(self, images: ImageBatch, points: bool = False) -> list[ImageOutput] | list[DetectionOutput]:
         """images: float32 (B, 3, S, S), already preprocessed, on the CPU (or on ``device``
-        where ``takes_device_inputs``) -> one output per image (:class:`DetectionOutput` for a
-        detector)."""
+        where ``takes_device_inputs``), or a list of :data:`KeepRatioInput` for a keep-ratio
+        detector -> one output per image (:class:`DetectionOutput` for a detector)."""
+
+    def sample_batch(self, n: int) -> ImageBatch:
+        """``n`` blank images as ``run`` takes them (warm-up and health probes)."""
+        if self.meta is None:
+            raise BackendError("not loaded")
+        preprocessing = self.meta.preprocessing
+        if isinstance(preprocessing, KeepRatioResize):
+            meta = preprocessing.meta(640, 480)  # a 4:3 picture, the commonest shape
+            width, height = preprocessing.padded_size(640, 480)
+            return [(torch.zeros(3, height, width), meta) for _ in range(n)]
+        size = self.meta.input_size
+        return torch.zeros(n, 3, size, size)
 
     def warmup(self, batch_sizes: Iterable[int]) -> None:
-        """Runs each batch size once so the first requests do not pay for lazy setup."""
+        """Runs each batch size once so the first requests do not pay for lazy setup (a
+        keep-ratio detector: batch 1 only; its input shapes change with every image anyway)."""
         if self.meta is None:
             raise BackendError("warmup before load")
-        size = self.meta.input_size
-        for n in sorted(set(batch_sizes)):
-            self.run(torch.zeros(n, 3, size, size), points=self.supports_points)
+        sizes = sorted(set(batch_sizes))
+        for n in sizes[:1] if self.meta.keeps_ratio else sizes:
+            self.run(self.sample_batch(n), points=self.supports_points)
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -145,8 +174,8 @@ def run_in_chunks(
     return [np.concatenate(parts) for parts in zip(*chunks)]
 
 
-def outputs_for(task: str, arrays: list[np.ndarray]) -> list[ImageOutput] | list[DetectionOutput]:
+def outputs_for(task: Task, arrays: list[np.ndarray]) -> list[ImageOutput] | list[DetectionOutput]:
     """A graph's batch outputs -> per-image outputs: [logits] or [boxes, scores, labels]."""
-    if task == "detection":
+    if task.finds_objects:
         return split_detections(*arrays)
     return [ImageOutput(row) for row in arrays[0].astype(np.float32, copy=False)]

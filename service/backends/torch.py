@@ -1,5 +1,10 @@
 """Eager PyTorch on CPU or CUDA; fp32, or an fp16 / bf16 model; a classifier or a detector.
 
+mmdet's detectors (the release's Mask R-CNN, Cascade Mask R-CNN and RetinaNet) take each image
+resized to fit, in its own shape: a batch runs one forward per input shape, so each image's
+detections are what it would get alone (padding it to a larger neighbour would move the
+neighbourhood attention's border windows and change them).
+
 The only backend that also returns the D blocks' sampling points (classifiers).
 
 With ``cuda_graphs`` the forward is captured at warm-up as CUDA graphs, one per batch-size
@@ -23,9 +28,19 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
-from models import DAT, RetinaNet, create_model, get_spec, load_checkpoint, read_state_dict
+from models import (
+    CLASSIFICATION,
+    DAT,
+    RCNN,
+    RetinaNet,
+    create_model,
+    get_spec,
+    load_checkpoint,
+    read_state_dict,
+)
 from models.labels import read_labels
 from models.transforms import KeepRatioResize
 
@@ -34,7 +49,9 @@ from .base import (
     Backend,
     BackendError,
     DetectionOutput,
+    ImageBatch,
     ImageOutput,
+    KeepRatioInput,
     ModelMeta,
     Points,
     file_version,
@@ -69,7 +86,7 @@ class TorchBackend(Backend):
 
     def __init__(
         self,
-        model: str | Path | Mapping[str, Any] | DAT | RetinaNet = "dat_digits",
+        model: str | Path | Mapping[str, Any] | DAT | RetinaNet | RCNN = "dat_digits",
         *,
         checkpoint: str | Path | None = None,
         labels: str | Path | None = None,
@@ -89,13 +106,13 @@ class TorchBackend(Backend):
         self.precision = resolve_precision(precision, self.device)
         if self.precision not in ("fp32", *_DTYPES):
             raise BackendError(f"unknown precision {self.precision!r}")
-        self.model: DAT | RetinaNet | None = None
+        self.model: DAT | RetinaNet | RCNN | None = None
         self._use_graphs = cuda_graphs and self.device.startswith("cuda")
         self._compile = compile and self._use_graphs
         self._graphs: CudaGraphs | None = None
 
-    def _build(self) -> tuple[DAT | RetinaNet, str]:
-        if isinstance(self._source, (DAT, RetinaNet)):
+    def _build(self) -> tuple[DAT | RetinaNet | RCNN, str]:
+        if isinstance(self._source, (DAT, RetinaNet, RCNN)):
             # A copy: moving to another device or dtype must not change the caller's model.
             return copy.deepcopy(self._source), "in-memory"
         labels = read_labels(self._labels) if self._labels else None
@@ -121,12 +138,6 @@ class TorchBackend(Backend):
             torch.set_num_threads(self._threads)
         self.cpu_threads = torch.get_num_threads()  # this (inference) thread's own count
         model, version = self._build()
-        if isinstance(model.info.preprocessing, KeepRatioResize):
-            raise BackendError(
-                f"{model.info.name}: the release's mmdet detectors (keep-ratio resize, RPN and RoI "
-                "heads, instance masks) are built in models/ (models.create_detector) but not "
-                "served yet; /detect serves RetinaNets on a square canvas"
-            )
         # Half precision runs a half model (not autocast): faster, and the model keeps its
         # sampling positions and grid samples in float32 by itself.
         self.dtype = _DTYPES.get(self.precision, torch.float32)
@@ -140,15 +151,18 @@ class TorchBackend(Backend):
             task=model.task,
             category_ids=tuple(info.category_ids),
             max_detections=getattr(model.config, "max_per_img", 0),
+            mask_threshold=getattr(model.config, "mask_threshold", 0.5),
         )
-        if model.task != "classification":
+        if model.task is not CLASSIFICATION:  # sampling points and CUDA graphs: classifiers
             self.supports_points = False
             self._use_graphs = False
         return self.meta
 
-    def run(self, images: torch.Tensor, points: bool = False) -> list[ImageOutput] | list[DetectionOutput]:
+    def run(self, images: ImageBatch, points: bool = False) -> list[ImageOutput] | list[DetectionOutput]:
         if self.model is None:
             raise BackendError("run before load")
+        if isinstance(images, list):
+            return self._run_keeping_ratio(images)
         x = images.to(self.device, non_blocking=True).to(self.dtype)
         if isinstance(self.model, RetinaNet):
             with torch.inference_mode():
@@ -173,6 +187,34 @@ class TorchBackend(Backend):
                     for i in range(len(per_image)):
                         per_image[i].append(Points(s, b, pos_np[i]))
         return [ImageOutput(row, tuple(per_image[i]) if points else None) for i, row in enumerate(logits_np)]
+
+    def _run_keeping_ratio(self, images: list[KeepRatioInput]) -> list[DetectionOutput]:
+        """One forward per input shape (module docstring); boxes come back in each original
+        image's pixels (mmdet's ``rescale=True``), masks as the head's probabilities per box."""
+        if not isinstance(self.model.info.preprocessing, KeepRatioResize):
+            raise BackendError(
+                f"{self.model.info.name} takes a (B, 3, S, S) batch, not images of their own shapes"
+            )
+        by_shape: dict[tuple[int, ...], list[int]] = {}
+        for i, (tensor, _) in enumerate(images):
+            by_shape.setdefault(tuple(tensor.shape), []).append(i)
+        outputs: list[DetectionOutput | None] = [None] * len(images)
+        for members in by_shape.values():
+            batch, sizes, factors, _ = KeepRatioResize.collate([images[i] for i in members])
+            x = batch.to(self.device, non_blocking=True).to(self.dtype)
+            with torch.inference_mode():
+                found = self.model(x, sizes.to(self.device), factors.to(self.device))
+            masks = getattr(found, "masks", None)
+            for j, i in enumerate(members):
+                kept = found.labels[j] >= 0
+                outputs[i] = DetectionOutput(
+                    found.boxes[j][kept].float().cpu().numpy(),
+                    found.scores[j][kept].float().cpu().numpy(),
+                    found.labels[j][kept].cpu().numpy().astype(np.int64),
+                    masks=None if masks is None else masks[j][kept].float().cpu().numpy(),
+                    in_image_pixels=True,
+                )
+        return outputs  # type: ignore[return-value]
 
     def warmup(self, batch_sizes) -> None:  # noqa: ANN001 - as Backend.warmup
         if self._use_graphs and self.model is not None:
@@ -273,8 +315,11 @@ class CudaGraphs:
         return logits[:n], [[p[:n] if p is not None else None for p in stage] for stage in positions]
 
 
-def _checkpoint_classes(model: DAT | RetinaNet, state: Mapping[str, torch.Tensor]) -> int | None:
-    """The number of classes a checkpoint's head was trained for (None: no head in it)."""
+def _checkpoint_classes(model: DAT | RetinaNet | RCNN, state: Mapping[str, torch.Tensor]) -> int | None:
+    """The number of classes a checkpoint's head was trained for (None: no head in it, or an
+    mmdet two-stage detector, whose checkpoint must match its config: loading says where not)."""
+    if isinstance(model, RCNN):
+        return None
     if isinstance(model, RetinaNet):
         head = state.get("bbox_head.retina_cls.weight")
         return int(head.shape[0]) // model.config.num_anchors if head is not None else None

@@ -7,6 +7,10 @@ classifier answers ``logits`` (FP32 [N, classes]), or Triton's classification st
 request; a detector answers its exported graph's tensors, ``boxes`` (FP32 [N, M, 4], x1 y1 x2
 y2 on the model's canvas), ``scores`` (FP32 [N, M]) and ``labels`` (INT64 [N, M], -1 in the
 empty slots), so a client reads the same tensors from Triton serving the exported detector.
+An instance segmentation model (mmdet's Mask R-CNN) also answers ``masks`` (FP32 [N, M, 28,
+28]: each detection's mask probabilities over its box); it takes ``images`` of any size
+[N, 3, H, W] (H, W multiples of its divisor, each taken as already resized, boxes in its
+pixels) or ``image_bytes`` (resized keeping the ratio, boxes in the original image's pixels).
 Requests share the batcher, limits, deadlines and metrics of /classify. Errors are the
 protocol's ``{"error": "message"}``; the wire format lives in :mod:`service.v2protocol`.
 """
@@ -27,9 +31,11 @@ from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from export import triton
-from export.manifest import INPUT_NAME, OUTPUT_NAME, OUTPUT_NAMES
+from export.manifest import INPUT_NAME
+from models.transforms import ImageMeta
 
 from .. import v2protocol as v2
+from ..backends.base import ImageBatch, KeepRatioInput
 from ..errors import (
     BadRequest,
     InferenceFailed,
@@ -40,7 +46,7 @@ from ..errors import (
     Unavailable,
     UnsupportedMediaType,
 )
-from ..preprocess import stack
+from ..preprocess import keep_ratio_inputs, stack
 from ..runtime import ModelRuntime, ServiceState
 from ..schemas import (
     V2Error,
@@ -187,23 +193,23 @@ def _find(service: ServiceState, name: str, version: str | None) -> ModelRuntime
 
 
 def _inputs(runtime: ModelRuntime) -> list[v2.TensorSpec]:
-    size = runtime.meta.input_size
+    size = runtime.meta.input_size or -1  # -1: a keep-ratio detector takes any padded size
     return [
         v2.TensorSpec(INPUT_NAME, "FP32", (-1, 3, size, size)),
         v2.TensorSpec(BYTES_INPUT, v2.BYTES, (-1,)),
     ]
 
 
+_DATATYPES = {"float32": "FP32", "int64": "INT64"}
+
+
 def _outputs(runtime: ModelRuntime) -> list[v2.TensorSpec]:
-    if runtime.task == "detection":
-        kept = runtime.meta.max_detections
-        boxes, scores, labels = OUTPUT_NAMES["detection"]
-        return [
-            v2.TensorSpec(boxes, "FP32", (-1, kept, 4)),
-            v2.TensorSpec(scores, "FP32", (-1, kept)),
-            v2.TensorSpec(labels, "INT64", (-1, kept)),
-        ]
-    return [v2.TensorSpec(OUTPUT_NAME, "FP32", (-1, len(runtime.meta.labels)))]
+    """The model's task's outputs, with the batch axis first."""
+    meta = runtime.meta
+    return [
+        v2.TensorSpec(o.name, _DATATYPES[o.dtype], (-1, *o.resolve(len(meta.labels), meta.max_detections)))
+        for o in meta.task.outputs
+    ]
 
 
 # -- health and metadata -------------------------------------------------------------------
@@ -308,10 +314,9 @@ async def model_version_ready(service: Service, model_name: str, model_version: 
 # -- inference -----------------------------------------------------------------------------
 
 
-async def _model_input(
-    service: ServiceState, runtime: ModelRuntime, request: v2.InferRequest
-) -> torch.Tensor:
-    """The request's one input as the batch the backend takes: float32 (N, 3, S, S)."""
+async def _model_input(service: ServiceState, runtime: ModelRuntime, request: v2.InferRequest) -> ImageBatch:
+    """The request's one input as the batch the backend takes: float32 (N, 3, S, S), or a
+    keep-ratio detector's list of images."""
     names = f"{INPUT_NAME!r} (FP32 or FP16) or {BYTES_INPUT!r} (BYTES, encoded images)"
     if len(request.inputs) != 1:
         raise BadRequest(f"send exactly one input: {names}")
@@ -324,6 +329,8 @@ async def _model_input(
                 f"input {INPUT_NAME!r} must be FP32 or FP16, got {tensor.datatype}"
                 f" (encoded images go in {BYTES_INPUT!r} as BYTES)"
             )
+        if runtime.meta.keeps_ratio:
+            return await _resized_images(service, runtime, tensor)
         if len(tensor.shape) != 4 or tensor.shape[1:] != (3, size, size) or tensor.shape[0] < 1:
             raise BadRequest(
                 f"input {INPUT_NAME!r} must have shape [N, 3, {size}, {size}] with "
@@ -345,8 +352,40 @@ async def _model_input(
         except ServiceError as exc:
             exc.message = f"input {BYTES_INPUT!r}: {exc.message}"
             raise
+        if runtime.meta.keeps_ratio:
+            return keep_ratio_inputs(decoded, runtime.meta.preprocessing)
         return stack(decoded)
     raise BadRequest(f"unknown input {tensor.name!r}: model {runtime.meta.name!r} takes {names}")
+
+
+async def _resized_images(
+    service: ServiceState, runtime: ModelRuntime, tensor: v2.RequestInput
+) -> list[KeepRatioInput]:
+    """A keep-ratio detector's ``images``: [N, 3, H, W], already resized and padded to the
+    model's divisor, each image filling the whole input (boxes come back in its pixels)."""
+    divisor = runtime.meta.preprocessing.size_divisor
+    shape = tuple(tensor.shape)
+    if (
+        len(shape) != 4
+        or shape[1] != 3
+        or shape[0] < 1
+        or min(shape[2:]) < 1
+        or any(s % divisor for s in shape[2:])
+    ):
+        raise BadRequest(
+            f"input {INPUT_NAME!r} must have shape [N, 3, H, W] with N >= 1 and H, W multiples "
+            f"of {divisor}, got {list(shape)}"
+        )
+    _check_images(shape[0], service.settings.max_images_per_request)
+    _check_pixels(shape[2] * shape[3], service.settings.max_image_pixels)
+    images = torch.from_numpy(await service.offload(v2.numeric_tensor, tensor))
+    meta = ImageMeta(shape[2:], shape[2:], (1.0, 1.0, 1.0, 1.0))
+    return [(image, meta) for image in images]
+
+
+def _check_pixels(pixels: int, limit: int) -> None:
+    if pixels > limit:
+        raise PayloadTooLarge(f"input images of {pixels:,} pixels exceed the limit of {limit:,} pixels")
 
 
 def _check_images(images: int, limit: int) -> None:
@@ -364,7 +403,7 @@ def _requested(runtime: ModelRuntime, request: v2.InferRequest) -> list[v2.Reque
                 f"unknown output {output.name!r}; model {runtime.meta.name!r} has "
                 f"{', '.join(repr(n) for n in sorted(known))}"
             )
-        if output.classification and runtime.task != "classification":
+        if output.classification and output.name not in runtime.task.labelled_outputs:
             raise BadRequest(
                 f"the classification parameter applies to a classifier's logits; "
                 f"{runtime.meta.name!r} is a {runtime.task} model"
@@ -373,17 +412,18 @@ def _requested(runtime: ModelRuntime, request: v2.InferRequest) -> list[v2.Reque
 
 
 def _tensors(runtime: ModelRuntime, results: list) -> dict[str, np.ndarray]:
-    """The batch's outputs as the graph's tensors: logits, or a detector's padded detections."""
-    if runtime.task != "detection":
-        return {OUTPUT_NAME: np.stack([r.logits for r in results]).astype(np.float32, copy=False)}
-    kept = runtime.meta.max_detections
-    boxes = np.zeros((len(results), kept, 4), np.float32)
-    scores = np.zeros((len(results), kept), np.float32)
-    labels = np.full((len(results), kept), -1, np.int64)
-    for i, r in enumerate(results):
-        n = len(r.labels)
-        boxes[i, :n], scores[i, :n], labels[i, :n] = r.boxes, r.scores, r.labels
-    return dict(zip(OUTPUT_NAMES["detection"], (boxes, scores, labels)))
+    """The batch's outputs as the graph's tensors (each per-image output holds its task's
+    outputs by name): logits, or a detector's detections padded to the model's count."""
+    meta = runtime.meta
+    tensors = {}
+    for o in meta.task.outputs:
+        shape = o.resolve(len(meta.labels), meta.max_detections)
+        tensor = np.full((len(results), *shape), o.fill, o.dtype)
+        for i, r in enumerate(results):
+            value = getattr(r, o.name)
+            tensor[i, : len(value)] = value
+        tensors[o.name] = tensor
+    return tensors
 
 
 def _response_output(

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from models import save_safetensors
+from models import DETECTION, INSTANCE_SEGMENTATION, save_safetensors
 from service import Settings
 from service.backends import BackendError, create_backend
 from service.backends import auto as auto_backend
@@ -200,7 +200,11 @@ def test_chunks_respect_a_static_or_maximum_batch():
     assert seen == [4, 4] and first.ravel().tolist() == list(range(7))
 
 
-@pytest.mark.parametrize("name", ["dat_pp_tiny_mask_rcnn_1x", "dat_pp_tiny_retinanet_1x"])
-def test_a_release_detector_not_served_yet_is_a_clear_error_at_load(name):
-    with pytest.raises(BackendError, match=f"{name}: the release's mmdet detectors .* not served yet"):
-        TorchBackend(name, device="cpu").load()
+@pytest.mark.parametrize(
+    "name, task",
+    [("dat_pp_tiny_mask_rcnn_1x", INSTANCE_SEGMENTATION), ("dat_pp_tiny_retinanet_1x", DETECTION)],
+)
+def test_a_release_detector_loads_with_its_task_and_keep_ratio_inputs(name, task):
+    meta = TorchBackend(name, device="cpu").load()
+    assert meta.task is task and meta.keeps_ratio and meta.input_size is None
+    assert meta.max_detections == 100 and meta.labels[0] == "person" and meta.category_ids[-1] == 90

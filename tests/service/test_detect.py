@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from models import Letterbox
+from models import DETECTION, Letterbox
 from service import create_app
 from service.backends import Backend, DetectionOutput, ModelMeta
 from tests.service.helpers import CountingBackend, image_bytes, metric, serve, settings
@@ -35,7 +35,7 @@ class FixedDetector(Backend):
             "v1",
             tuple("0123456789"),
             Letterbox(CANVAS, mean=(0.5,) * 3, std=(0.5,) * 3),
-            task="detection",
+            task=DETECTION,
             max_detections=100,
         )
         return self.meta

@@ -1,0 +1,211 @@
+"""/detect and /v2 with an instance segmentation model (mmdet's Mask R-CNN semantics): images
+of their own shapes batched together, masks pasted at each image's size, RLE and polygons,
+the COCO format, the response-size limit; and the mmdet fixture end to end through HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from pycocotools import mask as coco_mask
+
+from models import KeepRatioResize, ModelInfo, paste_masks
+from service import create_app
+from service.backends.torch import TorchBackend
+from tests.conftest import FIXTURES, official_fixture
+from tests.models.test_rcnn import MASK_TIE, match, tiny_rcnn
+from tests.service.helpers import image_bytes, serve, settings
+from tests.service.test_v2 import triton, triton_request, triton_result
+
+pytestmark = pytest.mark.anyio
+
+SIZES = [(70, 50), (40, 90), (70, 50)]  # two shapes: the first and last pictures share a forward
+
+
+@pytest.fixture(scope="module")
+def model():
+    detector = tiny_rcnn(score_threshold=0.0, max_per_img=10, rpn_max_per_img=100)
+    detector.info = ModelInfo("tiny_mask_rcnn", KeepRatioResize((96, 64)), detector.info.labels)
+    # Its mask head as initialised answers one value per box; random weights give masks a shape.
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for parameter in detector.roi_head.mask_head.parameters():
+            parameter.copy_(torch.randn(parameter.shape, generator=g) * 0.3)
+    return detector
+
+
+def pictures() -> list[Image.Image]:
+    rng = np.random.default_rng(0)
+    return [Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)) for w, h in SIZES]
+
+
+@pytest.fixture
+async def client(backend, model):
+    detector = TorchBackend(model, device="cpu")
+    # a long queue delay: the three concurrent requests below fill one batch
+    overrides = dict(max_queue_delay_ms=2000.0, max_batch_size=3, max_images_per_request=3)
+    app = create_app(settings(**overrides), backend=backend, detector=detector)
+    async with serve(app) as client:
+        yield client
+
+
+async def detect(client, image: Image.Image, **params):
+    return await client.post(
+        "/detect",
+        params={"score_threshold": 0.0, **params},
+        content=image_bytes(image),
+        headers={"content-type": "image/png"},
+    )
+
+
+async def test_each_image_of_a_batch_gets_its_own_detections_and_masks(client, model):
+    images = pictures()
+    responses = await asyncio.gather(*(detect(client, image, masks="rle") for image in images))
+    alone = [model.predict([image])[0] for image in images]  # each image run by itself
+    for response, image, want in zip(responses, images, alone):
+        assert response.status_code == 200, response.text
+        body = response.json()
+        assert body["timing"]["batch_size"] == 3  # batched with the other two
+        result = body["results"][0]
+        assert (result["width"], result["height"]) == image.size
+        found = result["detections"]
+        assert len(found) == len(want.scores) > 0
+        boxes = np.array([[d["box"][k] for k in ("x1", "y1", "x2", "y2")] for d in found])
+        np.testing.assert_allclose(boxes, want.boxes.numpy(), atol=0.006)
+        assert [d["index"] for d in found] == want.labels.tolist()
+        assert [d["label"] for d in found] == [model.info.labels[i] for i in want.labels.tolist()]
+        areas = want.masks.flatten(1).sum(1)
+        assert (areas > 0).any() and (areas < image.width * image.height).all()
+        for d, mask in zip(found, want.masks.numpy()):
+            rle = d["segmentation"]
+            assert rle["size"] == [image.height, image.width]
+            assert np.array_equal(coco_mask.decode({**rle, "counts": rle["counts"].encode()}), mask)
+
+
+async def test_polygons_trace_the_rle_masks(client):
+    image = pictures()[0]
+    rle = (await detect(client, image, masks="rle")).json()["results"][0]["detections"]
+    polygons = (await detect(client, image, masks="polygon")).json()["results"][0]["detections"]
+    assert any(p["segmentation"] for p in polygons)
+    for with_rle, with_polygons in zip(rle, polygons):
+        mask = coco_mask.decode(
+            {**with_rle["segmentation"], "counts": with_rle["segmentation"]["counts"].encode()}
+        )
+        for polygon in with_polygons["segmentation"]:
+            assert len(polygon) >= 6 and len(polygon) % 2 == 0
+            xy = np.array(polygon).reshape(-1, 2).astype(int)
+            assert mask[xy[:, 1], xy[:, 0]].all()  # every vertex is a pixel of the mask
+        if not mask.any():
+            assert with_polygons["segmentation"] == []
+
+
+async def test_masks_none_by_default_and_coco_results_carry_segmentation(client):
+    image = pictures()[1]
+    plain = (await detect(client, image)).json()["results"][0]["detections"]
+    assert plain and all(d["segmentation"] is None for d in plain)
+    coco = (await detect(client, image, format="coco")).json()
+    assert coco and all("segmentation" not in d for d in coco)
+    coco = (await detect(client, image, format="coco", masks="rle")).json()
+    assert [d["bbox"][:2] for d in coco] == [[d["box"]["x1"], d["box"]["y1"]] for d in plain]
+    assert all(d["segmentation"]["size"] == [image.height, image.width] for d in coco)
+
+
+async def test_a_response_over_the_limit_is_refused(backend, model):
+    app = create_app(settings(max_response_bytes=1024), backend=backend, detector=TorchBackend(model))
+    async with serve(app) as client:
+        response = await detect(client, pictures()[0], masks="polygon")
+    assert response.status_code == 413
+    assert "over the limit of 1,024 (max_response_bytes)" in response.json()["error"]["message"]
+
+
+async def test_v2_returns_the_mask_tensors(client, model):
+    meta = (await client.get("/v2/models/tiny_mask_rcnn")).json()
+    assert {o["name"]: o["shape"] for o in meta["outputs"]} == {
+        "boxes": [-1, 10, 4],
+        "scores": [-1, 10],
+        "labels": [-1, 10],
+        "masks": [-1, 10, 28, 28],
+    }
+    assert meta["inputs"][0]["shape"] == [-1, 3, -1, -1]
+    image = pictures()[0]
+    result = await v2_infer(client, "tiny_mask_rcnn", image_bytes(image))
+    masks, boxes = result.as_numpy("masks"), result.as_numpy("boxes")
+    assert masks.shape == (1, 10, 28, 28)
+    want = model.predict([image])[0]
+    n = len(want.scores)
+    pasted = paste_masks(torch.tensor(masks[0, :n]), torch.tensor(boxes[0, :n]), image.height, image.width)
+    assert torch.equal(pasted, want.masks) and (masks[0, n:] == 0).all()
+
+
+async def v2_infer(client, model: str, encoded: bytes) -> triton.InferResult:
+    """The boxes and masks of one encoded image, asked for as tritonclient asks."""
+    tensor = triton.InferInput("image_bytes", [1], "BYTES")
+    tensor.set_data_from_numpy(np.array([encoded], dtype=np.object_))
+    outputs = [triton.InferRequestedOutput(name) for name in ("boxes", "masks")]
+    body, headers = triton_request([tensor], outputs)
+    response = await client.post(f"/v2/models/{model}/infer", content=body, headers=headers)
+    assert response.status_code == 200, response.text
+    return triton_result(response)
+
+
+async def test_masks_need_an_instance_segmentation_model(backend):
+    async with serve(create_app(settings(detector="dat_digits_detector"), backend=backend)) as client:
+        response = await detect(client, pictures()[0], masks="rle")
+    assert response.status_code == 422
+    assert "masks=rle needs an instance segmentation model" in response.json()["error"]["message"]
+
+
+async def test_openapi_documents_the_masks_parameter(client):
+    schema = (await client.get("/openapi.json")).json()
+    params = {p["name"]: p for p in schema["paths"]["/detect"]["post"]["parameters"]}
+    assert params["masks"]["schema"]["enum"] == ["none", "rle", "polygon"]
+    assert "RleMask" in schema["components"]["schemas"]
+
+
+@pytest.mark.slow  # the fixture's Mask R-CNN at 480 x 320 on the CPU
+async def test_mmdet_fixture_masks_through_http(backend):
+    """--detector config.py --detector-checkpoint checkpoint.pth: the fixture's 100 detections
+    and masks through /detect?masks=rle, as mmdet 2.28 found them (pixels may differ only where
+    the probability is within MASK_TIE of the threshold, as in the model's own tests)."""
+    reference = official_fixture("mmdet_mask_rcnn_mini")
+    folder = FIXTURES / "mmdet_mask_rcnn_mini"
+    overrides = dict(detector=str(folder / "config.py"), detector_checkpoint=str(reference["checkpoint"]))
+    photo = (FIXTURES / "chelsea.jpg").read_bytes()
+    async with serve(create_app(settings(**overrides), backend=backend)) as client:
+        response = await client.post(
+            "/detect",
+            params={"score_threshold": 0.0, "masks": "rle"},
+            content=photo,
+            headers={"content-type": "image/jpeg"},
+        )
+        assert response.status_code == 200, response.text
+        tensors = await v2_infer(client, "config", photo)
+    found = response.json()["results"][0]["detections"]
+    want = reference["expected"]
+    run = {
+        "expected": want,
+        "labels": torch.tensor([d["index"] for d in found]),
+        "boxes": torch.tensor([[d["box"][k] for k in ("x1", "y1", "x2", "y2")] for d in found]),
+        "scores": torch.tensor([d["score"] for d in found]),
+    }
+    pairs = match(run, box_atol=0.006)  # the response rounds boxes to 2 decimals
+    assert len(pairs) == 100
+    height, width = want["masks_shape"][1:]
+    expected = np.unpackbits(want["masks_packed"].numpy(), axis=-1)[..., :width].astype(bool)
+    ours = np.stack(
+        [
+            coco_mask.decode({**d["segmentation"], "counts": d["segmentation"]["counts"].encode()})
+            for d in found
+        ]
+    )
+    assert ours.shape == (100, height, width)
+    # the probabilities of the v2 tensors, pasted unthresholded: what a differing pixel must be near
+    probabilities = torch.tensor(tensors.as_numpy("masks")[0])
+    boxes = torch.tensor(tensors.as_numpy("boxes")[0])
+    soft = paste_masks(probabilities, boxes, height, width, threshold=None).numpy()
+    differ = ours[[j for _, j in pairs]] != expected[[i for i, _ in pairs]]
+    assert expected.sum() > 10_000 and differ.sum() <= 20
+    assert (np.abs(soft[[j for _, j in pairs]][differ] - 0.5) <= MASK_TIE).all()
