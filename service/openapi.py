@@ -4,7 +4,7 @@ FastAPI's document is built from the route signatures, which say less or other t
 server: an optional header or query parameter is typed ``integer | null`` though a request can
 only leave it out; its 422 body is FastAPI's ``HTTPValidationError``, not our error; bounds that
 depend on the served models (``top_k`` up to the number of labels, ``points`` only where the
-backend gives them) are unknown when the routes are declared. This module finishes the
+backend gives them, ``masks`` only from an instance segmentation model) are unknown when the routes are declared. This module finishes the
 document: once the models have loaded it is built with their bounds and kept; before, it is
 built afresh at each request with the settings' bounds alone.
 """
@@ -92,8 +92,13 @@ def _bounds(schema: dict[str, Any], settings: Settings, service: ServiceState) -
             else f"the {classifier.backend.name} backend cannot give them"
         )
     if service.detector is not None:
-        limit = service.detector.meta.max_detections
-        _parameter(paths["/detect"]["post"], "max_detections")["maximum"] = limit
+        meta = service.detector.meta
+        detect = paths["/detect"]["post"]
+        _parameter(detect, "max_detections")["maximum"] = meta.max_detections
+        if not meta.task.has_masks:
+            masks = _parameter(detect, "masks")
+            masks["enum"] = ["none"]
+            masks["description"] = f"always none here: {meta.name} is a {meta.task} model, without masks"
     names = [runtime.meta.name for runtime in service.runtimes]
     for path, operation in _operations(schema):
         if path.startswith(f"{V2_PREFIX}/models/"):
