@@ -11,7 +11,7 @@ from PIL import Image
 
 from models import DETECTION, Letterbox
 from service import create_app
-from service.backends import Backend, DetectionOutput, ModelMeta
+from service.backends import Backend, BackendError, DetectionOutput, ModelMeta
 from tests.service.helpers import CountingBackend, image_bytes, metric, serve, settings
 
 pytestmark = pytest.mark.anyio
@@ -205,3 +205,11 @@ async def test_openapi_describes_both_response_formats(client):
     refs = json.dumps(ok)
     assert "#/components/schemas/DetectResponse" in refs and "#/components/schemas/CocoDetection" in refs
     assert {"DetectResponse", "CocoDetection", "Detection", "Box"} <= set(schema["components"]["schemas"])
+
+
+async def test_a_classifier_cannot_be_the_detector(backend, tiny_model):
+    app = create_app(settings(), backend=backend, detector=CountingBackend(tiny_model))
+    app.state.service.on_fatal = lambda _: None
+    async with serve(app, wait_ready=False):
+        with pytest.raises(BackendError, match="is a classification model; it cannot serve as the detection"):
+            await app.state.service.wait_ready()
