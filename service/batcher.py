@@ -34,6 +34,8 @@ from typing import Any
 
 import torch
 
+from models import CLASSIFICATION
+
 from .errors import ClientDisconnected, DeadlineExceeded, InferenceFailed, Unavailable
 from .metrics import Metrics
 
@@ -124,7 +126,7 @@ class Batcher:
         max_queue_delay_s: float,
         max_queue_size: int,
         metrics: Metrics | None = None,
-        task: str = "classification",
+        task: str = CLASSIFICATION.name,  # the metrics label
         setup: Callable[[], None] | None = None,
         name: str = "inference",
         unhealthy_after: int = 3,

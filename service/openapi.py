@@ -4,9 +4,10 @@ FastAPI's document is built from the route signatures, which say less or other t
 server: an optional header or query parameter is typed ``integer | null`` though a request can
 only leave it out; its 422 body is FastAPI's ``HTTPValidationError``, not our error; bounds that
 depend on the served models (``top_k`` up to the number of labels, ``points`` only where the
-backend gives them, ``masks`` only from an instance segmentation model) are unknown when the routes are declared. This module finishes the
-document: once the models have loaded it is built with their bounds and kept; before, it is
-built afresh at each request with the settings' bounds alone.
+backend gives them, ``masks`` only from an instance segmentation model) are unknown when the
+routes are declared. This module finishes the document: once the models have loaded it is
+built with their bounds and kept; before, it is built afresh at each request with the
+settings' bounds alone.
 """
 
 from __future__ import annotations
