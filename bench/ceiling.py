@@ -2,8 +2,8 @@
 
 The server decodes and preprocesses every image on the host's CPU cores, beside the model. With
 the raw backend the server runs (built from the same ``--server-args``, at its max batch) and
-the service's own Pillow path on a pool of its ``--preprocess-workers`` threads, three
-variants take turns, round by round:
+the service's own host path (its settings' decoder and resize) on a pool of its
+``--preprocess-workers`` threads, three variants take turns, round by round:
 
 - raw: the batch alone, the denominator of ``bench server``'s efficiency;
 - preprocess-then-raw: the batch's JPEGs decoded and preprocessed, then the batch;
@@ -21,7 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from service.preprocess import prepare
-from service.runtime import keep_aten_serial
+from service.runtime import host_path, keep_aten_serial
 
 from .baseline import RawBackend
 from .timing import measure_interleaved, paired_speedups
@@ -32,12 +32,13 @@ REFERENCE = "raw"
 def run(server_args: str, data: bytes, rounds: int, warmup: int = 2) -> dict[str, Any]:
     raw = RawBackend(server_args)
     settings, preprocessing = raw.settings, raw.meta.preprocessing
-    workers = settings.preprocess_workers
+    workers, host = settings.preprocess_workers, host_path(settings)
     with ThreadPoolExecutor(workers, thread_name_prefix="preprocess", initializer=keep_aten_serial) as pool:
 
         def preprocess_batch():
             return [
-                pool.submit(prepare, data, preprocessing, settings.max_image_pixels) for _ in range(raw.batch)
+                pool.submit(prepare, data, preprocessing, settings.max_image_pixels, host=host)
+                for _ in range(raw.batch)
             ]
 
         def alone():

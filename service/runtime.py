@@ -18,13 +18,14 @@ import torch
 
 from models import CLASSIFICATION, DETECTION, Preprocessing, Task
 
+from . import jpeg
 from .backends import Backend, BackendError, ModelMeta, create_backend, create_detector_backend
 from .backends.base import ImageBatch
 from .batcher import Batcher, Work
 from .errors import BadImage, PayloadTooLarge, ServiceError, Unavailable
 from .gpu_decode import GpuJpegDecoder, Refused, read_header, torchvision_decoder
 from .metrics import MULTIPROCESS, Metrics
-from .preprocess import Decoded, configure_pillow, keep_ratio_inputs, prepare, stack
+from .preprocess import Decoded, HostPath, configure_pillow, keep_ratio_inputs, prepare, stack
 from .settings import Settings
 from .uploads import Upload
 
@@ -50,6 +51,14 @@ def keep_aten_serial() -> None:
     restore.join()
 
 
+def host_path(settings: Settings) -> HostPath:
+    """The CPU decoder and resize the settings ask for (auto: simplejpeg where installed)."""
+    decoder = settings.jpeg_decoder
+    if decoder == "auto":
+        decoder = "simplejpeg" if jpeg.available() else "pillow"
+    return HostPath(decoder, settings.cpu_resize, settings.jpeg_draft)
+
+
 class ModelRuntime:
     """One model: its backend, owned by the batcher's worker thread. ``role`` is the slot it
     fills: the classifier (CLASSIFICATION) or the detector (DETECTION: any task that finds
@@ -60,7 +69,8 @@ class ModelRuntime:
         self.settings = settings
         self.role = role
         self.metrics = metrics
-        self.preprocess_device: torch.device | None = None  # None: Pillow on the CPU
+        self.preprocess_device: torch.device | None = None  # None: on the CPU, as host_path says
+        self.host_path = host_path(settings)
         self.jpeg_decoder: GpuJpegDecoder | None = None  # --gpu-decode
         self.batcher = Batcher(
             backend.run,
@@ -190,6 +200,11 @@ class ModelRuntime:
             "num_labels": len(meta.labels) if meta else None,
             "preprocessing": meta.preprocessing.to_dict() if meta else None,
             "preprocessing_device": str(self.preprocess_device or "cpu"),
+            "host_path": {
+                "jpeg_decoder": self.host_path.jpeg_decoder,
+                "resize": self.host_path.resize,
+                "jpeg_draft": self.host_path.jpeg_draft,
+            },
             "gpu_decode": None
             if self.jpeg_decoder is None
             else {
@@ -420,6 +435,7 @@ class ServiceState:
             runtime.meta.preprocessing,
             self.settings.max_image_pixels,
             runtime.preprocess_device,
+            runtime.host_path,
         )
 
     async def _prepare_on_gpu(self, runtime: ModelRuntime, decoder: GpuJpegDecoder, data: bytes) -> Decoded:

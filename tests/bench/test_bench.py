@@ -355,9 +355,9 @@ def test_the_ceiling_preprocesses_a_full_batch_beside_the_raw_backend_each_round
 
     prepared = []
 
-    def counting_prepare(data, preprocessing, max_pixels):
+    def counting_prepare(data, preprocessing, max_pixels, **options):
         prepared.append(threading.current_thread().name)
-        return real_prepare(data, preprocessing, max_pixels)
+        return real_prepare(data, preprocessing, max_pixels, **options)
 
     real_prepare = ceiling.prepare
     monkeypatch.setattr(ceiling, "prepare", counting_prepare)

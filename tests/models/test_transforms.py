@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+
 import numpy as np
 import pytest
 import torch
@@ -25,6 +27,21 @@ def test_pipeline_is_square_bicubic_resize_centre_crop_and_imagenet_normalisatio
     want = ((resized / 255.0 - mean) / std).transpose(2, 0, 1)
     assert got.shape == (3, 224, 224) and got.dtype == torch.float32
     np.testing.assert_allclose(got.numpy(), want, atol=1e-5)
+
+
+@pytest.mark.parametrize("input_size", [224, 384, 32])
+@pytest.mark.parametrize("interpolation", ["bicubic", "bilinear"])
+def test_resizing_into_the_crop_gives_resize_then_crop_bit_for_bit(input_size, interpolation):
+    """Only the kept pixels are computed; the values are those of the full resize and crop,
+    across shapes on both sides of Pillow 13's pass-order rule (w=300: heights 344-376)."""
+    p = Preprocessing(input_size, interpolation=interpolation)
+    size, top = p.resize_size, int(round((p.resize_size - input_size) / 2.0))
+    rng = np.random.default_rng(input_size)
+    for width, height in [(500, 375), (375, 500), (300, 345), (300, 360), (300, 377), (257, 900), (90, 60)]:
+        image = Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8))
+        full = image.resize((size, size), getattr(Image.Resampling, interpolation.upper()))
+        want = np.asarray(full.crop((top, top, top + input_size, top + input_size)))
+        assert np.array_equal(np.asarray(p.resize_and_crop(image)), want), (width, height)
 
 
 @pytest.mark.parametrize(
@@ -70,6 +87,54 @@ def test_tensor_transform_matches_pillow_to_one_level(size, interpolation):
     assert (got - want).abs().max() <= one_level
     # all but a few values in a thousand are Pillow's exactly (bicubic, the default: in 10^4)
     assert differs.float().mean() < (1e-3 if interpolation == "bicubic" else 1e-2)
+
+
+@pytest.mark.parametrize("interpolation", ["bicubic", "bilinear"])
+@pytest.mark.parametrize(
+    "size", [(500, 375), (375, 500), (200, 150), (256, 256), (256, 300), (300, 900), (1000, 1500)]
+)
+def test_uint8_transform_matches_pillow_to_two_levels_on_hard_edges(size, interpolation):
+    """Blocks of random colours, the worst case: torch's 16-bit weights round a bicubic lobe
+    differently from Pillow's 22-bit ones by up to 2 levels, on a few values in 10^3."""
+    p = Preprocessing(224, interpolation=interpolation)
+    image = _photo_like(*size, seed=size[0] + size[1])
+    want = p(image)
+    got = p.from_uint8(np.asarray(image))  # read-only, as Pillow hands it out
+    assert got.shape == want.shape and got.dtype == torch.float32
+    levels = ((got - want).abs() * torch.tensor(p.std).view(3, 1, 1) * 255).round()
+    assert levels.max() <= (2 if interpolation == "bicubic" else 1)
+    assert (levels > 0).float().mean() < 5e-3
+
+
+@pytest.mark.parametrize("turn", [None, Image.Transpose.ROTATE_90])
+def test_uint8_transform_of_a_photo_is_within_one_level_of_pillow(turn):
+    """A photo-like JPEG, upright and on its side (Pillow 13 then runs its vertical pass first)."""
+    from bench.server_cli import sample_jpeg
+
+    p = Preprocessing(224)
+    photo = Image.open(io.BytesIO(sample_jpeg())).convert("RGB")
+    photo = photo if turn is None else photo.transpose(turn)
+    levels = (
+        (p.from_uint8(np.asarray(photo)) - p(photo)).abs() * torch.tensor(p.std).view(3, 1, 1) * 255
+    ).round()
+    assert levels.max() <= 1 and (levels > 0).float().mean() < 5e-3
+
+
+@pytest.mark.parametrize("size", [(375, 500), (300, 900)])
+def test_tensor_transform_follows_pillows_pass_order_on_tall_images(size):
+    p = Preprocessing(224)
+    image = _photo_like(*size, seed=1)
+    got = p.from_pixels(torch.from_numpy(np.array(image)))
+    assert (got - p(image)).abs().max() <= 1 / 255 / min(p.std) + 1e-6
+
+
+def test_uint8_transform_refuses_what_it_cannot_match():
+    with pytest.raises(ValueError, match="nearest"):
+        Preprocessing(32, interpolation="nearest").from_uint8(np.zeros((40, 40, 3), np.uint8))
+    with pytest.raises(ValueError, match="uint8"):
+        Preprocessing(32).from_uint8(np.zeros((40, 40, 3), np.float32))
+    with pytest.raises(ValueError, match="uint8"):
+        Preprocessing(32).from_uint8(np.zeros((40, 40), np.uint8))
 
 
 def test_tensor_transform_of_a_batch_is_that_of_each_image():
