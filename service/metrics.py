@@ -160,6 +160,14 @@ class Metrics:
             multiprocess_mode="livemin",
             registry=r,
         )
+        self.simulated_ips = Gauge(
+            "dat_simulated_backend_images_per_second",
+            "present only with --backend simulated: the speed the simulated "
+            "accelerator pretends to; no model runs and every output is zeros",
+            ["task"],
+            multiprocess_mode="max",
+            registry=r,
+        )
         self.throughput = _Throughput()
         self.images_per_second = Gauge(
             "dat_images_per_second",

@@ -90,6 +90,9 @@ class ModelRuntime:
         started = time.monotonic()
         meta = self.backend.load()
         self._check_role(meta)
+        simulated = getattr(self.backend, "images_per_second", None)  # --backend simulated
+        if simulated is not None:  # named as a simulation in /metrics, as in /models
+            self.metrics.simulated_ips.labels(self.role.name).set(simulated)
         self.preprocess_device = self._preprocess_device(meta)
         if self.settings.gpu_decode and meta.task is CLASSIFICATION:
             self.jpeg_decoder = self._start_jpeg_decoder(meta)

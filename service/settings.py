@@ -14,7 +14,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from typing_extensions import TypeAliasType
 
-Backend = Literal["auto", "torch", "onnxruntime", "tensorrt"]
+Backend = Literal["auto", "torch", "onnxruntime", "tensorrt", "simulated"]
 Precision = Literal["auto", "fp32", "fp16", "bf16"]
 
 
@@ -63,7 +63,15 @@ class Settings(BaseSettings):
         "auto",
         description="auto: with --artifacts tensorrt (GPU + engine) "
         "or onnxruntime; else torch, except on CPU for the default model, "
-        "measured fastest under onnxruntime (exported once into --export-cache)",
+        "measured fastest under onnxruntime (exported once into --export-cache). "
+        "simulated: no model runs, a batch sleeps batch / --simulated-ips and "
+        "answers zeros (the detector's too): what the host can feed a GPU",
+    )
+    simulated_ips: float = Field(
+        5000.0,
+        gt=0,
+        description="--backend simulated: the images per second the simulated "
+        "accelerator computes (a batch of n takes n / this, without using the CPU)",
     )
     detector: str = Field(
         "dat_digits_detector",

@@ -111,6 +111,12 @@ def create_backend(settings: Settings) -> Backend:
             threads=settings.cpu_threads,
             precision=settings.precision,
         )
+    if choice == "simulated":
+        from .simulated import SimulatedBackend
+
+        return SimulatedBackend(
+            settings.model, images_per_second=settings.simulated_ips, labels=settings.labels
+        )
     if choice == "tensorrt":
         from .tensorrt import TensorRTBackend
 
@@ -122,6 +128,10 @@ def create_detector_backend(settings: Settings) -> Backend | None:
     """The backend behind /detect, or None when the server runs no detector."""
     if not settings.serves_detector:
         return None
+    if settings.backend == "simulated":
+        from .simulated import SimulatedBackend
+
+        return SimulatedBackend(settings.detector, images_per_second=settings.simulated_ips)
     if settings.detector_artifacts is not None:
         from .tensorrt import tensorrt_available
 

@@ -1,0 +1,69 @@
+"""A simulated accelerator, for capacity work: how many images can this host feed?
+
+``run`` sleeps ``batch / images_per_second`` and returns zeros of the model's output shape. A
+sleep releases the GIL and burns no CPU, as a GPU computing a batch would leave the host free
+(the launches and copies a real backend costs are left out). The model is built once at load,
+only for its name, labels and preprocessing; no weights are kept and nothing is computed.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from models import create_model
+
+from .base import Backend, BackendError, DetectionOutput, ImageOutput, ModelMeta
+
+
+class SimulatedBackend(Backend):
+    name = "simulated"
+
+    def __init__(
+        self, model: str | Path = "dat_digits", *, images_per_second: float, labels: str | Path | None = None
+    ) -> None:
+        super().__init__()
+        if not images_per_second > 0:
+            raise BackendError(f"a simulated backend needs images_per_second > 0, got {images_per_second}")
+        self._source = model
+        self._labels = labels
+        self.images_per_second = float(images_per_second)
+        self.precision = "simulated"
+        self._num_classes = 0
+
+    def load(self) -> ModelMeta:
+        from models.registry import read_labels
+
+        labels = read_labels(self._labels) if self._labels else None
+        model = create_model(self._source, labels=labels, pretrained=False)
+        info = model.info
+        self._num_classes = len(info.labels)
+        self.meta = ModelMeta(
+            info.name,
+            "simulated",
+            tuple(info.labels),
+            info.preprocessing,
+            task=model.task,
+            category_ids=tuple(info.category_ids),
+            max_detections=getattr(model.config, "max_per_img", 0),
+        )
+        return self.meta
+
+    def run(self, images: torch.Tensor, points: bool = False) -> list[ImageOutput] | list[DetectionOutput]:
+        if self.meta is None:
+            raise BackendError("run before load")
+        n = images.shape[0]
+        time.sleep(n / self.images_per_second)
+        if self.meta.task == "detection":
+            none = DetectionOutput(
+                np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64)
+            )
+            return [none] * n
+        return [ImageOutput(np.zeros(self._num_classes, np.float32)) for _ in range(n)]
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "simulated": {"images_per_second": self.images_per_second}}
