@@ -148,16 +148,32 @@ def main(argv: list[str] | None = None) -> int:
 
     decode = sub.add_parser(
         "decode",
-        help="img/s of turning one JPEG into a model input: Pillow "
-        "on one thread, and the service's --gpu-decode (nvJPEG in batches) on "
-        "a GPU, with how far its inputs are from Pillow's",
+        help="turning one JPEG into a model input: the CPU's host paths "
+        "(today's Pillow path against simplejpeg, Pillow into the crop, torch's "
+        "uint8 resize, JPEG drafts) in interleaved rounds, with their distance "
+        "from the official inputs and its effect on logits; and the service's "
+        "--gpu-decode (nvJPEG in batches) on a GPU",
     )
     decode.add_argument("--image", help="JPEG file (default: a generated 500x375 JPEG)")
+    decode.add_argument(
+        "--large",
+        action="store_true",
+        help="without --image: a generated 2000x1500 JPEG, which also measures "
+        "--jpeg-draft and Pillow's reducing_gap",
+    )
     decode.add_argument("--input-size", type=int, default=224, help="the model's input size")
+    decode.add_argument("--rounds", type=int, default=15, help="interleaved rounds of the host paths")
+    decode.add_argument("--per-round", type=int, default=20, help="images per path in a round")
+    decode.add_argument(
+        "--models",
+        type=_words,
+        default=("dat_tiny", "dat_digits"),
+        help="registered classifiers whose logits are compared (default dat_tiny,dat_digits)",
+    )
     decode.add_argument("--device", default="cpu", help="cuda[:N] measures --gpu-decode too")
     decode.add_argument("--batch", type=int, default=64, help="images submitted at once")
     decode.add_argument("--seconds", type=float, default=3.0, help="timed seconds per path")
-    decode.add_argument("--out", default=None, help="JSON file for the results")
+    decode.add_argument("--out", default=None, help="JSON file for the results (and a .md beside it)")
 
     ceiling = sub.add_parser(
         "ceiling",
@@ -230,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(
                 f"--device {args.device}: no CUDA GPU here (torch {torch.__version__}); pass --device cpu"
             )
-    if args.command in ("server", "ceiling") and args.rounds < 1:
+    if args.command in ("server", "ceiling", "decode") and args.rounds < 1:
         parser.error("--rounds must be at least 1")
     if args.command == "server":
         from . import server_cli
@@ -243,15 +259,24 @@ def main(argv: list[str] | None = None) -> int:
         from models import Preprocessing
 
         from . import decode as bench_decode
-        from .server_cli import image_or_sample
+        from . import host_path
+        from .model import machine_description
+        from .server_cli import image_or_sample, sample_jpeg
 
-        data = image_or_sample(args.image)
-        report = bench_decode.run(
-            data, Preprocessing(input_size=args.input_size), args.device, args.batch, args.seconds
+        data = sample_jpeg(2000, 1500) if args.large and not args.image else image_or_sample(args.image)
+        preprocessing = Preprocessing(input_size=args.input_size)
+        report = bench_decode.run(data, preprocessing, args.device, args.batch, args.seconds)
+        machine = report["machine"] = {**machine_description("cpu"), **host_path.versions()}
+        report["host_paths"] = host_path.run(data, preprocessing, args.rounds, args.per_round, args.models)
+        text = (
+            f"{machine['cpu']}, {machine['cores']} cores, torch {machine['torch']}, Pillow "
+            f"{machine['pillow']}, simplejpeg {machine['simplejpeg']}\n\n"
+            + host_path.markdown(report["host_paths"])
         )
-        print(json.dumps(report, indent=2))
+        print(text)
         if args.out:
             Path(args.out).write_text(json.dumps(report, indent=2))
+            Path(args.out).with_suffix(".md").write_text(text)
     if args.command == "ceiling":
         import json
         from pathlib import Path
