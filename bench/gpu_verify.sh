@@ -6,7 +6,10 @@
 #     per request; SERVER_ALL=1 adds 1 image per request and Pillow's path);
 #   parity: CUDA numerics against CPU fp32;  tests: the gpu-marked tests (not the slow ones);
 #   profile: one batch-64 forward, ours beside the official;
-#   jpeg: one JPEG into a model input, Pillow vs --gpu-decode (speed, and agreement);
+#   jpeg: one JPEG into a model input: the CPU's host paths (today's Pillow path, simplejpeg,
+#     torch's uint8 resize) and --gpu-decode (speed, and agreement);
+#   capacity: what the host feeds a simulated 5,000 img/s accelerator (--backend simulated),
+#     one process and --workers 4, 1 and 8 images per request, today's host path and the default;
 #   compiled: at batch 64, ours fp16 compiled as --torch-compile serves it (graphs whose largest
 #     bucket is compiled), beside eager, graphs and the official;
 #   exported: our fp16 export under ONNX Runtime (CUDA) and TensorRT beside our eager fp16;
@@ -20,7 +23,7 @@
 # PyTorch and torchvision but no FastAPI or uvicorn, and reaches no index). Fill it beforehand:
 #   pip download -d .whl --only-binary=:all: --python-version 3.12 \
 #     --platform manylinux2014_x86_64 fastapi uvicorn httptools python-multipart pydantic-settings \
-#     prometheus-client httpx uvloop
+#     prometheus-client httpx uvloop simplejpeg
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-bench/results/gpu}
@@ -28,7 +31,7 @@ OFFICIAL=${OFFICIAL:-.official/models}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 PY=${PYTHON:-python3}
-STEPS=" ${STEPS:-model server tests jpeg compiled} "  # also: parity profile exported datpp
+STEPS=" ${STEPS:-model server tests jpeg compiled} "  # also: parity profile exported datpp capacity
 want() { [[ "$STEPS" == *" $1 "* ]]; }
 if [ -n "${WHEELS:-}" ]; then
   $PY -m pip install -q --no-index --find-links "$WHEELS" "$WHEELS"/*.whl 2>&1 | grep -v -i warning | tail -2
@@ -118,8 +121,25 @@ fi
 
 if want jpeg; then
 echo "== one 500x375 JPEG into a model input: Pillow on one core vs --gpu-decode (nvJPEG, batches of 64)"
-timeout 45 $PY -m bench decode --device cuda --batch 64 --out "$OUT/decode.json" 2>&1 \
+timeout 45 $PY -m bench decode --device cuda --batch 64 --rounds 9 --models dat_tiny --out "$OUT/decode.json" 2>&1 \
   | grep -v Warning | tee "$OUT/decode.log"
+pack
+fi
+
+if want capacity; then
+echo "== the host feeding a simulated 5,000 img/s accelerator: one process and --workers 4, today's"
+echo "   host path (Pillow) and the default (simplejpeg, Pillow into the crop)"
+for per in 1 8; do
+  for workers in 1 4; do
+    for path in pillow default; do
+      flags=$([ "$path" = pillow ] && echo "--jpeg-decoder pillow" || true)
+      timeout 60 $PY -m bench server --server-args "--backend simulated --simulated-ips 5000 \
+        --model dat_tiny --detector none --workers $workers $flags" --images-per-request "$per" \
+        --concurrency 128 --rates half --duration 10 --processes 4 \
+        --out "$OUT/capacity/w$workers-${per}img-$path" 2>&1 | tail -n 4
+    done
+  done
+done | tee "$OUT/capacity.log"
 pack
 fi
 

@@ -144,6 +144,14 @@ class ModelDescription(BaseModel):
     num_labels: int | None = None
     supports_points: bool
     preprocessing: dict | None = None
+    host_path: dict | None = Field(
+        None, description="how the CPU decodes and resizes: jpeg_decoder, resize, jpeg_draft"
+    )
+    simulated: dict | None = Field(
+        None,
+        description="present only for --backend simulated: no model runs, outputs are zeros; "
+        "images_per_second is the speed it pretends to",
+    )
     batching: Batching
 
 
