@@ -121,7 +121,7 @@ fi
 
 if want jpeg; then
 echo "== one 500x375 JPEG into a model input: Pillow on one core vs --gpu-decode (nvJPEG, batches of 64)"
-timeout 45 $PY -m bench decode --device cuda --batch 64 --rounds 9 --models dat_tiny --out "$OUT/decode.json" 2>&1 \
+timeout 45 $PY -m bench decode --device cuda --batch 64 --rounds 9 --per-round 10 --models dat_tiny --out "$OUT/decode.json" 2>&1 \
   | grep -v Warning | tee "$OUT/decode.log"
 pack
 fi
