@@ -13,11 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from models import create_model
+from models.tasks import MASK_SIZE
 
-from .base import Backend, BackendError, DetectionOutput, ImageOutput, ModelMeta
+from .base import Backend, BackendError, DetectionOutput, ImageBatch, ImageOutput, ModelMeta
 
 
 class SimulatedBackend(Backend):
@@ -36,7 +36,7 @@ class SimulatedBackend(Backend):
         self._num_classes = 0
 
     def load(self) -> ModelMeta:
-        from models.registry import read_labels
+        from models.labels import read_labels
 
         labels = read_labels(self._labels) if self._labels else None
         model = create_model(self._source, labels=labels, pretrained=False)
@@ -50,19 +50,20 @@ class SimulatedBackend(Backend):
             task=model.task,
             category_ids=tuple(info.category_ids),
             max_detections=getattr(model.config, "max_per_img", 0),
+            mask_threshold=getattr(model.config, "mask_threshold", 0.5),
         )
         return self.meta
 
-    def run(self, images: torch.Tensor, points: bool = False) -> list[ImageOutput] | list[DetectionOutput]:
+    def run(self, images: ImageBatch, points: bool = False) -> list[ImageOutput] | list[DetectionOutput]:
         if self.meta is None:
             raise BackendError("run before load")
-        n = images.shape[0]
+        n = len(images)  # a tensor's batch, or a keep-ratio detector's list of inputs
         time.sleep(n / self.images_per_second)
-        if self.meta.task == "detection":
-            none = DetectionOutput(
-                np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64)
-            )
-            return [none] * n
+        task = self.meta.task
+        if task.finds_objects:
+            masks = np.zeros((0, MASK_SIZE, MASK_SIZE), np.float32) if task.has_masks else None
+            found = (np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64), masks)
+            return [DetectionOutput(*found) for _ in range(n)]
         return [ImageOutput(np.zeros(self._num_classes, np.float32)) for _ in range(n)]
 
     def describe(self) -> dict[str, Any]:

@@ -36,8 +36,8 @@ def test_a_batch_sleeps_its_share_of_a_second_without_using_the_cpu():
 def test_a_simulated_detector_finds_nothing():
     backend = SimulatedBackend("dat_digits_detector", images_per_second=1000)
     meta = backend.load()
-    assert meta.task == "detection"
-    (out,) = backend.run(torch.zeros(1, 3, meta.input_size, meta.input_size))
+    assert meta.task.finds_objects
+    (out,) = backend.run(backend.sample_batch(1))
     assert isinstance(out, DetectionOutput) and out.boxes.shape == (0, 4) and out.labels.size == 0
 
 
