@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from .resize_order import pass_sizes, vertical_first
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -78,7 +80,7 @@ class Preprocessing:
         return (
             crop < size
             and size & (size - 1) == 0
-            and _pillow_vertical_first(width, height, size) == _pillow_vertical_first(width, height, crop)
+            and vertical_first(width, height, size) == vertical_first(width, height, crop)
         )
 
     def normalize(self, image: Image.Image) -> np.ndarray:
@@ -103,7 +105,7 @@ class Preprocessing:
         the CPU: uint8 RGB pixels (H, W, 3) -> normalised float32 (3, input_size, input_size);
         images of one size at once: (N, H, W, 3) -> (N, 3, input_size, input_size).
 
-        Pillow resizes in two separable antialiased passes (in the order :func:`_pass_sizes`
+        Pillow resizes in two separable antialiased passes (in the order ``resize_order.pass_sizes``
         gives), rounding to 8 bits after each; doing the same makes torch's antialiased resize
         agree with it on all but a few values in 10^3 (bicubic: 10^4), and those by one level
         (tested)."""
@@ -116,7 +118,7 @@ class Preprocessing:
         one = pixels.dim() == 3
         size = self.resize_size
         x = (pixels[None] if one else pixels).permute(0, 3, 1, 2).float()
-        for target in _pass_sizes(x.shape[3], x.shape[2], size):
+        for target in pass_sizes(x.shape[3], x.shape[2], size):
             if tuple(x.shape[2:]) != target:
                 x = (
                     F.interpolate(
@@ -145,7 +147,7 @@ class Preprocessing:
             pixels = pixels.copy()
         size = self.resize_size
         x = torch.from_numpy(pixels).permute(2, 0, 1)[None]  # channels-last: the kernel's fast layout
-        passes = _pass_sizes(x.shape[3], x.shape[2], size)
+        passes = pass_sizes(x.shape[3], x.shape[2], size)
         if passes[0][0] != x.shape[2]:  # vertical first: two calls (one call runs horizontal first)
             x = F.interpolate(x, size=passes[0], mode=self.interpolation, antialias=True)
         if tuple(x.shape[2:]) != (size, size):
@@ -154,32 +156,6 @@ class Preprocessing:
         crop = x[0, :, top : top + self.input_size, top : top + self.input_size].permute(1, 2, 0)
         out = np.empty((3, self.input_size, self.input_size), np.float32)
         return torch.from_numpy(normalize_into(out, crop.numpy(), self.mean, self.std))
-
-
-def _pass_sizes(width: int, height: int, size: int) -> tuple[tuple[int, int], tuple[int, int]]:
-    """The (height, width) after each of Pillow's two resize passes to (size, size).
-
-    Pillow 13 runs the vertical pass first when the height shrinks by more than twice as many
-    pixels as the width (older versions always run the horizontal pass first); with 8-bit
-    rounding between the passes the order moves values by up to 11 levels on sharp edges."""
-    if _pillow_vertical_first(width, height, size):
-        return (size, width), (size, size)
-    return (height, size), (size, size)
-
-
-def _pillow_vertical_first(width: int, height: int, size: int) -> bool:
-    shrink_height, shrink_width = height - size, width - size
-    return shrink_height > 0 and shrink_height > 2 * shrink_width and _pillow_can_resize_vertically_first()
-
-
-@functools.cache
-def _pillow_can_resize_vertically_first() -> bool:
-    """Whether the installed Pillow orders its passes as :func:`_pass_sizes` says, probed once
-    on a small image whose height shrinks far more than its width."""
-    image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (40, 8, 3), dtype=np.uint8))
-    bicubic = Image.Resampling.BICUBIC
-    vertical_first = image.resize((8, 10), bicubic).resize((4, 10), bicubic)
-    return np.array_equal(np.asarray(image.resize((4, 10), bicubic)), np.asarray(vertical_first))
 
 
 @dataclass(frozen=True)
