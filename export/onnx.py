@@ -22,12 +22,16 @@ import logging
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn as nn
 
 from . import symbolics
 from .manifest import INPUT_NAME, BatchRange
+
+if TYPE_CHECKING:
+    from models import DAT, RetinaNet
 
 BATCH_AXIS = "batch"
 DEFAULT_OPSET = 18
@@ -81,7 +85,7 @@ def _rename_batch_axis(model, symbols: set[str]) -> None:
 
 
 def export_onnx(
-    model: nn.Module,
+    model: DAT | RetinaNet,
     path: str | Path,
     *,
     grid_sample: str = "native",
@@ -133,8 +137,10 @@ def export_onnx(
             verbose=False,
         )
 
+    if onnx_program is None:  # only the legacy exporter (dynamo=False) returns nothing
+        raise RuntimeError("torch.onnx.export returned no ONNX program")
     graph_model = onnx_program.model
-    symbols = {str(d) for d in graph_model.graph.inputs[0].shape if not isinstance(d, int)}
+    symbols = {str(d) for d in graph_model.graph.inputs[0].shape or () if not isinstance(d, int)}
     _rename_batch_axis(graph_model, symbols)
     symbolics.name_nodes(graph_model, wrapper="model" if precision == "fp16" else "")
     graph_model.producer_name = "dat-serve export"
@@ -156,6 +162,6 @@ def export_onnx(
         opset=opset,
         batch=batch,
         input_shape=shape_of(graph_model.graph.inputs[0]),
-        output_shapes={v.name: shape_of(v) for v in graph_model.graph.outputs},
+        output_shapes={str(v.name): shape_of(v) for v in graph_model.graph.outputs},
         node_counts=dict(sorted(counts.items())),
     )

@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -28,6 +29,9 @@ from . import onnx as onnx_export
 from . import symbolics, validate
 from . import tensorrt as trt_export
 from .manifest import BatchRange
+
+if TYPE_CHECKING:
+    from models import DAT, RetinaNet
 
 DEFAULT_MODEL = "dat_digits"
 GRID_SAMPLE_CHOICES = ("auto", "native", "decomposed")
@@ -130,7 +134,7 @@ def check_options(options: ExportOptions) -> None:
             raise ExportError(f"{what} file not found: {path}")
 
 
-def load_model(options: ExportOptions) -> torch.nn.Module:
+def load_model(options: ExportOptions) -> DAT | RetinaNet:
     """The model to export, in eval mode, with its weights; raises ExportError."""
     import models
     from models.labels import read_labels
@@ -138,20 +142,23 @@ def load_model(options: ExportOptions) -> torch.nn.Module:
     source = options.config or options.model or DEFAULT_MODEL
     try:
         labels = read_labels(options.labels) if options.labels else None
-        spec = None
-        if options.config is None:
-            spec = models.get_spec(str(source))
-        embedded = spec is not None and spec.weights is not None
+        weights = None if options.config is not None else models.get_spec(str(source)).weights
+        embedded = weights is not None
         if options.checkpoint is None and not embedded and not options.random_weights:
             raise ExportError(
                 f"{source} has no embedded weights: pass --checkpoint FILE "
                 "(or --random-weights for a smoke test)"
             )
         # --random-weights only stands in for weights that are absent, never replaces them.
-        absent = options.random_weights and not (embedded and spec.weights.is_file())
+        absent = options.random_weights and not (weights is not None and weights.is_file())
         model = models.create_model(
             source, labels=labels, pretrained=options.checkpoint is None and not absent
         )
+        if isinstance(model, models.RCNN):
+            raise ExportError(
+                f"{source} is an R-CNN detector, which only the torch backend serves: "
+                "ONNX export takes classifiers and RetinaNet detectors"
+            )
         if options.checkpoint is not None:
             models.load_checkpoint(model, options.checkpoint)
         if options.name:
@@ -172,7 +179,7 @@ def load_model(options: ExportOptions) -> torch.nn.Module:
     return model.eval()
 
 
-def _verification_images(model: torch.nn.Module, paths) -> torch.Tensor | None:
+def _verification_images(model: DAT | RetinaNet, paths) -> torch.Tensor | None:
     """Pictures through the model's own preprocessing (None: seeded random inputs)."""
     if not paths:
         return None
@@ -189,7 +196,7 @@ def _verification_images(model: torch.nn.Module, paths) -> torch.Tensor | None:
 
 
 def _check_detections(
-    model: torch.nn.Module, images: torch.Tensor | None, options: ExportOptions, log: Log
+    model: DAT | RetinaNet, images: torch.Tensor | None, options: ExportOptions, log: Log
 ) -> None:
     """Before the slow part: a detector's verification compares its detections, so PyTorch must
     find some in the inputs (an untrained head finds nothing in random noise); ExportError if not."""
@@ -430,6 +437,7 @@ def run_export(options: ExportOptions, log: Log = print) -> mf.Manifest:
                 error=result.attempts[-1].error,
             )
         else:
+            assert chosen.verification is not None  # chosen: it passed its verification
             verification["tensorrt"] = chosen.verification
             extra = {"tensorrt": trt_export.tensorrt_version() or "", "device": torch.cuda.get_device_name()}
             artifacts["engine"] = mf.Artifact(
@@ -444,7 +452,9 @@ def run_export(options: ExportOptions, log: Log = print) -> mf.Manifest:
                 )
 
     status = "ok" if passed else "failed"
-    report = {runtime: {**v.to_dict(), "summary": v.summary()} for runtime, v in verification.items()}
+    report: dict[str, Any] = {
+        runtime: {**v.to_dict(), "summary": v.summary()} for runtime, v in verification.items()
+    }
     if engine_attempts:
         report["tensorrt_attempts"] = engine_attempts
     with progress.step("manifest", f"Writing {out / mf.MANIFEST_NAME} (status {status})"):

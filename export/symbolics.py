@@ -199,6 +199,11 @@ def grid_sample_decomposed(source, grid):
     return _restore_dtype(op.Transpose(total, perm=[0, 3, 1, 2]), source)  # (N, C, Ho, Wo)
 
 
+def _constant(value, dtype):
+    """A Constant node (an onnx_ir tensor, which onnxscript's opset signatures do not name)."""
+    return op.Constant(value=ir.tensor(value, dtype=dtype))
+
+
 def nms_keep_onnx(boxes, scores, max_per_class: int, iou_threshold: float, score_threshold: float):
     """ONNX ``NonMaxSuppression`` (corner boxes), its selected (batch, class, box) triples
     scattered as ones into a zero mask shaped like ``scores``."""
@@ -206,14 +211,15 @@ def nms_keep_onnx(boxes, scores, max_per_class: int, iou_threshold: float, score
     selected = op.NonMaxSuppression(
         _to_float(boxes),
         _to_float(scores),
-        op.Constant(value=ir.tensor([max_per_class], dtype=i64)),
-        op.Constant(value=ir.tensor([iou_threshold], dtype=f32)),
-        op.Constant(value=ir.tensor([score_threshold], dtype=f32)),
+        _constant([max_per_class], i64),
+        _constant([iou_threshold], f32),
+        _constant([score_threshold], f32),
         center_point_box=0,
     )
     count = op.Shape(selected, start=0, end=1)
-    ones = op.Expand(op.Constant(value=ir.tensor(1.0, dtype=f32)), count)
-    zeros = op.ConstantOfShape(op.Shape(scores), value=ir.tensor([0.0], dtype=f32))
+    ones = op.Expand(_constant(1.0, f32), count)
+    # onnxscript's opset signatures name onnx.TensorProto; it takes onnx_ir's tensors as well
+    zeros = op.ConstantOfShape(op.Shape(scores), value=ir.tensor([0.0], dtype=f32))  # type: ignore[arg-type]
     return _restore_dtype(op.ScatterND(zeros, selected, ones), scores)
 
 

@@ -144,6 +144,7 @@ def write_repository(
     platform = _platform(manifest, options.platform)
     config = model_config(manifest, options)
     artifact = manifest.engine_path if platform == "tensorrt" else manifest.onnx_path
+    assert artifact is not None  # _platform picks tensorrt only with an engine
     repository = Path(repository)
     repository.mkdir(parents=True, exist_ok=True)
     # Built beside the target, then swapped in: Triton never sees a half-written model.

@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from models import CLASSIFICATION, Task
+from models import CLASSIFICATION, DAT, RetinaNet, Task
 from models.boxes import box_iou
 
 from .manifest import BatchRange
@@ -157,7 +157,7 @@ def compare(reference: np.ndarray, candidate: np.ndarray, precision: str) -> Bat
     if not np.isfinite(candidate).all():
         error = float("inf")
     agree = reference.argmax(1) == candidate.argmax(1)
-    excused = all(_near_tie(reference, i, tolerance) for i in np.flatnonzero(~agree))
+    excused = all(_near_tie(reference, int(i), tolerance) for i in np.flatnonzero(~agree))
     return BatchResult(
         batch=int(reference.shape[0]),
         max_abs_error=error,
@@ -226,9 +226,9 @@ def compare_detections(
     ``candidates``: PyTorch's pre-NMS boxes and scores; without them no NMS tie is excused."""
     score_tol = tolerance_for(precision, np.ones(1))
     box_rtol = BOX_RELATIVE_TOLERANCE[precision]
-    for ref, cand in zip(reference, candidate):
-        if np.shape(ref) != np.shape(cand):
-            raise ValueError(f"output shape {np.shape(cand)} != reference {np.shape(ref)}")
+    for expected, actual in zip(reference, candidate):
+        if np.shape(expected) != np.shape(actual):
+            raise ValueError(f"output shape {np.shape(actual)} != reference {np.shape(expected)}")
     worst, matched, total, excused_all = 0.0, 0, 0, True
     for b in range(reference[0].shape[0]):
         ref = _image_detections(*(np.asarray(r[b], np.float64) for r in reference))
@@ -278,7 +278,7 @@ def sample_inputs(image_size: int, count: int, seed: int = SEED) -> torch.Tensor
 
 @torch.no_grad()
 def reference_outputs(
-    model: torch.nn.Module, images: torch.Tensor, device: str | torch.device = "cpu"
+    model: DAT | RetinaNet, images: torch.Tensor, device: str | torch.device = "cpu"
 ) -> list[np.ndarray]:
     """Float32 eager outputs, the yardstick for every runtime: [logits] for a classifier,
     [boxes, scores, labels] for a detector."""
@@ -290,7 +290,7 @@ def reference_outputs(
 
 @torch.no_grad()
 def reference_candidates(
-    model: torch.nn.Module, images: torch.Tensor, device: str | torch.device = "cpu"
+    model: RetinaNet, images: torch.Tensor, device: str | torch.device = "cpu"
 ) -> Candidates:
     """A detector's pre-NMS boxes and class scores (float32 eager)."""
     model = model.to(device).float().eval()
@@ -307,7 +307,7 @@ def detection_tolerance_rule(precision: str) -> str:
 
 def verify_runner(
     run: Runner,
-    model: torch.nn.Module,
+    model: DAT | RetinaNet,
     *,
     runtime: str,
     artifact: str | Path,
@@ -340,7 +340,7 @@ def verify_runner(
         expected = reference_outputs(model, x, device)
         try:
             actual = [np.asarray(a) for a in run(x.numpy())]
-            if detection:
+            if isinstance(model, RetinaNet):
                 result = compare_detections(
                     expected,
                     actual,
@@ -392,7 +392,7 @@ def onnxruntime_runner(path: str | Path, input_name: str) -> Runner:
 
 def verify_onnx(
     path: str | Path,
-    model: torch.nn.Module,
+    model: DAT | RetinaNet,
     *,
     precision: str,
     batch_sizes: Sequence[int],

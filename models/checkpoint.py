@@ -32,6 +32,7 @@ class CheckpointError(ValueError):
 
 def read_state_dict(source: str | Path | Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Reads a checkpoint file (or takes a mapping) and unwraps it to a flat state dict."""
+    data: object  # checked below: a file may hold anything
     if isinstance(source, Mapping):
         data = source
     else:
@@ -87,15 +88,17 @@ def adapt_state_dict(model: nn.Module, state_dict: Mapping[str, torch.Tensor]) -
     derived = {k for k in own if k.rsplit(".", 1)[-1] in DERIVED_BUFFERS}
     missing = sorted(set(own) - set(state_dict) - derived)
     unexpected = sorted(set(state_dict) - set(own))
-    misshaped, adapted = [], {}
+    misshaped: list[str] = []
+    adapted: dict[str, torch.Tensor] = {}
     for key, value in state_dict.items():
         if key not in own or key in derived:
             continue
         if value.shape != own[key].shape:
-            value = _resample_table(key, value, own[key])
-            if value is None:
+            resampled = _resample_table(key, value, own[key])
+            if resampled is None:
                 misshaped.append(f"{key} {tuple(state_dict[key].shape)} vs model {tuple(own[key].shape)}")
                 continue
+            value = resampled
         adapted[key] = value
     if missing or unexpected or misshaped:
         parts = []

@@ -8,6 +8,7 @@ checkpoints load strictly.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import cast
 
 import torch
 import torch.nn as nn
@@ -63,6 +64,7 @@ class TransformerStage(nn.Module):
         self.attns = nn.ModuleList()
         for kind in cfg.stage_spec[stage]:
             heads, window = cfg.heads[stage], cfg.window_sizes[stage]
+            attn: nn.Module
             if kind == "L":
                 attn = LocalAttention(dim, heads, window, cfg.attn_drop_rate, cfg.drop_rate)
             elif kind == "S":
@@ -115,8 +117,8 @@ class TransformerStage(nn.Module):
             x = linear(x, self.proj.weight.flatten(1), self.proj.bias)
         positions, references = [], []
         for d, (attn, mlp) in enumerate(zip(self.attns, self.mlps)):
-            if self.use_lpu:
-                x = plus_conv(self.local_perception_units[d], x)
+            if self.use_lpu and self.local_perception_units is not None:
+                x = plus_conv(cast(nn.Conv2d, self.local_perception_units[d]), x)
             out, pos, ref = attn(self.layer_norms[2 * d](x))
             if self.layer_scales is not None:
                 out = self.layer_scales[2 * d](out)
@@ -234,8 +236,8 @@ class DAT(nn.Module):
             positions.append(pos)
             references.append(ref)
             if i < 3:
-                conv, norm = self.down_projs[i]
-                x = norm(_conv_channels_last(conv, x))
+                conv, norm = cast(nn.Sequential, self.down_projs[i])
+                x = norm(_conv_channels_last(cast(nn.Conv2d, conv), x))
         return features, positions, references
 
     def forward_head(self, last: torch.Tensor) -> torch.Tensor:

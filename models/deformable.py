@@ -26,6 +26,7 @@ trained with; grids for a size other than the configured one are computed on fir
 from __future__ import annotations
 
 import math
+from typing import cast
 
 import torch
 import torch.nn as nn
@@ -202,7 +203,7 @@ class DeformableAttention(nn.Module):
         q_groups = q_groups.reshape(B * self.groups, H, W, self.group_channels).permute(0, 3, 1, 2)
         dwconv, norm, act, to_offset = self.conv_offset
         hidden = act(norm(dwconv(q_groups).permute(0, 2, 3, 1)))
-        offset = linear(hidden, to_offset.weight.flatten(1)).float()  # (B*g, Hk, Wk, 2)
+        offset = linear(hidden, cast(nn.Conv2d, to_offset).weight.flatten(1)).float()  # (B*g, Hk, Wk, 2)
         reference, query_grid, offset_range = self._grids(H, W, offset.shape[1], offset.shape[2], q.device)
         scaled = self.offset_range_factor >= 0 if self.plus_plus else self.offset_range_factor > 0
         if scaled:

@@ -25,7 +25,7 @@ import math
 import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
-from typing import Any, NamedTuple, Self
+from typing import Any, NamedTuple, Self, cast
 
 import torch
 import torch.nn as nn
@@ -245,8 +245,9 @@ class RetinaHead(nn.Module):
         for module in self.modules():
             if isinstance(module, nn.Conv2d):
                 nn.init.normal_(module.weight, std=0.01)
-                nn.init.zeros_(module.bias)
-        nn.init.constant_(self.retina_cls.bias, -math.log((1 - PRIOR_PROBABILITY) / PRIOR_PROBABILITY))
+                nn.init.zeros_(cast(torch.Tensor, module.bias))  # every conv here has one
+        prior = -math.log((1 - PRIOR_PROBABILITY) / PRIOR_PROBABILITY)
+        nn.init.constant_(cast(torch.Tensor, self.retina_cls.bias), prior)
 
     def forward(self, features: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """Levels -> class logits (B, N, C) and deltas (B, N, 4), N = all anchors, level-major."""

@@ -8,6 +8,7 @@ checkpoints load strictly.
 from __future__ import annotations
 
 import math
+from typing import cast
 
 import torch
 import torch.nn as nn
@@ -59,7 +60,8 @@ class TransformerMLP(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.training:
             return self.chunk(x)
-        first, second = self.chunk.linear1, self.chunk.linear2  # the dropouts are identities
+        # the dropouts are identities
+        first, second = cast(nn.Linear, self.chunk.linear1), cast(nn.Linear, self.chunk.linear2)
         return linear(linear(x, first.weight, first.bias, gelu=True), second.weight, second.bias)
 
 
@@ -188,11 +190,11 @@ class TransformerMLPWithConv(nn.Module):
 
     @property
     def _first(self) -> nn.Conv2d:
-        return self.linear1[0] if self.residual else self.linear1
+        return cast(nn.Conv2d, self.linear1[0] if isinstance(self.linear1, nn.Sequential) else self.linear1)
 
     @property
     def _second(self) -> nn.Conv2d:
-        return self.linear2[0] if self.residual else self.linear2
+        return cast(nn.Conv2d, self.linear2[0] if isinstance(self.linear2, nn.Sequential) else self.linear2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, H, W, C) -> (B, H, W, C)."""
@@ -263,6 +265,8 @@ def _crop(x: torch.Tensor, height: int, width: int) -> torch.Tensor:
 class LocalAttention(nn.Module):
     """``L`` block: multi-head self-attention inside non-overlapping windows."""
 
+    relative_position_index: torch.Tensor  # a buffer
+
     def __init__(self, dim: int, heads: int, window: int, attn_drop: float, proj_drop: float):
         super().__init__()
         self.heads = heads
@@ -316,6 +320,8 @@ class LocalAttention(nn.Module):
 
 class ShiftWindowAttention(LocalAttention):
     """``S`` block: window attention on a feature map rolled by ceil(w / 2)."""
+
+    attn_mask: torch.Tensor  # a buffer
 
     def __init__(self, dim: int, heads: int, window: int, attn_drop: float, proj_drop: float, fmap: int):
         super().__init__(dim, heads, window, attn_drop, proj_drop)

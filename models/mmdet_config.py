@@ -16,14 +16,14 @@ from __future__ import annotations
 
 import ast
 import operator
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 BASE_KEY = "_base_"
 DELETE_KEY = "_delete_"
 
-_BINARY = {
+_BINARY: dict[type[ast.operator], Callable[[Any, Any], Any]] = {
     ast.Add: operator.add,
     ast.Sub: operator.sub,
     ast.Mult: operator.mul,
@@ -32,7 +32,11 @@ _BINARY = {
     ast.Mod: operator.mod,
     ast.Pow: operator.pow,
 }
-_UNARY = {ast.USub: operator.neg, ast.UAdd: operator.pos, ast.Not: operator.not_}
+_UNARY: dict[type[ast.unaryop], Callable[[Any], Any]] = {
+    ast.USub: operator.neg,
+    ast.UAdd: operator.pos,
+    ast.Not: operator.not_,
+}
 
 
 class ConfigError(ValueError):
@@ -104,10 +108,13 @@ def _evaluate_file(path: Path) -> dict[str, Any]:
     for stmt in tree.body:
         if isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Constant):
             continue  # a docstring
-        if isinstance(stmt, ast.Assign) and all(isinstance(t, ast.Name) for t in stmt.targets):
+        targets = (
+            [t.id for t in stmt.targets if isinstance(t, ast.Name)] if isinstance(stmt, ast.Assign) else []
+        )
+        if isinstance(stmt, ast.Assign) and len(targets) == len(stmt.targets):
             value = _Evaluator(path, names).value(stmt.value)
-            for target in stmt.targets:
-                names[target.id] = value
+            for target in targets:
+                names[target] = value
             continue
         raise ConfigError(
             f"{path}, line {stmt.lineno}: only assignments of literal values are read "

@@ -29,6 +29,8 @@ from .mmdet_config import ConfigError, pipeline_settings, read_mmdet_config
 from .rcnn import RCNN, BBoxHeadConfig, MaskHeadConfig, RCNNConfig
 from .transforms import KeepRatioResize
 
+Deltas = tuple[float, float, float, float]  # a box coder's (x, y, w, h) means or stds
+
 SUPPORTED_TYPES = ("MaskRCNN", "FasterRCNN", "CascadeRCNN", "RetinaNet")
 _BBOX_HEADS = {  # mmdet's ConvFCBBoxHead subclasses: (shared convs, shared fcs)
     "Shared2FCBBoxHead": (0, 2),
@@ -305,16 +307,21 @@ def _mask_head(head: Mapping[str, Any]) -> MaskHeadConfig:
     )
 
 
-def _delta_coder(
-    head: Mapping[str, Any], where: str, means, stds
-) -> tuple[tuple[float, ...], tuple[float, ...]]:
+def _delta_coder(head: Mapping[str, Any], where: str, means: Deltas, stds: Deltas) -> tuple[Deltas, Deltas]:
     coder = head.get("bbox_coder", {"type": "DeltaXYWHBBoxCoder"})
     _expect(coder, "DeltaXYWHBBoxCoder", f"{where}.bbox_coder")
     _unsupported(coder, f"{where}.bbox_coder", clip_border=True, add_ctr_clamp=False)
     return (
-        tuple(float(v) for v in coder.get("target_means", means)),
-        tuple(float(v) for v in coder.get("target_stds", stds)),
+        _deltas(coder.get("target_means", means), f"{where}.bbox_coder.target_means"),
+        _deltas(coder.get("target_stds", stds), f"{where}.bbox_coder.target_stds"),
     )
+
+
+def _deltas(values: Any, where: str) -> Deltas:
+    floats = [float(v) for v in values]
+    if len(floats) != 4:
+        raise ConfigError(f"{where}: 4 values (x, y, w, h) expected, got {len(floats)}")
+    return floats[0], floats[1], floats[2], floats[3]
 
 
 def _nms_iou(test_cfg: Mapping[str, Any], where: str) -> float:

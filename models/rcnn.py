@@ -35,7 +35,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import torch
 import torch.nn as nn
@@ -179,7 +179,7 @@ class RPNHead(nn.Module):
         self.rpn_reg = nn.Conv2d(feat_channels, num_anchors * 4, 1)
         for conv in (self.rpn_conv, self.rpn_cls, self.rpn_reg):
             nn.init.normal_(conv.weight, std=0.01)
-            nn.init.zeros_(conv.bias)
+            nn.init.zeros_(cast(torch.Tensor, conv.bias))  # made with one above
 
     def forward(self, features: Sequence[torch.Tensor]) -> list[tuple[torch.Tensor, torch.Tensor]]:
         out = []
@@ -281,13 +281,14 @@ class RoIHead(nn.Module):
             self.mask_head = nn.ModuleList(masks) if cfg.cascade else masks[0]
 
     def box_heads(self) -> list[BBoxHead]:
-        return list(self.bbox_head) if isinstance(self.bbox_head, nn.ModuleList) else [self.bbox_head]
+        heads = self.bbox_head
+        return [cast(BBoxHead, h) for h in heads] if isinstance(heads, nn.ModuleList) else [heads]
 
     def mask_heads(self) -> list[MaskHead]:
         heads = getattr(self, "mask_head", None)
         if heads is None:
             return []
-        return list(heads) if isinstance(heads, nn.ModuleList) else [heads]
+        return [cast(MaskHead, h) for h in heads] if isinstance(heads, nn.ModuleList) else [heads]
 
 
 # --------------------------------------------------------------------------- detector

@@ -63,6 +63,16 @@ _REGISTRY: dict[str, ModelSpec] = {
         description="DAT-B, ImageNet-1k, 224 (official dat_base.yaml)",
     ),
 }
+
+
+def _backbone_config(name: str) -> DATConfig:
+    """The config of a registered classifier, which a detector here is built on."""
+    config = _REGISTRY[name].config
+    if not isinstance(config, DATConfig):
+        raise TypeError(f"{name} is a detector, not a backbone")
+    return config
+
+
 _REGISTRY["dat_base_384"] = ModelSpec(
     _REGISTRY["dat_base"].config.replace(img_size=384, window_sizes=(12, 12, 12, 12)),
     Preprocessing(384),
@@ -159,7 +169,7 @@ _REGISTRY["dat_digits"] = ModelSpec(
 COCO_CANVAS = 1120
 for _backbone, _title in (("dat_tiny", "DAT-T"), ("dat_small", "DAT-S")):
     _REGISTRY[f"{_backbone}_retinanet"] = ModelSpec(
-        RetinaNetConfig(_REGISTRY[_backbone].config.replace(img_size=COCO_CANVAS, drop_path_rate=0.0)),
+        RetinaNetConfig(_backbone_config(_backbone).replace(img_size=COCO_CANVAS, drop_path_rate=0.0)),
         Letterbox(COCO_CANVAS),
         labels=lambda: coco_categories()[0],
         category_ids=lambda: coco_categories()[1],
@@ -232,7 +242,7 @@ def _released_detector(
     backbone: str, architecture: str, drop_path_rate: float
 ) -> RCNNConfig | MMDetRetinaNetConfig:
     # the release's constructor builds every stage's sr_ratios (unused by N and D blocks)
-    dat = _REGISTRY[backbone].config.replace(sr_ratios=(8, 4, 2, 1), drop_path_rate=drop_path_rate)
+    dat = _backbone_config(backbone).replace(sr_ratios=(8, 4, 2, 1), drop_path_rate=drop_path_rate)
     if architecture == "retinanet":
         return MMDetRetinaNetConfig(dat)  # out_indices 1-3, P3-P7 from C5: the defaults
     if architecture == "mask_rcnn":

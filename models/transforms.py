@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -56,7 +56,10 @@ class Preprocessing:
     @classmethod
     def from_dict(cls, data: dict) -> Preprocessing:
         keys = {"input_size", "crop_pct", "interpolation", "mean", "std"}
-        return cls(**{k: tuple(v) if k in ("mean", "std") else v for k, v in data.items() if k in keys})
+        kwargs: dict[str, Any] = {
+            k: tuple(v) if k in ("mean", "std") else v for k, v in data.items() if k in keys
+        }
+        return cls(**kwargs)
 
     def resize_and_crop(self, image: Image.Image) -> Image.Image:
         """Square resize to ``resize_size`` then centre crop to ``input_size`` (RGB in, RGB out)."""
@@ -196,7 +199,10 @@ class Letterbox:
     @classmethod
     def from_dict(cls, data: dict) -> Letterbox:
         keys = {"input_size", "interpolation", "mean", "std"}
-        return cls(**{k: tuple(v) if k in ("mean", "std") else v for k, v in data.items() if k in keys})
+        kwargs: dict[str, Any] = {
+            k: tuple(v) if k in ("mean", "std") else v for k, v in data.items() if k in keys
+        }
+        return cls(**kwargs)
 
     def __call__(self, image: Image.Image) -> torch.Tensor:
         """An RGB PIL image -> normalised float32 tensor (3, input_size, input_size)."""
@@ -269,9 +275,10 @@ class KeepRatioResize:
     @classmethod
     def from_dict(cls, data: dict) -> KeepRatioResize:
         keys = {"img_scale", "mean", "std", "to_rgb", "size_divisor"}
-        return cls(
-            **{k: tuple(v) if k in ("img_scale", "mean", "std") else v for k, v in data.items() if k in keys}
-        )
+        kwargs: dict[str, Any] = {
+            k: tuple(v) if k in ("img_scale", "mean", "std") else v for k, v in data.items() if k in keys
+        }
+        return cls(**kwargs)
 
     def prepare(self, image: Image.Image) -> tuple[torch.Tensor, ImageMeta]:
         """An RGB PIL image -> the normalised, padded float32 (3, H, W) input and its meta."""

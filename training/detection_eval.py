@@ -37,7 +37,7 @@ def iou_matrix(a, b) -> np.ndarray:
     return box_iou(a, b).numpy()
 
 
-def interpolated_ap(true_positive: Sequence[bool], num_ground_truth: int) -> float:
+def interpolated_ap(true_positive: Sequence[bool] | np.ndarray, num_ground_truth: int) -> float:
     """AP of a ranking (best first; True for each true positive) over ``num_ground_truth``
     objects: the 101-point interpolated precision envelope."""
     if num_ground_truth <= 0:
@@ -89,7 +89,9 @@ def _class_ap(preds, truths, label: int, iou_threshold: float) -> float | None:
     num_gt = sum(len(b) for b in gt_boxes)
     if num_gt == 0:
         return None
-    image, score, index = [], [], []
+    image: list[int] = []
+    score: list[float] = []
+    index: list[int] = []
     for i, (_boxes, scores, labels) in enumerate(preds):
         mine = np.flatnonzero(labels == label)
         mine = mine[np.argsort(-scores[mine], kind="stable")]

@@ -163,3 +163,11 @@ def test_without_onnxruntime_the_export_stops_at_once_naming_the_extras(
     assert code == 2 and not (tmp_path / "out").exists()
     err = capsys.readouterr().err
     assert "ONNX Runtime is not installed" in err and "dat-serve[cpu]" in err
+
+
+def test_an_rcnn_detector_is_refused_at_load_naming_what_exports(tmp_path):
+    """Mask / Cascade R-CNN are served by the torch backend only: the export says so at once
+    instead of failing later on an attribute the R-CNN does not have."""
+    options = pipeline.ExportOptions(out=tmp_path, model="dat_pp_tiny_mask_rcnn_3x", random_weights=True)
+    with pytest.raises(pipeline.ExportError, match="R-CNN.*torch backend"):
+        pipeline.load_model(options)
