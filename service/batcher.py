@@ -439,6 +439,8 @@ class Batcher:
 
     def _run_probe(self) -> None:
         """One small batch of zeros while failing and idle; its success ends ``failing``."""
+        if self._probe is None:  # _collect asks for a probe only where there is one
+            return
         self._next_probe = time.monotonic() + self.probe_interval_s
         self._running_since = time.monotonic()
         try:

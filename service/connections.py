@@ -218,13 +218,15 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         any: a real client sends its head at once, so under a flood of stalled heads or idle
         sockets the one evicted is nearly always one of them."""
         waiting = [
-            c
+            (c._idle_since, c)
             for c in self.connections
-            if getattr(c, "_idle_since", None) is not None and not c.transport.is_closing()
+            if isinstance(c, GuardedHttpToolsProtocol)
+            and c._idle_since is not None
+            and not c.transport.is_closing()
         ]
         if not waiting:
             return False
-        oldest = min(waiting, key=lambda c: c._idle_since)
+        _, oldest = min(waiting, key=lambda waited: waited[0])
         oldest._close_waiting(
             "evicted", "the server is at its connection limit and this connection had not sent a request"
         )

@@ -269,7 +269,8 @@ class GpuJpegDecoder:
                         job.future.set_exception(Refused("the decoder stopped"))
                 self._jobs.clear()
                 return None
-            jobs, pixels = [], 0
+            jobs: list[_Job] = []
+            pixels = 0
             while self._jobs and len(jobs) < self.max_batch_images:
                 job = self._jobs[0]
                 if jobs and pixels + job.pixels > self.max_batch_pixels:

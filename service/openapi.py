@@ -37,11 +37,19 @@ def _operations(schema: dict[str, Any]):
                 yield path, item[method]
 
 
-def _parameter(operation: dict[str, Any], name: str) -> dict[str, Any] | None:
+def _find_parameter(operation: dict[str, Any], name: str) -> dict[str, Any] | None:
     for p in operation.get("parameters", []):
         if p["name"] == name:
             return p["schema"]
     return None
+
+
+def _parameter(operation: dict[str, Any], name: str) -> dict[str, Any]:
+    """The schema of a parameter the route declares (a KeyError if the route lost it)."""
+    schema = _find_parameter(operation, name)
+    if schema is None:
+        raise KeyError(f"the operation {operation.get('operationId')} has no parameter {name!r}")
+    return schema
 
 
 def _without_null(schema: dict[str, Any]) -> dict[str, Any]:
@@ -104,7 +112,7 @@ def _bounds(schema: dict[str, Any], settings: Settings, service: ServiceState) -
     for path, operation in _operations(schema):
         if path.startswith(f"{V2_PREFIX}/models/"):
             _parameter(operation, "model_name")["enum"] = names
-            version = _parameter(operation, "model_version")
+            version = _find_parameter(operation, "model_version")
             if version is not None:
                 version["enum"] = [VERSION]
 

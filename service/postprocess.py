@@ -77,7 +77,7 @@ def detect(
         boxes = boxes / np.array([sx, sy, sx, sy])
     unclipped = boxes
     boxes = np.clip(boxes, 0, [width, height, width, height])
-    found = []
+    found: list[Detection] = []
     for k, (box, score, label) in enumerate(zip(boxes, output.scores, output.labels)):
         if len(found) == max_detections or score < score_threshold:
             break  # outputs are best first

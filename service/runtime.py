@@ -10,7 +10,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
@@ -346,8 +346,8 @@ class ServiceState:
             return "loading", "the model is loading and warming up"
         runtimes = self.runtimes if runtime is None else [runtime]
         for status, problems in (
-            ("dead", [p[1] for r in runtimes if (p := r.liveness_problem()) and p[0] == "dead"]),
-            ("failing", [p for r in runtimes if (p := r.readiness_problem())]),
+            ("dead", [live[1] for r in runtimes if (live := r.liveness_problem()) and live[0] == "dead"]),
+            ("failing", [ready for r in runtimes if (ready := r.readiness_problem())]),
         ):
             if problems:
                 return status, "; ".join(problems)
@@ -412,6 +412,7 @@ class ServiceState:
     async def preprocess(self, runtime: ModelRuntime, uploads: Sequence[Upload]) -> list[Decoded]:
         """Decodes the images in parallel on the pool; the first failure names its image."""
         started = time.monotonic()
+        jobs: list[Awaitable[Decoded]]
         if runtime.jpeg_decoder is None:
             jobs = [self._prepare_with_pillow(runtime, u.data) for u in uploads]
         else:

@@ -77,7 +77,8 @@ def serve(
         access_log=False,
         lifespan="on",
         log_level=settings.log_level,
-        timeout_graceful_shutdown=settings.shutdown_timeout_s or None,
+        # uvicorn annotates an int but hands it to asyncio.wait_for, which takes seconds as a float
+        timeout_graceful_shutdown=settings.shutdown_timeout_s or None,  # type: ignore[arg-type]
         http=http_protocol(settings, service.metrics),
     )
     server = DrainingServer(config, service)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -20,8 +20,12 @@ Precision = Literal["auto", "fp32", "fp16", "bf16"]
 
 CPU_CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 DEFAULT_WORKERS = max(1, min(4, CPU_CORES))
-# A secret (shown as '**********' in reprs, dumps and logs); the name is --help's metavar.
-ApiKeys = TypeAliasType("KEY[,KEY...]", SecretStr)
+# A secret (shown as '**********' in reprs, dumps and logs); the name is --help's metavar, which
+# a type checker sees as a misnamed alias: to it, the plain type.
+if TYPE_CHECKING:
+    ApiKeys = SecretStr
+else:
+    ApiKeys = TypeAliasType("KEY[,KEY...]", SecretStr)
 
 
 class Settings(BaseSettings):

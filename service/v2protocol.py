@@ -32,8 +32,8 @@ from .errors import BadRequest
 HEADER_LENGTH = "Inference-Header-Content-Length"
 BINARY_DATA_SIZE = "binary_data_size"
 # Fixed-size datatypes we read: the model takes float32, FP16 is widened on arrival.
-NUMERIC = {"FP32": np.dtype("<f4"), "FP16": np.dtype("<f2")}  # accepted as inputs
-OUTPUT_TYPES = {**NUMERIC, "INT64": np.dtype("<i8")}  # a detector's labels are INT64
+NUMERIC: dict[str, np.dtype] = {"FP32": np.dtype("<f4"), "FP16": np.dtype("<f2")}  # accepted as inputs
+OUTPUT_TYPES: dict[str, np.dtype] = {**NUMERIC, "INT64": np.dtype("<i8")}  # a detector's labels are INT64
 BYTES = "BYTES"
 KNOWN_DATATYPES = (
     "BOOL",
@@ -102,7 +102,7 @@ class ResponseOutput:
     name: str
     datatype: str
     shape: tuple[int, ...]
-    data: np.ndarray | list[bytes]
+    data: np.ndarray | list[bytes]  # a list for BYTES, an array of OUTPUT_TYPES otherwise
     binary: bool
 
 
@@ -357,12 +357,12 @@ def encode_response(
         if out.binary:
             blob = (
                 _serialise_bytes(out.data)
-                if out.datatype == BYTES
+                if isinstance(out.data, list)
                 else np.ascontiguousarray(out.data, OUTPUT_TYPES[out.datatype]).tobytes()
             )
             entry["parameters"] = {BINARY_DATA_SIZE: len(blob)}
             blobs.append(blob)
-        elif out.datatype == BYTES:
+        elif isinstance(out.data, list):
             entry["data"] = [e.decode("utf-8", "replace") for e in out.data]
         else:
             entry["data"] = np.asarray(out.data, OUTPUT_TYPES[out.datatype]).ravel().tolist()

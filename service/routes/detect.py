@@ -3,7 +3,7 @@ segmentation model, masks), batched with other requests."""
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Header, Query, Request, Response
 from pydantic import TypeAdapter
@@ -21,7 +21,7 @@ router = APIRouter(tags=["detection"])
 DEFAULT_SCORE_THRESHOLD = 0.5  # class-aware NMS keeps second readings of an object, scoring lower
 _COCO = TypeAdapter(list[CocoDetection])
 # With --detector none the route answers 404 and leaves the OpenAPI document (service.openapi).
-RESPONSES = {
+RESPONSES: dict[int | str, dict[str, Any]] = {
     **ERRORS,
     200: {
         "model": DetectResponse | list[CocoDetection],

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping
 from typing import Annotated, Any
 
 import numpy as np
@@ -91,12 +91,12 @@ class V2Route(APIRoute):
         return handle
 
 
-def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+def _error(status: int, message: str, headers: Mapping[str, str] | None = None) -> JSONResponse:
     return JSONResponse(v2.error_body(message), status_code=status, headers=headers)
 
 
 router = APIRouter(prefix=PREFIX, tags=["open inference protocol (v2)"], route_class=V2Route)
-ERRORS = {
+ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": V2Error, "description": text}
     for code, text in {
         400: "malformed request: JSON, tensor names, datatypes, shapes, byte counts, images",
@@ -111,11 +111,11 @@ ERRORS = {
 }
 ERRORS[503]["headers"] = RETRY_AFTER
 # what a model's metadata and readiness can answer: no body, no batch
-MODEL_ERRORS = {
+MODEL_ERRORS: dict[int | str, dict[str, Any]] = {
     404: ERRORS[404],
     503: {**ERRORS[503], "description": "the models are still loading (with Retry-After)"},
 }
-READY_ERRORS = {
+READY_ERRORS: dict[int | str, dict[str, Any]] = {
     404: ERRORS[404],
     503: {
         "model": V2ModelReady | V2Error,

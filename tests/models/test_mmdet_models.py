@@ -137,6 +137,16 @@ def test_unsupported_settings_are_named():
             },
             "aligned=False",
         ),
+        (
+            {
+                **base,
+                "rpn_head": {
+                    **base["rpn_head"],
+                    "bbox_coder": {**base["rpn_head"]["bbox_coder"], "target_stds": [1.0, 1.0, 1.0]},
+                },
+            },
+            r"model.rpn_head.bbox_coder.target_stds: 4 values \(x, y, w, h\) expected, got 3",
+        ),
     ]
     for model, message in cases:
         with pytest.raises(ConfigError, match=message):
