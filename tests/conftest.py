@@ -1,4 +1,5 @@
-"""Shared test helpers: the official fixtures beside the repo, and small models."""
+"""Fixtures shared by every test folder: the official references, exports made once, small
+models and the GPU test doubles (their code: tests/helpers)."""
 
 from __future__ import annotations
 
@@ -8,12 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.tiny import TINY_CONFIG
-
-REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared"
-FIXTURES = SHARED / "fixtures"
-MINI = FIXTURES / "dat_v1_mini"
+from tests.helpers.paths import FIXTURES, official_fixture
+from tests.helpers.tiny import TINY_CONFIG
 
 
 def pytest_collection_modifyitems(config, items):
@@ -57,23 +54,6 @@ def _shapes(name: str) -> dict:
     if not path.is_file():
         pytest.skip(f"official fixtures not found at {FIXTURES}")
     return json.loads(path.read_text())
-
-
-def official_fixture(name: str) -> dict:
-    """An official reference folder of ``../shared/fixtures``: its config file (YAML where
-    there is one), checkpoint and expected outputs; skips where the fixtures are absent."""
-    folder = FIXTURES / name
-    if not folder.is_dir():
-        pytest.skip(
-            f"official fixtures not found at {FIXTURES} (they live beside the repo in "
-            "../shared; a plain clone does not have them)"
-        )
-    config = folder / "config.yaml"
-    return {
-        "config": config if config.is_file() else folder / "config.json",
-        "checkpoint": folder / "checkpoint.pth",
-        "expected": torch.load(folder / "expected.pt", weights_only=True),
-    }
 
 
 @pytest.fixture(scope="session")
@@ -123,13 +103,13 @@ def tiny_model():
     return create_model(TINY_CONFIG)
 
 
-# -- GPU code paths on the CPU (tests/fake_gpu.py) -------------------------------------------
+# -- GPU code paths on the CPU (tests/helpers/fake_*.py) -------------------------------------------
 
 
 @pytest.fixture
 def fake_cuda(monkeypatch):
     """One fake GPU: torch.cuda answers as on a GPU host, CUDA tensors live in CPU memory."""
-    from tests.fake_gpu import FakeCuda
+    from tests.helpers.fake_cuda import FakeCuda
 
     return FakeCuda(monkeypatch, count=1)
 
@@ -137,7 +117,7 @@ def fake_cuda(monkeypatch):
 @pytest.fixture
 def fake_tensorrt(monkeypatch, fake_cuda):
     """A TensorRT 10 test double importable as ``tensorrt`` (with a fake GPU: engines need one)."""
-    from tests.fake_gpu import FakeTensorRT
+    from tests.helpers.fake_tensorrt import FakeTensorRT
 
     fake = FakeTensorRT()
     fake.install(monkeypatch)
@@ -147,7 +127,7 @@ def fake_tensorrt(monkeypatch, fake_cuda):
 @pytest.fixture
 def fake_onnxruntime_gpu(monkeypatch, fake_cuda):
     """onnxruntime as onnxruntime-gpu presents it, recording each session's providers."""
-    from tests.fake_gpu import FakeOnnxRuntime
+    from tests.helpers.fake_onnxruntime import FakeOnnxRuntime
 
     fake = FakeOnnxRuntime()
     fake.install(monkeypatch)
@@ -162,7 +142,8 @@ def tiny_engine_export(tmp_path_factory) -> Path:
     from export.manifest import BatchRange
     from export.pipeline import ExportOptions, run_export
     from models import create_model, save_safetensors
-    from tests.fake_gpu import FakeCuda, FakeTensorRT
+    from tests.helpers.fake_cuda import FakeCuda
+    from tests.helpers.fake_tensorrt import FakeTensorRT
 
     root = tmp_path_factory.mktemp("tiny-engine")
     config = root / "tiny.json"

@@ -19,7 +19,7 @@ from bench import server as bench_server
 from bench.plots import medians_by_level
 from bench.server import check_loopback
 from bench.timing import Measurement, measure_interleaved, paired_speedups
-from tests.conftest import REPO
+from tests.helpers.paths import REPO
 
 
 def test_interleaved_variants_take_turns_repeat_by_repeat():
@@ -326,7 +326,7 @@ def test_bench_decode_measures_pillow_and_the_gpu_decoders_inputs(monkeypatch):
     from bench import decode as bench_decode
     from bench.server_cli import sample_jpeg
     from models import Preprocessing
-    from tests.service.test_gpu_decode import pillow_pixels
+    from tests.helpers.images import pillow_pixels
 
     data, preprocessing = sample_jpeg(120, 90), Preprocessing(input_size=32, crop_pct=32 / 36)
     report = bench_decode.run(data, preprocessing, "cpu", batch=4, seconds=0.05)

@@ -8,24 +8,13 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import official_fixture
-from tests.tiny import TINY_CONFIG
-
-REPO = Path(__file__).resolve().parents[2]
-# Batch range of the fixture exports: 1, 2 and 7 must run, 8 keeps verification quick.
-MINI_BATCH = (1, 2, 8)
-
-
-def run_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    """``python -m export ARGS`` from the repository root."""
-    return subprocess.run(
-        [sys.executable, "-m", "export", *args], cwd=REPO, capture_output=True, text=True, timeout=timeout
-    )
+from tests.helpers.export import MINI_BATCH, run_cli
+from tests.helpers.paths import official_fixture
+from tests.helpers.tiny import TINY_CONFIG
 
 
 @pytest.fixture(scope="session")

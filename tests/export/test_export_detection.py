@@ -15,7 +15,8 @@ from export.manifest import BatchRange, Manifest
 from export.onnx import export_onnx
 from export.validate import compare_detections, verify_onnx
 from models import DETECTION, create_model
-from tests.export.conftest import REPO, run_cli
+from tests.helpers.export import run_cli
+from tests.helpers.paths import REPO
 
 pytestmark = pytest.mark.slow
 

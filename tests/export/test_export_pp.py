@@ -14,7 +14,7 @@ import torch
 from export.manifest import BatchRange, Manifest
 from models import Preprocessing
 from models.registry import _REGISTRY, ModelSpec
-from tests.tiny import TINY_PP_CONFIG
+from tests.helpers.tiny import TINY_PP_CONFIG
 
 pytestmark = pytest.mark.slow
 

@@ -6,8 +6,7 @@ import json
 
 from export.manifest import BatchRange
 from export.pipeline import ExportOptions, stale_reason
-
-MINI_BATCH = (1, 2, 8)  # the range the mini_native fixture was exported with
+from tests.helpers.export import MINI_BATCH
 
 
 def _options(mini, out, **changes):

@@ -12,7 +12,7 @@ from export import tensorrt as trt_export
 from export.manifest import BatchRange, Manifest
 from export.validate import BatchResult, Verification
 from models import DETECTION
-from tests.export.conftest import REPO
+from tests.helpers.paths import REPO
 
 
 def _verification(passed: bool) -> Verification:
@@ -195,7 +195,7 @@ def test_real_detector_engine_keeps_pytorchs_detections(tmp_path):
 
 
 # ---------------------------------------------------------------- TensorRT 10 contract tests
-# export/tensorrt.py against the TensorRT test double (tests/fake_gpu.py) on a fake GPU: every
+# export/tensorrt.py against the TensorRT test double (tests/helpers/fake_tensorrt.py) on a fake GPU: every
 # call it makes is one the documented TensorRT 10 Python API has, with the arguments it takes.
 
 

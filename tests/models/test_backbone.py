@@ -4,7 +4,6 @@ padding is checked in test_window_attention.py)."""
 
 from __future__ import annotations
 
-import ast
 import json
 from pathlib import Path
 
@@ -21,7 +20,8 @@ from models import (
     load_checkpoint,
 )
 from models.layers import ShiftWindowAttention
-from tests.tiny import TINY_CONFIG, TINY_PP_CONFIG
+from tests.helpers.detection import mmdet_model_entry
+from tests.helpers.tiny import TINY_CONFIG, TINY_PP_CONFIG
 
 TOL = 1e-4
 FIXTURES = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures"
@@ -149,30 +149,14 @@ def test_an_mmdet_backbone_dict_builds_the_release(detection_shapes):
     }
 
 
-def _mmdet_model_entry(config: Path, key: str) -> dict:
-    """``model[key]`` of a flattened mmdet config, read as data (never executed)."""
-
-    def value(node: ast.expr):
-        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "dict":
-            return {kw.arg: value(kw.value) for kw in node.keywords}
-        if isinstance(node, (ast.List, ast.Tuple)):
-            return [value(e) for e in node.elts]
-        return ast.literal_eval(node)
-
-    for stmt in ast.parse(config.read_text()).body:
-        if isinstance(stmt, ast.Assign) and getattr(stmt.targets[0], "id", None) == "model":
-            return next(value(kw.value) for kw in stmt.value.keywords if kw.arg == key)
-    raise AssertionError(f"no model.{key} in {config}")
-
-
 def test_mmdets_retinanet_neck_from_its_backbone_dict():
     """mmdet's RetinaNet on DAT++ (FPN in_channels all four stages, start_level 1, extra convs
     on_input) is our out_indices (1, 2, 3) RetinaNet: its five neck outputs, at 320 x 480."""
     if not MMDET_RETINANET.is_dir():
         pytest.skip(f"official fixtures not found at {FIXTURES}")
-    neck = _mmdet_model_entry(MMDET_RETINANET / "config.py", "neck")
+    neck = mmdet_model_entry(MMDET_RETINANET / "config.py", "neck")
     assert (neck["start_level"], neck["add_extra_convs"]) == (1, "on_input")
-    backbone = create_backbone(_mmdet_model_entry(MMDET_RETINANET / "config.py", "backbone"))
+    backbone = create_backbone(mmdet_model_entry(MMDET_RETINANET / "config.py", "backbone"))
     assert backbone.out_indices == (1, 2, 3)
     detector = RetinaNet(
         RetinaNetConfig(

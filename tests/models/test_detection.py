@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -22,14 +21,11 @@ from models.detection import (
 )
 from models.labels import coco_categories
 from models.nms import greedy_nms_keep
-from tests.tiny import TINY_CONFIG, TINY_PP_CONFIG
+from tests.helpers.detection import assert_same_detections
+from tests.helpers.paths import FIXTURES
+from tests.helpers.tiny import TINY_CONFIG, TINY_PP_CONFIG
 
-DETECTION_SHAPES = (
-    Path(__file__).resolve().parents[2].parent
-    / "shared"
-    / "fixtures"
-    / "official_dat_pp_detection_state_dict_shapes.json"
-)
+DETECTION_SHAPES = FIXTURES / "official_dat_pp_detection_state_dict_shapes.json"
 
 
 @pytest.fixture(scope="module")
@@ -291,12 +287,12 @@ def mmdet_retinanet_fixture():
     from models import MMDetRetinaNet, MMDetRetinaNetConfig, create_backbone, load_checkpoint
     from models.dat import ModelInfo
     from models.transforms import KeepRatioResize
-    from tests.conftest import FIXTURES, official_fixture
-    from tests.models.test_backbone import _mmdet_model_entry
+    from tests.helpers.detection import mmdet_model_entry
+    from tests.helpers.paths import official_fixture
 
     reference = official_fixture("mmdet_retinanet_mini")
     config = FIXTURES / "mmdet_retinanet_mini" / "config.py"
-    backbone = create_backbone(_mmdet_model_entry(config, "backbone"))
+    backbone = create_backbone(mmdet_model_entry(config, "backbone"))
     detector = MMDetRetinaNet(
         MMDetRetinaNetConfig(backbone.config, out_indices=(1, 2, 3), fpn_channels=64, feat_channels=64),
         ModelInfo("retinanet_mini", KeepRatioResize((480, 320))),
@@ -305,30 +301,11 @@ def mmdet_retinanet_fixture():
     return detector.eval(), reference["expected"]
 
 
-def assert_same_detections(boxes, scores, labels, expected):
-    """Matched one to one regardless of order: same label, box within 1e-3 relative, score
-    within 1e-4 (several degenerate boxes may share a box: the score tells them apart)."""
-    free = set(range(len(labels)))
-    assert len(labels) == len(expected["labels"])
-    for box, score, label in zip(expected["boxes"], expected["scores"], expected["labels"]):
-        close = [
-            j
-            for j in free
-            if labels[j] == label
-            and abs(scores[j] - score) <= 1e-4
-            and ((boxes[j] - box).abs() / box.abs().clamp(min=1)).max() <= 1e-3
-        ]
-        assert close, f"no counterpart for label {int(label)} score {float(score):.5f} box {box.tolist()}"
-        free.remove(min(close, key=lambda j: abs(float(scores[j] - score))))
-
-
 @pytest.mark.slow
 def test_mmdet_retinanet_reproduces_mmdet():
     """mmdet 2.28's RetinaNet on DAT++ at 320 x 480 (original 451 x 300): all 100 detections,
     from the fixture's input and from chelsea.jpg through the model's own pipeline."""
     from PIL import Image
-
-    from tests.conftest import FIXTURES
 
     detector, expected = mmdet_retinanet_fixture()
     sizes = torch.tensor([[319.0, 480.0]])

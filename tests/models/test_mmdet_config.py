@@ -4,16 +4,12 @@ them; the test pipeline's settings."""
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
 
 from models.mmdet_config import ConfigError, pipeline_settings, read_mmdet_config
-from tests.conftest import FIXTURES
-
-RELEASE_MIRROR = Path("/work/.mirror/LeapLabTHU+DAT-Detection/repo")
+from tests.helpers.paths import FIXTURES
 
 
 def write(folder: Path, name: str, text: str) -> Path:
@@ -165,19 +161,6 @@ def test_pipeline_settings_refuse_test_time_augmentation():
         pipeline_settings(scales)
     with pytest.raises(ConfigError, match="no test pipeline"):
         pipeline_settings({})
-
-
-@pytest.fixture(scope="module")
-def release_configs(tmp_path_factory) -> Path:
-    """The DAT detection release's configs folder (from its mirror, where this machine has one)."""
-    if not (RELEASE_MIRROR / "HEAD").is_file() or shutil.which("git") is None:
-        pytest.skip(f"the DAT-Detection mirror is not at {RELEASE_MIRROR}")
-    out = tmp_path_factory.mktemp("release")
-    archive = subprocess.run(
-        ["git", "-C", str(RELEASE_MIRROR), "archive", "HEAD", "configs"], check=True, capture_output=True
-    ).stdout
-    subprocess.run(["tar", "-x", "-C", str(out)], input=archive, check=True)
-    return out / "configs"
 
 
 def test_the_release_configs_read(release_configs):

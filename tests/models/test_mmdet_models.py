@@ -25,9 +25,8 @@ from models import (
 from models.mmdet_config import ConfigError, read_mmdet_config
 from models.mmdet_models import detector_config
 from models.registry import RELEASED_DETECTORS
-from tests.conftest import FIXTURES, official_fixture
-from tests.models.test_mmdet_config import release_configs  # noqa: F401 (a fixture)
-from tests.models.test_rcnn import fixture_config
+from tests.helpers.detection import fixture_config
+from tests.helpers.paths import FIXTURES, official_fixture
 
 DETECTION_SHAPES = FIXTURES / "official_dat_pp_detection_state_dict_shapes.json"
 
@@ -172,7 +171,7 @@ def test_a_faster_rcnn_has_no_mask_head():
         detector_config({**base, "roi_head": roi})
 
 
-def test_the_release_configs_build_the_released_layouts(release_configs):  # noqa: F811
+def test_the_release_configs_build_the_released_layouts(release_configs):
     """configs/dat/*.py: every key and shape of the twelve released checkpoints."""
     if not DETECTION_SHAPES.is_file():
         pytest.skip(f"official fixtures not found at {FIXTURES}")
@@ -188,7 +187,7 @@ def test_the_release_configs_build_the_released_layouts(release_configs):  # noq
 def test_mask_rcnn_from_its_config_and_a_jpeg():
     """config.py + checkpoint.pth + chelsea.jpg, nothing else: mmdet's 100 detections and
     their masks at the original 451 x 300 (pixels within 1e-3 of the threshold excused)."""
-    from tests.models.test_detection import assert_same_detections
+    from tests.helpers.detection import assert_same_detections
 
     reference = official_fixture("mmdet_mask_rcnn_mini")
     expected = reference["expected"]
@@ -240,7 +239,7 @@ def test_every_release_is_registered(detection_shapes):
     } <= set(RELEASED_DETECTORS)
 
 
-def test_registered_releases_are_their_config_files(release_configs):  # noqa: F811
+def test_registered_releases_are_their_config_files(release_configs):
     """The registry's configs equal what create_detector reads from configs/dat/*.py."""
     for name, (_, _, _, release) in RELEASED_DETECTORS.items():
         assert get_spec(name).config == detector_config(

@@ -15,7 +15,6 @@ import torch.nn.functional as F
 from models import create_detector, load_checkpoint
 from models.boxes import anchor_grid, batched_nms_keep, delta2bbox
 from models.config import DATConfig
-from models.factory import create_backbone
 from models.nms import greedy_nms_keep
 from models.rcnn import (
     CASCADE_TARGET_STDS,
@@ -25,8 +24,9 @@ from models.rcnn import (
     RCNNConfig,
     paste_masks,
 )
-from tests.conftest import FIXTURES, official_fixture
-from tests.tiny import TINY_PP_CONFIG
+from tests.helpers.detection import fixture_config
+from tests.helpers.paths import FIXTURES, official_fixture
+from tests.helpers.tiny import TINY_PP_CONFIG
 
 NECK_TOL = 1e-4  # max abs, on values up to 26
 BOX_RTOL = 1e-3
@@ -220,41 +220,6 @@ def test_mmdet_key_layout():
 
 
 # --------------------------------------------------------------------------- mmdet fixtures
-
-
-def fixture_config(name: str) -> RCNNConfig:
-    """The fixture's detector by hand: narrowed neck and heads, every other setting the
-    release's (create_detector must read the same from its config.py)."""
-    from tests.models.test_backbone import _mmdet_model_entry
-
-    backbone = create_backbone(_mmdet_model_entry(FIXTURES / f"mmdet_{name}_mini" / "config.py", "backbone"))
-    if name == "mask_rcnn":
-        return RCNNConfig(
-            backbone.config,
-            fpn_channels=64,
-            rpn_channels=64,
-            bbox_heads=(BBoxHeadConfig(fc_out_channels=256),),
-            mask_head=MaskHeadConfig(conv_out_channels=64),
-        )
-    return RCNNConfig(
-        backbone.config,
-        fpn_channels=64,
-        rpn_channels=64,
-        fpn_extra=None,
-        cascade=True,
-        bbox_heads=tuple(
-            BBoxHeadConfig(
-                num_shared_convs=4,
-                num_shared_fcs=1,
-                conv_out_channels=64,
-                fc_out_channels=256,
-                norm=True,
-                target_stds=stds,
-            )
-            for stds in CASCADE_TARGET_STDS
-        ),
-        mask_head=MaskHeadConfig(conv_out_channels=64),
-    )
 
 
 def fixture_model(name: str) -> tuple[RCNN, dict, dict]:

@@ -195,7 +195,7 @@ def test_cv2_linear_resize_by_hand():
 def test_keep_ratio_resize_reproduces_mmdets_input():
     """The fixture's input: chelsea.jpg (451 x 300) through mmdet 2.28's test pipeline (cv2)."""
     from models.transforms import KeepRatioResize, preprocessing_from_dict
-    from tests.conftest import FIXTURES, official_fixture
+    from tests.helpers.paths import FIXTURES, official_fixture
 
     expected = official_fixture("mmdet_mask_rcnn_mini")["expected"]
     pipeline = KeepRatioResize((480, 320))

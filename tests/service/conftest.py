@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from models import create_model
-from tests.service.helpers import LABELS, TINY_CONFIG, CountingBackend
+from tests.helpers.backends import CountingBackend
+from tests.helpers.tiny import LABELS, TINY_CONFIG
 
 
 @pytest.fixture(scope="session")

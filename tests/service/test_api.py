@@ -8,7 +8,10 @@ import numpy as np
 import pytest
 
 from service import create_app
-from tests.service.helpers import LABELS, metric, sample_png, serve, served, settings
+from tests.helpers.app import serve, served, settings
+from tests.helpers.images import sample_png
+from tests.helpers.metrics import metric
+from tests.helpers.tiny import LABELS
 
 pytestmark = pytest.mark.anyio
 

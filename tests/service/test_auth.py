@@ -13,7 +13,9 @@ from tritonclient.utils import InferenceServerException
 
 from service import create_app
 from service.__main__ import main
-from tests.service.helpers import sample_png, serve, settings, start, stop, wait_ready
+from tests.helpers.app import serve, settings
+from tests.helpers.images import sample_png
+from tests.helpers.server import start, stop, wait_ready
 
 pytestmark = pytest.mark.anyio
 

@@ -19,7 +19,9 @@ from service.backends.base import run_in_chunks
 from service.backends.onnxruntime import OnnxRuntimeBackend
 from service.backends.tensorrt import TensorRTBackend, tensorrt_available
 from service.backends.torch import TorchBackend
-from tests.service.helpers import TINY_CONFIG, sample_png, served
+from tests.helpers.app import served
+from tests.helpers.images import sample_png
+from tests.helpers.tiny import TINY_CONFIG
 
 PNG = {"content-type": "image/png"}
 

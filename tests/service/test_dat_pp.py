@@ -20,7 +20,9 @@ from service.backends.onnxruntime import OnnxRuntimeBackend
 from service.backends.torch import TorchBackend
 from service.postprocess import classify, softmax
 from service.preprocess import prepare
-from tests.service.helpers import sample_png, served, start, stop, wait_ready
+from tests.helpers.app import served
+from tests.helpers.images import sample_png
+from tests.helpers.server import start, stop, wait_ready
 
 pytestmark = [pytest.mark.slow, pytest.mark.anyio]
 

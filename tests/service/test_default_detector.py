@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from service import create_app
-from tests.service.helpers import serve, settings
+from tests.helpers.app import serve, settings
 from training.detection_eval import iou_matrix, mean_average_precision
 from training.scenes import held_out_scenes
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from service import create_app
-from tests.service.helpers import serve, settings
+from tests.helpers.app import serve, settings
 from training.classifier_data import held_out_split
 from training.classifier_samples import sample_label
 

@@ -6,47 +6,16 @@ import json
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
-from models import DETECTION, Letterbox
 from service import create_app
-from service.backends import Backend, BackendError, DetectionOutput, ModelMeta
-from tests.service.helpers import CountingBackend, image_bytes, metric, serve, settings
+from service.backends import BackendError
+from tests.helpers.app import serve, settings
+from tests.helpers.backends import CANVAS, CountingBackend, FixedDetector
+from tests.helpers.images import image_bytes
+from tests.helpers.metrics import metric
 
 pytestmark = pytest.mark.anyio
-
-CANVAS = 128
-
-
-class FixedDetector(Backend):
-    """Answers every image with the same canvas detections (best first): a digit 3 at
-    (10, 20)-(60, 100), a 7 below the default score threshold, and a box in the padding."""
-
-    name = "fixed"
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.batches: list[int] = []
-
-    def load(self) -> ModelMeta:
-        self.meta = ModelMeta(
-            "fixed_detector",
-            "v1",
-            tuple("0123456789"),
-            Letterbox(CANVAS, mean=(0.5,) * 3, std=(0.5,) * 3),
-            task=DETECTION,
-            max_detections=100,
-        )
-        return self.meta
-
-    def run(self, images: torch.Tensor, points: bool = False) -> list[DetectionOutput]:
-        self.batches.append(images.shape[0])
-        boxes = np.array([[10, 20, 60, 100], [0, 0, 8, 8], [20, 100, 40, 127]], np.float32)
-        return [
-            DetectionOutput(boxes, np.array([0.9, 0.2, 0.1], np.float32), np.array([3, 7, 1]))
-            for _ in range(images.shape[0])
-        ]
 
 
 def picture(width: int, height: int) -> bytes:

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from service.backends.torch import TorchBackend
-from tests.service.helpers import sample_png, served
+from tests.helpers.app import served
+from tests.helpers.images import sample_png
 
 pytestmark = pytest.mark.gpu
 
@@ -41,7 +42,7 @@ def test_cuda_graph_replays_of_dat_plus_plus_match_the_eager_model(precision):
     """N blocks (their window layouts and biases made in the warm-up, reused by the capture)
     and DAT++ D blocks replayed as graphs."""
     from models import create_model
-    from tests.tiny import TINY_PP_CONFIG
+    from tests.helpers.tiny import TINY_PP_CONFIG
 
     torch.manual_seed(0)
     model = create_model(TINY_PP_CONFIG)
@@ -108,7 +109,7 @@ def test_nvjpeg_decodes_jpegs_as_pillow_does_within_a_few_levels():
     from bench.server_cli import sample_jpeg
     from service.gpu_decode import torchvision_decoder
     from service.preprocess import decode
-    from tests.service.test_gpu_decode import jpeg, photo
+    from tests.helpers.images import jpeg, photo
 
     decoder = torchvision_decoder(torch.device("cuda"))
     for data in (sample_jpeg(), jpeg(photo(301, 203)), jpeg(photo(64, 48).convert("L"))):
@@ -125,7 +126,7 @@ def test_nvjpeg_decodes_jpegs_as_pillow_does_within_a_few_levels():
 @pytest.mark.anyio
 async def test_gpu_decoded_jpegs_answer_as_pillow_decoded_ones(tiny_model):
     _nvjpeg_or_skip()
-    from tests.service.test_gpu_decode import jpeg, photo
+    from tests.helpers.images import jpeg, photo
 
     files = [
         (

@@ -1,4 +1,4 @@
-"""The GPU serving paths, run on the CPU through test doubles (tests/fake_gpu.py): the settings
+"""The GPU serving paths, run on the CPU through test doubles (tests/helpers/fake_*.py): the settings
 compose and Kubernetes use (``DAT_DEVICE=cuda``) load a TensorRT engine and answer requests;
 ONNX Runtime is given the CUDA provider on the GPU the settings name. CI has no GPU and no
 TensorRT, so without these the first run of this code would be on a GPU host."""
@@ -13,7 +13,8 @@ from service import Settings, create_app
 from service.backends import BackendError, create_backend
 from service.backends.onnxruntime import OnnxRuntimeBackend
 from service.backends.tensorrt import TensorRTBackend, tensorrt_available
-from tests.service.helpers import sample_png, serve
+from tests.helpers.app import serve
+from tests.helpers.images import sample_png
 
 PNG = {"content-type": "image/png"}
 
@@ -95,7 +96,8 @@ def test_every_backend_gets_the_normalised_device(monkeypatch, fake_tensorrt, ti
 
 
 def test_the_second_gpu_is_used_when_named(monkeypatch, tiny_engine_export):
-    from tests.fake_gpu import FakeCuda, FakeTensorRT
+    from tests.helpers.fake_cuda import FakeCuda
+    from tests.helpers.fake_tensorrt import FakeTensorRT
 
     cuda = FakeCuda(monkeypatch, count=2)
     trt = FakeTensorRT()
@@ -125,7 +127,7 @@ def test_onnxruntime_gets_the_cuda_provider_on_the_named_gpu(
 
 
 def test_onnxruntime_that_cannot_start_cuda_is_a_clear_error(monkeypatch, fake_cuda, tiny_engine_export):
-    from tests.fake_gpu import FakeOnnxRuntime
+    from tests.helpers.fake_onnxruntime import FakeOnnxRuntime
 
     FakeOnnxRuntime(cuda_starts=False).install(monkeypatch)
     backend = OnnxRuntimeBackend(tiny_engine_export, device="cuda:0")
@@ -235,7 +237,8 @@ def test_startup_logs_the_onnxruntime_providers(monkeypatch, capsys, gpu_build):
     import service.__main__ as entry
 
     if gpu_build:
-        from tests.fake_gpu import FakeCuda, FakeOnnxRuntime
+        from tests.helpers.fake_cuda import FakeCuda
+        from tests.helpers.fake_onnxruntime import FakeOnnxRuntime
 
         FakeCuda(monkeypatch)
         FakeOnnxRuntime().install(monkeypatch)

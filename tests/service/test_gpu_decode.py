@@ -6,7 +6,6 @@ nvJPEG; nvJPEG itself is tested in test_gpu.py (GPU only).
 
 from __future__ import annotations
 
-import io
 import threading
 
 import numpy as np
@@ -22,35 +21,12 @@ from service.gpu_decode import GpuJpegDecoder, JpegHeader, Refused, gpu_decodabl
 from service.preprocess import decode as pillow_decode
 from service.preprocess import open_image
 from service.runtime import ModelRuntime
-from tests.service.helpers import (
-    CountingBackend,
-    image_bytes,
-    metric,
-    sample_png,
-    serve,
-    served,
-    settings,
-)
+from tests.helpers.app import serve, served, settings
+from tests.helpers.backends import CountingBackend
+from tests.helpers.images import image_bytes, jpeg, photo, pillow_pixels, sample_png
+from tests.helpers.metrics import metric
 
 PREPROCESSING = Preprocessing(input_size=32, crop_pct=32 / 36)
-
-
-def photo(width: int = 48, height: int = 40, seed: int = 0) -> Image.Image:
-    """Smooth colour gradients with noise: survives JPEG well, and no two pixels alike."""
-    g = np.random.default_rng(seed)
-    y, x = np.mgrid[0:height, 0:width]
-    pixels = np.stack([x * 255 / width, y * 255 / height, (x + y) * 127 / (width + height)], -1)
-    pixels = pixels + g.normal(0, 8, pixels.shape)
-    return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8), "RGB")
-
-
-def jpeg(image: Image.Image | None = None, orientation: int | None = None, **save) -> bytes:
-    image = image or photo()
-    if orientation is not None:
-        exif = Image.Exif()
-        exif[0x0112] = orientation
-        save["exif"] = exif
-    return image_bytes(image, "JPEG", quality=95, **save)
 
 
 def segment_at(data: bytes, marker: int) -> tuple[int, int]:
@@ -89,15 +65,6 @@ def with_frame_marker(data: bytes, marker: int) -> bytes:
 def with_two_frames(data: bytes) -> bytes:
     start, end = segment_at(data, 0xC0)
     return data[:end] + data[start:end] + data[end:]
-
-
-def pillow_pixels(encoded: list[torch.Tensor]) -> list[torch.Tensor]:
-    """What nvJPEG returns, computed by Pillow: (3, H, W) uint8 as stored (no EXIF turn)."""
-    out = []
-    for data in encoded:
-        image = Image.open(io.BytesIO(data.numpy().tobytes()))
-        out.append(torch.from_numpy(np.array(image.convert("RGB"))).permute(2, 0, 1))
-    return out
 
 
 def header_of(data: bytes) -> JpegHeader:

@@ -7,7 +7,8 @@ import asyncio
 
 import pytest
 
-from tests.service.helpers import sample_png, served, wait_until
+from tests.helpers.app import served, wait_until
+from tests.helpers.images import sample_png
 
 pytestmark = pytest.mark.anyio
 

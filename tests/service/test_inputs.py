@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.service.helpers import image_bytes, sample_png, served
+from tests.helpers.app import served
+from tests.helpers.images import image_bytes, sample_png
 
 pytestmark = pytest.mark.anyio
 

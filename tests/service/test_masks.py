@@ -11,13 +11,13 @@ import pytest
 import torch
 from PIL import Image
 from pycocotools import mask as coco_mask
+from tests.service.helpers import image_bytes, serve, settings
 
 from models import KeepRatioResize, ModelInfo, paste_masks
 from service import create_app
 from service.backends.torch import TorchBackend
 from tests.conftest import FIXTURES, official_fixture
 from tests.models.test_rcnn import MASK_TIE, match, tiny_rcnn
-from tests.service.helpers import image_bytes, serve, settings
 from tests.service.test_v2 import triton, triton_request, triton_result
 
 pytestmark = pytest.mark.anyio

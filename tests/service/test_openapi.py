@@ -7,8 +7,8 @@ from __future__ import annotations
 import pytest
 
 from service import create_app
-from tests.service.helpers import serve, settings
-from tests.service.test_detect import FixedDetector
+from tests.helpers.app import serve, settings
+from tests.helpers.backends import FixedDetector
 
 pytestmark = pytest.mark.anyio
 
@@ -70,7 +70,7 @@ async def test_points_are_offered_only_where_the_backend_gives_them(backend, tin
         (await document(backend, allow_points=False))["paths"]["/classify"]["post"], "points"
     )
     assert disabled["enum"] == [False]
-    from tests.service.helpers import CountingBackend
+    from tests.helpers.backends import CountingBackend
 
     pointless = CountingBackend(tiny_model)
     pointless.supports_points = False  # as ONNX Runtime and TensorRT

@@ -12,7 +12,9 @@ import time
 import pytest
 
 from service import create_app
-from tests.service.helpers import metric, sample_png, serve, served, settings, wait_until
+from tests.helpers.app import serve, served, settings, wait_until
+from tests.helpers.images import sample_png
+from tests.helpers.metrics import metric
 
 pytestmark = pytest.mark.anyio
 

@@ -12,7 +12,7 @@ from PIL import Image
 from models import Preprocessing
 from service.errors import BadImage, PayloadTooLarge
 from service.preprocess import decode, prepare, to_rgb
-from tests.service.helpers import image_bytes, sample_png
+from tests.helpers.images import image_bytes, sample_png
 
 LIMIT = 10_000_000
 

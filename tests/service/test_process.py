@@ -14,7 +14,9 @@ import httpx
 import pytest
 
 from service.__main__ import main
-from tests.service.helpers import metric, sample_png, start, wait_ready
+from tests.helpers.images import sample_png
+from tests.helpers.metrics import metric
+from tests.helpers.server import start, wait_ready
 
 
 def json_lines(text: str) -> list[dict]:

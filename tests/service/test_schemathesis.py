@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.service.helpers import REPO, start, stop, wait_ready
+from tests.helpers.paths import REPO
+from tests.helpers.server import start, stop, wait_ready
 
 pytestmark = pytest.mark.slow
 

@@ -43,7 +43,7 @@ def test_device_is_normalised_once_for_every_backend(monkeypatch):
     """compose and k8s set DAT_DEVICE=cuda; torch.cuda.set_device refuses an index-less device."""
     import torch
 
-    from tests.fake_gpu import FakeCuda
+    from tests.helpers.fake_cuda import FakeCuda
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # a machine without a GPU
     assert Settings(device="auto").device == "cpu"
@@ -71,7 +71,7 @@ def test_device_is_normalised_once_for_every_backend(monkeypatch):
 
 def test_a_gpu_that_is_not_there_is_a_settings_error(monkeypatch, capsys):
     from service.__main__ import main
-    from tests.fake_gpu import FakeCuda
+    from tests.helpers.fake_cuda import FakeCuda
 
     FakeCuda(monkeypatch, count=1)
     assert main(["--device", "cuda:3", "--port", "0", "--detector", "none", "--no-warmup"]) == 2

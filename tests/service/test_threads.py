@@ -10,7 +10,9 @@ import torch
 
 from service import create_app
 from service.runtime import keep_aten_serial
-from tests.service.helpers import CountingBackend, sample_png, serve, settings
+from tests.helpers.app import serve, settings
+from tests.helpers.backends import CountingBackend
+from tests.helpers.images import sample_png
 
 
 def in_new_thread(fn):

@@ -14,7 +14,8 @@ import torch
 import tritonclient.http as triton
 from tritonclient.utils import InferenceServerException
 
-from tests.service.helpers import metric, start, stop, wait_ready
+from tests.helpers.metrics import metric
+from tests.helpers.server import start, stop, wait_ready
 
 MODEL = "dat_v1_mini"
 TOLERANCE = 1e-4
@@ -24,7 +25,7 @@ TOLERANCE = 1e-4
 def server(mini_fixture, tmp_path_factory):
     """The fixture model behind a real server. A batch goes when 4 images wait (or after 3 s),
     so requests sent together share a forward pass and ones sent alone still come back."""
-    from tests.conftest import MINI
+    from tests.helpers.paths import MINI
 
     config = tmp_path_factory.mktemp("v2") / f"{MODEL}.json"  # the file's stem names the model
     shutil.copy(MINI / "config.json", config)

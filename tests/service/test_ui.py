@@ -28,7 +28,10 @@ from models.registry import get_spec
 from models.sampling import bilinear_grid_sample
 from models.transforms import Preprocessing
 from service import Settings, create_app, ui
-from tests.service.helpers import REPO, sample_png, serve, settings, start, wait_ready
+from tests.helpers.app import serve, settings
+from tests.helpers.images import sample_png
+from tests.helpers.paths import REPO
+from tests.helpers.server import start, wait_ready
 
 pytestmark = pytest.mark.anyio
 

@@ -16,7 +16,9 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from tests.service.helpers import metric, sample_png, start, wait_ready
+from tests.helpers.images import sample_png
+from tests.helpers.metrics import metric
+from tests.helpers.server import start, wait_ready
 
 pytestmark = pytest.mark.slow
 

@@ -1,23 +1,15 @@
-"""Test doubles for what CI machines lack: a CUDA device, TensorRT 10 and ONNX Runtime's CUDA
-provider. They let the GPU code paths (export -> engine -> load -> shapes -> execute) run on
-the CPU exactly as written, so a crash like ``torch.cuda.set_device(torch.device("cuda"))``
-shows up in CI instead of on the first GPU host.
+"""TensorRT 10 on a CPU machine (with a fake GPU: :mod:`tests.helpers.fake_cuda`), so that the
+engine code paths (export -> engine -> load -> shapes -> execute) run in CI exactly as written.
 
-- :class:`FakeCuda` patches ``torch.cuda`` (a given number of GPUs, streams, ``set_device``
-  with PyTorch's own index check) and maps CUDA tensors to CPU memory (``Tensor.to`` and
-  ``torch.empty``), recording every device asked for.
-- :class:`FakeTensorRT` is an importable ``tensorrt`` module implementing the documented
-  TensorRT 10 Python API that ``export/tensorrt.py`` and ``service/backends/tensorrt.py`` use:
-  Logger, Builder, OnnxParser, the builder config, optimization profiles,
-  ``Runtime.deserialize_cuda_engine``, the engine's name-based I/O and the execution
-  context's ``set_input_shape`` / ``set_tensor_address`` / ``execute_async_v3``. Its "plan"
-  holds the ONNX graph; executing reads the input from the address it was given, runs the
-  graph with ONNX Runtime on the CPU and writes the outputs to their addresses. It checks what
-  TensorRT checks (profiles cover the dynamic input, shapes inside the profile, every address
-  set) and answers as TensorRT does (False, or None for a plan it cannot read). Every call is
-  recorded in ``calls``.
-- :class:`FakeOnnxRuntime` is an ``onnxruntime`` module that lists the CUDA provider and whose
-  InferenceSession records the providers it was given, then computes on the CPU.
+:class:`FakeTensorRT` is an importable ``tensorrt`` module implementing the documented TensorRT
+10 Python API that ``export/tensorrt.py`` and ``service/backends/tensorrt.py`` use: Logger,
+Builder, OnnxParser, the builder config, optimization profiles,
+``Runtime.deserialize_cuda_engine``, the engine's name-based I/O and the execution context's
+``set_input_shape`` / ``set_tensor_address`` / ``execute_async_v3``. Its "plan" holds the ONNX
+graph; executing reads the input from the address it was given, runs the graph with ONNX Runtime
+on the CPU and writes the outputs to their addresses. It checks what TensorRT checks (profiles
+cover the dynamic input, shapes inside the profile, every address set) and answers as TensorRT
+does (False, or None for a plan it cannot read). Every call is recorded in ``calls``.
 """
 
 from __future__ import annotations
@@ -35,112 +27,6 @@ from typing import Any
 import numpy as np
 import onnx
 import onnxruntime
-import torch
-from torch.cuda._utils import _get_device_index
-
-# ------------------------------------------------------------------------------------ CUDA
-
-
-class FakeStream:
-    _next_handle = 0x5EED
-
-    def __init__(self, device: Any = None, cuda: FakeCuda | None = None) -> None:
-        self.device = torch.device(device if device is not None else "cuda")
-        if self.device.type != "cuda":
-            raise ValueError(f"a CUDA stream needs a CUDA device, got {device!r}")
-        FakeStream._next_handle += 1
-        self.cuda_stream = FakeStream._next_handle  # the raw cudaStream_t, an int
-        self.waited: list[FakeStream] = []
-        self.synchronized = 0
-
-    def wait_stream(self, other: FakeStream) -> None:
-        self.waited.append(other)
-
-    def synchronize(self) -> None:
-        self.synchronized += 1
-
-
-def _is_cuda(value: Any) -> bool:
-    if isinstance(value, torch.device):
-        return value.type == "cuda"
-    if isinstance(value, str):
-        try:
-            return torch.device(value).type == "cuda"
-        except RuntimeError:
-            return False
-    return False
-
-
-def _from_torch() -> bool:
-    caller = sys._getframe(2).f_globals.get("__name__", "")
-    return caller == "torch" or caller.startswith("torch.")
-
-
-class FakeCuda:
-    """``count`` GPUs; CUDA tensors live in CPU memory. ``devices`` lists every CUDA device a
-    tensor was asked to move to or be made on; ``set_devices`` the indices set."""
-
-    def __init__(self, monkeypatch, count: int = 1, name: str = "Fake GPU") -> None:
-        self.count = count
-        self.name = name
-        self.devices: list[str] = []
-        self.set_devices: list[int] = []
-        self.streams: list[FakeStream] = []
-        self.current = 0
-        cuda = torch.cuda
-        real_available, real_count = cuda.is_available, cuda.device_count
-        # PyTorch's own internals (torch.export, decompositions) keep seeing the CPU build they
-        # run on; the code under test sees the GPUs.
-        monkeypatch.setattr(cuda, "is_available", lambda: real_available() if _from_torch() else True)
-        monkeypatch.setattr(cuda, "device_count", lambda: real_count() if _from_torch() else self.count)
-        monkeypatch.setattr(cuda, "set_device", self.set_device)
-        monkeypatch.setattr(cuda, "current_device", lambda: self.current)
-        monkeypatch.setattr(cuda, "get_device_name", lambda device=None: self.name)
-        monkeypatch.setattr(cuda, "synchronize", lambda device=None: None)
-        monkeypatch.setattr(cuda, "Stream", self.stream)
-        monkeypatch.setattr(cuda, "current_stream", self.stream)
-        real_to, real_empty = torch.Tensor.to, torch.empty
-
-        def to(tensor, *args, **kwargs):
-            args = tuple(self._cpu(a) for a in args)
-            if "device" in kwargs:
-                kwargs["device"] = self._cpu(kwargs["device"])
-            return real_to(tensor, *args, **kwargs)
-
-        def empty(*args, **kwargs):
-            if "device" in kwargs:
-                kwargs["device"] = self._cpu(kwargs["device"])
-            return real_empty(*args, **kwargs)
-
-        monkeypatch.setattr(torch.Tensor, "to", to)
-        monkeypatch.setattr(torch, "empty", empty)
-
-    def _cpu(self, value: Any) -> Any:
-        if not _is_cuda(value):
-            return value
-        device = torch.device(value)
-        if device.index is not None and device.index >= self.count:
-            raise RuntimeError(f"CUDA error: invalid device ordinal ({device})")
-        self.devices.append(str(device))
-        return "cpu"
-
-    def set_device(self, device: Any) -> None:
-        index = _get_device_index(device)  # PyTorch's own check: "cuda" alone is a ValueError
-        if index >= self.count:
-            raise RuntimeError("CUDA error: invalid device ordinal")
-        if index >= 0:
-            self.set_devices.append(index)
-            self.current = index
-
-    def stream(self, device: Any = None, **kwargs) -> FakeStream:
-        stream = FakeStream(device if device is not None else f"cuda:{self.current}")
-        if stream.device.index is not None and stream.device.index >= self.count:
-            raise RuntimeError("CUDA error: invalid device ordinal")
-        self.streams.append(stream)
-        return stream
-
-
-# ------------------------------------------------------------------------------- TensorRT
 
 _ONNX_TYPES = {
     onnx.TensorProto.FLOAT: "FLOAT",
@@ -553,49 +439,3 @@ def _view(address: int, shape, dtype) -> np.ndarray:
     count = int(np.prod(shape)) if len(shape) else 1
     buffer = (ctypes.c_char * (count * np.dtype(dtype).itemsize)).from_address(address)
     return np.frombuffer(buffer, dtype=dtype).reshape(shape)
-
-
-# ---------------------------------------------------------------------------- ONNX Runtime
-
-
-class FakeOnnxRuntime:
-    """``onnxruntime`` as onnxruntime-gpu presents it: the CUDA provider listed, sessions that
-    record the providers they were given (``sessions``) and compute with the real CPU session.
-    ``cuda_starts=False``: the session falls back to the CPU provider, as ORT does when CUDA
-    fails to initialise."""
-
-    def __init__(self, cuda_starts: bool = True) -> None:
-        self.cuda_starts = cuda_starts
-        self.sessions: list[dict] = []
-        fake = self
-        module = types.ModuleType("onnxruntime")
-        module.__spec__ = importlib.machinery.ModuleSpec("onnxruntime", None)
-        module.__version__ = onnxruntime.__version__
-        module.SessionOptions = onnxruntime.SessionOptions
-        module.GraphOptimizationLevel = onnxruntime.GraphOptimizationLevel
-        module.get_available_providers = lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"]
-
-        class InferenceSession:
-            def __init__(self, path_or_bytes, sess_options=None, providers=None, **kwargs) -> None:
-                names = [p[0] if isinstance(p, tuple) else p for p in providers or []]
-                unknown = set(names) - set(module.get_available_providers())
-                if unknown:
-                    raise ValueError(f"unknown providers {sorted(unknown)}")
-                fake.sessions.append({"path": path_or_bytes, "providers": list(providers or [])})
-                self._providers = [n for n in names if fake.cuda_starts or n != "CUDAExecutionProvider"]
-                self._session = onnxruntime.InferenceSession(
-                    path_or_bytes, sess_options, providers=["CPUExecutionProvider"]
-                )
-
-            def get_providers(self) -> list[str]:
-                return self._providers
-
-            def __getattr__(self, name: str):  # get_inputs, get_outputs, run
-                return getattr(self._session, name)
-
-        module.InferenceSession = InferenceSession
-        self.module = module
-
-    def install(self, monkeypatch) -> types.ModuleType:
-        monkeypatch.setitem(sys.modules, "onnxruntime", self.module)
-        return self.module
