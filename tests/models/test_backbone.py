@@ -237,7 +237,8 @@ def test_config_forms_and_out_indices(tmp_path):
         "norms.3.norm.bias",
     ]
     assert create_backbone(path, out_indices=(0,)).out_indices == (0,)
-    assert create_backbone({**TINY_CONFIG, "out_indices": [2]}).config.plus_plus
+    unmarked = {k: v for k, v in TINY_CONFIG.items() if k != "plus_plus"}  # no plus_plus key: DAT++
+    assert create_backbone({**unmarked, "out_indices": [2]}).config.plus_plus
     with pytest.raises(ValueError, match="increasing stage indices"):
         create_backbone("dat_digits", out_indices=(3, 1))
     assert not hasattr(backbone, "cls_head") and not hasattr(backbone, "cls_norm")
