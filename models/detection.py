@@ -36,7 +36,7 @@ from .config import DATConfig
 from .dat import ModelInfo
 from .nms import nms_keep
 from .tasks import DETECTION
-from .transforms import KeepRatioResize, Letterbox
+from .transforms import KeepRatioResize, Letterbox, expect_pipeline
 
 # dw, dh clamp of mmdet's DeltaXYWHBBoxCoder: |log(16 / 1000)|
 MAX_LOG_RATIO = abs(math.log(16 / 1000))
@@ -393,7 +393,7 @@ class MMDetRetinaNet(RetinaNet):
     def forward(
         self,
         images: torch.Tensor,
-        image_sizes: torch.Tensor | None = None,  # type: ignore[override]
+        image_sizes: torch.Tensor | None = None,
         scale_factors: torch.Tensor | None = None,
     ) -> Detections:
         from .boxes import anchor_grid, batched_nms_keep, delta2bbox, top_kept
@@ -436,7 +436,8 @@ class MMDetRetinaNet(RetinaNet):
     def predict(self, images: Sequence[Any]) -> list[ImageInstances]:
         """RGB PIL images -> each one's detections in its own pixels, through the model's
         :class:`~models.transforms.KeepRatioResize` pipeline."""
-        batch, sizes, factors, metas = self.info.preprocessing.batch(list(images))
+        pipeline = expect_pipeline(self.info.preprocessing, KeepRatioResize)
+        batch, sizes, factors, metas = pipeline.batch(list(images))
         device = next(self.parameters()).device
         found = self(batch.to(device), sizes, factors)
         return [

@@ -66,5 +66,7 @@ def create_detector(
         spec = get_spec(config)  # raises for unknown names
         if not isinstance(spec.config, (RCNNConfig, MMDetRetinaNetConfig)):
             raise ValueError(f"{config!r} is not an mmdet-style detector")
-        return create_model(config, labels=labels, pretrained=False)
+        detector = create_model(config, labels=labels, pretrained=False)
+        assert isinstance(detector, (RCNN, MMDetRetinaNet))  # as its config, checked above
+        return detector
     return detector_from_config(config, name=name, labels=labels)

@@ -48,7 +48,7 @@ from .dat import ModelInfo
 from .detection import FPN, DetectorConfig, ImageInstances, instances
 from .roi_align import extract_roi_features
 from .tasks import DETECTION, INSTANCE_SEGMENTATION
-from .transforms import KeepRatioResize
+from .transforms import KeepRatioResize, expect_pipeline
 
 CASCADE_TARGET_STDS = ((0.1, 0.1, 0.2, 0.2), (0.05, 0.05, 0.1, 0.1), (0.033, 0.033, 0.067, 0.067))
 
@@ -344,7 +344,8 @@ class RCNN(nn.Module):
     def predict(self, images: Sequence[Any]) -> list[ImageInstances]:
         """RGB PIL images -> each one's detections in its own pixels, through the model's
         :class:`~models.transforms.KeepRatioResize` pipeline; masks pasted at its size."""
-        batch, sizes, factors, metas = self.info.preprocessing.batch(list(images))
+        pipeline = expect_pipeline(self.info.preprocessing, KeepRatioResize)
+        batch, sizes, factors, metas = pipeline.batch(list(images))
         device = next(self.parameters()).device
         found = self(batch.to(device), sizes, factors.to(device))
         out = []

@@ -17,7 +17,7 @@ from .detection import MMDetRetinaNet, MMDetRetinaNetConfig, RetinaNet, RetinaNe
 from .labels import coco_categories, imagenet_labels
 from .rcnn import CASCADE_TARGET_STDS, RCNN, BBoxHeadConfig, RCNNConfig
 from .tasks import CLASSIFICATION, DETECTION, INSTANCE_SEGMENTATION, Task
-from .transforms import KeepRatioResize, Letterbox, Preprocessing
+from .transforms import KeepRatioResize, Letterbox, Preprocessing, expect_pipeline
 
 
 @dataclass(frozen=True)
@@ -333,9 +333,10 @@ def create_model(
 
         detector = detector_from_config(model, labels=labels)
         if overrides:
-            detector = build(
-                detector.config.replace(**overrides), detector.info.name, detector.info.preprocessing, labels
-            )
+            config = detector.config.replace(**overrides)
+            assert isinstance(config, (RCNNConfig, MMDetRetinaNetConfig))  # replace keeps the class
+            pipeline = expect_pipeline(detector.info.preprocessing, KeepRatioResize)
+            detector = build(config, detector.info.name, pipeline, labels)
         return detector
     name, config, spec = resolve_config(model)
     if isinstance(config, (RCNNConfig, MMDetRetinaNetConfig)):
@@ -343,12 +344,13 @@ def create_model(
 
         config = config.replace(**overrides) if overrides else config
         # no labels: COCO's (with their category ids) for 80 classes, as every release
-        return build(config, name, spec.preprocessing if spec else KeepRatioResize(), labels)
+        pipeline = expect_pipeline(spec.preprocessing, KeepRatioResize) if spec else KeepRatioResize()
+        return build(config, name, pipeline, labels)
     if isinstance(config, RetinaNetConfig):
         return _create_detector(name, config, spec, labels, pretrained, overrides)
     if overrides:
         config = config.replace(**overrides)
-    if spec is not None and config.img_size == spec.config.img_size:
+    if spec is not None and isinstance(spec.config, DATConfig) and config.img_size == spec.config.img_size:
         preprocessing = spec.preprocessing  # which may differ from img_size (dat_pp_base_384)
     else:
         preprocessing = Preprocessing(input_size=config.img_size)
@@ -387,7 +389,9 @@ def _create_detector(
         config = config.replace(backbone=config.backbone.replace(img_size=overrides.pop("canvas")))
     if overrides:
         config = config.replace(**overrides)
-    preprocessing = spec.preprocessing if spec is not None else Letterbox(config.canvas)
+    preprocessing = (
+        expect_pipeline(spec.preprocessing, Letterbox) if spec is not None else Letterbox(config.canvas)
+    )
     if preprocessing.input_size != config.canvas:
         preprocessing = replace(preprocessing, input_size=config.canvas)
     labels = _labels(spec, labels, config.num_classes)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 import numpy as np
 import torch
@@ -396,6 +396,9 @@ def _per_channel(values: tuple[float, float, float], device: torch.device) -> to
     return torch.tensor(values, dtype=torch.float32, device=device).view(3, 1, 1)
 
 
+_Kind = TypeVar("_Kind")
+
+
 def preprocessing_from_dict(data: dict) -> Preprocessing | Letterbox | KeepRatioResize:
     """Reads any kind back from its ``to_dict`` form (manifests store it)."""
     if data.get("mode") == Letterbox.mode:
@@ -403,3 +406,11 @@ def preprocessing_from_dict(data: dict) -> Preprocessing | Letterbox | KeepRatio
     if data.get("mode") == KeepRatioResize.mode:
         return KeepRatioResize.from_dict(data)
     return Preprocessing.from_dict(data)
+
+
+def expect_pipeline(transform: object, kind: type[_Kind]) -> _Kind:
+    """``transform`` where only one kind will do (a RetinaNet's :class:`Letterbox`, an mmdet
+    detector's :class:`KeepRatioResize`), or a TypeError naming both."""
+    if not isinstance(transform, kind):
+        raise TypeError(f"expected a {kind.__name__} pipeline, got {type(transform).__name__}")
+    return transform

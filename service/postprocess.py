@@ -7,6 +7,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from models.transforms import Letterbox, expect_pipeline
+
 from . import masks as mask_codec
 from .backends.base import DetectionOutput, ImageOutput, ModelMeta, Points
 from .schemas import BlockPoints, Box, CocoDetection, Detection, DetectionResult, Prediction
@@ -73,7 +75,7 @@ def detect(
     mask pasted at the image's size (its unclipped box, as mmdet) and encoded."""
     boxes = output.boxes.astype(np.float64)
     if not output.in_image_pixels:
-        sx, sy = meta.preprocessing.scale(width, height)
+        sx, sy = expect_pipeline(meta.preprocessing, Letterbox).scale(width, height)
         boxes = boxes / np.array([sx, sy, sx, sy])
     unclipped = boxes
     boxes = np.clip(boxes, 0, [width, height, width, height])

@@ -99,10 +99,10 @@ def augment(
     cy = page / 2 + rng.uniform(-room, room) * 0.6
     centre = ink.width / 2
     matrix = (ia, ib, centre - ia * cx - ib * cy, ic, id_, centre - ic * cx - id_ * cy)
-    alpha = ink.transform((page, page), Image.Transform.AFFINE, matrix, Image.Resampling.BILINEAR)
+    placed = ink.transform((page, page), Image.Transform.AFFINE, matrix, Image.Resampling.BILINEAR)
 
     # Colours: paper and ink, either polarity, a little tint, an uneven light.
-    alpha = np.asarray(alpha, np.float32)[..., None] / 255 * rng.uniform(0.75, 1.0)
+    alpha = np.asarray(placed, np.float32)[..., None] / 255 * rng.uniform(0.75, 1.0)
     light = rng.uniform(170, 255) + rng.uniform(-15, 15, 3)
     dark = rng.uniform(0, 90) + rng.uniform(-35, 35, 3)
     paper, pen = (dark, light) if rng.random() < aug.inverted else (light, dark)

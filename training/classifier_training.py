@@ -33,7 +33,9 @@ Log = Callable[[str], None]
 
 def digits_model(pretrained: bool = True) -> DAT:
     """The registered ``dat_digits`` model (committed weights unless ``pretrained=False``)."""
-    return create_model(MODEL_NAME, pretrained=pretrained)
+    model = create_model(MODEL_NAME, pretrained=pretrained)
+    assert isinstance(model, DAT)  # a registered classifier
+    return model
 
 
 @torch.inference_mode()

@@ -23,6 +23,7 @@ import torch
 from PIL import Image
 
 from models import RetinaNet, create_model, get_spec, load_backbone
+from models.transforms import Letterbox, expect_pipeline
 
 from .detection_eval import mean_average_precision
 from .detector_loss import detection_loss
@@ -56,7 +57,7 @@ def to_batch(
     model: RetinaNet, scenes: Sequence[Scene]
 ) -> tuple[torch.Tensor, list[tuple[torch.Tensor, torch.Tensor]]]:
     """Scenes -> canvas batch through the serving letterbox, and their boxes in canvas pixels."""
-    letterbox = model.info.preprocessing
+    letterbox = expect_pipeline(model.info.preprocessing, Letterbox)
     images, targets = [], []
     for image, boxes, labels in scenes:
         sx, sy = letterbox.scale(*image.size)
@@ -74,7 +75,7 @@ def detect(
     """Per RGB picture: boxes (M, 4) in its own pixels, scores (M,), labels (M,), best first."""
     was_training = model.training
     model.eval()
-    letterbox = model.info.preprocessing
+    letterbox = expect_pipeline(model.info.preprocessing, Letterbox)
     out = []
     for i in range(0, len(images), batch_size):
         chunk = images[i : i + batch_size]

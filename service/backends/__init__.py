@@ -78,6 +78,12 @@ def _cached_onnx_or_torch(settings: Settings) -> Backend:
     return FirstThatLoads(onnx, eager)
 
 
+def _artifacts(settings: Settings) -> Path:
+    if settings.artifacts is None:  # Settings refuses it as well
+        raise BackendError(f"backend {settings.backend} needs --artifacts (a 'python -m export' folder)")
+    return settings.artifacts
+
+
 def create_backend(settings: Settings) -> Backend:
     choice = settings.backend
     if choice == "auto":
@@ -106,7 +112,7 @@ def create_backend(settings: Settings) -> Backend:
         from .onnxruntime import OnnxRuntimeBackend
 
         return OnnxRuntimeBackend(
-            settings.artifacts,
+            _artifacts(settings),
             device=settings.device,
             threads=settings.cpu_threads,
             precision=settings.precision,
@@ -120,7 +126,7 @@ def create_backend(settings: Settings) -> Backend:
     if choice == "tensorrt":
         from .tensorrt import TensorRTBackend
 
-        return TensorRTBackend(settings.artifacts, device=settings.device, precision=settings.precision)
+        return TensorRTBackend(_artifacts(settings), device=settings.device, precision=settings.precision)
     raise BackendError(f"unknown backend {choice!r}")
 
 

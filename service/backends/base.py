@@ -99,7 +99,7 @@ def split_detections(boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray) 
 
 class Backend(ABC):
     name: ClassVar[str]
-    supports_points: ClassVar[bool] = False
+    supports_points: bool = False  # a class default; a backend may refuse them once loaded
     # run() also takes images already on its CUDA device (preprocessed there by the service)
     takes_device_inputs: ClassVar[bool] = False
 

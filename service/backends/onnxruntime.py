@@ -67,7 +67,7 @@ class OnnxRuntimeBackend(Backend):
         self._fixed_batch: int | None = None
         self._max_batch: int | None = None
 
-    def _providers(self, ort: Any) -> list[str]:
+    def _providers(self, ort: Any) -> list[str | tuple[str, dict[str, Any]]]:
         available = ort.get_available_providers()
         device = self._device_request
         if device == "auto":
@@ -131,11 +131,11 @@ class OnnxRuntimeBackend(Backend):
         return meta
 
     def _run_chunk(self, chunk: torch.Tensor) -> list[np.ndarray]:
-        x = chunk.numpy().astype(self._dtype, copy=False)
+        x: np.ndarray = chunk.numpy().astype(self._dtype, copy=False)
         return self._session.run(self._outputs, {self._input: x})
 
     def run(self, images: torch.Tensor, points: bool = False) -> list[ImageOutput] | list[DetectionOutput]:
-        if self._session is None:
+        if self._session is None or self.meta is None:
             raise BackendError("run before load")
         arrays = run_in_chunks(self._run_chunk, images.contiguous(), self._max_batch, self._fixed_batch)
         return outputs_for(self.meta.task, arrays)

@@ -110,6 +110,7 @@ class TensorRTBackend(Backend):
             ctx.set_tensor_address(name, out.data_ptr())
             outs.append(out)
         stream = self._stream
+        assert stream is not None  # made by load, before any run
         stream.wait_stream(torch.cuda.current_stream(self.device))
         if not ctx.execute_async_v3(stream.cuda_stream):
             raise RuntimeError("TensorRT execute_async_v3 failed")
@@ -117,7 +118,7 @@ class TensorRTBackend(Backend):
         return [(o.float() if o.is_floating_point() else o).cpu().numpy() for o in outs]
 
     def run(self, images: torch.Tensor, points: bool = False) -> list[ImageOutput] | list[DetectionOutput]:
-        if self._context is None:
+        if self._context is None or self.meta is None:
             raise BackendError("run before load")
         fixed = self._max_batch if self._static else None
         arrays = run_in_chunks(self._run_chunk, images, self._max_batch, fixed)

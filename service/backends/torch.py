@@ -164,6 +164,7 @@ class TorchBackend(Backend):
         if isinstance(images, list):
             return self._run_keeping_ratio(images)
         x = images.to(self.device, non_blocking=True).to(self.dtype)
+        positions: list | None
         if isinstance(self.model, RetinaNet):
             with torch.inference_mode():
                 found = self.model(x)
@@ -226,12 +227,15 @@ class TorchBackend(Backend):
     def _capture(self, max_batch: int, compiled: bool) -> CudaGraphs | None:
         """The graphs, checked against eager; None (and a warning) on any failure."""
         what = "compiled " if compiled else ""
+        model, meta = self.model, self.meta
+        if not isinstance(model, DAT) or meta is None:  # warmup captures a loaded classifier only
+            return None
         try:
             with torch.inference_mode():
                 graphs = CudaGraphs(
-                    self.model, max_batch, self.meta.input_size, self.device, self.dtype, compiled=compiled
+                    model, max_batch, meta.input_size, self.device, self.dtype, compiled=compiled
                 )
-                graphs.check_against(self.model)
+                graphs.check_against(model)
             log.info(
                 f"captured {what}CUDA graphs",
                 extra={"buckets": graphs.sizes, "compiled_bucket": graphs.compiled_bucket},
