@@ -163,7 +163,7 @@ def grid_sample_decomposed(source, grid):
     i64 = ir.DataType.INT64
 
     def const(value, dtype=f32):
-        return op.Constant(value=ir.tensor(value, dtype=dtype))
+        return _constant(value, dtype)
 
     grid = _to_float(grid)
     gx = op.Gather(grid, const(0, i64), axis=-1)  # (N, Ho, Wo)
@@ -199,9 +199,10 @@ def grid_sample_decomposed(source, grid):
     return _restore_dtype(op.Transpose(total, perm=[0, 3, 1, 2]), source)  # (N, C, Ho, Wo)
 
 
-def _constant(value, dtype):
-    """A Constant node (an onnx_ir tensor, which onnxscript's opset signatures do not name)."""
-    return op.Constant(value=ir.tensor(value, dtype=dtype))
+def _constant(value, dtype: ir.DataType | None = None):
+    """A Constant node holding ``value`` (the dtype inferred where None)."""
+    # onnxscript's opset signatures name onnx.TensorProto; it takes onnx_ir's tensors as well
+    return op.Constant(value=ir.tensor(value, dtype=dtype))  # type: ignore[arg-type]
 
 
 def nms_keep_onnx(boxes, scores, max_per_class: int, iou_threshold: float, score_threshold: float):
@@ -218,7 +219,7 @@ def nms_keep_onnx(boxes, scores, max_per_class: int, iou_threshold: float, score
     )
     count = op.Shape(selected, start=0, end=1)
     ones = op.Expand(_constant(1.0, f32), count)
-    # onnxscript's opset signatures name onnx.TensorProto; it takes onnx_ir's tensors as well
+    # onnxscript's opset signatures name onnx.TensorProto (as in _constant)
     zeros = op.ConstantOfShape(op.Shape(scores), value=ir.tensor([0.0], dtype=f32))  # type: ignore[arg-type]
     return _restore_dtype(op.ScatterND(zeros, selected, ones), scores)
 
@@ -306,7 +307,7 @@ def neighborhood_attention_onnx(q, k, v, rpb, kernel: int, scale: float):
     f32 = ir.DataType.FLOAT
 
     def const(value):
-        return op.Constant(value=ir.tensor(np.asarray(value)))
+        return _constant(np.asarray(value))
 
     def tiled(x, positions, length: int):
         """(B, heads, H, W, d) -> (B, heads, T, length, d): each tile's rows."""

@@ -76,6 +76,11 @@ class LogCPB(nn.Sequential):
 
 
 class DeformableAttention(nn.Module):
+    # buffers: the sampling grids at the built size
+    reference: torch.Tensor
+    query_grid: torch.Tensor
+    offset_range: torch.Tensor
+
     def __init__(
         self,
         dim: int,

@@ -268,6 +268,7 @@ class RetinaNet(nn.Module):
     """``detector(images)`` -> :class:`Detections`; images (B, 3, S, S) normalised, S = canvas."""
 
     task = DETECTION
+    anchors: torch.Tensor  # a buffer
 
     def __init__(self, config: RetinaNetConfig, info: ModelInfo | None = None):
         super().__init__()
