@@ -154,11 +154,6 @@ def load_model(options: ExportOptions) -> DAT | RetinaNet:
         model = models.create_model(
             source, labels=labels, pretrained=options.checkpoint is None and not absent
         )
-        if isinstance(model, models.RCNN):
-            raise ExportError(
-                f"{source} is an R-CNN detector, which only the torch backend serves: "
-                "ONNX export takes classifiers and RetinaNet detectors"
-            )
         if options.checkpoint is not None:
             models.load_checkpoint(model, options.checkpoint)
         if options.name:
@@ -169,6 +164,11 @@ def load_model(options: ExportOptions) -> DAT | RetinaNet:
             raise ExportError(
                 f"{source} is an {model.task} model: its ONNX export is not written yet "
                 f"(exportable tasks: {', '.join(sorted(TASKS))})"
+            )
+        if isinstance(model, models.RCNN):  # a Faster R-CNN: a detector, but not one exported yet
+            raise ExportError(
+                f"{source} is an R-CNN detector, which only the torch backend serves: "
+                "ONNX export takes classifiers and RetinaNet detectors"
             )
     except ExportError:
         raise

@@ -30,7 +30,7 @@ import logging
 import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from typing import Any, cast
 
 import torch
 
@@ -104,8 +104,9 @@ def _concatenate(parts: list[Inputs]) -> Inputs:
         return parts[0]
     if isinstance(parts[0], list):
         return [image for part in parts for image in part]
-    device = next((p.device for p in parts if p.device.type != "cpu"), parts[0].device)
-    return torch.cat([p.to(device) for p in parts])
+    tensors = cast(list[torch.Tensor], parts)  # a batch holds one kind of input
+    device = next((t.device for t in tensors if t.device.type != "cpu"), tensors[0].device)
+    return torch.cat([t.to(device) for t in tensors])
 
 
 def _settle(future: asyncio.Future, result: Any, error: BaseException | None) -> None:

@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 import torch
 
 from models import CLASSIFICATION, DETECTION, Preprocessing, Task
+from models.transforms import KeepRatioResize, expect_pipeline
 
 from . import jpeg
 from .backends import Backend, BackendError, ModelMeta, create_backend, create_detector_backend
@@ -464,7 +465,11 @@ class ServiceState:
         request_id: str | None,
     ) -> Work:
         meta = runtime.meta
-        inputs = keep_ratio_inputs(decoded, meta.preprocessing) if meta.keeps_ratio else stack(decoded)
+        inputs = (
+            keep_ratio_inputs(decoded, expect_pipeline(meta.preprocessing, KeepRatioResize))
+            if meta.keeps_ratio
+            else stack(decoded)
+        )
         return self.submit_tensor(runtime, inputs, deadline, want_points, request_id)
 
     def submit_tensor(

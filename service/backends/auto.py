@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from .base import Backend, BackendError, DetectionOutput, ImageOutput, ModelMeta
+from .base import Backend, BackendError, DetectionOutput, ImageBatch, ImageOutput, ModelMeta
 from .manifest import load_manifest
 
 log = logging.getLogger("service.backends.auto")
@@ -144,7 +144,7 @@ class FirstThatLoads(Backend):
             raise BackendError("run before load")
         return self.active
 
-    def run(self, images: torch.Tensor, points: bool = False) -> list[ImageOutput] | list[DetectionOutput]:
+    def run(self, images: ImageBatch, points: bool = False) -> list[ImageOutput] | list[DetectionOutput]:
         return self._backend().run(images, points)
 
     def warmup(self, batch_sizes) -> None:  # noqa: ANN001 - as Backend.warmup

@@ -128,6 +128,8 @@ class Backend(ABC):
             width, height = preprocessing.padded_size(640, 480)
             return [(torch.zeros(3, height, width), meta) for _ in range(n)]
         size = self.meta.input_size
+        if size is None:
+            raise BackendError(f"{self.meta.name} has no input size to make a sample batch of")
         return torch.zeros(n, 3, size, size)
 
     def warmup(self, batch_sizes: Iterable[int]) -> None:

@@ -12,7 +12,16 @@ from typing import Any
 import numpy as np
 import torch
 
-from .base import Backend, BackendError, DetectionOutput, ImageOutput, ModelMeta, outputs_for, run_in_chunks
+from .base import (
+    Backend,
+    BackendError,
+    DetectionOutput,
+    ImageBatch,
+    ImageOutput,
+    ModelMeta,
+    outputs_for,
+    run_in_chunks,
+)
 from .manifest import check_precision, load_manifest, meta_from_manifest
 from .torch import resolve_device
 
@@ -134,9 +143,13 @@ class OnnxRuntimeBackend(Backend):
         x: np.ndarray = chunk.numpy().astype(self._dtype, copy=False)
         return self._session.run(self._outputs, {self._input: x})
 
-    def run(self, images: torch.Tensor, points: bool = False) -> list[ImageOutput] | list[DetectionOutput]:
+    def run(self, images: ImageBatch, points: bool = False) -> list[ImageOutput] | list[DetectionOutput]:
         if self._session is None or self.meta is None:
             raise BackendError("run before load")
+        if isinstance(images, list):
+            raise BackendError(
+                "ONNX Runtime runs (B, 3, S, S) batches; keep-ratio detectors run on the torch backend"
+            )
         arrays = run_in_chunks(self._run_chunk, images.contiguous(), self._max_batch, self._fixed_batch)
         return outputs_for(self.meta.task, arrays)
 

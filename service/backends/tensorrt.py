@@ -14,7 +14,16 @@ from typing import Any
 import numpy as np
 import torch
 
-from .base import Backend, BackendError, DetectionOutput, ImageOutput, ModelMeta, outputs_for, run_in_chunks
+from .base import (
+    Backend,
+    BackendError,
+    DetectionOutput,
+    ImageBatch,
+    ImageOutput,
+    ModelMeta,
+    outputs_for,
+    run_in_chunks,
+)
 from .manifest import check_precision, load_manifest, meta_from_manifest
 from .torch import resolve_device
 
@@ -117,9 +126,13 @@ class TensorRTBackend(Backend):
         stream.synchronize()
         return [(o.float() if o.is_floating_point() else o).cpu().numpy() for o in outs]
 
-    def run(self, images: torch.Tensor, points: bool = False) -> list[ImageOutput] | list[DetectionOutput]:
+    def run(self, images: ImageBatch, points: bool = False) -> list[ImageOutput] | list[DetectionOutput]:
         if self._context is None or self.meta is None:
             raise BackendError("run before load")
+        if isinstance(images, list):
+            raise BackendError(
+                "TensorRT runs (B, 3, S, S) batches; keep-ratio detectors run on the torch backend"
+            )
         fixed = self._max_batch if self._static else None
         arrays = run_in_chunks(self._run_chunk, images, self._max_batch, fixed)
         return outputs_for(self.meta.task, arrays)

@@ -169,6 +169,10 @@ class TorchBackend(Backend):
             with torch.inference_mode():
                 found = self.model(x)
             return split_detections(*(t.cpu().numpy() for t in found))
+        if not isinstance(self.model, DAT):
+            raise BackendError(
+                f"{self.model.info.name} takes images of their own shapes, not a (B, 3, S, S) batch"
+            )
         with torch.inference_mode():
             if self._graphs is not None and x.shape[0] <= self._graphs.max_batch:
                 logits, positions = self._graphs.run(x)
@@ -192,9 +196,12 @@ class TorchBackend(Backend):
     def _run_keeping_ratio(self, images: list[KeepRatioInput]) -> list[DetectionOutput]:
         """One forward per input shape (module docstring); boxes come back in each original
         image's pixels (mmdet's ``rescale=True``), masks as the head's probabilities per box."""
-        if not isinstance(self.model.info.preprocessing, KeepRatioResize):
+        model = self.model
+        if model is None:
+            raise BackendError("run before load")
+        if not isinstance(model.info.preprocessing, KeepRatioResize):
             raise BackendError(
-                f"{self.model.info.name} takes a (B, 3, S, S) batch, not images of their own shapes"
+                f"{model.info.name} takes a (B, 3, S, S) batch, not images of their own shapes"
             )
         by_shape: dict[tuple[int, ...], list[int]] = {}
         for i, (tensor, _) in enumerate(images):
@@ -204,7 +211,7 @@ class TorchBackend(Backend):
             batch, sizes, factors, _ = KeepRatioResize.collate([images[i] for i in members])
             x = batch.to(self.device, non_blocking=True).to(self.dtype)
             with torch.inference_mode():
-                found = self.model(x, sizes.to(self.device), factors.to(self.device))
+                found = model(x, sizes.to(self.device), factors.to(self.device))
             masks = getattr(found, "masks", None)
             for j, i in enumerate(members):
                 kept = found.labels[j] >= 0
@@ -215,7 +222,7 @@ class TorchBackend(Backend):
                     masks=None if masks is None else masks[j][kept].float().cpu().numpy(),
                     in_image_pixels=True,
                 )
-        return outputs  # type: ignore[return-value]
+        return outputs
 
     def warmup(self, batch_sizes) -> None:  # noqa: ANN001 - as Backend.warmup
         if self._use_graphs and self.model is not None:
@@ -228,8 +235,8 @@ class TorchBackend(Backend):
         """The graphs, checked against eager; None (and a warning) on any failure."""
         what = "compiled " if compiled else ""
         model, meta = self.model, self.meta
-        if not isinstance(model, DAT) or meta is None:  # warmup captures a loaded classifier only
-            return None
+        if not isinstance(model, DAT) or meta is None or meta.input_size is None:
+            return None  # warmup captures a loaded classifier only
         try:
             with torch.inference_mode():
                 graphs = CudaGraphs(

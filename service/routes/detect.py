@@ -132,12 +132,16 @@ async def detect(
     if format == "coco":
         body = _COCO.dump_json(postprocess.coco_results(results), exclude_none=True)
     else:
-        body = DetectResponse(
-            model=model_ref(runtime, done.meta),
-            results=results,
-            timing=done.timing(),
-            request_id=request.state.request_id,
-        ).model_dump_json()
+        body = (
+            DetectResponse(
+                model=model_ref(runtime, done.meta),
+                results=results,
+                timing=done.timing(),
+                request_id=request.state.request_id,
+            )
+            .model_dump_json()
+            .encode()
+        )  # the limit counts bytes, as the coco branch's
     limit = service.settings.max_response_bytes
     if len(body) > limit:
         raise PayloadTooLarge(

@@ -32,7 +32,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from export import triton
 from export.manifest import INPUT_NAME
-from models.transforms import ImageMeta
+from models.transforms import ImageMeta, KeepRatioResize, expect_pipeline
 
 from .. import v2protocol as v2
 from ..backends.base import ImageBatch, KeepRatioInput
@@ -353,7 +353,7 @@ async def _model_input(service: ServiceState, runtime: ModelRuntime, request: v2
             exc.message = f"input {BYTES_INPUT!r}: {exc.message}"
             raise
         if runtime.meta.keeps_ratio:
-            return keep_ratio_inputs(decoded, runtime.meta.preprocessing)
+            return keep_ratio_inputs(decoded, expect_pipeline(runtime.meta.preprocessing, KeepRatioResize))
         return stack(decoded)
     raise BadRequest(f"unknown input {tensor.name!r}: model {runtime.meta.name!r} takes {names}")
 
@@ -363,7 +363,7 @@ async def _resized_images(
 ) -> list[KeepRatioInput]:
     """A keep-ratio detector's ``images``: [N, 3, H, W], already resized and padded to the
     model's divisor, each image filling the whole input (boxes come back in its pixels)."""
-    divisor = runtime.meta.preprocessing.size_divisor
+    divisor = expect_pipeline(runtime.meta.preprocessing, KeepRatioResize).size_divisor
     shape = tuple(tensor.shape)
     if (
         len(shape) != 4

@@ -13,6 +13,8 @@ from export.__main__ import main
 from export.manifest import MANIFEST_NAME, BatchRange, Manifest, ManifestError
 from export.onnx import OnnxExport
 from export.validate import BatchResult, Verification
+from models import DETECTION
+from tests.helpers.detection import tiny_rcnn
 
 
 class Fakes:
@@ -165,9 +167,13 @@ def test_without_onnxruntime_the_export_stops_at_once_naming_the_extras(
     assert "ONNX Runtime is not installed" in err and "dat-serve[cpu]" in err
 
 
-def test_an_rcnn_detector_is_refused_at_load_naming_what_exports(tmp_path):
-    """Mask / Cascade R-CNN are served by the torch backend only: the export says so at once
-    instead of failing later on an attribute the R-CNN does not have."""
-    options = pipeline.ExportOptions(out=tmp_path, model="dat_pp_tiny_mask_rcnn_3x", random_weights=True)
-    with pytest.raises(pipeline.ExportError, match="R-CNN.*torch backend"):
-        pipeline.load_model(options)
+def test_an_rcnn_detector_is_refused_at_load_naming_what_exports(tmp_path, monkeypatch):
+    """A Faster R-CNN's task (detection) exports, but only RetinaNet's graph is written: the
+    export says so at once instead of failing later on what the R-CNN does not have."""
+    import models
+
+    faster = tiny_rcnn(mask_head=None)
+    assert faster.task is DETECTION
+    monkeypatch.setattr(models, "create_model", lambda *args, **kwargs: faster)
+    with pytest.raises(pipeline.ExportError, match="R-CNN detector, which only the torch backend"):
+        pipeline.load_model(pipeline.ExportOptions(out=tmp_path, model="dat_digits"))

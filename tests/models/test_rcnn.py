@@ -14,26 +14,15 @@ import torch.nn.functional as F
 
 from models import create_detector, load_checkpoint
 from models.boxes import anchor_grid, batched_nms_keep, delta2bbox
-from models.config import DATConfig
 from models.nms import greedy_nms_keep
 from models.rcnn import (
-    CASCADE_TARGET_STDS,
     RCNN,
-    BBoxHeadConfig,
-    MaskHeadConfig,
-    RCNNConfig,
     paste_masks,
 )
-from tests.helpers.detection import fixture_config
+from tests.helpers.detection import BOX_RTOL, MASK_TIE, SCORE_TOL, fixture_config, match, tiny_rcnn
 from tests.helpers.paths import FIXTURES, official_fixture
-from tests.helpers.tiny import TINY_PP_CONFIG
 
 NECK_TOL = 1e-4  # max abs, on values up to 26
-BOX_RTOL = 1e-3
-SCORE_TOL = 1e-4
-# Mask probabilities follow the box head's inputs to about 1e-4: a pasted pixel may fall on
-# the other side of mask_thr_binary only this close to it.
-MASK_TIE = 1e-3
 
 
 # --------------------------------------------------------------------------- parts
@@ -133,37 +122,6 @@ def test_pasting_over_the_box_region_is_pasting_everywhere():
     assert not got[4, :, :19].any() and not got[4, :, 21:].any()
     soft = paste_masks(masks, boxes, 48, 64, threshold=None)
     assert soft.dtype == torch.float32 and torch.equal(soft >= 0.5, got)
-
-
-def tiny_rcnn(cascade: bool = False, **changes) -> RCNN:
-    torch.manual_seed(0)
-    backbone = DATConfig.from_mapping(dict(TINY_PP_CONFIG))
-    heads = (BBoxHeadConfig(fc_out_channels=32),)
-    if cascade:
-        heads = tuple(
-            BBoxHeadConfig(
-                num_shared_convs=2,
-                num_shared_fcs=1,
-                conv_out_channels=16,
-                fc_out_channels=32,
-                norm=True,
-                target_stds=s,
-            )
-            for s in CASCADE_TARGET_STDS
-        )
-    config = RCNNConfig(
-        backbone,
-        num_classes=5,
-        fpn_channels=16,
-        rpn_channels=16,
-        cascade=cascade,
-        anchor_strides=(2, 4, 8, 16, 32),
-        roi_strides=(2, 4, 8, 16),
-        bbox_heads=heads,
-        mask_head=MaskHeadConfig(num_convs=2, conv_out_channels=16),
-        **changes,
-    )
-    return RCNN(config).eval()
 
 
 @pytest.mark.parametrize("cascade", [False, True])
@@ -281,34 +239,6 @@ def test_rpn_proposals_as_a_set(run):
     close &= (scores[None] - want[:, None, 4]).abs() <= SCORE_TOL
     assert close.any(1).all() and close.any(0).all()
     assert (scores[:-1] >= scores[1:]).all()
-
-
-def match(run, box_atol: float = 0.0) -> list[tuple[int, int]]:
-    """(expected, ours) pairs: same label, box within 1e-3 relative (beyond ``box_atol``, for
-    boxes rounded on the way), score within 1e-4."""
-    want = run["expected"]
-    found = run["labels"] >= 0
-    assert found.sum().item() == len(want["labels"])
-    pairs, free = [], set(found.nonzero().squeeze(1).tolist())
-    for i in range(len(want["labels"])):
-        box = want["boxes"][i]
-        candidates = [
-            j
-            for j in free
-            if run["labels"][j] == want["labels"][i]
-            and (((run["boxes"][j] - box).abs() - box_atol).clamp(min=0) / box.abs().clamp(min=1)).max()
-            <= BOX_RTOL
-            and abs(run["scores"][j] - want["scores"][i]) <= SCORE_TOL
-        ]
-        assert candidates, (
-            f"no counterpart for detection {i}: label {int(want['labels'][i])}, "
-            f"score {float(want['scores'][i]):.5f}, box {box.tolist()}"
-        )
-        j = min(candidates, key=lambda j: float((run["boxes"][j] - box).abs().max()))
-        free.remove(j)
-        pairs.append((i, j))
-    assert not free, f"{len(free)} detections mmdet does not have"
-    return pairs
 
 
 @pytest.mark.slow

@@ -9,16 +9,18 @@ import asyncio
 import numpy as np
 import pytest
 import torch
+import tritonclient.http as triton
 from PIL import Image
 from pycocotools import mask as coco_mask
-from tests.service.helpers import image_bytes, serve, settings
 
 from models import KeepRatioResize, ModelInfo, paste_masks
 from service import create_app
 from service.backends.torch import TorchBackend
-from tests.conftest import FIXTURES, official_fixture
-from tests.models.test_rcnn import MASK_TIE, match, tiny_rcnn
-from tests.service.test_v2 import triton, triton_request, triton_result
+from tests.helpers.app import serve, settings
+from tests.helpers.detection import MASK_TIE, match, tiny_rcnn
+from tests.helpers.images import image_bytes
+from tests.helpers.paths import FIXTURES, official_fixture
+from tests.helpers.v2 import triton_request, triton_result
 
 pytestmark = pytest.mark.anyio
 
