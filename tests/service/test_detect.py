@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -182,3 +183,29 @@ async def test_a_classifier_cannot_be_the_detector(backend, tiny_model):
     async with serve(app, wait_ready=False):
         with pytest.raises(BackendError, match="is a classification model; it cannot serve as the detection"):
             await app.state.service.wait_ready()
+
+
+PNG = {"content-type": "image/png"}
+
+
+class AccentedDetector(FixedDetector):
+    """FixedDetector whose labels are 600 two-byte letters long."""
+
+    def load(self):
+        self.meta = replace(super().load(), labels=tuple(f"{d}{'é' * 600}" for d in "0123456789"))
+        return self.meta
+
+
+async def test_the_response_limit_counts_bytes_not_characters(backend):
+    async def answer(**limits):
+        async with serve(
+            create_app(settings(**limits), backend=backend, detector=AccentedDetector())
+        ) as client:
+            return await client.post(
+                "/detect", content=picture(256, 128), headers={"content-type": "image/png"}
+            )
+
+    size = len((await answer()).content)  # in bytes: the 600 letters count 1200
+    assert size > 1300
+    response = await answer(max_response_bytes=size - 100)  # fewer characters than that, not bytes
+    assert response.status_code == 413, response.text
