@@ -155,8 +155,11 @@ def prepare(
     or with torch on ``device`` (a ``Preprocessing`` whose ``runs_on_tensors``)."""
     image = open_image(data, max_pixels)
     fmt = image.format or ""
-    tensors = isinstance(preprocessing, Preprocessing) and preprocessing.runs_on_tensors
-    draft_side = preprocessing.resize_size if host.jpeg_draft and tensors else 0  # the resize's input
+    # a classifier whose resize runs on tensors (None: the pipeline's own PIL path)
+    tensors = (
+        preprocessing if isinstance(preprocessing, Preprocessing) and preprocessing.runs_on_tensors else None
+    )
+    draft_side = tensors.resize_size if host.jpeg_draft and tensors else 0  # the resize's input
     pixels: np.ndarray | None = None
     if host.jpeg_decoder == "simplejpeg" and jpeg.takes(image):
         orientation = jpeg.orientation(image)
@@ -171,7 +174,7 @@ def prepare(
         pixels = np.asarray(image) if pixels is None else pixels
         tensor = _on_device(pixels, preprocessing, device)
     elif host.resize == "torch" and tensors:
-        tensor = preprocessing.from_uint8(np.asarray(image) if pixels is None else pixels)
+        tensor = tensors.from_uint8(np.asarray(image) if pixels is None else pixels)
     else:
         tensor = preprocessing(image if pixels is None else Image.fromarray(pixels))
     return Decoded(tensor, width, height, fmt)

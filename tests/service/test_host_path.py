@@ -17,7 +17,8 @@ from service import jpeg
 from service.errors import BadImage
 from service.preprocess import OFFICIAL, HostPath, decode, prepare
 from service.runtime import host_path
-from tests.service.helpers import image_bytes, sample_png, served, settings
+from tests.helpers.app import served, settings
+from tests.helpers.images import image_bytes, sample_png
 
 pytestmark = pytest.mark.skipif(not jpeg.available(), reason="simplejpeg is not installed")
 

@@ -14,7 +14,9 @@ from service import create_app
 from service.backends import create_backend, create_detector_backend
 from service.backends.base import BackendError, DetectionOutput
 from service.backends.simulated import SimulatedBackend
-from tests.service.helpers import metric, sample_png, serve, settings
+from tests.helpers.app import serve, settings
+from tests.helpers.images import sample_png
+from tests.helpers.metrics import metric
 
 
 def test_a_batch_sleeps_its_share_of_a_second_without_using_the_cpu():
@@ -71,7 +73,7 @@ async def test_the_server_names_the_simulation_in_models_and_metrics():
 
 @pytest.mark.anyio
 async def test_a_real_backends_metrics_carry_no_simulation(backend):
-    from tests.service.helpers import served
+    from tests.helpers.app import served
 
     async with served(backend) as client:
         text = (await client.get("/metrics")).text
