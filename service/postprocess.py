@@ -3,7 +3,7 @@ original image's pixels, instance masks pasted there and encoded)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -60,6 +60,41 @@ def classify(
     return predictions, points
 
 
+def _kept(
+    output: DetectionOutput,
+    meta: ModelMeta,
+    width: int,
+    height: int,
+    score_threshold: float,
+    max_detections: int,
+) -> list[tuple[int, np.ndarray, np.ndarray]]:
+    """(output row, clipped box, unclipped box) of each detection ``detect`` returns, in order."""
+    boxes = output.boxes.astype(np.float64)
+    if not output.in_image_pixels:
+        sx, sy = expect_pipeline(meta.preprocessing, Letterbox).scale(width, height)
+        boxes = boxes / np.array([sx, sy, sx, sy])
+    clipped = np.clip(boxes, 0, [width, height, width, height])
+    kept: list[tuple[int, np.ndarray, np.ndarray]] = []
+    for k, (box, score) in enumerate(zip(clipped, output.scores)):
+        if len(kept) == max_detections or score < score_threshold:
+            break  # outputs are best first
+        if box[2] > box[0] and box[3] > box[1]:
+            kept.append((k, box, boxes[k]))
+    return kept
+
+
+def count_detections(
+    output: DetectionOutput,
+    meta: ModelMeta,
+    width: int,
+    height: int,
+    score_threshold: float,
+    max_detections: int,
+) -> int:
+    """How many detections ``detect`` returns for these arguments (no masks pasted)."""
+    return len(_kept(output, meta, width, height, score_threshold, max_detections))
+
+
 def detect(
     output: DetectionOutput,
     meta: ModelMeta,
@@ -68,29 +103,23 @@ def detect(
     score_threshold: float,
     max_detections: int,
     masks: mask_codec.MaskFormat = "none",
+    before_mask: Callable[[], None] | None = None,
 ) -> list[Detection]:
     """Canvas boxes -> boxes on the (width x height) image the canvas was letterboxed from
     (or already there: ``in_image_pixels``), clipped to it; detections under
     ``score_threshold`` or left without area are dropped. ``masks``: each kept detection's
-    mask pasted at the image's size (its unclipped box, as mmdet) and encoded."""
-    boxes = output.boxes.astype(np.float64)
-    if not output.in_image_pixels:
-        sx, sy = expect_pipeline(meta.preprocessing, Letterbox).scale(width, height)
-        boxes = boxes / np.array([sx, sy, sx, sy])
-    unclipped = boxes
-    boxes = np.clip(boxes, 0, [width, height, width, height])
+    mask pasted at the image's size (its unclipped box, as mmdet) and encoded; ``before_mask``
+    is called before each one (it may raise to stop the work)."""
     found: list[Detection] = []
-    for k, (box, score, label) in enumerate(zip(boxes, output.scores, output.labels)):
-        if len(found) == max_detections or score < score_threshold:
-            break  # outputs are best first
-        if box[2] <= box[0] or box[3] <= box[1]:
-            continue
-        index = int(label)
+    for k, box, unclipped in _kept(output, meta, width, height, score_threshold, max_detections):
+        index = int(output.labels[k])
         category = meta.category_ids[index] if meta.category_ids else index + 1
         x1, y1, x2, y2 = (round(float(v), BOX_DECIMALS) for v in box)
         segmentation = None
         if masks != "none" and output.masks is not None:
-            pasted = mask_codec.paste(output.masks[k], unclipped[k], width, height, meta.mask_threshold)
+            if before_mask is not None:
+                before_mask()
+            pasted = mask_codec.paste(output.masks[k], unclipped, width, height, meta.mask_threshold)
             segmentation = mask_codec.encode(pasted, masks)
         found.append(
             Detection(
@@ -98,7 +127,7 @@ def detect(
                 label=meta.labels[index],
                 index=index,
                 category_id=category,
-                score=float(score),
+                score=float(output.scores[k]),
                 segmentation=segmentation,
             )
         )

@@ -212,6 +212,13 @@ class Settings(BaseSettings):
         description="largest /detect response body, masks included (413 beyond: ask for fewer "
         "detections, a higher score_threshold or another mask format)",
     )
+    max_mask_pixels: int = Field(
+        200_000_000,
+        ge=1,
+        description="instance masks one /detect request may paste: its detections times their "
+        "images' width*height, counted before any is pasted (413 beyond: fewer detections or "
+        "smaller images); the deadline also stops the pasting (504)",
+    )
     max_image_pixels: int = Field(
         40_000_000, ge=1, description="width*height of one image, read from its header before decoding (413)"
     )

@@ -3,6 +3,7 @@ segmentation model, masks), batched with other requests."""
 
 from __future__ import annotations
 
+import time
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Header, Query, Request, Response
@@ -10,7 +11,7 @@ from pydantic import TypeAdapter
 
 from .. import postprocess
 from ..backends import ModelMeta
-from ..errors import InvalidParameter, NotFound, PayloadTooLarge
+from ..errors import DeadlineExceeded, InvalidParameter, NotFound, PayloadTooLarge
 from ..masks import MaskFormat
 from ..schemas import CocoDetection, DetectionResult, DetectResponse
 from .deps import Service
@@ -30,7 +31,12 @@ RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 RESPONSES[413] = {
     **RESPONSES[413],
-    "description": RESPONSES[413]["description"] + "; the response over max_response_bytes",
+    "description": RESPONSES[413]["description"]
+    + "; the response over max_response_bytes; the masks over max_mask_pixels",
+}
+RESPONSES[504] = {
+    **RESPONSES[504],
+    "description": RESPONSES[504]["description"] + ", or its masks not all pasted in time",
 }
 
 
@@ -100,6 +106,36 @@ async def detect(
         request, service, runtime, timeout_ms=timeout_ms, x_timeout_ms=x_timeout_ms, check=check
     )
 
+    limit = max_detections or done.meta.max_detections
+    images = list(zip(done.uploads, done.decoded, done.outputs, strict=True))
+    with_masks, total = masks != "none", 0
+    if with_masks:
+        # pasting costs each detection its whole image's pixels: bounded before it starts
+        counts = [
+            postprocess.count_detections(output, done.meta, image.width, image.height, score_threshold, limit)
+            for _, image, output in images
+        ]
+        total = sum(counts)
+        pixels = sum(n * image.width * image.height for n, (_, image, _) in zip(counts, images))
+        cap = service.settings.max_mask_pixels
+        if pixels > cap:
+            raise PayloadTooLarge(
+                f"the masks of {total} detections would be {pixels:,} mask pixels (each at its "
+                f"image's size), over the limit of {cap:,} (max_mask_pixels): ask for fewer "
+                "detections (max_detections, score_threshold) or send smaller images"
+            )
+    pasted = 0
+
+    def before_mask() -> None:
+        """Stops the pasting once the deadline has passed: the rest is not computed."""
+        nonlocal pasted
+        if time.monotonic() > done.deadline:
+            raise DeadlineExceeded(
+                f"the deadline passed while pasting masks ({pasted} of {total} done): ask for "
+                "fewer detections or smaller images, or allow more time (timeout_ms)"
+            )
+        pasted += 1
+
     def build_results() -> list[DetectionResult]:
         return [
             DetectionResult(
@@ -113,17 +149,16 @@ async def detect(
                     image.width,
                     image.height,
                     score_threshold,
-                    max_detections or done.meta.max_detections,
+                    limit,
                     masks,
+                    before_mask,
                 ),
             )
-            for i, (upload, image, output) in enumerate(
-                zip(done.uploads, done.decoded, done.outputs, strict=True)
-            )
+            for i, (upload, image, output) in enumerate(images)
         ]
 
     # pasting and encoding masks is CPU work: on the pool, not the event loop
-    results = build_results() if masks == "none" else await service.offload(build_results)
+    results = await service.offload(build_results) if with_masks else build_results()
     request.state.log = {
         "images": len(results),
         "batch_size": done.work.batch_size,
@@ -142,10 +177,10 @@ async def detect(
             .model_dump_json()
             .encode()
         )  # the limit counts bytes, as the coco branch's
-    limit = service.settings.max_response_bytes
-    if len(body) > limit:
+    most = service.settings.max_response_bytes
+    if len(body) > most:
         raise PayloadTooLarge(
-            f"the response would be {len(body):,} bytes, over the limit of {limit:,} "
+            f"the response would be {len(body):,} bytes, over the limit of {most:,} "
             "(max_response_bytes): ask for fewer detections (max_detections, score_threshold), "
             "fewer images per request, or masks=rle rather than polygon"
         )

@@ -82,6 +82,7 @@ class Computed:
     work: Work
     started: float
     preprocessed: float
+    deadline: float  # time.monotonic() after which the response is no longer worth computing
 
     def timing(self) -> Timing:
         return Timing(
@@ -140,7 +141,7 @@ async def compute(
         preprocessed = time.monotonic()
         work = service.submit(runtime, decoded, deadline, want_points, request.state.request_id)
         outputs = await runtime.batcher.result(work, client_gone(request.receive))
-    return Computed(meta, uploads, decoded, outputs, work, started, preprocessed)
+    return Computed(meta, uploads, decoded, outputs, work, started, preprocessed, deadline)
 
 
 def _ms(seconds: float) -> float:

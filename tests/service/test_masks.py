@@ -5,6 +5,7 @@ the COCO format, the response-size limit; and the mmdet fixture end to end throu
 from __future__ import annotations
 
 import asyncio
+import time
 
 import numpy as np
 import pytest
@@ -14,7 +15,8 @@ from PIL import Image
 from pycocotools import mask as coco_mask
 
 from models import KeepRatioResize, ModelInfo, paste_masks
-from service import create_app
+from service import create_app, postprocess
+from service import masks as service_masks
 from service.backends.torch import TorchBackend
 from tests.helpers.app import serve, settings
 from tests.helpers.detection import MASK_TIE, match, tiny_rcnn
@@ -121,6 +123,47 @@ async def test_a_response_over_the_limit_is_refused(backend, model):
         response = await detect(client, pictures()[0], masks="polygon")
     assert response.status_code == 413
     assert "over the limit of 1,024 (max_response_bytes)" in response.json()["error"]["message"]
+
+
+class CountedPaste:
+    """``service.masks.paste`` that counts its calls; the first one can take ``first_s``."""
+
+    def __init__(self, first_s: float = 0.0) -> None:
+        self.calls, self.first_s, self.paste = 0, first_s, service_masks.paste
+
+    def __call__(self, *args):
+        self.calls += 1
+        if self.calls == 1:
+            time.sleep(self.first_s)
+        return self.paste(*args)
+
+
+async def test_masks_over_max_mask_pixels_are_refused_before_any_is_pasted(backend, model, monkeypatch):
+    image = pictures()[0]  # 70 x 50: 3,500 pixels a mask, 10 detections at score_threshold 0
+    paste = CountedPaste()
+    monkeypatch.setattr(postprocess.mask_codec, "paste", paste)
+    app = create_app(settings(max_mask_pixels=3 * 3500), backend=backend, detector=TorchBackend(model))
+    async with serve(app) as client:
+        refused = await detect(client, image, masks="polygon")
+        assert paste.calls == 0
+        within = await detect(client, image, masks="rle", max_detections=3)
+        boxes_only = await detect(client, image)
+    assert refused.status_code == 413
+    message = refused.json()["error"]["message"]
+    assert "35,000 mask pixels" in message and "limit of 10,500 (max_mask_pixels)" in message
+    assert within.status_code == 200 and paste.calls == 3
+    assert boxes_only.status_code == 200 and len(boxes_only.json()["results"][0]["detections"]) == 10
+
+
+async def test_masks_stop_at_the_deadline(backend, model, monkeypatch):
+    """The first mask takes the whole deadline: a 504, and the other nine are not pasted."""
+    paste = CountedPaste(first_s=3.1)
+    monkeypatch.setattr(postprocess.mask_codec, "paste", paste)
+    async with serve(create_app(settings(), backend=backend, detector=TorchBackend(model))) as client:
+        response = await detect(client, pictures()[0], masks="rle", timeout_ms=3000)
+    assert response.status_code == 504, response.text
+    assert "pasting masks (1 of 10 done)" in response.json()["error"]["message"]
+    assert paste.calls == 1
 
 
 async def test_v2_returns_the_mask_tensors(client, model):
