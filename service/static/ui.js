@@ -15,6 +15,7 @@
     picture: null,              // {blob, name, url, width, height} (size: as the browser decoded it)
     results: {},                // task -> the last response for the current picture
     pointsRefused: null,        // the server's reason, when it refused ?points=true
+    masksRefused: null,         // the server's reason, when it refused ?masks=polygon
     run: 0,                     // a newer request wins over a slower older one
   };
 
@@ -116,6 +117,7 @@
     if (body.models.some((m) => !m.ready)) setTimeout(loadModels, 2000);  // still loading
     renderCard();
     renderPointControls();
+    renderMaskControls();
     return true;
   }
 
@@ -145,7 +147,8 @@
     row("preprocessing", pre.mode === "letterbox" ? `fit into the square keeping the aspect ratio, pad right and bottom (${pre.interpolation})`
       : `resize to ${pre.resize_size} x ${pre.resize_size}, centre crop (${pre.interpolation})`);
     row("labels", String(model.num_labels ?? "-"));
-    row("points", model.supports_points ? "yes (?points=true)" : "no");
+    if (state.task === "classify") row("points", model.supports_points ? "yes (?points=true)" : "no");
+    else row("masks", hasMasks() ? "yes (?masks=polygon)" : "no (boxes only)");
     row("batching", `up to ${batching.max_batch_size} images per batch, waits at most ` +
         `${batching.max_queue_delay_ms} ms; queue of ${batching.max_queue_size} images; ` +
         `${batching.max_images_per_request} images per request; deadline ${batching.default_timeout_ms} ms`);
@@ -159,6 +162,8 @@
     state.picture = {blob, name, url, width: 0, height: 0};
     state.results = {};
     state.pointsRefused = null;
+    state.masksRefused = null;  // a smaller picture may fit where the last did not
+    renderMaskControls();
     const image = new Image();
     image.src = url;
     try {
@@ -219,6 +224,8 @@
   }
 
   const pointsWanted = () => Boolean(state.models.classify?.supports_points) && !state.pointsRefused;
+  const hasMasks = () => state.models.detect?.task === "instance_segmentation";
+  const masksWanted = () => hasMasks() && $("show-masks").checked && !state.masksRefused;
 
   async function run() {
     const picture = state.picture;
@@ -226,16 +233,18 @@
     const task = state.task;
     const id = ++state.run;
     const withPoints = task === "classify" && pointsWanted();
+    const withMasks = task === "detect" && masksWanted();
     // the detector's own floor: the slider then filters without asking again
     const labels = state.models.classify?.num_labels || 5;
     const query = task === "classify" ? `classify?top_k=${Math.min(5, labels)}${withPoints ? "&points=true" : ""}`
-      : "detect?score_threshold=0.05";
+      : `detect?score_threshold=0.05${withMasks ? "&masks=polygon" : ""}`;
     const form = new FormData();
     form.append("file", picture.blob, picture.name);
     setStatus(`${task === "classify" ? "classifying" : "detecting objects in"} ${picture.name}...`);
     try {
       const body = await api(query, {method: "POST", body: form});
       if (id !== state.run) return;
+      body.withMasks = withMasks;
       state.results[task] = body;
       hideError();
       setStatus("");
@@ -245,6 +254,12 @@
       if (withPoints && err.status === 422 && /points/.test(err.message)) {
         state.pointsRefused = err.message;  // e.g. points disabled on this server: ask without
         renderPointControls();
+        return run();
+      }
+      // masks over the server's max_mask_pixels, or not pasted in time: the boxes without them
+      if (withMasks && (err.status === 413 || err.status === 504) && /mask/.test(err.message)) {
+        state.masksRefused = err.message;
+        renderMaskControls();
         return run();
       }
       delete state.results[task];
@@ -351,12 +366,31 @@
     }
   }
 
-  // Hook for masks: /detect returns no masks yet. When a detection carries one (e.g. `mask`,
-  // a polygon or RLE in picture pixels), draw it into `layer` (under the boxes) in `colour`;
-  // the score slider already filters what reaches here.
+  // A detection's polygons (masks=polygon: flat [x1, y1, x2, y2, ...] lists in picture
+  // pixels), filled in its box's colour under the boxes (ui.css makes them see-through).
   function drawMask(layer, detection, colour) {
-    if (!detection.mask) return;
+    if (!$("show-masks").checked || !Array.isArray(detection.segmentation)) return;
+    for (const flat of detection.segmentation) {
+      const points = [];
+      for (let i = 0; i + 1 < flat.length; i += 2) points.push(`${flat[i]},${flat[i + 1]}`);
+      svg("polygon", {class: "mask", points: points.join(" "), fill: colour}, layer);
+    }
   }
+
+  function renderMaskControls() {
+    $("masks-toggle").hidden = !hasMasks();
+    $("masks-note").textContent = hasMasks() && state.masksRefused ? `boxes only: ${state.masksRefused}` : "";
+  }
+
+  $("show-masks").addEventListener("change", () => {
+    const body = state.results.detect;
+    if (masksWanted() && state.picture && body && !body.withMasks) {
+      delete state.results.detect;
+      run();
+    } else {
+      render();
+    }
+  });
 
   $("score").addEventListener("input", () => {
     $("score-value").textContent = Number($("score").value).toFixed(2);

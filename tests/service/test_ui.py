@@ -305,7 +305,10 @@ def test_the_page_in_chromium_classifies_detects_shows_points_and_errors(keyed_s
         (float(r.get_attribute("x")), float(r.get_attribute("y"))) for r in css(By.CSS_SELECTOR, "rect.box")
     ]
     assert min(boxes, key=lambda b: b[1]) == pytest.approx((44, 51), abs=3)  # the 7 at (46, 50)
-    assert "dat_digits_detector" in text("card")
+    assert "dat_digits_detector" in text("card") and "no (boxes only)" in text("card")
+    # a box-only detector: no mask toggle, and nothing drawn in the masks layer
+    assert not browser.find_element(By.ID, "masks-toggle").is_displayed()
+    assert css(By.CSS_SELECTOR, "#masks *") == []
     browser.find_element(By.ID, "score").send_keys(Keys.END)  # threshold 1: none left
     wait.until(lambda b: not css(By.CSS_SELECTOR, "rect.box"))
     assert text("score-value") == "1.00" and text("detect-count").startswith("0 of ")
