@@ -12,8 +12,8 @@ import httpx
 import pytest
 from PIL import Image
 
-from tests.conftest import FIXTURES, official_fixture
-from tests.service.helpers import start, wait_ready
+from tests.helpers.paths import FIXTURES, official_fixture
+from tests.helpers.server import start, wait_ready
 from tests.service.test_ui import _severe, browser, chromium  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.slow
