@@ -3,7 +3,8 @@
 During export the two seams of :mod:`models.sampling` are swapped for the custom ops
 ``dat::sample_kv`` (deformable key/value sampling) and ``dat::interp_bias`` (relative position
 bias interpolation), DAT++'s neighborhood attention (:mod:`models.neighborhood`) for
-``dat::neighborhood_attention`` and a detector's NMS for ``dat::nms_keep``. ``torch.export``
+``dat::neighborhood_attention``, a detector's NMS for ``dat::nms_keep`` and its RoIAlign
+(:mod:`models.roi_align`) for ``dat::roi_align``. ``torch.export``
 keeps them as single opaque nodes, and the ONNX exporter translates each with one of our
 functions. The samplings, in either mode:
 
@@ -18,7 +19,8 @@ functions. The samplings, in either mode:
 Both compute in float32 whatever the input dtype (a half-precision grid misplaces samples by a
 visible fraction of a pixel) and cast the result back to the input's dtype. Neighborhood
 attention is written out exactly with Gather and MatMul over static window indices
-(:func:`neighborhood_attention_onnx`), NMS as ONNX ``NonMaxSuppression``.
+(:func:`neighborhood_attention_onnx`), NMS as ONNX ``NonMaxSuppression`` and RoIAlign as
+ONNX ``RoiAlign`` with pinned attributes (:func:`roi_align_onnx`).
 
 :class:`ExportPolicy` is a ``TorchFunctionMode`` active while the model is traced. It writes
 attention out as ``softmax((q * scale) @ k^T + bias) @ v`` (the ONNX exporter's handling of
@@ -43,7 +45,7 @@ import torch
 import torch.nn.functional as F
 from onnxscript import opset18 as op
 
-from models import neighborhood, nms, sampling
+from models import neighborhood, nms, roi_align, sampling
 
 GRID_SAMPLE_MODES = ("native", "decomposed")
 # Opsets at which a GridSample node may be emitted: 16 introduced it, 20 renamed its mode.
@@ -53,6 +55,7 @@ SEAM_OPS = {
     "interp_bias": "bias_interpolation",
     "nms_keep": "nms",
     "neighborhood_attention": "neighborhood",
+    "roi_align": "roi_align",
 }
 
 
@@ -96,6 +99,27 @@ def _(boxes, scores, max_per_class, iou_threshold, score_threshold):
     return torch.empty_like(scores)
 
 
+@torch.library.custom_op("dat::roi_align", mutates_args=())
+def roi_align_op(
+    features: torch.Tensor,
+    boxes: torch.Tensor,
+    batch_index: torch.Tensor,
+    output_size: int,
+    spatial_scale: float,
+    sampling_ratio: int,
+    aligned: bool,
+) -> torch.Tensor:
+    """The detector's RoIAlign seam as an opaque op: (B, C, H, W), (N, 4), (N,) -> (N, C, P, P)."""
+    return roi_align.roi_align(
+        features, boxes, batch_index, output_size, spatial_scale, sampling_ratio, aligned
+    )
+
+
+@roi_align_op.register_fake
+def _(features, boxes, batch_index, output_size, spatial_scale, sampling_ratio, aligned):
+    return features.new_empty((boxes.shape[0], features.shape[1], output_size, output_size))
+
+
 @torch.library.custom_op("dat::neighborhood_attention", mutates_args=())
 def neighborhood_attention_op(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, rpb: torch.Tensor, kernel: int, scale: float
@@ -113,14 +137,15 @@ def _(q, k, v, rpb, kernel, scale):
 
 @contextlib.contextmanager
 def opaque_seams() -> Iterator[None]:
-    """Routes the model's seams (both samplings, neighborhood attention, and a detector's NMS)
-    through the custom ops while a model is traced."""
+    """Routes the model's seams (both samplings, neighborhood attention, and a detector's NMS
+    and RoIAlign) through the custom ops while a model is traced."""
     with (
         sampling.override(
             deformable_kv=torch.ops.dat.sample_kv, bias_interpolation=torch.ops.dat.interp_bias
         ),
         neighborhood.override(torch.ops.dat.neighborhood_attention),
         nms.override(torch.ops.dat.nms_keep),
+        roi_align.override(torch.ops.dat.roi_align),
     ):
         yield
 
@@ -222,6 +247,34 @@ def nms_keep_onnx(boxes, scores, max_per_class: int, iou_threshold: float, score
     # onnxscript's opset signatures name onnx.TensorProto (as in _constant)
     zeros = op.ConstantOfShape(op.Shape(scores), value=ir.tensor([0.0], dtype=f32))  # type: ignore[arg-type]
     return _restore_dtype(op.ScatterND(zeros, selected, ones), scores)
+
+
+# mmcv's RoIAlign as ONNX RoiAlign (opset 16+) writes it: average pooling; "half_pixel" is
+# mmcv's aligned=True (pixel centres at half-integers, no minimum RoI size), "output_half_pixel"
+# its aligned=False (RoI sides at least 1).
+ROI_ALIGN_MODE = "avg"
+ROI_ALIGN_TRANSFORM = {True: "half_pixel", False: "output_half_pixel"}
+
+
+def roi_align_onnx(
+    features, boxes, batch_index, output_size: int, spatial_scale: float, sampling_ratio: int, aligned: bool
+):
+    """One ``RoiAlign`` node with pinned attributes, float32 inside (ONNX Runtime's CPU kernel
+    has no float16), the features' dtype outside. ``sampling_ratio`` 0 is adaptive in both
+    (``ceil(roi side / P)`` samples per bin and RoI), and samples outside ``[-1, size]`` count
+    as 0 in both: ONNX Runtime reproduces :func:`models.roi_align.roi_align` to float32 rounding."""
+    pooled = op.RoiAlign(
+        _to_float(features),
+        _to_float(boxes),
+        op.Cast(batch_index, to=ir.DataType.INT64),
+        mode=ROI_ALIGN_MODE,
+        output_height=output_size,
+        output_width=output_size,
+        sampling_ratio=sampling_ratio,
+        spatial_scale=spatial_scale,
+        coordinate_transformation_mode=ROI_ALIGN_TRANSFORM[bool(aligned)],
+    )
+    return _restore_dtype(pooled, features)
 
 
 # Queries per tile side in the ONNX graph, and how far below its row's largest logit a masked
@@ -354,6 +407,7 @@ def translation_table(grid_sample: str, opset: int) -> dict:
         torch.ops.dat.interp_bias.default: fn,
         torch.ops.dat.neighborhood_attention.default: neighborhood_attention_onnx,
         torch.ops.dat.nms_keep.default: nms_keep_onnx,
+        torch.ops.dat.roi_align.default: roi_align_onnx,
     }
 
 

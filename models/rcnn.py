@@ -325,6 +325,12 @@ class RCNN(nn.Module):
     def num_classes(self) -> int:
         return self.config.num_classes
 
+    @property
+    def input_size(self) -> int:
+        """Side of the square canvas an export takes (:attr:`KeepRatioResize.canvas`): every
+        image its pipeline makes fits, padded with zeros; eager calls take any padded size."""
+        return self.info.preprocessing.canvas
+
     def forward(
         self,
         images: torch.Tensor,

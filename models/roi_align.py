@@ -14,13 +14,24 @@ are summed into a (P, rows) matrix over the window of rows they touch, likewise 
 a bin is ``rows_weights @ window @ column_weights.T`` over that window of the feature map: the
 work follows the RoI's area, not its number of samples (an elongated box at a fine level takes
 hundreds of samples per bin). RoIs are grouped by window size (powers of two) and chunked.
+
+The extractor pools through one seam, :func:`pool_rois`: eager mode runs :func:`roi_align`
+below, and the exporter swaps in an opaque op that it translates to ONNX ``RoiAlign``
+(:func:`override`), whose ``half_pixel`` mode and adaptive sampling (``sampling_ratio`` 0:
+``ceil(roi side / P)`` per RoI) are mmcv's ``aligned`` kernel. While a graph is traced the
+extractor keeps static shapes: every RoI goes through every level's seam, those of the other
+levels as empty boxes (no samples), and a mask picks each RoI's own level.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
 
 import torch
+
+# features, boxes, batch_index, output_size, spatial_scale, sampling_ratio, aligned
+RoIAlignFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, int, float, int, bool], torch.Tensor]
 
 _CHUNK_ELEMENTS = 1 << 24  # gathered feature values per chunk (64 MiB of float32)
 
@@ -145,6 +156,35 @@ def map_roi_levels(boxes: torch.Tensor, num_levels: int, finest_scale: float = 5
     return levels.clamp(min=0, max=num_levels - 1).long()
 
 
+_SEAM: dict[str, RoIAlignFn] = {"roi_align": roi_align}
+
+
+def pool_rois(
+    features: torch.Tensor,
+    boxes: torch.Tensor,
+    batch_index: torch.Tensor,
+    output_size: int,
+    spatial_scale: float,
+    sampling_ratio: int = 0,
+    aligned: bool = True,
+) -> torch.Tensor:
+    """The seam: :func:`roi_align`'s contract, through whatever implementation is in place."""
+    return _SEAM["roi_align"](
+        features, boxes, batch_index, output_size, spatial_scale, sampling_ratio, aligned
+    )
+
+
+@contextlib.contextmanager
+def override(fn: RoIAlignFn) -> Iterator[None]:
+    """Temporarily routes :func:`pool_rois` through ``fn`` (the exporter's opaque op)."""
+    previous = _SEAM["roi_align"]
+    _SEAM["roi_align"] = fn
+    try:
+        yield
+    finally:
+        _SEAM["roi_align"] = previous
+
+
 def extract_roi_features(
     features: Sequence[torch.Tensor],
     boxes: torch.Tensor,
@@ -152,19 +192,33 @@ def extract_roi_features(
     strides: Sequence[int],
     sampling_ratio: int = 0,
     finest_scale: float = 56.0,
+    static: bool | None = None,
 ) -> torch.Tensor:
     """mmdet's SingleRoIExtractor: boxes (B, K, 4) in input pixels over the first
-    ``len(strides)`` feature levels -> (B * K, C, P, P), image-major."""
+    ``len(strides)`` feature levels -> (B * K, C, P, P), image-major. ``static``: every RoI
+    through every level (module docstring); default: while a graph is traced."""
     levels = features[: len(strides)]
     b, k = boxes.shape[:2]
     flat_boxes = boxes.reshape(-1, 4)
     batch_index = torch.arange(b, device=boxes.device).repeat_interleave(k)
     target = map_roi_levels(flat_boxes, len(levels), finest_scale)
+    if static is None:
+        static = torch.compiler.is_exporting() or torch.compiler.is_compiling()
+    if static:
+        out = None
+        for level, (feature, stride) in enumerate(zip(levels, strides)):
+            here = target == level
+            # another level's RoI: an empty box, which samples nothing (sampling_ratio 0)
+            level_boxes = torch.where(here[:, None], flat_boxes, torch.zeros_like(flat_boxes))
+            pooled = pool_rois(feature, level_boxes, batch_index, output_size, 1.0 / stride, sampling_ratio)
+            pooled = torch.where(here[:, None, None, None], pooled, torch.zeros_like(pooled))
+            out = pooled if out is None else out + pooled  # adds exact zeros: each RoI its own level
+        return out
     out = levels[0].new_zeros(b * k, levels[0].shape[1], output_size, output_size)
     for level, (feature, stride) in enumerate(zip(levels, strides)):
         index = (target == level).nonzero().squeeze(1)
         if index.numel():
-            out[index] = roi_align(
+            out[index] = pool_rois(
                 feature, flat_boxes[index], batch_index[index], output_size, 1.0 / stride, sampling_ratio
             )
     return out

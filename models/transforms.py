@@ -269,6 +269,12 @@ class KeepRatioResize:
         d = self.size_divisor
         return -(-new_w // d) * d, -(-new_h // d) * d
 
+    @property
+    def canvas(self) -> int:
+        """Side of the square that holds any input this pipeline makes (either orientation):
+        the longer bound padded to the divisor. An export takes inputs of this fixed size."""
+        return -(-max(self.img_scale) // self.size_divisor) * self.size_divisor
+
     def to_dict(self) -> dict:
         return {"mode": self.mode, **asdict(self)}
 
