@@ -19,6 +19,8 @@ examples:
   python -m export --model dat_tiny --checkpoint dat_tiny_in1k_224.pth --out exports/dat_tiny
   python -m export --model dat_pp_tiny --checkpoint dat_pp_tiny_in1k_224.pth --out exports/dat_pp_tiny
   python -m export --config dat_tiny.yaml --checkpoint ckpt.pth --fp16 --out exports/tiny16
+  python -m export --model dat_pp_tiny_mask_rcnn_3x --checkpoint mask_rcnn.pth --max-batch 2 \
+      --verify-images street.jpg --out exports/mask_rcnn    # on its square canvas (1344 px)
   python -m export --out exports/digits --triton model_repository   # plus a Triton repository
   python -m export --out exports/digits --triton model_repository --triton-only
 
@@ -76,7 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
     which.add_argument(
         "--config",
         metavar="FILE",
-        help="official DAT YAML (MODEL.DAT section) or a JSON/YAML mapping of the MODEL.DAT keys",
+        help="official DAT YAML (MODEL.DAT section), a JSON/YAML mapping of the MODEL.DAT keys, "
+        "or an mmdet 2.x detector config (.py, read as data, never executed)",
     )
     model.add_argument(
         "--checkpoint",
@@ -101,8 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--task",
         choices=sorted(TASKS),
         default=None,
-        help="check that the model is a classifier (the graph outputs logits) "
-        "or a detector (boxes, scores, labels after NMS); default: the "
+        help="check that the model is a classifier (the graph outputs logits), "
+        "a detector (boxes, scores, labels after NMS) or an instance segmenter "
+        "(those plus 28 x 28 mask probabilities per detection); default: the "
         "model's own task",
     )
 
@@ -117,8 +121,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--fp16",
         action="store_true",
         help="float16 graph (for TensorRT's strongly typed networks); input and "
-        "output stay float32; LayerNorm, softmax, sampling positions and "
-        "grid samples run in float32",
+        "output stay float32; LayerNorm, softmax, sampling positions, "
+        "grid samples and RoIAlign run in float32",
     )
     graph.add_argument(
         "--opset",

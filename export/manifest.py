@@ -33,7 +33,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from models import Letterbox, Preprocessing, Task, preprocessing_from_dict, task_named
+from models import KeepRatioResize, Letterbox, Preprocessing, Task, preprocessing_from_dict, task_named
 
 MANIFEST_NAME = "manifest.json"
 # The graph's input and output names: the ONNX export writes them, the service and Triton
@@ -138,7 +138,7 @@ class Manifest:
     task: Task
     model_name: str
     model_config: dict
-    preprocessing: Preprocessing | Letterbox
+    preprocessing: Preprocessing | Letterbox | KeepRatioResize  # keep-ratio: padded to its canvas
     labels: tuple[str, ...]
     precision: str
     opset: int
@@ -304,10 +304,11 @@ def _check_consistency(m: Manifest) -> None:
     if m.category_ids and len(m.category_ids) != len(m.labels):
         raise ManifestError(f"{len(m.category_ids)} category ids for {len(m.labels)} labels")
     size = m.input.shape[-1] if m.input.shape else None
-    if isinstance(size, int) and size != m.preprocessing.input_size:
-        raise ManifestError(
-            f"preprocessing makes {m.preprocessing.input_size}px inputs but the graph takes {size}px"
-        )
+    made = (
+        m.preprocessing.canvas if isinstance(m.preprocessing, KeepRatioResize) else m.preprocessing.input_size
+    )
+    if isinstance(size, int) and size != made:
+        raise ManifestError(f"preprocessing makes {made}px inputs but the graph takes {size}px")
 
 
 def read_manifest(

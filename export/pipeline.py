@@ -31,7 +31,7 @@ from . import tensorrt as trt_export
 from .manifest import BatchRange
 
 if TYPE_CHECKING:
-    from models import DAT, RetinaNet
+    from models import DAT, RCNN, RetinaNet
 
 DEFAULT_MODEL = "dat_digits"
 GRID_SAMPLE_CHOICES = ("auto", "native", "decomposed")
@@ -134,7 +134,7 @@ def check_options(options: ExportOptions) -> None:
             raise ExportError(f"{what} file not found: {path}")
 
 
-def load_model(options: ExportOptions) -> DAT | RetinaNet:
+def load_model(options: ExportOptions) -> DAT | RetinaNet | RCNN:
     """The model to export, in eval mode, with its weights; raises ExportError."""
     import models
     from models.labels import read_labels
@@ -165,10 +165,10 @@ def load_model(options: ExportOptions) -> DAT | RetinaNet:
                 f"{source} is an {model.task} model: its ONNX export is not written yet "
                 f"(exportable tasks: {', '.join(sorted(TASKS))})"
             )
-        if isinstance(model, models.RCNN):  # a Faster R-CNN: a detector, but not one exported yet
+        if isinstance(model, models.RCNN) and not model.task.has_masks:  # a Faster R-CNN
             raise ExportError(
-                f"{source} is an R-CNN detector, which only the torch backend serves: "
-                "ONNX export takes classifiers and RetinaNet detectors"
+                f"{source} is an R-CNN detector without a mask head, which only the torch backend "
+                "serves: ONNX export takes classifiers, RetinaNet, Mask R-CNN and Cascade Mask R-CNN"
             )
     except ExportError:
         raise
@@ -179,19 +179,24 @@ def load_model(options: ExportOptions) -> DAT | RetinaNet:
     return model.eval()
 
 
-def _verification_images(model: DAT | RetinaNet, paths) -> torch.Tensor | None:
-    """Pictures through the model's own preprocessing (None: seeded random inputs)."""
+def _verification_images(model: DAT | RetinaNet | RCNN, paths) -> torch.Tensor | None:
+    """Pictures through the model's own preprocessing (None: seeded random inputs), each on
+    the export's square canvas (a keep-ratio detector's input is padded with zeros to it)."""
     if not paths:
         return None
     from PIL import Image
 
+    size = model.input_size
     tensors = []
     for path in paths:
         try:
             with Image.open(path) as image:
-                tensors.append(model.info.preprocessing(image.convert("RGB")))
+                tensor = model.info.preprocessing(image.convert("RGB"))
         except OSError as exc:
             raise ExportError(f"cannot read verification image {path}: {exc}") from None
+        canvas = torch.zeros(3, size, size)
+        canvas[:, : tensor.shape[1], : tensor.shape[2]] = tensor
+        tensors.append(canvas)
     return torch.stack(tensors)
 
 

@@ -21,6 +21,10 @@ detection of the same class on the other side scores within tolerance of it and 
 beyond the NMS IoU threshold, and both boxes are among the candidates PyTorch's NMS chose from.
 A detector's check in which PyTorch kept no detection at all fails: it compared nothing (any
 runtime that also finds nothing would pass), so it needs pictures the detector finds objects in.
+
+Instance masks are compared on the matched detections: each side's 28 x 28 probabilities pasted
+over its own box (as the server pastes them) and thresholded at 0.5; the two masks' IoU must be
+at least ``MASK_IOU[precision]`` (two empty masks agree).
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from models import CLASSIFICATION, DAT, RetinaNet, Task
+from models import CLASSIFICATION, DAT, RetinaNet, Task, paste_masks
 from models.boxes import box_iou
 
 from .manifest import BatchRange
@@ -47,6 +51,7 @@ NOTHING_FOUND = (
     "detection was compared: verify on pictures it finds objects in (--verify-images)"
 )
 BOX_RELATIVE_TOLERANCE = {"fp32": 1e-3, "fp16": 1e-2}
+MASK_IOU = {"fp32": 0.99, "fp16": 0.95}
 
 
 def tolerance_for(precision: str, reference: np.ndarray) -> float:
@@ -78,6 +83,7 @@ class BatchResult:
     tolerance: float
     passed: bool
     detections: int | None = None
+    min_mask_iou: float | None = None  # instance masks: the worst matched pair's IoU
 
 
 @dataclass
@@ -110,6 +116,10 @@ class Verification:
     def top1_agreement(self) -> float | None:
         return min((r.top1_agreement for r in self.results), default=None)
 
+    @property
+    def min_mask_iou(self) -> float | None:
+        return min((r.min_mask_iou for r in self.results if r.min_mask_iou is not None), default=None)
+
     def summary(self) -> str:
         if self.error:
             return f"{self.runtime}: FAILED ({self.error})"
@@ -119,9 +129,12 @@ class Verification:
         sizes = ",".join(str(r.batch) for r in self.results)
         if self.task.finds_objects:
             found = sum(r.detections or 0 for r in self.results)
+            masks = ""
+            if self.task.has_masks and self.min_mask_iou is not None:
+                masks = f", min mask IoU {self.min_mask_iou:.4f}"
             return (
                 f"{self.runtime}: {verdict} - {found} detections, {self.top1_agreement:.0%} "
-                f"matched, max relative box error {self.max_abs_error:.3g} "
+                f"matched, max relative box error {self.max_abs_error:.3g}{masks} "
                 f"({self.tolerance_rule}), batches {sizes}"
             )
         return (
@@ -138,6 +151,8 @@ class Verification:
             max_abs_error=self.max_abs_error,
             top1_agreement=self.top1_agreement,
         )
+        if self.task.has_masks:
+            data["min_mask_iou"] = self.min_mask_iou
         return data
 
 
@@ -222,21 +237,25 @@ def compare_detections(
     iou_threshold: float = 0.5,
     candidates: Candidates | None = None,
 ) -> BatchResult:
-    """One batch of (boxes, scores, labels): detections matched one to one (module docstring).
-    ``candidates``: PyTorch's pre-NMS boxes and scores; without them no NMS tie is excused."""
+    """One batch of (boxes, scores, labels[, masks]): detections matched one to one, and
+    their masks compared (module docstring). ``candidates``: PyTorch's pre-NMS boxes and
+    scores; without them no NMS tie is excused."""
     score_tol = tolerance_for(precision, np.ones(1))
+    with_masks = len(reference) > 3 and len(candidate) > 3
+    mask_ious: list[float] = []
     box_rtol = BOX_RELATIVE_TOLERANCE[precision]
     for expected, actual in zip(reference, candidate):
         if np.shape(expected) != np.shape(actual):
             raise ValueError(f"output shape {np.shape(actual)} != reference {np.shape(expected)}")
     worst, matched, total, excused_all = 0.0, 0, 0, True
     for b in range(reference[0].shape[0]):
-        ref = _image_detections(*(np.asarray(r[b], np.float64) for r in reference))
-        cand = _image_detections(*(np.asarray(c[b], np.float64) for c in candidate))
+        ref = _image_detections(*(np.asarray(r[b], np.float64) for r in reference[:3]))
+        cand = _image_detections(*(np.asarray(c[b], np.float64) for c in candidate[:3]))
+        ref_slots, cand_slots = np.flatnonzero(reference[2][b] >= 0), np.flatnonzero(candidate[2][b] >= 0)
         total += len(ref)
         free = list(range(len(cand)))
         lost = []
-        for box, score, label in ref:
+        for r, (box, score, label) in enumerate(ref):
             hit = next(
                 (
                     j
@@ -252,6 +271,13 @@ def compare_detections(
                 continue
             free.remove(hit)
             matched += 1
+            if with_masks:
+                mask_ious.append(
+                    pasted_mask_iou(
+                        (reference[3][b][ref_slots[r]], box),
+                        (candidate[3][b][cand_slots[hit]], cand[hit][0]),
+                    )
+                )
             worst = max(worst, float(np.max(np.abs(cand[hit][0] - box) / np.maximum(1, np.abs(box)))))
         extra = [cand[j] for j in free]
         # Every slot full: the last kept score is a cut-off a near-tie may fall either side of.
@@ -260,14 +286,29 @@ def compare_detections(
         judge = _Judge(cutoffs, score_tol, box_rtol, iou_threshold, image_candidates)
         excused_all &= all(judge.excused(d, extra) for d in lost)
         excused_all &= all(judge.excused(d, lost) for d in extra)
+    min_mask_iou = min(mask_ious, default=1.0) if with_masks else None
     return BatchResult(
         batch=int(reference[0].shape[0]),
         max_abs_error=worst,
         top1_agreement=matched / total if total else 1.0,
         tolerance=box_rtol,
-        passed=excused_all,
+        passed=excused_all and (min_mask_iou is None or min_mask_iou >= MASK_IOU[precision]),
         detections=total,
+        min_mask_iou=min_mask_iou,
     )
+
+
+def pasted_mask_iou(a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray]) -> float:
+    """IoU of two (S x S probabilities, box) masks, each pasted over its own box and thresholded
+    at 0.5 (:func:`models.paste_masks`); 1 when both are empty."""
+    boxes = np.stack([a[1], b[1]]).astype(np.float32)
+    # every pixel a mask can cover lies within its box plus one
+    height = max(1, int(np.ceil(boxes[:, 3].max())) + 2)
+    width = max(1, int(np.ceil(boxes[:, 2].max())) + 2)
+    masks = torch.from_numpy(np.stack([a[0], b[0]]).astype(np.float32))
+    pasted = paste_masks(masks, torch.from_numpy(boxes), height, width, 0.5)
+    union = int((pasted[0] | pasted[1]).sum())
+    return 1.0 if union == 0 else int((pasted[0] & pasted[1]).sum()) / union
 
 
 def sample_inputs(image_size: int, count: int, seed: int = SEED) -> torch.Tensor:
@@ -294,15 +335,16 @@ def reference_candidates(
 ) -> Candidates:
     """A detector's pre-NMS boxes and class scores (float32 eager)."""
     model = model.to(device).float().eval()
-    boxes, scores = model.candidates(*model.forward_raw(images.to(device)))
+    boxes, scores = model.nms_candidates(images.to(device))
     return boxes.cpu().numpy(), scores.cpu().numpy()
 
 
-def detection_tolerance_rule(precision: str) -> str:
-    return (
+def detection_tolerance_rule(precision: str, masks: bool = False) -> str:
+    rule = (
         f"box error <= {BOX_RELATIVE_TOLERANCE[precision]:g} * max(1, |coordinate|), "
         f"same labels, {tolerance_rule(precision).replace('max_abs_error', 'score error')}"
     )
+    return rule + (f", pasted mask IoU >= {MASK_IOU[precision]:g}" if masks else "")
 
 
 def verify_runner(
@@ -322,7 +364,7 @@ def verify_runner(
     noise; real pictures make its comparison meaningful)."""
     task = getattr(model, "task", CLASSIFICATION)
     detection = task.finds_objects
-    rule = detection_tolerance_rule(precision) if detection else tolerance_rule(precision)
+    rule = detection_tolerance_rule(precision, task.has_masks) if detection else tolerance_rule(precision)
     report = Verification(
         runtime=runtime,
         artifact=Path(artifact).name,

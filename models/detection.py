@@ -334,6 +334,11 @@ class RetinaNet(nn.Module):
             picked * found[..., None], best * found, torch.where(found, labels, torch.full_like(labels, -1))
         )
 
+    @torch.no_grad()
+    def nms_candidates(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """For an export's verification: what NMS chooses from on ``images`` (:meth:`candidates`)."""
+        return self.candidates(*self.forward_raw(images))
+
     def candidates(self, logits: torch.Tensor, deltas: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """What NMS chooses from: per level the ``nms_pre`` best anchors' decoded boxes
         (B, K, 4) and class scores (B, C, K), float32."""

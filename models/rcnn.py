@@ -441,6 +441,23 @@ class RCNN(nn.Module):
         """The box head(s) on the proposals, then class-aware NMS: boxes (B, M, 4) divided by
         the scale factors, scores (B, M), labels (B, M) (-1 past the last), best first."""
         cfg = self.config
+        boxes, scores, classes, valid = self._classify(features, proposals, image_sizes, scale_factors)
+        keep = batched_nms_keep(boxes, scores, classes, valid, cfg.iou_threshold, cfg.max_per_img)
+        best, index, found = top_kept(scores, keep, cfg.max_per_img)
+        picked = torch.gather(boxes, 1, index[..., None].expand(-1, -1, 4)) * found[..., None]
+        labels = torch.where(found, torch.gather(classes, 1, index), torch.full_like(index, -1))
+        return picked, best, labels
+
+    def _classify(
+        self,
+        features: Sequence[torch.Tensor],
+        proposals: Proposals,
+        image_sizes: torch.Tensor,
+        scale_factors: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """What the final NMS chooses from, one entry per (proposal, class) pair: boxes
+        (B, K * C, 4) divided by the scale factors, scores, classes and validity (B, K * C)."""
+        cfg = self.config
         heads = self.roi_head.box_heads()
         rois, sizes = proposals.boxes, image_sizes[:, None, None, :]
         stage_logits = []
@@ -470,11 +487,21 @@ class RCNN(nn.Module):
         scores = scores.reshape(b, k * c)
         classes = torch.arange(c, device=scores.device).repeat(k).expand(b, -1)
         valid = (scores > cfg.score_threshold) & proposals.valid.repeat_interleave(c, dim=1)
-        keep = batched_nms_keep(boxes, scores, classes, valid, cfg.iou_threshold, cfg.max_per_img)
-        best, index, found = top_kept(scores, keep, cfg.max_per_img)
-        picked = torch.gather(boxes, 1, index[..., None].expand(-1, -1, 4)) * found[..., None]
-        labels = torch.where(found, torch.gather(classes, 1, index), torch.full_like(index, -1))
-        return picked, best, labels
+        return boxes, scores, classes, valid
+
+    @torch.no_grad()
+    def nms_candidates(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """For an export's verification: the (proposal, class) pairs the final NMS chooses
+        from, on ``images`` as ``forward`` without sizes takes them: boxes (B, N, 4) and class
+        scores (B, C, N), each pair scored for its own class only (0 elsewhere and where
+        invalid)."""
+        sizes, factors = self._meta(images, None, None)
+        features = self.features(images)
+        boxes, scores, classes, valid = self._classify(
+            features, self.propose(features, sizes), sizes, factors
+        )
+        own = F.one_hot(classes, self.num_classes).transpose(1, 2).to(scores.dtype)  # (B, C, N)
+        return boxes.float(), (own * (scores * valid)[:, None, :]).float()
 
     def segment(
         self,

@@ -75,7 +75,6 @@ INSTANCE_SEGMENTATION = Task(
     (*_DETECTIONS, OutputTensor("masks", "float32", ("detections", MASK_SIZE, MASK_SIZE))),
     finds_objects=True,
     has_masks=True,
-    exportable=False,
 )
 
 # A backbone's feature maps: built for the detectors, neither served nor exported alone

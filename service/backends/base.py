@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 from abc import ABC, abstractmethod
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -47,6 +47,14 @@ class ModelMeta:
         """Inputs are each image resized to fit, of its own shape (``KeepRatioInput`` lists)."""
         return isinstance(self.preprocessing, KeepRatioResize)
 
+    @property
+    def canvas(self) -> int | None:
+        """The side of an exported graph's square input: the input size, or for a keep-ratio
+        detector the canvas every resized image is padded to (:attr:`KeepRatioResize.canvas`)."""
+        if isinstance(self.preprocessing, KeepRatioResize):
+            return self.preprocessing.canvas
+        return self.input_size
+
 
 @dataclass(frozen=True)
 class Points:
@@ -81,20 +89,47 @@ KeepRatioInput = tuple[torch.Tensor, ImageMeta]
 ImageBatch = torch.Tensor | list[KeepRatioInput]
 
 
-def split_detections(boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray) -> list[DetectionOutput]:
+def split_detections(
+    boxes: np.ndarray,
+    scores: np.ndarray,
+    labels: np.ndarray,
+    masks: np.ndarray | None = None,
+    metas: Sequence[ImageMeta] | None = None,
+) -> list[DetectionOutput]:
     """A detector's padded batch outputs (B, M, ...) -> one output per image, padding dropped
-    (label -1 marks an empty slot)."""
+    (label -1 marks an empty slot). ``metas``: each image's keep-ratio resize, whose scale
+    factors take its boxes back to its own pixels."""
     out = []
     for b in range(labels.shape[0]):
         keep = labels[b] >= 0
+        kept_boxes = boxes[b][keep].astype(np.float32)
+        if metas is not None:
+            kept_boxes = kept_boxes / np.asarray(metas[b].scale_factor, np.float32)
         out.append(
             DetectionOutput(
-                boxes[b][keep].astype(np.float32),
+                kept_boxes,
                 scores[b][keep].astype(np.float32),
                 labels[b][keep].astype(np.int64),
+                masks=None if masks is None else masks[b][keep].astype(np.float32),
+                in_image_pixels=metas is not None,
             )
         )
     return out
+
+
+def on_canvas(images: list[KeepRatioInput], meta: ModelMeta) -> tuple[torch.Tensor, list[ImageMeta]]:
+    """Keep-ratio inputs, each (3, H, W) of its own shape, padded with zeros onto the square
+    (B, 3, S, S) canvas an exported graph takes (as mmdet pads, right and bottom), S =
+    ``meta.max_side``; with each image's resize."""
+    size = meta.max_side
+    if size is None:
+        raise BackendError(f"{meta.name} takes (B, 3, S, S) batches, not keep-ratio images")
+    batch = torch.zeros(len(images), 3, size, size)
+    for i, (tensor, _) in enumerate(images):
+        if tensor.shape[1] > size or tensor.shape[2] > size:
+            raise BackendError(f"an input of {tuple(tensor.shape[1:])} does not fit the {size}px canvas")
+        batch[i, :, : tensor.shape[1], : tensor.shape[2]] = tensor
+    return batch, [image_meta for _, image_meta in images]
 
 
 class Backend(ABC):
@@ -176,8 +211,11 @@ def run_in_chunks(
     return [np.concatenate(parts) for parts in zip(*chunks)]
 
 
-def outputs_for(task: Task, arrays: list[np.ndarray]) -> list[ImageOutput] | list[DetectionOutput]:
-    """A graph's batch outputs -> per-image outputs: [logits] or [boxes, scores, labels]."""
+def outputs_for(
+    task: Task, arrays: list[np.ndarray], metas: Sequence[ImageMeta] | None = None
+) -> list[ImageOutput] | list[DetectionOutput]:
+    """A graph's batch outputs -> per-image outputs: [logits] or [boxes, scores, labels(,
+    masks)]; ``metas``: the keep-ratio images' (:func:`split_detections`)."""
     if task.finds_objects:
-        return split_detections(*arrays)
+        return split_detections(*arrays[:3], arrays[3] if task.has_masks else None, metas)
     return [ImageOutput(row) for row in arrays[0].astype(np.float32, copy=False)]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from models import Letterbox, Preprocessing, preprocessing_from_dict
+from models import KeepRatioResize, Letterbox, Preprocessing, preprocessing_from_dict
 
 from .base import BackendError, ModelMeta, file_version
 
@@ -27,7 +27,7 @@ def meta_from_manifest(manifest: Any, artifact: Path) -> ModelMeta:
     """The version is the weights' hash where the manifest records it, so the same weights
     report the same version whichever backend serves them; else the artifact's own hash."""
     preprocessing = manifest.preprocessing
-    if not isinstance(preprocessing, (Preprocessing, Letterbox)):
+    if not isinstance(preprocessing, (Preprocessing, Letterbox, KeepRatioResize)):
         preprocessing = preprocessing_from_dict(dict(preprocessing))
     weights_sha = (getattr(manifest, "weights", None) or {}).get("sha256")
     version = f"sha256:{weights_sha[:12]}" if weights_sha else file_version(artifact)
@@ -39,6 +39,7 @@ def meta_from_manifest(manifest: Any, artifact: Path) -> ModelMeta:
         task=manifest.task,
         category_ids=tuple(getattr(manifest, "category_ids", ()) or ()),
         max_detections=_kept_per_image(manifest),
+        mask_threshold=float((getattr(manifest, "model_config", None) or {}).get("mask_threshold", 0.5)),
     )
 
 

@@ -19,6 +19,7 @@ from .base import (
     ImageBatch,
     ImageOutput,
     ModelMeta,
+    on_canvas,
     outputs_for,
     run_in_chunks,
 )
@@ -126,10 +127,10 @@ class OnnxRuntimeBackend(Backend):
             raise BackendError(f"{onnx_path}: unsupported input type {spec.type}")
         self._dtype = _NUMPY_TYPES[spec.type]
         shape = list(spec.shape)
-        if len(shape) != 4 or shape[1:] != [3, meta.input_size, meta.input_size]:
+        if len(shape) != 4 or shape[1:] != [3, meta.canvas, meta.canvas]:
             raise BackendError(
                 f"{onnx_path}: input shape {shape} does not match the manifest's "
-                f"preprocessing (N, 3, {meta.input_size}, {meta.input_size})"
+                f"preprocessing (N, 3, {meta.canvas}, {meta.canvas})"
             )
         self._fixed_batch = shape[0] if isinstance(shape[0], int) and shape[0] > 0 else None
         batch = getattr(manifest, "batch", None)
@@ -146,12 +147,11 @@ class OnnxRuntimeBackend(Backend):
     def run(self, images: ImageBatch, points: bool = False) -> list[ImageOutput] | list[DetectionOutput]:
         if self._session is None or self.meta is None:
             raise BackendError("run before load")
-        if isinstance(images, list):
-            raise BackendError(
-                "ONNX Runtime runs (B, 3, S, S) batches; keep-ratio detectors run on the torch backend"
-            )
+        metas = None
+        if isinstance(images, list):  # keep-ratio images: onto the graph's canvas
+            images, metas = on_canvas(images, self.meta)
         arrays = run_in_chunks(self._run_chunk, images.contiguous(), self._max_batch, self._fixed_batch)
-        return outputs_for(self.meta.task, arrays)
+        return outputs_for(self.meta.task, arrays, metas)
 
     def describe(self) -> dict[str, Any]:
         return {

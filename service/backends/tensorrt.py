@@ -21,6 +21,7 @@ from .base import (
     ImageBatch,
     ImageOutput,
     ModelMeta,
+    on_canvas,
     outputs_for,
     run_in_chunks,
 )
@@ -93,10 +94,10 @@ class TensorRTBackend(Backend):
         else:
             self._max_batch = int(shape[0])
         meta = meta_from_manifest(manifest, Path(engine_path))
-        if shape[1:] != [3, meta.input_size, meta.input_size]:
+        if shape[1:] != [3, meta.canvas, meta.canvas]:
             raise BackendError(
                 f"{engine_path}: input shape {shape} does not match the manifest's "
-                f"preprocessing (N, 3, {meta.input_size}, {meta.input_size})"
+                f"preprocessing (N, 3, {meta.canvas}, {meta.canvas})"
             )
         self.precision = check_precision(manifest, self._precision_request)
         self._engine, self._context = engine, engine.create_execution_context()
@@ -129,13 +130,12 @@ class TensorRTBackend(Backend):
     def run(self, images: ImageBatch, points: bool = False) -> list[ImageOutput] | list[DetectionOutput]:
         if self._context is None or self.meta is None:
             raise BackendError("run before load")
-        if isinstance(images, list):
-            raise BackendError(
-                "TensorRT runs (B, 3, S, S) batches; keep-ratio detectors run on the torch backend"
-            )
+        metas = None
+        if isinstance(images, list):  # keep-ratio images: onto the engine's canvas
+            images, metas = on_canvas(images, self.meta)
         fixed = self._max_batch if self._static else None
         arrays = run_in_chunks(self._run_chunk, images, self._max_batch, fixed)
-        return outputs_for(self.meta.task, arrays)
+        return outputs_for(self.meta.task, arrays, metas)
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "artifacts": str(self._artifacts), "engine_max_batch": self._max_batch}

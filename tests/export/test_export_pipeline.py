@@ -168,12 +168,14 @@ def test_without_onnxruntime_the_export_stops_at_once_naming_the_extras(
 
 
 def test_an_rcnn_detector_is_refused_at_load_naming_what_exports(tmp_path, monkeypatch):
-    """A Faster R-CNN's task (detection) exports, but only RetinaNet's graph is written: the
-    export says so at once instead of failing later on what the R-CNN does not have."""
+    """A Faster R-CNN's task (detection) exports, but only RetinaNet's and the mask R-CNNs'
+    graphs are written: the export says so at once instead of failing later."""
     import models
 
     faster = tiny_rcnn(mask_head=None)
     assert faster.task is DETECTION
     monkeypatch.setattr(models, "create_model", lambda *args, **kwargs: faster)
-    with pytest.raises(pipeline.ExportError, match="R-CNN detector, which only the torch backend"):
+    with pytest.raises(
+        pipeline.ExportError, match="R-CNN detector without a mask head, which only the torch backend"
+    ):
         pipeline.load_model(pipeline.ExportOptions(out=tmp_path, model="dat_digits"))

@@ -159,3 +159,39 @@ def test_half_features_keep_float32_geometry():
     got = roi_align(features.half(), boxes, batch, 7, 0.25)
     assert got.dtype == torch.float16
     assert (got.float() - want).abs().max() < 5e-3  # fp16 values, not fp16 positions (~0.2 off)
+
+
+def test_static_extraction_is_the_eager_one():
+    """While traced, every RoI goes through every level's RoIAlign (the others' as empty
+    boxes) and keeps its own level's: bit for bit what pooling each level's RoIs alone gives."""
+    torch.manual_seed(6)
+    strides = (4, 8, 16, 32)
+    features = [torch.randn(2, 5, 640 // s, 960 // s) for s in strides]
+    xy = torch.rand(2, 40, 2) * torch.tensor([960.0, 640.0])
+    wh = torch.rand(2, 40, 2) ** 2 * torch.tensor([960.0, 640.0])
+    boxes = torch.cat([xy, xy + wh], -1)
+    boxes[0, :3] = torch.tensor([[0.0, 0.0, 0.0, 0.0], [5.0, 5.0, 5.0, 30.0], [0.0, 0.0, 960.0, 640.0]])
+    levels = map_roi_levels(boxes.reshape(-1, 4), 4)
+    assert set(levels.tolist()) == {0, 1, 2, 3}  # every level has RoIs
+    for pooled in (7, 14):
+        eager = extract_roi_features(features, boxes, pooled, strides)
+        static = extract_roi_features(features, boxes, pooled, strides, static=True)
+        assert torch.equal(static, eager)
+
+
+def test_the_seam_routes_through_an_override():
+    from models import roi_align as module
+
+    calls = []
+
+    def spy(*args):
+        calls.append(args[3:])
+        return roi_align(*args)
+
+    features = [torch.randn(1, 2, 16, 16)]
+    boxes = torch.tensor([[[1.0, 2.0, 30.0, 40.0]]])
+    with module.override(spy):
+        out = extract_roi_features(features, boxes, 7, (4,), static=True)
+    assert calls == [(7, 0.25, 0, True)]
+    assert module.pool_rois is not None and module._SEAM["roi_align"] is roi_align  # restored
+    assert torch.equal(out, extract_roi_features(features, boxes, 7, (4,)))

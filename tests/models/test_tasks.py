@@ -23,7 +23,11 @@ def test_outputs_by_task():
     assert DETECTION.output("labels").fill == -1
     with pytest.raises(KeyError, match="detection has no output 'masks'"):
         DETECTION.output("masks")
-    assert [t.name for t in TASKS.values() if t.exportable] == ["classification", "detection"]
+    assert [t.name for t in TASKS.values() if t.exportable] == [
+        "classification",
+        "detection",
+        "instance_segmentation",
+    ]
 
 
 def test_models_carry_their_task_object():
