@@ -23,8 +23,12 @@ A detector's check in which PyTorch kept no detection at all fails: it compared 
 runtime that also finds nothing would pass), so it needs pictures the detector finds objects in.
 
 Instance masks are compared on the matched detections: each side's 28 x 28 probabilities pasted
-over its own box (as the server pastes them) and thresholded at 0.5; the two masks' IoU must be
-at least ``MASK_IOU[precision]`` (two empty masks agree).
+over its own box (as the server pastes them) and thresholded at 0.5. The two masks' IoU must be
+at least ``MASK_IOU[precision]`` (two empty masks agree), or else every pixel they disagree on
+must be a near-tie: its pasted probability within ``MASK_TIE[precision]`` of 0.5 on one side.
+(A small mask loses 1% of IoU to a single pixel: on the Mask R-CNN fixture a 45-pixel mask
+differs by one pixel whose probability is 0.5 to 7e-6, while the pasted probabilities of any
+two matched masks differ by at most 2e-3, their boxes' sub-pixel differences included.)
 """
 
 from __future__ import annotations
@@ -52,6 +56,7 @@ NOTHING_FOUND = (
 )
 BOX_RELATIVE_TOLERANCE = {"fp32": 1e-3, "fp16": 1e-2}
 MASK_IOU = {"fp32": 0.99, "fp16": 0.95}
+MASK_TIE = {"fp32": 5e-3, "fp16": 5e-2}  # pasted probability error a flipped pixel may carry
 
 
 def tolerance_for(precision: str, reference: np.ndarray) -> float:
@@ -243,6 +248,7 @@ def compare_detections(
     score_tol = tolerance_for(precision, np.ones(1))
     with_masks = len(reference) > 3 and len(candidate) > 3
     mask_ious: list[float] = []
+    masks_agree = True
     box_rtol = BOX_RELATIVE_TOLERANCE[precision]
     for expected, actual in zip(reference, candidate):
         if np.shape(expected) != np.shape(actual):
@@ -272,12 +278,13 @@ def compare_detections(
             free.remove(hit)
             matched += 1
             if with_masks:
-                mask_ious.append(
-                    pasted_mask_iou(
-                        (reference[3][b][ref_slots[r]], box),
-                        (candidate[3][b][cand_slots[hit]], cand[hit][0]),
-                    )
+                iou, near_ties_only = compare_masks(
+                    (reference[3][b][ref_slots[r]], box),
+                    (candidate[3][b][cand_slots[hit]], cand[hit][0]),
+                    MASK_TIE[precision],
                 )
+                mask_ious.append(iou)
+                masks_agree &= iou >= MASK_IOU[precision] or near_ties_only
             worst = max(worst, float(np.max(np.abs(cand[hit][0] - box) / np.maximum(1, np.abs(box)))))
         extra = [cand[j] for j in free]
         # Every slot full: the last kept score is a cut-off a near-tie may fall either side of.
@@ -292,23 +299,30 @@ def compare_detections(
         max_abs_error=worst,
         top1_agreement=matched / total if total else 1.0,
         tolerance=box_rtol,
-        passed=excused_all and (min_mask_iou is None or min_mask_iou >= MASK_IOU[precision]),
+        passed=excused_all and masks_agree,
         detections=total,
         min_mask_iou=min_mask_iou,
     )
 
 
-def pasted_mask_iou(a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray]) -> float:
-    """IoU of two (S x S probabilities, box) masks, each pasted over its own box and thresholded
-    at 0.5 (:func:`models.paste_masks`); 1 when both are empty."""
+def compare_masks(
+    a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray], tie: float
+) -> tuple[float, bool]:
+    """Two (S x S probabilities, box) masks, each pasted over its own box (:func:`models.paste_masks`)
+    and thresholded at 0.5: their IoU (1 when both are empty), and whether every pixel they
+    disagree on has a pasted probability within ``tie`` of 0.5 on one side."""
     boxes = np.stack([a[1], b[1]]).astype(np.float32)
     # every pixel a mask can cover lies within its box plus one
     height = max(1, int(np.ceil(boxes[:, 3].max())) + 2)
     width = max(1, int(np.ceil(boxes[:, 2].max())) + 2)
     masks = torch.from_numpy(np.stack([a[0], b[0]]).astype(np.float32))
-    pasted = paste_masks(masks, torch.from_numpy(boxes), height, width, 0.5)
+    soft = paste_masks(masks, torch.from_numpy(boxes), height, width, None)
+    pasted = soft >= 0.5
     union = int((pasted[0] | pasted[1]).sum())
-    return 1.0 if union == 0 else int((pasted[0] & pasted[1]).sum()) / union
+    iou = 1.0 if union == 0 else int((pasted[0] & pasted[1]).sum()) / union
+    differ = pasted[0] != pasted[1]
+    near = (soft[:, differ] - 0.5).abs().amin(dim=0) <= tie
+    return iou, bool(near.all())
 
 
 def sample_inputs(image_size: int, count: int, seed: int = SEED) -> torch.Tensor:
@@ -344,7 +358,12 @@ def detection_tolerance_rule(precision: str, masks: bool = False) -> str:
         f"box error <= {BOX_RELATIVE_TOLERANCE[precision]:g} * max(1, |coordinate|), "
         f"same labels, {tolerance_rule(precision).replace('max_abs_error', 'score error')}"
     )
-    return rule + (f", pasted mask IoU >= {MASK_IOU[precision]:g}" if masks else "")
+    if masks:
+        rule += (
+            f", pasted mask IoU >= {MASK_IOU[precision]:g} or only pixels within "
+            f"{MASK_TIE[precision]:g} of 0.5 differ"
+        )
+    return rule
 
 
 def verify_runner(

@@ -14,7 +14,7 @@ from PIL import Image, ImageOps
 from export import symbolics
 from export.manifest import BatchRange, Manifest
 from export.pipeline import ExportOptions, run_export
-from export.validate import MASK_IOU, compare_detections, pasted_mask_iou
+from export.validate import MASK_IOU, MASK_TIE, compare_detections, compare_masks
 from models import INSTANCE_SEGMENTATION, create_model, load_checkpoint
 from models import roi_align as roi_module
 from models.roi_align import roi_align
@@ -125,7 +125,8 @@ def test_the_pipeline_verifies_detections_and_masks(exported):
     assert report["passed"] and report["top1_agreement"] == 1.0, report["summary"]
     assert [r["batch"] for r in report["results"]] == [1, 2]
     assert [r["detections"] for r in report["results"]] == [100, 200]  # every slot filled
-    assert report["min_mask_iou"] >= MASK_IOU["fp32"]
+    # one pixel of a 45-pixel mask, at 0.5 to 7e-6, flips: IoU 0.978, excused as a near-tie
+    assert report["min_mask_iou"] >= 0.97
     assert "mask IoU" in report["tolerance_rule"] and "min mask IoU" in report["summary"]
     assert Manifest.load(manifest.directory).preprocessing.canvas == 480
 
@@ -155,7 +156,8 @@ def test_roi_align_nodes_keep_their_attributes(exported):
 @pytest.mark.slow
 def test_onnxruntime_masks_are_pytorchs(exported):
     """Directly, not through the verification: the same labels in the same slots, mask
-    probabilities within 1e-3, pasted masks of IoU >= 0.99, at batch 2 of two pictures."""
+    probabilities within 1e-3, pasted masks of IoU >= 0.99 but for near-ties, at batch 2 of
+    two pictures."""
     _, manifest, model = exported
     pictures = []
     with Image.open(FIXTURES / "chelsea.jpg") as image:
@@ -172,12 +174,12 @@ def test_onnxruntime_masks_are_pytorchs(exported):
     assert np.array_equal(got[2], want[2]) and (want[2] >= 0).all()
     assert np.abs(got[3] - want[3]).max() < 1e-3
     assert np.abs(got[0] - want[0]).max() < 1e-3 * 480
-    ious = [
-        pasted_mask_iou((want[3][b, i], want[0][b, i]), (got[3][b, i], got[0][b, i]))
-        for b in range(2)
-        for i in range(100)
-    ]
-    assert min(ious) >= 0.99
+    for b in range(2):
+        for i in range(100):
+            iou, near_ties_only = compare_masks(
+                (want[3][b, i], want[0][b, i]), (got[3][b, i], got[0][b, i]), MASK_TIE["fp32"]
+            )
+            assert iou >= 0.97 and (iou >= MASK_IOU["fp32"] or near_ties_only), (b, i, iou)
     assert (want[3] >= 0.5).sum() > 10_000  # the masks have substance
 
 
@@ -212,11 +214,30 @@ def test_mask_comparison_catches_a_changed_mask():
     assert compare_detections(reference[:3], reference[:3], "fp32", 0.05).min_mask_iou is None
 
 
-def test_pasted_mask_iou():
+def test_a_small_mask_may_lose_a_near_tie_pixel_only():
+    """A 6 x 6-pixel mask: one pixel flipped costs 3% of IoU. Excused where its probability is
+    within MASK_TIE of 0.5, not where it is far from it."""
+    box = np.array([10, 10, 16, 16], np.float32)
+    masks = np.full((1, 28, 28), 0.9, np.float32)
+    boxes = box[None]
+    reference = _detections(masks, boxes)
+    tie = masks.copy()
+    tie[0, :5, :5] = 0.5 + 1e-3  # the top-left pixel's samples, just above the threshold
+    flipped_tie = tie.copy()
+    flipped_tie[0, :5, :5] = 0.5 - 1e-3
+    close = compare_detections(_detections(tie, boxes), _detections(flipped_tie, boxes), "fp32", 0.05)
+    assert close.min_mask_iou < MASK_IOU["fp32"] and close.passed
+    far = masks.copy()
+    far[0, :5, :5] = 0.1
+    result = compare_detections(reference, _detections(far, boxes), "fp32", 0.05)
+    assert result.min_mask_iou < MASK_IOU["fp32"] and not result.passed
+
+
+def test_compare_masks():
     full = np.ones((28, 28), np.float32)
     box = np.array([0, 0, 10, 10], np.float32)
-    assert pasted_mask_iou((full, box), (full, box)) == 1.0
-    assert pasted_mask_iou((full * 0, box), (full * 0, box)) == 1.0  # both empty
-    assert pasted_mask_iou((full, box), (full * 0, box)) == 0.0
-    half = pasted_mask_iou((full, box), (full, np.array([0, 0, 10, 5], np.float32)))
+    assert compare_masks((full, box), (full, box), 5e-3) == (1.0, True)
+    assert compare_masks((full * 0, box), (full * 0, box), 5e-3) == (1.0, True)  # both empty
+    assert compare_masks((full, box), (full * 0, box), 5e-3) == (0.0, False)
+    half, _ = compare_masks((full, box), (full, np.array([0, 0, 10, 5], np.float32)), 5e-3)
     assert half == pytest.approx(0.5, abs=0.05)

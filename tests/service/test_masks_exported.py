@@ -1,6 +1,7 @@
-"""An exported instance segmentation model served by ONNX Runtime (``--detector-artifacts``):
-keep-ratio images padded onto the graph's square canvas, boxes back in each image's pixels,
-/detect?masks=rle as the torch backend answers it."""
+"""An exported instance segmentation model served from ``--detector-artifacts`` by ONNX Runtime
+and, through the TensorRT test double on a fake GPU (tests/fake_gpu.py), by the TensorRT
+backend: keep-ratio images padded onto the graph's square canvas, boxes back in each image's
+pixels, /detect?masks=rle as the torch backend answers it."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from models import KeepRatioResize, ModelInfo
 from service import create_app
 from service.backends.onnxruntime import OnnxRuntimeBackend
 from service.backends.torch import TorchBackend
+from tests.fake_gpu import FakeCuda, FakeTensorRT
 from tests.models.test_rcnn import tiny_rcnn
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]  # the export takes 1-4 min on 2 shared cores
@@ -45,13 +47,17 @@ def artifacts(model, tmp_path_factory):
         out=out,
         model="dat_pp_tiny_mask_rcnn_1x",  # stands in for the name; load_model is replaced
         random_weights=True,
-        engine=False,
         batch=BatchRange(1, 2, 2),
     )
     with pytest.MonkeyPatch.context() as patch:
+        FakeCuda(patch)
+        FakeTensorRT().install(patch)  # the engine is built and verified through the double
         patch.setattr(pipeline, "load_model", lambda options: model)
         manifest = pipeline.run_export(options, log=lambda line: None)
-    assert manifest.verification["onnxruntime"]["min_mask_iou"] >= 0.99
+    for runtime in ("onnxruntime", "tensorrt"):
+        assert manifest.verification[runtime]["passed"], manifest.verification[runtime]["summary"]
+        assert manifest.verification[runtime]["min_mask_iou"] >= 0.99
+    assert manifest.engine_path is not None
     return out
 
 
@@ -110,3 +116,16 @@ async def test_other_shapes_come_back_in_their_own_pixels(backend, artifacts):
             assert 0 <= d["box"]["x1"] <= d["box"]["x2"] <= image.width
             assert 0 <= d["box"]["y1"] <= d["box"]["y2"] <= image.height
             assert decoded(d).shape == (image.height, image.width)
+
+
+async def test_the_tensorrt_backend_answers_as_onnxruntime(backend, fake_tensorrt, artifacts):
+    """The engine (the graph, run by the double) through the TensorRT backend on a fake GPU."""
+    from service.backends.tensorrt import TensorRTBackend
+
+    image = picture(120, 40, 1)
+    engine = TensorRTBackend(artifacts, device="cuda")
+    got = await detections(create_app(settings(), backend=backend, detector=engine), image)
+    onnx = OnnxRuntimeBackend(artifacts, device="cpu")
+    want = await detections(create_app(settings(), backend=backend, detector=onnx), image)
+    assert engine.meta.canvas == CANVAS and fake_tensorrt.executed[-1] == {"images": [1, 3, CANVAS, CANVAS]}
+    assert got == want and any(decoded(d).any() for d in got)
