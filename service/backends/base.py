@@ -36,6 +36,7 @@ class ModelMeta:
     category_ids: tuple[int, ...] = ()  # detectors: COCO category id of each label
     max_detections: int = 0  # detectors: detections kept per image
     mask_threshold: float = 0.5  # instance masks: probability from which a pixel belongs
+    max_side: int | None = None  # keep-ratio inputs: the exported graph's canvas holds at most this
 
     @property
     def input_size(self) -> int | None:

@@ -40,6 +40,7 @@ def meta_from_manifest(manifest: Any, artifact: Path) -> ModelMeta:
         category_ids=tuple(getattr(manifest, "category_ids", ()) or ()),
         max_detections=_kept_per_image(manifest),
         mask_threshold=float((getattr(manifest, "model_config", None) or {}).get("mask_threshold", 0.5)),
+        max_side=preprocessing.canvas if isinstance(preprocessing, KeepRatioResize) else None,
     )
 
 

@@ -376,6 +376,12 @@ async def _resized_images(
             f"input {INPUT_NAME!r} must have shape [N, 3, H, W] with N >= 1 and H, W multiples "
             f"of {divisor}, got {list(shape)}"
         )
+    largest = runtime.meta.max_side
+    if largest is not None and max(shape[2:]) > largest:
+        raise BadRequest(
+            f"input {INPUT_NAME!r} of {shape[2]} x {shape[3]} does not fit the exported graph's "
+            f"{largest} x {largest} canvas"
+        )
     _check_images(shape[0], service.settings.max_images_per_request)
     _check_pixels(shape[2] * shape[3], service.settings.max_image_pixels)
     images = torch.from_numpy(await service.offload(v2.numeric_tensor, tensor))

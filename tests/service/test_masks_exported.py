@@ -129,3 +129,25 @@ async def test_the_tensorrt_backend_answers_as_onnxruntime(backend, fake_tensorr
     want = await detections(create_app(settings(), backend=backend, detector=onnx), image)
     assert engine.meta.canvas == CANVAS and fake_tensorrt.executed[-1] == {"images": [1, 3, CANVAS, CANVAS]}
     assert got == want and any(decoded(d).any() for d in got)
+
+
+async def test_v2_answers_the_mask_tensors_and_refuses_inputs_past_the_canvas(backend, artifacts):
+    from tests.service.test_masks import v2_infer
+    from tests.service.test_v2 import triton, triton_request
+
+    detector = OnnxRuntimeBackend(artifacts, device="cpu")
+    image = picture(48, 48)
+    async with serve(create_app(settings(), backend=backend, detector=detector)) as client:
+        result = await v2_infer(client, "tiny_mask_rcnn", image_bytes(image))
+        tensor = triton.InferInput("images", [1, 3, 128, 96], "FP32")
+        tensor.set_data_from_numpy(np.zeros((1, 3, 128, 96), np.float32))
+        body, headers = triton_request([tensor])
+        refused = await client.post("/v2/models/tiny_mask_rcnn/infer", content=body, headers=headers)
+    found = await detections(create_app(settings(), backend=backend, detector=detector), image)
+    masks, boxes = result.as_numpy("masks"), result.as_numpy("boxes")
+    assert masks.shape == (1, 10, 28, 28) and len(found) > 0
+    assert np.allclose(
+        boxes[0, : len(found)], [[d["box"][k] for k in ("x1", "y1", "x2", "y2")] for d in found], atol=0.01
+    )
+    assert refused.status_code == 400
+    assert "does not fit the exported graph's 96 x 96 canvas" in refused.text
