@@ -26,9 +26,11 @@ Instance masks are compared on the matched detections: each side's 28 x 28 proba
 over its own box (as the server pastes them) and thresholded at 0.5. The two masks' IoU must be
 at least ``MASK_IOU[precision]`` (two empty masks agree), or else every pixel they disagree on
 must be a near-tie: its pasted probability within ``MASK_TIE[precision]`` of 0.5 on one side.
-(A small mask loses 1% of IoU to a single pixel: on the Mask R-CNN fixture a 45-pixel mask
-differs by one pixel whose probability is 0.5 to 7e-6, while the pasted probabilities of any
-two matched masks differ by at most 2e-3, their boxes' sub-pixel differences included.)
+(A small mask loses much IoU to a single pixel: on the Cascade Mask R-CNN fixture a 10-pixel
+mask differs by one pixel whose probability is 0.5 to 5e-5, IoU 0.9, and the smallest on the
+mirrored picture keeps an IoU of 0.75, while the pasted
+probabilities of any two matched masks differ by at most 2e-3, their boxes' sub-pixel
+differences included.)
 """
 
 from __future__ import annotations
