@@ -31,7 +31,7 @@ from . import symbolics
 from .manifest import INPUT_NAME, BatchRange
 
 if TYPE_CHECKING:
-    from models import DAT, RetinaNet
+    from models import DAT, RCNN, RetinaNet
 
 BATCH_AXIS = "batch"
 DEFAULT_OPSET = 18
@@ -85,7 +85,7 @@ def _rename_batch_axis(model, symbols: set[str]) -> None:
 
 
 def export_onnx(
-    model: DAT | RetinaNet,
+    model: DAT | RetinaNet | RCNN,
     path: str | Path,
     *,
     grid_sample: str = "native",

@@ -201,7 +201,7 @@ def _verification_images(model: DAT | RetinaNet | RCNN, paths) -> torch.Tensor |
 
 
 def _check_detections(
-    model: DAT | RetinaNet, images: torch.Tensor | None, options: ExportOptions, log: Log
+    model: DAT | RetinaNet | RCNN, images: torch.Tensor | None, options: ExportOptions, log: Log
 ) -> None:
     """Before the slow part: a detector's verification compares its detections, so PyTorch must
     find some in the inputs (an untrained head finds nothing in random noise); ExportError if not."""

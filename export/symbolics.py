@@ -266,7 +266,7 @@ def roi_align_onnx(
     pooled = op.RoiAlign(
         _to_float(features),
         _to_float(boxes),
-        op.Cast(batch_index, to=ir.DataType.INT64),
+        batch_index,  # int64: the extractor's arange
         mode=ROI_ALIGN_MODE,
         output_height=output_size,
         output_width=output_size,

@@ -42,7 +42,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from models import CLASSIFICATION, DAT, RetinaNet, Task, paste_masks
+from models import CLASSIFICATION, DAT, RCNN, RetinaNet, Task, paste_masks
 from models.boxes import box_iou
 
 from .manifest import BatchRange
@@ -335,7 +335,7 @@ def sample_inputs(image_size: int, count: int, seed: int = SEED) -> torch.Tensor
 
 @torch.no_grad()
 def reference_outputs(
-    model: DAT | RetinaNet, images: torch.Tensor, device: str | torch.device = "cpu"
+    model: DAT | RetinaNet | RCNN, images: torch.Tensor, device: str | torch.device = "cpu"
 ) -> list[np.ndarray]:
     """Float32 eager outputs, the yardstick for every runtime: [logits] for a classifier,
     [boxes, scores, labels] for a detector."""
@@ -347,7 +347,7 @@ def reference_outputs(
 
 @torch.no_grad()
 def reference_candidates(
-    model: RetinaNet, images: torch.Tensor, device: str | torch.device = "cpu"
+    model: RetinaNet | RCNN, images: torch.Tensor, device: str | torch.device = "cpu"
 ) -> Candidates:
     """A detector's pre-NMS boxes and class scores (float32 eager)."""
     model = model.to(device).float().eval()
@@ -370,7 +370,7 @@ def detection_tolerance_rule(precision: str, masks: bool = False) -> str:
 
 def verify_runner(
     run: Runner,
-    model: DAT | RetinaNet,
+    model: DAT | RetinaNet | RCNN,
     *,
     runtime: str,
     artifact: str | Path,
@@ -455,7 +455,7 @@ def onnxruntime_runner(path: str | Path, input_name: str) -> Runner:
 
 def verify_onnx(
     path: str | Path,
-    model: DAT | RetinaNet,
+    model: DAT | RetinaNet | RCNN,
     *,
     precision: str,
     batch_sizes: Sequence[int],

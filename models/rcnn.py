@@ -329,7 +329,7 @@ class RCNN(nn.Module):
     def input_size(self) -> int:
         """Side of the square canvas an export takes (:attr:`KeepRatioResize.canvas`): every
         image its pipeline makes fits, padded with zeros; eager calls take any padded size."""
-        return self.info.preprocessing.canvas
+        return expect_pipeline(self.info.preprocessing, KeepRatioResize).canvas
 
     def forward(
         self,

@@ -205,15 +205,14 @@ def extract_roi_features(
     if static is None:
         static = torch.compiler.is_exporting() or torch.compiler.is_compiling()
     if static:
-        out = None
+        each = []
         for level, (feature, stride) in enumerate(zip(levels, strides)):
             here = target == level
             # another level's RoI: an empty box, which samples nothing (sampling_ratio 0)
             level_boxes = torch.where(here[:, None], flat_boxes, torch.zeros_like(flat_boxes))
             pooled = pool_rois(feature, level_boxes, batch_index, output_size, 1.0 / stride, sampling_ratio)
-            pooled = torch.where(here[:, None, None, None], pooled, torch.zeros_like(pooled))
-            out = pooled if out is None else out + pooled  # adds exact zeros: each RoI its own level
-        return out
+            each.append(torch.where(here[:, None, None, None], pooled, torch.zeros_like(pooled)))
+        return torch.stack(each).sum(dim=0)  # adds exact zeros: each RoI keeps its own level's
     out = levels[0].new_zeros(b * k, levels[0].shape[1], output_size, output_size)
     for level, (feature, stride) in enumerate(zip(levels, strides)):
         index = (target == level).nonzero().squeeze(1)

@@ -218,5 +218,6 @@ def outputs_for(
     """A graph's batch outputs -> per-image outputs: [logits] or [boxes, scores, labels(,
     masks)]; ``metas``: the keep-ratio images' (:func:`split_detections`)."""
     if task.finds_objects:
-        return split_detections(*arrays[:3], arrays[3] if task.has_masks else None, metas)
+        boxes, scores, labels = arrays[:3]
+        return split_detections(boxes, scores, labels, arrays[3] if task.has_masks else None, metas)
     return [ImageOutput(row) for row in arrays[0].astype(np.float32, copy=False)]

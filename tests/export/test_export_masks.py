@@ -18,7 +18,7 @@ from export.validate import MASK_IOU, MASK_TIE, compare_detections, compare_mask
 from models import INSTANCE_SEGMENTATION, create_model, load_checkpoint
 from models import roi_align as roi_module
 from models.roi_align import roi_align
-from tests.conftest import FIXTURES, official_fixture
+from tests.helpers.paths import FIXTURES, official_fixture
 
 # --------------------------------------------------------------------------- RoIAlign alone
 

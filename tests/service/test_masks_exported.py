@@ -1,5 +1,5 @@
 """An exported instance segmentation model served from ``--detector-artifacts`` by ONNX Runtime
-and, through the TensorRT test double on a fake GPU (tests/fake_gpu.py), by the TensorRT
+and, through the TensorRT test double on a fake GPU (tests/helpers/fake_tensorrt.py), by the TensorRT
 backend: keep-ratio images padded onto the graph's square canvas, boxes back in each image's
 pixels, /detect?masks=rle as the torch backend answers it."""
 
@@ -10,7 +10,6 @@ import pytest
 import torch
 from PIL import Image
 from pycocotools import mask as coco_mask
-from tests.service.helpers import image_bytes, serve, settings
 
 from export import pipeline
 from export.manifest import BatchRange
@@ -18,8 +17,12 @@ from models import KeepRatioResize, ModelInfo
 from service import create_app
 from service.backends.onnxruntime import OnnxRuntimeBackend
 from service.backends.torch import TorchBackend
-from tests.fake_gpu import FakeCuda, FakeTensorRT
-from tests.models.test_rcnn import tiny_rcnn
+from tests.helpers.app import serve, settings
+from tests.helpers.detection import tiny_rcnn
+from tests.helpers.fake_cuda import FakeCuda
+from tests.helpers.fake_tensorrt import FakeTensorRT
+from tests.helpers.images import image_bytes
+from tests.helpers.v2 import triton_request, triton_result
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]  # the export takes 1-4 min on 2 shared cores
 
@@ -132,13 +135,18 @@ async def test_the_tensorrt_backend_answers_as_onnxruntime(backend, fake_tensorr
 
 
 async def test_v2_answers_the_mask_tensors_and_refuses_inputs_past_the_canvas(backend, artifacts):
-    from tests.service.test_masks import v2_infer
-    from tests.service.test_v2 import triton, triton_request
+    import tritonclient.http as triton
 
     detector = OnnxRuntimeBackend(artifacts, device="cpu")
     image = picture(48, 48)
     async with serve(create_app(settings(), backend=backend, detector=detector)) as client:
-        result = await v2_infer(client, "tiny_mask_rcnn", image_bytes(image))
+        encoded = triton.InferInput("image_bytes", [1], "BYTES")
+        encoded.set_data_from_numpy(np.array([image_bytes(image)], dtype=np.object_))
+        outputs = [triton.InferRequestedOutput(name) for name in ("boxes", "masks")]
+        body, headers = triton_request([encoded], outputs)
+        answered = await client.post("/v2/models/tiny_mask_rcnn/infer", content=body, headers=headers)
+        assert answered.status_code == 200, answered.text
+        result = triton_result(answered)
         tensor = triton.InferInput("images", [1, 3, 128, 96], "FP32")
         tensor.set_data_from_numpy(np.zeros((1, 3, 128, 96), np.float32))
         body, headers = triton_request([tensor])
