@@ -403,7 +403,7 @@ def verify_runner(
         expected = reference_outputs(model, x, device)
         try:
             actual = [np.asarray(a) for a in run(x.numpy())]
-            if isinstance(model, RetinaNet):
+            if isinstance(model, (RetinaNet, RCNN)):  # detectors: their kept detections
                 result = compare_detections(
                     expected,
                     actual,
