@@ -98,7 +98,7 @@ def test_mask_target_is_roi_align_of_the_page_mask():
     ours = _crop(page, box, 28)
     # mmcv's RoIAlign with one sample per bin at its centre is the same bilinear sample
     mmcv = roi_align(page[None, None], box[None], torch.zeros(1), 28, 1.0, sampling_ratio=1)[0, 0]
-    torch.testing.assert_close(ours, mmcv, atol=1e-5, rtol=0)
+    torch.testing.assert_close(ours, mmcv, atol=1e-4, rtol=0)
     assert 0 < (ours >= 0.5).float().mean() < 1
 
 
@@ -107,12 +107,12 @@ def test_mask_target_is_roi_align_of_the_page_mask():
 
 def test_registered_as_instance_segmentation_on_the_detectors_config():
     spec = get_spec("dat_digits_segmenter")
-    assert spec.task == "instance_segmentation"
+    assert str(spec.task) == "instance_segmentation"
     detector = get_spec("dat_digits_detector")
     assert spec.preprocessing == detector.preprocessing
     assert {k: v for k, v in vars(spec.config).items() if k in vars(detector.config)} == vars(detector.config)
     model = create_model("dat_digits_segmenter", pretrained=False)
-    assert isinstance(model, RetinaNetSegmenter) and model.task == "instance_segmentation"
+    assert isinstance(model, RetinaNetSegmenter) and str(model.task) == "instance_segmentation"
 
 
 def test_from_detector_refuses_another_checkpoint():
