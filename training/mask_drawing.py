@@ -10,6 +10,7 @@ import torch
 from PIL import Image, ImageDraw, ImageFont
 
 from models import paste_masks
+from models.boxes import box_iou
 
 from .scene_samples import make_samples
 from .segmenter_training import segmenter_model
@@ -53,6 +54,9 @@ def draw_sample(
     letterbox = model.info.preprocessing
     found = model(letterbox(image)[None])
     keep = (found.labels[0] >= 0) & (found.scores[0] >= score_threshold)
+    # one reading per digit: class-aware NMS may keep a second, lower-scored class on it
+    overlap = box_iou(found.boxes[0], found.boxes[0]).tril(-1)  # with the better-scored ones
+    keep &= ~((overlap >= 0.5) & keep[None, :]).any(dim=1)
     boxes = found.boxes[0][keep] / torch.tensor(letterbox.scale(*image.size)).repeat(2)
     masks = paste_masks(found.masks[0][keep], boxes, image.height, image.width, model.config.mask_threshold)
     labels = [model.info.labels[i] for i in found.labels[0][keep].tolist()]
