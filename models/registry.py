@@ -411,8 +411,10 @@ def _create_detector(
     category_ids: list[int] = []
     if spec is not None and spec.category_ids is not None and labels == list(spec.labels()):
         category_ids = list(spec.category_ids())
-    kind = RetinaNetSegmenter if isinstance(config, SegmenterConfig) else RetinaNet
-    detector = kind(config, ModelInfo(name, preprocessing, labels, category_ids))
+    info = ModelInfo(name, preprocessing, labels, category_ids)
+    detector = (
+        RetinaNetSegmenter(config, info) if isinstance(config, SegmenterConfig) else RetinaNet(config, info)
+    )
     if pretrained and spec is not None and spec.weights is not None and config == spec.config:
         from .checkpoint import load_checkpoint
 

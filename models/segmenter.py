@@ -60,6 +60,7 @@ class RetinaNetSegmenter(RetinaNet):
     """``segmenter(images)`` -> :class:`InstanceDetections` on the canvas (module docstring)."""
 
     task = INSTANCE_SEGMENTATION
+    config: SegmenterConfig
 
     def __init__(self, config: SegmenterConfig, info: ModelInfo | None = None):
         super().__init__(config, info)

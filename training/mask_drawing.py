@@ -11,6 +11,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from models import paste_masks
 from models.boxes import box_iou
+from models.transforms import Letterbox, expect_pipeline
 
 from .scene_samples import make_samples
 from .segmenter_training import segmenter_model
@@ -26,8 +27,8 @@ def draw_masks(image: Image.Image, boxes, labels, masks: np.ndarray) -> Image.Im
     """``image`` with (K, H, W) bool masks tinted, boxes (K, 4) outlined and labels written."""
     rgb = np.asarray(image.convert("RGB"), np.float32).copy()
     for k, mask in enumerate(masks):
-        colour = np.array(PALETTE[k % len(PALETTE)], np.float32)
-        rgb[mask] = (1 - TINT) * rgb[mask] + TINT * colour
+        tint = np.array(PALETTE[k % len(PALETTE)], np.float32)
+        rgb[mask] = (1 - TINT) * rgb[mask] + TINT * tint
     out = Image.fromarray(rgb.round().astype(np.uint8))
     draw = ImageDraw.Draw(out)
     font = ImageFont.load_default(size=16)
@@ -51,7 +52,7 @@ def draw_sample(
         raise KeyError(f"unknown sample scene {scene!r}; the samples are {', '.join(samples)}")
     image = samples[scene][0]
     model = with_weights(segmenter_model, weights)
-    letterbox = model.info.preprocessing
+    letterbox = expect_pipeline(model.info.preprocessing, Letterbox)
     found = model(letterbox(image)[None])
     keep = (found.labels[0] >= 0) & (found.scores[0] >= score_threshold)
     # one reading per digit: class-aware NMS may keep a second, lower-scored class on it

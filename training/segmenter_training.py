@@ -28,8 +28,10 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from models import RetinaNetSegmenter, create_model, get_spec, paste_masks, read_state_dict
+from models import RetinaNetSegmenter, create_model, paste_masks, read_state_dict
 from models.boxes import box_iou
+from models.registry import WEIGHTS_DIR
+from models.transforms import Letterbox, expect_pipeline
 
 from .detection_eval import encode_masks, mask_mean_average_precision, mean_average_precision
 from .detector_training import _load_average, _machine
@@ -59,7 +61,7 @@ def from_detector(detector: str | Path | None = None) -> RetinaNetSegmenter:
     """A segmenter holding the detector's weights (default: the committed
     ``dat_digits_detector``) and a fresh mask head; everything but the mask head frozen."""
     model = segmenter_model(pretrained=False)
-    state = read_state_dict(detector or get_spec("dat_digits_detector").weights)
+    state = read_state_dict(detector or WEIGHTS_DIR / "dat_digits_detector.safetensors")
     result = model.load_state_dict(state, strict=False)
     learned = {k for k in model.state_dict() if k.startswith("mask_head.")}
     derived = {k for k in result.missing_keys if k.endswith(("relative_position_index", "attn_mask"))}
@@ -76,7 +78,7 @@ def from_detector(detector: str | Path | None = None) -> RetinaNetSegmenter:
 
 def _canvas(model: RetinaNetSegmenter, scenes: Sequence[MaskedScene]):
     """Canvas batch, and per scene its boxes on the canvas and (sx, sy)."""
-    letterbox = model.info.preprocessing
+    letterbox = expect_pipeline(model.info.preprocessing, Letterbox)
     images, boxes, scales = [], [], []
     for (image, page_boxes, _), _ in scenes:
         sx, sy = letterbox.scale(*image.size)
@@ -142,7 +144,7 @@ def segment(
 ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray, list[dict]]]:
     """Per RGB picture: boxes (M, 4) in its pixels, scores, labels, and each detection's mask
     pasted at the picture's size over its unclipped box, as COCO RLEs (as /detect answers)."""
-    letterbox = model.info.preprocessing
+    letterbox = expect_pipeline(model.info.preprocessing, Letterbox)
     out = []
     for i in range(0, len(images), batch_size):
         chunk = images[i : i + batch_size]

@@ -11,7 +11,7 @@ import pytest
 
 from models import get_spec
 from service import create_app
-from tests.service.helpers import serve, settings
+from tests.helpers.app import serve, settings
 from training.detection_eval import encode_masks, mask_mean_average_precision
 from training.scenes import held_out_masked_scenes
 
