@@ -23,6 +23,7 @@ from .factory import create_backbone, create_detector
 from .labels import imagenet_labels
 from .rcnn import RCNN, InstanceDetections, RCNNConfig, paste_masks
 from .registry import ModelSpec, create_model, get_spec, list_models, register_model
+from .segmenter import RetinaNetSegmenter, SegmenterConfig
 from .tasks import CLASSIFICATION, DETECTION, INSTANCE_SEGMENTATION, TASKS, Task, task_named
 from .transforms import KeepRatioResize, Letterbox, Preprocessing, preprocessing_from_dict
 
@@ -51,6 +52,8 @@ __all__ = [
     "RCNNConfig",
     "RetinaNet",
     "RetinaNetConfig",
+    "RetinaNetSegmenter",
+    "SegmenterConfig",
     "create_backbone",
     "create_detector",
     "create_model",

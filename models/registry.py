@@ -16,13 +16,14 @@ from .dat import DAT, ModelInfo
 from .detection import MMDetRetinaNet, MMDetRetinaNetConfig, RetinaNet, RetinaNetConfig
 from .labels import coco_categories, imagenet_labels
 from .rcnn import CASCADE_TARGET_STDS, RCNN, BBoxHeadConfig, RCNNConfig
+from .segmenter import RetinaNetSegmenter, SegmenterConfig
 from .tasks import CLASSIFICATION, DETECTION, INSTANCE_SEGMENTATION, Task
 from .transforms import KeepRatioResize, Letterbox, Preprocessing, expect_pipeline
 
 
 @dataclass(frozen=True)
 class ModelSpec:
-    config: DATConfig | RetinaNetConfig | RCNNConfig  # a classifier or a detector
+    config: DATConfig | RetinaNetConfig | RCNNConfig  # a classifier or a detector (or segmenter)
     preprocessing: Preprocessing | Letterbox | KeepRatioResize
     labels: Callable[[], tuple[str, ...] | list[str]] = imagenet_labels
     weights: Path | None = None  # embedded weights shipped in the repo, if any
@@ -33,6 +34,8 @@ class ModelSpec:
     def task(self) -> Task:
         if isinstance(self.config, RCNNConfig):
             return INSTANCE_SEGMENTATION if self.config.mask_head is not None else DETECTION
+        if isinstance(self.config, SegmenterConfig):
+            return INSTANCE_SEGMENTATION
         return DETECTION if isinstance(self.config, RetinaNetConfig) else CLASSIFICATION
 
 
@@ -191,6 +194,16 @@ _REGISTRY["dat_digits_detector"] = ModelSpec(
     description="RetinaNet on the small digits DAT: finds and reads the digits in an image "
     "(trained by python -m training.digits_detection train)",
 )
+# The same detector (its weights copied, frozen) plus a mask head trained on the scenes' glyph
+# pixels by ``python -m training.digits_segmentation train``: the same boxes, and their masks.
+_REGISTRY["dat_digits_segmenter"] = ModelSpec(
+    SegmenterConfig(**vars(DIGITS_DETECTOR_CONFIG)),  # the detector, field for field
+    _REGISTRY["dat_digits_detector"].preprocessing,
+    labels=lambda: tuple("0123456789"),
+    weights=WEIGHTS_DIR / "dat_digits_segmenter.safetensors",
+    description="dat_digits_detector plus a mask head: finds the digits in an image and masks "
+    "each one's ink (trained by python -m training.digits_segmentation train)",
+)
 
 
 # The DAT detection release (LeapLabTHU/DAT-Detection, configs/dat/*.py): COCO detectors on the
@@ -317,7 +330,7 @@ def create_model(
     labels: list[str] | None = None,
     pretrained: bool = True,
     **overrides: Any,
-) -> DAT | RetinaNet | MMDetRetinaNet | RCNN:
+) -> DAT | RetinaNet | RetinaNetSegmenter | MMDetRetinaNet | RCNN:
     """Builds a DAT classifier (or, for a registered detector, a RetinaNet / R-CNN) in eval mode.
 
     ``model`` is a registered name (:func:`list_models`), a path to an official YAML (or a
@@ -398,7 +411,10 @@ def _create_detector(
     category_ids: list[int] = []
     if spec is not None and spec.category_ids is not None and labels == list(spec.labels()):
         category_ids = list(spec.category_ids())
-    detector = RetinaNet(config, ModelInfo(name, preprocessing, labels, category_ids))
+    info = ModelInfo(name, preprocessing, labels, category_ids)
+    detector = (
+        RetinaNetSegmenter(config, info) if isinstance(config, SegmenterConfig) else RetinaNet(config, info)
+    )
     if pretrained and spec is not None and spec.weights is not None and config == spec.config:
         from .checkpoint import load_checkpoint
 

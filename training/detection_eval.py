@@ -12,6 +12,11 @@ skipped, and so are their detections. No crowd regions, area ranges or per-image
 Predictions are per image ``(boxes (M, 4), scores (M,), labels (M,))``; ground truths
 ``(boxes (K, 4), labels (K,))``; boxes x1, y1, x2, y2 in the same pixels. Detections with
 a negative label (the detector's padding slots) are ignored.
+
+Mask AP (:func:`mask_mean_average_precision`) ranks and matches the same way, the IoU of two
+masks being pycocotools' (``mask.iou`` of COCO RLEs, the COCO evaluation's own): predictions
+``(rles, scores, labels)``, ground truths ``(rles, labels)``, RLEs as :func:`encode_masks`
+writes them or as the server's ``masks=rle`` answers them.
 """
 
 from __future__ import annotations
@@ -54,23 +59,31 @@ def interpolated_ap(true_positive: Sequence[bool] | np.ndarray, num_ground_truth
     return float(np.where(reached, envelope[np.minimum(index, tp.size - 1)], 0.0).mean())
 
 
-def _as_arrays(predictions: Sequence[Prediction], ground_truths: Sequence[GroundTruth]):
+def _as_arrays(predictions: Sequence[Prediction], ground_truths: Sequence[GroundTruth], regions=None):
+    """Predictions and ground truths as arrays, the padding slots (label < 0) dropped;
+    ``regions`` converts an image's boxes or masks (default: boxes as (N, 4) float64)."""
     if len(predictions) != len(ground_truths):
         raise ValueError(f"{len(predictions)} predictions for {len(ground_truths)} images")
+    regions = regions or _box_array
     preds = []
-    for boxes, scores, labels in predictions:
-        boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
+    for found, scores, labels in predictions:
         scores, labels = (
             np.asarray(scores, np.float64).reshape(-1),
             np.asarray(labels).reshape(-1).astype(np.int64),
         )
-        valid = labels >= 0
-        preds.append((boxes[valid], scores[valid], labels[valid]))
-    truths = [
-        (np.asarray(b, np.float64).reshape(-1, 4), np.asarray(y).reshape(-1).astype(np.int64))
-        for b, y in ground_truths
-    ]
+        valid = np.flatnonzero(labels >= 0)
+        preds.append((_take(regions(found), valid), scores[valid], labels[valid]))
+    truths = [(regions(found), np.asarray(y).reshape(-1).astype(np.int64)) for found, y in ground_truths]
     return preds, truths
+
+
+def _box_array(boxes) -> np.ndarray:
+    return np.asarray(boxes, np.float64).reshape(-1, 4)
+
+
+def _take(regions, index: np.ndarray):
+    """The regions at ``index``: rows of an array, items of a list (of masks)."""
+    return regions[index] if isinstance(regions, np.ndarray) else [regions[i] for i in index]
 
 
 def average_precision(
@@ -84,30 +97,30 @@ def average_precision(
     return _class_ap(preds, truths, label, iou_threshold)
 
 
-def _class_ap(preds, truths, label: int, iou_threshold: float) -> float | None:
-    gt_boxes = [boxes[labels == label] for boxes, labels in truths]
-    num_gt = sum(len(b) for b in gt_boxes)
+def _class_ap(preds, truths, label: int, iou_threshold: float, overlaps=iou_matrix) -> float | None:
+    gt_regions = [_take(regions, np.flatnonzero(labels == label)) for regions, labels in truths]
+    num_gt = sum(len(r) for r in gt_regions)
     if num_gt == 0:
         return None
     image: list[int] = []
     score: list[float] = []
     index: list[int] = []
-    for i, (_boxes, scores, labels) in enumerate(preds):
+    for i, (_regions, scores, labels) in enumerate(preds):
         mine = np.flatnonzero(labels == label)
         mine = mine[np.argsort(-scores[mine], kind="stable")]
         image.extend([i] * mine.size)
         score.extend(scores[mine])
         index.extend(mine)
     order = np.argsort(-np.asarray(score, np.float64), kind="stable")
-    taken = [np.zeros(len(b), bool) for b in gt_boxes]
+    taken = [np.zeros(len(r), bool) for r in gt_regions]
     ious: dict[int, np.ndarray] = {}
     tp = np.zeros(order.size, bool)
     for rank, k in enumerate(order):
         i, j = image[k], index[k]
-        if gt_boxes[i].size == 0:
+        if len(gt_regions[i]) == 0:
             continue
         if i not in ious:
-            ious[i] = iou_matrix(preds[i][0], gt_boxes[i])
+            ious[i] = overlaps(preds[i][0], gt_regions[i])
         overlap = np.where(taken[i], -1.0, ious[i][j])
         best = int(np.argmax(overlap))
         if overlap[best] >= iou_threshold:
@@ -121,10 +134,16 @@ def class_average_precisions(
     ground_truths: Sequence[GroundTruth],
     iou_threshold: float = 0.5,
     num_classes: int = 10,
+    masks: bool = False,
 ) -> dict[int, float]:
-    """AP per class, for the classes 0..num_classes-1 that have ground truth."""
-    preds, truths = _as_arrays(predictions, ground_truths)
-    aps = {c: _class_ap(preds, truths, c, iou_threshold) for c in range(num_classes)}
+    """AP per class, for the classes 0..num_classes-1 that have ground truth (of boxes, or
+    of RLE masks with ``masks``)."""
+    if masks:
+        preds, truths = _as_arrays(predictions, ground_truths, list)
+        overlaps = mask_iou
+    else:
+        (preds, truths), overlaps = _as_arrays(predictions, ground_truths), iou_matrix
+    aps = {c: _class_ap(preds, truths, c, iou_threshold, overlaps) for c in range(num_classes)}
     return {c: ap for c, ap in aps.items() if ap is not None}
 
 
@@ -137,3 +156,31 @@ def mean_average_precision(
     """mAP@``iou_threshold``: the mean AP over the classes with ground truth (0.0 if none)."""
     aps = class_average_precisions(predictions, ground_truths, iou_threshold, num_classes)
     return float(np.mean(list(aps.values()))) if aps else 0.0
+
+
+def mask_mean_average_precision(
+    predictions: Sequence[Prediction],
+    ground_truths: Sequence[GroundTruth],
+    iou_threshold: float = 0.5,
+    num_classes: int = 10,
+) -> float:
+    """Mask mAP@``iou_threshold`` over RLE masks (module docstring; 0.0 if no ground truth)."""
+    aps = class_average_precisions(predictions, ground_truths, iou_threshold, num_classes, masks=True)
+    return float(np.mean(list(aps.values()))) if aps else 0.0
+
+
+def encode_masks(masks) -> list[dict]:
+    """(K, H, W) bool masks -> COCO compressed RLEs (pycocotools)."""
+    from pycocotools import mask as coco_mask
+
+    masks = np.asarray(masks, bool)
+    return [coco_mask.encode(np.asfortranarray(m.astype(np.uint8))) for m in masks]
+
+
+def mask_iou(a: Sequence[dict], b: Sequence[dict]) -> np.ndarray:
+    """IoU (len(a), len(b)) of two lists of RLE masks of one image (pycocotools, no crowds)."""
+    from pycocotools import mask as coco_mask
+
+    if not len(a) or not len(b):
+        return np.zeros((len(a), len(b)))
+    return np.asarray(coco_mask.iou(list(a), list(b), [0] * len(b)), np.float64).reshape(len(a), len(b))

@@ -120,6 +120,15 @@ def _fits(box: np.ndarray, placed: list[np.ndarray], overlap: float) -> bool:
 
 def render_scene(rng: np.random.Generator, split: str, style: SceneStyle) -> tuple[Scene, np.ndarray]:
     """A scene plus its ink layer (H, W) in [0, 1] (for tests)."""
+    scene, alpha, _ = _render(rng, split, style)
+    return scene, alpha
+
+
+def _render(
+    rng: np.random.Generator, split: str, style: SceneStyle
+) -> tuple[Scene, np.ndarray, list[tuple[int, int, np.ndarray]]]:
+    """The scene, its ink layer and each digit's ink (left, top, patch >= INK_LEVEL): the
+    glyph's own pixels, whose tight box is its ground-truth box."""
     scans, scan_labels = _ink_sources(split)
     long_side = int(rng.integers(style.long_side[0], style.long_side[1] + 1))
     aspect = math.exp(rng.uniform(math.log(style.aspect[0]), math.log(style.aspect[1])))
@@ -129,6 +138,7 @@ def render_scene(rng: np.random.Generator, split: str, style: SceneStyle) -> tup
     alpha = np.zeros((height, width), np.float32)
     boxes: list[np.ndarray] = []
     labels: list[int] = []
+    inks: list[tuple[int, int, np.ndarray]] = []
     wanted = int(rng.integers(style.digits[0], style.digits[1] + 1))
     lo, hi = math.log(style.height[0]), math.log(style.height[1])
     for _ in range(wanted):
@@ -155,10 +165,11 @@ def render_scene(rng: np.random.Generator, split: str, style: SceneStyle) -> tup
                 np.maximum(region, patch * rng.uniform(0.75, 1.0), out=region)
                 boxes.append(box)
                 labels.append(label)
+                inks.append((left, top, patch >= INK_LEVEL))
                 break
 
     box_array = np.stack(boxes) if boxes else np.zeros((0, 4), np.float32)
-    return (paint(alpha, rng, style), box_array, np.asarray(labels, np.int64)), alpha
+    return (paint(alpha, rng, style), box_array, np.asarray(labels, np.int64)), alpha, inks
 
 
 def paint(
@@ -201,6 +212,28 @@ def make_scene(rng: np.random.Generator, split: str = "train", style: SceneStyle
     if style is None:
         style = TRAIN_STYLE if split == "train" else HELD_OUT_STYLE
     return render_scene(rng, split, style)[0]
+
+
+def make_masked_scene(
+    rng: np.random.Generator, split: str = "train", style: SceneStyle | None = None
+) -> tuple[Scene, np.ndarray]:
+    """:func:`make_scene`'s page (the same one for the same ``rng``) and each digit's mask
+    (K, H, W) bool: the pixels where its own ink reaches ``INK_LEVEL``, so the mask's tight box
+    is its box. Digits may overlap a little; each mask holds its own ink whole."""
+    if style is None:
+        style = TRAIN_STYLE if split == "train" else HELD_OUT_STYLE
+    scene, alpha, inks = _render(rng, split, style)
+    masks = np.zeros((len(inks), *alpha.shape), bool)
+    for k, (left, top, ink) in enumerate(inks):
+        masks[k, top : top + ink.shape[0], left : left + ink.shape[1]] = ink
+    return scene, masks
+
+
+def held_out_masked_scenes(
+    n: int = HELD_OUT_SCENES, seed: int = HELD_OUT_SEED
+) -> list[tuple[Scene, np.ndarray]]:
+    """:func:`held_out_scenes` with each digit's mask (:func:`make_masked_scene`)."""
+    return [make_masked_scene(np.random.default_rng([seed, i]), "held_out") for i in range(n)]
 
 
 def held_out_scenes(n: int = HELD_OUT_SCENES, seed: int = HELD_OUT_SEED) -> list[Scene]:

@@ -3,7 +3,9 @@
 mmdet's detectors (the release's Mask R-CNN, Cascade Mask R-CNN and RetinaNet) take each image
 resized to fit, in its own shape: a batch runs one forward per input shape, so each image's
 detections are what it would get alone (padding it to a larger neighbour would move the
-neighbourhood attention's border windows and change them).
+neighbourhood attention's border windows and change them). The embedded segmenter (a RetinaNet
+with a mask head, models.segmenter) runs on its square canvas like the RetinaNet and answers
+each detection's mask probabilities beside its box.
 
 The only backend that also returns the D blocks' sampling points (classifiers).
 
@@ -25,6 +27,7 @@ from __future__ import annotations
 import copy
 import logging
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -168,7 +171,13 @@ class TorchBackend(Backend):
         if isinstance(self.model, RetinaNet):
             with torch.inference_mode():
                 found = self.model(x)
-            return split_detections(*(t.cpu().numpy() for t in found))
+            outputs = split_detections(*(t.cpu().numpy() for t in found[:3]))
+            masks = getattr(found, "masks", None)  # a RetinaNetSegmenter's, over each box
+            if masks is None:
+                return outputs
+            kept = (found.labels >= 0).cpu().numpy()
+            masks_np = masks.float().cpu().numpy()
+            return [replace(o, masks=masks_np[b][kept[b]]) for b, o in enumerate(outputs)]
         if not isinstance(self.model, DAT):
             raise BackendError(
                 f"{self.model.info.name} takes images of their own shapes, not a (B, 3, S, S) batch"
