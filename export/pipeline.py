@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 import models as model_zoo
+from models.segmenter import RetinaNetSegmenter
 
 from . import manifest as mf
 from . import onnx as onnx_export
@@ -169,6 +170,11 @@ def load_model(options: ExportOptions) -> DAT | RetinaNet | RCNN:
             raise ExportError(
                 f"{source} is an R-CNN detector without a mask head, which only the torch backend "
                 "serves: ONNX export takes classifiers, RetinaNet, Mask R-CNN and Cascade Mask R-CNN"
+            )
+        if isinstance(model, RetinaNetSegmenter):
+            raise ExportError(
+                f"{source} is a RetinaNet with a mask head (the digits segmenter), which only the torch "
+                "backend serves: ONNX export takes classifiers, RetinaNet, Mask R-CNN and Cascade Mask R-CNN"
             )
     except ExportError:
         raise

@@ -179,3 +179,10 @@ def test_an_rcnn_detector_is_refused_at_load_naming_what_exports(tmp_path, monke
         pipeline.ExportError, match="R-CNN detector without a mask head, which only the torch backend"
     ):
         pipeline.load_model(pipeline.ExportOptions(out=tmp_path, model="dat_digits"))
+
+
+def test_the_digits_segmenter_is_refused_at_load_naming_what_exports(tmp_path):
+    """Its task (instance segmentation) exports for the mask R-CNNs, but the segmenter's
+    mask head on RetinaNet has no ONNX graph: a clear refusal, not a tracing error."""
+    with pytest.raises(pipeline.ExportError, match="dat_digits_segmenter .*only the torch backend"):
+        pipeline.load_model(pipeline.ExportOptions(out=tmp_path, model="dat_digits_segmenter"))
