@@ -14,6 +14,7 @@ WORKDIR /app
 RUN pip install --index-url https://download.pytorch.org/whl/cpu torch==2.13.0
 COPY pyproject.toml README.md ./
 COPY models ./models
+COPY runtimes ./runtimes
 COPY export ./export
 COPY service ./service
 COPY docker ./docker
@@ -36,6 +37,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 \
 WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY models ./models
+COPY runtimes ./runtimes
 COPY export ./export
 COPY service ./service
 COPY docker ./docker

@@ -87,8 +87,8 @@ def export_model(
 ) -> Path:
     """``python -m export`` of a registered model or config file into ``out``, quietly, for
     batches 1 to ``max_batch``; random weights where no checkpoint is given."""
-    from export.manifest import BatchRange
     from export.pipeline import ExportOptions, run_export
+    from runtimes.manifest import BatchRange
 
     is_file = Path(model).suffix in (".json", ".yaml", ".yml")
     run_export(

@@ -3,10 +3,11 @@
     python -m export --help
 
 Library use: :func:`export.pipeline.run_export` carries out one export; the service loads
-artifacts only through :class:`export.manifest.Manifest` (``Manifest.load(directory)``).
+artifacts only through :class:`runtimes.manifest.Manifest` (``Manifest.load(directory)``), the
+module this package writes them with.
 Importing this package stays light: the exporter's heavy imports live in its submodules.
 """
 
-from .manifest import BatchRange, Manifest, ManifestError, read_manifest, write_manifest
+from runtimes.manifest import BatchRange, Manifest, ManifestError, read_manifest, write_manifest
 
 __all__ = ["BatchRange", "Manifest", "ManifestError", "read_manifest", "write_manifest"]

@@ -11,7 +11,7 @@ import argparse
 import sys
 import warnings
 
-from .manifest import BatchRange
+from runtimes.manifest import BatchRange
 
 EPILOG = """\
 examples:
@@ -303,7 +303,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _write_triton(args: argparse.Namespace, prog: str) -> int:
-    from .manifest import Manifest, ManifestError
+    from runtimes.manifest import Manifest, ManifestError
+
     from .triton import TritonOptions, TritonRepositoryError, write_repository
 
     try:

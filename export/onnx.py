@@ -27,8 +27,9 @@ from typing import TYPE_CHECKING
 import torch
 import torch.nn as nn
 
+from runtimes.manifest import INPUT_NAME, PRECISIONS, BatchRange
+
 from . import symbolics
-from .manifest import INPUT_NAME, BatchRange
 
 if TYPE_CHECKING:
     from models import DAT, RCNN, RetinaNet
@@ -37,7 +38,6 @@ BATCH_AXIS = "batch"
 DEFAULT_OPSET = 18
 # 18 is what the exporter writes natively; others go through ONNX's version converter.
 SUPPORTED_OPSETS = range(18, 22)
-PRECISIONS = ("fp32", "fp16")
 
 
 class _Float16Graph(nn.Module):

@@ -24,12 +24,14 @@ import torch
 
 import models as model_zoo
 from models.segmenter import RetinaNetSegmenter
+from runtimes import manifest as mf
+from runtimes import tensorrt as trt_runtime
+from runtimes.hashing import sha256_file
+from runtimes.manifest import BatchRange
 
-from . import manifest as mf
 from . import onnx as onnx_export
 from . import symbolics, validate
 from . import tensorrt as trt_export
-from .manifest import BatchRange
 
 if TYPE_CHECKING:
     from models import DAT, RCNN, RetinaNet
@@ -229,12 +231,12 @@ def _check_detections(
 def _weights_info(options: ExportOptions) -> dict:
     if options.checkpoint is not None:
         path = Path(options.checkpoint)
-        return {"source": "checkpoint", "file": path.name, "sha256": mf.sha256_file(path)}
+        return {"source": "checkpoint", "file": path.name, "sha256": sha256_file(path)}
     import models
 
     spec = None if options.config else models.get_spec(options.model or DEFAULT_MODEL)
     if spec is not None and spec.weights is not None and spec.weights.is_file():
-        return {"source": "embedded", "file": spec.weights.name, "sha256": mf.sha256_file(spec.weights)}
+        return {"source": "embedded", "file": spec.weights.name, "sha256": sha256_file(spec.weights)}
     return {"source": "random", "file": None, "sha256": None}
 
 
@@ -252,7 +254,7 @@ def _tool_versions() -> dict[str, str]:
         "onnxruntime": onnxruntime.__version__,
         "numpy": numpy.__version__,
     }
-    version = trt_export.tensorrt_version()
+    version = trt_runtime.tensorrt_version()
     if version:
         tools["tensorrt"] = version
     return tools
@@ -281,9 +283,9 @@ def stale_reason(options: ExportOptions) -> str | None:
     ):
         if have != want:
             return f"{what} {have} was exported, {want} is asked for"
-    if options.engine is not False and trt_export.unavailable_reason() is None:
+    if options.engine is not False and trt_runtime.unavailable_reason() is None:
         info = manifest.engine_info
-        here = {"tensorrt": trt_export.tensorrt_version() or "", "device": torch.cuda.get_device_name()}
+        here = {"tensorrt": trt_runtime.tensorrt_version() or "", "device": torch.cuda.get_device_name()}
         if manifest.engine_path is None:
             return "no TensorRT engine was built"
         if {k: info.get(k) for k in here} != here:
@@ -306,7 +308,7 @@ def run_export(options: ExportOptions, log: Log = print) -> mf.Manifest:
     notes: list[str] = []
 
     # TensorRT: decide before the slow part, so an impossible request fails fast.
-    reason = trt_export.unavailable_reason() if options.engine is not False else None
+    reason = trt_runtime.unavailable_reason() if options.engine is not False else None
     if options.engine and reason:
         raise EngineUnavailable(f"a TensorRT engine was requested but {reason}")
     build_engine = options.engine is not False and reason is None
@@ -450,7 +452,7 @@ def run_export(options: ExportOptions, log: Log = print) -> mf.Manifest:
         else:
             assert chosen.verification is not None  # chosen: it passed its verification
             verification["tensorrt"] = chosen.verification
-            extra = {"tensorrt": trt_export.tensorrt_version() or "", "device": torch.cuda.get_device_name()}
+            extra = {"tensorrt": trt_runtime.tensorrt_version() or "", "device": torch.cuda.get_device_name()}
             artifacts["engine"] = mf.Artifact(
                 ENGINE_FILE, "tensorrt", chosen.grid_sample, source=chosen.onnx, extra=extra
             )

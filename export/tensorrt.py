@@ -5,8 +5,9 @@ the batch range, ``set_input_shape`` / ``set_tensor_address`` / ``execute_async_
 strongly typed networks (TensorRT 11 has nothing else and no ``BuilderFlag.FP16``: an fp16
 engine comes from an fp16 ONNX graph). TF32 is switched off so an fp32 engine is fp32.
 
-``tensorrt`` is imported lazily; :func:`unavailable_reason` says in words why an engine
-cannot be built here (no package, no CUDA GPU) so the exporter can finish the ONNX part.
+``tensorrt`` is imported lazily; ``runtimes.tensorrt.unavailable_reason`` says in words why
+an engine cannot be built here (no package, no CUDA GPU) so the exporter can finish the ONNX
+part. Engines are verified with ``runtimes.tensorrt.EngineRunner``, the runner that serves them.
 
 :func:`build_verified` holds the fallback rule for ``--grid-sample auto``: an engine built
 from the native-GridSample graph that fails to build or to match PyTorch is rebuilt from the
@@ -19,39 +20,16 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
+from runtimes.manifest import BatchRange
+from runtimes.tensorrt import EngineError, EngineRunner, logger
 
-from .manifest import BatchRange
-from .validate import Runner, Verification, verify_runner
+from .validate import Verification, verify_runner
 
 DEFAULT_WORKSPACE_GB = 4.0
 
 
-class EngineBuildError(RuntimeError):
+class EngineBuildError(EngineError):
     """TensorRT could not parse the graph or build an engine from it."""
-
-
-def unavailable_reason() -> str | None:
-    """None where engines can be built and run, else why not (one sentence)."""
-    try:
-        import tensorrt  # noqa: F401
-    except ImportError:
-        return "the tensorrt Python package is not installed"
-    except Exception as exc:  # a broken install (missing libnvinfer) raises other errors
-        return f"tensorrt cannot be imported ({type(exc).__name__}: {exc})"
-    import torch
-
-    if not torch.cuda.is_available():
-        return "no CUDA GPU is visible to PyTorch"
-    return None
-
-
-def tensorrt_version() -> str | None:
-    try:
-        import tensorrt
-    except Exception:
-        return None
-    return str(tensorrt.__version__)
 
 
 def profile_shapes(batch: BatchRange, image_size: int) -> dict[str, tuple[int, int, int, int]]:
@@ -60,12 +38,6 @@ def profile_shapes(batch: BatchRange, image_size: int) -> dict[str, tuple[int, i
         name: (size, 3, image_size, image_size)
         for name, size in (("min", batch.min), ("opt", batch.opt), ("max", batch.max))
     }
-
-
-def _logger():
-    import tensorrt as trt
-
-    return trt.Logger(trt.Logger.WARNING)
 
 
 def build_engine(
@@ -80,14 +52,14 @@ def build_engine(
     """Parses ``onnx_path``, builds a strongly typed engine with one profile, writes it."""
     import tensorrt as trt
 
-    logger = _logger()
-    builder = trt.Builder(logger)
+    log = logger()
+    builder = trt.Builder(log)
     flags = 0
     strongly_typed = getattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED", None)
     if strongly_typed is not None:  # TensorRT 10; in 11 every network is strongly typed
         flags |= 1 << int(strongly_typed)
     network = builder.create_network(flags)
-    parser = trt.OnnxParser(network, logger)
+    parser = trt.OnnxParser(network, log)
     if not parser.parse_from_file(str(onnx_path)):
         errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
         raise EngineBuildError(f"TensorRT could not parse {Path(onnx_path).name}: {errors}")
@@ -111,50 +83,6 @@ def build_engine(
     return engine_path
 
 
-def engine_runner(engine_path: str | Path, input_name: str, output_names: Sequence[str]) -> Runner:
-    """Runs an engine on the current CUDA device: float32 NCHW numpy in, its outputs (in
-    ``output_names`` order) as numpy out, floating outputs as float32."""
-    import tensorrt as trt
-    import torch
-
-    runtime = trt.Runtime(_logger())
-    engine = runtime.deserialize_cuda_engine(Path(engine_path).read_bytes())
-    if engine is None:
-        raise EngineBuildError(f"TensorRT could not load {Path(engine_path).name}")
-    names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
-    if input_name not in names or any(name not in names for name in output_names):
-        raise EngineBuildError(
-            f"engine tensors are {names}, expected {input_name} and {', '.join(output_names)}"
-        )
-    dtypes = {
-        trt.DataType.FLOAT: torch.float32,
-        trt.DataType.HALF: torch.float16,
-        trt.DataType.INT32: torch.int32,
-        trt.DataType.INT64: torch.int64,
-    }
-    input_dtype = dtypes[engine.get_tensor_dtype(input_name)]
-    output_dtypes = [dtypes[engine.get_tensor_dtype(name)] for name in output_names]
-    context = engine.create_execution_context()
-
-    def run(images: np.ndarray) -> list[np.ndarray]:
-        x = torch.from_numpy(np.ascontiguousarray(images)).to("cuda", input_dtype)
-        if not context.set_input_shape(input_name, tuple(x.shape)):
-            raise RuntimeError(f"batch {x.shape[0]} is outside the engine's profile")
-        context.set_tensor_address(input_name, x.data_ptr())
-        outs = []
-        for name, dtype in zip(output_names, output_dtypes):
-            out = torch.empty(tuple(context.get_tensor_shape(name)), dtype=dtype, device="cuda")
-            context.set_tensor_address(name, out.data_ptr())
-            outs.append(out)
-        stream = torch.cuda.current_stream()
-        if not context.execute_async_v3(stream.cuda_stream):
-            raise RuntimeError("execute_async_v3 failed")
-        stream.synchronize()
-        return [(o.float() if o.is_floating_point() else o).cpu().numpy() for o in outs]
-
-    return run
-
-
 def verify_engine(
     engine_path: str | Path,
     model,
@@ -169,7 +97,7 @@ def verify_engine(
     import torch
 
     try:
-        run = engine_runner(engine_path, input_name, output_names)
+        run = EngineRunner(engine_path, input_name, output_names)
     except Exception as exc:
         return Verification(
             runtime="tensorrt",

@@ -1,6 +1,6 @@
 """A Triton model repository from a verified export, for users who already run Triton.
 
-    from export.manifest import Manifest
+    from runtimes.manifest import Manifest
     from export.triton import write_repository
     write_repository(Manifest.load("exports/digits"), "model_repository")
 
@@ -25,7 +25,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from .manifest import Manifest
+from runtimes.manifest import Manifest
 
 CONFIG_NAME = "config.pbtxt"
 LABELS_NAME = "labels.txt"

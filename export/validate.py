@@ -44,8 +44,8 @@ import torch
 
 from models import CLASSIFICATION, DAT, RCNN, RetinaNet, Task, paste_masks
 from models.boxes import box_iou
-
-from .manifest import BatchRange
+from runtimes.manifest import BatchRange
+from runtimes.onnxruntime import create_session
 
 FP32_TOLERANCE = 1e-4
 FP16_RELATIVE_TOLERANCE = 1e-2
@@ -440,12 +440,8 @@ def check_onnx(path: str | Path) -> str:
 
 
 def onnxruntime_runner(path: str | Path, input_name: str) -> Runner:
-    """A CPU ONNX Runtime session as a :data:`Runner`."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    """A CPU ONNX Runtime session, made as the server makes its own, as a :data:`Runner`."""
+    session = create_session(path, device="cpu", quiet=True)
 
     def run(images: np.ndarray) -> list[np.ndarray]:
         return session.run(None, {input_name: images.astype(np.float32)})

@@ -28,7 +28,7 @@ from .layers import (
 )
 from .neighborhood import NeighborhoodAttention
 from .tasks import CLASSIFICATION
-from .transforms import Letterbox, Preprocessing
+from .transforms import KeepRatioResize, Preprocessing, Transform
 
 # Per stage, per block: None for L/S blocks, a (B, groups, Hk, Wk, 2) tensor for D blocks.
 StagePoints = list[list[torch.Tensor | None]]
@@ -137,7 +137,7 @@ class ModelInfo:
     """What a served model needs besides weights: its name, preprocessing and labels."""
 
     name: str
-    preprocessing: Preprocessing | Letterbox
+    preprocessing: Transform | KeepRatioResize  # KeepRatioResize: mmdet detectors, any input size
     labels: list[str] = field(default_factory=list)
     category_ids: list[int] = field(default_factory=list)  # detectors: COCO ids of the labels
 

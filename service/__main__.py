@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
 def log_onnxruntime() -> None:
     """Which ONNX Runtime build this process has and what it runs on: a CUDA provider missing
     from a GPU host, or both builds installed over each other, shows at start-up."""
-    from .backends.onnxruntime import runtime_summary
+    from runtimes.onnxruntime import runtime_summary
 
     ort = runtime_summary()
     if ort is None:

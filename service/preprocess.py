@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
-from models import KeepRatioResize, Letterbox, Preprocessing
+from models import KeepRatioResize, Preprocessing, Transform
 
 from . import jpeg
 from .backends.base import KeepRatioInput
@@ -146,13 +146,15 @@ def load(image: Image.Image, max_pixels: int, draft_side: int = 0) -> Image.Imag
 
 def prepare(
     data: bytes,
-    preprocessing: Preprocessing | Letterbox | KeepRatioResize,
+    preprocessing: Transform | KeepRatioResize,
     max_pixels: int,
     device: torch.device | None = None,
     host: HostPath = OFFICIAL,
 ) -> Decoded:
     """Decode, then the model's own resize / crop / normalise: on the CPU as ``host`` says,
     or with torch on ``device`` (a ``Preprocessing`` whose ``runs_on_tensors``)."""
+    if device is not None and not isinstance(preprocessing, Preprocessing):
+        raise ValueError(f"{type(preprocessing).__name__} preprocessing does not run on a device")
     image = open_image(data, max_pixels)
     fmt = image.format or ""
     # a classifier whose resize runs on tensors (None: the pipeline's own PIL path)
@@ -170,7 +172,7 @@ def prepare(
         drafted = jpeg.upright_size(image, jpeg.orientation(image)) if draft_side and fmt == "JPEG" else None
         image = load(image, max_pixels, draft_side)
         width, height = drafted or image.size
-    if device is not None:
+    if device is not None and isinstance(preprocessing, Preprocessing):
         pixels = np.asarray(image) if pixels is None else pixels
         tensor = _on_device(pixels, preprocessing, device)
     elif host.resize == "torch" and tensors:

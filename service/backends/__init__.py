@@ -34,8 +34,7 @@ __all__ = [
 def _has_engine(artifacts: Path) -> bool:
     from .manifest import load_manifest
 
-    engine = getattr(load_manifest(artifacts), "engine_path", None)
-    return bool(engine)
+    return load_manifest(artifacts).engine_path is not None
 
 
 def _onnx_measured_faster(settings: Settings) -> bool:

@@ -23,6 +23,8 @@ from typing import Any
 
 import torch
 
+from runtimes.hashing import sha256_file
+
 from .base import Backend, BackendError, DetectionOutput, ImageBatch, ImageOutput, ModelMeta
 from .manifest import load_manifest
 
@@ -37,18 +39,10 @@ def default_cache_dir() -> Path:
     return Path(base) / "dat-serve" / "exports"
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def cache_key(model: str, checkpoint: Path | None, labels: Path | None, max_batch: int) -> str:
     """Changes whenever the weights, config, labels, batch range or exporter format change."""
-    from export import manifest as mf
     from models.registry import resolve_config
+    from runtimes import manifest as mf
 
     name, config, spec = resolve_config(model)
     weights = checkpoint or (spec.weights if spec is not None else None)
@@ -57,9 +51,9 @@ def cache_key(model: str, checkpoint: Path | None, labels: Path | None, max_batc
     parts = {
         "model": name,
         "config": config.to_dict(),
-        "weights": _sha256(Path(weights)),
+        "weights": sha256_file(Path(weights)),
         "preprocessing": spec.preprocessing.to_dict() if spec is not None else None,
-        "labels": _sha256(labels) if labels else None,
+        "labels": sha256_file(labels) if labels else None,
         "max_batch": max_batch,
         "format": [mf.FORMAT, mf.VERSION],
         "torch": torch.__version__,
@@ -72,8 +66,8 @@ def ensure_export(
     model: str, *, checkpoint: Path | None, labels: Path | None, cache_dir: Path, max_batch: int
 ) -> Path:
     """The cached, verified export of ``model``; made (once) if absent or unreadable."""
-    from export.manifest import BatchRange
     from export.pipeline import ExportOptions, run_export
+    from runtimes.manifest import BatchRange
 
     target = cache_dir / cache_key(model, checkpoint, labels, max_batch)
     if target.is_dir():

@@ -6,7 +6,6 @@ called from it, one at a time.
 
 from __future__ import annotations
 
-import hashlib
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -16,8 +15,9 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from models import CLASSIFICATION, KeepRatioResize, Letterbox, Preprocessing, Task
+from models import CLASSIFICATION, KeepRatioResize, Task, Transform
 from models.transforms import ImageMeta
+from runtimes.hashing import sha256_file
 
 
 class BackendError(RuntimeError):
@@ -31,7 +31,7 @@ class ModelMeta:
     name: str
     version: str
     labels: tuple[str, ...]
-    preprocessing: Preprocessing | Letterbox | KeepRatioResize
+    preprocessing: Transform | KeepRatioResize
     task: Task = CLASSIFICATION
     category_ids: tuple[int, ...] = ()  # detectors: COCO category id of each label
     max_detections: int = 0  # detectors: detections kept per image
@@ -41,7 +41,7 @@ class ModelMeta:
     @property
     def input_size(self) -> int | None:
         """The square input's side; None where the input keeps each image's aspect ratio."""
-        return getattr(self.preprocessing, "input_size", None)
+        return None if isinstance(self.preprocessing, KeepRatioResize) else self.preprocessing.input_size
 
     @property
     def keeps_ratio(self) -> bool:
@@ -188,11 +188,7 @@ class Backend(ABC):
 
 def file_version(path: str | Path) -> str:
     """A short content hash identifying a weights / artifact file."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return f"sha256:{digest.hexdigest()[:12]}"
+    return f"sha256:{sha256_file(path)[:12]}"
 
 
 def run_in_chunks(

@@ -1,7 +1,8 @@
 """ONNX Runtime (CPU or CUDA execution provider) on an ONNX model from ``python -m export``.
 
-Artifacts are read only through the exporter's manifest, which carries the preprocessing and
-labels the graph was validated with.
+Artifacts are read only through their manifest (``runtimes.manifest``), which carries the
+preprocessing and labels the graph was validated with; the session is made as export
+verification makes its own (``runtimes.onnxruntime``).
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from typing import Any
 
 import numpy as np
 import torch
+
+from runtimes.onnxruntime import SessionError, create_session, has_cuda_provider
 
 from .base import (
     Backend,
@@ -27,31 +30,6 @@ from .manifest import check_precision, load_manifest, meta_from_manifest
 from .torch import resolve_device
 
 _NUMPY_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
-# Two builds of one package (the same import name and folder): exactly one should be installed.
-DISTRIBUTIONS = ("onnxruntime", "onnxruntime-gpu")
-
-
-def runtime_summary() -> dict[str, Any] | None:
-    """The installed ONNX Runtime: version, providers it can run, which builds are installed
-    (pip distributions); None where it is not importable."""
-    import importlib.metadata
-
-    try:
-        import onnxruntime as ort
-    except ImportError:
-        return None
-    builds = []
-    for name in DISTRIBUTIONS:
-        try:
-            importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            continue
-        builds.append(name)
-    return {
-        "version": ort.__version__,
-        "providers": list(ort.get_available_providers()),
-        "distributions": builds,
-    }
 
 
 class OnnxRuntimeBackend(Backend):
@@ -77,41 +55,24 @@ class OnnxRuntimeBackend(Backend):
         self._fixed_batch: int | None = None
         self._max_batch: int | None = None
 
-    def _providers(self, ort: Any) -> list[str | tuple[str, dict[str, Any]]]:
-        available = ort.get_available_providers()
+    def _device(self) -> str:
+        """``cpu`` or ``cuda:N`` (a GPU that is present); ``auto`` takes the GPU where this
+        onnxruntime has the CUDA provider."""
         device = self._device_request
         if device == "auto":
-            device = "cuda" if "CUDAExecutionProvider" in available and torch.cuda.is_available() else "cpu"
-        device = resolve_device(device)  # "cpu" or "cuda:N", N a GPU that is present
-        if device.startswith("cuda"):
-            if "CUDAExecutionProvider" not in available:
-                raise BackendError(
-                    f"device {device} requested but this onnxruntime has no "
-                    "CUDAExecutionProvider (install onnxruntime-gpu: the gpu extra)"
-                )
-            index = torch.device(device).index
-            self.device = device
-            return [("CUDAExecutionProvider", {"device_id": index}), "CPUExecutionProvider"]
-        self.device = "cpu"
-        return ["CPUExecutionProvider"]
+            device = "cuda" if has_cuda_provider() and torch.cuda.is_available() else "cpu"
+        return resolve_device(device)
 
     def load(self) -> ModelMeta:
-        try:
-            import onnxruntime as ort
-        except ImportError as exc:
-            raise BackendError("onnxruntime is not installed") from exc
         manifest = load_manifest(self._artifacts)
-        onnx_path = Path(manifest.onnx_path)
+        onnx_path = manifest.onnx_path
         if not onnx_path.is_file():
             raise BackendError(f"{self._artifacts}: the manifest names {onnx_path}, which is missing")
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        if self._threads:
-            options.intra_op_num_threads = self._threads
-        options.inter_op_num_threads = 1
-        session = ort.InferenceSession(str(onnx_path), options, providers=self._providers(ort))
-        if self.device.startswith("cuda") and session.get_providers()[0] != "CUDAExecutionProvider":
-            raise BackendError("onnxruntime could not start its CUDA provider")
+        self.device = self._device()
+        try:
+            session = create_session(onnx_path, device=self.device, threads=self._threads)
+        except SessionError as exc:
+            raise BackendError(str(exc)) from exc
         inputs = {i.name: i for i in session.get_inputs()}
         outputs = {o.name for o in session.get_outputs()}
         self._input = manifest.input_name
@@ -133,8 +94,7 @@ class OnnxRuntimeBackend(Backend):
                 f"preprocessing (N, 3, {meta.canvas}, {meta.canvas})"
             )
         self._fixed_batch = shape[0] if isinstance(shape[0], int) and shape[0] > 0 else None
-        batch = getattr(manifest, "batch", None)
-        self._max_batch = int(batch.max) if batch is not None else None  # the verified range
+        self._max_batch = manifest.batch.max  # the verified range
         self.precision = check_precision(manifest, self._precision_request)
         self._session = session
         self.meta = meta

@@ -31,8 +31,8 @@ from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from export import triton
-from export.manifest import INPUT_NAME
 from models.transforms import ImageMeta, KeepRatioResize, expect_pipeline
+from runtimes.manifest import INPUT_NAME
 
 from .. import v2protocol as v2
 from ..backends.base import ImageBatch, KeepRatioInput

@@ -11,10 +11,10 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from export.manifest import BatchRange, Manifest
 from export.onnx import export_onnx
 from export.validate import compare_detections, verify_onnx
 from models import DETECTION, create_model
+from runtimes.manifest import BatchRange, Manifest
 from tests.helpers.export import run_cli
 from tests.helpers.paths import REPO
 

@@ -12,12 +12,12 @@ import torch
 from PIL import Image, ImageOps
 
 from export import symbolics
-from export.manifest import BatchRange, Manifest
 from export.pipeline import ExportOptions, run_export
 from export.validate import MASK_IOU, MASK_TIE, compare_detections, compare_masks
 from models import INSTANCE_SEGMENTATION, create_model, load_checkpoint
 from models import roi_align as roi_module
 from models.roi_align import roi_align
+from runtimes.manifest import BatchRange, Manifest
 from tests.helpers.paths import FIXTURES, official_fixture
 
 # --------------------------------------------------------------------------- RoIAlign alone

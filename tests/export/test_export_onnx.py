@@ -8,7 +8,7 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from export.manifest import Manifest
+from runtimes.manifest import Manifest
 
 pytestmark = pytest.mark.slow
 

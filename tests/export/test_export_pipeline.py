@@ -10,10 +10,10 @@ import pytest
 from export import pipeline
 from export import validate as validate_mod
 from export.__main__ import main
-from export.manifest import MANIFEST_NAME, BatchRange, Manifest, ManifestError
 from export.onnx import OnnxExport
 from export.validate import BatchResult, Verification
 from models import DETECTION
+from runtimes.manifest import MANIFEST_NAME, BatchRange, Manifest, ManifestError
 from tests.helpers.detection import tiny_rcnn
 
 

@@ -11,9 +11,9 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from export.manifest import BatchRange, Manifest
 from models import Preprocessing
 from models.registry import _REGISTRY, ModelSpec
+from runtimes.manifest import BatchRange, Manifest
 from tests.helpers.tiny import TINY_PP_CONFIG
 
 pytestmark = pytest.mark.slow

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from export.manifest import BatchRange
 from export.pipeline import ExportOptions, stale_reason
+from runtimes.manifest import BatchRange
 from tests.helpers.export import MINI_BATCH
 
 

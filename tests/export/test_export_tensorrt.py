@@ -9,9 +9,11 @@ from pathlib import Path
 import pytest
 
 from export import tensorrt as trt_export
-from export.manifest import BatchRange, Manifest
 from export.validate import BatchResult, Verification
 from models import DETECTION
+from runtimes import tensorrt as trt_runtime
+from runtimes.manifest import BatchRange, Manifest
+from runtimes.tensorrt import EngineError, EngineRunner
 from tests.helpers.paths import REPO
 
 
@@ -109,7 +111,7 @@ def test_everything_failing_is_reported(tmp_path):
 
 @pytest.mark.skipif(importlib.util.find_spec("tensorrt") is not None, reason="TensorRT is installed")
 def test_unavailable_reason_without_tensorrt():
-    assert "tensorrt" in trt_export.unavailable_reason()
+    assert "tensorrt" in trt_runtime.unavailable_reason()
 
 
 @pytest.mark.slow
@@ -129,8 +131,8 @@ def test_pipeline_engine_fallback_with_a_fake_tensorrt(monkeypatch, tmp_path, sm
     def verify_engine(engine_path, model, **kwargs):
         return _verification(passed=len(built) > 1)
 
-    monkeypatch.setattr(trt_export, "unavailable_reason", lambda: None)
-    monkeypatch.setattr(trt_export, "tensorrt_version", lambda: "11.0-fake")
+    monkeypatch.setattr(trt_runtime, "unavailable_reason", lambda: None)
+    monkeypatch.setattr(trt_runtime, "tensorrt_version", lambda: "11.0-fake")
     monkeypatch.setattr(trt_export, "build_engine", build_engine)
     monkeypatch.setattr(trt_export, "verify_engine", verify_engine)
     monkeypatch.setattr(pipeline.torch.cuda, "get_device_name", lambda *a: "fake GPU")
@@ -195,8 +197,9 @@ def test_real_detector_engine_keeps_pytorchs_detections(tmp_path):
 
 
 # ---------------------------------------------------------------- TensorRT 10 contract tests
-# export/tensorrt.py against the TensorRT test double (tests/helpers/fake_tensorrt.py) on a fake GPU: every
-# call it makes is one the documented TensorRT 10 Python API has, with the arguments it takes.
+# export/tensorrt.py and the runner it verifies with (runtimes/tensorrt.py) against the TensorRT
+# test double (tests/helpers/fake_tensorrt.py) on a fake GPU: every call they make is one the documented
+# TensorRT 10 Python API has, with the arguments it takes.
 
 
 @pytest.fixture
@@ -255,7 +258,7 @@ def test_engine_runner_answers_as_the_onnx_graph(
     engine = trt_export.build_engine(
         tiny_onnx, tmp_path / "model.plan", input_name="images", batch=BatchRange(1, 2, 4), image_size=32
     )
-    run = trt_export.engine_runner(engine, "images", ["logits"])
+    run = EngineRunner(engine, "images", ["logits"])
     x = np.random.default_rng(0).standard_normal((3, 3, 32, 32)).astype(np.float32)
     (logits,) = run(x)
     want = ort.InferenceSession(str(tiny_onnx), providers=["CPUExecutionProvider"]).run(None, {"images": x})[
@@ -307,11 +310,11 @@ def test_engine_build_and_load_failures_are_engine_build_errors(
     with pytest.raises(trt_export.EngineBuildError, match="could not build"):
         trt_export.build_engine(tiny_onnx, tmp_path / "a.plan", **{**build, "input_name": "pixels"})
     engine = trt_export.build_engine(tiny_onnx, tmp_path / "a.plan", **build)
-    with pytest.raises(trt_export.EngineBuildError, match="engine tensors are"):
-        trt_export.engine_runner(engine, "images", ["scores"])
+    with pytest.raises(EngineError, match="engine tensors are"):
+        EngineRunner(engine, "images", ["scores"])
     (tmp_path / "junk.plan").write_bytes(b"not a plan")
-    with pytest.raises(trt_export.EngineBuildError, match="could not load junk.plan"):
-        trt_export.engine_runner(tmp_path / "junk.plan", "images", ["logits"])
+    with pytest.raises(EngineError, match="could not load junk.plan"):
+        EngineRunner(tmp_path / "junk.plan", "images", ["logits"])
     report = trt_export.verify_engine(
         tmp_path / "junk.plan",
         tiny_model_module,
@@ -328,14 +331,14 @@ def test_unavailable_reason_and_version_with_the_double(monkeypatch, fake_tensor
 
     import torch
 
-    assert trt_export.unavailable_reason() is None
-    assert trt_export.tensorrt_version() == fake_tensorrt.version
+    assert trt_runtime.unavailable_reason() is None
+    assert trt_runtime.tensorrt_version() == fake_tensorrt.version
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    assert trt_export.unavailable_reason() == "no CUDA GPU is visible to PyTorch"
+    assert trt_runtime.unavailable_reason() == "no CUDA GPU is visible to PyTorch"
 
     monkeypatch.setitem(sys.modules, "tensorrt", None)  # None in sys.modules: ImportError
-    assert trt_export.unavailable_reason() == "the tensorrt Python package is not installed"
-    assert trt_export.tensorrt_version() is None
+    assert trt_runtime.unavailable_reason() == "the tensorrt Python package is not installed"
+    assert trt_runtime.tensorrt_version() is None
     monkeypatch.delitem(sys.modules, "tensorrt")
     import builtins
 
@@ -347,7 +350,7 @@ def test_unavailable_reason_and_version_with_the_double(monkeypatch, fake_tensor
         return real_import(name, *args, **kwargs)
 
     monkeypatch.setattr(builtins, "__import__", importing)
-    assert trt_export.unavailable_reason() == (
+    assert trt_runtime.unavailable_reason() == (
         "tensorrt cannot be imported (OSError: libnvinfer.so.10: cannot open shared object file)"
     )
 

@@ -11,8 +11,9 @@ import pytest
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
-from export.manifest import Artifact, BatchRange, Manifest, TensorSpec, sha256_file
 from export.triton import TritonOptions, TritonRepositoryError, model_config, write_repository
+from runtimes.hashing import sha256_file
+from runtimes.manifest import Artifact, BatchRange, Manifest, TensorSpec
 
 
 def parse(text: str) -> model_config_pb2.ModelConfig:

@@ -174,7 +174,7 @@ def test_a_fixed_batch_engine_runs_padded_batches(fake_tensorrt, tiny_engine_exp
     [
         (
             lambda e: e["outputs"][0].update(name="probabilities"),
-            r"the manifest names 'images' -> \['logits'\]",
+            r"engine tensors are \['images', 'probabilities'\]; expected 'images' -> \['logits'\]",
         ),
         (
             lambda e: e["inputs"][0].update(shape=[-1, 3, 64, 64]),

@@ -12,8 +12,8 @@ from PIL import Image
 from pycocotools import mask as coco_mask
 
 from export import pipeline
-from export.manifest import BatchRange
 from models import KeepRatioResize, ModelInfo
+from runtimes.manifest import BatchRange
 from service import create_app
 from service.backends.onnxruntime import OnnxRuntimeBackend
 from service.backends.torch import TorchBackend

@@ -5,16 +5,16 @@ model name and config, input/output tensors (names, dtypes, shapes with the dyna
 axis), the batch range, preprocessing, labels, precision, opset, grid-sample mode, tool
 versions, parity figures and the sha256 of every file.
 
-For the service::
+The exporter writes it (:func:`write_manifest`), the server reads it::
 
-    from export.manifest import Manifest, ManifestError
+    from runtimes.manifest import Manifest, ManifestError
 
     m = Manifest.load("exports/dat_digits")   # checks format, status and every file's sha256
     m.onnx_path, m.engine_path                # Path, Path | None (TensorRT engine)
     m.input_name, m.output_names              # "images", ("logits",) | ("boxes", "scores", "labels")
     m.input_dtype, m.image_size               # "float32", 224 (input is NCHW, float32)
     m.batch.min, m.batch.opt, m.batch.max     # the dynamic batch range
-    m.preprocessing(pil_rgb_image)            # a models.Preprocessing, the single definition
+    m.preprocessing(pil_rgb_image)            # a models.Transform (or KeepRatioResize), the one definition
     m.labels, m.num_classes, m.precision, m.model_name, m.task  # a models.Task (name in the JSON)
     m.category_ids                            # detectors: COCO category id of each label
 
@@ -24,22 +24,25 @@ format or version, a failed export, a missing file or a hash mismatch, inconsist
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from models import KeepRatioResize, Letterbox, Preprocessing, Task, preprocessing_from_dict, task_named
+from models import KeepRatioResize, Task, Transform, preprocessing_from_dict, task_named
+
+from .hashing import sha256_file
 
 MANIFEST_NAME = "manifest.json"
 # The graph's input and output names: the ONNX export writes them, the service and Triton
 # model repositories name the same tensors.
 INPUT_NAME = "images"
 OUTPUT_NAME = "logits"
+PRECISIONS = ("fp32", "fp16")
+STATUSES = ("ok", "failed")
 FORMAT = "dat-serve/export"
 VERSION = 1
 
@@ -76,7 +79,7 @@ class BatchRange:
 
     @classmethod
     def from_dict(cls, data: dict) -> BatchRange:
-        return cls(int(data["min"]), int(data["opt"]), int(data["max"]))
+        return cls(*(_typed(data[key], int, f"batch {key}") for key in ("min", "opt", "max")))
 
 
 @dataclass(frozen=True)
@@ -93,7 +96,11 @@ class TensorSpec:
 
     @classmethod
     def from_dict(cls, data: dict) -> TensorSpec:
-        return cls(str(data["name"]), str(data["dtype"]), tuple(data["shape"]), str(data.get("layout", "")))
+        name = _typed(data["name"], str, "a tensor name")
+        shape = tuple(_typed(data["shape"], list, f"the shape of {name}"))
+        return cls(
+            name, _typed(data["dtype"], str, f"the dtype of {name}"), shape, str(data.get("layout", ""))
+        )
 
 
 @dataclass(frozen=True)
@@ -119,13 +126,13 @@ class Artifact:
     @classmethod
     def from_dict(cls, data: dict) -> Artifact:
         return cls(
-            file=str(data["file"]),
+            file=_typed(data["file"], str, "an artifact's file"),
             kind=str(data["kind"]),
             grid_sample=str(data["grid_sample"]),
             sha256=str(data.get("sha256", "")),
             bytes=int(data.get("bytes", 0)),
             source=data.get("source"),
-            extra=dict(data.get("extra") or {}),
+            extra=_typed(data.get("extra") or {}, dict, "an artifact's extra"),
         )
 
 
@@ -138,7 +145,7 @@ class Manifest:
     task: Task
     model_name: str
     model_config: dict
-    preprocessing: Preprocessing | Letterbox | KeepRatioResize  # keep-ratio: padded to its canvas
+    preprocessing: Transform | KeepRatioResize  # keep-ratio: padded to its canvas
     labels: tuple[str, ...]
     precision: str
     opset: int
@@ -243,29 +250,37 @@ class Manifest:
                 f"(this code reads version {VERSION})"
             )
         try:
-            inputs, outputs = data["inputs"], data["outputs"]
+            inputs, outputs = _typed(data["inputs"], list, "inputs"), _typed(data["outputs"], list, "outputs")
             if len(inputs) != 1 or not outputs:
                 raise ManifestError("expected exactly one input and at least one output")
+            model = _typed(data["model"], dict, "model")
+            preprocessing = preprocessing_from_dict(_typed(data["preprocessing"], dict, "preprocessing"))
+            artifacts = _typed(data["artifacts"], dict, "artifacts")
             return cls(
-                status=str(data["status"]),
-                task=task_named(data["task"]),
-                model_name=str(data["model"]["name"]),
-                model_config=dict(data["model"]["config"]),
-                preprocessing=preprocessing_from_dict(data["preprocessing"]),
-                labels=tuple(str(label) for label in data["labels"]),
-                precision=str(data["precision"]),
-                opset=int(data["opset"]),
-                grid_sample=str(data["grid_sample"]),
-                input=TensorSpec.from_dict(inputs[0]),
-                outputs=tuple(TensorSpec.from_dict(o) for o in outputs),
-                batch=BatchRange.from_dict(data["batch"]),
-                artifacts={role: Artifact.from_dict(a) for role, a in data["artifacts"].items()},
-                verification=dict(data.get("verification") or {}),
-                tools=dict(data.get("tools") or {}),
-                timings_s=dict(data.get("timings_s") or {}),
-                notes=tuple(data.get("notes") or ()),
+                status=_typed(data["status"], str, "status"),
+                task=task_named(_typed(data["task"], str, "task")),
+                model_name=_typed(model["name"], str, "the model name"),
+                model_config=_typed(model["config"], dict, "the model config"),
+                preprocessing=preprocessing,
+                labels=tuple(
+                    _typed(label, str, "a label") for label in _typed(data["labels"], list, "labels")
+                ),
+                precision=_typed(data["precision"], str, "precision"),
+                opset=_typed(data["opset"], int, "opset"),
+                grid_sample=_typed(data["grid_sample"], str, "grid_sample"),
+                input=TensorSpec.from_dict(_typed(inputs[0], dict, "an input")),
+                outputs=tuple(TensorSpec.from_dict(_typed(o, dict, "an output")) for o in outputs),
+                batch=BatchRange.from_dict(_typed(data["batch"], dict, "batch")),
+                artifacts={
+                    role: Artifact.from_dict(_typed(a, dict, f"artifact {role}"))
+                    for role, a in artifacts.items()
+                },
+                verification=_typed(data.get("verification") or {}, dict, "verification"),
+                tools=_typed(data.get("tools") or {}, dict, "tools"),
+                timings_s=_typed(data.get("timings_s") or {}, dict, "timings_s"),
+                notes=tuple(_typed(data.get("notes") or [], list, "notes")),
                 created=str(data.get("created", "")),
-                weights=dict(data["model"].get("weights") or {}),
+                weights=_typed(model.get("weights") or {}, dict, "the weights"),
                 category_ids=tuple(int(i) for i in data.get("category_ids") or ()),
                 directory=directory,
             )
@@ -283,17 +298,32 @@ class Manifest:
         return read_manifest(directory, verify_hashes=verify_hashes, allow_failed=allow_failed)
 
 
-def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
+_T = TypeVar("_T")
+_JSON_KINDS = {dict: "an object", list: "an array", str: "a string", int: "an integer"}
+
+
+def _typed(value: object, kind: type[_T], what: str) -> _T:
+    """``value`` where it has the JSON type a field needs, else the error naming the field."""
+    if not isinstance(value, kind) or (isinstance(value, bool) and kind is int):
+        raise ManifestError(f"malformed manifest: {what} must be {_JSON_KINDS[kind]}, not {value!r:.40}")
+    return value
 
 
 def _check_consistency(m: Manifest) -> None:
     if "onnx" not in m.artifacts:
         raise ManifestError("manifest lists no onnx artifact")
+    for role, artifact in m.artifacts.items():
+        if Path(artifact.file).is_absolute() or ".." in Path(artifact.file).parts:
+            raise ManifestError(f"{role} file {artifact.file!r} is not inside the export directory")
+    expected = m.task.output_names
+    if m.output_names != expected:
+        raise ManifestError(
+            f"a {m.task} graph has outputs {list(expected)}, the manifest lists {list(m.output_names)}"
+        )
+    if m.precision not in PRECISIONS:
+        raise ManifestError(f"precision {m.precision!r} is none of {', '.join(PRECISIONS)}")
+    if len(m.input.shape) != 4 or m.input.shape[1] != 3:
+        raise ManifestError(f"input shape {list(m.input.shape)} is not (batch, 3, size, size)")
     if (
         m.task.labelled_outputs
         and m.output.shape
@@ -328,6 +358,8 @@ def read_manifest(
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ManifestError(f"{path}: unreadable manifest ({exc})") from None
     manifest = Manifest.from_dict(data, directory=directory)
+    if manifest.status not in STATUSES:
+        raise ManifestError(f"status {manifest.status!r} is none of {', '.join(STATUSES)}")
     if manifest.status != "ok" and not allow_failed:
         failures = [
             f"{runtime}: {v.get('summary', 'failed')}"

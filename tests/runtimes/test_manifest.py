@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from export.manifest import (
+from models import CLASSIFICATION, Preprocessing
+from runtimes.manifest import (
     MANIFEST_NAME,
     Artifact,
     BatchRange,
@@ -16,7 +17,6 @@ from export.manifest import (
     read_manifest,
     write_manifest,
 )
-from models import CLASSIFICATION, Preprocessing
 
 
 def _manifest(status: str = "ok", **changes) -> Manifest:
