@@ -318,7 +318,7 @@ def _check_consistency(m: Manifest) -> None:
     expected = m.task.output_names
     if m.output_names != expected:
         raise ManifestError(
-            f"a {m.task} graph has outputs {list(expected)}, the manifest lists {list(m.output_names)}"
+            f"{m.task.name} graphs have outputs {list(expected)}; the manifest lists {list(m.output_names)}"
         )
     if m.precision not in PRECISIONS:
         raise ManifestError(f"precision {m.precision!r} is none of {', '.join(PRECISIONS)}")

@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from models import Preprocessing, create_model
+from models import KeepRatioResize, Letterbox, Preprocessing, Transform, create_model
 
 
 def test_official_resize_rule():
@@ -222,3 +222,14 @@ def test_keep_ratio_resize_channels_padding_and_batches():
     assert sizes.tolist() == [[38.0, 64.0], [64.0, 18.0]]
     assert factors[1].tolist() == pytest.approx([18 / 20, 64 / 70] * 2)
     assert torch.equal(images[0, :, :48], x) and (images[0, :, 48:] == 0).all()
+
+
+def test_preprocessing_and_letterbox_are_transforms():
+    """What the service and the manifest take: a fixed-size transform of either kind (the
+    keep-ratio resize of mmdet's detectors makes inputs of any size, so it is not one)."""
+    image = Image.new("RGB", (40, 30), (200, 100, 50))
+    for transform in (Preprocessing(32), Letterbox(32)):
+        assert isinstance(transform, Transform)
+        assert transform(image).shape == (3, transform.input_size, transform.input_size)
+        assert transform.to_dict()["input_size"] == 32
+    assert not isinstance(KeepRatioResize(), Transform)

@@ -1,4 +1,4 @@
-"""The manifest: what the service reads, and every way it refuses a bad export folder."""
+"""The manifest: what export writes and the service reads, and every way it refuses a bad export folder."""
 
 from __future__ import annotations
 
@@ -123,7 +123,31 @@ def test_failed_export_is_refused(tmp_path):
         (lambda d: d.update(labels=["a"]), "1 labels for 3 outputs"),
         (lambda d: d["preprocessing"].update(input_size=64), "preprocessing"),
         (lambda d: d["batch"].update(min=9), "batch range"),
+        (lambda d: d["batch"].update(max=4.5), "batch max must be an integer, not 4.5"),
+        (lambda d: d.update(inputs=[]), "exactly one input"),
+        (lambda d: d.update(artifacts=["model.onnx"]), "artifacts must be an object"),
+        (lambda d: d["artifacts"].update(onnx="model.onnx"), "artifact onnx must be an object"),
+        (lambda d: d["artifacts"].pop("onnx"), "lists no onnx artifact"),
+        (lambda d: d["artifacts"]["onnx"].update(file="/etc/passwd"), "not inside the export directory"),
+        (lambda d: d["artifacts"]["onnx"].update(file="../model.onnx"), "not inside the export directory"),
+        (lambda d: d.update(labels="abc"), "labels must be an array, not 'abc'"),
+        (lambda d: d["inputs"][0].update(shape=32), "the shape of images must be an array"),
+        (lambda d: d["inputs"][0].update(shape=["batch", 32, 32]), r"is not \(batch, 3, size, size\)"),
+        (lambda d: d.update(preprocessing={"mode": "keep_ratio"}), "KeepRatioResize preprocessing makes no"),
         (lambda d: d.update(task="segmentation"), "unknown task 'segmentation'; known tasks: classification"),
+        (lambda d: d.update(task=["detection"]), "task must be a string"),
+        (
+            lambda d: d.update(task="instance_segmentation"),
+            r"instance_segmentation graphs have outputs \['boxes', 'scores', 'labels', 'masks'\]",
+        ),
+        (
+            lambda d: d.update(task="detection"),
+            r"detection graphs have outputs \['boxes', 'scores', 'labels'\]",
+        ),
+        (lambda d: d["outputs"][0].update(name="probabilities"), r"the manifest lists \['probabilities'\]"),
+        (lambda d: d.update(precision="int8"), "precision 'int8' is none of fp32, fp16"),
+        (lambda d: d.update(status="maybe"), "status 'maybe' is none of ok, failed"),
+        (lambda d: d.update(category_ids=[1]), "1 category ids for 3 labels"),
     ],
 )
 def test_inconsistent_manifest_is_refused(export_dir, edit, message):
@@ -139,6 +163,18 @@ def test_unparsable_manifest(export_dir):
     (export_dir / MANIFEST_NAME).write_text("{")
     with pytest.raises(ManifestError, match="unreadable"):
         Manifest.load(export_dir)
+
+
+def test_a_manifest_without_the_artifact_asked_for():
+    manifest = _manifest(artifacts={})
+    with pytest.raises(ManifestError, match="lists no onnx artifact"):
+        print(manifest.onnx_path)
+
+
+def test_paths_in_figures_are_written_as_strings(tmp_path):
+    (tmp_path / "model.onnx").write_bytes(b"x")
+    write_manifest(tmp_path, _manifest(notes=(tmp_path / "model.onnx",)))
+    assert Manifest.load(tmp_path).notes == (str(tmp_path / "model.onnx"),)
 
 
 def test_write_requires_the_files(tmp_path):

@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from models import Preprocessing
+from models import Letterbox, Preprocessing
 from service.errors import BadImage, PayloadTooLarge
 from service.preprocess import decode, prepare, to_rgb
 from tests.helpers.images import image_bytes, sample_png
@@ -99,6 +99,15 @@ def test_preprocessing_with_torch_agrees_with_pillow(size):
     assert with_torch.tensor.shape == (3, 32, 32) and with_torch.tensor.dtype == torch.float32
     assert (with_torch.tensor - on_cpu.tensor).abs().max() <= 1 / 255 / 0.224 + 1e-6
     assert (with_torch.width, with_torch.height) == size
+
+
+def test_a_letterbox_is_prepared_with_pillow_only():
+    letterbox = Letterbox(32, interpolation="bilinear")
+    data = sample_png(5, (50, 37))
+    decoded = prepare(data, letterbox, LIMIT)
+    assert torch.equal(decoded.tensor, letterbox(Image.open(io.BytesIO(data)).convert("RGB")))
+    with pytest.raises(ValueError, match="Letterbox preprocessing does not run on a device"):
+        prepare(data, letterbox, LIMIT, device=torch.device("cpu"))
 
 
 def test_batches_mix_tensors_from_any_device():
