@@ -2,8 +2,8 @@
 engine code paths (export -> engine -> load -> shapes -> execute) run in CI exactly as written.
 
 :class:`FakeTensorRT` is an importable ``tensorrt`` module implementing the documented TensorRT
-10 Python API that ``export/tensorrt.py`` and ``service/backends/tensorrt.py`` use: Logger,
-Builder, OnnxParser, the builder config, optimization profiles,
+10 Python API that ``export/tensorrt.py`` (builds) and ``runtimes/tensorrt.py`` (runs) use:
+Logger, Builder, OnnxParser, the builder config, optimization profiles,
 ``Runtime.deserialize_cuda_engine``, the engine's name-based I/O and the execution context's
 ``set_input_shape`` / ``set_tensor_address`` / ``execute_async_v3``. Its "plan" holds the ONNX
 graph; executing reads the input from the address it was given, runs the graph with ONNX Runtime
