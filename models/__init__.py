@@ -25,7 +25,8 @@ from .rcnn import RCNN, InstanceDetections, RCNNConfig, paste_masks
 from .registry import ModelSpec, create_model, get_spec, list_models, register_model
 from .segmenter import RetinaNetSegmenter, SegmenterConfig
 from .tasks import CLASSIFICATION, DETECTION, INSTANCE_SEGMENTATION, TASKS, Task, task_named
-from .transforms import KeepRatioResize, Letterbox, Preprocessing, Transform, preprocessing_from_dict
+from .transform_protocol import Transform
+from .transforms import KeepRatioResize, Letterbox, Preprocessing, preprocessing_from_dict
 
 __all__ = [
     "CLASSIFICATION",

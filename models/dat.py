@@ -28,7 +28,8 @@ from .layers import (
 )
 from .neighborhood import NeighborhoodAttention
 from .tasks import CLASSIFICATION
-from .transforms import KeepRatioResize, Preprocessing, Transform
+from .transform_protocol import Transform
+from .transforms import KeepRatioResize, Preprocessing
 
 # Per stage, per block: None for L/S blocks, a (B, groups, Hk, Wk, 2) tensor for D blocks.
 StagePoints = list[list[torch.Tensor | None]]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, NamedTuple, Protocol, TypeVar, runtime_checkable
+from typing import Any, NamedTuple, TypeVar
 
 import numpy as np
 import torch
@@ -27,20 +27,6 @@ _INTERPOLATIONS = {
     "bilinear": Image.Resampling.BILINEAR,
     "nearest": Image.Resampling.NEAREST,
 }
-
-
-@runtime_checkable
-class Transform(Protocol):
-    """What the service, the exporter and the manifest need of a model's preprocessing, whatever
-    its kind (:class:`Preprocessing` for classifiers, :class:`Letterbox` for detectors): an RGB
-    image in, a (3, input_size, input_size) float32 tensor out, and a dict form to store."""
-
-    @property
-    def input_size(self) -> int: ...
-
-    def __call__(self, image: Image.Image) -> torch.Tensor: ...
-
-    def to_dict(self) -> dict: ...
 
 
 @dataclass(frozen=True)

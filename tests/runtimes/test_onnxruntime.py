@@ -1,5 +1,5 @@
 """The ONNX Runtime session factory: providers per device, options, and its refusals (the CUDA
-build through the test double of tests/fake_gpu.py)."""
+build through the test double of tests/helpers/fake_onnxruntime.py)."""
 
 from __future__ import annotations
 
@@ -55,7 +55,7 @@ def test_the_cuda_build_gets_the_named_gpu(fake_onnxruntime_gpu, graph):
 
 
 def test_a_cuda_provider_that_does_not_start_is_an_error(monkeypatch, fake_cuda, graph):
-    from tests.fake_gpu import FakeOnnxRuntime
+    from tests.helpers.fake_onnxruntime import FakeOnnxRuntime
 
     FakeOnnxRuntime(cuda_starts=False).install(monkeypatch)
     with pytest.raises(SessionError, match="could not start its CUDA provider"):

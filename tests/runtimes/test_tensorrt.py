@@ -1,7 +1,7 @@
-"""The TensorRT engine runner against the TensorRT 10 test double on a fake GPU (tests/fake_gpu.py):
-what it reads from an engine, how it runs tensors, and how it refuses. The export and serving
-contract tests (tests/export/test_export_tensorrt.py, tests/service/test_gpu_contract.py) run
-it too, as the exporter and the server use it."""
+"""The TensorRT engine runner against the TensorRT 10 test double on a fake GPU
+(tests/helpers/fake_tensorrt.py): what it reads from an engine, how it runs tensors, and how it
+refuses. The export and serving contract tests (tests/export/test_export_tensorrt.py,
+tests/service/test_gpu_contract.py) run it too, as the exporter and the server use it."""
 
 from __future__ import annotations
 
@@ -76,7 +76,7 @@ def test_without_tensorrt_or_off_the_gpu_the_runner_refuses(monkeypatch, fake_cu
     assert import_problem() == "the tensorrt Python package is not installed"
     with pytest.raises(EngineError, match="cannot be loaded: the tensorrt Python package is not installed"):
         EngineRunner(engine, "images", ["logits"])
-    from tests.fake_gpu import FakeTensorRT
+    from tests.helpers.fake_tensorrt import FakeTensorRT
 
     FakeTensorRT().install(monkeypatch)
     with pytest.raises(EngineError, match="run on a CUDA device, not on cpu"):
