@@ -196,7 +196,10 @@ class DAT(nn.Module):
     def input_size(self) -> int:
         """Side of the square input the model is served at (its preprocessing's size: a
         DAT++ model may run at another size than the ``img_size`` its tables were built for)."""
-        return self.info.preprocessing.input_size
+        preprocessing = self.info.preprocessing
+        if isinstance(preprocessing, KeepRatioResize):
+            raise TypeError(f"{self.info.name}: a keep-ratio preprocessing has no fixed input size")
+        return preprocessing.input_size
 
     def _check_input(self, x: torch.Tensor) -> None:
         cfg = self.config

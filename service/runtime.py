@@ -161,7 +161,7 @@ class ModelRuntime:
         return device if device.index is not None else torch.device("cuda", torch.cuda.current_device())
 
     def _start_jpeg_decoder(self, meta: ModelMeta) -> GpuJpegDecoder | None:
-        if self.preprocess_device is None:
+        if self.preprocess_device is None or not isinstance(meta.preprocessing, Preprocessing):
             log.warning(
                 "--gpu-decode needs a classifier on a GPU whose preprocessing runs on "
                 "tensors: Pillow decodes its images"

@@ -215,7 +215,7 @@ class TorchBackend(Backend):
         by_shape: dict[tuple[int, ...], list[int]] = {}
         for i, (tensor, _) in enumerate(images):
             by_shape.setdefault(tuple(tensor.shape), []).append(i)
-        outputs: list[DetectionOutput | None] = [None] * len(images)
+        outputs: dict[int, DetectionOutput] = {}
         for members in by_shape.values():
             batch, sizes, factors, _ = KeepRatioResize.collate([images[i] for i in members])
             x = batch.to(self.device, non_blocking=True).to(self.dtype)
@@ -231,7 +231,7 @@ class TorchBackend(Backend):
                     masks=None if masks is None else masks[j][kept].float().cpu().numpy(),
                     in_image_pixels=True,
                 )
-        return outputs
+        return [outputs[i] for i in range(len(images))]
 
     def warmup(self, batch_sizes) -> None:  # noqa: ANN001 - as Backend.warmup
         if self._use_graphs and self.model is not None:
