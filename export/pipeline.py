@@ -471,15 +471,12 @@ def run_export(options: ExportOptions, log: Log = print) -> mf.Manifest:
     if engine_attempts:
         report["tensorrt_attempts"] = engine_attempts
     with progress.step("manifest", f"Writing {out / mf.MANIFEST_NAME} (status {status})"):
-        preprocessing = model.info.preprocessing
-        if not isinstance(preprocessing, model_zoo.Transform):  # keep-ratio inputs have no fixed size
-            raise ExportError(f"{model.info.name}: {type(preprocessing).__name__} inputs cannot be exported")
         manifest = mf.Manifest(
             status=status,
             task=model.task,
             model_name=model.info.name,
             model_config=cfg.to_dict(),
-            preprocessing=preprocessing,
+            preprocessing=model.info.preprocessing,
             labels=tuple(model.info.labels),
             precision=options.precision,
             opset=options.opset,

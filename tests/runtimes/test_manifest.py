@@ -133,7 +133,10 @@ def test_failed_export_is_refused(tmp_path):
         (lambda d: d.update(labels="abc"), "labels must be an array, not 'abc'"),
         (lambda d: d["inputs"][0].update(shape=32), "the shape of images must be an array"),
         (lambda d: d["inputs"][0].update(shape=["batch", 32, 32]), r"is not \(batch, 3, size, size\)"),
-        (lambda d: d.update(preprocessing={"mode": "keep_ratio"}), "KeepRatioResize preprocessing makes no"),
+        (
+            lambda d: d.update(preprocessing={"mode": "keep_ratio"}),
+            "makes 1344px inputs but the graph takes 32px",
+        ),
         (lambda d: d.update(task="segmentation"), "unknown task 'segmentation'; known tasks: classification"),
         (lambda d: d.update(task=["detection"]), "task must be a string"),
         (
