@@ -3,6 +3,7 @@ set-up, and mypy over every package the project installs but the benchmarks."""
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import tomllib
@@ -13,9 +14,13 @@ from tests.helpers.paths import REPO
 def _make(*args: str, stamp: str = "") -> list[str]:
     """The commands ``make -n ARGS`` would print (none is run); ``stamp``: the venv's set-up
     stamp (empty: the venv taken as set up)."""
+    # Run under CI's own `make check`, a nested make would print "Entering directory" lines
+    # and take the outer make's flags: a clean environment for make, and no directory lines.
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL")}
     out = subprocess.run(
-        ["make", "-n", f"STAMP={stamp}", *args],
+        ["make", "-n", "--no-print-directory", f"STAMP={stamp}", *args],
         cwd=REPO,
+        env=env,
         capture_output=True,
         text=True,
         check=True,
