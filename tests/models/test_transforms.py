@@ -175,7 +175,7 @@ def test_keep_ratio_resize_is_mmcvs_rescale():
 
 
 def test_cv2_linear_resize_by_hand():
-    from models.transforms import cv2_resize_linear
+    from models.transforms.cv2_resize import cv2_resize_linear
 
     row = np.array([[[0], [255]]], np.uint8)  # 1 x 2, one channel
     # taps at -0.25 (clamped to column 0), 0.25, 0.75, 1.25 (clamped to 1), 11-bit weights:
