@@ -10,18 +10,13 @@ from .backbone import DATBackbone
 from .checkpoint import CheckpointError, load_checkpoint, read_state_dict, save_safetensors
 from .config import DATConfig
 from .dat import DAT, ModelInfo
-from .detection import (
-    Detections,
-    ImageInstances,
-    MMDetRetinaNet,
-    MMDetRetinaNetConfig,
-    RetinaNet,
-    RetinaNetConfig,
-    load_backbone,
-)
+from .detection import Detections, RetinaNet, RetinaNetConfig, load_backbone
 from .factory import create_backbone, create_detector
+from .instances import ImageInstances, InstanceDetections, paste_masks
 from .labels import imagenet_labels
-from .rcnn import RCNN, InstanceDetections, RCNNConfig, paste_masks
+from .mmdet_retinanet import MMDetRetinaNet, MMDetRetinaNetConfig
+from .rcnn import RCNN
+from .rcnn_config import RCNNConfig
 from .registry import ModelSpec, create_model, get_spec, list_models, register_model
 from .segmenter import RetinaNetSegmenter, SegmenterConfig
 from .tasks import CLASSIFICATION, DETECTION, INSTANCE_SEGMENTATION, TASKS, Task, task_named

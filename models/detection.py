@@ -1,4 +1,6 @@
-"""RetinaNet on a DAT backbone: FPN (P3-P7), RetinaHead, anchors, box coding and NMS, in pure PyTorch.
+"""RetinaNet on a DAT backbone: its config, RetinaHead and the exportable detector, in pure PyTorch
+(the FPN neck: :mod:`models.fpn`; anchors and box coding: :mod:`models.retinanet_boxes`; mmdet's
+test-time variant: :mod:`models.mmdet_retinanet`).
 
 Module and parameter names follow mmdet 2.x's RetinaNet (``backbone.``, ``neck.lateral_convs.i.conv``,
 ``neck.fpn_convs.i.conv``, ``bbox_head.cls_convs.i.conv``, ``bbox_head.retina_cls``, ...) and the
@@ -24,37 +26,23 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, replace
-from typing import Any, NamedTuple, Self, cast
+from dataclasses import dataclass
+from typing import Any, NamedTuple, cast
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from .backbone import DATBackbone
 from .config import DATConfig
 from .dat import ModelInfo
+from .detector_config import DetectorConfig
+from .fpn import FPN, ConvModule
 from .nms import nms_keep
+from .retinanet_boxes import decode_boxes, grid_anchors
 from .tasks import DETECTION
-from .transforms import KeepRatioResize, Letterbox, expect_pipeline
+from .transforms import Letterbox
 
-# dw, dh clamp of mmdet's DeltaXYWHBBoxCoder: |log(16 / 1000)|
-MAX_LOG_RATIO = abs(math.log(16 / 1000))
 PRIOR_PROBABILITY = 0.01  # RetinaNet's initial foreground probability
-
-
-class DetectorConfig:
-    """What the detectors' frozen dataclass configs share: a DAT ``backbone`` config inside."""
-
-    backbone: DATConfig
-
-    def replace(self, **changes: Any) -> Self:
-        return replace(self, **changes)  # type: ignore[type-var]
-
-    def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)  # type: ignore[call-overload]
-        data["backbone"] = self.backbone.to_dict()
-        return data
 
 
 @dataclass(frozen=True)
@@ -125,102 +113,6 @@ class Detections(NamedTuple):
     boxes: torch.Tensor  # (B, M, 4) float32, x1 y1 x2 y2 in canvas pixels
     scores: torch.Tensor  # (B, M) float32, 0 past the last detection
     labels: torch.Tensor  # (B, M) int64, -1 past the last detection
-
-
-# --------------------------------------------------------------------------- boxes
-
-
-def base_anchors(stride: int, cfg: RetinaNetConfig) -> torch.Tensor:
-    """The (A, 4) anchors centred on (0, 0), ratio-major as mmdet's AnchorGenerator."""
-    scales = cfg.octave_base_scale * 2 ** (
-        torch.arange(cfg.scales_per_octave, dtype=torch.float64) / cfg.scales_per_octave
-    )
-    h_ratios = torch.tensor(cfg.ratios, dtype=torch.float64).sqrt()
-    w_ratios = 1 / h_ratios
-    ws = (stride * w_ratios[:, None] * scales[None, :]).reshape(-1)
-    hs = (stride * h_ratios[:, None] * scales[None, :]).reshape(-1)
-    return torch.stack([-0.5 * ws, -0.5 * hs, 0.5 * ws, 0.5 * hs], dim=-1)
-
-
-def grid_anchors(stride: int, size: int, cfg: RetinaNetConfig) -> torch.Tensor:
-    """All anchors of one (size x size) level: (size*size*A, 4), location-major (row, column,
-    anchor), the order of the head's flattened outputs. Centres at (x * stride, y * stride)."""
-    shifts = torch.arange(size, dtype=torch.float64) * stride
-    yy, xx = torch.meshgrid(shifts, shifts, indexing="ij")
-    offsets = torch.stack([xx, yy, xx, yy], dim=-1).reshape(-1, 1, 4)
-    return (offsets + base_anchors(stride, cfg)[None]).reshape(-1, 4).float()
-
-
-def encode_boxes(anchors: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
-    """Regression targets (dx, dy, dw, dh) that take ``anchors`` to ``boxes`` (both (..., 4))."""
-    pw, ph = anchors[..., 2] - anchors[..., 0], anchors[..., 3] - anchors[..., 1]
-    px, py = anchors[..., 0] + 0.5 * pw, anchors[..., 1] + 0.5 * ph
-    gw, gh = boxes[..., 2] - boxes[..., 0], boxes[..., 3] - boxes[..., 1]
-    gx, gy = boxes[..., 0] + 0.5 * gw, boxes[..., 1] + 0.5 * gh
-    return torch.stack([(gx - px) / pw, (gy - py) / ph, torch.log(gw / pw), torch.log(gh / ph)], dim=-1)
-
-
-def decode_boxes(anchors: torch.Tensor, deltas: torch.Tensor, max_size: float | None = None) -> torch.Tensor:
-    """Inverse of :func:`encode_boxes` (dw, dh clamped), optionally clipped to [0, max_size]."""
-    pw, ph = anchors[..., 2] - anchors[..., 0], anchors[..., 3] - anchors[..., 1]
-    px, py = anchors[..., 0] + 0.5 * pw, anchors[..., 1] + 0.5 * ph
-    dw = deltas[..., 2].clamp(-MAX_LOG_RATIO, MAX_LOG_RATIO)
-    dh = deltas[..., 3].clamp(-MAX_LOG_RATIO, MAX_LOG_RATIO)
-    gx, gy = px + pw * deltas[..., 0], py + ph * deltas[..., 1]
-    gw, gh = pw * dw.exp(), ph * dh.exp()
-    boxes = torch.stack([gx - 0.5 * gw, gy - 0.5 * gh, gx + 0.5 * gw, gy + 0.5 * gh], dim=-1)
-    return boxes.clamp(0.0, float(max_size)) if max_size is not None else boxes
-
-
-# --------------------------------------------------------------------------- modules
-
-
-class ConvModule(nn.Module):
-    """A convolution, optionally followed by ReLU (mmcv's ConvModule key layout: ``.conv``)."""
-
-    def __init__(self, cin: int, cout: int, kernel: int, stride: int = 1, relu: bool = False):
-        super().__init__()
-        self.conv = nn.Conv2d(cin, cout, kernel, stride, kernel // 2)
-        self.relu = relu
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.conv(x)
-        return F.relu(x) if self.relu else x
-
-
-class FPN(nn.Module):
-    """mmdet's FPN: laterals, top-down nearest upsampling, 3x3 output convs, then the levels
-    past the inputs: stride-2 convs (``extra`` = mmdet's ``add_extra_convs``: the first reads
-    the last input, lateral or output, the others the previous level) or, with ``extra=None``,
-    stride-2 max pooling of the last output."""
-
-    def __init__(
-        self, in_channels: Sequence[int], out_channels: int, num_outs: int, extra: str | None = "on_input"
-    ):
-        super().__init__()
-        if extra not in (None, "on_input", "on_lateral", "on_output"):
-            raise ValueError(f"unknown FPN extra levels {extra!r}")
-        self.num_outs, self.extra = num_outs, extra
-        self.lateral_convs = nn.ModuleList(ConvModule(c, out_channels, 1) for c in in_channels)
-        self.fpn_convs = nn.ModuleList(ConvModule(out_channels, out_channels, 3) for _ in in_channels)
-        for k in range(num_outs - len(in_channels) if extra is not None else 0):
-            cin = in_channels[-1] if k == 0 and extra == "on_input" else out_channels
-            self.fpn_convs.append(ConvModule(cin, out_channels, 3, stride=2))
-
-    def forward(self, inputs: Sequence[torch.Tensor]) -> list[torch.Tensor]:
-        laterals = [conv(x) for conv, x in zip(self.lateral_convs, inputs)]
-        for i in range(len(laterals) - 1, 0, -1):
-            laterals[i - 1] = laterals[i - 1] + F.interpolate(
-                laterals[i], size=laterals[i - 1].shape[2:], mode="nearest"
-            )
-        outs = [self.fpn_convs[i](lateral) for i, lateral in enumerate(laterals)]
-        first = {"on_input": inputs[-1], "on_lateral": laterals[-1]}.get(self.extra or "", outs[-1])
-        for k in range(len(laterals), self.num_outs):
-            if self.extra is None:
-                outs.append(F.max_pool2d(outs[-1], 1, stride=2))
-            else:
-                outs.append(self.fpn_convs[k](first if k == len(laterals) else outs[-1]))
-        return outs
 
 
 class RetinaHead(nn.Module):
@@ -357,110 +249,6 @@ class RetinaNet(nn.Module):
             level_deltas = torch.gather(deltas[:, level], 1, top[..., None].expand(-1, -1, 4))
             boxes.append(decode_boxes(anchors, level_deltas, float(cfg.canvas)))
         return torch.cat(boxes, dim=1), torch.cat(scores, dim=1).transpose(1, 2)
-
-
-class ImageInstances(NamedTuple):
-    """One image's detections in its own pixels, as ``predict`` returns them."""
-
-    boxes: torch.Tensor  # (N, 4) float32 x1 y1 x2 y2, clipped to the image
-    scores: torch.Tensor  # (N,) best first
-    labels: torch.Tensor  # (N,) int64
-    masks: torch.Tensor | None = None  # (N, H, W) bool, instance segmentation only
-
-
-@dataclass(frozen=True)
-class MMDetRetinaNetConfig(RetinaNetConfig):
-    """:class:`RetinaNetConfig` for :class:`MMDetRetinaNet` (mmdet's test semantics, any size);
-    ``backbone.img_size`` is the size its position tables were built at, not a canvas."""
-
-
-class MMDetRetinaNet(RetinaNet):
-    """RetinaNet as mmdet 2.x tests it (``RetinaHead.simple_test``, the DAT detection release's
-    RetinaNet configs), the same modules and keys as :class:`RetinaNet`:
-
-    ``detector(images, image_sizes=None, scale_factors=None)``: images (B, 3, H, W) normalised,
-    H and W multiples of 32 (mmdet's padded batch); ``image_sizes`` (B, 2) each resized image's
-    (height, width) inside the padding, ``scale_factors`` (B, 4) mmdet's (w, h, w, h).
-
-    Per level the ``nms_pre`` best (anchor, class) pairs above ``score_threshold`` (mmdet 2.x's
-    ``filter_scores_and_topk``, not the best anchors), decoded and clipped to the image's own
-    size; all levels divided by the scale factors, class-aware NMS (mmcv's offsets), the
-    ``max_per_img`` best. Returns :class:`Detections` in original pixels (input pixels without
-    scale factors), label -1 past the last.
-    """
-
-    def __init__(self, config: RetinaNetConfig, info: ModelInfo | None = None):
-        super().__init__(
-            config,
-            info
-            or ModelInfo("retinanet", KeepRatioResize(), [f"class_{i}" for i in range(config.num_classes)]),
-        )
-
-    def forward(
-        self,
-        images: torch.Tensor,
-        image_sizes: torch.Tensor | None = None,
-        scale_factors: torch.Tensor | None = None,
-    ) -> Detections:
-        from .boxes import anchor_grid, batched_nms_keep, delta2bbox, top_kept
-
-        cfg = self.config
-        b, _, height, width = images.shape
-        sizes = (
-            torch.tensor([[height, width]], dtype=torch.float32).expand(b, 2)
-            if image_sizes is None
-            else image_sizes.float()
-        ).to(images.device)
-        factors = (torch.ones(b, 4) if scale_factors is None else scale_factors.float()).to(images.device)
-        scales = [
-            cfg.octave_base_scale * 2 ** (i / cfg.scales_per_octave) for i in range(cfg.scales_per_octave)
-        ]
-        boxes, scores, labels, valid = [], [], [], []
-        for level, x in enumerate(self.neck(self.backbone(images))):
-            logits, deltas = self.bbox_head([x])  # (B, h*w*A, C), (B, h*w*A, 4)
-            level_scores = logits.float().sigmoid().flatten(1)  # (anchor, class) pairs
-            above = level_scores > cfg.score_threshold
-            masked = torch.where(above, level_scores, torch.full_like(level_scores, -math.inf))
-            best, index = masked.topk(min(cfg.nms_pre, masked.shape[1]), dim=1)
-            anchor = torch.div(index, cfg.num_classes, rounding_mode="floor")
-            anchors = anchor_grid(cfg.strides[level], scales, cfg.ratios, x.shape[2], x.shape[3], x.device)
-            picked = torch.gather(deltas.float(), 1, anchor[..., None].expand(-1, -1, 4))
-            boxes.append(delta2bbox(anchors[anchor], picked, (0.0,) * 4, (1.0,) * 4, sizes[:, None]))
-            scores.append(torch.where(torch.isfinite(best), best, torch.zeros_like(best)))
-            labels.append(index % cfg.num_classes)
-            valid.append(torch.isfinite(best))
-        boxes_ = torch.cat(boxes, 1) / factors[:, None, :]
-        scores_, labels_, valid_ = torch.cat(scores, 1), torch.cat(labels, 1), torch.cat(valid, 1)
-        keep = batched_nms_keep(boxes_, scores_, labels_, valid_, cfg.iou_threshold, cfg.max_per_img)
-        best, index, found = top_kept(scores_, keep, cfg.max_per_img)
-        picked = torch.gather(boxes_, 1, index[..., None].expand(-1, -1, 4)) * found[..., None]
-        return Detections(
-            picked, best, torch.where(found, torch.gather(labels_, 1, index), torch.full_like(index, -1))
-        )
-
-    @torch.inference_mode()
-    def predict(self, images: Sequence[Any]) -> list[ImageInstances]:
-        """RGB PIL images -> each one's detections in its own pixels, through the model's
-        :class:`~models.transforms.KeepRatioResize` pipeline."""
-        pipeline = expect_pipeline(self.info.preprocessing, KeepRatioResize)
-        batch, sizes, factors, metas = pipeline.batch(list(images))
-        device = next(self.parameters()).device
-        found = self(batch.to(device), sizes, factors)
-        return [
-            instances(found.boxes[i], found.scores[i], found.labels[i], meta.original_size)
-            for i, meta in enumerate(metas)
-        ]
-
-
-def instances(
-    boxes: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor, size: tuple[int, int]
-) -> ImageInstances:
-    """One image's padded outputs -> its detections, boxes clipped to (height, width)."""
-    kept = labels >= 0
-    height, width = size
-    limit = boxes.new_tensor([width, height, width, height])
-    clipped = torch.minimum(boxes[kept].clamp(min=0), limit)
-    return ImageInstances(clipped.cpu(), scores[kept].cpu(), labels[kept].cpu())
 
 
 _LAYER_SCALE = re.compile(r"(\.layer_scales\.\d+)\.weight$")

@@ -13,9 +13,10 @@ from typing import Any
 
 from .backbone import DATBackbone, backbone_config, build_backbone, file_out_indices
 from .config import DATConfig
-from .detection import MMDetRetinaNet, MMDetRetinaNetConfig
 from .mmdet_models import detector_from_config
-from .rcnn import RCNN, RCNNConfig
+from .mmdet_retinanet import MMDetRetinaNet, MMDetRetinaNetConfig
+from .rcnn import RCNN
+from .rcnn_config import RCNNConfig
 from .registry import create_model, get_spec, resolve_config
 
 

@@ -6,7 +6,7 @@ release's ``configs/dat/*.py`` with their ``_base_`` chain, or a flattened dump)
 that reading returns. ``model.type`` picks the detector:
 
 - ``MaskRCNN`` / ``FasterRCNN`` / ``CascadeRCNN``: :class:`models.rcnn.RCNN`;
-- ``RetinaNet``: :class:`models.detection.MMDetRetinaNet`.
+- ``RetinaNet``: :class:`models.mmdet_retinanet.MMDetRetinaNet`.
 
 The backbone is ``model.backbone`` (``type='DAT'``, read by :func:`models.backbone.backbone_config`);
 the neck, heads and ``test_cfg`` are read key by key, mmdet's defaults for absent keys, and
@@ -23,10 +23,11 @@ from typing import Any
 
 from .backbone import backbone_config, build_backbone
 from .dat import ModelInfo
-from .detection import MMDetRetinaNet, MMDetRetinaNetConfig
 from .labels import coco_categories
 from .mmdet_config import ConfigError, pipeline_settings, read_mmdet_config
-from .rcnn import RCNN, BBoxHeadConfig, MaskHeadConfig, RCNNConfig
+from .mmdet_retinanet import MMDetRetinaNet, MMDetRetinaNetConfig
+from .rcnn import RCNN
+from .rcnn_config import BBoxHeadConfig, MaskHeadConfig, RCNNConfig
 from .transforms import KeepRatioResize
 
 Deltas = tuple[float, float, float, float]  # a box coder's (x, y, w, h) means or stds

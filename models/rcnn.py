@@ -26,16 +26,16 @@ release's backbone (``backbone.norms.i``), so the released checkpoints load stri
 Shapes stay static where that is cheap: proposals (B, K, 4) with a validity mask, detections
 (B, M, ...) with label -1 past the last. Every NMS is one batched call of :func:`models.nms.nms_keep`
 with mmcv's coordinate-offset trick (each group's boxes shifted by ``group * (max coordinate +
-1)``, so boxes of different groups never overlap). :func:`paste_masks` puts the 28 x 28
-probabilities into the original image as mmdet's ``_do_paste_mask`` does, thresholded.
+1)``, so boxes of different groups never overlap). :func:`models.instances.paste_masks` puts the
+28 x 28 probabilities into the original image as mmdet's ``_do_paste_mask`` does, thresholded.
+
+The settings are :class:`~models.rcnn_config.RCNNConfig`; the heads, :mod:`models.rcnn_heads`.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Any, NamedTuple, cast
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn as nn
@@ -43,255 +43,20 @@ import torch.nn.functional as F
 
 from .backbone import DATBackbone
 from .boxes import anchor_grid, batched_nms_keep, delta2bbox, top_kept
-from .config import DATConfig
 from .dat import ModelInfo
-from .detection import FPN, DetectorConfig, ImageInstances, instances
+from .fpn import FPN
+from .instances import ImageInstances, InstanceDetections, instances, paste_masks
+from .rcnn_config import RCNNConfig
+from .rcnn_heads import RoIHead, RPNHead
 from .roi_align import extract_roi_features
 from .tasks import DETECTION, INSTANCE_SEGMENTATION
 from .transforms import KeepRatioResize, expect_pipeline
-
-CASCADE_TARGET_STDS = ((0.1, 0.1, 0.2, 0.2), (0.05, 0.05, 0.1, 0.1), (0.033, 0.033, 0.067, 0.067))
-
-
-@dataclass(frozen=True)
-class BBoxHeadConfig:
-    """mmdet's ConvFCBBoxHead: shared convs (3x3, BN and no bias when ``norm``, ReLU), shared
-    fcs (ReLU), then ``fc_cls`` (classes + background) and ``fc_reg``. The defaults are
-    Shared2FCBBoxHead's; Cascade's DAT configs use 4 convs with BN and 1 fc."""
-
-    num_shared_convs: int = 0
-    num_shared_fcs: int = 2
-    conv_out_channels: int = 256
-    fc_out_channels: int = 1024
-    norm: bool = False
-    target_means: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)
-    target_stds: tuple[float, float, float, float] = (0.1, 0.1, 0.2, 0.2)
-    reg_class_agnostic: bool = False
-
-
-@dataclass(frozen=True)
-class MaskHeadConfig:
-    """mmdet's FCNMaskHead: ``num_convs`` 3x3 convs (ReLU), a 2x deconv (ReLU), 1x1 logits."""
-
-    num_convs: int = 4
-    conv_out_channels: int = 256
-    class_agnostic: bool = False
-
-
-@dataclass(frozen=True)
-class RCNNConfig(DetectorConfig):
-    """A DAT backbone plus mmdet's FPN, RPN and (cascade) RoI heads; the defaults are the DAT
-    detection release's Mask R-CNN (``mask_rcnn_dat_fpn.py``)."""
-
-    backbone: DATConfig
-    num_classes: int = 80
-    out_indices: tuple[int, ...] = (0, 1, 2, 3)
-    fpn_channels: int = 256
-    fpn_extra: str | None = "on_input"  # FPN add_extra_convs; None: max-pooled extra levels
-    num_outs: int = 5
-    rpn_channels: int = 256
-    anchor_scales: tuple[float, ...] = (8.0,)
-    anchor_ratios: tuple[float, ...] = (0.5, 1.0, 2.0)
-    anchor_strides: tuple[int, ...] = (4, 8, 16, 32, 64)
-    rpn_target_means: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)
-    rpn_target_stds: tuple[float, float, float, float] = (1.0, 1.0, 1.0, 1.0)
-    rpn_nms_pre: int = 1000
-    rpn_iou_threshold: float = 0.7
-    rpn_max_per_img: int = 1000
-    rpn_min_bbox_size: float = 0.0
-    roi_strides: tuple[int, ...] = (4, 8, 16, 32)  # levels the RoI extractors read
-    finest_scale: float = 56.0
-    sampling_ratio: int = 0
-    bbox_roi_size: int = 7
-    mask_roi_size: int = 14
-    cascade: bool = False
-    bbox_heads: tuple[BBoxHeadConfig, ...] = (BBoxHeadConfig(),)
-    mask_head: MaskHeadConfig | None = field(default_factory=MaskHeadConfig)
-    score_threshold: float = 0.05
-    iou_threshold: float = 0.5
-    max_per_img: int = 100
-    mask_threshold: float = 0.5
-
-    def __post_init__(self) -> None:
-        if (
-            not self.out_indices
-            or list(self.out_indices) != sorted(set(self.out_indices))
-            or not all(0 <= i < 4 for i in self.out_indices)
-        ):
-            raise ValueError(f"out_indices must be increasing stage indices 0-3, got {self.out_indices}")
-        if self.num_outs < len(self.out_indices) or len(self.anchor_strides) != self.num_outs:
-            raise ValueError("num_outs must cover the backbone stages used and match the anchor strides")
-        if self.fpn_extra not in (None, "on_input", "on_lateral", "on_output"):
-            raise ValueError(
-                f"fpn_extra must be None, 'on_input', 'on_lateral' or 'on_output', got {self.fpn_extra!r}"
-            )
-        if not self.bbox_heads or (not self.cascade and len(self.bbox_heads) != 1):
-            raise ValueError("a Mask R-CNN has one box head; a cascade one per stage")
-        if len(self.roi_strides) > self.num_outs:
-            raise ValueError("the RoI extractors read more levels than the FPN has")
-
-    @property
-    def num_stages(self) -> int:
-        return len(self.bbox_heads)
-
-    @classmethod
-    def from_mapping(cls, mapping: dict[str, Any]) -> RCNNConfig:
-        data = dict(mapping)
-        data["backbone"] = DATConfig.from_mapping(dict(data["backbone"]))
-        data["bbox_heads"] = tuple(_frozen(BBoxHeadConfig, h) for h in data.get("bbox_heads", [{}]))
-        if data.get("mask_head") is not None:
-            data["mask_head"] = _frozen(MaskHeadConfig, data["mask_head"])
-        for key, value in data.items():
-            if isinstance(value, list):
-                data[key] = tuple(value)
-        return cls(**data)
-
-
-def _frozen(kind, value):
-    if isinstance(value, kind):
-        return value
-    return kind(**{k: tuple(v) if isinstance(v, list) else v for k, v in dict(value).items()})
 
 
 class Proposals(NamedTuple):
     boxes: torch.Tensor  # (B, K, 4) input pixels, best first
     scores: torch.Tensor  # (B, K)
     valid: torch.Tensor  # (B, K) bool: False in the slots past the image's last proposal
-
-
-class InstanceDetections(NamedTuple):
-    boxes: torch.Tensor  # (B, M, 4) float32, x1 y1 x2 y2 (original pixels with scale_factors)
-    scores: torch.Tensor  # (B, M) float32, 0 past the last detection
-    labels: torch.Tensor  # (B, M) int64, -1 past the last detection
-    masks: torch.Tensor | None = None  # (B, M, S, S) float32 mask probabilities, 0 past the last
-
-
-# --------------------------------------------------------------------------- modules
-
-
-class RPNHead(nn.Module):
-    """A shared 3x3 conv (ReLU), then 1x1 convs for sigmoid objectness and box deltas."""
-
-    def __init__(self, in_channels: int, feat_channels: int, num_anchors: int):
-        super().__init__()
-        self.rpn_conv = nn.Conv2d(in_channels, feat_channels, 3, padding=1)
-        self.rpn_cls = nn.Conv2d(feat_channels, num_anchors, 1)
-        self.rpn_reg = nn.Conv2d(feat_channels, num_anchors * 4, 1)
-        for conv in (self.rpn_conv, self.rpn_cls, self.rpn_reg):
-            nn.init.normal_(conv.weight, std=0.01)
-            nn.init.zeros_(cast(torch.Tensor, conv.bias))  # made with one above
-
-    def forward(self, features: Sequence[torch.Tensor]) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        out = []
-        for x in features:
-            x = F.relu(self.rpn_conv(x))
-            out.append((self.rpn_cls(x), self.rpn_reg(x)))
-        return out
-
-
-class ConvNormReLU(nn.Module):
-    """mmcv's ConvModule with BN: ``.conv`` (no bias), ``.bn``, ReLU."""
-
-    def __init__(self, cin: int, cout: int):
-        super().__init__()
-        self.conv = nn.Conv2d(cin, cout, 3, padding=1, bias=False)
-        self.bn = nn.BatchNorm2d(cout)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.relu(self.bn(self.conv(x)))
-
-
-class ConvReLU(nn.Module):
-    """mmcv's ConvModule without norm: ``.conv`` (with bias), ReLU."""
-
-    def __init__(self, cin: int, cout: int):
-        super().__init__()
-        self.conv = nn.Conv2d(cin, cout, 3, padding=1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.relu(self.conv(x))
-
-
-class BBoxHead(nn.Module):
-    """mmdet's ConvFCBBoxHead (shared branch only, as every DAT config): (N, C, S, S) RoI
-    features -> class logits (N, classes + 1) and deltas (N, 4 or 4 * classes)."""
-
-    def __init__(self, cfg: BBoxHeadConfig, in_channels: int, roi_size: int, num_classes: int):
-        super().__init__()
-        self.config = cfg
-        channels = in_channels
-        if cfg.num_shared_convs:
-            block = ConvNormReLU if cfg.norm else ConvReLU
-            self.shared_convs = nn.ModuleList(
-                block(channels if i == 0 else cfg.conv_out_channels, cfg.conv_out_channels)
-                for i in range(cfg.num_shared_convs)
-            )
-            channels = cfg.conv_out_channels
-        features = channels * roi_size * roi_size
-        self.shared_fcs = nn.ModuleList(
-            nn.Linear(features if i == 0 else cfg.fc_out_channels, cfg.fc_out_channels)
-            for i in range(cfg.num_shared_fcs)
-        )
-        if cfg.num_shared_fcs:
-            features = cfg.fc_out_channels
-        self.fc_cls = nn.Linear(features, num_classes + 1)
-        self.fc_reg = nn.Linear(features, 4 if cfg.reg_class_agnostic else 4 * num_classes)
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        for conv in getattr(self, "shared_convs", ()):
-            x = conv(x)
-        x = x.flatten(1)
-        for fc in self.shared_fcs:
-            x = F.relu(fc(x))
-        return self.fc_cls(x), self.fc_reg(x)
-
-
-class MaskHead(nn.Module):
-    """mmdet's FCNMaskHead: (N, C, 14, 14) -> mask logits (N, classes or 1, 28, 28)."""
-
-    def __init__(self, cfg: MaskHeadConfig, in_channels: int, num_classes: int):
-        super().__init__()
-        width = cfg.conv_out_channels
-        self.convs = nn.ModuleList(
-            ConvReLU(in_channels if i == 0 else width, width) for i in range(cfg.num_convs)
-        )
-        last = width if cfg.num_convs else in_channels
-        self.upsample = nn.ConvTranspose2d(last, width, 2, stride=2)
-        self.conv_logits = nn.Conv2d(width, 1 if cfg.class_agnostic else num_classes, 1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for conv in self.convs:
-            x = conv(x)
-        return self.conv_logits(F.relu(self.upsample(x)))
-
-
-class RoIHead(nn.Module):
-    """The box and mask heads: one of each (``bbox_head``, ``mask_head``), or for a cascade
-    a list of each (``bbox_head.i``, ``mask_head.i``), as mmdet names them."""
-
-    def __init__(self, cfg: RCNNConfig):
-        super().__init__()
-        heads = [BBoxHead(h, cfg.fpn_channels, cfg.bbox_roi_size, cfg.num_classes) for h in cfg.bbox_heads]
-        self.bbox_head = nn.ModuleList(heads) if cfg.cascade else heads[0]
-        if cfg.mask_head is not None:
-            masks = [
-                MaskHead(cfg.mask_head, cfg.fpn_channels, cfg.num_classes)
-                for _ in range(cfg.num_stages if cfg.cascade else 1)
-            ]
-            self.mask_head = nn.ModuleList(masks) if cfg.cascade else masks[0]
-
-    def box_heads(self) -> list[BBoxHead]:
-        heads = self.bbox_head
-        return [cast(BBoxHead, h) for h in heads] if isinstance(heads, nn.ModuleList) else [heads]
-
-    def mask_heads(self) -> list[MaskHead]:
-        heads = getattr(self, "mask_head", None)
-        if heads is None:
-            return []
-        return [cast(MaskHead, h) for h in heads] if isinstance(heads, nn.ModuleList) else [heads]
-
-
-# --------------------------------------------------------------------------- detector
 
 
 class RCNN(nn.Module):
@@ -530,34 +295,3 @@ class RCNN(nn.Module):
             probabilities.append(logits.sigmoid())
         masks = torch.stack(probabilities).mean(dim=0) if len(probabilities) > 1 else probabilities[0]
         return masks.view(b, m, *masks.shape[1:]) * found[..., None, None]
-
-
-def paste_masks(
-    masks: torch.Tensor, boxes: torch.Tensor, height: int, width: int, threshold: float | None = 0.5
-) -> torch.Tensor:
-    """mmdet 2.x's ``_do_paste_mask`` + threshold: (M, S, S) probabilities, (M, 4) boxes in the
-    target image's pixels -> (M, height, width) bool (``>= threshold``), or the float32
-    probabilities with ``threshold=None``. Pixel centres are sampled bilinearly
-    (``grid_sample``, zeros outside the mask) over each box's pixels plus one, as mmdet's CPU
-    path; every pixel further out samples under 0.5 (and is 0 here)."""
-    dtype = torch.float32 if threshold is None else torch.bool
-    out = torch.zeros(masks.shape[0], height, width, dtype=dtype, device=masks.device)
-    boxes = boxes.float()
-    for i in range(masks.shape[0]):
-        x0, y0, x1, y1 = boxes[i]
-        left = max(int(math.floor(float(x0))) - 1, 0)
-        top = max(int(math.floor(float(y0))) - 1, 0)
-        right = min(int(math.ceil(float(x1))) + 1, width)
-        bottom = min(int(math.ceil(float(y1))) + 1, height)
-        if right <= left or bottom <= top:
-            continue
-        ys = torch.arange(top, bottom, device=masks.device).to(torch.float32) + 0.5
-        xs = torch.arange(left, right, device=masks.device).to(torch.float32) + 0.5
-        ys = (ys - y0) / (y1 - y0) * 2 - 1
-        xs = (xs - x0) / (x1 - x0) * 2 - 1
-        ys = torch.where(torch.isinf(ys), torch.zeros_like(ys), ys)  # a box without height
-        xs = torch.where(torch.isinf(xs), torch.zeros_like(xs), xs)
-        grid = torch.stack([xs[None, :].expand(len(ys), -1), ys[:, None].expand(-1, len(xs))], dim=-1)
-        pasted = F.grid_sample(masks[i][None, None].float(), grid[None], align_corners=False)[0, 0]
-        out[i, top:bottom, left:right] = pasted if threshold is None else pasted >= threshold
-    return out

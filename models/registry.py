@@ -13,9 +13,11 @@ from typing import Any
 
 from .config import DATConfig
 from .dat import DAT, ModelInfo
-from .detection import MMDetRetinaNet, MMDetRetinaNetConfig, RetinaNet, RetinaNetConfig
+from .detection import RetinaNet, RetinaNetConfig
 from .labels import coco_categories, imagenet_labels
-from .rcnn import CASCADE_TARGET_STDS, RCNN, BBoxHeadConfig, RCNNConfig
+from .mmdet_retinanet import MMDetRetinaNet, MMDetRetinaNetConfig
+from .rcnn import RCNN
+from .rcnn_config import CASCADE_TARGET_STDS, BBoxHeadConfig, RCNNConfig
 from .segmenter import RetinaNetSegmenter, SegmenterConfig
 from .tasks import CLASSIFICATION, DETECTION, INSTANCE_SEGMENTATION, Task
 from .transforms import KeepRatioResize, Letterbox, Preprocessing, expect_pipeline

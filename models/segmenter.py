@@ -4,11 +4,11 @@ The detector's boxes are the RoIs. Each kept detection is RoIAligned (14 x 14) o
 level its scale maps to (mmdet's ``SingleRoIExtractor``) and, with ``mask_sees_pixels``, on
 the normalised input canvas itself: on a small canvas the finest FPN level (stride 4) holds
 a 14-px digit in under four feature pixels, too coarse for its strokes, while the canvas
-pixels hold them at full resolution. An mmdet FCN mask head (:class:`models.rcnn.MaskHead`)
+pixels hold them at full resolution. An mmdet FCN mask head (:class:`models.rcnn_heads.MaskHead`)
 turns that into 28 x 28 logits, class-agnostic: a digit read as the wrong class still gets
 its own shape, and one set of weights learns from every class's examples.
 
-``segmenter(images)`` returns :class:`~models.rcnn.InstanceDetections`: the RetinaNet's
+``segmenter(images)`` returns :class:`~models.instances.InstanceDetections`: the RetinaNet's
 boxes, scores and labels exactly as the detector alone gives them, plus ``masks``
 (B, M, 28, 28), the sigmoid probabilities over each box (0 in the empty slots). The mask
 head runs only on the kept detections, so its cost follows what is found, not
@@ -23,7 +23,9 @@ import torch
 
 from .dat import ModelInfo
 from .detection import RetinaNet, RetinaNetConfig
-from .rcnn import InstanceDetections, MaskHead, MaskHeadConfig
+from .instances import InstanceDetections
+from .rcnn_config import MaskHeadConfig
+from .rcnn_heads import MaskHead
 from .roi_align import extract_roi_features, roi_align
 from .tasks import INSTANCE_SEGMENTATION
 

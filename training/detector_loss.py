@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from models.boxes import box_iou
-from models.detection import encode_boxes
+from models.retinanet_boxes import encode_boxes
 
 NEGATIVE, IGNORED = -1, -2
 

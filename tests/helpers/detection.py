@@ -10,7 +10,8 @@ import torch
 
 from models import create_backbone
 from models.config import DATConfig
-from models.rcnn import CASCADE_TARGET_STDS, RCNN, BBoxHeadConfig, MaskHeadConfig, RCNNConfig
+from models.rcnn import RCNN
+from models.rcnn_config import CASCADE_TARGET_STDS, BBoxHeadConfig, MaskHeadConfig, RCNNConfig
 from tests.helpers.paths import FIXTURES
 from tests.helpers.tiny import TINY_PP_CONFIG
 

@@ -12,15 +12,9 @@ import torch
 
 from models import DAT, DATConfig, Letterbox, RetinaNet, RetinaNetConfig, create_model, load_backbone
 from models.boxes import box_iou
-from models.detection import (
-    MAX_LOG_RATIO,
-    base_anchors,
-    decode_boxes,
-    encode_boxes,
-    grid_anchors,
-)
 from models.labels import coco_categories
 from models.nms import greedy_nms_keep
+from models.retinanet_boxes import MAX_LOG_RATIO, base_anchors, decode_boxes, encode_boxes, grid_anchors
 from tests.helpers.detection import assert_same_detections
 from tests.helpers.paths import FIXTURES
 from tests.helpers.tiny import TINY_CONFIG, TINY_PP_CONFIG

@@ -14,11 +14,9 @@ import torch.nn.functional as F
 
 from models import create_detector, load_checkpoint
 from models.boxes import anchor_grid, batched_nms_keep, delta2bbox
+from models.instances import paste_masks
 from models.nms import greedy_nms_keep
-from models.rcnn import (
-    RCNN,
-    paste_masks,
-)
+from models.rcnn import RCNN
 from tests.helpers.detection import BOX_RTOL, MASK_TIE, SCORE_TOL, fixture_config, match, tiny_rcnn
 from tests.helpers.paths import FIXTURES, official_fixture
 
