@@ -11,13 +11,13 @@ from .checkpoint import CheckpointError, load_checkpoint, read_state_dict, save_
 from .config import DATConfig
 from .dat import DAT, ModelInfo
 from .detection import Detections, RetinaNet, RetinaNetConfig, load_backbone
-from .factory import create_backbone, create_detector
+from .factory import create_backbone, create_detector, create_model
 from .instances import ImageInstances, InstanceDetections, paste_masks
 from .labels import imagenet_labels
 from .mmdet_retinanet import MMDetRetinaNet, MMDetRetinaNetConfig
 from .rcnn import RCNN
 from .rcnn_config import RCNNConfig
-from .registry import ModelSpec, create_model, get_spec, list_models, register_model
+from .registry import ModelSpec, get_spec, list_models, register_model
 from .segmenter import RetinaNetSegmenter, SegmenterConfig
 from .tasks import CLASSIFICATION, DETECTION, INSTANCE_SEGMENTATION, TASKS, Task, task_named
 from .transform_protocol import Transform

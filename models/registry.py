@@ -1,4 +1,4 @@
-"""Named DAT configurations and ``create_model``.
+"""Named DAT configurations and their lookup (``create_model`` builds them: :mod:`models.factory`).
 
 Each variant is data: the official ``MODEL.DAT`` hyper-parameters plus the evaluation
 preprocessing and labels that go with its released checkpoint.
@@ -7,20 +7,18 @@ preprocessing and labels that go with its released checkpoint.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .config import DATConfig
-from .dat import DAT, ModelInfo
-from .detection import RetinaNet, RetinaNetConfig
+from .detection import RetinaNetConfig
 from .labels import coco_categories, imagenet_labels
-from .mmdet_retinanet import MMDetRetinaNet, MMDetRetinaNetConfig
-from .rcnn import RCNN
+from .mmdet_retinanet import MMDetRetinaNetConfig
 from .rcnn_config import CASCADE_TARGET_STDS, BBoxHeadConfig, RCNNConfig
-from .segmenter import RetinaNetSegmenter, SegmenterConfig
+from .segmenter import SegmenterConfig
 from .tasks import CLASSIFICATION, DETECTION, INSTANCE_SEGMENTATION, Task
-from .transforms import KeepRatioResize, Letterbox, Preprocessing, expect_pipeline
+from .transforms import KeepRatioResize, Letterbox, Preprocessing
 
 
 @dataclass(frozen=True)
@@ -324,101 +322,3 @@ def resolve_config(model: str | Path | Mapping[str, Any]) -> tuple[str, Any, Mod
         return path.stem, DATConfig.from_yaml(path), None
     get_spec(str(model))  # raises the "unknown model" error
     raise AssertionError("unreachable")
-
-
-def create_model(
-    model: str | Path | Mapping[str, Any] = "dat_tiny",
-    *,
-    labels: list[str] | None = None,
-    pretrained: bool = True,
-    **overrides: Any,
-) -> DAT | RetinaNet | RetinaNetSegmenter | MMDetRetinaNet | RCNN:
-    """Builds a DAT classifier (or, for a registered detector, a RetinaNet / R-CNN) in eval mode.
-
-    ``model`` is a registered name (:func:`list_models`), a path to an official YAML (or a
-    JSON with a ``config`` mapping), an mmdet 2.x config file (``.py``, read as data:
-    :func:`models.mmdet_models.detector_from_config`), or a mapping with the official
-    ``MODEL.DAT`` keys.
-    ``overrides`` replace config fields (e.g. ``num_classes=10``, ``img_size=384``; for a
-    detector its RetinaNet fields, and ``canvas`` for the backbone's image size).
-    Registered models that ship weights in the repo load them unless ``pretrained=False``.
-    """
-    if isinstance(model, (str, Path)) and str(model).endswith(".py") and model not in _REGISTRY:
-        from .mmdet_models import build, detector_from_config
-
-        detector = detector_from_config(model, labels=labels)
-        if overrides:
-            config = detector.config.replace(**overrides)
-            assert isinstance(config, (RCNNConfig, MMDetRetinaNetConfig))  # replace keeps the class
-            pipeline = expect_pipeline(detector.info.preprocessing, KeepRatioResize)
-            detector = build(config, detector.info.name, pipeline, labels)
-        return detector
-    name, config, spec = resolve_config(model)
-    if isinstance(config, (RCNNConfig, MMDetRetinaNetConfig)):
-        from .mmdet_models import build
-
-        config = config.replace(**overrides) if overrides else config
-        # no labels: COCO's (with their category ids) for 80 classes, as every release
-        pipeline = expect_pipeline(spec.preprocessing, KeepRatioResize) if spec else KeepRatioResize()
-        return build(config, name, pipeline, labels)
-    if isinstance(config, RetinaNetConfig):
-        return _create_detector(name, config, spec, labels, pretrained, overrides)
-    if overrides:
-        config = config.replace(**overrides)
-    if spec is not None and isinstance(spec.config, DATConfig) and config.img_size == spec.config.img_size:
-        preprocessing = spec.preprocessing  # which may differ from img_size (dat_pp_base_384)
-    else:
-        preprocessing = Preprocessing(input_size=config.img_size)
-    labels = _labels(spec, labels, config.num_classes)
-    model_ = DAT(config, ModelInfo(name, preprocessing, labels))
-    if pretrained and spec is not None and spec.weights is not None and not overrides:
-        from .checkpoint import load_checkpoint
-
-        load_checkpoint(model_, spec.weights)
-    return model_.eval()
-
-
-def _labels(spec: ModelSpec | None, labels: list[str] | None, num_classes: int) -> list[str]:
-    if labels is None:
-        if spec is not None and len(spec.labels()) == num_classes:
-            labels = list(spec.labels())
-        elif num_classes == 1000:
-            labels = list(imagenet_labels())
-        else:
-            labels = [f"class_{i}" for i in range(num_classes)]
-    if len(labels) != num_classes:
-        raise ValueError(f"{len(labels)} labels for {num_classes} classes")
-    return list(labels)
-
-
-def _create_detector(
-    name: str,
-    config: RetinaNetConfig,
-    spec: ModelSpec | None,
-    labels: list[str] | None,
-    pretrained: bool,
-    overrides: dict[str, Any],
-) -> RetinaNet:
-    overrides = dict(overrides)
-    if "canvas" in overrides:
-        config = config.replace(backbone=config.backbone.replace(img_size=overrides.pop("canvas")))
-    if overrides:
-        config = config.replace(**overrides)
-    preprocessing = (
-        expect_pipeline(spec.preprocessing, Letterbox) if spec is not None else Letterbox(config.canvas)
-    )
-    if preprocessing.input_size != config.canvas:
-        preprocessing = replace(preprocessing, input_size=config.canvas)
-    labels = _labels(spec, labels, config.num_classes)
-    category_ids: list[int] = []
-    if spec is not None and spec.category_ids is not None and labels == list(spec.labels()):
-        category_ids = list(spec.category_ids())
-    info = ModelInfo(name, preprocessing, labels, category_ids)
-    detector = (
-        RetinaNetSegmenter(config, info) if isinstance(config, SegmenterConfig) else RetinaNet(config, info)
-    )
-    if pretrained and spec is not None and spec.weights is not None and config == spec.config:
-        from .checkpoint import load_checkpoint
-
-        load_checkpoint(detector, spec.weights)
-    return detector.eval()
