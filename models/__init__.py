@@ -10,14 +10,15 @@ from .backbone import DATBackbone
 from .checkpoint import CheckpointError, load_checkpoint, read_state_dict, save_safetensors
 from .config import DATConfig
 from .dat import DAT, ModelInfo
-from .detection import Detections, RetinaNet, RetinaNetConfig, load_backbone
+from .detection import Detections, RetinaNet, load_backbone
 from .factory import create_backbone, create_detector, create_model
 from .instances import ImageInstances, InstanceDetections, paste_masks
 from .labels import imagenet_labels
-from .mmdet_retinanet import MMDetRetinaNet, MMDetRetinaNetConfig
+from .mmdet_retinanet import MMDetRetinaNet
 from .rcnn import RCNN
 from .rcnn_config import RCNNConfig
 from .registry import ModelSpec, get_spec, list_models, register_model
+from .retinanet_config import MMDetRetinaNetConfig, RetinaNetConfig
 from .segmenter import RetinaNetSegmenter, SegmenterConfig
 from .tasks import CLASSIFICATION, DETECTION, INSTANCE_SEGMENTATION, TASKS, Task, task_named
 from .transform_protocol import Transform

@@ -1,5 +1,5 @@
-"""What every detector config shares: the frozen dataclasses of :mod:`models.detection`,
-:mod:`models.mmdet_retinanet` and :mod:`models.rcnn_config` hold a DAT ``backbone`` config."""
+"""What every detector config shares: the frozen dataclasses of :mod:`models.retinanet_config`
+and :mod:`models.rcnn_config` hold a DAT ``backbone`` config."""
 
 from __future__ import annotations
 

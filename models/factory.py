@@ -15,13 +15,14 @@ from typing import Any
 from .backbone import DATBackbone, backbone_config, build_backbone, file_out_indices
 from .config import DATConfig
 from .dat import DAT, ModelInfo
-from .detection import RetinaNet, RetinaNetConfig
+from .detection import RetinaNet
 from .labels import imagenet_labels
 from .mmdet_models import build, detector_from_config
-from .mmdet_retinanet import MMDetRetinaNet, MMDetRetinaNetConfig
+from .mmdet_retinanet import MMDetRetinaNet
 from .rcnn import RCNN
 from .rcnn_config import RCNNConfig
 from .registry import ModelSpec, get_spec, list_models, resolve_config
+from .retinanet_config import MMDetRetinaNetConfig, RetinaNetConfig
 from .segmenter import RetinaNetSegmenter, SegmenterConfig
 from .transforms import KeepRatioResize, Letterbox, Preprocessing, expect_pipeline
 

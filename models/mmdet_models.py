@@ -25,9 +25,10 @@ from .backbone import backbone_config, build_backbone
 from .dat import ModelInfo
 from .labels import coco_categories
 from .mmdet_config import ConfigError, pipeline_settings, read_mmdet_config
-from .mmdet_retinanet import MMDetRetinaNet, MMDetRetinaNetConfig
+from .mmdet_retinanet import MMDetRetinaNet
 from .rcnn import RCNN
 from .rcnn_config import BBoxHeadConfig, MaskHeadConfig, RCNNConfig
+from .retinanet_config import MMDetRetinaNetConfig
 from .transforms import KeepRatioResize
 
 Deltas = tuple[float, float, float, float]  # a box coder's (x, y, w, h) means or stds

@@ -5,22 +5,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from .boxes import anchor_grid, batched_nms_keep, delta2bbox, top_kept
 from .dat import ModelInfo
-from .detection import Detections, RetinaNet, RetinaNetConfig
+from .detection import Detections, RetinaNet
 from .instances import ImageInstances, instances
+from .retinanet_config import RetinaNetConfig
 from .transforms import KeepRatioResize, expect_pipeline
-
-
-@dataclass(frozen=True)
-class MMDetRetinaNetConfig(RetinaNetConfig):
-    """:class:`RetinaNetConfig` for :class:`MMDetRetinaNet` (mmdet's test semantics, any size);
-    ``backbone.img_size`` is the size its position tables were built at, not a canvas."""
 
 
 class MMDetRetinaNet(RetinaNet):

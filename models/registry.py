@@ -12,10 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from .config import DATConfig
-from .detection import RetinaNetConfig
 from .labels import coco_categories, imagenet_labels
-from .mmdet_retinanet import MMDetRetinaNetConfig
 from .rcnn_config import CASCADE_TARGET_STDS, BBoxHeadConfig, RCNNConfig
+from .retinanet_config import MMDetRetinaNetConfig, RetinaNetConfig
 from .segmenter import SegmenterConfig
 from .tasks import CLASSIFICATION, DETECTION, INSTANCE_SEGMENTATION, Task
 from .transforms import KeepRatioResize, Letterbox, Preprocessing

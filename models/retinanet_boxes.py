@@ -4,12 +4,10 @@ targets training fits (:func:`encode_boxes`) and the decoding the exported detec
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
 
 import torch
 
-if TYPE_CHECKING:  # models.detection, which holds the config, imports this module
-    from .detection import RetinaNetConfig
+from .retinanet_config import RetinaNetConfig
 
 # dw, dh clamp of mmdet's DeltaXYWHBBoxCoder: |log(16 / 1000)|
 MAX_LOG_RATIO = abs(math.log(16 / 1000))

@@ -22,10 +22,11 @@ from dataclasses import dataclass
 import torch
 
 from .dat import ModelInfo
-from .detection import RetinaNet, RetinaNetConfig
+from .detection import RetinaNet
 from .instances import InstanceDetections
 from .rcnn_config import MaskHeadConfig
 from .rcnn_heads import MaskHead
+from .retinanet_config import RetinaNetConfig
 from .roi_align import extract_roi_features, roi_align
 from .tasks import INSTANCE_SEGMENTATION
 
