@@ -1,4 +1,5 @@
-"""The benchmark tools run and report what they measured (speed itself is never asserted)."""
+"""``bench server`` (load on a real server, its timings, efficiency against the raw backend, Ctrl-C)
+and ``bench ceiling`` run and report what they measured (speed itself is never asserted)."""
 
 from __future__ import annotations
 
@@ -12,35 +13,12 @@ import threading
 import time
 
 import pytest
-import torch
 
-from bench import model as bench_model
 from bench import server as bench_server
 from bench.plots import medians_by_level
 from bench.server import check_loopback
-from bench.timing import Measurement, measure_interleaved, paired_speedups
+from tests.helpers.bench_cli import run_bench
 from tests.helpers.paths import REPO
-
-
-def test_interleaved_variants_take_turns_repeat_by_repeat():
-    calls = []
-    runs = {name: (lambda n=name: calls.append(n)) for name in ("a", "b", "c")}
-    measured = measure_interleaved(runs, 4, warmup=1, repeats=3)
-    assert calls[:3] == ["a", "b", "c"]  # one warm-up each
-    assert calls[3:] == ["a", "b", "c"] * 3
-    assert [m.variant for m in measured] == ["a", "b", "c"]
-    assert all(
-        m.repeats == 3 and m.batch_size == 4 and m.ips_min <= m.images_per_second <= m.ips_max
-        for m in measured
-    )
-
-
-def test_speed_ups_are_taken_round_by_round():
-    base = Measurement("base", 8, 0, 0, 0, 0, 3, durations_ms=[100.0, 200.0, 100.0])
-    fast = Measurement("fast", 8, 0, 0, 0, 0, 3, durations_ms=[50.0, 100.0, 25.0])  # a slow spell in round 2
-    (row,) = paired_speedups([base, fast], "base")
-    assert (row["variant"], row["reference"], row["rounds"]) == ("fast", "base", 3)
-    assert (row["min"], row["median"], row["max"]) == (2.0, 2.0, 4.0)
 
 
 def test_load_is_only_aimed_at_loopback():
@@ -49,115 +27,9 @@ def test_load_is_only_aimed_at_loopback():
         check_loopback("http://192.0.2.1:8000")
 
 
-def _bench(*args: str, timeout: float = 300) -> str:
-    done = subprocess.run(
-        [sys.executable, "-m", "bench", *args], cwd=REPO, capture_output=True, text=True, timeout=timeout
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
-    return done.stdout
-
-
-@pytest.mark.slow
-def test_model_benchmark_writes_every_variant_and_batch(tmp_path):
-    _bench(
-        "model",
-        "--model",
-        "dat_digits",
-        "--precisions",
-        "fp32,bf16",
-        "--batch-sizes",
-        "1,2",
-        "--repeats",
-        "2",
-        "--warmup",
-        "1",
-        "--interleave",
-        "--out",
-        str(tmp_path),
-    )
-    report = json.loads((tmp_path / "model.json").read_text())
-    assert report["interleaved"] and report["device"] == "cpu"
-    assert {(r["variant"], r["batch_size"]) for r in report["results"]} == {
-        (v, b) for v in ("ours-fp32", "ours-bf16") for b in (1, 2)
-    }
-    assert all(r["images_per_second"] > 0 for r in report["results"])
-    assert report["agreement"]["ours-fp32"]["top1_agreement_with_ours_fp32"] == 1.0
-    assert {(r["variant"], r["reference"], r["batch_size"]) for r in report["paired_speedups"]} == {
-        ("ours-bf16", "ours-fp32", 1),
-        ("ours-bf16", "ours-fp32", 2),
-    }
-    assert all(len(r["durations_ms"]) == 2 for r in report["results"])
-    assert (tmp_path / "model.md").read_text().startswith("| variant |")
-
-
-def test_another_model_is_measured_beside_ours_with_paired_speed_ups(tmp_path):
-    """--beside: DAT-T++ beside DAT-T is the DAT++ speed bar; here the digits model beside itself."""
-    _bench(
-        "model",
-        "--model",
-        "dat_digits",
-        "--beside",
-        "dat_digits",
-        "--precisions",
-        "fp32,bf16",
-        "--batch-sizes",
-        "1",
-        "--repeats",
-        "2",
-        "--warmup",
-        "1",
-        "--interleave",
-        "--out",
-        str(tmp_path),
-    )
-    report = json.loads((tmp_path / "model.json").read_text())
-    assert {r["variant"] for r in report["results"]} == {
-        "ours-fp32",
-        "ours-bf16",
-        "dat_digits-fp32",
-        "dat_digits-bf16",
-    }
-    pairs = {(r["variant"], r["reference"]) for r in report["paired_speedups"]}
-    assert ("ours-fp32", "dat_digits-fp32") in pairs and ("ours-bf16", "dat_digits-bf16") in pairs
-    # a beside model's precisions are compared with its own fp32 (its own random weights)
-    assert report["agreement"]["dat_digits-fp32"]["max_abs_diff_vs_ours_fp32"] == 0.0
-    assert report["agreement"]["dat_digits-bf16"]["max_abs_diff_vs_ours_fp32"] > 0.0
-
-
-def test_a_model_that_cannot_take_the_same_inputs_is_refused_beside():
-    with pytest.raises(ValueError, match="--beside dat_digits_detector: a detection model at 128px"):
-        bench_model.run("dat_digits", (1,), ("fp32",), beside=("dat_digits_detector",))
-
-
-@pytest.mark.slow
-def test_model_benchmark_measures_the_export_under_a_serving_backend_with_the_same_weights(tmp_path):
-    out = _bench(
-        "model",
-        "--model",
-        "dat_digits",
-        "--precisions",
-        "fp32",
-        "--batch-sizes",
-        "2",
-        "--repeats",
-        "2",
-        "--warmup",
-        "1",
-        "--exported",
-        "onnxruntime,tensorrt",
-        "--out",
-        str(tmp_path),
-    )
-    report = json.loads((tmp_path / "model.json").read_text())
-    assert [r["variant"] for r in report["results"]][-1] == "onnxruntime-fp32"
-    assert report["agreement"]["onnxruntime-fp32"]["max_abs_diff_vs_ours_fp32"] < 1e-3  # same weights
-    if not torch.cuda.is_available():
-        assert "tensorrt: skipped" in out
-
-
 @pytest.mark.slow
 def test_server_benchmark_drives_a_real_server_and_reads_its_timings(tmp_path):
-    out = _bench(
+    out = run_bench(
         "server",
         "--server-args",
         "--model dat_digits --backend torch --detector none --no-warmup --max-batch-size 8",
@@ -268,14 +140,6 @@ def test_a_measured_baseline_needs_the_server_args():
     assert done.returncode == 2 and "--baseline-ips" in done.stderr
 
 
-@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the answer on a machine without CUDA")
-def test_asking_for_cuda_without_a_gpu_is_a_usage_error_not_a_traceback():
-    done = subprocess.run(
-        [sys.executable, "-m", "bench", "profile"], cwd=REPO, capture_output=True, text=True, timeout=60
-    )
-    assert done.returncode == 2 and "no CUDA GPU here" in done.stderr and "Traceback" not in done.stderr
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("processes", ["1", "2"])
 def test_ctrl_c_stops_the_load_and_the_server_it_started(processes):
@@ -322,33 +186,6 @@ def test_ctrl_c_stops_the_load_and_the_server_it_started(processes):
         bench.wait()
 
 
-def test_bench_decode_measures_pillow_and_the_gpu_decoders_inputs(monkeypatch):
-    from bench import decode as bench_decode
-    from bench.server_cli import sample_jpeg
-    from models import Preprocessing
-    from tests.helpers.images import pillow_pixels
-
-    data, preprocessing = sample_jpeg(120, 90), Preprocessing(input_size=32, crop_pct=32 / 36)
-    report = bench_decode.run(data, preprocessing, "cpu", batch=4, seconds=0.05)
-    assert report["pillow_one_thread"]["images_per_second"] > 0
-    assert "needs a CUDA device" in report["gpu_decode"]["skipped"]
-    # the GPU path's own code, with the CPU and Pillow standing in for the GPU and nvJPEG
-    monkeypatch.setattr("service.gpu_decode.torchvision_decoder", lambda device: pillow_pixels)
-    gpu = bench_decode.gpu_decode(data, preprocessing, torch.device("cpu"), batch=4, seconds=0.05)
-    assert gpu["images_per_second"] > 0 and gpu["images"] % 4 == 0 and gpu["images"] >= 12
-    # torch's resize against Pillow's: at most a level or two after normalising
-    assert gpu["input_difference_levels"]["max"] <= 2.0
-
-
-def test_the_model_benchmark_sweeps_batch_sizes_up_to_the_servers_default_max_batch():
-    from bench.__main__ import DEFAULT_BATCH_SIZES
-    from service.settings import Settings
-
-    max_batch = Settings.model_fields["max_batch_size"].default
-    assert DEFAULT_BATCH_SIZES[0] == 1 and DEFAULT_BATCH_SIZES[-1] == max_batch
-    assert all(b == 2 * a for a, b in zip(DEFAULT_BATCH_SIZES, DEFAULT_BATCH_SIZES[1:]))
-
-
 def test_the_ceiling_preprocesses_a_full_batch_beside_the_raw_backend_each_round(monkeypatch):
     from bench import ceiling
     from bench.server_cli import sample_jpeg
@@ -378,28 +215,3 @@ def test_the_ceiling_preprocesses_a_full_batch_beside_the_raw_backend_each_round
     assert "batch 4" in report["backend"] and report["preprocess_workers"] == 2
     table = ceiling.markdown_table(report)
     assert table.count("\n") == 4 and "| raw |" in table
-
-
-def test_bench_neighborhood_times_each_way_against_the_definition(tmp_path):
-    out = tmp_path / "neighborhood.json"
-    _bench(
-        "neighborhood",
-        "--model",
-        "dat_pp_tiny",
-        "--batch-size",
-        "1",
-        "--precision",
-        "fp32",
-        "--tiles",
-        "7,8",
-        "--repeats",
-        "1",
-        "--out",
-        str(out),
-    )
-    report = json.loads(out.read_text())
-    assert [s["blocks"] for s in report["shapes"]] == [1, 2, 9]  # DAT-T++'s N blocks per stage
-    assert set(report["variants"]) == {"blocked-7", "blocked-8 (default)", "windows"}
-    for name, variant in report["variants"].items():
-        assert variant["max_abs_diff_vs_definition"] < 1e-4, name
-        assert variant["ms_median"] > 0
