@@ -1,11 +1,11 @@
 """GET /: a page to look at what the models see (``--no-ui`` turns it off).
 
-One static page, shipped in the package (``service/static``: HTML, CSS, one script, a few
-sample pictures copied from the repo's ``samples/``), no build step and nothing from a CDN. The
-page itself only calls the public API (/models, /classify, /detect) with the user's key, so it
-meets the same limits, errors and access control as any client. The page and its files need
-no key: they hold nothing but the page (the samples are the repo's own), and a browser cannot
-send a bearer token for a page it navigates to.
+One static page, shipped in the package (``service/static``: HTML, CSS, a script in a few
+modules, sample pictures copied from the repo's ``samples/``), no build step and nothing from a
+CDN. The page itself only calls the public API (/models, /classify, /detect) with the user's
+key, so it meets the same limits, errors and access control as any client. The page and its
+files need no key: they hold nothing but the page (the samples are the repo's own), and a
+browser cannot send a bearer token for a page it navigates to.
 """
 
 from __future__ import annotations

@@ -55,7 +55,7 @@ async def test_the_page_and_its_files_are_served_with_a_csp_that_allows_only_the
 
         html = page.text
         # no inline script or style (the CSP would block them), nothing from another host
-        assert re.findall(r"<script[^>]*>", html) == ['<script src="ui/ui.js" defer>']
+        assert re.findall(r"<script[^>]*>", html) == ['<script type="module" src="ui/ui.js">']
         assert "<style" not in html and " style=" not in html and "javascript:" not in html
         assert not re.search(r"(src|href)=\"(https?:)?//", html)
         referenced = re.findall(r"(?:src|href)=\"(ui/[^\"]+)\"", html)
@@ -321,16 +321,15 @@ def test_the_page_in_chromium_classifies_detects_shows_points_and_errors(keyed_s
     assert "text/plain" in text("error") and "request id" in text("error")
 
     assert _severe(browser.get_log("browser")) == []
-    # everything it showed came from the public API
+    # everything it showed came from the public API; the script loaded each of its modules
     assert _paths_requested(browser, url) == {
         "/",
-        "/ui/ui.js",
         "/ui/ui.css",
         "/ui/favicon.svg",
         "/models",
         "/classify",
         "/detect",
-    } | {f"/ui/samples/{n}" for n in SAMPLES}
+    } | {f"/ui/samples/{n}" for n in SAMPLES} | {f"/ui/{p.name}" for p in STATIC.glob("*.js")}
 
 
 @pytest.mark.slow
