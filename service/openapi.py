@@ -23,6 +23,7 @@ from .routes.v2 import VERSION
 from .runtime import ServiceState
 from .schemas import ErrorResponse
 from .settings import Settings
+from .tasks import served
 
 _METHODS = ("get", "put", "post", "delete", "patch", "head", "options")
 _ERROR = {"$ref": f"#/components/schemas/{ErrorResponse.__name__}"}
@@ -104,9 +105,10 @@ def _bounds(schema: dict[str, Any], settings: Settings, service: ServiceState) -
         meta = service.detector.meta
         detect = paths["/detect"]["post"]
         _parameter(detect, "max_detections")["maximum"] = meta.max_detections
-        if not meta.task.has_masks:
+        formats = served(meta.task).mask_formats
+        if formats == ("none",):
             masks = _parameter(detect, "masks")
-            masks["enum"] = ["none"]
+            masks["enum"] = list(formats)
             masks["description"] = f"always none here: {meta.name} is a {meta.task} model, without masks"
     names = [runtime.meta.name for runtime in service.runtimes]
     for path, operation in _operations(schema):

@@ -28,6 +28,7 @@ from .gpu_decode import GpuJpegDecoder, Refused, read_header, torchvision_decode
 from .metrics import MULTIPROCESS, Metrics
 from .preprocess import Decoded, HostPath, configure_pillow, keep_ratio_inputs, prepare, stack
 from .settings import Settings
+from .tasks import SERVED, served
 from .uploads import Upload
 
 log = logging.getLogger("service")
@@ -62,8 +63,9 @@ def host_path(settings: Settings) -> HostPath:
 
 class ModelRuntime:
     """One model: its backend, owned by the batcher's worker thread. ``role`` is the slot it
-    fills: the classifier (CLASSIFICATION) or the detector (DETECTION: any task that finds
-    objects); its name labels the metrics and the inference thread."""
+    fills: the classifier (CLASSIFICATION) or the detector (DETECTION), which takes the tasks
+    whose served task has that role (``service.tasks``); its name labels the metrics and the
+    inference thread."""
 
     def __init__(self, backend: Backend, settings: Settings, metrics: Metrics, role: Task) -> None:
         self.backend = backend
@@ -95,7 +97,7 @@ class ModelRuntime:
         if simulated is not None:  # named as a simulation in /metrics, as in /models
             self.metrics.simulated_ips.labels(self.role.name).set(simulated)
         self.preprocess_device = self._preprocess_device(meta)
-        if self.settings.gpu_decode and meta.task is CLASSIFICATION:
+        if self.settings.gpu_decode and served(meta.task).gpu_decode:
             self.jpeg_decoder = self._start_jpeg_decoder(meta)
         if self.settings.warmup:
             # Every batch size the batcher can form: oneDNN / cuDNN / ORT pick and build kernels
@@ -112,8 +114,8 @@ class ModelRuntime:
         )
 
     def _check_role(self, meta: ModelMeta) -> None:
-        fits = meta.task.finds_objects if self.role is DETECTION else meta.task is self.role
-        if not fits:
+        task = SERVED.get(meta.task.name)
+        if task is None or task.role is not self.role:
             raise BackendError(
                 f"{meta.name} is a {meta.task} model; it cannot serve as the {self.role.name} model"
             )

@@ -206,14 +206,3 @@ def run_in_chunks(
             chunk = torch.cat([chunk, chunk.new_zeros((fixed - n, *chunk.shape[1:]))])
         chunks.append([np.asarray(o)[:n] for o in run_fixed(chunk)])
     return [np.concatenate(parts) for parts in zip(*chunks)]
-
-
-def outputs_for(
-    task: Task, arrays: list[np.ndarray], metas: Sequence[ImageMeta] | None = None
-) -> list[ImageOutput] | list[DetectionOutput]:
-    """A graph's batch outputs -> per-image outputs: [logits] or [boxes, scores, labels(,
-    masks)]; ``metas``: the keep-ratio images' (:func:`split_detections`)."""
-    if task.finds_objects:
-        boxes, scores, labels = arrays[:3]
-        return split_detections(boxes, scores, labels, arrays[3] if task.has_masks else None, metas)
-    return [ImageOutput(row) for row in arrays[0].astype(np.float32, copy=False)]

@@ -39,11 +39,13 @@ def meta_from_manifest(manifest: Manifest, artifact: Path) -> ModelMeta:
 
 
 def _kept_per_image(manifest: Manifest) -> int:
-    """A detector graph's second axis (boxes: batch x kept x 4); 0 for a classifier."""
-    if not manifest.task.finds_objects:
-        return 0
-    shape = manifest.outputs[0].shape
-    return int(shape[1]) if len(shape) > 1 and isinstance(shape[1], int) else 0
+    """The graph's detections axis (a detector's boxes: batch x kept x 4); 0 for a task whose
+    outputs have none (a classifier's logits) or where the graph leaves it dynamic."""
+    for expected, output in zip(manifest.task.outputs, manifest.outputs):
+        if "detections" in expected.shape:
+            size = output.shape[1 + expected.shape.index("detections")]  # after the batch axis
+            return size if isinstance(size, int) else 0
+    return 0
 
 
 def check_precision(manifest: Manifest, requested: str) -> str:

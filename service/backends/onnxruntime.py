@@ -15,6 +15,7 @@ import torch
 
 from runtimes.onnxruntime import SessionError, create_session, has_cuda_provider
 
+from ..tasks import served
 from .base import (
     Backend,
     BackendError,
@@ -23,7 +24,6 @@ from .base import (
     ImageOutput,
     ModelMeta,
     on_canvas,
-    outputs_for,
     run_in_chunks,
 )
 from .manifest import check_precision, load_manifest, meta_from_manifest
@@ -111,7 +111,7 @@ class OnnxRuntimeBackend(Backend):
         if isinstance(images, list):  # keep-ratio images: onto the graph's canvas
             images, metas = on_canvas(images, self.meta)
         arrays = run_in_chunks(self._run_chunk, images.contiguous(), self._max_batch, self._fixed_batch)
-        return outputs_for(self.meta.task, arrays, metas)
+        return served(self.meta.task).per_image(arrays, metas)
 
     def describe(self) -> dict[str, Any]:
         return {

@@ -12,11 +12,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from models import create_model
-from models.tasks import MASK_SIZE
 
+from ..tasks import served
 from .base import Backend, BackendError, DetectionOutput, ImageBatch, ImageOutput, ModelMeta
 
 
@@ -59,12 +57,7 @@ class SimulatedBackend(Backend):
             raise BackendError("run before load")
         n = len(images)  # a tensor's batch, or a keep-ratio detector's list of inputs
         time.sleep(n / self.images_per_second)
-        task = self.meta.task
-        if task.finds_objects:
-            masks = np.zeros((0, MASK_SIZE, MASK_SIZE), np.float32) if task.has_masks else None
-            found = (np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64), masks)
-            return [DetectionOutput(*found) for _ in range(n)]
-        return [ImageOutput(np.zeros(self._num_classes, np.float32)) for _ in range(n)]
+        return served(self.meta.task).empty(n, self._num_classes)
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "simulated": {"images_per_second": self.images_per_second}}

@@ -14,6 +14,7 @@ import torch
 
 from runtimes.tensorrt import EngineError, EngineRunner, import_problem, unavailable_reason
 
+from ..tasks import served
 from .base import (
     Backend,
     BackendError,
@@ -22,7 +23,6 @@ from .base import (
     ImageOutput,
     ModelMeta,
     on_canvas,
-    outputs_for,
     run_in_chunks,
 )
 from .manifest import check_precision, load_manifest, meta_from_manifest
@@ -80,7 +80,7 @@ class TensorRTBackend(Backend):
             images, metas = on_canvas(images, self.meta)
         runner = self._runner
         arrays = run_in_chunks(runner, images, runner.max_batch, runner.fixed_batch)
-        return outputs_for(self.meta.task, arrays, metas)
+        return served(self.meta.task).per_image(arrays, metas)
 
     def describe(self) -> dict[str, Any]:
         max_batch = self._runner.max_batch if self._runner else None

@@ -35,7 +35,6 @@ import numpy as np
 import torch
 
 from models import (
-    CLASSIFICATION,
     DAT,
     RCNN,
     RetinaNet,
@@ -156,7 +155,7 @@ class TorchBackend(Backend):
             max_detections=getattr(model.config, "max_per_img", 0),
             mask_threshold=getattr(model.config, "mask_threshold", 0.5),
         )
-        if model.task is not CLASSIFICATION:  # sampling points and CUDA graphs: classifiers
+        if not isinstance(model, DAT):  # sampling points and CUDA graphs: DAT's own forward
             self.supports_points = False
             self._use_graphs = False
         return self.meta

@@ -14,6 +14,7 @@ from ..backends import ModelMeta
 from ..errors import DeadlineExceeded, InvalidParameter, NotFound, PayloadTooLarge
 from ..masks import MaskFormat
 from ..schemas import CocoDetection, DetectionResult, DetectResponse
+from ..tasks import served
 from .deps import Service
 from .images import ERRORS, IMAGE_BODY, compute, model_ref
 
@@ -91,7 +92,7 @@ async def detect(
         raise NotFound("this server runs no detector (started with --detector none)")
 
     def check(meta: ModelMeta) -> None:
-        if masks != "none" and not meta.task.has_masks:
+        if masks not in served(meta.task).mask_formats:
             raise InvalidParameter(
                 f"masks={masks} needs an instance segmentation model; {meta.name} is a {meta.task} model"
             )

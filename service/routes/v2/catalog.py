@@ -8,6 +8,7 @@ from runtimes.manifest import INPUT_NAME
 from ... import v2protocol as v2
 from ...errors import NotFound, Unavailable
 from ...runtime import ModelRuntime, ServiceState
+from ...tasks import served
 from .api import BYTES_INPUT, VERSION
 
 
@@ -38,13 +39,6 @@ def input_specs(runtime: ModelRuntime) -> list[v2.TensorSpec]:
     ]
 
 
-_DATATYPES = {"float32": "FP32", "int64": "INT64"}
-
-
 def output_specs(runtime: ModelRuntime) -> list[v2.TensorSpec]:
     """The model's task's outputs, with the batch axis first."""
-    meta = runtime.meta
-    return [
-        v2.TensorSpec(o.name, _DATATYPES[o.dtype], (-1, *o.resolve(len(meta.labels), meta.max_detections)))
-        for o in meta.task.outputs
-    ]
+    return served(runtime.task).v2_outputs(runtime.meta)

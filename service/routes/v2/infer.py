@@ -15,12 +15,13 @@ from ... import v2protocol as v2
 from ...errors import InferenceFailed, RequestTimeout, UnsupportedMediaType
 from ...runtime import ServiceState
 from ...schemas import V2InferResponse
+from ...tasks import served
 from ...uploads import read_body
 from ..deps import Service, client_gone
 from .api import BYTES_INPUT, ERRORS, VERSION, v2_router
 from .catalog import find
 from .inputs import model_input
-from .outputs import output_tensors, requested_outputs, response_output
+from .outputs import requested_outputs, response_output
 
 router = v2_router()
 
@@ -146,7 +147,7 @@ async def _infer(
         work = service.submit_tensor(runtime, inputs, started + timeout, False, request_id)
         results = await runtime.batcher.result(work, client_gone(request.receive))
 
-    tensors = output_tensors(runtime, results)
+    tensors = served(runtime.task).v2_tensors(meta, results)
     request.state.log = {"images": len(results), "batch_size": work.batch_size}
     try:
         content, header = v2.encode_response(

@@ -30,21 +30,6 @@ def requested_outputs(runtime: ModelRuntime, request: v2.InferRequest) -> list[v
     return request.outputs
 
 
-def output_tensors(runtime: ModelRuntime, results: list) -> dict[str, np.ndarray]:
-    """The batch's outputs as the graph's tensors (each per-image output holds its task's
-    outputs by name): logits, or a detector's detections padded to the model's count."""
-    meta = runtime.meta
-    tensors = {}
-    for o in meta.task.outputs:
-        shape = o.resolve(len(meta.labels), meta.max_detections)
-        tensor = np.full((len(results), *shape), o.fill, o.dtype)
-        for i, r in enumerate(results):
-            value = getattr(r, o.name)
-            tensor[i, : len(value)] = value
-        tensors[o.name] = tensor
-    return tensors
-
-
 def response_output(
     output: v2.RequestedOutput, tensors: dict[str, np.ndarray], labels: tuple[str, ...]
 ) -> v2.ResponseOutput:
