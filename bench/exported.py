@@ -31,7 +31,7 @@ def exported_variants(
     """name -> (module, forward on an fp32 batch) for every requested backend that runs here,
     per exportable precision (fp16 only on a GPU); what cannot run is said, then skipped."""
     try:
-        from export.pipeline import ExportError
+        from export.options import ExportError
     except ImportError as exc:  # a GPU box with torch only
         progress(f"  exported backends: skipped, the export needs {exc.name} (pip install .)")
         return {}
@@ -87,7 +87,8 @@ def export_model(
 ) -> Path:
     """``python -m export`` of a registered model or config file into ``out``, quietly, for
     batches 1 to ``max_batch``; random weights where no checkpoint is given."""
-    from export.pipeline import ExportOptions, run_export
+    from export.options import ExportOptions
+    from export.pipeline import run_export
     from runtimes.manifest import BatchRange
 
     is_file = Path(model).suffix in (".json", ".yaml", ".yml")

@@ -2,7 +2,8 @@
 
     python -m export --help
 
-Library use: :func:`export.pipeline.run_export` carries out one export; the service loads
+Library use: :func:`export.pipeline.run_export` carries out one export (asked for with
+:class:`export.options.ExportOptions`); the service loads
 artifacts only through :class:`runtimes.manifest.Manifest` (``Manifest.load(directory)``), the
 module this package writes them with.
 Importing this package stays light: the exporter's heavy imports live in its submodules.

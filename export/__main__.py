@@ -54,7 +54,7 @@ def _sizes(text: str) -> tuple[int, ...]:
 
 def build_parser() -> argparse.ArgumentParser:
     from .onnx import DEFAULT_OPSET, SUPPORTED_OPSETS
-    from .pipeline import DEFAULT_MODEL, GRID_SAMPLE_CHOICES, TASKS
+    from .options import DEFAULT_MODEL, GRID_SAMPLE_CHOICES, TASKS
     from .tensorrt import DEFAULT_WORKSPACE_GB
 
     p = _Parser(
@@ -235,7 +235,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    from .pipeline import EngineUnavailable, ExportError, ExportOptions, VerificationFailed, run_export
+    from .options import ExportError, ExportOptions
+    from .pipeline import EngineUnavailable, VerificationFailed, run_export
 
     try:
         opt = min(max(args.opt_batch, args.min_batch), args.max_batch)
@@ -269,7 +270,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.triton_only:
             return _write_triton(args, parser.prog)
         if args.skip_if_current:
-            from .pipeline import check_options, stale_reason
+            from .options import check_options
+            from .provenance import stale_reason
 
             check_options(options)
             reason = stale_reason(options)

@@ -1,7 +1,7 @@
 """PyTorch DAT -> ONNX with our seam translations and a dynamic batch axis.
 
 The graph is traced with ``torch.export`` (non-strict) while :func:`symbolics.opaque_seams`
-and :class:`symbolics.ExportPolicy` are active, then translated by the default (dynamo) ONNX
+and :class:`trace_policy.ExportPolicy` are active, then translated by the default (dynamo) ONNX
 exporter with our ``custom_translation_table``. The legacy TorchScript exporter is never used:
 on DAT it produced logits off by 0.2.
 
@@ -30,6 +30,8 @@ import torch.nn as nn
 from runtimes.manifest import INPUT_NAME, PRECISIONS, BatchRange
 
 from . import symbolics
+from .node_names import name_nodes
+from .trace_policy import ExportPolicy
 
 if TYPE_CHECKING:
     from models import DAT, RCNN, RetinaNet
@@ -124,7 +126,7 @@ def export_onnx(
         with (
             torch.no_grad(),
             symbolics.opaque_seams(),
-            symbolics.ExportPolicy(fp32_islands=precision == "fp16"),
+            ExportPolicy(fp32_islands=precision == "fp16"),
         ):
             program = torch.export.export(traced, (example,), dynamic_shapes=dynamic_shapes, strict=False)
         onnx_program = torch.onnx.export(
@@ -142,7 +144,7 @@ def export_onnx(
     graph_model = onnx_program.model
     symbols = {str(d) for d in graph_model.graph.inputs[0].shape or () if not isinstance(d, int)}
     _rename_batch_axis(graph_model, symbols)
-    symbolics.name_nodes(graph_model, wrapper="model" if precision == "fp16" else "")
+    name_nodes(graph_model, wrapper="model" if precision == "fp16" else "")
     graph_model.producer_name = "dat-serve export"
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

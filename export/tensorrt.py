@@ -23,7 +23,8 @@ from pathlib import Path
 from runtimes.manifest import BatchRange
 from runtimes.tensorrt import EngineError, EngineRunner, logger
 
-from .validate import Verification, verify_runner
+from .validate import verify_runner
+from .verification import Verification
 
 DEFAULT_WORKSPACE_GB = 4.0
 

@@ -139,7 +139,7 @@ class Artifact:
 @dataclass(frozen=True)
 class Manifest:
     """A parsed manifest. ``artifacts`` maps a role (``onnx``, ``engine``, ``engine_onnx``) to
-    its file; ``verification`` maps a runtime to its parity figures (see export.validate)."""
+    its file; ``verification`` maps a runtime to its parity figures (see export.verification)."""
 
     status: str  # "ok" or "failed"
     task: Task

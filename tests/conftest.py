@@ -76,7 +76,8 @@ PP_BATCH = (1, 2, 8)
 def pp_export(pp_fixture, tmp_path_factory) -> Path:
     """``dat_pp_mini`` exported once by the real pipeline (fp32, native GridSample, no engine),
     for the export tests and the service's ONNX Runtime backend alike."""
-    from export.pipeline import ExportOptions, run_export
+    from export.options import ExportOptions
+    from export.pipeline import run_export
     from runtimes.manifest import BatchRange
 
     out = tmp_path_factory.mktemp("pp-export")
@@ -139,7 +140,8 @@ def tiny_engine_export(tmp_path_factory) -> Path:
     """The tiny DAT exported by the real pipeline with a TensorRT engine, built and verified
     through the TensorRT test double on a fake GPU (batch range 1-4). Beside the export folder:
     ``tiny.json`` and ``tiny.safetensors``, the config and weights it was exported from."""
-    from export.pipeline import ExportOptions, run_export
+    from export.options import ExportOptions
+    from export.pipeline import run_export
     from models import create_model, save_safetensors
     from runtimes.manifest import BatchRange
     from tests.helpers.fake_cuda import FakeCuda

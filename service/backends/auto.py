@@ -66,7 +66,8 @@ def ensure_export(
     model: str, *, checkpoint: Path | None, labels: Path | None, cache_dir: Path, max_batch: int
 ) -> Path:
     """The cached, verified export of ``model``; made (once) if absent or unreadable."""
-    from export.pipeline import ExportOptions, run_export
+    from export.options import ExportOptions
+    from export.pipeline import run_export
     from runtimes.manifest import BatchRange
 
     target = cache_dir / cache_key(model, checkpoint, labels, max_batch)

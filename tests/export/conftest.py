@@ -33,7 +33,8 @@ def mini_model(mini):
 
 
 def _api_export(mini, tmp_path_factory, name: str, **options):
-    from export.pipeline import ExportOptions, run_export
+    from export.options import ExportOptions
+    from export.pipeline import run_export
     from runtimes.manifest import BatchRange
 
     out = tmp_path_factory.mktemp(name)
@@ -88,7 +89,8 @@ def mini_decomposed_cli(mini, tmp_path_factory) -> tuple[Path, subprocess.Comple
 @pytest.fixture(scope="session")
 def pp_fp16(pp_fixture, tmp_path_factory) -> Path:
     """``dat_pp_mini`` exported as a float16 graph (the fp32 one is ``pp_export``)."""
-    from export.pipeline import ExportOptions, run_export
+    from export.options import ExportOptions
+    from export.pipeline import run_export
     from runtimes.manifest import BatchRange
 
     out = tmp_path_factory.mktemp("pp-fp16")

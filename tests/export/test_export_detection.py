@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from export.onnx import export_onnx
-from export.validate import compare_detections, verify_onnx
+from export.parity import compare_detections
+from export.validate import verify_onnx
 from models import DETECTION, create_model
 from runtimes.manifest import BatchRange, Manifest
 from tests.helpers.export import run_cli
@@ -189,6 +190,7 @@ def test_a_detector_export_needs_pictures_it_finds_objects_in(tmp_path, monkeypa
     from PIL import Image
 
     from export import pipeline
+    from export.options import ExportError, ExportOptions
 
     blank = tmp_path / "blank.png"
     Image.new("RGB", (96, 96), "white").save(blank)
@@ -209,11 +211,9 @@ def test_a_detector_export_needs_pictures_it_finds_objects_in(tmp_path, monkeypa
     # seeded random inputs, where no --verify-images are given: an untrained head finds nothing
     untrained = create_model("dat_digits_detector", pretrained=False).eval()
     monkeypatch.setattr(pipeline, "load_model", lambda options: untrained)
-    with pytest.raises(
-        pipeline.ExportError, match="found no objects in seeded random inputs.*--verify-images"
-    ):
+    with pytest.raises(ExportError, match="found no objects in seeded random inputs.*--verify-images"):
         pipeline.run_export(
-            pipeline.ExportOptions(
+            ExportOptions(
                 out=tmp_path / "random", model="dat_digits_detector", engine=False, batch=BatchRange(1, 1, 2)
             ),
             log=lambda line: None,

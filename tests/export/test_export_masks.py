@@ -12,8 +12,9 @@ import torch
 from PIL import Image, ImageOps
 
 from export import symbolics
-from export.pipeline import ExportOptions, run_export
-from export.validate import MASK_IOU, MASK_TIE, compare_detections, compare_masks
+from export.options import ExportOptions
+from export.parity import MASK_IOU, MASK_TIE, compare_detections, compare_masks
+from export.pipeline import run_export
 from models import INSTANCE_SEGMENTATION, create_model, load_checkpoint
 from models import roi_align as roi_module
 from models.roi_align import roi_align

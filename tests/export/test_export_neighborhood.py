@@ -10,6 +10,8 @@ import pytest
 import torch
 
 from export import symbolics
+from export.neighborhood_translation import NEIGHBORHOOD_TILE, NeighborhoodPlan
+from export.node_names import name_nodes
 from models import neighborhood
 
 # torch.export's own pytree deprecation notice; not ours to act on.
@@ -52,7 +54,7 @@ def _export(module, inputs, path) -> onnx.ModelProto:
         verbose=False,
         custom_translation_table=symbolics.translation_table("native", 18),
     )
-    symbolics.name_nodes(onnx_program.model)
+    name_nodes(onnx_program.model)
     onnx_program.save(str(path))
     return onnx.load(path)
 
@@ -157,8 +159,8 @@ def test_opaque_seams_route_neighborhood_attention_through_the_op():
 
 def test_plan_indices_are_those_of_the_blocked_layout():
     """The translation's constants against the layout eager mode attends with, same tiles."""
-    height, width, kernel, tile = 13, 30, 5, symbolics.NEIGHBORHOOD_TILE
-    plan = symbolics.NeighborhoodPlan(height, width, kernel, tile)
+    height, width, kernel, tile = 13, 30, 5, NEIGHBORHOOD_TILE
+    plan = NeighborhoodPlan(height, width, kernel, tile)
     layout = neighborhood.layout(height, width, kernel, torch.device("cpu"), tile)
     np.testing.assert_array_equal(plan.queries, layout.queries.numpy())
     np.testing.assert_array_equal(plan.keys, layout.keys.numpy())

@@ -7,11 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from export import pipeline
+from export import loading, pipeline
 from export import validate as validate_mod
 from export.__main__ import main
 from export.onnx import OnnxExport
-from export.validate import BatchResult, Verification
+from export.options import ExportError, ExportOptions
+from export.verification import BatchResult, Verification
 from models import DETECTION
 from runtimes.manifest import MANIFEST_NAME, BatchRange, Manifest, ManifestError
 from tests.helpers.detection import tiny_rcnn
@@ -65,7 +66,7 @@ def fakes(monkeypatch):
 
 
 def _options(out, config, **changes):
-    return pipeline.ExportOptions(
+    return ExportOptions(
         out=out, config=config, random_weights=True, engine=False, batch=BatchRange(1, 2, 4), **changes
     )
 
@@ -134,7 +135,7 @@ def test_a_stale_manifest_never_survives_a_failed_export(monkeypatch, tmp_path, 
 def test_checkpoint_provenance_and_name(fakes, tmp_path, mini):
     fakes()
     m = pipeline.run_export(
-        pipeline.ExportOptions(
+        ExportOptions(
             out=tmp_path,
             config=mini["config"],
             checkpoint=mini["checkpoint"],
@@ -151,8 +152,8 @@ def test_checkpoint_provenance_and_name(fakes, tmp_path, mini):
 
 
 def test_unsupported_task_is_a_request_error(tmp_path):
-    with pytest.raises(pipeline.ExportError, match="detection"):
-        pipeline.run_export(pipeline.ExportOptions(out=tmp_path, task="detection"))
+    with pytest.raises(ExportError, match="detection"):
+        pipeline.run_export(ExportOptions(out=tmp_path, task="detection"))
 
 
 def test_without_onnxruntime_the_export_stops_at_once_naming_the_extras(
@@ -175,14 +176,12 @@ def test_an_rcnn_detector_is_refused_at_load_naming_what_exports(tmp_path, monke
     faster = tiny_rcnn(mask_head=None)
     assert faster.task is DETECTION
     monkeypatch.setattr(models, "create_model", lambda *args, **kwargs: faster)
-    with pytest.raises(
-        pipeline.ExportError, match="R-CNN detector without a mask head, which only the torch backend"
-    ):
-        pipeline.load_model(pipeline.ExportOptions(out=tmp_path, model="dat_digits"))
+    with pytest.raises(ExportError, match="R-CNN detector without a mask head, which only the torch backend"):
+        loading.load_model(ExportOptions(out=tmp_path, model="dat_digits"))
 
 
 def test_the_digits_segmenter_is_refused_at_load_naming_what_exports(tmp_path):
     """Its task (instance segmentation) exports for the mask R-CNNs, but the segmenter's
     mask head on RetinaNet has no ONNX graph: a clear refusal, not a tracing error."""
-    with pytest.raises(pipeline.ExportError, match="dat_digits_segmenter .*only the torch backend"):
-        pipeline.load_model(pipeline.ExportOptions(out=tmp_path, model="dat_digits_segmenter"))
+    with pytest.raises(ExportError, match="dat_digits_segmenter .*only the torch backend"):
+        loading.load_model(ExportOptions(out=tmp_path, model="dat_digits_segmenter"))

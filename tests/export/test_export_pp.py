@@ -108,7 +108,8 @@ TINY_PP_AT_96 = {**TINY_PP_CONFIG, "nat_ksizes": [5, 5, 7, 7]}
 def test_a_tiny_dat_pp_served_at_another_size_than_img_size(monkeypatch, tmp_path, fake_tensorrt):
     """The graph, its verification, the TensorRT profile (through the test double on a fake
     GPU) and the Triton repository all use the served size, 96; decomposed sampling."""
-    from export.pipeline import ExportOptions, run_export
+    from export.options import ExportOptions
+    from export.pipeline import run_export
     from export.triton import write_repository
     from models import DATConfig
 

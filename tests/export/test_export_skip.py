@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 
-from export.pipeline import ExportOptions, stale_reason
+from export.options import ExportOptions
+from export.provenance import stale_reason
 from runtimes.manifest import BatchRange
 from tests.helpers.export import MINI_BATCH
 

@@ -10,6 +10,8 @@ import torch
 import torch.nn.functional as F
 
 from export import symbolics
+from export.node_names import name_nodes
+from export.trace_policy import ExportPolicy
 from models import sampling
 
 # torch.export's own pytree deprecation notice; not ours to act on.
@@ -37,7 +39,7 @@ def _export(module, inputs, path, mode: str, opset: int = 18):
         verbose=False,
         custom_translation_table=symbolics.translation_table(mode, opset),
     )
-    symbolics.name_nodes(onnx_program.model)
+    name_nodes(onnx_program.model)
     onnx_program.save(str(path))
     return onnx.load(path)
 
@@ -117,7 +119,7 @@ def test_policy_attention_matches_sdpa(fp32_islands):
     q, k, v = (torch.randn(2, 3, 10, 8, generator=g) for _ in range(3))
     mask = torch.randn(1, 3, 10, 10, generator=g)
     want = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=0.3)
-    with symbolics.ExportPolicy(fp32_islands=fp32_islands):
+    with ExportPolicy(fp32_islands=fp32_islands):
         got = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=0.3)
         with pytest.raises(NotImplementedError):
             F.scaled_dot_product_attention(q, k, v, is_causal=True)
@@ -127,7 +129,7 @@ def test_policy_attention_matches_sdpa(fp32_islands):
 def test_policy_keeps_half_layer_norm_in_float32():
     norm = torch.nn.LayerNorm(16).half()
     x = (torch.randn(4, 16) * 30).half()
-    with symbolics.ExportPolicy(fp32_islands=True):
+    with ExportPolicy(fp32_islands=True):
         out = norm(x)
     assert out.dtype == torch.float16
     want = F.layer_norm(x.float(), (16,), norm.weight.float(), norm.bias.float())

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from export import tensorrt as trt_export
-from export.validate import BatchResult, Verification
+from export.verification import BatchResult, Verification
 from models import DETECTION
 from runtimes import tensorrt as trt_runtime
 from runtimes.manifest import BatchRange, Manifest
@@ -119,6 +119,7 @@ def test_pipeline_engine_fallback_with_a_fake_tensorrt(monkeypatch, tmp_path, sm
     """The whole export with TensorRT faked: the native engine fails parity, the manifest then
     lists an engine built from the decomposed graph exported for it."""
     from export import pipeline
+    from export.options import ExportOptions
 
     built = []
 
@@ -138,9 +139,7 @@ def test_pipeline_engine_fallback_with_a_fake_tensorrt(monkeypatch, tmp_path, sm
     monkeypatch.setattr(pipeline.torch.cuda, "get_device_name", lambda *a: "fake GPU")
     out = tmp_path / "out"
     pipeline.run_export(
-        pipeline.ExportOptions(
-            out=out, config=small_config_file, random_weights=True, batch=BatchRange(1, 2, 4)
-        ),
+        ExportOptions(out=out, config=small_config_file, random_weights=True, batch=BatchRange(1, 2, 4)),
         log=lambda line: None,
     )
     assert built == ["model.onnx", "model.decomposed.onnx"]
@@ -157,7 +156,8 @@ def test_pipeline_engine_fallback_with_a_fake_tensorrt(monkeypatch, tmp_path, sm
 @pytest.mark.gpu
 def test_real_engine_matches_pytorch(mini, tmp_path):
     pytest.importorskip("tensorrt", reason="TensorRT is not installed")
-    from export.pipeline import ExportOptions, run_export
+    from export.options import ExportOptions
+    from export.pipeline import run_export
 
     m = run_export(
         ExportOptions(
@@ -177,7 +177,8 @@ def test_real_engine_matches_pytorch(mini, tmp_path):
 @pytest.mark.gpu
 def test_real_detector_engine_keeps_pytorchs_detections(tmp_path):
     pytest.importorskip("tensorrt", reason="TensorRT is not installed")
-    from export.pipeline import ExportOptions, run_export
+    from export.options import ExportOptions
+    from export.pipeline import run_export
 
     scenes = sorted(str(p) for p in (REPO / "samples").glob("scene_*.png"))
     m = run_export(

@@ -12,6 +12,7 @@ from PIL import Image
 from pycocotools import mask as coco_mask
 
 from export import pipeline
+from export.options import ExportOptions
 from models import KeepRatioResize, ModelInfo
 from runtimes.manifest import BatchRange
 from service import create_app
@@ -46,7 +47,7 @@ def model():
 @pytest.fixture(scope="module")
 def artifacts(model, tmp_path_factory):
     out = tmp_path_factory.mktemp("tiny_mask_rcnn")
-    options = pipeline.ExportOptions(
+    options = ExportOptions(
         out=out,
         model="dat_pp_tiny_mask_rcnn_1x",  # stands in for the name; load_model is replaced
         random_weights=True,
