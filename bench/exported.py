@@ -89,7 +89,7 @@ def export_model(
     batches 1 to ``max_batch``; random weights where no checkpoint is given."""
     from export.options import ExportOptions
     from export.pipeline import run_export
-    from runtimes.manifest import BatchRange
+    from runtimes.manifest_fields import BatchRange
 
     is_file = Path(model).suffix in (".json", ".yaml", ".yml")
     run_export(

@@ -9,6 +9,7 @@ module this package writes them with.
 Importing this package stays light: the exporter's heavy imports live in its submodules.
 """
 
-from runtimes.manifest import BatchRange, Manifest, ManifestError, read_manifest, write_manifest
+from runtimes.manifest import Manifest, read_manifest, write_manifest
+from runtimes.manifest_fields import BatchRange, ManifestError
 
 __all__ = ["BatchRange", "Manifest", "ManifestError", "read_manifest", "write_manifest"]

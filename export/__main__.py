@@ -11,7 +11,7 @@ import argparse
 import sys
 import warnings
 
-from runtimes.manifest import BatchRange
+from runtimes.manifest_fields import BatchRange
 
 EPILOG = """\
 examples:

@@ -27,7 +27,8 @@ from typing import TYPE_CHECKING
 import torch
 import torch.nn as nn
 
-from runtimes.manifest import INPUT_NAME, PRECISIONS, BatchRange
+from runtimes.manifest import INPUT_NAME, PRECISIONS
+from runtimes.manifest_fields import BatchRange
 
 from . import symbolics
 from .node_names import name_nodes

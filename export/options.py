@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import models as model_zoo
-from runtimes.manifest import BatchRange
+from runtimes.manifest_fields import BatchRange
 
 from . import onnx as onnx_export
 from . import symbolics

@@ -26,6 +26,7 @@ import torch
 
 from runtimes import manifest as mf
 from runtimes import tensorrt as trt_runtime
+from runtimes.manifest_fields import Artifact, TensorSpec
 
 from . import onnx as onnx_export
 from . import symbolics, validate
@@ -165,7 +166,7 @@ def run_export(options: ExportOptions, log: Log = print) -> mf.Manifest:
         verification["onnxruntime"] = verify_onnx(primary)
     passed = verification["onnxruntime"].passed
 
-    artifacts = {"onnx": mf.Artifact(ONNX_FILE, "onnx", primary.grid_sample)}
+    artifacts = {"onnx": Artifact(ONNX_FILE, "onnx", primary.grid_sample)}
     engine_attempts: list[dict] = []
     if passed and build_engine:
 
@@ -226,11 +227,11 @@ def run_export(options: ExportOptions, log: Log = print) -> mf.Manifest:
             assert chosen.verification is not None  # chosen: it passed its verification
             verification["tensorrt"] = chosen.verification
             extra = {"tensorrt": trt_runtime.tensorrt_version() or "", "device": torch.cuda.get_device_name()}
-            artifacts["engine"] = mf.Artifact(
+            artifacts["engine"] = Artifact(
                 ENGINE_FILE, "tensorrt", chosen.grid_sample, source=chosen.onnx, extra=extra
             )
             if chosen.onnx != ONNX_FILE:
-                artifacts["engine_onnx"] = mf.Artifact(chosen.onnx, "onnx", chosen.grid_sample)
+                artifacts["engine_onnx"] = Artifact(chosen.onnx, "onnx", chosen.grid_sample)
             if len(result.attempts) > 1:
                 notes.append(
                     f"the engine was built from the {chosen.grid_sample} graph after "
@@ -254,9 +255,9 @@ def run_export(options: ExportOptions, log: Log = print) -> mf.Manifest:
             precision=options.precision,
             opset=options.opset,
             grid_sample=options.grid_sample,
-            input=mf.TensorSpec(mf.INPUT_NAME, "float32", tuple(primary.input_shape), "NCHW"),
+            input=TensorSpec(mf.INPUT_NAME, "float32", tuple(primary.input_shape), "NCHW"),
             outputs=tuple(
-                mf.TensorSpec(name, model.task.output(name).dtype, tuple(shape))
+                TensorSpec(name, model.task.output(name).dtype, tuple(shape))
                 for name, shape in primary.output_shapes.items()
             ),
             category_ids=tuple(model.info.category_ids),

@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from runtimes.manifest import BatchRange
+from runtimes.manifest_fields import BatchRange
 from runtimes.tensorrt import EngineError, EngineRunner, logger
 
 from .validate import verify_runner

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from models import CLASSIFICATION, DAT, RCNN, RetinaNet
-from runtimes.manifest import BatchRange
+from runtimes.manifest_fields import BatchRange
 from runtimes.onnxruntime import create_session
 
 from .parity import Candidates, compare, compare_detections, detection_tolerance_rule, tolerance_rule

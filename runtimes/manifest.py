@@ -20,6 +20,8 @@ The exporter writes it (:func:`write_manifest`), the server reads it::
 
 ``ManifestError`` (a ValueError) names what is wrong: missing directory or manifest, another
 format or version, a failed export, a missing file or a hash mismatch, inconsistent fields.
+It and the manifest's field types (:class:`BatchRange`, :class:`TensorSpec`, :class:`Artifact`)
+are defined in :mod:`runtimes.manifest_fields`.
 """
 
 from __future__ import annotations
@@ -28,13 +30,14 @@ import json
 import math
 import os
 import tempfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from models import KeepRatioResize, Task, Transform, preprocessing_from_dict, task_named
 
 from .hashing import sha256_file
+from .manifest_fields import Artifact, BatchRange, ManifestError, TensorSpec, typed
 
 MANIFEST_NAME = "manifest.json"
 # The graph's input and output names: the ONNX export writes them, the service and Triton
@@ -45,95 +48,6 @@ PRECISIONS = ("fp32", "fp16")
 STATUSES = ("ok", "failed")
 FORMAT = "dat-serve/export"
 VERSION = 1
-
-
-class ManifestError(ValueError):
-    """The manifest or an artifact it lists is missing, foreign, failed or altered."""
-
-
-@dataclass(frozen=True)
-class BatchRange:
-    """The dynamic batch axis: the smallest, the most common (TensorRT tunes for it), largest."""
-
-    min: int = 1
-    opt: int = 8
-    max: int = 32
-
-    def __post_init__(self) -> None:
-        values = (self.min, self.opt, self.max)
-        if not all(isinstance(v, int) for v in values) or not 1 <= self.min <= self.opt <= self.max:
-            raise ValueError(
-                f"batch range must satisfy 1 <= min <= opt <= max, got "
-                f"min={self.min} opt={self.opt} max={self.max}"
-            )
-
-    @property
-    def dynamic(self) -> bool:
-        return self.max > self.min
-
-    def clip(self, size: int) -> int:
-        return min(max(size, self.min), self.max)
-
-    def to_dict(self) -> dict[str, int]:
-        return {"min": self.min, "opt": self.opt, "max": self.max}
-
-    @classmethod
-    def from_dict(cls, data: dict) -> BatchRange:
-        return cls(*(_typed(data[key], int, f"batch {key}") for key in ("min", "opt", "max")))
-
-
-@dataclass(frozen=True)
-class TensorSpec:
-    """A graph input or output: ``shape`` has ``"batch"`` for the dynamic axis."""
-
-    name: str
-    dtype: str
-    shape: tuple[int | str, ...]
-    layout: str = ""
-
-    def to_dict(self) -> dict:
-        return {"name": self.name, "dtype": self.dtype, "shape": list(self.shape), "layout": self.layout}
-
-    @classmethod
-    def from_dict(cls, data: dict) -> TensorSpec:
-        name = _typed(data["name"], str, "a tensor name")
-        shape = tuple(_typed(data["shape"], list, f"the shape of {name}"))
-        return cls(
-            name, _typed(data["dtype"], str, f"the dtype of {name}"), shape, str(data.get("layout", ""))
-        )
-
-
-@dataclass(frozen=True)
-class Artifact:
-    """One file of the export. ``sha256``/``bytes`` are filled in by :func:`write_manifest`.
-
-    ``kind`` is ``onnx`` or ``tensorrt``; ``grid_sample`` the seam translation it carries;
-    ``source`` (engines) the ONNX file it was built from; ``extra`` runtime facts such as the
-    TensorRT version and GPU an engine was built for (engines only run there).
-    """
-
-    file: str
-    kind: str
-    grid_sample: str
-    sha256: str = ""
-    bytes: int = 0
-    source: str | None = None
-    extra: dict = field(default_factory=dict)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> Artifact:
-        return cls(
-            file=_typed(data["file"], str, "an artifact's file"),
-            kind=str(data["kind"]),
-            grid_sample=str(data["grid_sample"]),
-            sha256=str(data.get("sha256", "")),
-            bytes=int(data.get("bytes", 0)),
-            source=data.get("source"),
-            extra=_typed(data.get("extra") or {}, dict, "an artifact's extra"),
-        )
 
 
 @dataclass(frozen=True)
@@ -250,37 +164,35 @@ class Manifest:
                 f"(this code reads version {VERSION})"
             )
         try:
-            inputs, outputs = _typed(data["inputs"], list, "inputs"), _typed(data["outputs"], list, "outputs")
+            inputs, outputs = typed(data["inputs"], list, "inputs"), typed(data["outputs"], list, "outputs")
             if len(inputs) != 1 or not outputs:
                 raise ManifestError("expected exactly one input and at least one output")
-            model = _typed(data["model"], dict, "model")
-            preprocessing = preprocessing_from_dict(_typed(data["preprocessing"], dict, "preprocessing"))
-            artifacts = _typed(data["artifacts"], dict, "artifacts")
+            model = typed(data["model"], dict, "model")
+            preprocessing = preprocessing_from_dict(typed(data["preprocessing"], dict, "preprocessing"))
+            artifacts = typed(data["artifacts"], dict, "artifacts")
             return cls(
-                status=_typed(data["status"], str, "status"),
-                task=task_named(_typed(data["task"], str, "task")),
-                model_name=_typed(model["name"], str, "the model name"),
-                model_config=_typed(model["config"], dict, "the model config"),
+                status=typed(data["status"], str, "status"),
+                task=task_named(typed(data["task"], str, "task")),
+                model_name=typed(model["name"], str, "the model name"),
+                model_config=typed(model["config"], dict, "the model config"),
                 preprocessing=preprocessing,
-                labels=tuple(
-                    _typed(label, str, "a label") for label in _typed(data["labels"], list, "labels")
-                ),
-                precision=_typed(data["precision"], str, "precision"),
-                opset=_typed(data["opset"], int, "opset"),
-                grid_sample=_typed(data["grid_sample"], str, "grid_sample"),
-                input=TensorSpec.from_dict(_typed(inputs[0], dict, "an input")),
-                outputs=tuple(TensorSpec.from_dict(_typed(o, dict, "an output")) for o in outputs),
-                batch=BatchRange.from_dict(_typed(data["batch"], dict, "batch")),
+                labels=tuple(typed(label, str, "a label") for label in typed(data["labels"], list, "labels")),
+                precision=typed(data["precision"], str, "precision"),
+                opset=typed(data["opset"], int, "opset"),
+                grid_sample=typed(data["grid_sample"], str, "grid_sample"),
+                input=TensorSpec.from_dict(typed(inputs[0], dict, "an input")),
+                outputs=tuple(TensorSpec.from_dict(typed(o, dict, "an output")) for o in outputs),
+                batch=BatchRange.from_dict(typed(data["batch"], dict, "batch")),
                 artifacts={
-                    role: Artifact.from_dict(_typed(a, dict, f"artifact {role}"))
+                    role: Artifact.from_dict(typed(a, dict, f"artifact {role}"))
                     for role, a in artifacts.items()
                 },
-                verification=_typed(data.get("verification") or {}, dict, "verification"),
-                tools=_typed(data.get("tools") or {}, dict, "tools"),
-                timings_s=_typed(data.get("timings_s") or {}, dict, "timings_s"),
-                notes=tuple(_typed(data.get("notes") or [], list, "notes")),
+                verification=typed(data.get("verification") or {}, dict, "verification"),
+                tools=typed(data.get("tools") or {}, dict, "tools"),
+                timings_s=typed(data.get("timings_s") or {}, dict, "timings_s"),
+                notes=tuple(typed(data.get("notes") or [], list, "notes")),
                 created=str(data.get("created", "")),
-                weights=_typed(model.get("weights") or {}, dict, "the weights"),
+                weights=typed(model.get("weights") or {}, dict, "the weights"),
                 category_ids=tuple(int(i) for i in data.get("category_ids") or ()),
                 directory=directory,
             )
@@ -296,17 +208,6 @@ class Manifest:
     ) -> Manifest:
         """Reads ``directory/manifest.json`` and checks it; raises :class:`ManifestError`."""
         return read_manifest(directory, verify_hashes=verify_hashes, allow_failed=allow_failed)
-
-
-_T = TypeVar("_T")
-_JSON_KINDS = {dict: "an object", list: "an array", str: "a string", int: "an integer"}
-
-
-def _typed(value: object, kind: type[_T], what: str) -> _T:
-    """``value`` where it has the JSON type a field needs, else the error naming the field."""
-    if not isinstance(value, kind) or (isinstance(value, bool) and kind is int):
-        raise ManifestError(f"malformed manifest: {what} must be {_JSON_KINDS[kind]}, not {value!r:.40}")
-    return value
 
 
 def _check_consistency(m: Manifest) -> None:

@@ -78,7 +78,7 @@ def pp_export(pp_fixture, tmp_path_factory) -> Path:
     for the export tests and the service's ONNX Runtime backend alike."""
     from export.options import ExportOptions
     from export.pipeline import run_export
-    from runtimes.manifest import BatchRange
+    from runtimes.manifest_fields import BatchRange
 
     out = tmp_path_factory.mktemp("pp-export")
     run_export(
@@ -143,7 +143,7 @@ def tiny_engine_export(tmp_path_factory) -> Path:
     from export.options import ExportOptions
     from export.pipeline import run_export
     from models import create_model, save_safetensors
-    from runtimes.manifest import BatchRange
+    from runtimes.manifest_fields import BatchRange
     from tests.helpers.fake_cuda import FakeCuda
     from tests.helpers.fake_tensorrt import FakeTensorRT
 

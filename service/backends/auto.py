@@ -68,7 +68,7 @@ def ensure_export(
     """The cached, verified export of ``model``; made (once) if absent or unreadable."""
     from export.options import ExportOptions
     from export.pipeline import run_export
-    from runtimes.manifest import BatchRange
+    from runtimes.manifest_fields import BatchRange
 
     target = cache_dir / cache_key(model, checkpoint, labels, max_batch)
     if target.is_dir():

@@ -35,7 +35,7 @@ def mini_model(mini):
 def _api_export(mini, tmp_path_factory, name: str, **options):
     from export.options import ExportOptions
     from export.pipeline import run_export
-    from runtimes.manifest import BatchRange
+    from runtimes.manifest_fields import BatchRange
 
     out = tmp_path_factory.mktemp(name)
     run_export(
@@ -91,7 +91,7 @@ def pp_fp16(pp_fixture, tmp_path_factory) -> Path:
     """``dat_pp_mini`` exported as a float16 graph (the fp32 one is ``pp_export``)."""
     from export.options import ExportOptions
     from export.pipeline import run_export
-    from runtimes.manifest import BatchRange
+    from runtimes.manifest_fields import BatchRange
 
     out = tmp_path_factory.mktemp("pp-fp16")
     run_export(

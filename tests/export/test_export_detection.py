@@ -15,7 +15,8 @@ from export.onnx import export_onnx
 from export.parity import compare_detections
 from export.validate import verify_onnx
 from models import DETECTION, create_model
-from runtimes.manifest import BatchRange, Manifest
+from runtimes.manifest import Manifest
+from runtimes.manifest_fields import BatchRange
 from tests.helpers.export import run_cli
 from tests.helpers.paths import REPO
 

@@ -18,7 +18,8 @@ from export.pipeline import run_export
 from models import INSTANCE_SEGMENTATION, create_model, load_checkpoint
 from models import roi_align as roi_module
 from models.roi_align import roi_align
-from runtimes.manifest import BatchRange, Manifest
+from runtimes.manifest import Manifest
+from runtimes.manifest_fields import BatchRange
 from tests.helpers.paths import FIXTURES, official_fixture
 
 # --------------------------------------------------------------------------- RoIAlign alone

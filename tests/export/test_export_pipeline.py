@@ -14,7 +14,8 @@ from export.onnx import OnnxExport
 from export.options import ExportError, ExportOptions
 from export.verification import BatchResult, Verification
 from models import DETECTION
-from runtimes.manifest import MANIFEST_NAME, BatchRange, Manifest, ManifestError
+from runtimes.manifest import MANIFEST_NAME, Manifest, ManifestError
+from runtimes.manifest_fields import BatchRange
 from tests.helpers.detection import tiny_rcnn
 
 

@@ -13,7 +13,8 @@ import torch
 
 from models import Preprocessing
 from models.registry import _REGISTRY, ModelSpec
-from runtimes.manifest import BatchRange, Manifest
+from runtimes.manifest import Manifest
+from runtimes.manifest_fields import BatchRange
 from tests.helpers.tiny import TINY_PP_CONFIG
 
 pytestmark = pytest.mark.slow

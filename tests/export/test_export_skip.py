@@ -6,7 +6,7 @@ import json
 
 from export.options import ExportOptions
 from export.provenance import stale_reason
-from runtimes.manifest import BatchRange
+from runtimes.manifest_fields import BatchRange
 from tests.helpers.export import MINI_BATCH
 
 

@@ -12,7 +12,8 @@ from export import tensorrt as trt_export
 from export.verification import BatchResult, Verification
 from models import DETECTION
 from runtimes import tensorrt as trt_runtime
-from runtimes.manifest import BatchRange, Manifest
+from runtimes.manifest import Manifest
+from runtimes.manifest_fields import BatchRange
 from runtimes.tensorrt import EngineError, EngineRunner
 from tests.helpers.paths import REPO
 

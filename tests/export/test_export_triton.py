@@ -13,7 +13,8 @@ from tritonclient.grpc import model_config_pb2
 
 from export.triton import TritonOptions, TritonRepositoryError, model_config, write_repository
 from runtimes.hashing import sha256_file
-from runtimes.manifest import Artifact, BatchRange, Manifest, TensorSpec
+from runtimes.manifest import Manifest
+from runtimes.manifest_fields import Artifact, BatchRange, TensorSpec
 
 
 def parse(text: str) -> model_config_pb2.ModelConfig:

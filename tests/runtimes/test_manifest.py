@@ -7,16 +7,8 @@ import json
 import pytest
 
 from models import CLASSIFICATION, Preprocessing
-from runtimes.manifest import (
-    MANIFEST_NAME,
-    Artifact,
-    BatchRange,
-    Manifest,
-    ManifestError,
-    TensorSpec,
-    read_manifest,
-    write_manifest,
-)
+from runtimes.manifest import MANIFEST_NAME, Manifest, ManifestError, read_manifest, write_manifest
+from runtimes.manifest_fields import Artifact, BatchRange, TensorSpec
 
 
 def _manifest(status: str = "ok", **changes) -> Manifest:

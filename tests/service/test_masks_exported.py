@@ -14,7 +14,7 @@ from pycocotools import mask as coco_mask
 from export import pipeline
 from export.options import ExportOptions
 from models import KeepRatioResize, ModelInfo
-from runtimes.manifest import BatchRange
+from runtimes.manifest_fields import BatchRange
 from service import create_app
 from service.backends.onnxruntime import OnnxRuntimeBackend
 from service.backends.torch import TorchBackend
