@@ -17,6 +17,7 @@ from .options import DEFAULT_MODEL, ExportOptions
 
 
 def weights_info(options: ExportOptions) -> dict:
+    """Where the weights come from (checkpoint, embedded or random), their file and sha256."""
     if options.checkpoint is not None:
         path = Path(options.checkpoint)
         return {"source": "checkpoint", "file": path.name, "sha256": sha256_file(path)}
@@ -29,6 +30,7 @@ def weights_info(options: ExportOptions) -> dict:
 
 
 def tool_versions() -> dict[str, str]:
+    """The versions of the tools that made and checked the export (TensorRT where present)."""
     import numpy
     import onnx
     import onnxruntime
