@@ -9,7 +9,8 @@
 #   jpeg: one JPEG into a model input: the CPU's host paths (today's Pillow path, simplejpeg,
 #     torch's uint8 resize) and --gpu-decode (speed, and agreement);
 #   capacity: what the host feeds a simulated 5,000 img/s accelerator (--backend simulated),
-#     one process and --workers 4, 1 and 8 images per request, today's host path and the default;
+#     one process and --workers 4 (replicas, front ends), 1 and 8 images per request, today's
+#     host path and the default;
 #   compiled: at batch 64, ours fp16 compiled as --torch-compile serves it (graphs whose largest
 #     bucket is compiled), beside eager, graphs and the official;
 #   exported: our fp16 export under ONNX Runtime (CUDA) and TensorRT beside our eager fp16;
@@ -127,15 +128,17 @@ pack
 fi
 
 if want capacity; then
-echo "== the host feeding a simulated 5,000 img/s accelerator: one process and --workers 4, today's"
+echo "== the host feeding a simulated 5,000 img/s accelerator: one process, --workers 4 as replicas"
+echo "   (a model copy each, one simulated device) and as front ends (one inference process), today's"
 echo "   host path (Pillow) and the default (simplejpeg, Pillow into the crop)"
 for per in 1 8; do
-  for workers in 1 4; do
+  for workers in 1 4r 4f; do
+    mode=$([ "$workers" = 4f ] && echo frontends || echo replicas)
     for path in pillow default; do
       flags=$([ "$path" = pillow ] && echo "--jpeg-decoder pillow" || true)
-      timeout 60 $PY -m bench server --server-args "--backend simulated --simulated-ips 5000 \
-        --model dat_tiny --detector none --workers $workers $flags" --images-per-request "$per" \
-        --concurrency 128 --rates half --duration 10 --processes 4 \
+      timeout 90 $PY -m bench server --server-args "--backend simulated --simulated-ips 5000 \
+        --model dat_tiny --detector none --workers ${workers%[rf]} --worker-mode $mode $flags" \
+        --images-per-request "$per" --concurrency 128 --rates half --duration 10 --processes 4 \
         --out "$OUT/capacity/w$workers-${per}img-$path" 2>&1 | tail -n 4
     done
   done

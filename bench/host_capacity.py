@@ -1,4 +1,5 @@
-"""``python -m bench.host_capacity OUT``: the rounds of ``bench/host_capacity.sh`` in one table.
+"""``python -m bench.host_capacity OUT [REFERENCE]``: the rounds of ``bench/host_capacity.sh``
+(or ``bench/frontends.sh``, REFERENCE ``single``) in one table.
 
 Per configuration: the closed-loop img/s of each round and their median, the median over
 rounds of its img/s divided by that round's reference (one process, today's Pillow path, the
@@ -30,11 +31,12 @@ def _level(report: dict[str, Any], mode: str) -> dict[str, Any] | None:
     return next((r for r in report["runs"] if r["mode"] == mode), None)
 
 
-def summarise(found: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
+def summarise(found: dict[str, list[dict[str, Any]]], reference_name: str = "pillow") -> list[dict[str, Any]]:
+    """``reference_name``: the one-process configuration (w1-<n>img-<name>) each is paired with."""
     rows = []
     for name, reports in found.items():
         per = name.split("-")[1]  # w1-8img-default -> 8img
-        reference = found.get(f"w1-{per}-pillow", [])
+        reference = found.get(f"w1-{per}-{reference_name}", [])
         closed = [_level(r, "closed")["images_per_second"] for r in reports]
         ratios = [
             c / _level(ref, "closed")["images_per_second"] for c, ref in zip(closed, reference, strict=False)
@@ -57,9 +59,10 @@ def summarise(found: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
     return rows
 
 
-def markdown(rows: list[dict[str, Any]]) -> str:
+def markdown(rows: list[dict[str, Any]], reference_name: str = "pillow") -> str:
     lines = [
-        "| configuration | img/s per round (closed, 32 clients) | median | of w1 pillow (paired) "
+        "| configuration | img/s per round (closed loop) | median | "
+        f"of w1 {reference_name} (paired) "
         "| p50 / p99 ms at half load |",
         "| --- | --- | ---: | ---: | ---: |",
     ]
@@ -76,13 +79,16 @@ def markdown(rows: list[dict[str, Any]]) -> str:
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) != 1:
-        print("usage: python -m bench.host_capacity OUT (the folder bench/host_capacity.sh wrote)")
+    if len(argv) not in (1, 2):
+        print(
+            "usage: python -m bench.host_capacity OUT [REFERENCE] (the folder bench/host_capacity.sh wrote)"
+        )
         return 2
     out = Path(argv[0])
-    rows = summarise(collect(out))
+    reference = argv[1] if len(argv) == 2 else "pillow"
+    rows = summarise(collect(out), reference)
     (out / "capacity.json").write_text(json.dumps(rows, indent=2))
-    text = markdown(rows)
+    text = markdown(rows, reference)
     (out / "capacity.md").write_text(text)
     print(text)
     return 0

@@ -1,5 +1,5 @@
 """``python -m service [--flags]``: serve DAT over HTTP with uvicorn (one process and model copy,
-or ``--workers N`` processes sharing the port).
+or ``--workers N``: N front ends feeding one inference process, or N replicas).
 
 SIGTERM / SIGINT: readiness turns 503 and queues flush at once, uvicorn stops accepting
 connections, in-flight requests get ``--shutdown-timeout-s`` to finish, then the process exits 0.
@@ -31,6 +31,10 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(settings.log_level)
     log.info("starting", extra={"settings": settings.model_dump(mode="json")})
     log_onnxruntime()
+    if settings.workers > 1 and worker_mode(settings) == "frontends":
+        from .supervisor import serve_frontends
+
+        return serve_frontends(settings, argv)
     if settings.workers > 1:
         from .workers import serve_workers
 
@@ -40,6 +44,15 @@ def main(argv: list[str] | None = None) -> int:
 
         metrics_directory()
     return serve(settings)
+
+
+def worker_mode(settings: Settings) -> str:
+    """Front ends preprocess on their CPUs; --gpu-decode / --gpu-preprocess need the process
+    that owns the GPU to decode, so with them --workers N starts replicas."""
+    if settings.worker_mode == "frontends" and (settings.gpu_decode or settings.gpu_preprocess):
+        log.warning("--gpu-decode / --gpu-preprocess: --workers N starts replicas (a model copy each)")
+        return "replicas"
+    return settings.worker_mode
 
 
 def log_onnxruntime() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
 
 from fastapi import FastAPI
 
@@ -16,6 +17,9 @@ from .openapi import install_openapi
 from .routes import ROUTERS
 from .runtime import ServiceState
 from .settings import Settings
+
+if TYPE_CHECKING:
+    from .frontend import InferenceLink
 
 DESCRIPTION = (
     "DAT (Vision Transformer with Deformable Attention) behind HTTP. Concurrent requests "
@@ -30,12 +34,14 @@ def create_app(
     backend: Backend | None = None,
     detector: Backend | None = None,
     load_before_serving: bool = False,
+    link: InferenceLink | None = None,
 ) -> FastAPI:
     """``backend`` / ``detector`` replace the classifier's / detector's backend the settings
     describe (tests pass instrumented ones). ``load_before_serving``: startup waits for the
-    models (a worker sharing a port must not take connections it can only refuse)."""
+    models (a worker sharing a port must not take connections it can only refuse). ``link``: a
+    front end's, whose models run in the inference process (``service.frontend``)."""
     settings = settings or Settings()
-    service = ServiceState(settings, backend, detector)
+    service = ServiceState(settings, backend, detector, link)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

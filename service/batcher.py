@@ -25,97 +25,19 @@ from __future__ import annotations
 import asyncio
 import collections
 import concurrent.futures
-import enum
 import logging
 import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, cast
-
-import torch
+from typing import Any
 
 from models import CLASSIFICATION
 
 from .errors import ClientDisconnected, DeadlineExceeded, InferenceFailed, Unavailable
 from .metrics import Metrics
+from .work import _NEVER_RAN, _RAN_LATE, Inputs, RunBatch, State, Work, _concatenate, _settle
 
 log = logging.getLogger("service.batcher")
-
-_NEVER_RAN = "the deadline passed before the request could run; it was not computed"
-_RAN_LATE = "the deadline passed while the request's batch was running"
-
-Inputs = torch.Tensor | list  # a batch of images, or one input per image
-RunBatch = Callable[[Inputs, bool], Sequence[Any]]
-
-
-class State(enum.Enum):
-    QUEUED = "queued"
-    RUNNING = "running"
-    DONE = "done"
-    DROPPED = "dropped"  # removed before compute
-    ABANDONED = "abandoned"  # its caller stopped waiting while its batch ran
-
-
-class Work:
-    """One request in the queue: its images and what happened to them."""
-
-    __slots__ = (
-        "inputs",
-        "size",
-        "want_points",
-        "deadline",
-        "enqueued_at",
-        "future",
-        "loop",
-        "state",
-        "queue_s",
-        "inference_s",
-        "batch_size",
-        "request_id",
-    )
-
-    def __init__(
-        self,
-        inputs: Inputs,
-        deadline: float,
-        want_points: bool,
-        loop: asyncio.AbstractEventLoop,
-        request_id: str | None = None,
-    ) -> None:
-        self.inputs = inputs
-        self.size = len(inputs)
-        self.want_points = want_points
-        self.deadline = deadline
-        self.enqueued_at = time.monotonic()
-        self.loop = loop
-        self.future: asyncio.Future = loop.create_future()
-        # Whoever stopped waiting (deadline, disconnect) never reads the outcome: mark it read.
-        self.future.add_done_callback(lambda f: f.cancelled() or f.exception())
-        self.state = State.QUEUED
-        self.queue_s = 0.0
-        self.inference_s = 0.0
-        self.batch_size = 0
-        self.request_id = request_id
-
-
-def _concatenate(parts: list[Inputs]) -> Inputs:
-    """One batch; images preprocessed on a GPU and tensors sent from the CPU may mix."""
-    if len(parts) == 1:
-        return parts[0]
-    if isinstance(parts[0], list):
-        return [image for part in parts for image in part]
-    tensors = cast(list[torch.Tensor], parts)  # a batch holds one kind of input
-    device = next((t.device for t in tensors if t.device.type != "cpu"), tensors[0].device)
-    return torch.cat([t.to(device) for t in tensors])
-
-
-def _settle(future: asyncio.Future, result: Any, error: BaseException | None) -> None:
-    if future.done():
-        return
-    if error is not None:
-        future.set_exception(error)
-    else:
-        future.set_result(result)
 
 
 class Batcher:
@@ -197,6 +119,11 @@ class Batcher:
         """``unhealthy_after`` batches in a row failed, and no batch or probe succeeded since."""
         return self.consecutive_failures >= self.unhealthy_after
 
+    def unavailable_reason(self) -> str | None:
+        """Why batches cannot be run at all for now (a front end whose inference process is
+        restarting); None here, where the batches run in this process."""
+        return None
+
     def liveness_problem(self, stuck_after_s: float) -> tuple[str, str] | None:
         """("dead" | "stuck", why) when the worker thread has ended unasked or has been inside
         one batch longer than ``stuck_after_s``; None while it works (or loads, or stopped on
@@ -214,13 +141,20 @@ class Batcher:
 
     # -- requests (event loop side) --------------------------------------------------------
     def submit(
-        self, inputs: Inputs, deadline: float, want_points: bool = False, request_id: str | None = None
+        self,
+        inputs: Inputs,
+        deadline: float,
+        want_points: bool = False,
+        request_id: str | None = None,
+        on_release: Callable[[], None] | None = None,
     ) -> Work:
-        """Queues a request, or refuses it at once (503) when it does not fit."""
+        """Queues a request, or refuses it at once (503) when it does not fit. ``on_release``:
+        called once when the batcher is done with ``inputs`` (dropped, or its batch has run),
+        never when this raises."""
         size = len(inputs)
         if not 1 <= size <= self.max_batch_size:
             raise ValueError(f"a request must have 1..{self.max_batch_size} images, got {size}")
-        work = Work(inputs, deadline, want_points, asyncio.get_running_loop(), request_id)
+        work = Work(inputs, deadline, want_points, asyncio.get_running_loop(), request_id, on_release)
         with self._cond:
             if self.died is not None:
                 raise Unavailable(
@@ -276,6 +210,7 @@ class Batcher:
                 self._update_gauges()
                 work.state = State.DROPPED
                 self.metrics.dropped.labels(reason).inc()
+                work.release()
                 return False
             if work.state is State.RUNNING:
                 work.state = State.ABANDONED
@@ -322,6 +257,7 @@ class Batcher:
             self._update_gauges()
         for work in left:
             work.state = State.DROPPED
+            work.release()
             if dropped_as is not None:
                 self.metrics.dropped.labels(dropped_as).inc()
             self._deliver(work, None, error)
@@ -368,6 +304,7 @@ class Batcher:
             self._queue.remove(work)
             self._queued_images -= work.size
             work.state = State.DROPPED
+            work.release()
             self.metrics.dropped.labels("deadline").inc()
             self._deliver(work, None, DeadlineExceeded(_NEVER_RAN))
         if expired:
@@ -396,6 +333,8 @@ class Batcher:
                 fatal = exc  # answered below, then it ends the thread (_main)
         finally:
             self._running_since = None
+            for work in batch:
+                work.release()
         elapsed = time.monotonic() - started
         if fatal is not None:  # the thread ends with this batch: dead before any caller hears back
             with self._cond:

@@ -11,6 +11,7 @@ import sys
 import threading
 from collections.abc import Iterator
 from types import FrameType
+from typing import TYPE_CHECKING
 
 import uvicorn
 
@@ -19,6 +20,9 @@ from .backends import BackendError
 from .connections import http_protocol, raise_open_files_limit
 from .runtime import ServiceState, keep_aten_serial
 from .settings import Settings
+
+if TYPE_CHECKING:
+    from .frontend import InferenceLink
 
 log = logging.getLogger("service")
 
@@ -56,14 +60,19 @@ class DrainingServer(uvicorn.Server):
 
 
 def serve(
-    settings: Settings, sockets: list[socket.socket] | None = None, *, load_before_serving: bool = False
+    settings: Settings,
+    sockets: list[socket.socket] | None = None,
+    *,
+    load_before_serving: bool = False,
+    link: InferenceLink | None = None,
 ) -> int:
-    """Runs until a signal (or a fatal load error); the process's exit status."""
+    """Runs until a signal (or a fatal load error); the process's exit status. ``link``: a
+    front end's (``service.frontend``)."""
     if settings.switch_interval_ms:
         sys.setswitchinterval(settings.switch_interval_ms / 1000)
     keep_aten_serial()  # this thread runs the event loop
     try:
-        app = create_app(settings, load_before_serving=load_before_serving)
+        app = create_app(settings, load_before_serving=load_before_serving, link=link)
     except BackendError as exc:
         log.error("cannot start: %s", exc)
         return 2

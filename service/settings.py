@@ -326,11 +326,24 @@ class Settings(BaseSettings):
     workers: int = Field(
         1,
         ge=1,
-        description="server processes sharing the port, each with its "
-        "own model copy and batcher on the same device: one Python process "
-        "cannot feed a GPU (its HTTP and decoding work holds the GIL); "
-        "/health describes the process that answers, /metrics sums every "
-        "worker (PROMETHEUS_MULTIPROC_DIR, default a temporary directory)",
+        description="server processes sharing the port: one Python process "
+        "cannot feed a GPU (its HTTP and decoding work holds the GIL). "
+        "worker_mode frontends: N front ends (HTTP, decoding, preprocessing) "
+        "feed one inference process that owns the model and the one batcher; "
+        "replicas: N processes, each with its own model copy and batcher. "
+        "/metrics sums every process (PROMETHEUS_MULTIPROC_DIR, default a temporary directory)",
+    )
+    worker_mode: Literal["frontends", "replicas"] = Field(
+        "frontends",
+        description="what --workers N > 1 starts (see workers); "
+        "with --gpu-decode or --gpu-preprocess, replicas",
+    )
+    frontend_slots: int | None = Field(
+        None,
+        ge=1,
+        description="worker_mode frontends: images each front end can have queued or running "
+        "in the inference process at once, in shared memory sized for the model's input "
+        "(beyond them 503); default max_queue_size",
     )
     switch_interval_ms: float | None = Field(
         None,
@@ -354,32 +367,9 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _consistent(self) -> Settings:
-        if self.max_images_per_request > self.max_batch_size:
-            raise ValueError(
-                f"max_images_per_request ({self.max_images_per_request}) must not "
-                f"exceed max_batch_size ({self.max_batch_size})"
-            )
-        if self.max_images_per_request > self.max_queue_size:
-            raise ValueError(
-                f"max_queue_size ({self.max_queue_size}) must hold at least one "
-                f"full request ({self.max_images_per_request} images)"
-            )
-        if self.max_reading_bytes < self.max_body_bytes:
-            raise ValueError(
-                f"max_reading_bytes ({self.max_reading_bytes}) must hold at least one "
-                f"body of max_body_bytes ({self.max_body_bytes})"
-            )
-        if self.api_keys is not None and not self.api_key_list:
-            raise ValueError("api_keys is set but holds no key (unset DAT_API_KEYS to serve without keys)")
-        if self.jpeg_decoder == "simplejpeg":
-            from importlib.util import find_spec
+        from .settings_rules import check_consistent
 
-            if find_spec("simplejpeg") is None:
-                raise ValueError(
-                    "jpeg_decoder simplejpeg: the package is not installed (pip install simplejpeg)"
-                )
-        if self.backend in ("onnxruntime", "tensorrt") and self.artifacts is None:
-            raise ValueError(f"backend {self.backend} needs --artifacts (a 'python -m export' folder)")
+        check_consistent(self)
         return self
 
     @property

@@ -1,4 +1,5 @@
-"""``--workers N``: N server processes on one listening socket, each with its own model copy.
+"""``--workers N --worker-mode replicas``: N server processes on one listening socket, each with
+its own model copy (the default mode, front ends, lives in ``service.supervisor``).
 
 One Python process cannot feed a GPU: parsing HTTP and decoding images hold the GIL (on an
 H100 one process served a small fraction of what the model computes: docs/benchmarks.md). The
@@ -30,6 +31,7 @@ from types import FrameType
 
 from prometheus_client import multiprocess
 
+from .backends.simulated import DEVICE_LOCK
 from .logs import configure_logging
 from .settings import Settings
 
@@ -83,6 +85,8 @@ def serve_workers(settings: Settings, argv: list[str]) -> int:
 
 def _serve_workers(settings: Settings, argv: list[str], metrics_dir: str) -> int:
     sock = bind(settings.host, settings.port)
+    # --backend simulated: the replicas share one simulated device, as they would a real one
+    os.environ[DEVICE_LOCK] = os.path.join(metrics_dir, "simulated-device.lock")
     context = multiprocessing.get_context("spawn")
     workers = [
         context.Process(target=_worker, args=(argv, sock), name=f"worker-{i}")

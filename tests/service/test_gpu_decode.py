@@ -302,7 +302,7 @@ def test_stopping_refuses_the_queued_images_and_new_ones(decoder, decode):
 def cpu_as_gpu(monkeypatch, decode):
     """``--gpu-decode`` set up as on a GPU, with the CPU standing in for it and Pillow for nvJPEG."""
     monkeypatch.setattr(ModelRuntime, "_preprocess_device", lambda self, meta: torch.device("cpu"))
-    monkeypatch.setattr("service.runtime.torchvision_decoder", lambda device: decode)
+    monkeypatch.setattr("service.model_runtime.torchvision_decoder", lambda device: decode)
 
 
 @pytest.mark.anyio
@@ -350,7 +350,7 @@ async def test_without_torchvision_gpu_decode_fails_the_start(tiny_model, monkey
     def missing(device):
         raise ImportError("No module named 'torchvision'")
 
-    monkeypatch.setattr("service.runtime.torchvision_decoder", missing)
+    monkeypatch.setattr("service.model_runtime.torchvision_decoder", missing)
     app = create_app(settings(gpu_decode=True), backend=CountingBackend(tiny_model))
     with pytest.raises(RuntimeError, match="--gpu-decode needs torchvision built with nvJPEG"):
         async with serve(app):

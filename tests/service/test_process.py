@@ -37,8 +37,12 @@ def ended(process: subprocess.Popen) -> Iterator[list[dict]]:
         logs.extend(json_lines(process.stderr.read()))
 
 
-def test_a_real_server_serves_batches_and_drains_on_sigterm(tiny_config_file):
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_a_real_server_serves_batches_and_drains_on_sigterm(tiny_config_file, workers):
+    """With 2 front ends the queued requests may come through either: one batch all the same."""
     process, url = start(
+        "--workers",
+        workers,
         "--model",
         str(tiny_config_file),
         "--max-queue-delay-ms",
@@ -93,9 +97,17 @@ def test_a_real_server_serves_batches_and_drains_on_sigterm(tiny_config_file):
         httpx.get(f"{url}/health/live", timeout=1)
 
 
-def test_workers_share_the_port_each_with_its_model_and_all_drain(tiny_config_file):
+def test_replicas_share_the_port_each_with_its_model_and_all_drain(tiny_config_file):
     process, url = start(
-        "--model", str(tiny_config_file), "--workers", "2", "--no-warmup", "--max-queue-delay-ms", "1"
+        "--model",
+        str(tiny_config_file),
+        "--workers",
+        "2",
+        "--worker-mode",
+        "replicas",
+        "--no-warmup",
+        "--max-queue-delay-ms",
+        "1",
     )
     with ended(process) as logs:
         wait_ready(process, url)
@@ -123,11 +135,12 @@ def test_workers_share_the_port_each_with_its_model_and_all_drain(tiny_config_fi
     assert answered <= workers and answered  # one or both, as the kernel spread the connections
 
 
-@pytest.mark.parametrize("workers", ["1", "2"])
+@pytest.mark.parametrize("workers", [["1"], ["2"], ["2", "--worker-mode", "replicas"]])
 def test_a_model_that_cannot_load_exits_1(tiny_config_file, tmp_path, workers):
-    """With workers, the one that fails stops the rest and the parent reports it."""
+    """With replicas, the one that fails stops the rest and the parent reports it; with front
+    ends, the inference process fails and the parent stops the front ends."""
     missing = tmp_path / "missing.safetensors"
-    process, _ = start("--model", str(tiny_config_file), "--checkpoint", str(missing), "--workers", workers)
+    process, _ = start("--model", str(tiny_config_file), "--checkpoint", str(missing), "--workers", *workers)
     with ended(process) as logs:
         assert process.wait(timeout=120) == 1
 

@@ -77,3 +77,16 @@ def test_a_gpu_that_is_not_there_is_a_settings_error(monkeypatch, capsys):
     assert main(["--device", "cuda:3", "--port", "0", "--detector", "none", "--no-warmup"]) == 2
     err = capsys.readouterr().err
     assert "invalid settings" in err and "device cuda:3 requested but this machine has 1 GPU (cuda:0)" in err
+
+
+def test_workers_are_front_ends_unless_the_gpu_decodes():
+    """Front ends preprocess on their CPUs: with --gpu-decode / --gpu-preprocess the processes
+    that own the GPU decode, so --workers N starts replicas."""
+    from service.__main__ import worker_mode
+
+    assert worker_mode(Settings(workers=2)) == "frontends"
+    assert worker_mode(Settings(workers=2, worker_mode="replicas")) == "replicas"
+    assert worker_mode(Settings(workers=2, gpu_decode=True)) == "replicas"
+    assert worker_mode(Settings(workers=2, gpu_preprocess=True)) == "replicas"
+    with pytest.raises(ValidationError, match="frontend_slots"):
+        Settings(frontend_slots=4, max_images_per_request=8)

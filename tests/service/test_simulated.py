@@ -78,3 +78,24 @@ async def test_a_real_backends_metrics_carry_no_simulation(backend):
     async with served(backend) as client:
         text = (await client.get("/metrics")).text
     assert "dat_simulated_backend_images_per_second{" not in text
+
+
+@pytest.mark.parametrize("shared", [False, True])
+def test_replicas_take_turns_on_one_simulated_device(tmp_path, monkeypatch, shared):
+    """With the device lock (``--workers N --worker-mode replicas`` sets it) two backends'
+    batches run one after the other, as on one GPU; without it, side by side."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from service.backends.simulated import DEVICE_LOCK
+
+    if shared:
+        monkeypatch.setenv(DEVICE_LOCK, str(tmp_path / "device.lock"))
+    backends = [SimulatedBackend("dat_digits", images_per_second=100) for _ in range(2)]
+    images = torch.zeros(10, 3, 32, 32)  # 0.1 s each
+    for backend in backends:
+        backend.load()
+    started = time.perf_counter()
+    with ThreadPoolExecutor(2) as pool:
+        list(pool.map(lambda b: b.run(images), backends))
+    wall = time.perf_counter() - started
+    assert (wall >= 0.2) if shared else (wall < 0.18)

@@ -23,13 +23,18 @@ from tests.helpers.server import start, wait_ready
 pytestmark = pytest.mark.slow
 
 
-def test_with_two_workers_every_scrape_adds_up_both(tiny_config_file):
+@pytest.mark.parametrize("mode", ["frontends", "replicas"])
+def test_with_two_workers_every_scrape_adds_up_both(tiny_config_file, mode):
+    """Front ends: queue and batch figures come from the inference process, requests in flight
+    and connections from the front ends; replicas: each worker has its own of everything."""
     # a batch leaves after 4 s unless 16 images wait: requests stay queued long enough to scrape
     process, url = start(
         "--model",
         str(tiny_config_file),
         "--workers",
         "2",
+        "--worker-mode",
+        mode,
         "--no-warmup",
         "--detector",
         "none",

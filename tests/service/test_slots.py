@@ -1,0 +1,98 @@
+"""Shared image slots (service.slots) and the control protocol (service.wire) of --workers N."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+
+import numpy as np
+import pytest
+import torch
+
+from models.transforms import ImageMeta
+from service import wire
+from service.backends.base import ImageOutput
+from service.errors import DeadlineExceeded, InferenceFailed, Unavailable
+from service.slots import SlotRing, slot_elements
+
+
+def test_runs_are_contiguous_first_fit_and_come_back_when_freed():
+    ring = SlotRing.create(8, slot_elements(2))
+    assert ring.allocate(3) == 0
+    assert ring.allocate(4) == 3
+    assert ring.allocate(2) is None  # one slot left
+    assert ring.free_slots == 1
+    ring.free(0, 3)
+    assert ring.allocate(2) == 0  # first fit
+    assert ring.free_slots == 2 and ring.allocate(2) is None  # slots 2 and 7: two, not a run
+    assert ring.allocate(1) == 2
+    with pytest.raises(ValueError, match="not all taken"):
+        ring.free(7, 1)
+    with pytest.raises(ValueError, match="cannot take 9"):
+        ring.allocate(9)
+
+
+def test_the_other_process_reads_the_images_in_place_through_the_descriptor():
+    """The front end writes, the inference process maps the same memory (here: a second
+    mapping of the descriptor sent over a Unix socket) and sees each image at its place."""
+    front = SlotRing.create(4, slot_elements(3))
+    images = torch.arange(2 * 3 * 3 * 3, dtype=torch.float32).view(2, 3, 3, 3)
+    start = front.allocate(2)
+    shapes = front.write(start, images)
+    assert shapes == [(3, 3, 3), (3, 3, 3)]
+
+    a, b = socket.socketpair()
+    with a, b:
+        wire.send(a, (wire.RINGS, {"classification": (front.slots, front.elements)}), [front.fd])
+        (kind, specs), fds = wire.receive(b, max_fds=1)
+    assert kind == wire.RINGS and len(fds) == 1
+    slots, elements = specs["classification"]
+    back = SlotRing(fds[0], slots, elements)
+    batch = back.batch(start, 2, shapes[0])
+    assert torch.equal(batch, images)
+    front.tensor[start, 0] = -1.0  # one memory: a write shows through the other mapping
+    assert batch[0, 0, 0, 0].item() == -1.0
+    os.close(fds[0])
+
+
+def test_images_of_their_own_shapes_fit_slots_sized_for_the_largest():
+    ring = SlotRing.create(3, slot_elements(4))
+    small, wide = torch.rand(3, 2, 3), torch.rand(3, 4, 4)
+    shapes = ring.write(0, [small, wide])
+    assert torch.equal(ring.image(0, shapes[0]), small) and torch.equal(ring.image(1, shapes[1]), wide)
+    with pytest.raises(ValueError, match="does not fit"):
+        ring.write(2, [torch.rand(3, 5, 5)])
+
+
+def test_messages_round_trip_and_errors_keep_their_kind():
+    a, b = socket.socketpair()
+    outputs = [ImageOutput(np.arange(10, dtype=np.float32))]
+    meta = ImageMeta(original_size=(30, 40), image_size=(60, 80), scale_factor=(2.0, 2.0, 2.0, 2.0))
+    with a, b:
+        wire.send(a, (wire.SUBMIT, 7, "detection", 2, [(3, 60, 80)], [meta], 12.5, False, "req"))
+        wire.send(a, (wire.RESULT, 7, (outputs, 0.1, 0.2, 4), None))
+        (submit, _), (result, _) = wire.receive(b), wire.receive(b)
+    assert submit == (wire.SUBMIT, 7, "detection", 2, [(3, 60, 80)], [meta], 12.5, False, "req")
+    assert np.array_equal(result[2][0][0].logits, outputs[0].logits)
+
+    for error in (Unavailable("full"), DeadlineExceeded("late"), InferenceFailed("boom")):
+        back = wire.decode_error(wire.encode_error(error))
+        assert type(back) is type(error) and back.message == error.message
+    strange = wire.decode_error(wire.encode_error(KeyError("x")))
+    assert isinstance(strange, InferenceFailed) and "KeyError" in strange.message
+
+
+def test_the_asyncio_reader_takes_frames_as_they_come():
+    async def scenario() -> list[tuple]:
+        a, b = socket.socketpair()
+        reader, writer = await asyncio.open_unix_connection(sock=b)
+        a.sendall(wire.frame((wire.STATUS, {})) + wire.frame((wire.RELEASE, 3)))
+        got = [await wire.read(reader), await wire.read(reader)]
+        a.close()
+        with pytest.raises(asyncio.IncompleteReadError):
+            await wire.read(reader)
+        writer.close()
+        return got
+
+    assert asyncio.run(scenario()) == [(wire.STATUS, {}), (wire.RELEASE, 3)]
