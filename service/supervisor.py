@@ -128,7 +128,9 @@ class Supervisor:
     def _watch(self, loaded: multiprocessing.synchronize.Event) -> None:
         running = list(self.frontends)
         while running or not self._inference_reaped and self.inference.is_alive():
-            sentinels = [p.sentinel for p in running] + [self.inference.sentinel]
+            # a reaped inference process's sentinel stays ready: waiting on it would spin
+            inference = [] if self._inference_reaped else [self.inference.sentinel]
+            sentinels = [p.sentinel for p in running] + inference
             multiprocessing.connection.wait(sentinels, timeout=1.0)
             for process in [p for p in running if not p.is_alive()]:
                 running.remove(process)
