@@ -104,6 +104,13 @@ def main(argv: list[str] | None = None) -> int:
         default=0.0,
         help="keep repeating each measurement until this much time was timed",
     )
+    model.add_argument(
+        "--breakdown",
+        action="store_true",
+        help="detectors: where one image's forward spends its time (backbone, FPN, RPN, box and "
+        "mask heads, NMS, RoIAlign, mask pasting), eager fp32 and, with --exported "
+        "onnxruntime, in ONNX Runtime's profiler",
+    )
     model.add_argument("--out", default=None, help="folder for model.json and model.md")
 
     neighborhood = sub.add_parser(
@@ -362,6 +369,7 @@ def main(argv: list[str] | None = None) -> int:
                 exported=args.exported,
                 threads=args.threads,
                 beside=args.beside,
+                breakdown=args.breakdown,
             )
         print()
         print(bench_model.markdown_table(report))

@@ -70,7 +70,7 @@ def exported_variants(
                 else TensorRTBackend(out, device=device)
             )
             try:
-                variants[f"{name}-{precision}"] = (model, _logits(backend, device))
+                variants[f"{name}-{precision}"] = (model, _outputs(backend, model, device))
             except BackendError as exc:
                 progress(f"  {name}-{precision}: skipped, {exc}")
     return variants
@@ -106,6 +106,25 @@ def export_model(
         log=lambda line: None,
     )
     return out
+
+
+def _outputs(backend, model: torch.nn.Module, device: str) -> Callable:
+    """The backend on an fp32 batch: logits, or a detector's padded outputs (a keep-ratio
+    detector's images go in as the server passes them, each of its own shape)."""
+    from . import detector
+
+    if not detector.is_detector(model):
+        return _logits(backend, device)
+    meta = backend.load()
+    slots = getattr(model.config, "max_per_img", 100)
+
+    def forward(x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        if meta.max_side is None:  # a (B, 3, S, S) batch
+            return detector.padded(backend.run(x.cpu()), slots)
+        image = detector.image_meta(x.shape[2], x.shape[3])
+        return detector.padded(backend.run([(i, image) for i in x.cpu()]), slots)
+
+    return forward
 
 
 def _logits(backend, device: str) -> Callable[[torch.Tensor], torch.Tensor]:

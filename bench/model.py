@@ -20,6 +20,7 @@ import torch
 
 from models import create_model
 
+from . import detector as bench_detector
 from .timing import Measurement, measure, measure_interleaved, paired_speedups
 
 _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -117,6 +118,8 @@ def _precision_variants(
     and with ``graphs_max_batch`` on CUDA as the service's ``--cuda-graphs`` (and, with
     ``compile_mode``, ``--torch-compile``) runs it; returns the fp32 model too."""
     base = create_model(model_name, pretrained=False).to(device)
+    if bench_detector.is_detector(base):  # random weights that find something: NMS and masks work
+        bench_detector.make_random_weights_detect(base)
     variants: dict[str, tuple[torch.nn.Module, Callable]] = {}
     for precision in precisions:
         dtype = _DTYPES[precision]
@@ -125,7 +128,7 @@ def _precision_variants(
         else:
             model = create_model(model_name, pretrained=False).to(device, dtype)
             model.load_state_dict(base.state_dict())
-        variants[f"{label}-{precision}"] = (model, lambda x, m=model, d=dtype: m(x.to(d)).float())
+        variants[f"{label}-{precision}"] = (model, _forward(model, dtype))
         graphs_here = bool(graphs_max_batch) and device.startswith("cuda")
         if compile_mode and not graphs_here:  # with graphs: compiled as the service runs it, below
             compiled = torch.compile(model, mode=None if compile_mode == "default" else compile_mode)
@@ -150,6 +153,13 @@ def _precision_variants(
     return base, variants
 
 
+def _forward(model: torch.nn.Module, dtype: torch.dtype) -> Callable:
+    """The model on an fp32 batch in ``dtype``: logits, or a detector's outputs, as float32."""
+    if bench_detector.is_detector(model):
+        return lambda x: bench_detector.outputs_tuple(model(x.to(dtype)))
+    return lambda x: model(x.to(dtype)).float()
+
+
 def run(
     model_name: str,
     batch_sizes: tuple[int, ...],
@@ -166,6 +176,7 @@ def run(
     exported: tuple[str, ...] = (),
     threads: int | None = None,
     beside: tuple[str, ...] = (),
+    breakdown: bool = False,
 ) -> dict:
     with tempfile.TemporaryDirectory(prefix="bench-export-") as folder:
         torch.manual_seed(0)
@@ -183,7 +194,7 @@ def run(
             progress,
             beside,
         )
-        return _measure(
+        report = _measure(
             variants,
             model_name,
             batch_sizes,
@@ -195,6 +206,13 @@ def run(
             interleave,
             beside,
         )
+        base = next(iter(variants.values()))[0]
+        if breakdown and bench_detector.is_detector(base):
+            progress("  where one forward's time goes, batch 1 ...")
+            report["breakdown"] = bench_detector.breakdowns(
+                base, Path(folder), threads, max(1, repeats // 2), progress
+            )
+        return report
 
 
 def _owner(variant: str, beside: tuple[str, ...]) -> str | None:
@@ -215,15 +233,20 @@ def _measure(
     beside: tuple[str, ...] = (),
 ) -> dict:
     sync = _synchronizer(device)
-    size = next(iter(variants.values()))[0].input_size  # the first variant is ours
-    check = torch.randn(max(batch_sizes), 3, size, size, device=device)
+    ours = next(iter(variants.values()))[0]  # the first variant is ours
+    height, width = (
+        bench_detector.input_shape(ours) if bench_detector.is_detector(ours) else (ours.input_size,) * 2
+    )
+    check = torch.randn(max(batch_sizes), 3, height, width, device=device)
     results: list[Measurement] = []
     speedups: list[dict] = []
     agreement: dict[str, dict] = {}
     with torch.inference_mode():
         first = next(iter(variants))
         outputs = {name: forward(check) for name, (_, forward) in variants.items()}
-        for name, logits in outputs.items():
+        if bench_detector.is_detector(ours):
+            agreement = bench_detector.agreements(ours, check, outputs, first)
+        for name, logits in outputs.items() if not agreement else ():
             owner = _owner(name, beside)  # a beside model's variants against its own fp32
             reference = outputs[f"{owner}-fp32" if f"{owner}-fp32" in outputs else first]
             agreement[name] = {
@@ -279,9 +302,14 @@ def _measure(
 
 def _summary_line(m: Measurement) -> str:
     return (
-        f"  {m.variant:24s} batch {m.batch_size:4d}: {m.images_per_second:8.1f} img/s "
-        f"(min {m.ips_min:.1f}, max {m.ips_max:.1f}), p50 {m.latency_ms_p50:.1f} ms"
+        f"  {m.variant:24s} batch {m.batch_size:4d}: {_rate(m.images_per_second):>8s} img/s "
+        f"(min {_rate(m.ips_min)}, max {_rate(m.ips_max)}), p50 {m.latency_ms_p50:.1f} ms"
     )
+
+
+def _rate(images_per_second: float) -> str:
+    """One decimal, or three significant digits below 1 img/s (a detector at 1333 x 800 on a CPU)."""
+    return f"{images_per_second:.1f}" if images_per_second >= 1 else f"{images_per_second:.3g}"
 
 
 def _synchronizer(device: str) -> Callable[[], None]:
@@ -327,15 +355,18 @@ def profile(
 
 
 def markdown_table(report: dict) -> str:
+    detections = any("detections_matched_vs_ours_fp32" in a for a in report["agreement"].values())
+    what = "detections matched" if detections else "top-1"
     lines = [
-        "| variant | batch | img/s (median) | min-max | p50 latency ms | top-1 vs ours fp32 |",
+        f"| variant | batch | img/s (median) | min-max | p50 latency ms | {what} vs ours fp32 |",
         "|---|---:|---:|---:|---:|---:|",
     ]
     for r in report["results"]:
-        agree = report["agreement"][r["variant"]]["top1_agreement_with_ours_fp32"]
+        entry = report["agreement"][r["variant"]]
+        agree = entry["detections_matched_vs_ours_fp32" if detections else "top1_agreement_with_ours_fp32"]
         lines.append(
-            f"| {r['variant']} | {r['batch_size']} | {r['images_per_second']:.1f} | "
-            f"{r['ips_min']:.1f}-{r['ips_max']:.1f} | {r['latency_ms_p50']:.1f} | "
+            f"| {r['variant']} | {r['batch_size']} | {_rate(r['images_per_second'])} | "
+            f"{_rate(r['ips_min'])}-{_rate(r['ips_max'])} | {r['latency_ms_p50']:.1f} | "
             f"{agree:.0%} |"
         )
     if report.get("paired_speedups"):
@@ -349,6 +380,8 @@ def markdown_table(report: dict) -> str:
             f"{r['min']:.2f}-{r['max']:.2f} | {r['rounds']} |"
             for r in report["paired_speedups"]
         ]
+    if report.get("breakdown"):
+        lines += ["", bench_detector.breakdown_table(report["breakdown"])]
     return "\n".join(lines)
 
 
