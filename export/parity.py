@@ -18,6 +18,8 @@ detection of the same class on the other side scores within tolerance of it and 
 beyond the NMS IoU threshold, and both boxes are among the candidates PyTorch's NMS chose from.
 A detector's check in which PyTorch kept no detection at all fails: it compared nothing (any
 runtime that also finds nothing would pass), so it needs pictures the detector finds objects in.
+A float16 two-stage detector (Mask R-CNN, Cascade) is matched by overlap instead, as a set
+(:mod:`export.overlap`: float16 rounding reorders the RPN's near-equal proposals).
 
 Instance masks are compared on the matched detections: each side's 28 x 28 probabilities pasted
 over its own box (as the server pastes them) and thresholded at 0.5. The two masks' IoU must be

@@ -20,6 +20,7 @@ class BatchResult:
     passed: bool
     detections: int | None = None
     min_mask_iou: float | None = None  # instance masks: the worst matched pair's IoU
+    mask_error: float | None = None  # float16 two-stage masks: mean probability error (export.overlap)
 
 
 @dataclass
