@@ -9,8 +9,6 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from models.segmenter import RetinaNetSegmenter
-
 from . import validate
 from .options import DEFAULT_MODEL, TASKS, ExportError, ExportOptions
 
@@ -60,10 +58,11 @@ def load_model(options: ExportOptions) -> DAT | RetinaNet | RCNN:
                 f"{source} is an R-CNN detector without a mask head, which only the torch backend "
                 "serves: ONNX export takes classifiers, RetinaNet, Mask R-CNN and Cascade Mask R-CNN"
             )
-        if isinstance(model, RetinaNetSegmenter):
+        if not getattr(model, "static_graph", True):  # the model says its shapes depend on the data
             raise ExportError(
-                f"{source} is a RetinaNet with a mask head (the digits segmenter), which only the torch "
-                "backend serves: ONNX export takes classifiers, RetinaNet, Mask R-CNN and Cascade Mask R-CNN"
+                f"{source} runs part of its forward on a data-dependent number of detections (e.g. a "
+                "mask head on the kept ones), which only the torch backend serves: ONNX export takes "
+                "classifiers, RetinaNet, Mask R-CNN and Cascade Mask R-CNN"
             )
     except ExportError:
         raise

@@ -113,7 +113,7 @@ class _Agreement:
             ),
             default=0.0,
         )
-        self.mask_error = None
+        self.mask_error: float | None = None
         if "masks" in ref and "masks" in cand:
             self.mask_error = float(
                 np.mean([np.abs(cand["masks"][j] - ref["masks"][i]).mean() for i, j in pairs] or [0.0])
@@ -141,8 +141,8 @@ def compare_by_overlap(
     above. ``top1_agreement`` is the share of the reference's detections the artifact matched,
     ``max_abs_error`` the largest relative box error of a matched pair, ``mask_error`` the
     largest image mean of the matched masks' probability error."""
-    for expected, actual, bar in zip(reference, candidate, float16):
-        if not np.shape(expected) == np.shape(actual) == np.shape(bar):
+    for expected, actual, theirs in zip(reference, candidate, float16):
+        if not np.shape(expected) == np.shape(actual) == np.shape(theirs):
             raise ValueError(f"output shape {np.shape(actual)} != reference {np.shape(expected)}")
     total = matched = 0
     worst, passed = 0.0, True

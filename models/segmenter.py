@@ -64,6 +64,9 @@ class RetinaNetSegmenter(RetinaNet):
 
     task = INSTANCE_SEGMENTATION
     config: SegmenterConfig
+    # The mask head runs on the kept detections only, a number known at run time: no graph of
+    # static shapes holds that (the exporter reads this and refuses the model).
+    static_graph = False
 
     def __init__(self, config: SegmenterConfig, info: ModelInfo | None = None):
         super().__init__(config, info)

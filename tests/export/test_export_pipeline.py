@@ -186,3 +186,14 @@ def test_the_digits_segmenter_is_refused_at_load_naming_what_exports(tmp_path):
     mask head on RetinaNet has no ONNX graph: a clear refusal, not a tracing error."""
     with pytest.raises(ExportError, match="dat_digits_segmenter .*only the torch backend"):
         loading.load_model(ExportOptions(out=tmp_path, model="dat_digits_segmenter"))
+
+
+def test_a_model_stating_data_dependent_shapes_is_refused_whatever_its_class(tmp_path, monkeypatch):
+    """The refusal reads what the model states (``static_graph``), not its class."""
+    import models
+
+    classifier = models.create_model("dat_digits", pretrained=False)
+    classifier.static_graph = False
+    monkeypatch.setattr(models, "create_model", lambda *args, **kwargs: classifier)
+    with pytest.raises(ExportError, match="data-dependent number of detections"):
+        loading.load_model(ExportOptions(out=tmp_path, model="dat_digits"))
