@@ -23,16 +23,19 @@ import torch
 KeepFn = Callable[[torch.Tensor, torch.Tensor, int, float, float], torch.Tensor]
 
 
-def pairwise_iou(boxes: np.ndarray) -> np.ndarray:
-    """(N, 4) x1y1x2y2 -> (N, N) IoU, 0 wherever a box has no area (ONNX NMS convention)."""
-    x1, y1 = np.minimum(boxes[:, 0], boxes[:, 2]), np.minimum(boxes[:, 1], boxes[:, 3])
-    x2, y2 = np.maximum(boxes[:, 0], boxes[:, 2]), np.maximum(boxes[:, 1], boxes[:, 3])
-    area = (x2 - x1) * (y2 - y1)
-    w = np.clip(np.minimum(x2[:, None], x2[None]) - np.maximum(x1[:, None], x1[None]), 0, None)
-    h = np.clip(np.minimum(y2[:, None], y2[None]) - np.maximum(y1[:, None], y1[None]), 0, None)
+def _iou_with(box: np.ndarray, others: np.ndarray) -> np.ndarray:
+    """One (4,) box x1y1x2y2 against (N, 4) others -> (N,) IoU, 0 wherever a box has no area
+    (ONNX NMS convention)."""
+    x1, y1 = min(box[0], box[2]), min(box[1], box[3])
+    x2, y2 = max(box[0], box[2]), max(box[1], box[3])
+    ox1, oy1 = np.minimum(others[:, 0], others[:, 2]), np.minimum(others[:, 1], others[:, 3])
+    ox2, oy2 = np.maximum(others[:, 0], others[:, 2]), np.maximum(others[:, 1], others[:, 3])
+    area, other_area = (x2 - x1) * (y2 - y1), (ox2 - ox1) * (oy2 - oy1)
+    w = np.clip(np.minimum(x2, ox2) - np.maximum(x1, ox1), 0, None)
+    h = np.clip(np.minimum(y2, oy2) - np.maximum(y1, oy1), 0, None)
     inter = w * h
-    union = area[:, None] + area[None] - inter
-    valid = (area[:, None] > 0) & (area[None] > 0) & (union > 0)
+    union = area + other_area - inter
+    valid = (area > 0) & (other_area > 0) & (union > 0)
     return np.where(valid, inter / np.where(union > 0, union, 1), 0.0)
 
 
@@ -54,7 +57,9 @@ def greedy_nms_keep(
                 continue
             # Highest score first; equal scores in index order.
             candidates = candidates[np.argsort(-all_scores[b, c, candidates], kind="stable")]
-            iou = pairwise_iou(all_boxes[b, candidates])
+            # each kept box against the candidates after it: O(kept x N), never an N x N matrix
+            # (the RPN's 5 levels x 1000 would be 25 M IoUs, of which 1000 rows are read)
+            ordered = all_boxes[b, candidates]
             suppressed = np.zeros(candidates.size, dtype=bool)
             kept = 0
             for i in range(candidates.size):
@@ -64,7 +69,7 @@ def greedy_nms_keep(
                 kept += 1
                 if kept == max_per_class:
                     break
-                suppressed |= iou[i] > iou_threshold
+                suppressed[i + 1 :] |= _iou_with(ordered[i], ordered[i + 1 :]) > iou_threshold
     return keep.to(device=scores.device, dtype=scores.dtype)
 
 
