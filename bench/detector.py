@@ -26,7 +26,6 @@ from models.transforms import ImageMeta, KeepRatioResize
 # As the mmdet fixtures make random weights detect: class logits of std 1.5 (RetinaNet: mean -2.5)
 LOGIT_STD = 1.5
 RETINA_LOGIT_MEAN = -2.5
-CALIBRATION_SIZE = 256  # side of the random image the class logits are scaled on
 
 
 def is_detector(model: torch.nn.Module) -> bool:
@@ -60,10 +59,11 @@ def _class_layers(model: torch.nn.Module) -> list[tuple[torch.nn.Module, float]]
 
 
 @torch.no_grad()
-def make_random_weights_detect(model: torch.nn.Module) -> None:
+def make_random_weights_detect(model: torch.nn.Module, shape: tuple[int, int] | None = None) -> None:
     """Scales the class layers of a randomly initialised detector so that their logits have std
-    1.5, as the mmdet fixtures do: an untrained head scores every class near chance and keeps
-    nothing, which would leave NMS, the mask head and the comparison with nothing to do."""
+    1.5 on a random input of ``shape`` (default: its test input), as the mmdet fixtures do: an
+    untrained head scores every class near chance and keeps nothing, which would leave NMS,
+    the mask head and the comparison with nothing to do."""
     layers = _class_layers(model)
     if not layers:
         return
@@ -73,9 +73,8 @@ def make_random_weights_detect(model: torch.nn.Module) -> None:
         for i, (layer, _) in enumerate(layers)
     ]
     try:
-        model(
-            torch.randn(1, 3, CALIBRATION_SIZE, CALIBRATION_SIZE, generator=torch.Generator().manual_seed(1))
-        )
+        height, width = shape or input_shape(model)
+        model(torch.randn(1, 3, height, width, generator=torch.Generator().manual_seed(1)))
     finally:
         for hook in hooks:
             hook.remove()

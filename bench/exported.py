@@ -91,7 +91,7 @@ def export_model(
     from export.pipeline import run_export
     from runtimes.manifest_fields import BatchRange
 
-    is_file = Path(model).suffix in (".json", ".yaml", ".yml")
+    is_file = Path(model).suffix in (".json", ".yaml", ".yml", ".py")  # .py: an mmdet config
     run_export(
         ExportOptions(
             out=out,
