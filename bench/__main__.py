@@ -32,7 +32,10 @@ def main(argv: list[str] | None = None) -> int:
         "model; 'python -m bench backends --help' for its options",
     )
 
-    model = sub.add_parser("model", help="img/s and latency of the model per precision and batch size")
+    model = sub.add_parser(
+        "model",
+        help="img/s and latency of the model per precision and batch size (a detector at its test size)",
+    )
     model.add_argument("--model", default="dat_tiny", help="registered model name (default dat_tiny)")
     model.add_argument(
         "--batch-sizes",

@@ -4,7 +4,9 @@ Measures our PyTorch model (eager fp32, bf16, fp16; with ``--cuda-graphs`` and `
 as graphs and compiled), with ``--exported`` its export under ONNX Runtime and TensorRT, and
 with ``--official`` the official implementation under the same conditions (fp32 and
 autocast), in one process so that the ratios are comparable. Each variant's top-1 is compared
-with our fp32 on the same inputs.
+with our fp32 on the same inputs. Detectors run at their test size, with random heads scaled to
+find objects, their detections compared with our fp32's, and ``--breakdown`` splits one
+forward by part (:mod:`bench.detector`).
 """
 
 from __future__ import annotations
