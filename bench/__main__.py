@@ -270,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
 
         from . import decode as bench_decode
         from . import host_path
-        from .model import machine_description
+        from .machine import machine_description
         from .server_cli import image_or_sample, sample_jpeg
 
         data = sample_jpeg(2000, 1500) if args.large and not args.image else image_or_sample(args.image)
@@ -336,25 +336,27 @@ def main(argv: list[str] | None = None) -> int:
 
         import torch
 
-        from . import model as bench_model
+        from . import machine as bench_machine
         from . import neighborhood as bench_neighborhood
 
         dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[args.precision]
-        with bench_model.threads(args.threads):
-            print(f"{args.model}'s N blocks on {args.device}, {bench_model.machine_description(args.device)}")
+        with bench_machine.threads(args.threads):
+            machine = bench_machine.machine_description(args.device)
+            print(f"{args.model}'s N blocks on {args.device}, {machine}")
             report = bench_neighborhood.run(
                 args.model, args.batch_size, args.device, dtype, args.tiles, args.repeats, args.flex
             )
-        report["machine"] = bench_model.machine_description(args.device)
+        report["machine"] = bench_machine.machine_description(args.device)
         print()
         print(bench_neighborhood.markdown_table(report))
         if args.out:
             with open(args.out, "w") as f:
                 json.dump(report, f, indent=2)
     if args.command == "model":
+        from . import machine as bench_machine
         from . import model as bench_model
 
-        with bench_model.threads(args.threads):
+        with bench_machine.threads(args.threads):
             print(f"benchmarking {args.model} on {args.device} ...", flush=True)
             report = bench_model.run(
                 args.model,

@@ -11,9 +11,7 @@ forward by part (:mod:`bench.detector`).
 
 from __future__ import annotations
 
-import contextlib
 import json
-import platform
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -23,34 +21,10 @@ import torch
 from models import create_model
 
 from . import detector as bench_detector
+from .machine import machine_description
 from .timing import Measurement, measure, measure_interleaved, paired_speedups
 
 _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-def machine_description(device: str) -> dict:
-    info = {
-        "cpu": _cpu_name(),
-        "cores": torch.get_num_threads(),
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-    }
-    if device.startswith("cuda"):
-        props = torch.cuda.get_device_properties(device)
-        info.update(
-            gpu=props.name, cuda=torch.version.cuda, gpu_memory_gib=round(props.total_memory / 2**30, 1)
-        )
-    return info
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def _variants(
@@ -399,16 +373,3 @@ def write_report(report: dict, out: str | Path) -> Path:
     except ImportError:
         print("matplotlib not installed: no plot")
     return out
-
-
-@contextlib.contextmanager
-def threads(n: int | None):
-    if n is None:
-        yield
-        return
-    previous = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
