@@ -25,6 +25,7 @@ so slow clients cost a connection and the bytes they sent, for at most these dea
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import logging
 import resource
@@ -44,6 +45,11 @@ MAX_HEAD_BYTES = 64 * 1024
 # once would reset it under a request still arriving, and the client would not see the 503.
 REFUSED_LINGER_S = 1.0
 V2_PREFIX = b"/v2"
+# Tickets in the order connections begin to wait for a request head: the eviction takes the lowest.
+# Not the loop's clock: uvloop's loop.time() is libuv's millisecond clock, read once per loop
+# iteration, so connections that began waiting within one tick would tie, and the eviction would
+# pick among them in the (arbitrary) order of the server's set of connections.
+_WAITING_ORDER = itertools.count()
 
 
 def _response(status: int, reason: str, body: dict[str, Any], headers: dict[str, str] | None = None) -> bytes:
@@ -91,8 +97,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._in_head = True
         self._head_bytes = 0
         self._refused = False
-        # since when the connection waits for a request's head (None: a request is under way)
-        self._idle_since: float | None = None
+        # its place among the connections waiting for a request head (None: a request is under way)
+        self._wait_ticket: int | None = None
 
     # -- connection ----------------------------------------------------------------------
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -100,7 +106,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self._refuse(transport)
             return
         super().connection_made(transport)
-        self._idle_since = self.loop.time()
+        self._wait_ticket = next(_WAITING_ORDER)
         self._gauge()
         self._arm("header_timeout", self.header_timeout_s)
 
@@ -139,7 +145,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         super().on_headers_complete()
         self._in_head = False
-        self._idle_since = None
+        self._wait_ticket = None
         self._arm("body_timeout", self.body_timeout_s)
 
     def on_message_complete(self) -> None:
@@ -149,7 +155,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def on_response_complete(self) -> None:
         super().on_response_complete()
         if not self.transport.is_closing() and (self.cycle is None or self.cycle.response_complete):
-            self._idle_since = self.loop.time()  # keep-alive: waits for the next request
+            self._wait_ticket = next(_WAITING_ORDER)  # keep-alive: waits for the next request
 
     # -- deadlines ------------------------------------------------------------------------
     def _arm(self, reason: str, seconds: float) -> None:
@@ -204,7 +210,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._close(reason, answer)
 
     def _close(self, reason: str, answer: bytes | None) -> None:
-        self._idle_since = None
+        self._wait_ticket = None
         self._disarm()
         if self.metrics is not None:
             self.metrics.closed_connections.labels(reason).inc()
@@ -218,10 +224,10 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         any: a real client sends its head at once, so under a flood of stalled heads or idle
         sockets the one evicted is nearly always one of them."""
         waiting = [
-            (c._idle_since, c)
+            (c._wait_ticket, c)
             for c in self.connections
             if isinstance(c, GuardedHttpToolsProtocol)
-            and c._idle_since is not None
+            and c._wait_ticket is not None
             and not c.transport.is_closing()
         ]
         if not waiting:

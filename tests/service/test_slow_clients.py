@@ -29,10 +29,12 @@ PNG = sample_png(0)
 
 @contextlib.contextmanager
 def server(tiny_config_file, **env: str) -> Iterator[str]:
+    # warmed up: the first inference of a cold model can take a second on a loaded machine,
+    # which the clients' latency bounds would count
     process, url = start(
         "--model",
         str(tiny_config_file),
-        "--no-warmup",
+        "--warmup",
         "--detector",
         "none",
         "--max-queue-delay-ms",
@@ -87,8 +89,8 @@ def closing_times(
 
 def classify(url: str) -> tuple[int, float]:
     """A well-behaved client: a new connection, the whole request at once."""
-    started = time.monotonic()
     with httpx.Client(timeout=10) as client:
+        started = time.monotonic()  # not the client's set-up (its TLS context: 0.1-0.4 s)
         status = client.post(
             f"{url}/classify", content=PNG, headers={"content-type": "image/png"}
         ).status_code
@@ -237,7 +239,7 @@ def test_at_the_connection_cap_a_new_client_evicts_the_longest_stalled_head(tiny
         finally:
             close_all([*old, *new])
     assert [status for status, _ in served] == [200] * 5
-    assert max(seconds for _, seconds in served) < 1.0
+    assert max(seconds for _, seconds in served) < 1.0, served
     assert [t is not None for t in closed] == [True] * 11 + [False] * 19, closed
     assert metric(metrics, "dat_closed_connections_total", reason="evicted") == 11
 
