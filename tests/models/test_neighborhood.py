@@ -15,7 +15,8 @@ from models.neighborhood import (
 
 def natten_reference(q, k, v, rpb, kernel, scale):
     """NATTEN 0.14.6's CPU kernel, written out per query: window start and bias start as in
-    natten_cpu_commons.h (dilation 1)."""
+    natten_cpu_commons.h (dilation 1). A row of queries at a time, each query gathering its own
+    keys, values and bias by those starts."""
     B, heads, H, W, d = q.shape
     r = kernel // 2
 
@@ -24,16 +25,27 @@ def natten_reference(q, k, v, rpb, kernel, scale):
         bias = r + (i < r) * (r - i) + (i + r >= length) * (length - i - 1 - r)
         return window, bias
 
+    offsets = torch.arange(kernel)
+    column_starts = torch.tensor([starts(j, W) for j in range(W)])
+    key_columns = column_starts[:, 0, None] + offsets  # (W, kernel): each query's key columns
+    bias_columns = column_starts[:, 1, None] + offsets
     out = torch.empty_like(q)
     for i in range(H):
         ni, pi = starts(i, H)
-        for j in range(W):
-            nj, pj = starts(j, W)
-            keys = k[:, :, ni : ni + kernel, nj : nj + kernel].reshape(B, heads, -1, d)
-            values = v[:, :, ni : ni + kernel, nj : nj + kernel].reshape(B, heads, -1, d)
-            bias = rpb[:, pi : pi + kernel, pj : pj + kernel].reshape(heads, -1)
-            logits = torch.einsum("bhd,bhnd->bhn", q[:, :, i, j] * scale, keys) + bias
-            out[:, :, i, j] = torch.einsum("bhn,bhnd->bhd", logits.softmax(-1), values)
+        # (B, heads, kernel rows, W, kernel columns, d) -> (B, heads, W, kernel * kernel, d)
+        keys = (
+            k[:, :, ni : ni + kernel][:, :, :, key_columns]
+            .permute(0, 1, 3, 2, 4, 5)
+            .reshape(B, heads, W, -1, d)
+        )
+        values = (
+            v[:, :, ni : ni + kernel][:, :, :, key_columns]
+            .permute(0, 1, 3, 2, 4, 5)
+            .reshape(B, heads, W, -1, d)
+        )
+        bias = rpb[:, pi : pi + kernel][:, :, bias_columns].permute(0, 2, 1, 3).reshape(heads, W, -1)
+        logits = torch.einsum("bhwd,bhwnd->bhwn", q[:, :, i] * scale, keys) + bias
+        out[:, :, i] = torch.einsum("bhwn,bhwnd->bhwd", logits.softmax(-1), values)
     return out
 
 
