@@ -19,6 +19,9 @@ def _words(text: str) -> tuple[str, ...]:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    from runtimes.allocator import keep_freed_memory
+
+    keep_freed_memory()  # as the service runs its models (service.server.serve)
     if argv[:1] == ["backends"]:  # the serving backends, through the service's own code
         from .backends import main as backends_main
 

@@ -13,6 +13,7 @@ def machine_description(device: str) -> dict:
     info = {
         "cpu": _cpu_name(),
         "cores": torch.get_num_threads(),
+        "allocator": host_allocator(),
         "torch": torch.__version__,
         "python": platform.python_version(),
     }
@@ -22,6 +23,13 @@ def machine_description(device: str) -> dict:
             gpu=props.name, cuda=torch.version.cuda, gpu_memory_gib=round(props.total_memory / 2**30, 1)
         )
     return info
+
+
+def host_allocator() -> str:
+    """How this process's malloc treats freed memory (runtimes.allocator)."""
+    from runtimes.allocator import keeps_freed_memory
+
+    return "glibc, keeps freed memory" if keeps_freed_memory() else "as the C library and environment set it"
 
 
 def _cpu_name() -> str:

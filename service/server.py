@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING
 
 import uvicorn
 
+from runtimes.allocator import keep_freed_memory
+
 from .app import create_app
 from .backends import BackendError
 from .connections import http_protocol, raise_open_files_limit
@@ -71,6 +73,7 @@ def serve(
     if settings.switch_interval_ms:
         sys.setswitchinterval(settings.switch_interval_ms / 1000)
     keep_aten_serial()  # this thread runs the event loop
+    keep_freed_memory()  # before the model's first batch: no page faults for every large tensor
     try:
         app = create_app(settings, load_before_serving=load_before_serving, link=link)
     except BackendError as exc:
