@@ -13,6 +13,21 @@ def _ints(text: str) -> tuple[int, ...]:
     return tuple(int(v) for v in text.split(",") if v)
 
 
+def _tiles(text: str) -> tuple[tuple[int, int], ...]:
+    """'4x7,8' -> ((4, 7), (8, 8))."""
+    tiles = []
+    for word in _words(text):
+        rows, _, cols = word.partition("x")
+        try:
+            tile = int(rows), int(cols or rows)
+        except ValueError:
+            tile = (0, 0)
+        if min(tile) < 1:
+            raise argparse.ArgumentTypeError(f"a tile is RxC or one side, e.g. 4x7 or 8: got {word!r}")
+        tiles.append(tile)
+    return tuple(tiles)
+
+
 def _words(text: str) -> tuple[str, ...]:
     return tuple(v for v in text.split(",") if v)
 
@@ -130,9 +145,10 @@ def main(argv: list[str] | None = None) -> int:
     neighborhood.add_argument("--precision", default="bf16", choices=("fp32", "bf16", "fp16"))
     neighborhood.add_argument(
         "--tiles",
-        type=_ints,
-        default=(6, 7, 8, 10, 14),
-        help="query tile sides of the blocked path (default 6,7,8,10,14)",
+        type=_tiles,
+        default=((4, 7), (8, 8), (2, 14), (7, 7)),
+        help="query tiles of the blocked path besides its default, RxC (rows x columns) or one "
+        "side of a square (default 4x7,8x8,2x14,7x7)",
     )
     neighborhood.add_argument("--repeats", type=int, default=7)
     neighborhood.add_argument(

@@ -4,9 +4,10 @@ Runs the neighborhood attention of a model's N blocks (one call per block shape,
 how many blocks have it) at a batch size, in turns, and reports ms per forward of the model's
 N blocks and each variant's largest difference from NATTEN's definition:
 
-``blocked-T``
-    the model's own path (:func:`models.neighborhood.blocked_neighborhood_attention`), with
-    tiles of T queries per side (the model's default is marked).
+``blocked (default)``, ``blocked-RxC``
+    the model's own path (:func:`models.neighborhood.blocked_neighborhood_attention`), with its
+    default tiles (:func:`models.neighborhood.tile_shape`) or with tiles of R x C queries on
+    every map.
 ``windows``
     every query's k x k window gathered (``unfold``-like indexing), then one batched matmul:
     the literal "gather the windows and run one attention".
@@ -118,7 +119,7 @@ def run(
     batch: int,
     device: str,
     dtype: torch.dtype,
-    tiles: tuple[int, ...],
+    tiles: tuple[tuple[int, int], ...],
     repeats: int,
     flex: bool,
     progress: Callable[[str], None] = print,
@@ -139,9 +140,9 @@ def run(
                 count,
             )
         )
-    variants: dict[str, AttentionFn] = {}
-    for tile in tiles:
-        variants[f"blocked-{tile}" + (" (default)" if tile == nb.TILE else "")] = _blocked(tile)
+    variants: dict[str, AttentionFn] = {"blocked (default)": nb.blocked_neighborhood_attention}
+    for rows, cols in tiles:
+        variants[f"blocked-{rows}x{cols}"] = _blocked((rows, cols))
     variants["windows"] = windows_attention
     if flex and (fn := flex_attention_fn(device)) is not None:
         variants["flex"] = fn
@@ -185,7 +186,7 @@ def run(
     return report
 
 
-def _blocked(tile: int) -> AttentionFn:
+def _blocked(tile: tuple[int, int]) -> AttentionFn:
     def run(q, k, v, rpb, kernel, scale):
         return nb.blocked_neighborhood_attention(q, k, v, rpb, kernel, scale, tile=tile)
 

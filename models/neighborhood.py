@@ -14,8 +14,9 @@ swaps in an opaque op (:func:`override`) that it translates to ONNX.
 Blocked computation: the map is cut into tiles of queries; the keys of a tile's queries form a
 contiguous band of at most ``tile + k - 1`` rows and columns, so each tile is one dense
 attention over its band with a static additive mask (the bias inside each query's window,
--inf outside). Gathered keys grow by ``((tile + k - 1) / tile)^2`` instead of the ``k^2`` of
-gathering every query's window, and the attention runs in the fused SDPA kernels.
+-inf outside). Gathered keys grow by ``(th + k - 1)(tw + k - 1) / (th tw)`` for th x tw tiles
+instead of the ``k^2`` of gathering every query's window, and the attention runs in the fused
+SDPA kernels.
 """
 
 from __future__ import annotations
@@ -35,10 +36,20 @@ from .layers import _eager, attention_mask, linear
 # (q, k, v (B, heads, H, W, head_dim), rpb (heads, 2k-1, 2k-1), kernel, scale) -> like q
 AttentionFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, int, float], torch.Tensor]
 
-# Queries per tile side (AxisPlan). A query's band holds (TILE + k - 1)^2 keys, so small tiles
-# waste less work, but the attention kernels want rows in multiples of their blocks and each
-# tile costs a launch: `python -m bench neighborhood` measures the choice (8 for k = 7).
-TILE = 8
+# Queries per tile, (rows, columns). A query's band holds (rows + k - 1)(columns + k - 1) keys,
+# so small tiles waste less work, but each tile costs the attention kernel a block of its own:
+# `python -m bench neighborhood` measures the choice. For k = 7, 4 x 7 (28 queries, 130 keys)
+# took less time than 8 x 8 (64, 196) on the 56 and 28 maps of DAT-T++, in fp32 and bf16.
+TILE = (4, 7)
+
+
+def tile_shape(height: int, width: int, kernel: int) -> tuple[int, int]:
+    """The tiles of an H x W map: one tile, the map itself, when it is at most 2k on each side
+    (its band is then the map: no gathers; measured the fastest on the 14 x 14 maps), else
+    ``TILE``."""
+    if max(height, width) <= 2 * kernel:
+        return height, width
+    return TILE
 
 
 def window_starts(length: int, kernel: int) -> list[int]:
@@ -59,7 +70,7 @@ class AxisPlan(NamedTuple):
     inside: torch.Tensor
 
 
-def axis_plan(length: int, kernel: int, tile: int = TILE) -> AxisPlan:
+def axis_plan(length: int, kernel: int, tile: int) -> AxisPlan:
     starts = window_starts(length, kernel)
     band = tile + kernel - 1
     if length <= band:  # one tile: every query, every key
@@ -97,22 +108,33 @@ def _raster(rows: torch.Tensor, cols: torch.Tensor, width: int) -> torch.Tensor:
     return (rows[:, None, :, None] * width + cols[None, :, None, :]).reshape(-1)
 
 
-def layout(height: int, width: int, kernel: int, device: torch.device, tile: int = TILE) -> Layout:
+def layout(
+    height: int, width: int, kernel: int, device: torch.device, tile: int | tuple[int, int] | None = None
+) -> Layout:
     """Built once per size and device, so an eager forward pass makes no host-to-device copy
-    (and can be captured in a CUDA graph after a warm-up); a trace builds its own."""
+    (and can be captured in a CUDA graph after a warm-up); a trace builds its own. ``tile``
+    (rows, columns), or one side of square tiles: by default :func:`tile_shape`'s."""
+    if tile is None:
+        tile = tile_shape(height, width, kernel)
+    elif isinstance(tile, int):
+        tile = (tile, tile)
     if not _eager():  # e.g. torch.export's fake tensors, which must not outlive the trace
         return _build_layout(height, width, kernel, device, tile)
     return _cached_layout(height, width, kernel, device, tile)
 
 
 @functools.cache
-def _cached_layout(height: int, width: int, kernel: int, device: torch.device, tile: int) -> Layout:
+def _cached_layout(
+    height: int, width: int, kernel: int, device: torch.device, tile: tuple[int, int]
+) -> Layout:
     with torch.inference_mode(False):  # plain tensors, even when first asked for in inference
         return _build_layout(height, width, kernel, device, tile)
 
 
-def _build_layout(height: int, width: int, kernel: int, device: torch.device, tile: int) -> Layout:
-    rows, cols = axis_plan(height, kernel, tile), axis_plan(width, kernel, tile)
+def _build_layout(
+    height: int, width: int, kernel: int, device: torch.device, tile: tuple[int, int]
+) -> Layout:
+    rows, cols = axis_plan(height, kernel, tile[0]), axis_plan(width, kernel, tile[1])
     side = 2 * kernel - 1
     index = rows.relative[:, None, :, None, :, None] * side + cols.relative[None, :, None, :, None, :]
     inside = rows.inside[:, None, :, None, :, None] & cols.inside[None, :, None, :, None, :]
@@ -167,11 +189,11 @@ def blocked_neighborhood_attention(
     rpb: torch.Tensor,
     kernel: int,
     scale: float,
-    tile: int = TILE,
+    tile: int | tuple[int, int] | None = None,
 ) -> torch.Tensor:
     """Neighborhood attention with relative position bias, NATTEN 0.14.6 semantics (module
-    docstring). q, k, v (B, heads, H, W, head_dim) with H, W >= kernel; rpb (heads, 2k-1, 2k-1).
-    Returns (B, heads, H, W, head_dim)."""
+    docstring). q, k, v (B, heads, H, W, head_dim) with H, W >= kernel; rpb (heads, 2k-1, 2k-1);
+    ``tile`` as :func:`layout` takes it. Returns (B, heads, H, W, head_dim)."""
     B, heads, H, W, d = q.shape
     plan = layout(H, W, kernel, q.device, tile)
     tiles = plan.mask.shape[0]

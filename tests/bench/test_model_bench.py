@@ -141,7 +141,7 @@ def test_bench_neighborhood_times_each_way_against_the_definition(tmp_path):
         "--precision",
         "fp32",
         "--tiles",
-        "7,8",
+        "7,8x8",
         "--repeats",
         "1",
         "--out",
@@ -149,7 +149,7 @@ def test_bench_neighborhood_times_each_way_against_the_definition(tmp_path):
     )
     report = json.loads(out.read_text())
     assert [s["blocks"] for s in report["shapes"]] == [1, 2, 9]  # DAT-T++'s N blocks per stage
-    assert set(report["variants"]) == {"blocked-7", "blocked-8 (default)", "windows"}
+    assert set(report["variants"]) == {"blocked (default)", "blocked-7x7", "blocked-8x8", "windows"}
     for name, variant in report["variants"].items():
         assert variant["max_abs_diff_vs_definition"] < 1e-4, name
         assert variant["ms_median"] > 0

@@ -54,8 +54,10 @@ def natten_reference(q, k, v, rpb, kernel, scale):
     [
         (7, 7, 7),  # the map is one window
         (8, 9, 7),  # one tile, keys shifted at both borders
-        (14, 14, 7),  # DAT-T++ stage 3 at 224
+        (14, 14, 7),  # DAT-T++ stage 3 at 224: at most 2k a side, the map is one tile
+        (28, 28, 7),  # stage 2: 4 x 7 tiles, the rows' last one shifted back
         (56, 56, 7),  # stage 1: tiles that divide the map
+        (15, 40, 7),  # just over 2k: tiled, both axes' last tiles shifted back
         (13, 30, 5),  # tiles that do not: the last one shifted back
         (20, 17, 3),
         (9, 9, 9),
