@@ -198,13 +198,15 @@ def blocked_neighborhood_attention(
     plan = layout(H, W, kernel, q.device, tile)
     tiles = plan.mask.shape[0]
     bias = attention_mask(_window_bias(rpb, plan), q)
-    out = F.scaled_dot_product_attention(
-        _gather(q, plan.queries, tiles),
-        _gather(k, plan.keys, tiles),
-        _gather(v, plan.keys, tiles),
-        attn_mask=bias,
-        scale=scale,
-    )  # (B, heads * T, Lq, d)
+    if tiles == 1:  # the band is the map: the attention reads q, k, v where they lie
+        q, k, v = q.flatten(2, 3), k.flatten(2, 3), v.flatten(2, 3)
+    else:
+        # contiguous first: the gathers then read whole rows, and cost less in all than
+        # gathering from strided views
+        q = _gather(q.contiguous(), plan.queries, tiles)
+        k = _gather(k.contiguous(), plan.keys, tiles)
+        v = _gather(v.contiguous(), plan.keys, tiles)
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=scale)  # (B, heads * T, Lq, d)
     out = out.view(B, heads, -1, d)
     if plan.owner is not None:
         out = out.index_select(2, plan.owner)
@@ -258,9 +260,7 @@ class NeighborhoodAttention(nn.Module):
             x = F.pad(x, (0, 0, 0, pad_w, 0, pad_h))
         H, W = x.shape[1:3]
         qkv = linear(x, self.qkv.weight, self.qkv.bias).view(B, H, W, 3, self.heads, self.head_dim)
-        # (B, heads, H, W, d) each, contiguous: with this one copy the tiles' gathers read whole
-        # rows, and cost less in all than gathering from the strided views
-        q, k, v = qkv.permute(3, 0, 4, 1, 2, 5).contiguous().unbind(0)
+        q, k, v = qkv.permute(3, 0, 4, 1, 2, 5).unbind(0)  # (B, heads, H, W, d) views
         out = neighborhood_attention(q, k, v, self.rpb, self.kernel, self.scale)
         out = out.permute(0, 2, 3, 1, 4).reshape(B, H, W, C)
         if pad_h or pad_w:
