@@ -23,6 +23,7 @@ from .layers import (
     ShiftWindowAttention,
     TransformerMLP,
     TransformerMLPWithConv,
+    _eager,
     linear,
     plus_conv,
 )
@@ -221,6 +222,10 @@ class DAT(nn.Module):
     def _stem(self, x: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) -> (B, H/p, W/p, dim_stem): convs on NCHW, norms channels-last."""
         channels_last = False
+        if x.device.type == "cpu" and _eager():
+            # channels-last strides in, channels-last strides out of oneDNN's convs: each norm
+            # then reads a contiguous map (DAT-T++'s first norm and GELU run at 112 x 112)
+            x = x.contiguous(memory_format=torch.channels_last)
         for layer in self.patch_proj:
             if isinstance(layer, nn.Conv2d) and channels_last:
                 x, channels_last = x.permute(0, 3, 1, 2), False
