@@ -26,6 +26,7 @@ import time
 from typing import Any
 
 from models import CLASSIFICATION, DETECTION
+from runtimes.allocator import keep_freed_memory
 
 from . import wire
 from .backends import BackendError, create_backend, create_detector_backend
@@ -253,6 +254,7 @@ def main(argv: list[str], socket_path: str, loaded: Any = None) -> None:
     settings = Settings(_cli_parse_args=argv)
     configure_logging(settings.log_level)
     keep_aten_serial()
+    keep_freed_memory()  # as a single-process server (service.server.serve): this one runs the models
     try:
         server = InferenceServer(settings, socket_path)
     except BackendError as exc:
