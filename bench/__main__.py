@@ -157,6 +157,17 @@ def main(argv: list[str] | None = None) -> int:
     neighborhood.add_argument("--threads", type=int, default=None)
     neighborhood.add_argument("--out", default=None, help="JSON file for the results")
 
+    parts = sub.add_parser(
+        "parts",
+        help="CPU time of one forward by part (attention by kind, MLPs, LPUs, norms, the rest), "
+        "models side by side; run with --threads 1",
+    )
+    parts.add_argument("--models", type=_words, default=("dat_pp_tiny", "dat_tiny"))
+    parts.add_argument("--precision", default="bf16", choices=("fp32", "bf16"))
+    parts.add_argument("--batch-size", type=int, default=8)
+    parts.add_argument("--repeats", type=int, default=5, help="forwards; the fastest is reported")
+    parts.add_argument("--threads", type=int, default=1)
+
     prof = sub.add_parser(
         "profile",
         help="torch.profiler's top operators of one forward, ours beside the official model under autocast",
@@ -326,6 +337,16 @@ def main(argv: list[str] | None = None) -> int:
             (out / "ceiling.json").write_text(json.dumps(report, indent=2))
             (out / "ceiling.md").write_text(text)
             print(f"\nwritten to {out}")
+    if args.command == "parts":
+        from . import machine as bench_machine
+        from . import parts as bench_parts
+
+        with bench_machine.threads(args.threads):
+            report = bench_parts.run(list(args.models), args.precision, args.batch_size, args.repeats)
+            machine = bench_machine.machine_description("cpu")
+        shape = f"{args.batch_size} images, {args.precision}, {args.threads} thread(s)"
+        print(f"CPU ms per forward of {shape}, {machine}")
+        print(bench_parts.markdown_table(report))
     if args.command == "profile":
         from . import model as bench_model
 

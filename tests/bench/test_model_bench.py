@@ -153,3 +153,21 @@ def test_bench_neighborhood_times_each_way_against_the_definition(tmp_path):
     for name, variant in report["variants"].items():
         assert variant["max_abs_diff_vs_definition"] < 1e-4, name
         assert variant["ms_median"] > 0
+
+
+def test_parts_split_a_forward_by_part_without_counting_anything_twice():
+    from bench import parts as bench_parts
+
+    report = bench_parts.run(["dat_digits"], "fp32", batch_size=2, repeats=2)["dat_digits"]
+    assert {"DeformableAttention", "MLPs", "layer norms"} <= set(report)
+    assert all(report[k] > 0 for k in ("DeformableAttention", "MLPs"))
+    hooked = sum(v for k, v in report.items() if k != "total" and not k.startswith("rest"))
+    assert hooked <= report["total"] + 0.1  # a part nested in another would be counted twice
+    assert "| total |" in bench_parts.markdown_table({"dat_digits": report})
+
+
+def test_parts_refuse_a_model_without_dat_blocks():
+    from bench import parts as bench_parts
+
+    with pytest.raises(ValueError, match="DAT classifiers"):
+        bench_parts.measure(torch.nn.Linear(2, 2), torch.zeros(1, 2), repeats=1)
