@@ -13,6 +13,13 @@ class DetectorConfig:
     """What the detectors' frozen dataclass configs share: a DAT ``backbone`` config inside."""
 
     backbone: DATConfig
+    out_indices: tuple[int, ...]
+
+    def check_out_indices(self) -> None:
+        """The backbone stages the neck reads: increasing, each one of DAT's four."""
+        indices = self.out_indices
+        if not indices or list(indices) != sorted(set(indices)) or not all(0 <= i < 4 for i in indices):
+            raise ValueError(f"out_indices must be increasing stage indices 0-3, got {indices}")
 
     def replace(self, **changes: Any) -> Self:
         return replace(self, **changes)  # type: ignore[type-var]

@@ -72,12 +72,7 @@ class RCNNConfig(DetectorConfig):
     mask_threshold: float = 0.5
 
     def __post_init__(self) -> None:
-        if (
-            not self.out_indices
-            or list(self.out_indices) != sorted(set(self.out_indices))
-            or not all(0 <= i < 4 for i in self.out_indices)
-        ):
-            raise ValueError(f"out_indices must be increasing stage indices 0-3, got {self.out_indices}")
+        self.check_out_indices()
         if self.num_outs < len(self.out_indices) or len(self.anchor_strides) != self.num_outs:
             raise ValueError("num_outs must cover the backbone stages used and match the anchor strides")
         if self.fpn_extra not in (None, "on_input", "on_lateral", "on_output"):

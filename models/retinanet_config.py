@@ -30,12 +30,7 @@ class RetinaNetConfig(DetectorConfig):
     max_per_img: int = 100
 
     def __post_init__(self) -> None:
-        if (
-            not self.out_indices
-            or list(self.out_indices) != sorted(set(self.out_indices))
-            or not all(0 <= i < 4 for i in self.out_indices)
-        ):
-            raise ValueError(f"out_indices must be increasing stage indices 0-3, got {self.out_indices}")
+        self.check_out_indices()
         if self.num_outs < len(self.out_indices):
             raise ValueError("num_outs must be at least the number of backbone stages used")
         if self.num_classes < 1 or self.max_per_img < 1 or self.nms_pre < 1:

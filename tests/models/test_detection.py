@@ -343,3 +343,15 @@ def test_mmdet_retinanet_takes_the_best_anchor_class_pairs():
     widths = found.boxes[0][kept, 2] - found.boxes[0][kept, 0]
     assert (widths > 0).all()  # anchor-sized boxes, clipped to the 96 x 64 input
     assert (found.boxes[0][kept, 2] <= 96).all() and (found.boxes[0][kept, 3] <= 64).all()
+
+
+@pytest.mark.parametrize("out_indices", [(2, 1), (), (0, 4), (1, 1)])
+@pytest.mark.parametrize("config_class", ["RetinaNetConfig", "RCNNConfig"])
+def test_detector_configs_refuse_backbone_stages_that_are_not_increasing_stage_indices(
+    config_class, out_indices
+):
+    from models.rcnn_config import RCNNConfig
+
+    config = {"RetinaNetConfig": RetinaNetConfig, "RCNNConfig": RCNNConfig}[config_class]
+    with pytest.raises(ValueError, match="out_indices must be increasing stage indices 0-3"):
+        config(backbone=DATConfig(), out_indices=out_indices)
