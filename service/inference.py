@@ -36,6 +36,7 @@ from .metrics import Metrics
 from .model_runtime import ModelRuntime, keep_aten_serial
 from .settings import Settings
 from .slots import SlotRing
+from .workers import exit_with_parent
 
 log = logging.getLogger("service.inference")
 
@@ -250,6 +251,7 @@ class InferenceServer:
 def main(argv: list[str], socket_path: str, loaded: Any = None) -> None:
     """The process's entry point (spawned by ``service.supervisor``); ``loaded``: an Event set
     once the models are loaded and the socket listens."""
+    exit_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the group: the supervisor decides
     settings = Settings(_cli_parse_args=argv)
     configure_logging(settings.log_level)

@@ -14,6 +14,8 @@ once it has reached the inference process.
   the front ends hold the clients' connections, which a restart of the whole would cut, and
   nothing of theirs is lost with it. If it fails before it ever loaded, the model cannot
   load: everything stops and the parent exits with its status (1: load failed, 2: settings).
+- The parent is killed outright: every child gets SIGTERM from the kernel and drains
+  (``service.workers.exit_with_parent``).
 - A front end dies: the others are stopped and the parent exits with its status, as with
   worker_mode replicas, for the supervisor above (compose, Kubernetes) to restart the whole.
 """
@@ -37,7 +39,7 @@ from prometheus_client import multiprocess
 
 from .logs import configure_logging
 from .settings import Settings
-from .workers import bind, metrics_directory
+from .workers import bind, exit_with_parent, metrics_directory
 
 log = logging.getLogger("service.workers")
 
@@ -48,6 +50,7 @@ def _frontend(argv: list[str], sock: socket.socket, socket_path: str) -> None:
     from .frontend import InferenceLink
     from .server import serve
 
+    exit_with_parent()
     settings = Settings(_cli_parse_args=argv)
     configure_logging(settings.log_level)
     link = InferenceLink(settings, socket_path)

@@ -7,7 +7,9 @@ parent binds the port once and starts the workers (spawned, so none inherits CUD
 kernel spreads connections over them. A worker takes connections only once its models have
 loaded. SIGTERM / SIGINT go on to every worker, which drain as a single server does; if a
 worker dies on its own, the others are stopped and the parent exits with its status, for the
-supervisor (compose, Kubernetes) to restart the whole.
+supervisor (compose, Kubernetes) to restart the whole. A parent killed outright (SIGKILL, the
+OOM killer) takes its workers with it: each asks the kernel for SIGTERM when it is orphaned
+(:func:`exit_with_parent`), so none is left holding the port.
 
 Metrics: the workers write theirs to files in one directory per server, and each one's
 /metrics sums them all (``service.metrics``). The directory is ``PROMETHEUS_MULTIPROC_DIR`` if
@@ -17,6 +19,7 @@ removed at exit.
 
 from __future__ import annotations
 
+import ctypes
 import glob
 import logging
 import multiprocessing
@@ -48,10 +51,26 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+def exit_with_parent() -> None:
+    """Called first in a spawned worker: SIGTERM (a drain, as from the parent) once the process
+    that started it is gone. Linux only; elsewhere the parent's own signal handling remains."""
+    parent = multiprocessing.parent_process()
+    if not sys.platform.startswith("linux") or parent is None:
+        return
+    if ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
+    if os.getppid() != parent.pid:  # it died before the request took effect
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
 def _worker(argv: list[str], sock: socket.socket) -> None:
     """A worker process: the same settings, the shared socket."""
     from .server import serve
 
+    exit_with_parent()
     settings = Settings(_cli_parse_args=argv)
     configure_logging(settings.log_level)
     sys.exit(serve(settings, [sock], load_before_serving=True))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import json
+import os
 import signal
 import subprocess
 import time
@@ -178,3 +179,42 @@ def test_bad_settings_exit_2_and_help_lists_the_flags(capsys, monkeypatch):
         "DAT_MAX_BATCH_SIZE",
     ):
         assert flag in text, flag
+
+
+def children(pid: int) -> set[int]:
+    with open(f"/proc/{pid}/task/{pid}/children") as f:
+        return {int(child) for child in f.read().split()}
+
+
+def alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"  # a zombie has exited
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.parametrize("mode", ["frontends", "replicas"])
+def test_workers_exit_when_their_parent_is_killed(mode):
+    """A parent killed outright (OOM killer, SIGKILL) must not leave workers holding the port."""
+    process, url = start(
+        "--backend", "simulated", "--workers", "2", "--worker-mode", mode, "--no-warmup", "--detector", "none"
+    )  # fmt: skip
+    workers: set[int] = set()
+    try:
+        wait_ready(process, url)
+        workers = children(process.pid)
+        assert len(workers) >= 2
+        process.kill()
+        process.wait()
+        deadline = time.monotonic() + 20
+        while any(alive(pid) for pid in workers):
+            assert time.monotonic() < deadline, f"left running: {[p for p in workers if alive(p)]}"
+            time.sleep(0.1)
+        with pytest.raises(httpx.TransportError):
+            httpx.get(f"{url}/health/live", timeout=1)
+    finally:  # whatever is left would hold the port and the test's pipes
+        for pid in [process.pid, *workers]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        process.wait()
