@@ -34,7 +34,15 @@ def _png(image) -> bytes:
 
 def segmenter_app(**overrides):
     return create_app(
-        settings(**{"detector": "dat_digits_segmenter", "warmup": True, "max_batch_size": 8, **overrides})
+        settings(
+            **{
+                "detector": "dat_digits_segmenter",
+                "warmup": True,
+                "max_batch_size": 8,
+                "default_timeout_ms": 120_000,  # accuracy is checked here, not deadlines (a busy CPU)
+                **overrides,
+            }
+        )
     )
 
 

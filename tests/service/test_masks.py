@@ -218,7 +218,11 @@ async def fixture_detections(backend, name: str, **params) -> tuple[dict, list[d
     reference, and the detections /detect finds in its picture with ``params``."""
     reference = official_fixture(f"mmdet_{name}_mini")
     folder = FIXTURES / f"mmdet_{name}_mini"
-    overrides = dict(detector=str(folder / "config.py"), detector_checkpoint=str(reference["checkpoint"]))
+    overrides = dict(
+        detector=str(folder / "config.py"),
+        detector_checkpoint=str(reference["checkpoint"]),
+        default_timeout_ms=120_000,  # detections are checked here, not deadlines: a busy CPU takes >10 s
+    )
     photo = (FIXTURES / "chelsea.jpg").read_bytes()
     async with serve(create_app(settings(**overrides), backend=backend)) as client:
         response = await client.post(
