@@ -21,14 +21,13 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from models import Task
 
 from . import wire
 from .backends.base import Backend, BackendError, ImageBatch, ImageOutput, ModelMeta
-from .batcher import Batcher
 from .errors import ClientDisconnected, DeadlineExceeded, Unavailable
 from .metrics import Metrics
 from .model_runtime import ModelRuntime
@@ -79,18 +78,16 @@ class RemoteWork:
         self.batch_size = 0
 
 
-class RemoteBatcher(Batcher):
-    """The batcher interface routes use, over the link to the inference process's batcher."""
+class RemoteBatcher:
+    """The inference process's batcher as routes use it (a ``BatchQueue``), over the link: no
+    queue and no thread live here."""
 
-    def __init__(self, link: InferenceLink, role: Task, settings: Settings, metrics: Metrics) -> None:
-        # Deliberately not Batcher.__init__: no queue and no thread live here.
+    def __init__(self, link: InferenceLink, role: Task, settings: Settings) -> None:
         self.link = link
         self.role = role.name
         self.max_batch_size = settings.max_batch_size
         self.max_queue_size = settings.max_queue_size
         self.probe_interval_s = settings.probe_interval_s
-        self.unhealthy_after = settings.unhealthy_after_failures
-        self.metrics = metrics.for_task(role.name)
 
     def start(self) -> concurrent.futures.Future[None]:
         return self.link.start()
@@ -113,14 +110,19 @@ class RemoteBatcher(Batcher):
         return status.queued_images if status else 0
 
     @property
-    def consecutive_failures(self) -> int:  # type: ignore[override]
+    def consecutive_failures(self) -> int:
         status = self._status
         return status.consecutive_failures if status else 0
 
     @property
-    def last_error(self) -> str | None:  # type: ignore[override]
+    def last_error(self) -> str | None:
         status = self._status
         return status.last_error if status else None
+
+    @property
+    def failing(self) -> bool:
+        status = self._status
+        return status.failing if status else False
 
     def is_full(self) -> bool:
         ring = self.link.rings.get(self.role)
@@ -135,20 +137,20 @@ class RemoteBatcher(Batcher):
         status = self._status
         return status.liveness if status else None
 
-    def submit(  # type: ignore[override]
+    def submit(
         self,
         inputs: ImageBatch,
         deadline: float,
         want_points: bool = False,
         request_id: str | None = None,
-        on_release: Any = None,
+        on_release: Callable[[], None] | None = None,
     ) -> RemoteWork:
         size = len(inputs)
         if not 1 <= size <= self.max_batch_size:
             raise ValueError(f"a request must have 1..{self.max_batch_size} images, got {size}")
         return self.link.submit(self.role, inputs, deadline, want_points, request_id)
 
-    async def result(self, work: RemoteWork, disconnected: Awaitable[Any] | None = None) -> Any:  # type: ignore[override]
+    async def result(self, work: RemoteWork, disconnected: Awaitable[Any] | None = None) -> Any:
         watch = asyncio.ensure_future(disconnected) if disconnected is not None else None
         try:
             waiters: set[asyncio.Future] = {work.future} | ({watch} if watch else set())
@@ -192,7 +194,7 @@ class InferenceLink:
         """The route-facing model for ``role``, served through this link."""
         self._metrics = metrics
         backend = self.backends[role.name] = RemoteBackend()
-        batcher = RemoteBatcher(self, role, self.settings, metrics)
+        batcher = RemoteBatcher(self, role, self.settings)
         return ModelRuntime(backend, self.settings, metrics, role, batcher=batcher)
 
     # -- connection --------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ from models import Preprocessing, Task
 
 from . import jpeg
 from .backends import Backend, BackendError, ModelMeta
+from .batch_queue import BatchQueue
 from .batcher import Batcher
 from .errors import Unavailable
 from .gpu_decode import GpuJpegDecoder, torchvision_decoder
@@ -64,7 +65,7 @@ class ModelRuntime:
         settings: Settings,
         metrics: Metrics,
         role: Task,
-        batcher: Batcher | None = None,
+        batcher: BatchQueue[Any] | None = None,
     ) -> None:
         self.backend = backend
         self.settings = settings
@@ -73,7 +74,7 @@ class ModelRuntime:
         self.preprocess_device: torch.device | None = None  # None: on the CPU, as host_path says
         self.host_path = host_path(settings)
         self.jpeg_decoder: GpuJpegDecoder | None = None  # --gpu-decode
-        self.batcher = batcher or Batcher(
+        self.batcher: BatchQueue[Any] = batcher or Batcher(
             backend.run,
             max_batch_size=settings.max_batch_size,
             max_queue_delay_s=settings.max_queue_delay_s,

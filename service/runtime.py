@@ -20,7 +20,7 @@ from models.transforms import KeepRatioResize, expect_pipeline
 
 from .backends import Backend, create_backend, create_detector_backend
 from .backends.base import ImageBatch
-from .batcher import Work
+from .batch_queue import QueuedWork
 from .errors import BadImage, PayloadTooLarge, ServiceError, Unavailable
 from .gpu_decode import GpuJpegDecoder, Refused, read_header
 from .metrics import MULTIPROCESS, Metrics
@@ -288,7 +288,7 @@ class ServiceState:
         deadline: float,
         want_points: bool,
         request_id: str | None,
-    ) -> Work:
+    ) -> QueuedWork:
         meta = runtime.meta
         inputs = (
             keep_ratio_inputs(decoded, expect_pipeline(meta.preprocessing, KeepRatioResize))
@@ -304,7 +304,7 @@ class ServiceState:
         deadline: float,
         want_points: bool,
         request_id: str | None,
-    ) -> Work:
+    ) -> QueuedWork:
         """Queues model inputs: float32 (N, 3, S, S), S the model's size, or a keep-ratio
         detector's list of inputs."""
         size = runtime.meta.input_size

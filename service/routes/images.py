@@ -12,7 +12,7 @@ from typing import Any
 from fastapi import Request
 
 from ..backends import ModelMeta
-from ..batcher import Work
+from ..batch_queue import QueuedWork
 from ..errors import RequestTimeout
 from ..preprocess import Decoded
 from ..runtime import ModelRuntime, ServiceState
@@ -79,7 +79,7 @@ class Computed:
     uploads: list[Upload]
     decoded: list[Decoded]
     outputs: Sequence[Any]
-    work: Work
+    work: QueuedWork
     started: float
     preprocessed: float
     deadline: float  # time.monotonic() after which the response is no longer worth computing
