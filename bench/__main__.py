@@ -167,6 +167,13 @@ def main(argv: list[str] | None = None) -> int:
     parts.add_argument("--batch-size", type=int, default=8)
     parts.add_argument("--repeats", type=int, default=5, help="forwards; the fastest is reported")
     parts.add_argument("--threads", type=int, default=1)
+    parts.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="the models take turns this many times; each part's fastest round is reported "
+        "(robust to other jobs' load; the parts then need not add up to the total)",
+    )
 
     prof = sub.add_parser(
         "profile",
@@ -342,9 +349,13 @@ def main(argv: list[str] | None = None) -> int:
         from . import parts as bench_parts
 
         with bench_machine.threads(args.threads):
-            report = bench_parts.run(list(args.models), args.precision, args.batch_size, args.repeats)
+            report = bench_parts.run(
+                list(args.models), args.precision, args.batch_size, args.repeats, args.rounds
+            )
             machine = bench_machine.machine_description("cpu")
-        shape = f"{args.batch_size} images, {args.precision}, {args.threads} thread(s)"
+        shape = (
+            f"{args.batch_size} images, {args.precision}, {args.threads} thread(s), {args.rounds} round(s)"
+        )
         print(f"CPU ms per forward of {shape}, {machine}")
         print(bench_parts.markdown_table(report))
     if args.command == "profile":

@@ -166,6 +166,17 @@ def test_parts_split_a_forward_by_part_without_counting_anything_twice():
     assert "| total |" in bench_parts.markdown_table({"dat_digits": report})
 
 
+def test_parts_over_rounds_keep_each_parts_fastest(monkeypatch):
+    from bench import parts as bench_parts
+
+    rounds = iter([{"MLPs": 3.0, "total": 9.0}, {"MLPs": 2.0, "total": 10.0}, {"MLPs": 4.0, "total": 8.0}])
+    monkeypatch.setattr(bench_parts, "measure", lambda model, inputs, repeats: next(rounds))
+    report = bench_parts.run(["dat_digits"], "fp32", batch_size=1, repeats=1, rounds=3)
+    assert report == {"dat_digits": {"MLPs": 2.0, "total": 8.0}}
+    with pytest.raises(ValueError, match="rounds must be at least 1"):
+        bench_parts.run(["dat_digits"], "fp32", batch_size=1, repeats=1, rounds=0)
+
+
 def test_parts_refuse_a_model_without_dat_blocks():
     from bench import parts as bench_parts
 
