@@ -95,18 +95,20 @@ def verification_images(model: DAT | RetinaNet | RCNN, paths) -> torch.Tensor | 
 
 
 def check_detections(
-    model: DAT | RetinaNet | RCNN,
+    references: validate.References,
     images: torch.Tensor | None,
     options: ExportOptions,
     log: Callable[[str], None],
 ) -> None:
     """Before the slow part: a detector's verification compares its detections, so PyTorch must
-    find some in the inputs (an untrained head finds nothing in random noise); ExportError if not."""
+    find some in the inputs (an untrained head finds nothing in random noise); ExportError if not.
+    Its outputs stay in ``references`` for the verification of the same inputs."""
     batch_sizes = validate.verification_batches(options.batch, options.verify_batches)
-    inputs = images if images is not None else validate.sample_inputs(model.input_size, max(batch_sizes))
+    size = references.model.input_size
+    inputs = images if images is not None else validate.sample_inputs(size, max(batch_sizes))
     found = 0
     for start in range(0, inputs.shape[0], 8):
-        labels = validate.reference_outputs(model, inputs[start : start + 8])[2]
+        labels = references.outputs(inputs[start : start + 8])[2]
         found += int((labels >= 0).sum())
     what = f"the {inputs.shape[0]} --verify-images" if images is not None else "seeded random inputs"
     if not found:

@@ -102,10 +102,11 @@ def run_export(options: ExportOptions, log: Log = print) -> mf.Manifest:
             f"{model.input_size}px, {model.num_classes} classes, {weights['source']} weights"
         )
         images = verification_images(model, options.verify_images)
+        references = validate.References(model)  # PyTorch's outputs, shared by every check below
         if weights["source"] == "random":
             notes.append("random weights: a smoke-test export, not a usable model")
         if model.task.finds_objects:
-            check_detections(model, images, options, log)
+            check_detections(references, images, options, log)
 
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -154,6 +155,7 @@ def run_export(options: ExportOptions, log: Log = print) -> mf.Manifest:
                 batch_sizes=batch_sizes,
                 input_name=mf.INPUT_NAME,
                 images=images,
+                references=references,
             )
             log(f"    {report.summary()}")
         return report
@@ -201,6 +203,7 @@ def run_export(options: ExportOptions, log: Log = print) -> mf.Manifest:
                     precision=options.precision,
                     batch_sizes=batch_sizes,
                     images=images,
+                    references=references,
                 )
 
         result = trt_export.build_verified(

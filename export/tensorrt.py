@@ -23,7 +23,7 @@ from pathlib import Path
 from runtimes.manifest_fields import BatchRange
 from runtimes.tensorrt import EngineError, EngineRunner, logger
 
-from .validate import verify_runner
+from .validate import References, verify_runner
 from .verification import Verification
 
 DEFAULT_WORKSPACE_GB = 4.0
@@ -93,6 +93,7 @@ def verify_engine(
     precision: str,
     batch_sizes: Sequence[int],
     images=None,
+    references: References | None = None,
 ) -> Verification:
     """The engine against PyTorch on the same GPU (TF32 off on both sides)."""
     import torch
@@ -120,6 +121,7 @@ def verify_engine(
             batch_sizes=batch_sizes,
             device="cuda",
             images=images,
+            references=references,
         )
     finally:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = matmul, cudnn

@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -78,6 +79,61 @@ def reference_candidates(
     return boxes.cpu().numpy(), scores.cpu().numpy()
 
 
+class References:
+    """PyTorch's side of one model's verifications, each computed once per input batch and
+    device: float32 outputs, a detector's NMS candidates, a float16 two-stage detector's own
+    float16 outputs. An export checks the same inputs several times (the detections check
+    before the export, ONNX Runtime, the fallback graph, the engine); an entry is reused only
+    for equal inputs on the same device."""
+
+    def __init__(self, model: DAT | RetinaNet | RCNN):
+        self.model = model
+        self._entries: dict[tuple[str, str, tuple[int, ...]], tuple[torch.Tensor, Any]] = {}
+
+    def _get(self, kind: str, images: torch.Tensor, device: str | torch.device, compute: Callable) -> Any:
+        key = (kind, str(device), tuple(images.shape))
+        entry = self._entries.get(key)
+        if entry is None or not torch.equal(entry[0], images):
+            entry = (images.clone(), compute())
+            self._entries[key] = entry
+        return entry[1]
+
+    def outputs(self, images: torch.Tensor, device: str | torch.device = "cpu") -> list[np.ndarray]:
+        """Float32 eager outputs (:func:`reference_outputs`)."""
+        if isinstance(self.model, RCNN):  # one pass gives the candidates too
+            return self._with_candidates(images, device)[0]
+        return self._get("outputs", images, device, lambda: reference_outputs(self.model, images, device))
+
+    def candidates(self, images: torch.Tensor, device: str | torch.device = "cpu") -> Candidates:
+        """A detector's pre-NMS boxes and class scores (:func:`reference_candidates`)."""
+        model = self.model
+        if isinstance(model, RCNN):
+            return self._with_candidates(images, device)[1]
+        assert isinstance(model, RetinaNet), "only detectors have NMS candidates"
+        return self._get("candidates", images, device, lambda: reference_candidates(model, images, device))
+
+    def float16(self, images: torch.Tensor, device: str | torch.device = "cpu") -> list[np.ndarray]:
+        """PyTorch's own float16 model's outputs (:func:`float16_outputs`)."""
+        model = self.model
+        assert isinstance(model, RCNN), "only two-stage detectors are held to PyTorch float16"
+        return self._get("float16", images, device, lambda: float16_outputs(model, images, device))
+
+    def _with_candidates(
+        self, images: torch.Tensor, device: str | torch.device
+    ) -> tuple[list[np.ndarray], Candidates]:
+        model = self.model
+        assert isinstance(model, RCNN)
+
+        @torch.no_grad()
+        def compute() -> tuple[list[np.ndarray], Candidates]:
+            model.to(device).float().eval()
+            found, (boxes, scores) = model.forward_with_candidates(images.to(device))
+            outputs = [t.cpu().numpy() for t in found if t is not None]
+            return outputs, (boxes.cpu().numpy(), scores.cpu().numpy())
+
+        return self._get("outputs+candidates", images, device, compute)
+
+
 def verify_runner(
     run: Runner,
     model: DAT | RetinaNet | RCNN,
@@ -89,10 +145,12 @@ def verify_runner(
     device: str = "cpu",
     checker: str = "not run",
     images: torch.Tensor | None = None,
+    references: References | None = None,
 ) -> Verification:
     """Runs ``run`` (float32 NCHW numpy -> the graph's outputs) at each batch size and compares
     with the model. ``images`` replaces the seeded random inputs (a detector finds nothing in
-    noise; real pictures make its comparison meaningful)."""
+    noise; real pictures make its comparison meaningful). ``references``: PyTorch's outputs
+    already computed for ``model`` (a new :class:`References` otherwise)."""
     from . import overlap
 
     task = getattr(model, "task", CLASSIFICATION)
@@ -113,13 +171,17 @@ def verify_runner(
         images = sample_inputs(model.input_size, max(batch_sizes))
     elif images.shape[0] < max(batch_sizes):  # repeat real pictures up to the largest batch
         images = images.repeat((max(batch_sizes) + images.shape[0] - 1) // images.shape[0], 1, 1, 1)
+    if references is None:
+        references = References(model)
+    elif references.model is not model:
+        raise ValueError("references were computed for another model")
     for size in batch_sizes:
         x = images[:size]
-        expected = reference_outputs(model, x, device)
+        expected = references.outputs(x, device)
         try:
             actual = [np.asarray(a) for a in run(x.numpy())]
             if isinstance(model, RCNN) and by_overlap:
-                result = overlap.compare_by_overlap(expected, actual, float16_outputs(model, x, device))
+                result = overlap.compare_by_overlap(expected, actual, references.float16(x, device))
             elif isinstance(model, (RetinaNet, RCNN)):  # detectors: their kept detections
                 result = compare_detections(
                     expected,
@@ -127,7 +189,7 @@ def verify_runner(
                     precision,
                     model.config.score_threshold,
                     model.config.iou_threshold,
-                    reference_candidates(model, x, device),
+                    references.candidates(x, device),
                 )
             else:
                 result = compare(expected[0], actual[0], precision)
@@ -174,6 +236,7 @@ def verify_onnx(
     batch_sizes: Sequence[int],
     input_name: str,
     images: torch.Tensor | None = None,
+    references: References | None = None,
 ) -> Verification:
     """onnx.checker, then ONNX Runtime (CPU) against PyTorch at each batch size."""
     checker = check_onnx(path)
@@ -205,4 +268,5 @@ def verify_onnx(
         batch_sizes=batch_sizes,
         checker=checker,
         images=images,
+        references=references,
     )

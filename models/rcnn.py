@@ -205,8 +205,13 @@ class RCNN(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The box head(s) on the proposals, then class-aware NMS: boxes (B, M, 4) divided by
         the scale factors, scores (B, M), labels (B, M) (-1 past the last), best first."""
+        return self._select(*self._classify(features, proposals, image_sizes, scale_factors))
+
+    def _select(
+        self, boxes: torch.Tensor, scores: torch.Tensor, classes: torch.Tensor, valid: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Class-aware NMS over :meth:`_classify`'s pairs: the ``max_per_img`` best."""
         cfg = self.config
-        boxes, scores, classes, valid = self._classify(features, proposals, image_sizes, scale_factors)
         keep = batched_nms_keep(boxes, scores, classes, valid, cfg.iou_threshold, cfg.max_per_img)
         best, index, found = top_kept(scores, keep, cfg.max_per_img)
         picked = torch.gather(boxes, 1, index[..., None].expand(-1, -1, 4)) * found[..., None]
@@ -262,9 +267,26 @@ class RCNN(nn.Module):
         invalid)."""
         sizes, factors = self._meta(images, None, None)
         features = self.features(images)
-        boxes, scores, classes, valid = self._classify(
-            features, self.propose(features, sizes), sizes, factors
-        )
+        return self._candidates(*self._classify(features, self.propose(features, sizes), sizes, factors))
+
+    @torch.no_grad()
+    def forward_with_candidates(
+        self, images: torch.Tensor
+    ) -> tuple[InstanceDetections, tuple[torch.Tensor, torch.Tensor]]:
+        """``self(images)`` and :meth:`nms_candidates` from one pass: an export's verification
+        needs both, and the backbone is most of the cost of either."""
+        sizes, factors = self._meta(images, None, None)
+        features = self.features(images)
+        classified = self._classify(features, self.propose(features, sizes), sizes, factors)
+        boxes, scores, labels = self._select(*classified)
+        masks = None
+        if self.config.mask_head is not None:
+            masks = self.segment(features, boxes, labels, factors)
+        return InstanceDetections(boxes, scores, labels, masks), self._candidates(*classified)
+
+    def _candidates(
+        self, boxes: torch.Tensor, scores: torch.Tensor, classes: torch.Tensor, valid: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         own = F.one_hot(classes, self.num_classes).transpose(1, 2).to(scores.dtype)  # (B, C, N)
         return boxes.float(), (own * (scores * valid)[:, None, :]).float()
 

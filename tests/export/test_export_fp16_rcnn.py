@@ -79,9 +79,11 @@ def test_a_float16_model_far_from_float32_still_leaves_a_floor():
 
 @pytest.fixture(scope="module")
 def float16_export(tmp_path_factory):
+    """The fixture's float16 export, and the PyTorch references its verification computed
+    (``references.model`` the model it loaded)."""
     from export.pipeline import ExportOptions, run_export
-    from models import create_model, load_checkpoint
     from runtimes.manifest import BatchRange
+    from tests.helpers.export import kept_references
     from tests.helpers.paths import FIXTURES, official_fixture
 
     official_fixture("mmdet_mask_rcnn_mini")  # skips where the fixtures are absent
@@ -96,10 +98,10 @@ def float16_export(tmp_path_factory):
         batch=BatchRange(1, 1, 1),
         engine=False,
     )
-    manifest = run_export(options, log=lambda line: None)
-    model = create_model(folder / "config.py")
-    load_checkpoint(model, folder / "checkpoint.pth")
-    return manifest, model.eval()
+    with kept_references() as kept:
+        manifest = run_export(options, log=lambda line: None)
+    (references,) = kept
+    return manifest, references
 
 
 @pytest.mark.slow  # exports and verifies the fixture in float16: ~5 min on 2 shared cores
@@ -110,7 +112,8 @@ def test_the_float16_mask_rcnn_verifies_and_a_broken_roi_align_fails(float16_exp
     from export.validate import verify_onnx
     from tests.helpers.paths import FIXTURES
 
-    manifest, model = float16_export
+    manifest, references = float16_export
+    model = references.model
     report = manifest.verification["onnxruntime"]
     assert manifest.status == "ok" and report["passed"], report["summary"]
     assert report["top1_agreement"] >= 0.85 and "PyTorch float16" in report["tolerance_rule"]
@@ -125,7 +128,13 @@ def test_the_float16_mask_rcnn_verifies_and_a_broken_roi_align_fails(float16_exp
         x = model.info.preprocessing(image.convert("RGB"))
     canvas = torch.zeros(1, 3, 480, 480)
     canvas[0, :, : x.shape[1], : x.shape[2]] = x
-    broken = verify_onnx(
-        tmp_path / "broken.onnx", model, precision="fp16", batch_sizes=[1], input_name="images", images=canvas
+    broken = verify_onnx(  # on the export's own picture: PyTorch's outputs as its verification had them
+        tmp_path / "broken.onnx",
+        model,
+        precision="fp16",
+        batch_sizes=[1],
+        input_name="images",
+        images=canvas,
+        references=references,
     )
     assert not broken.passed and broken.top1_agreement < 0.5, broken.summary()

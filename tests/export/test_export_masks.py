@@ -15,11 +15,12 @@ from export import symbolics
 from export.options import ExportOptions
 from export.parity import MASK_IOU, MASK_TIE, compare_detections, compare_masks
 from export.pipeline import run_export
-from models import INSTANCE_SEGMENTATION, create_model, load_checkpoint
+from models import INSTANCE_SEGMENTATION
 from models import roi_align as roi_module
 from models.roi_align import roi_align
 from runtimes.manifest import Manifest
 from runtimes.manifest_fields import BatchRange
+from tests.helpers.export import kept_references
 from tests.helpers.paths import FIXTURES, official_fixture
 
 # --------------------------------------------------------------------------- RoIAlign alone
@@ -90,7 +91,8 @@ ROI_STRIDES = (4, 8, 16, 32)
 @pytest.fixture(scope="module", params=["mask_rcnn", "cascade_mask_rcnn"])
 def exported(request, tmp_path_factory):
     """The fixture detector exported by the pipeline at batch 1-2 and verified on two pictures
-    (the fixtures' chelsea and its mirror image); the PyTorch model beside it."""
+    (the fixtures' chelsea and its mirror image); the PyTorch references the pipeline computed
+    (``references.model`` the model it loaded)."""
     name = request.param
     official_fixture(f"mmdet_{name}_mini")  # skips where the fixtures are absent
     folder = FIXTURES / f"mmdet_{name}_mini"
@@ -105,10 +107,10 @@ def exported(request, tmp_path_factory):
         batch=BatchRange(1, 2, 2),
         engine=False,
     )
-    manifest = run_export(options, log=lambda line: None)
-    model = create_model(folder / "config.py")
-    load_checkpoint(model, folder / "checkpoint.pth")
-    return name, manifest, model.eval()
+    with kept_references() as kept:
+        manifest = run_export(options, log=lambda line: None)
+    (references,) = kept
+    return name, manifest, references
 
 
 @pytest.mark.slow  # each architecture exports and verifies in ~3-4 min on 2 shared cores
@@ -161,7 +163,8 @@ def test_onnxruntime_masks_are_pytorchs(exported):
     """Directly, not through the verification: the same labels in the same slots, mask
     probabilities within 1e-3, pasted masks of IoU >= 0.99 but for near-ties, at batch 2 of
     two pictures."""
-    _, manifest, model = exported
+    _, manifest, references = exported
+    model = references.model
     pictures = []
     with Image.open(FIXTURES / "chelsea.jpg") as image:
         for picture in (image.convert("RGB"), ImageOps.mirror(image.convert("RGB"))):
@@ -170,8 +173,7 @@ def test_onnxruntime_masks_are_pytorchs(exported):
             canvas[:, : x.shape[1], : x.shape[2]] = x
             pictures.append(canvas)
     images = torch.stack(pictures)
-    with torch.no_grad():
-        want = [t.numpy() for t in model(images)]
+    want = references.outputs(images)  # PyTorch's batch 2 as the verification computed it
     session = ort.InferenceSession(str(manifest.onnx_path), providers=["CPUExecutionProvider"])
     got = session.run(None, {"images": images.numpy()})
     assert np.array_equal(got[2], want[2]) and (want[2] >= 0).all()

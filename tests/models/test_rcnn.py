@@ -123,6 +123,22 @@ def test_pasting_over_the_box_region_is_pasting_everywhere():
 
 
 @pytest.mark.parametrize("cascade", [False, True])
+def test_one_pass_gives_the_forward_and_the_nms_candidates(cascade):
+    """What an export's verification computes in one pass is exactly ``forward`` and
+    ``nms_candidates`` run apart."""
+    model = tiny_rcnn(cascade, score_threshold=0.0)
+    images = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        found, (boxes, scores) = model.forward_with_candidates(images)
+        want = model(images)
+        want_boxes, want_scores = model.nms_candidates(images)
+    assert (want.labels >= 0).any()
+    for got, expected in zip(found, want):
+        assert torch.equal(got, expected)
+    assert torch.equal(boxes, want_boxes) and torch.equal(scores, want_scores)
+
+
+@pytest.mark.parametrize("cascade", [False, True])
 def test_outputs_keep_static_shapes_with_padding(cascade):
     """Fewer proposals and detections than slots: the rest are marked, not dropped."""
     model = tiny_rcnn(cascade, rpn_nms_pre=20, rpn_max_per_img=300, max_per_img=50, score_threshold=0.0)
