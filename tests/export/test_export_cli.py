@@ -1,11 +1,31 @@
-"""``python -m export``: help, one-line errors with their exit codes, a real run."""
+"""``python -m export``: help, one-line errors with their exit codes, a real run. The process
+itself runs for the help, one error and the real run; the other refusals call its ``main`` in
+this process (the same exit status and output, without a Python start and torch import each)."""
 
 from __future__ import annotations
 
 import importlib.util
 import json
+import subprocess
 
 import pytest
+
+from export.__main__ import main
+
+
+@pytest.fixture
+def cli(capsys):
+    """``python -m export ARGS`` as ``main(ARGS)`` in this process: its exit status and output."""
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        try:
+            code = main(list(args))
+        except SystemExit as exc:  # argparse's refusals
+            code = exc.code
+        out = capsys.readouterr()
+        return subprocess.CompletedProcess(["python", "-m", "export", *args], code, out.out, out.err)
+
+    return run
 
 
 def _one_line_error(done, code: int, *fragments: str) -> None:
@@ -49,62 +69,58 @@ def test_unknown_model(export_cli, tmp_path):
     )
 
 
-def test_missing_files(export_cli, tmp_path):
+def test_missing_files(cli, tmp_path):
     missing = str(tmp_path / "missing.yaml")
+    _one_line_error(cli("--config", missing, "--out", str(tmp_path)), 2, "config file not found", missing)
     _one_line_error(
-        export_cli("--config", missing, "--out", str(tmp_path)), 2, "config file not found", missing
-    )
-    _one_line_error(
-        export_cli("--model", "dat_tiny", "--checkpoint", str(tmp_path / "x.pth"), "--out", str(tmp_path)),
+        cli("--model", "dat_tiny", "--checkpoint", str(tmp_path / "x.pth"), "--out", str(tmp_path)),
         2,
         "checkpoint file not found",
     )
 
 
-def test_checkpoint_that_does_not_fit(export_cli, tmp_path, mini):
+def test_checkpoint_that_does_not_fit(cli, tmp_path, mini):
     _one_line_error(
-        export_cli("--model", "dat_tiny", "--checkpoint", str(mini["checkpoint"]), "--out", str(tmp_path)),
+        cli("--model", "dat_tiny", "--checkpoint", str(mini["checkpoint"]), "--out", str(tmp_path)),
         2,
         "checkpoint does not fit the model",
     )
     assert not (tmp_path / "manifest.json").exists()
 
 
-def test_not_a_checkpoint(export_cli, tmp_path, small_config_file):
+def test_not_a_checkpoint(cli, tmp_path, small_config_file):
     junk = tmp_path / "junk.pth"
     junk.write_bytes(b"\x00garbage")
     _one_line_error(
-        export_cli("--config", str(small_config_file), "--checkpoint", str(junk), "--out", str(tmp_path)),
+        cli("--config", str(small_config_file), "--checkpoint", str(junk), "--out", str(tmp_path)),
         2,
         "junk.pth",
     )
 
 
-def test_model_without_weights_needs_a_checkpoint(export_cli, tmp_path):
+def test_model_without_weights_needs_a_checkpoint(cli, tmp_path):
     _one_line_error(
-        export_cli("--model", "dat_tiny", "--out", str(tmp_path)), 2, "no embedded weights", "--checkpoint"
+        cli("--model", "dat_tiny", "--out", str(tmp_path)), 2, "no embedded weights", "--checkpoint"
     )
 
 
-def test_bad_options(export_cli, tmp_path):
+def test_bad_options(cli, tmp_path):
     _one_line_error(
-        export_cli("--opset", "20", "--grid-sample", "native", "--out", str(tmp_path)), 2, "linear", "nearest"
+        cli("--opset", "20", "--grid-sample", "native", "--out", str(tmp_path)), 2, "linear", "nearest"
     )
-    _one_line_error(export_cli("--opset", "12", "--out", str(tmp_path)), 2, "opset 12")
+    _one_line_error(cli("--opset", "12", "--out", str(tmp_path)), 2, "opset 12")
     _one_line_error(
-        export_cli("--min-batch", "8", "--max-batch", "2", "--out", str(tmp_path)), 2, "min <= opt <= max"
+        cli("--min-batch", "8", "--max-batch", "2", "--out", str(tmp_path)), 2, "min <= opt <= max"
     )
-    _one_line_error(export_cli("--max-batch", "0", "--out", str(tmp_path)), 2, "at least 1")
-    _one_line_error(export_cli("--grid-sample", "bicubic", "--out", str(tmp_path)), 2, "bicubic")
-    _one_line_error(export_cli("--model", "dat_tiny"), 2, "--out")
+    _one_line_error(cli("--max-batch", "0", "--out", str(tmp_path)), 2, "at least 1")
+    _one_line_error(cli("--grid-sample", "bicubic", "--out", str(tmp_path)), 2, "bicubic")
+    _one_line_error(cli("--model", "dat_tiny"), 2, "--out")
 
 
 @pytest.mark.skipif(importlib.util.find_spec("tensorrt") is not None, reason="TensorRT is installed")
-def test_requested_engine_without_tensorrt(export_cli, tmp_path, small_config_file):
+def test_requested_engine_without_tensorrt(cli, tmp_path, small_config_file):
     _one_line_error(
-        export_cli(
-            "--config", str(small_config_file), "--random-weights", "--engine", "--out", str(tmp_path)
-        ),
+        cli("--config", str(small_config_file), "--random-weights", "--engine", "--out", str(tmp_path)),
         3,
         "TensorRT engine was requested",
     )
