@@ -1,31 +1,13 @@
 """``python -m export``: help, one-line errors with their exit codes, a real run. The process
-itself runs for the help, one error and the real run; the other refusals call its ``main`` in
-this process (the same exit status and output, without a Python start and torch import each)."""
+itself runs for the help, one error and the real runs; the other refusals go through its
+``main`` in this process (the ``cli`` fixture)."""
 
 from __future__ import annotations
 
 import importlib.util
 import json
-import subprocess
 
 import pytest
-
-from export.__main__ import main
-
-
-@pytest.fixture
-def cli(capsys):
-    """``python -m export ARGS`` as ``main(ARGS)`` in this process: its exit status and output."""
-
-    def run(*args: str) -> subprocess.CompletedProcess:
-        try:
-            code = main(list(args))
-        except SystemExit as exc:  # argparse's refusals
-            code = exc.code
-        out = capsys.readouterr()
-        return subprocess.CompletedProcess(["python", "-m", "export", *args], code, out.out, out.err)
-
-    return run
 
 
 def _one_line_error(done, code: int, *fragments: str) -> None:

@@ -97,7 +97,7 @@ def test_comparison_catches_a_moved_box_or_a_wrong_label(busy_detector):
     assert not compare_detections(want, relabelled, "fp32", 0.05).passed
 
 
-def test_cli_exports_the_trained_detector_verified_on_the_sample_scenes(tmp_path):
+def test_cli_exports_the_trained_detector_verified_on_the_sample_scenes(cli, tmp_path):
     out = tmp_path / "detector"
     scenes = sorted(str(p) for p in (REPO / "samples").glob("scene_*.png"))
     done = run_cli(
@@ -123,9 +123,7 @@ def test_cli_exports_the_trained_detector_verified_on_the_sample_scenes(tmp_path
     assert manifest.preprocessing.to_dict()["mode"] == "letterbox"
     data = json.loads((out / "manifest.json").read_text())
     assert data["outputs"][1]["shape"] == ["batch", 100]
-    wrong = run_cli(
-        "--model", "dat_digits_detector", "--task", "classification", "--out", str(tmp_path / "x")
-    )
+    wrong = cli("--model", "dat_digits_detector", "--task", "classification", "--out", str(tmp_path / "x"))
     assert wrong.returncode == 2 and "is a detection model" in wrong.stderr
 
     # ... and a Triton repository for it, checked with Triton's own model-config schema

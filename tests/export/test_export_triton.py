@@ -62,7 +62,7 @@ def test_the_default_models_repository_is_a_valid_triton_model_config(digits_cli
     assert session.run([out_.name], {inp.name: x})[0].shape == (config.max_batch_size, *out_.dims)
 
 
-def test_repository_from_an_existing_export(export_cli, mini_native, tmp_path):
+def test_repository_from_an_existing_export(export_cli, cli, mini_native, tmp_path):
     repository = tmp_path / "models"
     done = export_cli(
         "--out", str(mini_native), "--triton", str(repository), "--triton-only", "--name", "dat_v1_mini"
@@ -78,7 +78,7 @@ def test_repository_from_an_existing_export(export_cli, mini_native, tmp_path):
     # written again: replaced, not merged
     (folder / "stale.txt").write_text("x")
     assert (
-        export_cli(
+        cli(
             "--out", str(mini_native), "--triton", str(repository), "--triton-only", "--name", "dat_v1_mini"
         ).returncode
         == 0
@@ -87,10 +87,10 @@ def test_repository_from_an_existing_export(export_cli, mini_native, tmp_path):
     assert [p.name for p in repository.iterdir()] == ["dat_v1_mini"]  # no work folder left behind
 
 
-def test_triton_only_errors(export_cli, tmp_path):
-    done = export_cli("--out", str(tmp_path), "--triton-only")
+def test_triton_only_errors(cli, tmp_path):
+    done = cli("--out", str(tmp_path), "--triton-only")
     assert done.returncode == 2 and "--triton-only needs --triton DIR" in done.stderr
-    done = export_cli("--out", str(tmp_path / "nothing"), "--triton", str(tmp_path / "r"), "--triton-only")
+    done = cli("--out", str(tmp_path / "nothing"), "--triton", str(tmp_path / "r"), "--triton-only")
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert "Triton repository: export directory not found" in done.stderr
 
