@@ -115,13 +115,36 @@ def test_unavailable_reason_without_tensorrt():
     assert "tensorrt" in trt_runtime.unavailable_reason()
 
 
-@pytest.mark.slow
 def test_pipeline_engine_fallback_with_a_fake_tensorrt(monkeypatch, tmp_path, small_config_file):
     """The whole export with TensorRT faked: the native engine fails parity, the manifest then
-    lists an engine built from the decomposed graph exported for it."""
-    from export import pipeline
+    lists an engine built from the decomposed graph exported for it. The graphs and their ONNX
+    Runtime check are stand-ins too (real ones: test_export_onnx, test_export_cli)."""
+    from export import pipeline, validate
+    from export.onnx import OnnxExport
     from export.options import ExportOptions
 
+    exported = []
+
+    def export_onnx(model, path, *, grid_sample, precision, opset, batch):
+        Path(path).write_bytes(f"{grid_sample} graph".encode())
+        exported.append(grid_sample)
+        size, shapes = model.input_size, {"logits": ["batch", model.num_classes]}
+        return OnnxExport(
+            Path(path), grid_sample, precision, opset, batch, ["batch", 3, size, size], shapes, {}
+        )
+
+    def verify_onnx(path, model, *, precision, **kwargs):
+        return Verification(
+            "onnxruntime",
+            Path(path).name,
+            precision,
+            "max_abs_error <= 0.0001",
+            "ok",
+            [BatchResult(1, 1e-7, 1.0, 1e-4, True)],
+        )
+
+    monkeypatch.setattr(pipeline.onnx_export, "export_onnx", export_onnx)
+    monkeypatch.setattr(validate, "verify_onnx", verify_onnx)
     built = []
 
     def build_engine(onnx_path, engine_path, **kwargs):
@@ -143,7 +166,7 @@ def test_pipeline_engine_fallback_with_a_fake_tensorrt(monkeypatch, tmp_path, sm
         ExportOptions(out=out, config=small_config_file, random_weights=True, batch=BatchRange(1, 2, 4)),
         log=lambda line: None,
     )
-    assert built == ["model.onnx", "model.decomposed.onnx"]
+    assert built == ["model.onnx", "model.decomposed.onnx"] and exported == ["native", "decomposed"]
     m = Manifest.load(out)
     assert m.artifacts["onnx"].grid_sample == "native"
     assert m.artifacts["engine"].grid_sample == "decomposed"
