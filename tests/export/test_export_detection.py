@@ -185,7 +185,7 @@ def test_a_verification_that_compared_no_detection_fails():
     assert "FAILED" in report.summary()
 
 
-def test_a_detector_export_needs_pictures_it_finds_objects_in(tmp_path, monkeypatch):
+def test_a_detector_export_needs_pictures_it_finds_objects_in(cli, tmp_path, monkeypatch):
     from PIL import Image
 
     from export import pipeline
@@ -193,7 +193,7 @@ def test_a_detector_export_needs_pictures_it_finds_objects_in(tmp_path, monkeypa
 
     blank = tmp_path / "blank.png"
     Image.new("RGB", (96, 96), "white").save(blank)
-    done = run_cli(
+    done = cli(
         "--model",
         "dat_digits_detector",
         "--out",
