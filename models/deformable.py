@@ -200,7 +200,9 @@ class DeformableAttention(nn.Module):
                 )
         return self._other_sizes[key]  # type: ignore[return-value]
 
-    def _displacements_to(self, query_grid: torch.Tensor, halved: torch.Tensor, start: int, stop: int):
+    def _displacements_to(
+        self, query_grid: torch.Tensor, halved: torch.Tensor, start: int, stop: int
+    ) -> torch.Tensor:
         """(images, Q, Ns, 2) displacements, (x, y) halved, from queries ``start:stop`` of the
         grid to the (images, 1, Ns, 2) halved sample positions. A broadcast with an innermost
         size of 2 ran several times slower, on CPU in PyTorch and in ONNX Runtime, so eager
