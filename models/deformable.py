@@ -21,6 +21,11 @@ position bias                 table                            table, or ``log_c
 (all in [0, 1] before the map to [-1, 1]). The bias table is read in normalised coordinates,
 so a DAT++ model (and its detection backbone) runs at any input size with the table it was
 trained with; grids for a size other than the configured one are computed on first use.
+
+The attention runs in chunks of queries (:func:`query_chunks`): its bias, logits and weights
+hold heads x queries x samples numbers each, which grows with the fourth power of the
+picture's side (1.6 GB per tensor for stage 1 of DAT-T++ on a 1344 x 1344 canvas). Queries do
+not see each other, so the chunks' results are the whole's; classification sizes fit in one.
 """
 
 from __future__ import annotations
@@ -34,6 +39,19 @@ import torch.nn.functional as F
 
 from .layers import LayerNormProxy, _eager, attention_mask, linear
 from .sampling import interpolate_position_bias, sample_keys_values
+
+# At most this many (head, query, sample) elements per image in one chunk of a D block's
+# attention: 64 MB per float32 tensor (bias, logits, weights, and the grid of displacements).
+QUERY_CHUNK_ELEMENTS = 1 << 24
+
+
+def query_chunks(queries: int, heads: int, samples: int) -> list[tuple[int, int]]:
+    """(start, stop) of each chunk of queries, of near-equal sizes, such that heads x chunk x
+    samples stays within :data:`QUERY_CHUNK_ELEMENTS`; one chunk when the whole map does."""
+    rows = max(1, QUERY_CHUNK_ELEMENTS // (heads * samples))
+    count = math.ceil(queries / rows)
+    bounds = [queries * i // count for i in range(count + 1)]
+    return list(zip(bounds[:-1], bounds[1:], strict=True))
 
 
 def reference_points(height: int, width: int, plus_plus: bool = False) -> torch.Tensor:
@@ -182,21 +200,28 @@ class DeformableAttention(nn.Module):
                 )
         return self._other_sizes[key]  # type: ignore[return-value]
 
-    def _query_displacements(self, query_grid: torch.Tensor, samples: int) -> torch.Tensor:
-        """The query grid as (x, y), halved, laid out over the samples: (1, H * W, samples, 2),
-        contiguous. Constant for a size, so eager inference keeps it (one copy per block and
-        forward less); traced graphs compute it, where it is a free broadcast."""
-
-        def compute() -> torch.Tensor:
-            queries = query_grid.flip(-1).mul(0.5)[None, :, None, :]
-            return queries.expand(1, -1, samples, -1).contiguous()
-
-        if not _eager() or torch.is_grad_enabled():
-            return compute()
+    def _displacements_to(
+        self, query_grid: torch.Tensor, halved: torch.Tensor, start: int, stop: int
+    ) -> torch.Tensor:
+        """(images, Q, Ns, 2) displacements, (x, y) halved, from queries ``start:stop`` of the
+        grid to the (images, 1, Ns, 2) halved sample positions. A broadcast with an innermost
+        size of 2 ran several times slower, on CPU in PyTorch and in ONNX Runtime, so eager
+        lays the queries out over the samples first, (1, Q, Ns, 2) contiguous, and keeps that
+        copy while the whole map is one chunk (one copy per block and forward less). A traced
+        graph subtracts per coordinate instead, each broadcast over the samples' axis: a
+        constant laid out over the samples would be folded into the ONNX Runtime session, Q x
+        Ns x 2 floats per block (3.3 GB for DAT-T++ on a 1344 x 1344 canvas)."""
+        queries = query_grid[start:stop].flip(-1).mul(0.5)[None, :, None, :]
+        if not _eager():
+            return torch.stack([queries[..., i] - halved[..., i] for i in (0, 1)], dim=-1)
+        samples = halved.shape[2]
+        whole = (start, stop) == (0, query_grid.shape[0])
+        if torch.is_grad_enabled() or not whole:
+            return queries.expand(1, -1, samples, -1).contiguous() - halved
         key = (query_grid.data_ptr(), samples)
         if key not in self._displacements:
-            self._displacements = {key: compute()}  # one size at a time
-        return self._displacements[key]
+            self._displacements = {key: queries.expand(1, -1, samples, -1).contiguous()}  # one size
+        return self._displacements[key] - halved
 
     def sampling_positions(self, q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Deformed sampling points (B * groups, Hk, Wk, 2), (y, x) in [-1, 1], float32; with
@@ -219,6 +244,39 @@ class DeformableAttention(nn.Module):
         if self.offset_range_factor < 0:
             pos = pos.clamp(-1.0, 1.0) if self.plus_plus else pos.tanh()
         return pos, reference, query_grid
+
+    def _attend(
+        self,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        pos: torch.Tensor,
+        query_grid: torch.Tensor,
+        start: int,
+        stop: int,
+    ) -> torch.Tensor:
+        """Attention of queries ``start:stop``, q (B, heads, Q, hd), to the sampled k, v (B,
+        heads, Ns, hd), with their position bias at the displacements to the sample positions
+        ``pos`` (B * g, Hk, Wk, 2), (y, x). Returns (B, heads, Q, hd)."""
+        B, heads, queries, _ = q.shape
+        g, samples = self.groups, pos.shape[1] * pos.shape[2]
+        bias = None
+        if isinstance(self.rpe_table, LogCPB):
+            displacement = query_grid[None, start:stop, None, :] - pos.reshape(B * g, 1, samples, 2)
+            bias = self.rpe_table.bias(displacement.to(q.dtype)).float()
+            bias = attention_mask(bias.reshape(B, heads, queries, samples), q)
+        elif self.rpe_table is not None:
+            table = self.rpe_table.float().expand(B, -1, -1, -1)
+            table = table.reshape(B * g, heads // g, *self.rpe_table.shape[1:])
+            # Flipped and halved before the broadcast (halving is exact in binary floating
+            # point): one pass over the (B * g, Q, Ns, 2) displacements instead of three.
+            halved = pos.flip(-1).mul(0.5).reshape(B * g, 1, samples, 2)
+            displacement = self._displacements_to(query_grid, halved, start, stop)
+            bias = interpolate_position_bias(table, displacement)
+            bias = attention_mask(bias.reshape(B, heads, queries, samples), q)
+        return F.scaled_dot_product_attention(
+            q, k, v, attn_mask=bias, scale=self.scale, dropout_p=self.attn_drop if self.training else 0.0
+        )
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """x (B, H, W, C) -> (out (B, H, W, C), positions, references (B, g, Hk, Wk, 2))."""
@@ -243,28 +301,11 @@ class DeformableAttention(nn.Module):
         v = _pointwise(self.proj_v, sampled).view(B, -1, heads, hd).transpose(1, 2)
         q = q.view(B, H * W, heads, hd).transpose(1, 2)
 
-        bias = None
-        if isinstance(self.rpe_table, LogCPB):
-            displacement = query_grid[None, :, None, :] - pos.reshape(B * g, 1, hk * wk, 2)
-            bias = self.rpe_table.bias(displacement.to(x.dtype)).float()
-            bias = attention_mask(bias.reshape(B, heads, H * W, hk * wk), q)
-        elif self.rpe_table is not None:
-            table = self.rpe_table.float().expand(B, -1, -1, -1)
-            table = table.reshape(B * g, heads // g, *self.rpe_table.shape[1:])
-            # Flipped and halved before the broadcast (halving is exact in binary floating
-            # point): one pass over the (B * g, H * W, Ns, 2) displacements instead of three.
-            # The query grid is laid out over the samples first, so that both operands' last
-            # two dims are contiguous: a broadcast with an innermost size of 2 ran several
-            # times slower on CPU (docs/benchmarks.md).
-            displacement = self._query_displacements(query_grid, hk * wk) - pos_xy.mul(0.5).reshape(
-                B * g, 1, hk * wk, 2
-            )
-            bias = interpolate_position_bias(table, displacement)
-            bias = attention_mask(bias.reshape(B, heads, H * W, hk * wk), q)
-
-        out = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=bias, scale=self.scale, dropout_p=self.attn_drop if self.training else 0.0
-        )
+        chunks = query_chunks(H * W, heads, hk * wk)
+        outs = [
+            self._attend(q[:, :, start:stop], k, v, pos, query_grid, start, stop) for start, stop in chunks
+        ]
+        out = outs[0] if len(outs) == 1 else torch.cat(outs, dim=2)
         out = out.transpose(1, 2).reshape(B, H, W, C)
         out = self.proj_drop(_pointwise(self.proj_out, out))
         positions = pos.view(B, g, hk, wk, 2)
