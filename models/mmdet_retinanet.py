@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 
 from .boxes import anchor_grid, batched_nms_keep, delta2bbox, top_kept
 from .dat import ModelInfo
@@ -39,12 +40,41 @@ class MMDetRetinaNet(RetinaNet):
             or ModelInfo("retinanet", KeepRatioResize(), [f"class_{i}" for i in range(config.num_classes)]),
         )
 
+    @property
+    def input_size(self) -> int:
+        """Side of the square canvas an export takes (:attr:`KeepRatioResize.canvas`), as for
+        the R-CNNs: every image its pipeline makes fits, padded with zeros."""
+        return expect_pipeline(self.info.preprocessing, KeepRatioResize).canvas
+
     def forward(
         self,
         images: torch.Tensor,
         image_sizes: torch.Tensor | None = None,
         scale_factors: torch.Tensor | None = None,
     ) -> Detections:
+        cfg = self.config
+        boxes, scores, labels, valid = self._pairs(images, image_sizes, scale_factors)
+        keep = batched_nms_keep(boxes, scores, labels, valid, cfg.iou_threshold, cfg.max_per_img)
+        best, index, found = top_kept(scores, keep, cfg.max_per_img)
+        picked = torch.gather(boxes, 1, index[..., None].expand(-1, -1, 4)) * found[..., None]
+        return Detections(
+            picked, best, torch.where(found, torch.gather(labels, 1, index), torch.full_like(index, -1))
+        )
+
+    @torch.no_grad()
+    def nms_candidates(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """For an export's verification: the (anchor, class) pairs NMS chooses from, on
+        ``images`` as ``forward`` without sizes takes them: boxes (B, N, 4) and class scores
+        (B, C, N), each pair scored for its own class only (0 elsewhere and where invalid)."""
+        boxes, scores, labels, valid = self._pairs(images, None, None)
+        own = F.one_hot(labels, self.num_classes).transpose(1, 2).to(scores.dtype)  # (B, C, N)
+        return boxes, own * (scores * valid)[:, None, :]
+
+    def _pairs(
+        self, images: torch.Tensor, image_sizes: torch.Tensor | None, scale_factors: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Per level the ``nms_pre`` best (anchor, class) pairs above the score threshold: their
+        boxes (B, N, 4) in original pixels, scores, classes and validity (B, N)."""
         cfg = self.config
         b, _, height, width = images.shape
         sizes = (
@@ -70,13 +100,11 @@ class MMDetRetinaNet(RetinaNet):
             scores.append(torch.where(torch.isfinite(best), best, torch.zeros_like(best)))
             labels.append(index % cfg.num_classes)
             valid.append(torch.isfinite(best))
-        boxes_ = torch.cat(boxes, 1) / factors[:, None, :]
-        scores_, labels_, valid_ = torch.cat(scores, 1), torch.cat(labels, 1), torch.cat(valid, 1)
-        keep = batched_nms_keep(boxes_, scores_, labels_, valid_, cfg.iou_threshold, cfg.max_per_img)
-        best, index, found = top_kept(scores_, keep, cfg.max_per_img)
-        picked = torch.gather(boxes_, 1, index[..., None].expand(-1, -1, 4)) * found[..., None]
-        return Detections(
-            picked, best, torch.where(found, torch.gather(labels_, 1, index), torch.full_like(index, -1))
+        return (
+            torch.cat(boxes, 1) / factors[:, None, :],
+            torch.cat(scores, 1),
+            torch.cat(labels, 1),
+            torch.cat(valid, 1),
         )
 
     @torch.inference_mode()
