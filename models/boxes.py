@@ -111,3 +111,13 @@ def top_kept(
         index = F.pad(index, (0, pad))
         found = F.pad(found, (0, pad))
     return torch.where(found, best, torch.zeros_like(best)), index, found
+
+
+def class_candidates(
+    boxes: torch.Tensor, scores: torch.Tensor, classes: torch.Tensor, valid: torch.Tensor, num_classes: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(box, class) pairs as an export's verification reads NMS candidates: boxes (B, N, 4) and
+    class scores (B, C, N), each pair scored for its own class only (0 elsewhere and where
+    invalid), float32."""
+    own = F.one_hot(classes, num_classes).transpose(1, 2).to(scores.dtype)  # (B, C, N)
+    return boxes.float(), (own * (scores * valid)[:, None, :]).float()

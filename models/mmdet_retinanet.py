@@ -8,9 +8,8 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
-from .boxes import anchor_grid, batched_nms_keep, delta2bbox, top_kept
+from .boxes import anchor_grid, batched_nms_keep, class_candidates, delta2bbox, top_kept
 from .dat import ModelInfo
 from .detection import Detections, RetinaNet
 from .instances import ImageInstances, instances
@@ -66,9 +65,7 @@ class MMDetRetinaNet(RetinaNet):
         """For an export's verification: the (anchor, class) pairs NMS chooses from, on
         ``images`` as ``forward`` without sizes takes them: boxes (B, N, 4) and class scores
         (B, C, N), each pair scored for its own class only (0 elsewhere and where invalid)."""
-        boxes, scores, labels, valid = self._pairs(images, None, None)
-        own = F.one_hot(labels, self.num_classes).transpose(1, 2).to(scores.dtype)  # (B, C, N)
-        return boxes, own * (scores * valid)[:, None, :]
+        return class_candidates(*self._pairs(images, None, None), self.num_classes)
 
     def _pairs(
         self, images: torch.Tensor, image_sizes: torch.Tensor | None, scale_factors: torch.Tensor | None

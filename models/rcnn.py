@@ -42,7 +42,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .backbone import DATBackbone
-from .boxes import anchor_grid, batched_nms_keep, delta2bbox, top_kept
+from .boxes import anchor_grid, batched_nms_keep, class_candidates, delta2bbox, top_kept
 from .dat import ModelInfo
 from .fpn import FPN
 from .instances import ImageInstances, InstanceDetections, instances, paste_masks
@@ -287,8 +287,7 @@ class RCNN(nn.Module):
     def _candidates(
         self, boxes: torch.Tensor, scores: torch.Tensor, classes: torch.Tensor, valid: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        own = F.one_hot(classes, self.num_classes).transpose(1, 2).to(scores.dtype)  # (B, C, N)
-        return boxes.float(), (own * (scores * valid)[:, None, :]).float()
+        return class_candidates(boxes, scores, classes, valid, self.num_classes)
 
     def segment(
         self,
