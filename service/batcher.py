@@ -222,6 +222,11 @@ class Batcher:
         self.metrics.queue_requests.set(len(self._queue))
 
     def _main(self) -> None:
+        # running: a waiter that gives up (a shutdown during the load) can no longer cancel it
+        if not self.started.set_running_or_notify_cancel():
+            with self._cond:
+                self._stopping = True
+            return
         try:
             if self._setup is not None:
                 self._setup()

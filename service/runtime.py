@@ -83,6 +83,7 @@ class ServiceState:
         self.reading_bytes = 0
         self._pool: ThreadPoolExecutor | None = None
         self._loaded: asyncio.Future | None = None
+        self._drain_begun = asyncio.Event()
         self._refresher: asyncio.Task | None = None
 
     def _local_runtimes(self, settings: Settings, backend: Backend | None, detector: Backend | None) -> None:
@@ -119,6 +120,8 @@ class ServiceState:
         try:
             for runtime in self.runtimes:
                 await asyncio.wrap_future(runtime.batcher.start())
+        except asyncio.CancelledError:  # stopped before it loaded: not a failure
+            raise
         except BaseException as exc:
             self.failure = exc
             log.error("model failed to load: %s", exc)
@@ -130,9 +133,14 @@ class ServiceState:
         log.info("ready")
 
     async def wait_ready(self) -> None:
-        """Waits for loading to end; raises what made it fail."""
+        """Waits for loading to end, or for a drain to begin (a front end's inference process
+        may never come: waiting on would ignore the signal); raises what made loading fail."""
         if self._loaded is not None:
-            await asyncio.shield(self._loaded)
+            drain = asyncio.ensure_future(self._drain_begun.wait())
+            try:
+                await asyncio.wait([self._loaded, drain], return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                drain.cancel()
         if self.failure is not None:
             raise self.failure
 
@@ -141,6 +149,7 @@ class ServiceState:
         if self.draining:
             return
         self.draining = True
+        self._drain_begun.set()
         self.ready = False
         self.metrics.ready.set(0)
         for runtime in self.runtimes:

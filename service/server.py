@@ -38,9 +38,9 @@ class DrainingServer(uvicorn.Server):
         self.service = service
         self._loop: asyncio.AbstractEventLoop | None = None
 
-    async def startup(self, sockets=None) -> None:  # noqa: ANN001 - uvicorn's signature
-        self._loop = asyncio.get_running_loop()
-        await super().startup(sockets)
+    async def serve(self, sockets: list[socket.socket] | None = None) -> None:
+        self._loop = asyncio.get_running_loop()  # before the signals are captured: none is missed
+        await super().serve(sockets)
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         if self._loop is not None and not self.should_exit:

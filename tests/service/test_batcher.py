@@ -198,6 +198,23 @@ async def test_a_failed_setup_is_reported_and_nothing_is_accepted():
     batcher.stop(1)
 
 
+async def test_a_server_stopping_while_the_model_loads_lets_the_load_finish_quietly(monkeypatch):
+    """Shutdown cancels its wait for the load (``ServiceState.stop``); the loading thread must
+    not then fail on the cancelled future."""
+    crashed: list[BaseException | None] = []
+    monkeypatch.setattr(threading, "excepthook", lambda args: crashed.append(args.exc_value))
+    loading = threading.Event()
+    batcher = Batcher(Recorder(), max_batch_size=2, max_queue_delay_s=0, max_queue_size=2, setup=loading.wait)
+    waiting = asyncio.ensure_future(asyncio.wrap_future(batcher.start()))
+    await asyncio.sleep(0.05)
+    waiting.cancel()
+    await asyncio.sleep(0.05)
+    loading.set()
+    batcher.stop(5)
+    assert not batcher._thread.is_alive()
+    assert crashed == []
+
+
 # -- through HTTP -------------------------------------------------------------------------
 
 PNG = {"content-type": "image/png"}

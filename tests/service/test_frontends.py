@@ -9,6 +9,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -18,6 +19,7 @@ import pytest
 
 from models import create_model, save_safetensors
 from tests.helpers.images import sample_png
+from tests.helpers.paths import REPO
 from tests.helpers.server import start, wait_ready
 from tests.helpers.tiny import TINY_CONFIG
 
@@ -176,3 +178,32 @@ def test_deadlines_overload_and_cancellation_across_processes():
     finally:
         code = server.stop()
     assert code == 0
+
+
+def test_a_front_end_told_to_stop_before_it_reached_the_inference_process_exits(tmp_path):
+    """SIGTERM while startup waits for an inference process that will never come (its parent
+    was killed and took it along): the front end stops waiting and exits."""
+    script = (
+        "import sys\n"
+        "from service.supervisor import _frontend\n"
+        "from service.workers import bind\n"
+        "_frontend(sys.argv[2:], bind('127.0.0.1', 0), sys.argv[1])\n"
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-c", script, str(tmp_path / "nobody-listens.sock"),
+         "--backend", "simulated", "--detector", "none", "--no-warmup"],
+        cwd=REPO, env={**os.environ, "PYTHONUNBUFFERED": "1", "DAT_LOG_LEVEL": "info"},
+        stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        for line in process.stderr:  # uvicorn's lifespan startup: the front end waits in it
+            if "Waiting for application startup" in line:
+                break
+        else:
+            raise AssertionError(f"exited before its startup ({process.wait()})")
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
