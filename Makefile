@@ -25,7 +25,7 @@ serve: $(STAMP)  ## serve the embedded default model on http://127.0.0.1:8000
 
 test: $(STAMP)  ## run the test suite (GPU tests skip without CUDA)
 	scripts/install-browser.sh  # headless Chromium for the page's test, once (it skips without)
-	$(PY) -m pytest $(ARGS)
+	PY=$(PY) scripts/test.sh $(ARGS)
 
 check: lint format-check typecheck test  ## everything CI checks, fastest first
 

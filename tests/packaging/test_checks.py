@@ -34,12 +34,49 @@ def test_ci_runs_make_check_which_runs_every_check_then_the_tests(tmp_path):
     assert re.search(r"^make check\b", ci, re.M)
     commands = _make("check")
     tools = [
-        next((t for t in ("ruff check", "ruff format --check", "mypy", "pytest") if t in c), None)
+        next((t for t in ("ruff check", "ruff format --check", "mypy", "scripts/test.sh") if t in c), None)
         for c in commands
     ]
-    assert [t for t in tools if t] == ["ruff check", "ruff format --check", "mypy", "pytest"]
+    assert [t for t in tools if t] == ["ruff check", "ruff format --check", "mypy", "scripts/test.sh"]
     # on a clean clone (no stamp yet) the venv is set up first, as for make test
     assert "scripts/setup-venv.sh" in _make("check", stamp=str(tmp_path / "stamp"))[0]
+
+
+def _test_sh(tmp_path, *args: str, exit_codes: tuple[int, ...] = (0, 0)) -> tuple[int, list[list[str]]]:
+    """scripts/test.sh ARGS with a stand-in for Python that records each pytest it is asked to
+    run and exits with the next of ``exit_codes``."""
+    tmp_path.mkdir(exist_ok=True)
+    log = tmp_path / "calls"
+    codes = " ".join(map(str, exit_codes))
+    fake = tmp_path / "python"
+    fake.write_text(
+        "#!/usr/bin/env bash\n"
+        f'echo "$*" >> {log}\n'
+        f"codes=({codes}); exit ${{codes[$(( $(wc -l < {log}) - 1 ))]}}\n"
+    )
+    fake.chmod(0o755)
+    result = subprocess.run(
+        [REPO / "scripts/test.sh", *args], env={**os.environ, "PY": str(fake)}, timeout=30, check=False
+    )
+    calls = [line.split() for line in log.read_text().splitlines()] if log.exists() else []
+    return result.returncode, calls
+
+
+def test_make_test_runs_the_export_tests_two_at_a_time_then_the_server_tests_alone(tmp_path):
+    code, calls = _test_sh(tmp_path, "-q")
+    assert code == 0
+    parallel = ["-n", "2", "--dist", "loadfile", "--ignore=tests/service", "--ignore=tests/bench"]
+    assert calls == [
+        ["-m", "pytest", *parallel, "-q"],
+        ["-m", "pytest", "-q", "tests/service", "tests/bench"],
+    ]
+    # a failing first part stops there with its status; pytest's 5 (nothing selected) is no failure
+    assert _test_sh(tmp_path / "a", exit_codes=(1, 0)) == (1, [calls[0][:-1]])
+    assert _test_sh(tmp_path / "b", "-k", "batcher", exit_codes=(5, 0))[0] == 0
+    assert _test_sh(tmp_path / "c", exit_codes=(0, 2))[0] == 2
+    # tests named: just those, in one pytest
+    named = "tests/service/test_batcher.py::test_the_delay_runs_from_the_oldest_request"
+    assert _test_sh(tmp_path / "d", named, "-q") == (0, [["-m", "pytest", named, "-q"]])
 
 
 def test_mypy_covers_every_installed_package_but_the_benchmarks():
