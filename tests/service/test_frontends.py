@@ -207,3 +207,30 @@ def test_a_front_end_told_to_stop_before_it_reached_the_inference_process_exits(
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+def test_the_inference_process_dying_during_a_drain_ends_it_at_once():
+    """SIGTERM, then the inference process is killed while a request waits on it: the request
+    gets 503, the front ends do not wait out the 60 s drain, and the exit status says so."""
+    server = Server(
+        "--backend", "simulated", "--simulated-ips", "2", "--workers", "2", "--no-warmup",
+        "--detector", "none", "--max-queue-delay-ms", "1", "--shutdown-timeout-s", "60",
+    )  # fmt: skip
+    try:
+        wait_ready(server.process, server.url)
+        with ThreadPoolExecutor(1) as pool:
+            waiting = pool.submit(classify, server.url, [sample_png(0)] * 8)  # 4 s on the device
+            time.sleep(1.0)
+            server.process.send_signal(signal.SIGTERM)
+            server.log("draining")
+            started = time.monotonic()
+            os.kill(server.log("started workers")["inference_pid"], signal.SIGKILL)
+            response = waiting.result()
+        assert response.status_code == 503
+        assert "inference process stopped" in response.json()["error"]["message"]
+        assert server.process.wait(timeout=30) == 1  # the inference process's -9
+        assert time.monotonic() - started < 20
+    finally:
+        if server.process.poll() is None:
+            server.process.kill()
+            server.process.wait()
