@@ -12,16 +12,14 @@ import torch
 from PIL import Image, ImageOps
 
 from export import symbolics
-from export.options import ExportOptions
 from export.parity import MASK_IOU, MASK_TIE, compare_detections, compare_masks
 from export.pipeline import run_export
 from models import INSTANCE_SEGMENTATION
 from models import roi_align as roi_module
 from models.roi_align import roi_align
 from runtimes.manifest import Manifest
-from runtimes.manifest_fields import BatchRange
-from tests.helpers.export import kept_references
-from tests.helpers.paths import FIXTURES, official_fixture
+from tests.helpers.export import kept_references, mmdet_fixture_export
+from tests.helpers.paths import FIXTURES
 
 # --------------------------------------------------------------------------- RoIAlign alone
 
@@ -94,19 +92,7 @@ def exported(request, tmp_path_factory):
     (the fixtures' chelsea and its mirror image); the PyTorch references the pipeline computed
     (``references.model`` the model it loaded)."""
     name = request.param
-    official_fixture(f"mmdet_{name}_mini")  # skips where the fixtures are absent
-    folder = FIXTURES / f"mmdet_{name}_mini"
-    tmp = tmp_path_factory.mktemp(name)
-    with Image.open(FIXTURES / "chelsea.jpg") as image:
-        ImageOps.mirror(image.convert("RGB")).save(tmp / "mirrored.png")
-    options = ExportOptions(
-        out=tmp / "export",
-        config=folder / "config.py",
-        checkpoint=folder / "checkpoint.pth",
-        verify_images=(FIXTURES / "chelsea.jpg", tmp / "mirrored.png"),
-        batch=BatchRange(1, 2, 2),
-        engine=False,
-    )
+    options = mmdet_fixture_export(name, tmp_path_factory.mktemp(name))
     with kept_references() as kept:
         manifest = run_export(options, log=lambda line: None)
     (references,) = kept

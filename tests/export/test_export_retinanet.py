@@ -5,13 +5,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-from PIL import Image, ImageOps
 
-from export.options import ExportOptions
 from export.pipeline import run_export
 from models import DETECTION, create_model, load_checkpoint
 from models.transforms import KeepRatioResize, expect_pipeline
-from runtimes.manifest_fields import BatchRange
+from tests.helpers.export import mmdet_fixture_export
 from tests.helpers.paths import FIXTURES, official_fixture
 
 FOLDER = FIXTURES / "mmdet_retinanet_mini"
@@ -48,17 +46,7 @@ def test_the_nms_candidates_are_the_pairs_forward_chooses_from(detector):
 
 @pytest.mark.slow  # ~40 s on 2 cores
 def test_the_pipeline_exports_and_verifies_the_detections(tmp_path):
-    official_fixture("mmdet_retinanet_mini")
-    with Image.open(FIXTURES / "chelsea.jpg") as image:
-        ImageOps.mirror(image.convert("RGB")).save(tmp_path / "mirrored.png")
-    options = ExportOptions(
-        out=tmp_path / "export",
-        config=FOLDER / "config.py",
-        checkpoint=FOLDER / "checkpoint.pth",
-        verify_images=(FIXTURES / "chelsea.jpg", tmp_path / "mirrored.png"),
-        batch=BatchRange(1, 2, 2),
-        engine=False,
-    )
+    options = mmdet_fixture_export("retinanet", tmp_path)
     manifest = run_export(options, log=lambda line: None)
     assert manifest.task is DETECTION and manifest.status == "ok"
     assert list(manifest.input.shape) == ["batch", 3, 480, 480]
