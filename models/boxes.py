@@ -113,6 +113,23 @@ def top_kept(
     return torch.where(found, best, torch.zeros_like(best)), index, found
 
 
+def class_nms(
+    boxes: torch.Tensor,
+    scores: torch.Tensor,
+    classes: torch.Tensor,
+    valid: torch.Tensor,
+    iou_threshold: float,
+    max_per_img: int,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Class-aware NMS over (box, class) pairs, then the ``max_per_img`` best: boxes
+    (B, M, 4), scores (B, M), labels (B, M) (-1 past the last), best first."""
+    keep = batched_nms_keep(boxes, scores, classes, valid, iou_threshold, max_per_img)
+    best, index, found = top_kept(scores, keep, max_per_img)
+    picked = torch.gather(boxes, 1, index[..., None].expand(-1, -1, 4)) * found[..., None]
+    labels = torch.where(found, torch.gather(classes, 1, index), torch.full_like(index, -1))
+    return picked, best, labels
+
+
 def class_candidates(
     boxes: torch.Tensor, scores: torch.Tensor, classes: torch.Tensor, valid: torch.Tensor, num_classes: int
 ) -> tuple[torch.Tensor, torch.Tensor]:

@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from .boxes import anchor_grid, batched_nms_keep, class_candidates, delta2bbox, top_kept
+from .boxes import anchor_grid, class_candidates, class_nms, delta2bbox
 from .dat import ModelInfo
 from .detection import Detections, RetinaNet
 from .instances import ImageInstances, instances
@@ -51,14 +51,8 @@ class MMDetRetinaNet(RetinaNet):
         image_sizes: torch.Tensor | None = None,
         scale_factors: torch.Tensor | None = None,
     ) -> Detections:
-        cfg = self.config
-        boxes, scores, labels, valid = self._pairs(images, image_sizes, scale_factors)
-        keep = batched_nms_keep(boxes, scores, labels, valid, cfg.iou_threshold, cfg.max_per_img)
-        best, index, found = top_kept(scores, keep, cfg.max_per_img)
-        picked = torch.gather(boxes, 1, index[..., None].expand(-1, -1, 4)) * found[..., None]
-        return Detections(
-            picked, best, torch.where(found, torch.gather(labels, 1, index), torch.full_like(index, -1))
-        )
+        pairs = self._pairs(images, image_sizes, scale_factors)
+        return Detections(*class_nms(*pairs, self.config.iou_threshold, self.config.max_per_img))
 
     @torch.no_grad()
     def nms_candidates(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -42,7 +42,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .backbone import DATBackbone
-from .boxes import anchor_grid, batched_nms_keep, class_candidates, delta2bbox, top_kept
+from .boxes import anchor_grid, batched_nms_keep, class_candidates, class_nms, delta2bbox, top_kept
 from .dat import ModelInfo
 from .fpn import FPN
 from .instances import ImageInstances, InstanceDetections, instances, paste_masks
@@ -211,12 +211,7 @@ class RCNN(nn.Module):
         self, boxes: torch.Tensor, scores: torch.Tensor, classes: torch.Tensor, valid: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Class-aware NMS over :meth:`_classify`'s pairs: the ``max_per_img`` best."""
-        cfg = self.config
-        keep = batched_nms_keep(boxes, scores, classes, valid, cfg.iou_threshold, cfg.max_per_img)
-        best, index, found = top_kept(scores, keep, cfg.max_per_img)
-        picked = torch.gather(boxes, 1, index[..., None].expand(-1, -1, 4)) * found[..., None]
-        labels = torch.where(found, torch.gather(classes, 1, index), torch.full_like(index, -1))
-        return picked, best, labels
+        return class_nms(boxes, scores, classes, valid, self.config.iou_threshold, self.config.max_per_img)
 
     def _classify(
         self,
@@ -267,7 +262,8 @@ class RCNN(nn.Module):
         invalid)."""
         sizes, factors = self._meta(images, None, None)
         features = self.features(images)
-        return self._candidates(*self._classify(features, self.propose(features, sizes), sizes, factors))
+        classified = self._classify(features, self.propose(features, sizes), sizes, factors)
+        return class_candidates(*classified, self.num_classes)
 
     @torch.no_grad()
     def forward_with_candidates(
@@ -282,12 +278,8 @@ class RCNN(nn.Module):
         masks = None
         if self.config.mask_head is not None:
             masks = self.segment(features, boxes, labels, factors)
-        return InstanceDetections(boxes, scores, labels, masks), self._candidates(*classified)
-
-    def _candidates(
-        self, boxes: torch.Tensor, scores: torch.Tensor, classes: torch.Tensor, valid: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        return class_candidates(boxes, scores, classes, valid, self.num_classes)
+        candidates = class_candidates(*classified, self.num_classes)
+        return InstanceDetections(boxes, scores, labels, masks), candidates
 
     def segment(
         self,
