@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
@@ -41,11 +42,14 @@ class Server:
                 self.logs.append(json.loads(line))
 
     def log(self, msg: str) -> dict:
-        deadline = time.monotonic() + 30
-        while not (found := [e for e in list(self.logs) if e["msg"] == msg]):
-            assert time.monotonic() < deadline, f"never logged {msg!r}"
+        self.wait_for(lambda logs: any(e["msg"] == msg for e in logs), f"logged {msg!r}")
+        return next(e for e in list(self.logs) if e["msg"] == msg)
+
+    def wait_for(self, condition: Callable[[list[dict]], bool], what: str, within_s: float = 30) -> None:
+        deadline = time.monotonic() + within_s
+        while not condition(list(self.logs)):
+            assert time.monotonic() < deadline, f"never {what}"
             time.sleep(0.05)
-        return found[0]
 
     def answered(self, path: str) -> set[int]:
         return {
@@ -113,14 +117,23 @@ def test_answers_match_their_images_across_front_ends_and_the_inference_process_
         assert server.answered("/classify") == set(server.log("started workers")["pids"])
 
         # the inference process dies: 503, then a new one serves and the front ends reach it
+        front_ends, before_kill = set(server.log("started workers")["pids"]), len(server.logs)
         os.kill(server.log("started workers")["inference_pid"], signal.SIGKILL)
         wait_status(url, 503, within_s=10)
         ready = httpx.get(f"{url}/health/ready").json()
         if ready["status"] == "failing":  # not yet back: says why
             assert "inference process is not connected" in ready["detail"]
         wait_status(url, 200, within_s=120)
+        # readiness is each front end's own: one may answer 200 while the other still connects
+        server.wait_for(
+            lambda logs: (
+                {e["pid"] for e in logs[before_kill:] if e["msg"] == "connected to the inference process"}
+                == front_ends
+            ),
+            "both front ends connected to the new inference process",
+        )
         again = classify(url, [images[5]])
-        assert again.status_code == 200
+        assert again.status_code == 200, again.text
         assert probabilities(again.json()["results"][0]) == pytest.approx(alone[5], abs=1e-5)
     finally:
         code = server.stop()
