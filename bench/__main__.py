@@ -196,8 +196,8 @@ def main(argv: list[str] | None = None) -> int:
     decode = sub.add_parser(
         "decode",
         help="turning one JPEG into a model input: the CPU's host paths "
-        "(today's Pillow path against simplejpeg, Pillow into the crop, torch's "
-        "uint8 resize, JPEG drafts) in interleaved rounds, with their distance "
+        "(today's Pillow path against simplejpeg with the compiled or Pillow's "
+        "resize into the crop, torch's uint8 resize, JPEG drafts) in interleaved rounds, with their distance "
         "from the official inputs and its effect on logits; and the service's "
         "--gpu-decode (nvJPEG in batches) on a GPU",
     )

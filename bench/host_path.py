@@ -26,6 +26,7 @@ from service.preprocess import HostPath, decode, prepare
 
 LIMIT = 10**9
 TODAY = "today: Pillow decode, resize, crop"
+DEFAULT = "default: simplejpeg, numba (Pillow's resize compiled)"
 
 
 def today(data: bytes, p: Preprocessing) -> torch.Tensor:
@@ -59,11 +60,12 @@ def candidates(large: bool) -> dict[str, Callable[[bytes, Preprocessing], torch.
     """Whole paths, bytes to model input. The first is today's (the reference of the ratios)."""
     runs = {
         TODAY: today,
-        "default: simplejpeg, Pillow into the crop": through(HostPath("simplejpeg", "pillow")),
+        DEFAULT: through(HostPath("simplejpeg", "numba")),
+        "--cpu-resize pillow: simplejpeg, Pillow into the crop": through(HostPath("simplejpeg", "pillow")),
         "--cpu-resize torch: simplejpeg, torch uint8": through(HostPath("simplejpeg", "torch")),
     }
     if large:
-        runs["--jpeg-draft: simplejpeg draft, Pillow"] = through(HostPath("simplejpeg", "pillow", True))
+        runs["--jpeg-draft: simplejpeg draft, numba"] = through(HostPath("simplejpeg", "numba", True))
         runs["--jpeg-draft --cpu-resize torch"] = through(HostPath("simplejpeg", "torch", True))
         runs["Pillow reducing_gap=2 (not offered)"] = reducing_gap(2.0)
         runs["Pillow reducing_gap=3 (not offered)"] = reducing_gap(3.0)
@@ -86,6 +88,7 @@ def stages(data: bytes, p: Preprocessing) -> dict[str, Callable[[], object]]:
         "decode: simplejpeg": lambda: jpeg.decode(data),
         "resize: Pillow whole square, crop (today)": resize_then_crop,
         "resize: Pillow into the crop": lambda: p(image),
+        "resize: numba, Pillow's arithmetic into the crop": lambda: p.from_array(pixels),
         "resize: torch uint8 antialiased": lambda: p.from_uint8(pixels),
     }
 

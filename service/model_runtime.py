@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 import torch
 
 from models import Preprocessing, Task
+from models.transforms import pillow_resample
 
 from . import jpeg
 from .backends import Backend, BackendError, ModelMeta
@@ -46,11 +47,14 @@ def keep_aten_serial() -> None:
 
 
 def host_path(settings: Settings) -> HostPath:
-    """The CPU decoder and resize the settings ask for (auto: simplejpeg where installed)."""
-    decoder = settings.jpeg_decoder
+    """The CPU decoder and resize the settings ask for (auto: simplejpeg and numba where
+    installed)."""
+    decoder, resize = settings.jpeg_decoder, settings.cpu_resize
     if decoder == "auto":
         decoder = "simplejpeg" if jpeg.available() else "pillow"
-    return HostPath(decoder, settings.cpu_resize, settings.jpeg_draft)
+    if resize == "auto":
+        resize = "numba" if pillow_resample.available() else "pillow"
+    return HostPath(decoder, resize, settings.jpeg_draft)
 
 
 class ModelRuntime:

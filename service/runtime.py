@@ -118,8 +118,11 @@ class ServiceState:
 
     async def _load(self) -> None:
         try:
+            # the host path's compiled kernels, on a decoding thread while the models load
+            warming = asyncio.get_running_loop().run_in_executor(self._pool, self._warm_host_paths)
             for runtime in self.runtimes:
                 await asyncio.wrap_future(runtime.batcher.start())
+            await warming
         except asyncio.CancelledError:  # stopped before it loaded: not a failure
             raise
         except BaseException as exc:
@@ -131,6 +134,10 @@ class ServiceState:
         self.ready = not self.draining
         self.metrics.ready.set(1 if self.ready else 0)
         log.info("ready")
+
+    def _warm_host_paths(self) -> None:
+        for runtime in self.runtimes:
+            runtime.host_path.warm()
 
     async def wait_ready(self) -> None:
         """Waits for loading to end, or for a drain to begin (a front end's inference process

@@ -27,11 +27,11 @@ def check_consistent(settings: Settings) -> None:
         )
     if settings.api_keys is not None and not settings.api_key_list:
         raise ValueError("api_keys is set but holds no key (unset DAT_API_KEYS to serve without keys)")
-    if settings.jpeg_decoder == "simplejpeg":
-        from importlib.util import find_spec
+    from importlib.util import find_spec  # looked up per call: tests hide packages with it
 
-        if find_spec("simplejpeg") is None:
-            raise ValueError("jpeg_decoder simplejpeg: the package is not installed (pip install simplejpeg)")
+    for setting, package in (("jpeg_decoder", "simplejpeg"), ("cpu_resize", "numba")):
+        if getattr(settings, setting) == package and find_spec(package) is None:
+            raise ValueError(f"{setting} {package}: the package is not installed (pip install {package})")
     if settings.backend in ("onnxruntime", "tensorrt") and settings.artifacts is None:
         raise ValueError(f"backend {settings.backend} needs --artifacts (a 'python -m export' folder)")
     slots = settings.frontend_slots

@@ -16,7 +16,8 @@ import torch.nn.functional as F
 from PIL import Image
 
 from ..resize_order import pass_sizes, vertical_first
-from .normalization import IMAGENET_MEAN, IMAGENET_STD, normalize_into, per_channel
+from . import pillow_resample
+from .normalization import IMAGENET_MEAN, IMAGENET_STD, normalization_table, normalize_into, per_channel
 from .resampling import INTERPOLATIONS
 
 
@@ -125,6 +126,18 @@ class Preprocessing:
         x = x[:, :, top : top + self.input_size, top : top + self.input_size] / 255.0
         x = ((x - per_channel(self.mean, x.device)) / per_channel(self.std, x.device)).contiguous()
         return x[0] if one else x
+
+    def from_array(self, pixels: np.ndarray) -> torch.Tensor:
+        """``__call__`` bit for bit on uint8 RGB pixels (H, W, 3), about 4x faster: Pillow's
+        resampling arithmetic compiled with numba (:mod:`.pillow_resample`), only the crop
+        computed. Bicubic and bilinear; numba must be installed."""
+        if self.interpolation not in pillow_resample.FILTERS:
+            raise ValueError(f"the compiled resize has no {self.interpolation!r} filter")
+        size, crop = self.resize_size, self.input_size
+        top = int(round((size - crop) / 2.0))
+        kept = pillow_resample.resize_and_crop(pixels, size, top, top, crop, crop, self.interpolation)
+        table = normalization_table(tuple(self.mean), tuple(self.std))  # hashable, whatever came in
+        return torch.from_numpy(pillow_resample.planes(kept, table))
 
     def from_uint8(self, pixels: np.ndarray) -> torch.Tensor:
         """``__call__`` on the CPU, about 3x faster: uint8 RGB pixels (H, W, 3) -> normalised

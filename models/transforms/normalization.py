@@ -29,14 +29,15 @@ def normalize_into(
     A pixel has 256 values per channel, so the arithmetic is done once per value (in float32,
     as ToTensor + Normalize do: bit-identical) and each pixel looks its result up: one pass
     instead of three float passes over the image and a transpose (docs/benchmarks.md)."""
-    table = _normalization_table(tuple(mean), tuple(std))  # hashable, whatever sequence came in
+    table = normalization_table(tuple(mean), tuple(std))  # hashable, whatever sequence came in
     for channel in range(3):
         np.take(table[channel], pixels[..., channel], out=out[channel], mode="clip")
     return out
 
 
 @functools.lru_cache(maxsize=16)
-def _normalization_table(mean: tuple[float, float, float], std: tuple[float, float, float]) -> np.ndarray:
+def normalization_table(mean: tuple[float, float, float], std: tuple[float, float, float]) -> np.ndarray:
+    """(3, 256) float32: each channel's normalised value of each pixel level."""
     values = np.arange(256, dtype=np.float32)[None, :] / 255.0  # (1, 256)
     return (values - np.asarray(mean, np.float32)[:, None]) / np.asarray(std, np.float32)[:, None]
 

@@ -20,14 +20,15 @@ def test_the_host_paths_are_timed_in_rounds_and_measured_against_the_official_in
     paths = {row["variant"]: row for row in report["paths"]}
     assert list(paths)[0] == host_path.TODAY and paths[host_path.TODAY]["of_reference_median"] == 1
     assert all(row["ms_median"] > 0 for row in paths.values())
-    assert len(report["stages"]) == 5
+    assert len(report["stages"]) == 6
     distances = report["distance_from_official"]
     assert distances[host_path.TODAY]["max_levels"] == 0
-    assert distances["default: simplejpeg, Pillow into the crop"]["max_levels"] == 0  # bit for bit
+    assert distances[host_path.DEFAULT]["max_levels"] == 0  # bit for bit
     assert distances["--cpu-resize torch: simplejpeg, torch uint8"]["max_levels"] <= 2
     effects = report["model_effects"]["dat_digits"]["variants"]
-    assert effects["default: simplejpeg, Pillow into the crop"]["max_probability_difference"] == 0
-    assert "--jpeg-draft: simplejpeg draft, Pillow" not in paths  # a small image: no drafts
+    assert effects[host_path.DEFAULT]["max_probability_difference"] == 0
+    assert distances["--cpu-resize pillow: simplejpeg, Pillow into the crop"]["max_levels"] == 0
+    assert not [name for name in paths if "draft" in name]  # a small image: no drafts
     assert host_path.markdown(report).count("| today: Pillow decode, resize, crop |") == 2
 
 

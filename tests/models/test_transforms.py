@@ -120,6 +120,71 @@ def test_uint8_transform_of_a_photo_is_within_one_level_of_pillow(turn):
     assert levels.max() <= 1 and (levels > 0).float().mean() < 5e-3
 
 
+COMPILED_SHAPES = [
+    (500, 375),
+    (375, 500),
+    (300, 345),
+    (300, 360),
+    (300, 377),
+    (257, 900),
+    (90, 60),
+    (1, 1),
+    (3, 700),
+]
+
+
+@pytest.mark.parametrize("interpolation", ["bicubic", "bilinear"])
+@pytest.mark.parametrize("input_size, crop_pct", [(224, 224 / 256), (384, 224 / 256), (32, 1.0)])
+def test_compiled_transform_is_pillows_bit_for_bit(input_size, crop_pct, interpolation):
+    """Noise and hard edges, shrunk and enlarged, on both sides of Pillow 13's pass-order rule
+    (w=300: heights 344-376), with and without a crop: every value is Pillow's."""
+    p = Preprocessing(input_size, crop_pct=crop_pct, interpolation=interpolation)
+    rng = np.random.default_rng(input_size)
+    for width, height in COMPILED_SHAPES:
+        noise = Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8))
+        for image in (noise, _photo_like(width, height, seed=width + height)):
+            assert torch.equal(p.from_array(np.asarray(image)), p(image)), (width, height)
+
+
+def test_compiled_transform_of_a_large_photo_and_of_strided_pixels():
+    from bench.server_cli import sample_jpeg
+
+    p = Preprocessing(224)
+    photo = Image.open(io.BytesIO(sample_jpeg(2000, 1500))).convert("RGB")
+    assert torch.equal(p.from_array(np.asarray(photo)), p(photo))
+    pixels = np.asarray(photo)[::3, ::2]  # a view, not contiguous
+    assert torch.equal(p.from_array(pixels), p(Image.fromarray(np.ascontiguousarray(pixels))))
+
+
+def test_without_a_writable_cache_folder_the_kernels_compile_anyway(monkeypatch):
+    """numba refuses ``cache=True`` where no folder is writable (a read-only file system)."""
+    import numba
+
+    from models.transforms import pillow_resample
+
+    real = numba.njit
+
+    def njit(*args, **kwargs):
+        if kwargs.get("cache"):
+            raise RuntimeError("cannot cache function 'resample_rows': no locator available for file")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(numba, "njit", njit)
+    monkeypatch.setattr(pillow_resample, "_kernels", pillow_resample._kernels.__wrapped__)  # made anew
+    p = Preprocessing(32)
+    image = _photo_like(90, 60, seed=3)
+    assert torch.equal(p.from_array(np.asarray(image)), p(image))
+
+
+def test_compiled_transform_refuses_what_it_cannot_match():
+    with pytest.raises(ValueError, match="nearest"):
+        Preprocessing(32, interpolation="nearest").from_array(np.zeros((40, 40, 3), np.uint8))
+    with pytest.raises(ValueError, match="uint8"):
+        Preprocessing(32).from_array(np.zeros((40, 40, 3), np.float32))
+    with pytest.raises(ValueError, match="uint8"):
+        Preprocessing(32).from_array(np.zeros((40, 40, 4), np.uint8))
+
+
 @pytest.mark.parametrize("size", [(375, 500), (300, 900)])
 def test_tensor_transform_follows_pillows_pass_order_on_tall_images(size):
     p = Preprocessing(224)

@@ -3,7 +3,9 @@ official transform: Pillow decoding, Pillow's bicubic resize."""
 
 from __future__ import annotations
 
+import asyncio
 import io
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -13,11 +15,12 @@ from PIL import Image
 
 from bench.server_cli import sample_jpeg
 from models import Preprocessing, create_model
-from service import jpeg
+from models.transforms import pillow_resample
+from service import create_app, jpeg
 from service.errors import BadImage
 from service.preprocess import OFFICIAL, HostPath, decode, prepare
 from service.runtime import host_path
-from tests.helpers.app import served, settings
+from tests.helpers.app import serve, served, settings
 from tests.helpers.images import image_bytes, sample_png
 
 pytestmark = pytest.mark.skipif(not jpeg.available(), reason="simplejpeg is not installed")
@@ -115,7 +118,7 @@ def softmax(model, tensor: torch.Tensor) -> np.ndarray:
 
 @pytest.mark.parametrize("sample", sorted(p.name for p in SAMPLES.iterdir()))
 def test_the_servers_default_path_gives_the_official_inputs_exactly(sample):
-    """simplejpeg's pixels and Pillow's resize: the default model's very inputs (it is
+    """simplejpeg's pixels and Pillow's resize compiled: the default model's very inputs (it is
     sensitive: one value one level off moved its probabilities by up to 8e-3, measured)."""
     data = (SAMPLES / sample).read_bytes()
     p = create_model("dat_digits").info.preprocessing
@@ -124,12 +127,14 @@ def test_the_servers_default_path_gives_the_official_inputs_exactly(sample):
 
 
 @pytest.mark.anyio
-async def test_the_server_decodes_with_simplejpeg_by_default_and_says_so(backend, tiny_model):
+async def test_the_server_decodes_with_simplejpeg_and_resizes_with_numba_by_default_and_says_so(
+    backend, tiny_model
+):
     data = image_bytes(photo(), "JPEG", quality=90)
     async with served(backend) as client:
         described = (await client.get("/models")).json()["models"][0]
         response = await client.post("/classify", content=data, headers={"content-type": "image/jpeg"})
-    assert described["host_path"] == {"jpeg_decoder": "simplejpeg", "resize": "pillow", "jpeg_draft": False}
+    assert described["host_path"] == {"jpeg_decoder": "simplejpeg", "resize": "numba", "jpeg_draft": False}
     (result,) = response.json()["results"]
     official = softmax(tiny_model, tiny_model.info.preprocessing(decode(data, LIMIT)[0]))
     assert result["predictions"][0]["index"] == int(official.argmax())
@@ -137,27 +142,55 @@ async def test_the_server_decodes_with_simplejpeg_by_default_and_says_so(backend
 
 
 def test_settings_choose_the_host_path(monkeypatch):
-    assert host_path(settings()) == HostPath("simplejpeg", "pillow")
-    assert host_path(settings(jpeg_decoder="pillow")) == OFFICIAL
+    assert host_path(settings()) == HostPath("simplejpeg", "numba")
+    assert host_path(settings(jpeg_decoder="pillow", cpu_resize="pillow")) == OFFICIAL
+    assert host_path(settings(cpu_resize="pillow")) == HostPath("simplejpeg", "pillow")
     assert host_path(settings(cpu_resize="torch")) == FAST
     assert host_path(settings(jpeg_draft=True)).jpeg_draft
     monkeypatch.setattr(jpeg, "simplejpeg", None)
+    monkeypatch.setattr(pillow_resample, "available", lambda: False)
     assert host_path(settings()) == OFFICIAL  # auto: what is installed
     with pytest.raises(ValueError, match="not installed"):
         HostPath("simplejpeg", "torch")
+    with pytest.raises(ValueError, match="needs numba"):
+        HostPath("pillow", "numba")
     with pytest.raises(ValueError, match="unknown host path"):
         HostPath("libjpeg", "torch")
 
 
-def test_asking_for_simplejpeg_where_it_is_missing_is_a_clear_error(monkeypatch):
+@pytest.mark.parametrize("setting, package", [("jpeg_decoder", "simplejpeg"), ("cpu_resize", "numba")])
+def test_asking_for_a_package_that_is_missing_is_a_clear_error(monkeypatch, setting, package):
     import importlib.util
 
     real = importlib.util.find_spec
-    monkeypatch.setattr(
-        importlib.util, "find_spec", lambda name, *a: None if name == "simplejpeg" else real(name)
-    )
-    with pytest.raises(ValueError, match="pip install simplejpeg"):
-        settings(jpeg_decoder="simplejpeg")
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == package else real(name))
+    with pytest.raises(ValueError, match=f"{setting} {package}: .* \\(pip install {package}\\)"):
+        settings(**{setting: package})
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG"])
+@pytest.mark.parametrize("size", [(500, 375), (375, 500), (300, 900), (40, 30)])
+def test_the_compiled_resize_gives_the_official_inputs_exactly(fmt, size):
+    p = Preprocessing(224)
+    data = image_bytes(photo(*size), fmt)
+    compiled = prepare(data, p, LIMIT, host=HostPath("simplejpeg", "numba"))
+    assert torch.equal(compiled.tensor, prepare(data, p, LIMIT).tensor)
+
+
+@pytest.mark.anyio
+async def test_the_server_is_ready_only_once_its_resize_is_compiled(backend, monkeypatch):
+    compiled = threading.Event()
+    monkeypatch.setattr(HostPath, "warm", lambda self: compiled.wait(30))
+    app = create_app(settings(), backend=backend)
+    try:
+        async with serve(app, wait_ready=False) as client:
+            await asyncio.sleep(0.3)  # the model loads at once (warmup off): the compile holds readiness
+            assert (await client.get("/health/ready")).status_code == 503
+            compiled.set()
+            await app.state.service.wait_ready()
+            assert (await client.get("/health/ready")).status_code == 200
+    finally:
+        compiled.set()
 
 
 @pytest.mark.parametrize("decoder", ["simplejpeg", "pillow"])
