@@ -1,5 +1,5 @@
-"""The CPU's fast host path (simplejpeg, torch's uint8 resize, JPEG drafts) against the
-official transform: Pillow decoding, Pillow's bicubic resize."""
+"""The CPU's host paths (simplejpeg, the compiled resize, torch's uint8 resize, JPEG drafts)
+against the official transform: Pillow decoding, Pillow's bicubic resize."""
 
 from __future__ import annotations
 
