@@ -3,6 +3,7 @@ path; ``service.runtime`` holds the runtimes of a server (and names these too)."
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -91,6 +92,20 @@ class ModelRuntime:
             probe=self._probe,
             probe_interval_s=settings.probe_interval_s,
         )
+
+    def warm_host_path(self) -> None:
+        """Compiles the host path's kernels now, so that no request waits for them. Under
+        --cpu-resize auto a compiled resize that cannot be built (numba broken by a NumPy it
+        does not support, say) gives way to Pillow's, which computes the same values more
+        slowly: a missing speed-up is no reason not to serve. Asked for by name, it fails the start."""
+        try:
+            self.host_path.warm()
+        except Exception as exc:  # noqa: BLE001 - numba's import and compile errors are many
+            reason = f"the compiled resize cannot be built ({type(exc).__name__}: {exc})"
+            if self.settings.cpu_resize != "auto":
+                raise RuntimeError(f"--cpu-resize numba: {reason}") from exc
+            log.warning("%s; resizing with Pillow, the same values, slower", reason)
+            self.host_path = dataclasses.replace(self.host_path, resize="pillow")
 
     def _setup(self) -> None:  # on the inference thread
         started = time.monotonic()

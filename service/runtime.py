@@ -137,7 +137,7 @@ class ServiceState:
 
     def _warm_host_paths(self) -> None:
         for runtime in self.runtimes:
-            runtime.host_path.warm()
+            runtime.warm_host_path()
 
     async def wait_ready(self) -> None:
         """Waits for loading to end, or for a drain to begin (a front end's inference process

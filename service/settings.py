@@ -259,7 +259,8 @@ class Settings(BaseSettings):
         "(Pillow itself), torch (its uint8 antialiased kernels: faster still, "
         "within one level in 255 of Pillow on photos, two on hard synthetic "
         "edges; the default model's probabilities moved by up to 1.4e-2 on "
-        "noise images, measured), or auto: numba where installed, else pillow",
+        "noise images, measured), or auto: numba where installed (pillow, with a warning, where it "
+        "cannot be built), else pillow",
     )
     jpeg_draft: bool = Field(
         False,

@@ -193,6 +193,39 @@ async def test_the_server_is_ready_only_once_its_resize_is_compiled(backend, mon
         compiled.set()
 
 
+def unbuildable_kernels():
+    # what a numba that does not support the installed NumPy says on import
+    raise ImportError("Numba needs NumPy 2.3 or less. Got NumPy 2.9.")
+
+
+@pytest.mark.anyio
+async def test_a_compiled_resize_that_cannot_build_gives_way_to_pillows_under_auto(
+    backend, tiny_model, monkeypatch, caplog
+):
+    monkeypatch.setattr(pillow_resample, "_kernels", unbuildable_kernels)
+    data = image_bytes(photo(), "JPEG", quality=90)
+    async with served(backend) as client:  # ready: a missing speed-up is no reason not to serve
+        described = (await client.get("/models")).json()["models"][0]
+        response = await client.post("/classify", content=data, headers={"content-type": "image/jpeg"})
+    assert described["host_path"]["resize"] == "pillow"
+    assert "the compiled resize cannot be built" in caplog.text and "Numba needs NumPy" in caplog.text
+    (result,) = response.json()["results"]
+    official = softmax(tiny_model, tiny_model.info.preprocessing(decode(data, LIMIT)[0]))
+    assert result["predictions"][0]["probability"] == pytest.approx(float(official.max()), abs=1e-6)
+
+
+@pytest.mark.anyio
+async def test_a_compiled_resize_asked_for_by_name_that_cannot_build_fails_the_start(backend, monkeypatch):
+    monkeypatch.setattr(pillow_resample, "_kernels", unbuildable_kernels)
+    app = create_app(settings(cpu_resize="numba"), backend=backend)
+    async with serve(app, wait_ready=False) as client:
+        with pytest.raises(
+            RuntimeError, match="--cpu-resize numba: the compiled resize cannot be built .*Numba needs"
+        ):
+            await app.state.service.wait_ready()
+        assert (await client.get("/health/ready")).status_code == 503
+
+
 @pytest.mark.parametrize("decoder", ["simplejpeg", "pillow"])
 def test_a_draft_decodes_large_jpegs_smaller_but_reports_their_size(decoder):
     p = Preprocessing(224)
