@@ -187,10 +187,12 @@ class InferenceServer:
         wire.send(conn, (wire.WELCOME, models))
         message, fds = wire.receive(conn, max_fds=len(self.runtimes))
         if message[0] != wire.RINGS or len(fds) != len(message[1]):
+            for fd in fds:
+                os.close(fd)
             raise ConnectionError("expected RINGS with one descriptor per ring")
         rings = {}
         for fd, (role, (slots, elements)) in zip(fds, message[1].items()):
-            rings[role] = SlotRing(fd, slots, elements)
+            rings[role] = SlotRing.attach(fd, slots, elements)
             if self.runtimes[role].backend.device.startswith("cuda"):
                 rings[role].pin()
         wire.send(conn, (wire.READY,))

@@ -49,6 +49,19 @@ class SlotRing:
         os.ftruncate(fd, slots * elements * _FLOAT32)
         return cls(fd, slots, elements)
 
+    @classmethod
+    def attach(cls, fd: int, slots: int, elements: int) -> SlotRing:
+        """A front end's ring, mapped by the inference process from the descriptor it received,
+        which is then closed: the mapping alone holds the memory, which goes with it once the
+        front end is gone and no batch holds its images. (A kept descriptor would hold it for
+        the process's lifetime, a ring more at every reconnection.)"""
+        try:
+            ring = cls(fd, slots, elements)
+        finally:
+            os.close(fd)
+        ring.fd = -1
+        return ring
+
     @property
     def nbytes(self) -> int:
         return self.slots * self.elements * _FLOAT32

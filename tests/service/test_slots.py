@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import socket
+import threading
 
 import numpy as np
 import pytest
@@ -96,3 +98,74 @@ def test_the_asyncio_reader_takes_frames_as_they_come():
         return got
 
     assert asyncio.run(scenario()) == [(wire.STATUS, {}), (wire.RELEASE, 3)]
+
+
+def slot_files() -> tuple[int, int]:
+    """This process's open descriptors of image-slot files, and its mappings of them."""
+    descriptors = 0
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            descriptors += "dat-image-slots" in os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:  # the listing's own descriptor, gone by now
+            pass
+    with open("/proc/self/maps") as maps:
+        mappings = sum("dat-image-slots" in line for line in maps)
+    return descriptors, mappings
+
+
+def test_a_front_ends_ring_lives_in_the_inference_process_only_while_mapped():
+    """The inference process closes the descriptor it received once it has mapped the ring: a
+    front end that reconnects (or is restarted) leaves nothing behind it once its images are
+    let go. A kept descriptor would hold the ring's memory for the process's lifetime."""
+    from service.inference import InferenceServer
+    from tests.helpers.app import settings
+
+    server = InferenceServer(settings(), "unused.sock")
+    server.runtimes["classification"].backend.load()  # the handshake names the model
+    front = SlotRing.create(4, slot_elements(3))
+    front.tensor[1, :27] = torch.arange(27.0)
+    before = slot_files()
+    a, b = socket.socketpair()
+    with a, b:
+
+        def front_end() -> None:
+            wire.send(a, (wire.HELLO, os.getpid()))
+            wire.receive(a)  # WELCOME
+            wire.send(a, (wire.RINGS, {"classification": (front.slots, front.elements)}), [front.fd])
+            wire.receive(a)  # READY
+
+        thread = threading.Thread(target=front_end)
+        thread.start()
+        rings = server._handshake(b)
+        thread.join()
+    # mapped, with the one descriptor Python's mmap keeps for itself: the received one is closed
+    assert slot_files() == (before[0] + 1, before[1] + 1)
+    assert torch.equal(rings["classification"].image(1, (3, 3, 3)).flatten(), torch.arange(27.0))
+    del rings
+    gc.collect()
+    assert slot_files() == before
+
+
+def test_a_handshake_refused_for_a_descriptor_missing_keeps_none():
+    from service.inference import InferenceServer
+    from tests.helpers.app import settings
+
+    server = InferenceServer(settings(), "unused.sock")
+    server.runtimes["classification"].backend.load()
+    front = SlotRing.create(4, slot_elements(3))
+    before = slot_files()
+    a, b = socket.socketpair()
+    with a, b:
+
+        def front_end() -> None:
+            wire.send(a, (wire.HELLO, os.getpid()))
+            wire.receive(a)  # WELCOME
+            rings = {"classification": (4, front.elements), "detection": (4, front.elements)}
+            wire.send(a, (wire.RINGS, rings), [front.fd])
+
+        thread = threading.Thread(target=front_end)
+        thread.start()
+        with pytest.raises(ConnectionError, match="one descriptor per ring"):
+            server._handshake(b)
+        thread.join()
+    assert slot_files() == before
