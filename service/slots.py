@@ -53,8 +53,8 @@ class SlotRing:
     def attach(cls, fd: int, slots: int, elements: int) -> SlotRing:
         """A front end's ring, mapped by the inference process from the descriptor it received,
         which is then closed: the mapping alone holds the memory, which goes with it once the
-        front end is gone and no batch holds its images. (A kept descriptor would hold it for
-        the process's lifetime, a ring more at every reconnection.)"""
+        front end's connection is gone and no batch holds its images. (A kept descriptor would
+        hold the memory for the process's lifetime, whatever became of the front end.)"""
         try:
             ring = cls(fd, slots, elements)
         finally:

@@ -114,9 +114,9 @@ def slot_files() -> tuple[int, int]:
 
 
 def test_a_front_ends_ring_lives_in_the_inference_process_only_while_mapped():
-    """The inference process closes the descriptor it received once it has mapped the ring: a
-    front end that reconnects (or is restarted) leaves nothing behind it once its images are
-    let go. A kept descriptor would hold the ring's memory for the process's lifetime."""
+    """The inference process closes the descriptor it received once it has mapped the ring:
+    once a front end's connection is gone and its images are let go, nothing of its ring is
+    left. A kept descriptor would hold the ring's memory for the process's lifetime."""
     from service.inference import InferenceServer
     from tests.helpers.app import settings
 
