@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import os
 import socket
@@ -101,7 +102,9 @@ def test_the_asyncio_reader_takes_frames_as_they_come():
 
 
 def slot_files() -> tuple[int, int]:
-    """This process's open descriptors of image-slot files, and its mappings of them."""
+    """This process's open descriptors of image-slot files, and its mappings of them, once
+    what nothing refers to any more is collected (earlier tests' rings too)."""
+    gc.collect()
     descriptors = 0
     for fd in os.listdir("/proc/self/fd"):
         try:
@@ -113,59 +116,51 @@ def slot_files() -> tuple[int, int]:
     return descriptors, mappings
 
 
-def test_a_front_ends_ring_lives_in_the_inference_process_only_while_mapped():
-    """The inference process closes the descriptor it received once it has mapped the ring:
-    once a front end's connection is gone and its images are let go, nothing of its ring is
-    left. A kept descriptor would hold the ring's memory for the process's lifetime."""
+def handshake(front: SlotRing, specs: dict) -> dict[str, SlotRing]:
+    """The inference process's side of a front end's handshake (the model loaded), the front
+    end sharing ``front`` as the rings ``specs`` name, on a thread."""
     from service.inference import InferenceServer
     from tests.helpers.app import settings
 
     server = InferenceServer(settings(), "unused.sock")
     server.runtimes["classification"].backend.load()  # the handshake names the model
-    front = SlotRing.create(4, slot_elements(3))
-    front.tensor[1, :27] = torch.arange(27.0)
-    before = slot_files()
     a, b = socket.socketpair()
     with a, b:
 
         def front_end() -> None:
             wire.send(a, (wire.HELLO, os.getpid()))
             wire.receive(a)  # WELCOME
-            wire.send(a, (wire.RINGS, {"classification": (front.slots, front.elements)}), [front.fd])
-            wire.receive(a)  # READY
+            wire.send(a, (wire.RINGS, specs), [front.fd])
+            with contextlib.suppress(ConnectionError):  # READY, unless refused
+                wire.receive(a)
 
         thread = threading.Thread(target=front_end)
         thread.start()
-        rings = server._handshake(b)
-        thread.join()
+        try:
+            return server._handshake(b)
+        finally:
+            b.close()
+            thread.join()
+
+
+def test_a_front_ends_ring_lives_in_the_inference_process_only_while_mapped():
+    """The inference process closes the descriptor it received once it has mapped the ring:
+    once a front end's connection is gone and its images are let go, nothing of its ring is
+    left. A kept descriptor would hold the ring's memory for the process's lifetime."""
+    front = SlotRing.create(4, slot_elements(3))
+    front.tensor[1, :27] = torch.arange(27.0)
+    before = slot_files()
+    rings = handshake(front, {"classification": (front.slots, front.elements)})
     # mapped, with the one descriptor Python's mmap keeps for itself: the received one is closed
     assert slot_files() == (before[0] + 1, before[1] + 1)
     assert torch.equal(rings["classification"].image(1, (3, 3, 3)).flatten(), torch.arange(27.0))
     del rings
-    gc.collect()
     assert slot_files() == before
 
 
 def test_a_handshake_refused_for_a_descriptor_missing_keeps_none():
-    from service.inference import InferenceServer
-    from tests.helpers.app import settings
-
-    server = InferenceServer(settings(), "unused.sock")
-    server.runtimes["classification"].backend.load()
     front = SlotRing.create(4, slot_elements(3))
     before = slot_files()
-    a, b = socket.socketpair()
-    with a, b:
-
-        def front_end() -> None:
-            wire.send(a, (wire.HELLO, os.getpid()))
-            wire.receive(a)  # WELCOME
-            rings = {"classification": (4, front.elements), "detection": (4, front.elements)}
-            wire.send(a, (wire.RINGS, rings), [front.fd])
-
-        thread = threading.Thread(target=front_end)
-        thread.start()
-        with pytest.raises(ConnectionError, match="one descriptor per ring"):
-            server._handshake(b)
-        thread.join()
+    with pytest.raises(ConnectionError, match="one descriptor per ring"):
+        handshake(front, {"classification": (4, front.elements), "detection": (4, front.elements)})
     assert slot_files() == before
