@@ -1,10 +1,11 @@
 """``--workers N`` with worker_mode frontends: N front ends and one inference process.
 
-The parent binds the port once and spawns (no CUDA state is inherited) the inference process
-(``service.inference``: the model, loaded once, and the batchers) and N front ends
-(``service.frontend``: HTTP, decoding, preprocessing) that share the port and reach the
-inference process over a Unix socket in a private directory. A front end takes connections
-once it has reached the inference process.
+The parent binds a socket per front end to the port and spawns (no CUDA state is inherited)
+the inference process (``service.inference``: the model, loaded once, and the batchers) and N
+front ends (``service.frontend``: HTTP, decoding, preprocessing) that reach the inference
+process over a Unix socket in a private directory. A front end listens, and takes connections,
+once it has reached the inference process; the kernel spreads connections over the front ends
+listening (``service.workers.worker_sockets``).
 
 - SIGTERM / SIGINT: the front ends drain as a single server does (readiness 503, no new
   connections, in-flight requests finish); once they have all exited, the inference process
@@ -39,7 +40,7 @@ from prometheus_client import multiprocess
 
 from .logs import configure_logging
 from .settings import Settings
-from .workers import bind, exit_with_parent, metrics_directory
+from .workers import exit_with_parent, metrics_directory, worker_sockets
 
 log = logging.getLogger("service.workers")
 
@@ -100,13 +101,13 @@ class Supervisor:
             _signal(process, signal.SIGTERM)
 
     def run(self) -> int:
-        sock = bind(self.settings.host, self.settings.port)
+        socks = worker_sockets(self.settings.host, self.settings.port, self.settings.workers)
         self.inference, loaded = self._start_inference()
         self.frontends = [
             self.context.Process(
                 target=_frontend, args=(self.argv, sock, self.socket_path), name=f"frontend-{i}"
             )
-            for i in range(self.settings.workers)
+            for i, sock in enumerate(socks)
         ]
         for process in self.frontends:
             process.start()
@@ -115,7 +116,7 @@ class Supervisor:
             extra={
                 "pids": [p.pid for p in self.frontends],
                 "inference_pid": self.inference.pid,
-                "port": sock.getsockname()[1],
+                "port": socks[0].getsockname()[1],
                 "metrics_dir": self.metrics_dir,
             },
         )
@@ -125,7 +126,8 @@ class Supervisor:
         finally:
             for sig, handler in original.items():
                 signal.signal(sig, handler)
-            sock.close()
+            for sock in set(socks):
+                sock.close()
         return self.status
 
     def _watch(self, loaded: multiprocessing.synchronize.Event) -> None:

@@ -1,15 +1,15 @@
-"""``--workers N --worker-mode replicas``: N server processes on one listening socket, each with
-its own model copy (the default mode, front ends, lives in ``service.supervisor``).
+"""``--workers N --worker-mode replicas``: N server processes on one port, each with its own
+model copy (the default mode, front ends, lives in ``service.supervisor``).
 
 One Python process cannot feed a GPU: parsing HTTP and decoding images hold the GIL (on an
 H100 one process served a small fraction of what the model computes: docs/benchmarks.md). The
-parent binds the port once and starts the workers (spawned, so none inherits CUDA state); the
-kernel spreads connections over them. A worker takes connections only once its models have
-loaded. SIGTERM / SIGINT go on to every worker, which drain as a single server does; if a
-worker dies on its own, the others are stopped and the parent exits with its status, for the
-supervisor (compose, Kubernetes) to restart the whole. A parent killed outright (SIGKILL, the
-OOM killer) takes its workers with it: each asks the kernel for SIGTERM when it is orphaned
-(:func:`exit_with_parent`), so none is left holding the port.
+parent binds a socket per worker to the port and starts the workers (spawned, so none inherits
+CUDA state); each listens once its models have loaded, and the kernel spreads connections over
+those listening (:func:`worker_sockets`). SIGTERM / SIGINT go on to every worker, which drain
+as a single server does; if a worker dies on its own, the others are stopped and the parent
+exits with its status, for the supervisor (compose, Kubernetes) to restart the whole. A parent
+killed outright (SIGKILL, the OOM killer) takes its workers with it: each asks the kernel for
+SIGTERM when it is orphaned (:func:`exit_with_parent`), so none is left holding the port.
 
 Metrics: the workers write theirs to files in one directory per server, and each one's
 /metrics sums them all (``service.metrics``). The directory is ``PROMETHEUS_MULTIPROC_DIR`` if
@@ -41,12 +41,41 @@ from .settings import Settings
 log = logging.getLogger("service.workers")
 
 
-def bind(host: str, port: int) -> socket.socket:
-    family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+def worker_sockets(host: str, port: int, count: int) -> list[socket.socket]:
+    """A socket per worker, all bound to one address with SO_REUSEPORT. Each worker listens on
+    its own once it is ready (uvicorn's startup), and the kernel spreads new connections over
+    the listening ones by a hash of each connection's addresses; none goes to a worker still
+    loading.
+
+    On one socket shared by all, the worker woken first accepts every connection waiting
+    (uvloop accepts until none is left): a burst of keep-alive connections, as a gateway's pool
+    opens them, went to one worker and stayed there (all 32 of 32, measured). Without
+    SO_REUSEPORT (not Linux) the workers share one socket."""
+    address = _address(host, port)
+    with _socket(address) as probe:  # a port in use is an error, as without SO_REUSEPORT
+        probe.bind(address[4])
+        address = _address(host, probe.getsockname()[1])  # port 0: the free one found
+    spread = count > 1 and sys.platform.startswith("linux")
+    first = _bound(address, spread)
+    return [first] + [_bound(address, True) if spread else first for _ in range(count - 1)]
+
+
+def _address(host: str, port: int) -> tuple:
+    return socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+
+
+def _socket(address: tuple) -> socket.socket:
+    family, kind, proto, _, _ = address
     sock = socket.socket(family, kind, proto)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(address)
-    sock.listen(2048)
+    return sock
+
+
+def _bound(address: tuple, reuse_port: bool) -> socket.socket:
+    sock = _socket(address)
+    if reuse_port:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind(address[4])
     sock.set_inheritable(True)
     return sock
 
@@ -67,7 +96,7 @@ def exit_with_parent() -> None:
 
 
 def _worker(argv: list[str], sock: socket.socket) -> None:
-    """A worker process: the same settings, the shared socket."""
+    """A worker process: the same settings, its own listening socket."""
     from .server import serve
 
     exit_with_parent()
@@ -103,19 +132,22 @@ def serve_workers(settings: Settings, argv: list[str]) -> int:
 
 
 def _serve_workers(settings: Settings, argv: list[str], metrics_dir: str) -> int:
-    sock = bind(settings.host, settings.port)
+    socks = worker_sockets(settings.host, settings.port, settings.workers)
     # --backend simulated: the replicas share one simulated device, as they would a real one
     os.environ[DEVICE_LOCK] = os.path.join(metrics_dir, "simulated-device.lock")
     context = multiprocessing.get_context("spawn")
     workers = [
-        context.Process(target=_worker, args=(argv, sock), name=f"worker-{i}")
-        for i in range(settings.workers)
+        context.Process(target=_worker, args=(argv, sock), name=f"worker-{i}") for i, sock in enumerate(socks)
     ]
     for worker in workers:
         worker.start()
     log.info(
         "started workers",
-        extra={"pids": [w.pid for w in workers], "port": sock.getsockname()[1], "metrics_dir": metrics_dir},
+        extra={
+            "pids": [w.pid for w in workers],
+            "port": socks[0].getsockname()[1],
+            "metrics_dir": metrics_dir,
+        },
     )
     stopping = False
 
@@ -146,5 +178,6 @@ def _serve_workers(settings: Settings, argv: list[str], metrics_dir: str) -> int
     finally:
         for sig, handler in original.items():
             signal.signal(sig, handler)
-        sock.close()
+        for sock in set(socks):
+            sock.close()
     return status
