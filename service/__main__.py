@@ -3,7 +3,8 @@ or ``--workers N``: N front ends feeding one inference process, or N replicas).
 
 SIGTERM / SIGINT: readiness turns 503 and queues flush at once, uvicorn stops accepting
 connections, in-flight requests get ``--shutdown-timeout-s`` to finish, then the process exits 0.
-Exit status 1: the model failed to load; 2: bad settings.
+Exit status 1: the model failed to load; 2: bad settings; 3: the address cannot be bound (a
+port in use: uvicorn's status for a failed start).
 """
 
 from __future__ import annotations
@@ -31,19 +32,27 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(settings.log_level)
     log.info("starting", extra={"settings": settings.model_dump(mode="json")})
     log_onnxruntime()
-    if settings.workers > 1 and worker_mode(settings) == "frontends":
-        from .supervisor import serve_frontends
-
-        return serve_frontends(settings, argv)
     if settings.workers > 1:
-        from .workers import serve_workers
-
-        return serve_workers(settings, argv)
+        return serve_many(settings, argv)
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):  # set by hand: no earlier server's files
         from .workers import metrics_directory
 
         metrics_directory()
     return serve(settings)
+
+
+def serve_many(settings: Settings, argv: list[str]) -> int:
+    """--workers N: front ends and an inference process, or replicas."""
+    from .supervisor import serve_frontends
+    from .workers import CannotBind, serve_workers
+
+    try:
+        if worker_mode(settings) == "frontends":
+            return serve_frontends(settings, argv)
+        return serve_workers(settings, argv)
+    except CannotBind as exc:  # as uvicorn reports it for one process: a line, status 3
+        log.error("%s", exc)
+        return 3
 
 
 def worker_mode(settings: Settings) -> str:

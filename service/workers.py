@@ -41,6 +41,10 @@ from .settings import Settings
 log = logging.getLogger("service.workers")
 
 
+class CannotBind(OSError):
+    """The address is in use (or not this host's): the server cannot start."""
+
+
 def worker_sockets(host: str, port: int, count: int) -> list[socket.socket]:
     """A socket per worker, all bound to one address with SO_REUSEPORT. Each worker listens on
     its own once it is ready (uvicorn's startup), and the kernel spreads new connections over
@@ -53,7 +57,10 @@ def worker_sockets(host: str, port: int, count: int) -> list[socket.socket]:
     SO_REUSEPORT (not Linux) the workers share one socket."""
     address = _address(host, port)
     with _socket(address) as probe:  # a port in use is an error, as without SO_REUSEPORT
-        probe.bind(address[4])
+        try:
+            probe.bind(address[4])
+        except OSError as exc:
+            raise CannotBind(f"cannot bind {host}:{port}: {exc.strerror or exc}") from exc
         address = _address(host, probe.getsockname()[1])  # port 0: the free one found
     spread = count > 1 and sys.platform.startswith("linux")
     first = _bound(address, spread)

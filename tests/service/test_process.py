@@ -7,7 +7,9 @@ import contextlib
 import json
 import os
 import signal
+import socket
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 
@@ -17,6 +19,7 @@ import pytest
 from service.__main__ import main
 from tests.helpers.images import sample_png
 from tests.helpers.metrics import metric
+from tests.helpers.paths import REPO
 from tests.helpers.server import start, wait_ready
 
 
@@ -146,6 +149,21 @@ def test_a_model_that_cannot_load_exits_1(tiny_config_file, tmp_path, workers):
         assert process.wait(timeout=120) == 1
 
     assert any(e["msg"].startswith("model failed to load") and "not found" in e["msg"] for e in logs)
+
+
+@pytest.mark.parametrize("workers", [["1"], ["2"], ["2", "--worker-mode", "replicas"]])
+def test_a_port_in_use_exits_3_and_says_so_in_a_line(workers):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        process = subprocess.run(
+            [sys.executable, "-m", "service", "--host", "127.0.0.1", "--port", str(port),
+             "--backend", "simulated", "--detector", "none", "--no-warmup", "--workers", *workers],
+            cwd=REPO, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+    assert process.returncode == 3  # uvicorn's status for a start that failed
+    assert "address already in use" in process.stderr.lower() and "Traceback" not in process.stderr
 
 
 def test_bad_settings_exit_2_and_help_lists_the_flags(capsys, monkeypatch):
