@@ -65,11 +65,22 @@ def _test_sh(tmp_path, *args: str, exit_codes: tuple[int, ...] = (0, 0)) -> tupl
 def test_make_test_runs_the_export_tests_two_at_a_time_then_the_server_tests_alone(tmp_path):
     code, calls = _test_sh(tmp_path, "-q")
     assert code == 0
-    parallel = ["-n", "2", "--dist", "loadfile", "--ignore=tests/service", "--ignore=tests/bench"]
-    assert calls == [
-        ["-m", "pytest", *parallel, "-q"],
-        ["-m", "pytest", "-q", "tests/service", "tests/bench"],
-    ]
+    first, second = calls
+    assert first[:6] == ["-m", "pytest", "-n", "2", "--dist", "loadfile"] and first[-1] == "-q"
+    assert second[:3] == ["-m", "pytest", "-q"]
+    serial = second[3:]
+    assert first[6:-1] == [f"--ignore={path}" for path in serial]  # the second part: what the first leaves
+    service = {str(p.relative_to(REPO)) for p in (REPO / "tests/service").glob("test_*.py")}
+    # the service tests that start no server and time nothing join the first part; the rest,
+    # and the benchmarks, run alone
+    assert service - set(serial) == {
+        "tests/service/test_backends.py",
+        "tests/service/test_gpu_contract.py",
+        "tests/service/test_masks_exported.py",
+        "tests/service/test_default_model.py",
+        "tests/service/test_default_detector.py",
+    }
+    assert serial[0] == "tests/bench" and set(serial[1:]) <= service
     # a failing first part stops there with its status; pytest's 5 (nothing selected) is no failure
     assert _test_sh(tmp_path / "a", exit_codes=(1, 0)) == (1, [calls[0][:-1]])
     assert _test_sh(tmp_path / "b", "-k", "batcher", exit_codes=(5, 0))[0] == 0
