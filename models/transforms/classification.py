@@ -42,6 +42,12 @@ class Preprocessing:
         # The official code computes int((256 / 224) * size); crop_pct = 224/256 reproduces it.
         return int(round(self.input_size / self.crop_pct, 6))
 
+    @property
+    def crop_offset(self) -> int:
+        """Where the centre crop starts in the ``resize_size`` square, on both axes (torchvision's
+        CenterCrop rounds the offsets the same way)."""
+        return int(round((self.resize_size - self.input_size) / 2.0))
+
     def to_dict(self) -> dict:
         return {**asdict(self), "resize_size": self.resize_size}
 
@@ -56,7 +62,7 @@ class Preprocessing:
     def resize_and_crop(self, image: Image.Image) -> Image.Image:
         """Square resize to ``resize_size`` then centre crop to ``input_size`` (RGB in, RGB out)."""
         size, crop = self.resize_size, self.input_size
-        top = int(round((size - crop) / 2.0))  # torchvision's CenterCrop rounds the offsets the same way
+        top = self.crop_offset
         resample = INTERPOLATIONS[self.interpolation]
         if self._crop_resizes_exactly(*image.size):
             # Only the pixels the crop keeps (a quarter fewer for 224 of 256), the same values:
@@ -122,7 +128,7 @@ class Preprocessing:
                     .round_()
                     .clamp_(0, 255)
                 )
-        top = int(round((size - self.input_size) / 2.0))
+        top = self.crop_offset
         x = x[:, :, top : top + self.input_size, top : top + self.input_size] / 255.0
         x = ((x - per_channel(self.mean, x.device)) / per_channel(self.std, x.device)).contiguous()
         return x[0] if one else x
@@ -134,7 +140,7 @@ class Preprocessing:
         if self.interpolation not in pillow_resample.FILTERS:
             raise ValueError(f"the compiled resize has no {self.interpolation!r} filter")
         size, crop = self.resize_size, self.input_size
-        top = int(round((size - crop) / 2.0))
+        top = self.crop_offset
         kept = pillow_resample.resize_and_crop(pixels, size, top, top, crop, crop, self.interpolation)
         table = normalization_table(tuple(self.mean), tuple(self.std))  # hashable, whatever came in
         return torch.from_numpy(pillow_resample.planes(kept, table))
@@ -159,7 +165,7 @@ class Preprocessing:
             x = F.interpolate(x, size=passes[0], mode=self.interpolation, antialias=True)
         if tuple(x.shape[2:]) != (size, size):
             x = F.interpolate(x, size=(size, size), mode=self.interpolation, antialias=True)
-        top = int(round((size - self.input_size) / 2.0))
+        top = self.crop_offset
         crop = x[0, :, top : top + self.input_size, top : top + self.input_size].permute(1, 2, 0)
         out = np.empty((3, self.input_size, self.input_size), np.float32)
         return torch.from_numpy(normalize_into(out, crop.numpy(), self.mean, self.std))
